@@ -73,15 +73,15 @@ export const DECODE_RESULT_NAMES: readonly string[] = [
 ];
 
 /**
- * How to treat the TCP checksum of captured packets. Linux veth and loopback hand packets from a
- * local sender to AF_PACKET with CHECKSUM_PARTIAL (only the pseudo-header sum is filled in), so
- * a strict check would drop every packet from a same-host client: `VERIFY_UNLESS_PARTIAL` is
- * for such deployments, `VERIFY` for real NICs, `IGNORE` for trusted fixtures.
+ * Whether to verify the IPv4 header and TCP checksums of captured packets. Linux veth and loopback
+ * hand packets from a same-host sender to AF_PACKET before the checksum is filled in
+ * (CHECKSUM_PARTIAL, transmit offload), and libpcap does not tell us which packets those are, so a
+ * deployment whose clients share the host either turns offload off (`ethtool -K IF tx off`, as the
+ * lab does) or uses `IGNORE`.
  */
 export const ChecksumPolicy = {
   VERIFY: 0,
-  VERIFY_UNLESS_PARTIAL: 1,
-  IGNORE: 2,
+  IGNORE: 1,
 } as const;
 export type ChecksumPolicy = (typeof ChecksumPolicy)[keyof typeof ChecksumPolicy];
 
