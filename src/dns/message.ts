@@ -1,0 +1,151 @@
+/**
+ * DNS message checks and answers the front end makes itself.
+ *
+ * The hot path never decodes a message into objects: it reads the 12-byte header and walks the
+ * question by index (hand-written, because dns-packet's decode allocates an object per record
+ * and a string per name for every query). dns-packet builds the rare error answers.
+ */
+import dnsPacket from 'dns-packet';
+
+/** RFC 1035 §4.1.1 header layout. */
+export const HEADER_LENGTH = 12;
+const ID = 0;
+const FLAGS = 2;
+const QDCOUNT = 4;
+
+/** Flag bits in the second 16-bit header word (RFC 1035 §4.1.1, RFC 2535 §6.1). */
+const QR = 0x8000;
+const TC = 0x0200;
+const RD = 0x0100;
+const OPCODE_SHIFT = 11;
+
+/** RCODEs (RFC 1035 §4.1.1). */
+export const Rcode = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3 } as const;
+
+/** RFC 1035 §2.3.4: names are at most 255 octets, labels at most 63. */
+const MAX_NAME = 255;
+const MAX_LABEL = 63;
+
+/**
+ * The DNS framer for TCP (RFC 1035 §4.2.2, RFC 7766 §8): each message is preceded by its length
+ * as 2 bytes. Returns how many bytes at `buf[offset, offset+length)` are whole framed messages.
+ */
+export function wholeMessages(buf: Uint8Array, offset: number, length: number): number {
+  let p = 0;
+  while (length - p >= 2) {
+    const n = (buf[offset + p]! << 8) | buf[offset + p + 1]!;
+    if (length - p - 2 < n) break;
+    p += 2 + n;
+  }
+  return p;
+}
+
+export function readId(buf: Uint8Array, offset: number): number {
+  return (buf[offset + ID]! << 8) | buf[offset + ID + 1]!;
+}
+
+export function writeId(buf: Uint8Array, offset: number, id: number): void {
+  buf[offset + ID] = id >>> 8;
+  buf[offset + ID + 1] = id;
+}
+
+export function isTruncated(buf: Uint8Array, offset: number): boolean {
+  return (buf[offset + FLAGS]! & (TC >>> 8)) !== 0;
+}
+
+/**
+ * End offset of the question section of the message at `buf[offset, offset+length)`, or -1 if
+ * the message has no well-formed header and question. Messages with QDCOUNT 0 (allowed for DNS
+ * COOKIE queries, RFC 7873 §5.4) end their question at the header.
+ */
+export function questionEnd(buf: Uint8Array, offset: number, length: number): number {
+  if (length < HEADER_LENGTH) return -1;
+  const qdcount = (buf[offset + QDCOUNT]! << 8) | buf[offset + QDCOUNT + 1]!;
+  const end = offset + length;
+  let p = offset + HEADER_LENGTH;
+  for (let q = 0; q < qdcount; q++) {
+    let nameLength = 0;
+    for (;;) {
+      if (p >= end) return -1;
+      const label = buf[p]!;
+      if (label === 0) {
+        p += 1;
+        break;
+      }
+      if ((label & 0xc0) === 0xc0) {
+        // A compression pointer ends the name (RFC 1035 §4.1.4); it may only point backwards.
+        if (p + 2 > end) return -1;
+        const target = ((label & 0x3f) << 8) | buf[p + 1]!;
+        if (target < HEADER_LENGTH || offset + target >= p) return -1;
+        p += 2;
+        break;
+      }
+      if (label > MAX_LABEL) return -1; // 0x40 and 0x80 prefixes are obsolete/reserved (RFC 6891 §5)
+      nameLength += label + 1;
+      if (nameLength + 1 > MAX_NAME) return -1;
+      p += label + 1;
+    }
+    p += 4; // QTYPE, QCLASS
+    if (p > end) return -1;
+  }
+  return p - offset;
+}
+
+/**
+ * Whether a message from a client is a query we relay. A response (QR=1) or more than one
+ * question (RFC 9619) or an unparseable header/question is a format error.
+ */
+export function isRelayableQuery(buf: Uint8Array, offset: number, length: number): boolean {
+  if (length < HEADER_LENGTH) return false;
+  if (buf[offset + FLAGS]! & (QR >>> 8)) return false;
+  const qdcount = (buf[offset + QDCOUNT]! << 8) | buf[offset + QDCOUNT + 1]!;
+  if (qdcount > 1) return false;
+  return questionEnd(buf, offset, length) > 0;
+}
+
+/**
+ * Whether two messages carry the same question section, comparing names case-insensitively
+ * (RFC 4343): how we tell that an upstream answer belongs to the query it claims to.
+ */
+export function sameQuestion(
+  a: Uint8Array,
+  aOffset: number,
+  aLength: number,
+  b: Uint8Array,
+  bOffset: number,
+  bLength: number,
+): boolean {
+  const aEnd = questionEnd(a, aOffset, aLength);
+  if (aEnd < 0 || aEnd !== questionEnd(b, bOffset, bLength)) return false;
+  if (a[aOffset + QDCOUNT] !== b[bOffset + QDCOUNT] || a[aOffset + QDCOUNT + 1] !== b[bOffset + QDCOUNT + 1]) {
+    return false;
+  }
+  for (let i = HEADER_LENGTH; i < aEnd; i++) {
+    let x = a[aOffset + i]!;
+    let y = b[bOffset + i]!;
+    if (x >= 0x41 && x <= 0x5a) x |= 0x20;
+    if (y >= 0x41 && y <= 0x5a) y |= 0x20;
+    if (x !== y) return false;
+  }
+  return true;
+}
+
+/**
+ * An answer with `rcode` to the query at `buf[offset, offset+length)`, made by the front end
+ * itself (FORMERR for a malformed query, SERVFAIL when the upstream fails), as RFC 1035 §4.1.1
+ * describes: same ID and opcode, RD copied, QR set, the question echoed when it can be parsed.
+ */
+export function errorAnswer(buf: Uint8Array, offset: number, length: number, rcode: number): Buffer {
+  const id = length >= 2 ? readId(buf, offset) : 0;
+  const flagsWord = length >= 4 ? (buf[offset + FLAGS]! << 8) | buf[offset + FLAGS + 1]! : 0;
+  const flags = (flagsWord & ((0xf << OPCODE_SHIFT) | RD)) | rcode;
+  let questions: dnsPacket.Question[] = [];
+  if (questionEnd(buf, offset, length) > 0) {
+    try {
+      questions = dnsPacket.decode(Buffer.from(buf.buffer, buf.byteOffset + offset, length)).questions ?? [];
+    } catch {
+      // A question we can walk but dns-packet cannot decode: answer without echoing it.
+    }
+  }
+  return dnsPacket.encode({ id, type: 'response', flags, questions: questions.length === 1 ? questions : [] });
+}

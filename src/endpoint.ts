@@ -1,0 +1,27 @@
+/** Parsing `ADDR:PORT` command-line endpoints (`198.18.0.2:53`, `[2001:2::2]:53`, RFC 3986 §3.2.2). */
+import net from 'node:net';
+
+export interface Endpoint {
+  address: string;
+  port: number;
+  family: 4 | 6;
+}
+
+/** Parses an endpoint; throws an Error with a one-line message saying what is wrong. */
+export function parseEndpoint(text: string): Endpoint {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:[\]]+):(\d+)$/.exec(text);
+  if (m === null) {
+    throw new Error(`"${text}" is not ADDR:PORT (write IPv6 addresses in brackets: [2001:2::2]:53)`);
+  }
+  const address = m[1]!;
+  const port = Number(m[2]);
+  const family = net.isIP(address);
+  if (family === 0) throw new Error(`"${address}" in "${text}" is not an IP address`);
+  if (family === 6 && !text.startsWith('[')) throw new Error(`write the IPv6 address in brackets: [${address}]:${port}`);
+  if (!(port >= 1 && port <= 65535)) throw new Error(`port ${m[2]} in "${text}" is not 1-65535`);
+  return { address, port, family: family as 4 | 6 };
+}
+
+export function formatEndpoint(e: { address: string; port: number }): string {
+  return net.isIPv6(e.address) ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+}

@@ -1,0 +1,129 @@
+/**
+ * Assembles a running DNS front end from its parts: firewall guard, raw sender, upstream sockets,
+ * pipeline, capture. Start-up checks each privilege and resource in turn so that what is missing
+ * is reported as one line naming the fix.
+ */
+import { randomBytes, randomFillSync } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { ChecksumPolicy } from './wire/segment.js';
+import { SynCookies } from './tcp/cookie.js';
+import { Responder, DEFAULT_MSS_OFFER, DEFAULT_WINDOW } from './tcp/responder.js';
+import { wholeMessages } from './dns/message.js';
+import { DnsPipeline } from './pipeline.js';
+import { openCapture, captureFilter, type Capture } from './io/capture.js';
+import { RawSender } from './io/raw-send.js';
+import { KernelTcpGuard } from './io/firewall.js';
+import { UdpTcpUpstream, probeUpstream, type UpstreamAddress } from './io/upstream.js';
+import type { Endpoint } from './endpoint.js';
+
+export interface DnsFrontEndOptions {
+  interface: string;
+  listen: Endpoint[];
+  upstream: UpstreamAddress;
+  /** Upstream answer timeout before SERVFAIL. */
+  timeoutMs: number;
+  checksumPolicy: ChecksumPolicy;
+  closeAfterResponse: boolean;
+}
+
+export interface RunningFrontEnd {
+  readonly pipeline: DnsPipeline;
+  readonly capture: Capture;
+  readonly sender: RawSender;
+  stop(): void;
+}
+
+/** One-line start-up failure; the CLI prints its message without a stack trace. */
+export class StartupError extends Error {
+  override readonly name = 'StartupError';
+}
+
+/** Snap length: the largest IPv4/IPv6 + TCP header with options plus one MSS we offer, rounded up. */
+const SNAP_LENGTH = 2048;
+const CAPTURE_BUFFER_BYTES = 16 * 1024 * 1024;
+const EXPIRE_INTERVAL_MS = 50;
+
+export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<RunningFrontEnd> {
+  if (!existsSync(`/sys/class/net/${options.interface}`)) {
+    throw new StartupError(`interface ${options.interface} does not exist: pick one from \`ip link show\``);
+  }
+
+  let sender: RawSender;
+  try {
+    sender = new RawSender();
+  } catch (error) {
+    throw new StartupError(
+      `cannot open a raw socket (${(error as Error).message}): run as root, or give node CAP_NET_RAW and CAP_NET_ADMIN`,
+    );
+  }
+
+  const problem = await probeUpstream(options.upstream, 2000);
+  if (problem !== null) {
+    sender.close();
+    throw new StartupError(problem);
+  }
+
+  const guard = new KernelTcpGuard(options.listen);
+  try {
+    guard.install();
+  } catch (error) {
+    sender.close();
+    throw new StartupError((error as Error).message);
+  }
+  const removeGuard = (): void => guard.remove();
+  process.on('exit', removeGuard);
+
+  let pipeline: DnsPipeline | undefined;
+  const upstream = new UdpTcpUpstream(options.upstream, (answer) => pipeline?.relay.handleUpstreamAnswer(answer));
+  let capture: Capture;
+  try {
+    await upstream.open();
+    // The cookie secret lives only in this process for now: a restart invalidates open connections.
+    const cookies = new SynCookies(randomBytes(16));
+    const responder = new Responder({ mssOffer: DEFAULT_MSS_OFFER, window: DEFAULT_WINDOW, framer: wholeMessages }, cookies);
+    capture = openCapture(
+      {
+        interface: options.interface,
+        filter: captureFilter(options.listen),
+        snapLength: SNAP_LENGTH,
+        bufferBytes: CAPTURE_BUFFER_BYTES,
+      },
+      (frame, capturedLength) => pipeline!.handleFrame(frame, capturedLength, Date.now()),
+    );
+    pipeline = new DnsPipeline(
+      capture.linkType,
+      options.checksumPolicy,
+      responder,
+      sender,
+      { timeoutMs: options.timeoutMs, closeAfterResponse: options.closeAfterResponse },
+      upstream,
+      (bytes) => randomFillSync(bytes),
+    );
+  } catch (error) {
+    upstream.close();
+    sender.close();
+    guard.remove();
+    process.off('exit', removeGuard);
+    const message = (error as Error).message;
+    if (/permitted|permission/i.test(message)) {
+      throw new StartupError(`cannot capture on ${options.interface} (${message}): run as root, or give node CAP_NET_RAW`);
+    }
+    throw new StartupError(`cannot capture on ${options.interface}: ${message}`);
+  }
+
+  const expiry = setInterval(() => pipeline!.relay.expire(Date.now()), EXPIRE_INTERVAL_MS);
+  const running = pipeline;
+  return {
+    pipeline: running,
+    capture,
+    sender,
+    stop() {
+      clearInterval(expiry);
+      capture.close();
+      upstream.close();
+      sender.close();
+      guard.remove();
+      process.off('exit', removeGuard);
+    },
+  };
+}
