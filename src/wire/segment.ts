@@ -43,7 +43,7 @@ export const DecodeResult = {
   TRUNCATED: 1,
   /** Not IPv4/IPv6 at the link layer (ARP, LLDP, ...). */
   NOT_IP: 2,
-  /** IP header fields impossible: version, IHL < 5, total length < header, payload length beyond capture. */
+  /** IP header fields impossible: version, IHL < 5, total length < header, bad extension header chain. */
   BAD_IP_HEADER: 3,
   /** IPv4 header checksum wrong (RFC 791 §3.1). */
   BAD_IP_CHECKSUM: 4,
