@@ -76,8 +76,7 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
 }
 
 const program = new Command('stateless-tcp')
-  .description('A TCP front end that keeps no per-connection state: answers from raw packets, relays to a backend.')
-  .showHelpAfterError();
+  .description('A TCP front end that keeps no per-connection state: answers from raw packets, relays to a backend.');
 
 program
   .command('dns')

@@ -1,0 +1,180 @@
+/**
+ * The DNS front end end to end: real dig and kdig in the client namespace, the real
+ * `stateless-tcp dns` binary capturing on the server's veth, real unbound behind it.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import dnsPacket from 'dns-packet';
+import { fileURLToPath } from 'node:url';
+import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
+import { CLI, startFrontEnd, type RunningFrontEnd } from './front-end.js';
+
+const DNS_CLIENT = fileURLToPath(new URL('./dns-client.js', import.meta.url));
+
+async function dig(lab: Lab, server: string, ...args: string[]): Promise<string> {
+  const result = await lab.exec('client', ['dig', '+tcp', '+tries=1', '+time=3', `@${server}`, ...args]);
+  assert.equal(result.code, 0, `dig ${args.join(' ')} failed: ${result.stdout}${result.stderr}`);
+  return result.stdout;
+}
+
+/** Sends raw framed messages with the test client; returns the decoded answers. */
+async function rawExchange(lab: Lab, server: string, writes: Buffer[], expected = 1): Promise<dnsPacket.DecodedPacket[]> {
+  const result = await lab.exec('client', [
+    process.execPath, DNS_CLIENT, server, '53', JSON.stringify(writes.map((w) => w.toString('hex'))), String(expected),
+  ]);
+  assert.equal(result.code, 0, `dns-client failed: ${result.stderr}`);
+  return (JSON.parse(result.stdout) as string[]).map((hex) => dnsPacket.decode(Buffer.from(hex, 'hex')));
+}
+
+const framed = (message: Buffer): Buffer => Buffer.concat([Buffer.from([message.length >> 8, message.length & 0xff]), message]);
+const rcode = (answer: dnsPacket.DecodedPacket): number => answer.flags! & 0xf;
+
+describe('stateless-tcp dns with real clients and unbound', () => {
+  let lab: Lab;
+  let frontEnd: RunningFrontEnd;
+
+  before(async () => {
+    requireTools('dig', 'kdig', 'nft');
+    lab = await createLab();
+    frontEnd = await startFrontEnd(lab);
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('dig +tcp gets the A record over IPv4', async () => {
+    const out = await dig(lab, lab.serverV4, LAB_ZONE.www.name, 'A');
+    assert.match(out, /status: NOERROR/);
+    assert.match(out, /;; SERVER: 198\.18\.0\.2#53\(198\.18\.0\.2\) \(TCP\)/);
+    assert.match(out, /^www\.lab\.test\.\s+\d+\s+IN\s+A\s+198\.18\.0\.100$/m);
+  });
+
+  test('dig +tcp gets the AAAA record over IPv6', async () => {
+    const out = await dig(lab, lab.serverV6, LAB_ZONE.www.name, 'AAAA', '+short');
+    assert.equal(out.trim(), LAB_ZONE.www.aaaa);
+  });
+
+  test('kdig +tcp gets answers over IPv4 and IPv6', async () => {
+    for (const server of [lab.serverV4, lab.serverV6]) {
+      const result = await lab.exec('client', ['kdig', '+tcp', '+timeout=3', '+retry=0', `@${server}`, LAB_ZONE.www.name, 'A', '+short']);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stdout.trim(), LAB_ZONE.www.a, `kdig via ${server}`);
+    }
+  });
+
+  test('NXDOMAIN passes through', async () => {
+    const out = await dig(lab, lab.serverV4, LAB_ZONE.missing, 'A');
+    assert.match(out, /status: NXDOMAIN/);
+  });
+
+  test('a 4 KB answer that unbound truncates over UDP reaches the client whole, over IPv4 and IPv6', async () => {
+    for (const server of [lab.serverV4, lab.serverV6]) {
+      const out = await dig(lab, server, LAB_ZONE.big.name, 'TXT');
+      assert.match(out, /flags: qr aa rd ra;/, 'no TC flag');
+      assert.match(out, new RegExp(`MSG SIZE\\s+rcvd: ${LAB_ZONE.big.responseBytes}$`, 'm'));
+      const strings = [...out.matchAll(/IN\s+TXT\s+"([^"]+)"/g)].map((m) => m[1]);
+      assert.deepEqual(strings, LAB_ZONE.big.strings, `TXT strings in order via ${server}`);
+    }
+    const mid = await dig(lab, lab.serverV4, LAB_ZONE.mid.name, 'TXT');
+    assert.match(mid, new RegExp(`MSG SIZE\\s+rcvd: ${LAB_ZONE.mid.responseBytes}$`, 'm'));
+  });
+
+  test('twenty sequential dig +tcp queries all succeed', async () => {
+    for (let i = 0; i < 20; i++) {
+      const server = i % 2 === 0 ? lab.serverV4 : lab.serverV6;
+      const out = await dig(lab, server, LAB_ZONE.www.name, 'A', '+short');
+      assert.equal(out.trim(), LAB_ZONE.www.a, `query ${i}`);
+    }
+  });
+
+  test('two queries in one segment get two answers, in order', async () => {
+    const q1 = dnsPacket.encode({ type: 'query', id: 101, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'www.lab.test' }] });
+    const q2 = dnsPacket.encode({ type: 'query', id: 102, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'AAAA', name: 'www.lab.test' }] });
+    const answers = await rawExchange(lab, lab.serverV4, [Buffer.concat([framed(q1), framed(q2)])], 2);
+    assert.deepEqual(answers.map((a) => [a.id, a.answers![0]!.type]), [[101, 'A'], [102, 'AAAA']]);
+  });
+
+  test('a malformed query gets FORMERR with its ID', async () => {
+    // A "query" with QR set and a question that runs past the end of the message.
+    const bad = Buffer.from('beef8100000100000000000003777777', 'hex');
+    const [answer] = await rawExchange(lab, lab.serverV6, [framed(bad)]);
+    assert.equal(answer!.id, 0xbeef);
+    assert.equal(rcode(answer!), 1);
+  });
+
+  test('on SIGTERM it stops cleanly, removes its nftables table, and dropped no packet as malformed', async () => {
+    const summary = await frontEnd.stop();
+    assert.match(summary, /stopped on SIGTERM/);
+    assert.doesNotMatch(summary, /decode\.bad|decode\.truncated|send_failed=[1-9]/, summary);
+    assert.match(summary, /dns\.truncated_retried_tcp=[1-9]/);
+    const tables = await lab.exec('server', ['nft', 'list', 'tables']);
+    assert.doesNotMatch(tables.stdout, /stateless_tcp/);
+  });
+});
+
+describe('stateless-tcp dns when the upstream dies', () => {
+  let lab: Lab;
+  before(async () => {
+    lab = await createLab();
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('queries get SERVFAIL after --timeout, and the front end keeps serving', async () => {
+    const frontEnd = await startFrontEnd(lab, ['--timeout', '300']);
+    assert.equal((await dig(lab, lab.serverV4, LAB_ZONE.www.name, '+short')).trim(), LAB_ZONE.www.a);
+    await lab.stop(lab.unbound!);
+    const started = Date.now();
+    const out = await dig(lab, lab.serverV4, LAB_ZONE.www.name, 'A');
+    assert.match(out, /status: SERVFAIL/);
+    assert.match(out, /;www\.lab\.test\.\s+IN\s+A/, 'question echoed');
+    assert.ok(Date.now() - started < 2500, 'answered after the timeout, not the client giving up');
+    const summary = await frontEnd.stop();
+    assert.match(summary, /dns\.servfail_timeout=1/);
+  });
+});
+
+describe('stateless-tcp start-up errors are one line naming the fix', () => {
+  let lab: Lab;
+  before(async () => {
+    lab = await createLab();
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  async function failingStart(args: string[], prefix: string[] = []): Promise<string> {
+    const result = await lab.exec('server', [...prefix, process.execPath, CLI, 'dns', ...args], { timeoutMs: 8000 });
+    assert.notEqual(result.code, 0, 'exits non-zero');
+    const lines = result.stderr.trimEnd().split('\n');
+    assert.equal(lines.length, 1, `one line, got:\n${result.stderr}`);
+    assert.doesNotMatch(result.stderr, /\bat .*\.js:\d+/, 'no stack trace');
+    return lines[0]!;
+  }
+  const upstream = (): string => `${lab.upstream.v4.address}:${lab.upstream.v4.port}`;
+
+  test('unknown interface', async () => {
+    const line = await failingStart(['--interface', 'nope0', '--listen', `${lab.serverV4}:53`, '--upstream', upstream()]);
+    assert.match(line, /interface nope0 does not exist: pick one from `ip link show`/);
+  });
+
+  test('a listen address that is not ADDR:PORT', async () => {
+    const line = await failingStart(['--interface', lab.serverInterface, '--listen', '2001:2::2:53', '--upstream', upstream()]);
+    assert.match(line, /write the IPv6 address in brackets|is not ADDR:PORT|not an IP address/);
+  });
+
+  test('an upstream that does not answer', async () => {
+    const line = await failingStart(['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:53`, '--upstream', '127.0.0.1:5399']);
+    assert.match(line, /upstream 127\.0\.0\.1:5399 .*: start the resolver or correct --upstream/);
+  });
+
+  test('no privilege for raw sockets', async () => {
+    requireTools('setpriv');
+    const line = await failingStart(
+      ['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:53`, '--upstream', upstream()],
+      ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'],
+    );
+    assert.match(line, /run as root, or give node CAP_NET_RAW/);
+  });
+});

@@ -1,0 +1,48 @@
+/**
+ * Running the real `stateless-tcp dns` binary inside a lab's server namespace, for integration
+ * tests, the demo and benchmarks.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Lab } from './lab.js';
+
+/** The compiled CLI (dist/src/cli.js), found from this file's place in dist/test/lab/. */
+export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+
+export interface RunningFrontEnd {
+  readonly process: ChildProcess;
+  /** Everything the process printed so far (stdout and stderr). */
+  output(): string;
+  /** SIGTERM; resolves to the process's last line (its counter summary) once it has exited. */
+  stop(): Promise<string>;
+}
+
+/** `stateless-tcp dns` on the lab's server interface, both addresses, port 53, relaying to unbound. */
+export async function startFrontEnd(lab: Lab, extraArgs: readonly string[] = []): Promise<RunningFrontEnd> {
+  const child = lab.spawn('server', [
+    process.execPath,
+    CLI,
+    'dns',
+    '--interface',
+    lab.serverInterface,
+    '--listen',
+    `${lab.serverV4}:53`,
+    '--listen',
+    `[${lab.serverV6}]:53`,
+    '--upstream',
+    `${lab.upstream.v4.address}:${lab.upstream.v4.port}`,
+    ...extraArgs,
+  ]);
+  let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  await lab.waitForLine(child, /listening on/, 10_000);
+  return {
+    process: child,
+    output: () => output,
+    async stop() {
+      await lab.stop(child);
+      return output.trimEnd().split('\n').at(-1) ?? '';
+    },
+  };
+}
