@@ -44,7 +44,8 @@ const CAPTURE_BUFFER_BYTES = 16 * 1024 * 1024;
 const EXPIRE_INTERVAL_MS = 50;
 
 export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<RunningFrontEnd> {
-  if (!existsSync(`/sys/class/net/${options.interface}`)) {
+  // "any" is libpcap's pseudo-device for all interfaces (Linux cooked capture).
+  if (options.interface !== 'any' && !existsSync(`/sys/class/net/${options.interface}`)) {
     throw new StartupError(`interface ${options.interface} does not exist: pick one from \`ip link show\``);
   }
 

@@ -112,6 +112,25 @@ describe('stateless-tcp dns with real clients and unbound', () => {
   });
 });
 
+describe('stateless-tcp dns on the "any" pseudo-interface (Linux cooked capture)', () => {
+  let lab: Lab;
+  before(async () => {
+    lab = await createLab();
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('answers the 4 KB TXT over IPv4 and IPv6', async () => {
+    const frontEnd = await startFrontEnd(lab, ['--interface', 'any']);
+    for (const server of [lab.serverV4, lab.serverV6]) {
+      const out = await dig(lab, server, LAB_ZONE.big.name, 'TXT');
+      assert.match(out, new RegExp(`MSG SIZE\\s+rcvd: ${LAB_ZONE.big.responseBytes}$`, 'm'), `via ${server}`);
+    }
+    await frontEnd.stop();
+  });
+});
+
 describe('stateless-tcp dns when the upstream dies', () => {
   let lab: Lab;
   before(async () => {
