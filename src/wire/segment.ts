@@ -145,6 +145,10 @@ export class ReplyHeader {
   window = 0;
   /** If non-zero, emit an MSS option (kind 2) with this value; only meaningful on SYN segments. */
   mss = 0;
+  /** If set, emit the timestamps option (RFC 7323 §3) with these values. */
+  hasTimestamps = false;
+  tsVal = 0;
+  tsEcr = 0;
   /** IPv4 TTL / IPv6 hop limit. */
   hopLimit = 64;
 
@@ -172,6 +176,9 @@ export class ReplyHeader {
     this.flags = other.flags;
     this.window = other.window;
     this.mss = other.mss;
+    this.hasTimestamps = other.hasTimestamps;
+    this.tsVal = other.tsVal;
+    this.tsEcr = other.tsEcr;
     this.hopLimit = other.hopLimit;
     return this;
   }

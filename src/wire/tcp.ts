@@ -161,13 +161,15 @@ function isTcpChecksumValid(buf: Uint8Array, offset: number, segmentLength: numb
 
 /**
  * Bytes of options `writeTcpHeader` emits for `hdr`, padded to a 32-bit boundary (the data offset
- * counts words, RFC 9293 §3.1 "Padding"). To emit another option (window scale, SACK-permitted,
- * timestamps), add its length here and its bytes in `writeTcpOptions`.
+ * counts words, RFC 9293 §3.1 "Padding"). To emit another option (window scale, SACK-permitted),
+ * add its length here and its bytes in `writeTcpOptions`.
  */
 export function tcpOptionsLength(hdr: ReplyHeader): number {
   let length = 0;
   // RFC 9293 §3.7.1: MSS is sent on SYN segments only; the responder sets hdr.mss accordingly.
   if (hdr.mss > 0) length += TcpOptionLength.MSS;
+  // RFC 7323 Appendix A: two NOPs align the 10-byte timestamps option to 4 bytes.
+  if (hdr.hasTimestamps) length += 2 + TcpOptionLength.TIMESTAMPS;
   return (length + 3) & ~3;
 }
 
@@ -179,6 +181,15 @@ function writeTcpOptions(hdr: ReplyHeader, out: Uint8Array, offset: number, end:
     out[position + 1] = TcpOptionLength.MSS;
     writeU16(out, position + 2, hdr.mss);
     position += TcpOptionLength.MSS;
+  }
+  if (hdr.hasTimestamps) {
+    out[position] = TcpOptionKind.NO_OPERATION;
+    out[position + 1] = TcpOptionKind.NO_OPERATION;
+    out[position + 2] = TcpOptionKind.TIMESTAMPS;
+    out[position + 3] = TcpOptionLength.TIMESTAMPS;
+    writeU32(out, position + 4, hdr.tsVal);
+    writeU32(out, position + 8, hdr.tsEcr);
+    position += 2 + TcpOptionLength.TIMESTAMPS;
   }
   // RFC 9293 §3.1: "The TCP header padding ... is composed of zeros."
   while (position < end) out[position++] = TcpOptionKind.END_OF_LIST;

@@ -286,3 +286,26 @@ describe('checkers', () => {
     assert.throws(() => checkPacket(padded, ipv4()), /IP packet length: expected 46, got 44/);
   });
 });
+
+describe('emitReply with the timestamps option', () => {
+  it('writes MSS then NOP NOP TS (RFC 7323 Appendix A layout) and the checkers read them back', () => {
+    const hdr = header(4);
+    hdr.hasTimestamps = true;
+    hdr.tsVal = 0x01020304;
+    hdr.tsEcr = 0xfffffffe;
+    const packet = emit(hdr);
+    checkPacket(packet, ipv4(), tcp(mss(1220), timestamps({ val: 0x01020304, ecr: 0xfffffffe }), tcpHeaderLength(36)));
+    assert.equal(hex(packet.subarray(40, 56)), '020404c4' + '0101080a' + '01020304' + 'fffffffe');
+  });
+
+  it('on a data segment without MSS: 12 option bytes, payload after them', () => {
+    const hdr = header(6);
+    hdr.mss = 0;
+    hdr.flags = TcpFlag.ACK | TcpFlag.PSH;
+    hdr.hasTimestamps = true;
+    hdr.tsVal = 7;
+    hdr.tsEcr = 9;
+    const data = Uint8Array.from([1, 2, 3]);
+    checkPacket(emit(hdr, data), ipv6(), tcp(mss(0), timestamps({ val: 7, ecr: 9 }), tcpHeaderLength(32), payload(data)));
+  });
+});
