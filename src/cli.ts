@@ -32,6 +32,7 @@ interface DnsCommandOptions {
   upstream: Endpoint[];
   timeout: number;
   checksums: 'verify' | 'ignore';
+  closeAfterResponse: boolean;
 }
 
 /** Counters as `name=value` pairs, zeros left out. */
@@ -60,7 +61,7 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
     upstream: { host: upstream.address, port: upstream.port },
     timeoutMs: options.timeout,
     checksumPolicy: options.checksums === 'ignore' ? ChecksumPolicy.IGNORE : ChecksumPolicy.VERIFY,
-    closeAfterResponse: true,
+    closeAfterResponse: options.closeAfterResponse,
   });
   console.log(
     `stateless-tcp dns: listening on ${options.listen.map(formatEndpoint).join(', ')} at ${options.interface}` +
@@ -85,6 +86,11 @@ program
   .requiredOption('-l, --listen <addr:port>', 'address and port to answer on; repeat for more (IPv6: [2001:2::2]:53)', endpointArgument)
   .requiredOption('-u, --upstream <addr:port>', 'UDP resolver to relay queries to', endpointArgument)
   .option('--timeout <ms>', 'answer SERVFAIL when the upstream has not answered within this time', positiveInteger, 2000)
+  .option(
+    '--close-after-response',
+    "close each connection once its answers are sent (the talk's transaction mode); default: keep it open until the client closes",
+    false,
+  )
   .option(
     '--checksums <verify|ignore>',
     'verify checksums of captured packets; "ignore" when clients on the same host send with checksum offload',

@@ -7,8 +7,7 @@ import { randomBytes, randomFillSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { ChecksumPolicy } from './wire/segment.js';
 import { SynCookies } from './tcp/cookie.js';
-import { Responder, DEFAULT_MSS_OFFER, DEFAULT_WINDOW } from './tcp/responder.js';
-import { wholeMessages } from './dns/message.js';
+import { DEFAULT_RESPONDER_CONFIG } from './tcp/responder.js';
 import { DnsPipeline } from './pipeline.js';
 import { openCapture, captureFilter, type Capture } from './io/capture.js';
 import { RawSender } from './io/raw-send.js';
@@ -41,7 +40,8 @@ export class StartupError extends Error {
 /** Snap length: the largest IPv4/IPv6 + TCP header with options plus one MSS we offer, rounded up. */
 const SNAP_LENGTH = 2048;
 const CAPTURE_BUFFER_BYTES = 16 * 1024 * 1024;
-const EXPIRE_INTERVAL_MS = 50;
+/** Timer resolution for retransmission and upstream timeouts. */
+const TICK_INTERVAL_MS = 10;
 
 export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<RunningFrontEnd> {
   // "any" is libpcap's pseudo-device for all interfaces (Linux cooked capture).
@@ -75,13 +75,12 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
   process.on('exit', removeGuard);
 
   let pipeline: DnsPipeline | undefined;
-  const upstream = new UdpTcpUpstream(options.upstream, (answer) => pipeline?.relay.handleUpstreamAnswer(answer));
+  const upstream = new UdpTcpUpstream(options.upstream, (answer) => pipeline?.relay.handleUpstreamAnswer(answer, Date.now()));
   let capture: Capture;
   try {
     await upstream.open();
     // The cookie secret lives only in this process for now: a restart invalidates open connections.
     const cookies = new SynCookies(randomBytes(16));
-    const responder = new Responder({ mssOffer: DEFAULT_MSS_OFFER, window: DEFAULT_WINDOW, framer: wholeMessages }, cookies);
     capture = openCapture(
       {
         interface: options.interface,
@@ -94,9 +93,10 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
     pipeline = new DnsPipeline(
       capture.linkType,
       options.checksumPolicy,
-      responder,
+      cookies,
+      { ...DEFAULT_RESPONDER_CONFIG, closeAfterResponse: options.closeAfterResponse },
       sender,
-      { timeoutMs: options.timeoutMs, closeAfterResponse: options.closeAfterResponse },
+      { timeoutMs: options.timeoutMs },
       upstream,
       (bytes) => randomFillSync(bytes),
     );
@@ -112,14 +112,14 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
     throw new StartupError(`cannot capture on ${options.interface}: ${message}`);
   }
 
-  const expiry = setInterval(() => pipeline!.relay.expire(Date.now()), EXPIRE_INTERVAL_MS);
+  const ticker = setInterval(() => pipeline!.tick(Date.now()), TICK_INTERVAL_MS);
   const running = pipeline;
   return {
     pipeline: running,
     capture,
     sender,
     stop() {
-      clearInterval(expiry);
+      clearInterval(ticker);
       capture.close();
       upstream.close();
       sender.close();

@@ -1,18 +1,21 @@
 /**
  * One shard's packet path, from a captured frame to the packets sent back:
  *
- *   frame ──decodeFrame──▶ Segment ──Responder──▶ control segment (SYN+ACK / ACK / RST)
- *                                          └────▶ request ──DnsRelay──▶ upstream (UDP)
- *   upstream answer ──DnsRelay──▶ cutResponse ──▶ segments ──emitReply──▶ RawSender
+ *   frame ──decodeFrame──▶ Segment ──Responder──▶ SYN+ACK / ACK / RST / retransmissions
+ *                                          └────▶ whole messages ──DnsRelay──▶ upstream (UDP)
+ *   upstream answer ──DnsRelay──▶ Responder.answer ──▶ segments ──emitReply──▶ RawSender
  *
- * It holds no per-connection state itself; the relay holds state only while an upstream answer
- * is outstanding. Everything it reuses (segment, response, packet buffer) is allocated once.
+ * State lives only in the responder's flows (while a connection has something in flight) and
+ * the relay's pending queries. Everything reused per packet is allocated once.
  */
 import { ChecksumPolicy, DECODE_RESULT_NAMES, DecodeResult, Segment, type LinkType, type ReplyHeader } from './wire/segment.js';
 import { decodeFrame } from './wire/frame.js';
 import { emitReply } from './wire/emit.js';
-import { OUTCOME_NAMES, Outcome, Responder, Response, type SegmentSink } from './tcp/responder.js';
+import { OUTCOME_NAMES, Responder, type ResponderConfig, type SegmentSink } from './tcp/responder.js';
+import type { SynCookies } from './tcp/cookie.js';
+import type { Flow } from './tcp/flow.js';
 import { DnsRelay, type RelayConfig, type UpstreamTransport } from './dns/relay.js';
+import { plausibleQueryStart, wholeMessages } from './dns/message.js';
 
 /** Sends one IP packet to `dst` (implemented by io/raw-send.ts). */
 export interface PacketSender {
@@ -25,21 +28,24 @@ const MAX_PACKET = 40 + 60 + 65535;
 export class DnsPipeline implements SegmentSink {
   readonly decodeCounts = new Float64Array(DECODE_RESULT_NAMES.length);
   readonly outcomeCounts = new Float64Array(OUTCOME_NAMES.length);
-  readonly relay: DnsRelay;
+  readonly relay: DnsRelay<Flow>;
+  readonly responder: Responder;
   private readonly segment = new Segment();
-  private readonly response = new Response();
   private readonly packet = Buffer.alloc(MAX_PACKET);
 
   constructor(
     private readonly linkType: LinkType,
     private readonly checksumPolicy: ChecksumPolicy,
-    private readonly responder: Responder,
+    cookies: SynCookies,
+    tcp: Omit<ResponderConfig, 'framer' | 'plausibleStart'>,
     private readonly sender: PacketSender,
     relayConfig: RelayConfig,
     upstream: UpstreamTransport,
     fillRandom: (bytes: Uint8Array) => void,
   ) {
-    this.relay = new DnsRelay(relayConfig, upstream, this, fillRandom);
+    this.relay = new DnsRelay<Flow>(relayConfig, upstream, fillRandom);
+    this.responder = new Responder({ ...tcp, framer: wholeMessages, plausibleStart: plausibleQueryStart }, cookies, this, this.relay);
+    this.relay.attach(this.responder);
   }
 
   /** Handles one captured frame `frame[0, length)`; the frame is not used after this returns. */
@@ -48,17 +54,16 @@ export class DnsPipeline implements SegmentSink {
     const result = decodeFrame(this.linkType, frame, 0, length, this.checksumPolicy, seg);
     this.decodeCounts[result]!++;
     if (result !== DecodeResult.OK) return;
-
-    const r = this.response;
-    const outcome = this.responder.respond(seg, nowMs / 1000, r);
-    this.outcomeCounts[outcome]!++;
-    if (r.hasControl) this.send(r.control, null, 0, 0);
-    if (outcome === Outcome.REQUEST) {
-      this.relay.handleRequest(seg.buf, r.requestOffset, r.requestLength, r.response, r.peerMss, nowMs);
-    }
+    this.outcomeCounts[this.responder.handleSegment(seg, nowMs)]!++;
   }
 
-  /** SegmentSink: emit one segment of a response and send it. */
+  /** Timers: TCP retransmission and eviction, upstream timeouts. Call every few milliseconds. */
+  tick(nowMs: number): void {
+    this.responder.tick(nowMs);
+    this.relay.expire(nowMs);
+  }
+
+  /** SegmentSink: emit one segment and send it. */
   send(header: ReplyHeader, payload: Uint8Array | null, offset: number, length: number): void {
     const n = emitReply(header, payload, offset, length, this.packet, 0);
     this.sender.send(header.family, this.packet, n, header.dstAddr);

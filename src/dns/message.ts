@@ -12,6 +12,17 @@ export const HEADER_LENGTH = 12;
 const ID = 0;
 const FLAGS = 2;
 const QDCOUNT = 4;
+const ANCOUNT = 6;
+const NSCOUNT = 8;
+
+/**
+ * Largest query length taken as plausible from a connection without soft state. Queries are
+ * relayed over UDP, where anything larger would need IP fragments; real ones are far smaller.
+ */
+const MAX_PLAUSIBLE_QUERY = 4096;
+
+/** QUERY, IQUERY, STATUS, NOTIFY, UPDATE, DSO (RFC 6895 §2.2, RFC 8490). */
+const ASSIGNED_OPCODES = new Set([0, 1, 2, 4, 5, 6]);
 
 /** Flag bits in the second 16-bit header word (RFC 1035 §4.1.1, RFC 2535 §6.1). */
 const QR = 0x8000;
@@ -148,4 +159,29 @@ export function errorAnswer(buf: Uint8Array, offset: number, length: number, rco
     }
   }
   return dnsPacket.encode({ id, type: 'response', flags, questions: questions.length === 1 ? questions : [] });
+}
+
+/**
+ * Whether `buf[offset, offset+length)` could be the start of a framed query: a length from a
+ * header to 4096 bytes, then — as far as the bytes are present — QR = 0, an assigned opcode (RFC 6895 §2.2),
+ * QDCOUNT = 1, and for a standard query (opcode 0) no answer or authority records
+ * (RFC 1035 §4.1.1). Used to refuse data that
+ * starts in the middle of a message because the segment before it was lost. A real query passes;
+ * a malformed one may not, and is then dropped unanswered instead of getting FORMERR — only on a
+ * connection without soft state, after its first request.
+ */
+export function plausibleQueryStart(buf: Uint8Array, offset: number, length: number): boolean {
+  if (length < 2) return true; // the length prefix alone: nothing to judge yet
+  const n = (buf[offset]! << 8) | buf[offset + 1]!;
+  if (n < HEADER_LENGTH || n > MAX_PLAUSIBLE_QUERY) return false;
+  const m = offset + 2;
+  const available = length - 2;
+  const u16 = (at: number): number => (buf[m + at]! << 8) | buf[m + at + 1]!;
+  const opcode = (buf[m + FLAGS]! >>> 3) & 0xf;
+  if (available > FLAGS && (buf[m + FLAGS]! & (QR >>> 8) || !ASSIGNED_OPCODES.has(opcode))) return false;
+  if (available >= QDCOUNT + 2 && u16(QDCOUNT) !== 1) return false;
+  const standardQuery = available > FLAGS && opcode === 0;
+  if (standardQuery && available >= ANCOUNT + 2 && u16(ANCOUNT) !== 0) return false;
+  if (standardQuery && available >= NSCOUNT + 2 && u16(NSCOUNT) !== 0) return false;
+  return true;
 }

@@ -1,21 +1,19 @@
 /**
- * The DNS relay behind the stateless TCP responder: each query in a request goes over UDP to the
- * upstream resolver; when every query of the request has its answer, the answers go back to the
- * client as one train of TCP segments.
+ * The DNS relay behind the TCP responder: each query goes over UDP to the upstream resolver, and
+ * each answer goes back on the connection the query came on as soon as it arrives — answers may
+ * overtake each other, which RFC 7766 §7 allows and clients match by ID.
  *
- * This is the only state we hold, and only while an upstream answer is outstanding (an
- * "exchange"): the response's segment header template and the answers gathered so far. Idle and
- * half-open connections hold nothing.
+ * What it holds per query, only until the answer arrives: the connection, the client's query ID,
+ * and the query as sent upstream.
  *
  * Upstream IDs: clients choose their query IDs independently, so each relayed query gets a fresh
  * random ID of ours (the client's is restored in the answer). Random IDs also make it hard for an
  * off-path forger to inject an answer (RFC 5452 §9.2), and an answer is accepted only if its
  * question matches the query's.
  *
- * No I/O here: the upstream socket and the segment sink are injected, and time is passed in.
+ * No I/O here: the upstream socket and the connection side are injected, and time is passed in.
+ * The connection type is a parameter, so the same relay serves any transport.
  */
-import { ReplyHeader } from '../wire/segment.js';
-import { cutResponse, type SegmentSink } from '../tcp/responder.js';
 import {
   HEADER_LENGTH,
   Rcode,
@@ -27,6 +25,14 @@ import {
   writeId,
 } from './message.js';
 
+/** Where answers go: the transport that owns the connections. */
+export interface AnswerSink<Connection> {
+  /** One more answer will be given on `connection` (the transport keeps it until then). */
+  expectAnswer(connection: Connection): void;
+  /** The answer, framed for the wire, `data[offset, offset+length)`. */
+  answer(connection: Connection, data: Uint8Array, offset: number, length: number, nowMs: number): void;
+}
+
 export interface UpstreamTransport {
   /** Sends one query datagram to the upstream resolver. */
   sendDatagram(query: Uint8Array): void;
@@ -35,10 +41,8 @@ export interface UpstreamTransport {
 }
 
 export interface RelayConfig {
-  /** How long to wait for an upstream answer before answering SERVFAIL (RFC 8767 suggests ≤ 1.8 s clients). */
+  /** How long to wait for an upstream answer before answering SERVFAIL. */
   timeoutMs: number;
-  /** Close our side with FIN after the response (the talk's transaction mode). */
-  closeAfterResponse: boolean;
 }
 
 /** Relay counters, indices into `RelayStats.counts`. */
@@ -63,19 +67,10 @@ export const RELAY_COUNTER_NAMES: readonly string[] = [
   'id_exhausted',
 ];
 
-/** One client request: one or more queries whose answers go back together. */
-class Exchange {
-  readonly header = new ReplyHeader();
-  peerMss = 0;
-  answers: (Uint8Array | null)[] = [];
-  remaining = 0;
-}
-
 /** A query waiting for its upstream answer. */
-class PendingQuery {
+class PendingQuery<Connection> {
   constructor(
-    readonly exchange: Exchange,
-    readonly index: number,
+    readonly connection: Connection,
     readonly clientId: number,
     readonly upstreamId: number,
     /** The query as sent upstream (our ID), kept to check the answer's question and for a TCP retry. */
@@ -88,72 +83,66 @@ const ID_SPACE = 65536;
 /** Random bytes fetched at a time for upstream IDs (one crypto call per 2048 queries). */
 const RANDOM_POOL_BYTES = 4096;
 
-export class DnsRelay {
+export class DnsRelay<Connection> {
   readonly counts = new Float64Array(RELAY_COUNTER_NAMES.length);
   /** Pending queries by upstream ID. */
-  private readonly pending: (PendingQuery | undefined)[] = new Array(ID_SPACE);
+  private readonly pending: (PendingQuery<Connection> | undefined)[] = new Array(ID_SPACE);
   private pendingCount = 0;
   /** Pending queries in deadline order (all share one timeout, so arrival order is deadline order). */
-  private readonly deadlines: PendingQuery[] = [];
+  private readonly deadlines: PendingQuery<Connection>[] = [];
   private deadlinesHead = 0;
   private readonly randomPool = new Uint8Array(RANDOM_POOL_BYTES);
   private randomPos = RANDOM_POOL_BYTES;
-  /** Assembly buffer for a response's framed answers; grows to the largest response seen. */
-  private responseBuffer = new Uint8Array(4096);
+  /** An answer framed for the wire: 2-byte length + message (RFC 1035 §4.2.2). */
+  private framed = new Uint8Array(2 + 4096);
+  private answers: AnswerSink<Connection> | null = null;
 
   constructor(
     private readonly config: RelayConfig,
     private readonly upstream: UpstreamTransport,
-    private readonly sink: SegmentSink,
     private readonly fillRandom: (bytes: Uint8Array) => void,
   ) {}
+
+  /** Connects the transport that answers go to (it is built with this relay as its application). */
+  attach(answers: AnswerSink<Connection>): void {
+    this.answers = answers;
+  }
 
   get pendingQueries(): number {
     return this.pendingCount;
   }
 
-  /**
-   * Relays the framed messages at `buf[offset, offset+length)` (whole messages only, as the
-   * responder acknowledged them). `header` is the template for the response segments.
-   */
-  handleRequest(
-    buf: Uint8Array,
-    offset: number,
-    length: number,
-    header: ReplyHeader,
-    peerMss: number,
-    nowMs: number,
-  ): void {
-    const exchange = new Exchange();
-    exchange.header.copyFrom(header);
-    exchange.peerMss = peerMss;
+  /** Relays the whole framed messages at `buf[offset, offset+length)` that arrived on `connection`. */
+  onMessages(connection: Connection, buf: Uint8Array, offset: number, length: number, nowMs: number): void {
     const end = offset + length;
     for (let p = offset; p < end; ) {
       const n = (buf[p]! << 8) | buf[p + 1]!;
-      exchange.answers.push(null);
-      exchange.remaining++;
-      this.relayQuery(exchange, exchange.answers.length - 1, buf, p + 2, n, nowMs);
+      this.relayQuery(connection, buf, p + 2, n, nowMs);
       p += 2 + n;
     }
   }
 
-  private relayQuery(exchange: Exchange, index: number, buf: Uint8Array, offset: number, length: number, nowMs: number): void {
+  private relayQuery(connection: Connection, buf: Uint8Array, offset: number, length: number, nowMs: number): void {
     this.counts[RelayCounter.QUERIES]!++;
+    this.answers!.expectAnswer(connection);
     if (!isRelayableQuery(buf, offset, length)) {
       this.counts[RelayCounter.FORMERR]!++;
-      this.answer(exchange, index, errorAnswer(buf, offset, length, Rcode.FORMERR));
+      this.send(connection, errorAnswer(buf, offset, length, Rcode.FORMERR), nowMs);
       return;
     }
     const upstreamId = this.freeId();
     if (upstreamId < 0) {
       this.counts[RelayCounter.ID_EXHAUSTED]!++;
-      this.answer(exchange, index, errorAnswer(buf, offset, length, Rcode.SERVFAIL));
+      this.send(connection, errorAnswer(buf, offset, length, Rcode.SERVFAIL), nowMs);
       return;
     }
-    const query = buf.slice(offset, offset + length);
+    // A copy: `buf` is the capture buffer, overwritten by the next packet. (Not `buf.slice`: on a
+    // Node Buffer that is a view.)
+    const query = new Uint8Array(length);
+    query.set(buf.subarray(offset, offset + length));
     const clientId = readId(query, 0);
     writeId(query, 0, upstreamId);
-    const pending = new PendingQuery(exchange, index, clientId, upstreamId, query, nowMs + this.config.timeoutMs);
+    const pending = new PendingQuery(connection, clientId, upstreamId, query, nowMs + this.config.timeoutMs);
     this.pending[upstreamId] = pending;
     this.pendingCount++;
     this.deadlines.push(pending);
@@ -161,7 +150,7 @@ export class DnsRelay {
   }
 
   /** An answer datagram from the upstream resolver. */
-  handleUpstreamAnswer(answer: Uint8Array): void {
+  handleUpstreamAnswer(answer: Uint8Array, nowMs: number): void {
     if (answer.length < HEADER_LENGTH) {
       this.counts[RelayCounter.UNEXPECTED_ANSWERS]!++;
       return;
@@ -178,15 +167,15 @@ export class DnsRelay {
       this.counts[RelayCounter.TRUNCATED_RETRIED_TCP]!++;
       void this.upstream.queryOverTcp(pending.query, this.config.timeoutMs).then((full) => {
         if (full !== null && full.length >= HEADER_LENGTH && sameQuestion(full, 0, full.length, pending.query, 0, pending.query.length)) {
-          this.deliver(pending, full);
+          this.deliver(pending, full, Date.now());
         } else {
           this.counts[RelayCounter.TCP_RETRY_FAILED]!++;
-          this.deliver(pending, errorAnswer(pending.query, 0, pending.query.length, Rcode.SERVFAIL));
+          this.deliver(pending, errorAnswer(pending.query, 0, pending.query.length, Rcode.SERVFAIL), Date.now());
         }
       });
       return;
     }
-    this.deliver(pending, answer);
+    this.deliver(pending, answer, nowMs);
   }
 
   /** Answers SERVFAIL to every query whose deadline has passed. Call periodically. */
@@ -197,7 +186,7 @@ export class DnsRelay {
       if (this.pending[pending.upstreamId] !== pending) continue; // answered already
       this.release(pending);
       this.counts[RelayCounter.SERVFAIL_TIMEOUT]!++;
-      this.deliver(pending, errorAnswer(pending.query, 0, pending.query.length, Rcode.SERVFAIL));
+      this.deliver(pending, errorAnswer(pending.query, 0, pending.query.length, Rcode.SERVFAIL), nowMs);
     }
     // Compact the queue once its consumed prefix dominates, so it never grows without bound.
     if (this.deadlinesHead > 1024 && this.deadlinesHead * 2 > d.length) {
@@ -206,34 +195,23 @@ export class DnsRelay {
     }
   }
 
-  private release(pending: PendingQuery): void {
+  private release(pending: PendingQuery<Connection>): void {
     this.pending[pending.upstreamId] = undefined;
     this.pendingCount--;
   }
 
-  private deliver(pending: PendingQuery, answer: Uint8Array): void {
+  private deliver(pending: PendingQuery<Connection>, answer: Uint8Array, nowMs: number): void {
     writeId(answer, 0, pending.clientId);
     this.counts[RelayCounter.ANSWERS]!++;
-    this.answer(pending.exchange, pending.index, answer);
+    this.send(pending.connection, answer, nowMs);
   }
 
-  private answer(exchange: Exchange, index: number, message: Uint8Array): void {
-    exchange.answers[index] = message;
-    if (--exchange.remaining > 0) return;
-
-    // All answers are in: frame them (RFC 1035 §4.2.2) in query order and send them.
-    let total = 0;
-    for (const a of exchange.answers) total += 2 + a!.length;
-    if (this.responseBuffer.length < total) this.responseBuffer = new Uint8Array(Math.max(total, this.responseBuffer.length * 2));
-    const out = this.responseBuffer;
-    let p = 0;
-    for (const a of exchange.answers) {
-      out[p] = a!.length >>> 8;
-      out[p + 1] = a!.length;
-      out.set(a!, p + 2);
-      p += 2 + a!.length;
-    }
-    cutResponse(exchange.header, out, 0, total, exchange.peerMss, this.config.closeAfterResponse, this.sink);
+  private send(connection: Connection, message: Uint8Array, nowMs: number): void {
+    if (this.framed.length < 2 + message.length) this.framed = new Uint8Array(2 + 65535);
+    this.framed[0] = message.length >>> 8;
+    this.framed[1] = message.length;
+    this.framed.set(message, 2);
+    this.answers!.answer(connection, this.framed, 0, 2 + message.length, nowMs);
   }
 
   /** A random upstream ID not in use, or -1 if all 65536 are. */

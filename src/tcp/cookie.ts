@@ -1,26 +1,39 @@
 /**
- * Keyed SYN cookies used as our initial sequence number (ISN).
+ * Keyed SYN cookies and timestamp tokens: how a server without connection state recognises its
+ * own connections.
  *
- * The ISN we put in a SYN+ACK is the only thing we remember about a connection: every later
- * segment echoes it in its acknowledgment number, so a keyed hash of the 4-tuple in the ISN lets
- * us tell a client that completed the handshake from a forger who never saw our SYN+ACK
- * (RFC 4987 §3.6; the talk's "any old sequence number" would let a spoofed source get a full
- * answer). It also carries the one fact about the client we need later: its MSS class.
- *
- * Layout of the 32-bit ISN (Linux's syncookies use a similar split, net/ipv4/syncookies.c):
+ * **The ISN cookie.** The ISN we put in a SYN+ACK is a keyed hash of the connection, so a segment
+ * that acknowledges ISN + 1 proves its sender saw our SYN+ACK (RFC 4987 §3.6; the talk's "any old
+ * sequence number" would let a forged source address get a full answer). As in Linux
+ * (net/ipv4/syncookies.c) the hash covers the client's own ISN too: a first data segment
+ * validates only if its sequence number is the client's ISN + 1, which also proves it is the
+ * first byte of the client's stream.
  *
  *     31                                8 7          2 1     0
  *    +-----------------------------------+------------+-------+
  *    |  MAC: 24 bits of SipHash-2-4 over |  period    |  MSS  |
- *    |  (period, MSS index, 4-tuple)      |  mod 64    | index |
+ *    |  (period, MSS, client ISN, tuple) |  mod 64    | class |
  *    +-----------------------------------+------------+-------+
  *
- * `period` counts `periodSeconds` since the epoch. A cookie is accepted while it is at most
- * `maxAgePeriods` old; since nothing else remembers the connection, that is also the longest a
- * connection can live. A connection past it is answered with RST and the client reconnects.
+ * **The timestamp token.** A later request on an idle connection acknowledges ISN + 1 + however
+ * many bytes we sent, which we no longer know. When the client negotiated TCP timestamps
+ * (RFC 7323), every segment it sends echoes our last TSval in TSecr, so we make our TSval a token:
+ *
+ *     31           24 23                              2 1     0
+ *    +---------------+---------------------------------+-------+
+ *    | period mod 256|  MAC: 22 bits over              |  MSS  |
+ *    |               |  (period, MSS, tuple)           | class |
+ *    +---------------+---------------------------------+-------+
+ *
+ * The token is constant within a period and its top byte grows with the period, so our TSvals
+ * never decrease and the client's PAWS check (RFC 7323 §5) accepts every segment we send.
+ *
+ * `period` counts `periodSeconds`; a cookie or token is accepted while at most `maxAgePeriods`
+ * old. Tokens are refreshed by every segment we send, so that bounds how long a connection may
+ * stay idle; an ISN cookie is only ever checked on the first request.
  */
 import { sipHash24, type SipKey } from './siphash.js';
-import type { Segment } from '../wire/segment.js';
+import type { ReplyHeader, Segment } from '../wire/segment.js';
 
 /**
  * MSS classes a cookie can carry (2 bits), as Linux's msstab (IPv4) and msstab6 (IPv6):
@@ -37,29 +50,34 @@ export const DEFAULT_MSS_V6 = 1220;
 export interface CookieOptions {
   /** Length of one period in seconds. */
   periodSeconds: number;
-  /** How many periods old a cookie may be (0 … 62). */
+  /** How many periods old a cookie or token may be (0 … 62). */
   maxAgePeriods: number;
 }
 
 export const DEFAULT_COOKIE_OPTIONS: CookieOptions = { periodSeconds: 64, maxAgePeriods: 15 };
 
-const PERIOD_BITS = 6;
-const PERIOD_MASK = (1 << PERIOD_BITS) - 1;
-const MAC_MASK = 0xffffff00;
+const ISN_PERIOD_BITS = 6;
+const ISN_PERIOD_MASK = (1 << ISN_PERIOD_BITS) - 1;
+const ISN_MAC_MASK = 0xffffff00;
+const TOKEN_PERIOD_SHIFT = 24;
+const TOKEN_MAC_MASK = 0x00fffffc;
+
+/** Hash input domains, so an ISN can never be replayed as a token or the reverse. */
+const Domain = { ISN: 1, TOKEN: 2 } as const;
 
 export class SynCookies {
   private readonly key: SipKey;
   private readonly periodSeconds: number;
   private readonly maxAgePeriods: number;
-  /** Hash input: period (4) + MSS index (1) + 3 zero + ports (4) + two addresses (≤ 32). */
-  private readonly scratch = new Uint8Array(44);
+  /** Hash input: domain, MSS class, 2 zero, period (4), client ISN (4), ports (4), two addresses (≤ 32). */
+  private readonly scratch = new Uint8Array(48);
   private readonly digest = new Uint32Array(2);
 
   /** `secret` is 16 bytes: the SipHash key. */
   constructor(secret: Uint8Array, options: CookieOptions = DEFAULT_COOKIE_OPTIONS) {
     if (secret.length !== 16) throw new RangeError('SYN cookie secret must be 16 bytes');
-    if (!(options.maxAgePeriods >= 0 && options.maxAgePeriods < PERIOD_MASK)) {
-      throw new RangeError(`maxAgePeriods must be 0 … ${PERIOD_MASK - 1}`);
+    if (!(options.maxAgePeriods >= 0 && options.maxAgePeriods < ISN_PERIOD_MASK)) {
+      throw new RangeError(`maxAgePeriods must be 0 … ${ISN_PERIOD_MASK - 1}`);
     }
     const words = new DataView(secret.buffer, secret.byteOffset, 16);
     this.key = new Uint32Array([
@@ -85,46 +103,115 @@ export class SynCookies {
     return (family === 4 ? MSS_CLASSES_V4 : MSS_CLASSES_V6)[index]!;
   }
 
-  /** The ISN for our SYN+ACK answering the SYN `syn`, at time `nowSeconds`. */
+  period(nowSeconds: number): number {
+    return Math.floor(nowSeconds / this.periodSeconds);
+  }
+
+  /** The ISN for our SYN+ACK answering the SYN `syn`. */
   issue(syn: Segment, nowSeconds: number): number {
-    const period = Math.floor(nowSeconds / this.periodSeconds);
+    const period = this.period(nowSeconds);
     const mssIndex = SynCookies.mssIndex(syn.family, syn.mss);
-    const mac = this.mac(syn, period, mssIndex);
-    return ((mac & MAC_MASK) | ((period & PERIOD_MASK) << 2) | mssIndex) >>> 0;
+    this.fromSegment(syn, Domain.ISN, period, mssIndex, syn.seq);
+    const mac = this.hash(syn.addrLength);
+    return ((mac & ISN_MAC_MASK) | ((period & ISN_PERIOD_MASK) << 2) | mssIndex) >>> 0;
   }
 
   /**
-   * Checks that `isn` is a cookie we issued for the flow of `seg` (a segment from the client) and
-   * is not older than the maximum age. Returns the MSS class index, or -1 if it is not ours.
+   * Checks that `seg` is the client's first data (or FIN) segment of a connection we accepted:
+   * it acknowledges our cookie + 1 and starts right after the client's ISN. Returns the MSS class
+   * index, or -1.
    */
-  check(seg: Segment, isn: number, nowSeconds: number): number {
-    const nowPeriod = Math.floor(nowSeconds / this.periodSeconds);
-    const age = (nowPeriod - ((isn >>> 2) & PERIOD_MASK)) & PERIOD_MASK;
+  checkFirstSegment(seg: Segment, nowSeconds: number): number {
+    const isn = (seg.ack - 1) >>> 0;
+    const nowPeriod = this.period(nowSeconds);
+    const age = (nowPeriod - ((isn >>> 2) & ISN_PERIOD_MASK)) & ISN_PERIOD_MASK;
     if (age > this.maxAgePeriods) return -1;
     const mssIndex = isn & 3;
-    const mac = this.mac(seg, nowPeriod - age, mssIndex);
-    return ((mac & MAC_MASK) >>> 0) === ((isn & MAC_MASK) >>> 0) ? mssIndex : -1;
+    this.fromSegment(seg, Domain.ISN, nowPeriod - age, mssIndex, (seg.seq - 1) >>> 0);
+    const mac = this.hash(seg.addrLength);
+    return ((mac & ISN_MAC_MASK) >>> 0) === ((isn & ISN_MAC_MASK) >>> 0) ? mssIndex : -1;
   }
 
-  /** SipHash over (period, MSS index, client port, server port, client address, server address). */
-  private mac(seg: Segment, period: number, mssIndex: number): number {
+  /** Our TSval for segments of the connection of `seg` (a client segment). */
+  tokenForSegment(seg: Segment, mssIndex: number, nowSeconds: number): number {
+    const period = this.period(nowSeconds);
+    this.fromSegment(seg, Domain.TOKEN, period, mssIndex, 0);
+    return this.token(period, mssIndex, seg.addrLength);
+  }
+
+  /** Our TSval for segments sent with `reply` (addresses and ports in the reply direction). */
+  tokenForReply(reply: ReplyHeader, mssIndex: number, nowSeconds: number): number {
+    const period = this.period(nowSeconds);
+    this.fromReply(reply, period, mssIndex);
+    return this.token(period, mssIndex, reply.family === 4 ? 4 : 16);
+  }
+
+  /**
+   * Checks the token a client echoes in TSecr. Returns the MSS class index, or -1 if it is not a
+   * token of ours for this connection or is older than the maximum age.
+   */
+  checkToken(seg: Segment, token: number, nowSeconds: number): number {
+    const nowPeriod = this.period(nowSeconds);
+    const age = (nowPeriod - (token >>> TOKEN_PERIOD_SHIFT)) & 0xff;
+    if (age > this.maxAgePeriods) return -1;
+    const mssIndex = token & 3;
+    this.fromSegment(seg, Domain.TOKEN, nowPeriod - age, mssIndex, 0);
+    const expected = this.token(nowPeriod - age, mssIndex, seg.addrLength);
+    return expected === token >>> 0 ? mssIndex : -1;
+  }
+
+  private token(period: number, mssIndex: number, addrLength: number): number {
+    const mac = this.hash(addrLength);
+    return (((period & 0xff) << TOKEN_PERIOD_SHIFT) | (mac & TOKEN_MAC_MASK) | mssIndex) >>> 0;
+  }
+
+  private header(domain: number, period: number, mssIndex: number, clientIsn: number): void {
     const s = this.scratch;
-    s[0] = period;
-    s[1] = period >>> 8;
-    s[2] = period >>> 16;
-    s[3] = period >>> 24;
-    s[4] = mssIndex;
-    s[5] = s[6] = s[7] = 0;
-    s[8] = seg.srcPort >>> 8;
-    s[9] = seg.srcPort;
-    s[10] = seg.dstPort >>> 8;
-    s[11] = seg.dstPort;
+    s[0] = domain;
+    s[1] = mssIndex;
+    s[2] = s[3] = 0;
+    s[4] = period;
+    s[5] = period >>> 8;
+    s[6] = period >>> 16;
+    s[7] = period >>> 24;
+    s[8] = clientIsn >>> 24;
+    s[9] = clientIsn >>> 16;
+    s[10] = clientIsn >>> 8;
+    s[11] = clientIsn;
+  }
+
+  /** Hash input from a client segment: client port, server port, client address, server address. */
+  private fromSegment(seg: Segment, domain: number, period: number, mssIndex: number, clientIsn: number): void {
+    this.header(domain, period, mssIndex, clientIsn);
+    const s = this.scratch;
+    s[12] = seg.srcPort >>> 8;
+    s[13] = seg.srcPort;
+    s[14] = seg.dstPort >>> 8;
+    s[15] = seg.dstPort;
     const n = seg.addrLength;
     const buf = seg.buf;
     for (let i = 0; i < n; i++) {
-      s[12 + i] = buf[seg.srcAddrOffset + i]!;
-      s[12 + n + i] = buf[seg.dstAddrOffset + i]!;
+      s[16 + i] = buf[seg.srcAddrOffset + i]!;
+      s[16 + n + i] = buf[seg.dstAddrOffset + i]!;
     }
-    return sipHash24(this.key, s, 0, 12 + 2 * n, this.digest);
+  }
+
+  /** The same input from a reply header, whose source is the server and destination the client. */
+  private fromReply(reply: ReplyHeader, period: number, mssIndex: number): void {
+    this.header(Domain.TOKEN, period, mssIndex, 0);
+    const s = this.scratch;
+    s[12] = reply.dstPort >>> 8;
+    s[13] = reply.dstPort;
+    s[14] = reply.srcPort >>> 8;
+    s[15] = reply.srcPort;
+    const n = reply.family === 4 ? 4 : 16;
+    for (let i = 0; i < n; i++) {
+      s[16 + i] = reply.dstAddr[i]!;
+      s[16 + n + i] = reply.srcAddr[i]!;
+    }
+  }
+
+  private hash(addrLength: number): number {
+    return sipHash24(this.key, this.scratch, 0, 16 + 2 * addrLength, this.digest);
   }
 }

@@ -1,187 +1,593 @@
 /**
- * The stateless responder: a pure function from one decoded client segment to what we send back.
+ * The responder: TCP with manners, from almost no state.
  *
- * It keeps no memory between calls. What it needs to know about a connection travels in the
- * segment itself: our ISN, echoed in the acknowledgment number, is a SYN cookie (cookie.ts) that
- * proves the client completed the handshake and tells us its MSS class.
+ * Every client segment is handled from the segment itself plus, only while the connection has
+ * something in flight, its soft `Flow` state (flow.ts). docs/tcp-behaviour.md specifies each
+ * rule with its RFC; in short:
  *
- *   SYN                      → SYN+ACK, ISN = cookie, offering MSS `mssOffer` and no other option
- *   data, cookie valid       → ACK of the whole application messages it holds, and a request
- *                              for the application, with the header template of its response
- *   data, cookie invalid     → RST (RFC 9293 §3.10.7.1), never data: no reflection to forged sources
- *   FIN                      → ACK of the FIN
- *   everything else          → nothing (pure ACKs, RST, segments without ACK, SYN+ACK, …)
+ *   SYN (no flow)            → SYN+ACK: ISN = cookie; MSS 1220; timestamps if the client offered them
+ *   data/FIN, no flow        → validated by timestamp token or first-segment cookie, else RST
+ *                              (never data); valid data creates a flow
+ *   data in order            → appended; whole messages go to the application; ACK
+ *   data out of order        → duplicate ACK, data dropped (the client retransmits: RFC 5681 §3.2)
+ *   data already received    → ACK (RFC 9293 §3.10.7.4)
+ *   ACK of our data          → queue released, more sent within min(client window, cwnd)
+ *   3 duplicate ACKs         → fast retransmit (RFC 5681 §3.2); timeout → go back and resend
+ *   ACK of unsent data, SYN or RST inside the window on a flow → challenge ACK (RFC 5961)
+ *   RST at exactly RCV.NXT   → the flow is dropped and nothing more is sent (RFC 5961 §3.2)
+ *   answers done             → FIN (after the client's FIN; or at once with --close-after-response)
  *
- * The response itself is cut into segments by `cutResponse` once the application has it.
+ * The responder does no I/O: segments go to a `SegmentSink`, messages to a `TcpApplication`,
+ * and time is passed in. `tick` drives the two timers (retransmission, idle eviction).
  */
 import { ReplyHeader, TcpFlag, type Segment } from '../wire/segment.js';
 import { SynCookies } from './cookie.js';
+import { Flow, FlowTable } from './flow.js';
 
 /**
- * How many bytes at the start of a request hold whole application messages (DNS: 2-byte length
- * prefix + message, RFC 1035 §4.2.2). Only whole messages are acknowledged, so the client keeps
- * the rest and sends it again together with what follows.
+ * How many bytes at the start of `buf[offset, offset+length)` hold whole application messages
+ * (DNS: 2-byte length prefix + message, RFC 1035 §4.2.2).
  */
 export type MessageFramer = (buf: Uint8Array, offset: number, length: number) => number;
+
+/** Receives the segments we send, one header and payload slice at a time. */
+export interface SegmentSink {
+  send(header: ReplyHeader, payload: Uint8Array | null, offset: number, length: number): void;
+}
+
+/** The application on top: gets whole messages, answers through `Responder.answer`. */
+export interface TcpApplication {
+  /**
+   * Whole messages `buf[offset, offset+length)` arrived on `flow`; the bytes are valid only during
+   * the call. For each answer it will give, the application calls `responder.expectAnswer(flow)`.
+   */
+  onMessages(flow: Flow, buf: Uint8Array, offset: number, length: number, nowMs: number): void;
+}
 
 export interface ResponderConfig {
   /** MSS offered in our SYN+ACK (RFC 9293 §3.7.1). 1220 = 1280 − 40 − 20 fits any IPv6 path. */
   mssOffer: number;
-  /** Receive window advertised in every segment (RFC 9293 §3.8.6; no window scaling). */
+  /** Receive window advertised in every segment (no window scaling is offered). */
   window: number;
-  /** Counts whole messages at the start of a request payload. */
   framer: MessageFramer;
+  /**
+   * Whether bytes could be the start of a message. Checked when a connection without soft state
+   * sends data that its cookie does not prove to be the first byte of the stream: if an earlier
+   * segment was lost, this one starts mid-message, and must not be read as a new one.
+   */
+  plausibleStart: (buf: Uint8Array, offset: number, length: number) => boolean;
+  /** Close our side once every answer is sent (the talk's transaction mode). */
+  closeAfterResponse: boolean;
+  /** Most flows with soft state at once; past it new data is not acknowledged (the client retries). */
+  maxFlows: number;
+  /** Most bytes queued in all flows at once; past it new data is not acknowledged. */
+  maxQueuedBytes: number;
+  /** Retransmission timeout: initial and upper bound (RFC 6298 §2, §5.5), and tries before giving up. */
+  initialRtoMs: number;
+  maxRtoMs: number;
+  maxRetransmits: number;
+  /** A flow holding only part of a message is dropped (with RST) after this long without data. */
+  idleTimeoutMs: number;
 }
 
-export const DEFAULT_MSS_OFFER = 1220;
-export const DEFAULT_WINDOW = 65535;
+export const DEFAULT_RESPONDER_CONFIG: Omit<ResponderConfig, 'framer' | 'plausibleStart'> = {
+  mssOffer: 1220,
+  window: 65535,
+  closeAfterResponse: false,
+  maxFlows: 65536,
+  maxQueuedBytes: 256 * 1024 * 1024,
+  // Linux's minimum RTO; the lab and data-centre RTTs are far below it.
+  initialRtoMs: 200,
+  maxRtoMs: 8000,
+  maxRetransmits: 8,
+  idleTimeoutMs: 10_000,
+};
 
 /** What the responder did with a segment; stable numbering, used as counter indices. */
 export const Outcome = {
-  /** Nothing to answer: pure ACK, RST, no ACK flag, SYN+ACK, … (RFC 9293 §3.10.7.4). */
   IGNORED: 0,
   SYN_ANSWERED: 1,
-  REQUEST: 2,
-  /** Data whose acknowledgment number is not one of our cookies: answered with RST. */
-  COOKIE_FAILED: 3,
-  /** Data holding no whole message yet: not acknowledged, the client will send it again with more. */
-  INCOMPLETE_REQUEST: 4,
-  FIN_ACKED: 5,
+  DATA: 2,
+  ACK: 3,
+  FIN: 4,
+  /** Data or FIN proved by neither token nor cookie: answered with RST, never data. */
+  COOKIE_FAILED: 5,
+  /** A flow-less segment that starts mid-message (an earlier segment was lost): dropped unacknowledged. */
+  MISALIGNED: 6,
+  OUT_OF_ORDER: 7,
+  DUPLICATE: 8,
+  CHALLENGE_ACK: 9,
+  RESET: 10,
+  /** New data refused because the soft-state bounds are reached: dropped unacknowledged. */
+  SOFT_STATE_FULL: 11,
 } as const;
 export type Outcome = (typeof Outcome)[keyof typeof Outcome];
 export const OUTCOME_NAMES: readonly string[] = [
   'ignored',
   'syn_answered',
-  'request',
+  'data',
+  'ack',
+  'fin',
   'cookie_failed',
-  'incomplete_request',
-  'fin_acked',
+  'misaligned',
+  'out_of_order',
+  'duplicate',
+  'challenge_ack',
+  'reset',
+  'soft_state_full',
 ];
 
-/** The responder's answer to one segment. Reused: `respond` overwrites every field it reports. */
-export class Response {
-  outcome: Outcome = Outcome.IGNORED;
-  /** A segment to send now (SYN+ACK, ACK, RST), valid when `hasControl`. */
-  hasControl = false;
-  readonly control = new ReplyHeader();
-  /** For `Outcome.REQUEST`: the whole messages, at `seg.buf[requestOffset, +requestLength)`. */
-  requestOffset = 0;
-  requestLength = 0;
-  /** For `Outcome.REQUEST`: template for the response's segments (seq = its first byte). */
-  readonly response = new ReplyHeader();
-  /** For `Outcome.REQUEST`: the largest segment the client accepts. */
-  peerMss = 0;
-}
+/** Events of the responder's own making, indices into `Responder.events`. */
+export const TcpEvent = {
+  RETRANSMIT_TIMEOUTS: 0,
+  FAST_RETRANSMITS: 1,
+  WINDOW_PROBES: 2,
+  FLOWS_CREATED: 3,
+  FLOWS_RELEASED: 4,
+  FLOWS_ABORTED: 5,
+  ANSWERS_DROPPED: 6,
+} as const;
+export const TCP_EVENT_NAMES: readonly string[] = [
+  'retransmit_timeouts',
+  'fast_retransmits',
+  'window_probes',
+  'flows_created',
+  'flows_released',
+  'flows_aborted',
+  'answers_dropped',
+];
+
+/** RFC 7323 Appendix A: NOP, NOP, timestamps = 12 bytes of options on every segment. */
+const TIMESTAMP_OPTION_BYTES = 12;
+
+/** Sequence-number comparison modulo 2^32 (RFC 9293 §3.4). */
+const seqLt = (a: number, b: number): boolean => ((a - b) | 0) < 0;
+const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
 
 export class Responder {
+  readonly events = new Float64Array(TCP_EVENT_NAMES.length);
+  readonly flows = new FlowTable();
+  /** Bytes held in all flows' send and receive queues. */
+  queuedBytes = 0;
+  /** Segments sent so far (tells whether an ACK already went out while handling a segment). */
+  private segmentsSent = 0;
+  private readonly control = new ReplyHeader();
+
   constructor(
     private readonly config: ResponderConfig,
     private readonly cookies: SynCookies,
+    private readonly sink: SegmentSink,
+    private readonly app: TcpApplication,
   ) {}
 
-  respond(seg: Segment, nowSeconds: number, out: Response): Outcome {
-    out.hasControl = false;
+  handleSegment(seg: Segment, nowMs: number): Outcome {
     const flags = seg.flags;
+    const flow = this.flows.find(seg);
 
-    if (flags & TcpFlag.RST) return (out.outcome = Outcome.IGNORED);
+    if (flags & TcpFlag.RST) return flow === null ? Outcome.IGNORED : this.onReset(flow, seg, nowMs);
 
     if (flags & TcpFlag.SYN) {
-      // RFC 9293 §3.10.7.2: a SYN (without ACK) to a listening endpoint gets SYN+ACK. A SYN+ACK
-      // or SYN+FIN is not the start of a connection to us.
-      if (flags & (TcpFlag.ACK | TcpFlag.FIN)) return (out.outcome = Outcome.IGNORED);
-      const c = out.control.reverseOf(seg);
-      c.seq = this.cookies.issue(seg, nowSeconds);
-      c.ack = (seg.seq + 1) >>> 0; // data on a SYN (TCP Fast Open) is not accepted: RFC 7413 §4.2.2 lets it be ignored
-      c.flags = TcpFlag.SYN | TcpFlag.ACK;
-      c.window = this.config.window;
-      c.mss = this.config.mssOffer;
-      out.hasControl = true;
-      return (out.outcome = Outcome.SYN_ANSWERED);
+      // A SYN+ACK or SYN+FIN is not the start of a connection to us.
+      if (flags & (TcpFlag.ACK | TcpFlag.FIN)) return Outcome.IGNORED;
+      if (flow !== null) {
+        // RFC 5961 §4.2: a SYN on a synchronised connection gets a challenge ACK.
+        this.sendAck(flow, nowMs);
+        return Outcome.CHALLENGE_ACK;
+      }
+      this.answerSyn(seg, nowMs);
+      return Outcome.SYN_ANSWERED;
     }
 
     // RFC 9293 §3.10.7.4: "if the ACK bit is off, drop the segment and return".
-    if (!(flags & TcpFlag.ACK)) return (out.outcome = Outcome.IGNORED);
+    if (!(flags & TcpFlag.ACK)) return Outcome.IGNORED;
+    return flow === null ? this.onFlowlessSegment(seg, nowMs) : this.onSegment(flow, seg, nowMs);
+  }
 
-    const hasFin = (flags & TcpFlag.FIN) !== 0;
-    if (seg.payloadLength === 0) {
-      if (!hasFin) return (out.outcome = Outcome.IGNORED);
-      // A FIN costs us nothing to acknowledge and reflects nothing: answer it without a cookie check.
-      this.setControl(seg, out, (seg.seq + 1) >>> 0, TcpFlag.ACK);
-      return (out.outcome = Outcome.FIN_ACKED);
+  /** The application will answer once more on `flow`: its state must stay until then. */
+  expectAnswer(flow: Flow): void {
+    flow.answersOwed++;
+  }
+
+  /**
+   * One answer the application owed on `flow`: `data[offset, offset+length)` is queued and sent as
+   * the window allows. Dropped (and counted) if the connection was reset or aborted meanwhile
+   * (RFC 7766 §6.2.4: nothing more is sent on a reset connection).
+   */
+  answer(flow: Flow, data: Uint8Array, offset: number, length: number, nowMs: number): void {
+    flow.answersOwed--;
+    if (flow.closed) {
+      this.events[TcpEvent.ANSWERS_DROPPED]!++;
+      return;
     }
+    flow.sendQueue.append(data, offset, length);
+    this.queuedBytes += length;
+    this.settle(flow, nowMs);
+  }
 
-    // Data. Its acknowledgment number must be our cookie + 1: the client has sent nothing but this
-    // request since the handshake, and has received nothing from us yet.
-    const isn = (seg.ack - 1) >>> 0;
-    const mssIndex = this.cookies.check(seg, isn, nowSeconds);
+  /** Timers: retransmission and window probes (RFC 6298, RFC 9293 §3.8.6.1), idle eviction. */
+  tick(nowMs: number): void {
+    for (const flow of this.flows) {
+      if (flow.inFlight > 0) {
+        if (nowMs - flow.lastSendMs >= flow.rtoMs) this.onRetransmitTimeout(flow, nowMs);
+      } else if (flow.unsent > 0 && nowMs - flow.lastSendMs >= flow.rtoMs) {
+        // The client's window is closed: probe it with one byte so its ACK reopens it.
+        this.events[TcpEvent.WINDOW_PROBES]!++;
+        this.sendFromQueue(flow, 1, false, nowMs);
+        flow.rtoMs = Math.min(flow.rtoMs * 2, this.config.maxRtoMs);
+      } else if (flow.receiveQueue.length > 0 && flow.answersOwed === 0 && nowMs - flow.lastReceiveMs >= this.config.idleTimeoutMs) {
+        this.abort(flow, nowMs);
+      }
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Segments without a flow
+  // ----------------------------------------------------------------------------------------
+
+  private answerSyn(syn: Segment, nowMs: number): void {
+    const now = nowMs / 1000;
+    const c = this.control.reverseOf(syn);
+    c.seq = this.cookies.issue(syn, now);
+    c.ack = (syn.seq + 1) >>> 0; // data on a SYN (TCP Fast Open) is not accepted: RFC 7413 §4.2.2 lets it be ignored
+    c.flags = TcpFlag.SYN | TcpFlag.ACK;
+    c.window = this.config.window;
+    c.mss = this.config.mssOffer;
+    // RFC 7323 §3.2: timestamps only if the SYN offered them.
+    c.hasTimestamps = syn.hasTimestamps;
+    c.tsVal = syn.hasTimestamps ? this.cookies.tokenForSegment(syn, SynCookies.mssIndex(syn.family, syn.mss), now) : 0;
+    c.tsEcr = syn.tsVal;
+    this.sink.send(c, null, 0, 0);
+  }
+
+  private onFlowlessSegment(seg: Segment, nowMs: number): Outcome {
+    const length = seg.payloadLength;
+    const hasFin = (seg.flags & TcpFlag.FIN) !== 0;
+    if (length === 0 && !hasFin) return Outcome.IGNORED; // e.g. the last ACK of a closed connection
+
+    const now = nowMs / 1000;
+    let mssIndex = seg.hasTimestamps ? this.cookies.checkToken(seg, seg.tsEcr, now) : -1;
+    let first = false;
     if (mssIndex < 0) {
-      // RFC 9293 §3.10.7.1: a segment for no connection gets <SEQ=SEG.ACK><CTL=RST>.
-      this.setControl(seg, out, 0, TcpFlag.RST);
-      return (out.outcome = Outcome.COOKIE_FAILED);
+      mssIndex = this.cookies.checkFirstSegment(seg, now);
+      first = mssIndex >= 0;
+    }
+    if (mssIndex < 0) {
+      if (length > 0 || seg.hasTimestamps) {
+        // RFC 9293 §3.10.7.1: a segment for no connection gets <SEQ=SEG.ACK><CTL=RST>.
+        this.sendStateless(seg, seg.ack, 0, TcpFlag.RST);
+        return Outcome.COOKIE_FAILED;
+      }
+      // A FIN without timestamps after earlier exchanges: nothing can prove it, and an ACK
+      // carries no data, so acknowledge it rather than leave a real client retrying.
+      this.sendStateless(seg, seg.ack, (seg.seq + 1) >>> 0, TcpFlag.ACK);
+      return Outcome.FIN;
     }
 
-    const consumed = this.config.framer(seg.buf, seg.payloadOffset, seg.payloadLength);
-    if (consumed === 0) return (out.outcome = Outcome.INCOMPLETE_REQUEST);
+    if (length === 0) {
+      // FIN on a connection without soft state. Close our side too unless we already did:
+      // with --close-after-response or without timestamps we FIN after every answer, so a FIN
+      // of ours is already acknowledged — unless nothing was ever exchanged (`first`).
+      const oursToo = first || (seg.hasTimestamps && !this.config.closeAfterResponse);
+      this.sendStateless(seg, seg.ack, (seg.seq + 1) >>> 0, TcpFlag.ACK | (oursToo ? TcpFlag.FIN : 0));
+      return Outcome.FIN;
+    }
 
-    // Acknowledge the whole messages, and the FIN too if it came right after them.
-    const finToo = hasFin && consumed === seg.payloadLength;
-    const ack = (seg.seq + consumed + (finToo ? 1 : 0)) >>> 0;
-    this.setControl(seg, out, ack, TcpFlag.ACK);
+    if (!first && !this.config.plausibleStart(seg.buf, seg.payloadOffset, length)) {
+      if (this.cookies.checkFirstSegment(seg, now) < 0) return Outcome.MISALIGNED;
+    }
+    if (this.flows.size >= this.config.maxFlows || this.queuedBytes >= this.config.maxQueuedBytes) {
+      return Outcome.SOFT_STATE_FULL;
+    }
+    return this.onSegment(this.createFlow(seg, mssIndex, nowMs), seg, nowMs);
+  }
 
-    const r = out.response.reverseOf(seg);
-    r.seq = seg.ack;
-    r.ack = ack;
-    r.flags = TcpFlag.ACK;
+  private createFlow(seg: Segment, mssIndex: number, nowMs: number): Flow {
+    const flow = new Flow();
+    const r = flow.reply.reverseOf(seg);
     r.window = this.config.window;
     r.mss = 0;
-    out.requestOffset = seg.payloadOffset;
-    out.requestLength = consumed;
-    out.peerMss = SynCookies.mssOfIndex(seg.family, mssIndex);
-    return (out.outcome = Outcome.REQUEST);
+    r.hasTimestamps = seg.hasTimestamps;
+    flow.useTimestamps = seg.hasTimestamps;
+    flow.tsRecent = seg.tsVal;
+    flow.sndUna = flow.sndNxt = flow.sndMax = seg.ack;
+    flow.rcvNxt = seg.seq;
+    flow.peerWindow = seg.window;
+    flow.mssIndex = mssIndex;
+    flow.payloadMss = SynCookies.mssOfIndex(seg.family, mssIndex) - (seg.hasTimestamps ? TIMESTAMP_OPTION_BYTES : 0);
+    // RFC 6928 initial window; RFC 5681 §3.1 ssthresh "arbitrarily high" (our window is ≤ 64 KB).
+    flow.cwnd = Math.min(10 * flow.payloadMss, Math.max(2 * flow.payloadMss, 14600));
+    flow.ssthresh = 65535;
+    flow.rtoMs = this.config.initialRtoMs;
+    flow.lastReceiveMs = nowMs;
+    this.flows.add(flow, seg);
+    this.events[TcpEvent.FLOWS_CREATED]!++;
+    return flow;
   }
 
-  private setControl(seg: Segment, out: Response, ack: number, flags: number): void {
-    const c = out.control.reverseOf(seg);
-    c.seq = seg.ack;
+  // ----------------------------------------------------------------------------------------
+  // Segments on a flow (RFC 9293 §3.10.7.4, in its order)
+  // ----------------------------------------------------------------------------------------
+
+  private onSegment(flow: Flow, seg: Segment, nowMs: number): Outcome {
+    const length = seg.payloadLength;
+    const hasFin = (seg.flags & TcpFlag.FIN) !== 0;
+
+    // First: is the segment inside our receive window?
+    if (!this.acceptable(flow, seg.seq, length + (hasFin ? 1 : 0))) {
+      this.sendAck(flow, nowMs);
+      return Outcome.DUPLICATE;
+    }
+    // RFC 7323 §4.3: remember the TSval to echo from segments that do not start beyond RCV.NXT.
+    if (seg.hasTimestamps && seqLeq(seg.seq, flow.rcvNxt)) flow.tsRecent = seg.tsVal;
+
+    // The acknowledgment. RFC 5961 §5.2: acceptable only within [SND.UNA − MAX.SND.WND, SND.MAX].
+    if (seqLt(flow.sndMax, seg.ack) || seqLt(seg.ack, (flow.sndUna - 65535) >>> 0)) {
+      this.sendAck(flow, nowMs);
+      return Outcome.CHALLENGE_ACK;
+    }
+    let outcome: Outcome = Outcome.ACK;
+    if (seqLt(flow.sndUna, seg.ack)) {
+      this.onNewAck(flow, seg.ack, nowMs);
+    } else if (seg.ack === flow.sndUna && length === 0 && !hasFin && flow.inFlight > 0 && seg.window === flow.peerWindow) {
+      // RFC 5681 §3.2: the third duplicate ACK means a segment was lost.
+      if (++flow.dupAcks === 3) this.fastRetransmit(flow, nowMs);
+    }
+    flow.peerWindow = seg.window;
+
+    let mustAck = false;
+    if (length > 0) {
+      if (seqLt(flow.rcvNxt, seg.seq)) {
+        // A gap: an earlier segment was lost. Say where we are; the client resends from there.
+        this.sendAck(flow, nowMs);
+        this.settle(flow, nowMs);
+        return Outcome.OUT_OF_ORDER;
+      }
+      if (flow.finQueued && !flow.clientFin) {
+        // We closed our side (--close-after-response, or no timestamps): a request arriving now
+        // can never be answered. Say so with RST, as a kernel does for data after close(2).
+        this.abort(flow, nowMs);
+        return Outcome.RESET;
+      }
+      if (this.queuedBytes >= this.config.maxQueuedBytes) {
+        this.settle(flow, nowMs);
+        return Outcome.SOFT_STATE_FULL;
+      }
+      const skip = (flow.rcvNxt - seg.seq) >>> 0; // bytes we already have (a retransmission overlapping new data)
+      const take = Math.min(length - skip, this.config.window - flow.receiveQueue.length);
+      if (take > 0) {
+        this.receive(flow, seg.buf, seg.payloadOffset + skip, take, nowMs);
+        outcome = Outcome.DATA;
+      } else {
+        outcome = Outcome.DUPLICATE;
+      }
+      mustAck = true;
+    }
+    if (hasFin && ((seg.seq + length) >>> 0) === flow.rcvNxt && !flow.clientFin) {
+      flow.clientFin = true;
+      flow.rcvNxt = (flow.rcvNxt + 1) >>> 0;
+      // A message cut off by the FIN can never complete.
+      this.queuedBytes -= flow.receiveQueue.length;
+      flow.receiveQueue.consume(flow.receiveQueue.length);
+      mustAck = true;
+      outcome = Outcome.FIN;
+    }
+
+    const sentBefore = this.segmentsSent;
+    this.settle(flow, nowMs);
+    // Anything `settle` sent carried RCV.NXT already; otherwise acknowledge now.
+    if (mustAck && !flow.closed && this.segmentsSent === sentBefore) this.sendAck(flow, nowMs);
+    return outcome;
+  }
+
+  /** RFC 9293 §3.10.7.4 acceptance test with RCV.WND = our advertised window. */
+  private acceptable(flow: Flow, seq: number, segmentLength: number): boolean {
+    const fromNext = (seq - flow.rcvNxt) | 0;
+    const window = this.config.window;
+    if (segmentLength === 0) return fromNext >= 0 && fromNext < window;
+    const lastFromNext = (seq + segmentLength - 1 - flow.rcvNxt) | 0;
+    return (fromNext >= 0 && fromNext < window) || (lastFromNext >= 0 && lastFromNext < window);
+  }
+
+  /** Appends in-order bytes and hands every whole message to the application. */
+  private receive(flow: Flow, buf: Uint8Array, offset: number, length: number, nowMs: number): void {
+    flow.rcvNxt = (flow.rcvNxt + length) >>> 0;
+    flow.lastReceiveMs = nowMs;
+    const queue = flow.receiveQueue;
+    if (queue.length === 0) {
+      // The usual case: the segment holds whole messages; hand them over without copying. Any
+      // partial message after them is queued first, so the flow is not closed under it.
+      const whole = this.config.framer(buf, offset, length);
+      if (whole < length) {
+        queue.append(buf, offset + whole, length - whole);
+        this.queuedBytes += length - whole;
+      }
+      if (whole > 0) this.app.onMessages(flow, buf, offset, whole, nowMs);
+      return;
+    }
+    queue.append(buf, offset, length);
+    this.queuedBytes += length;
+    const whole = this.config.framer(queue.bytes, queue.start, queue.length);
+    if (whole > 0) {
+      this.app.onMessages(flow, queue.bytes, queue.start, whole, nowMs);
+      queue.consume(whole);
+      this.queuedBytes -= whole;
+    }
+  }
+
+  private onNewAck(flow: Flow, ack: number, nowMs: number): void {
+    let acked = (ack - flow.sndUna) >>> 0;
+    if (flow.finInFlight && seqLt(flow.finSeq, ack)) acked--; // the FIN's sequence number holds no byte
+    acked = Math.min(acked, flow.sendQueue.length);
+    flow.sendQueue.consume(acked);
+    this.queuedBytes -= acked;
+    flow.sndUna = ack;
+    if (seqLt(flow.sndNxt, ack)) flow.sndNxt = ack; // after going back, the client had more than we resent
+    // RFC 5681 §3.1: slow start below ssthresh, congestion avoidance above.
+    const mss = flow.payloadMss;
+    flow.cwnd += flow.cwnd < flow.ssthresh ? Math.min(acked, mss) : Math.max(1, Math.floor((mss * mss) / flow.cwnd));
+    flow.dupAcks = 0;
+    flow.retransmits = 0;
+    flow.rtoMs = this.config.initialRtoMs;
+    flow.lastSendMs = nowMs; // RFC 6298 (5.3): restart the timer on an ACK of new data
+  }
+
+  private onReset(flow: Flow, seg: Segment, nowMs: number): Outcome {
+    // RFC 5961 §3.2: only an RST at exactly RCV.NXT resets; one elsewhere in the window gets a
+    // challenge ACK (a real peer answers it with a correct RST), one outside is ignored.
+    if (seg.seq === flow.rcvNxt) {
+      flow.closed = true;
+      this.release(flow);
+      return Outcome.RESET;
+    }
+    if (this.acceptable(flow, seg.seq, 1)) {
+      this.sendAck(flow, nowMs);
+      return Outcome.CHALLENGE_ACK;
+    }
+    return Outcome.IGNORED;
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Sending
+  // ----------------------------------------------------------------------------------------
+
+  /** After anything changed: decide on our FIN, send what the windows allow, release if done. */
+  private settle(flow: Flow, nowMs: number): void {
+    if (flow.closed) return;
+    const nothingOwed = flow.answersOwed === 0 && flow.receiveQueue.length === 0;
+    // Without timestamps an idle connection cannot be recognised later, so it closes like one
+    // with --close-after-response (see cookie.ts).
+    const closeWhenIdle = this.config.closeAfterResponse || !flow.useTimestamps || flow.clientFin;
+    if (!flow.finQueued && nothingOwed && closeWhenIdle) flow.finQueued = true;
+    this.flush(flow, nowMs);
+    if (nothingOwed && flow.sendQueue.length === 0 && (!flow.finQueued || (flow.finSent && !flow.finInFlight))) {
+      this.release(flow);
+    }
+  }
+
+  /** Sends queued bytes (and our FIN) as far as min(client window, cwnd) allows. */
+  private flush(flow: Flow, nowMs: number): void {
+    for (;;) {
+      const unsent = flow.unsent;
+      if (unsent > 0) {
+        const usable = Math.min(flow.peerWindow, flow.cwnd) - flow.inFlight;
+        const n = Math.min(unsent, flow.payloadMss, usable);
+        if (n <= 0) return;
+        // Sender silly-window avoidance (RFC 9293 §3.8.6.2.1): no small segment while more is
+        // waiting and data is in flight to bring the window-opening ACK.
+        if (n < flow.payloadMss && n < unsent && flow.inFlight > 0) return;
+        this.sendFromQueue(flow, n, n === unsent && flow.finQueued, nowMs);
+      } else if (flow.finQueued && !flow.finSent) {
+        this.sendFromQueue(flow, 0, true, nowMs);
+        return;
+      } else {
+        return;
+      }
+    }
+  }
+
+  /** Sends `length` bytes from SND.NXT, with our FIN after them if `fin`. */
+  private sendFromQueue(flow: Flow, length: number, fin: boolean, nowMs: number): void {
+    if (flow.inFlight === 0) flow.lastSendMs = nowMs; // RFC 6298 (5.1): start the timer
+    const offset = flow.sendQueue.start + flow.inFlight;
+    const last = length === flow.unsent;
+    this.emit(flow, flow.sndNxt, TcpFlag.ACK | (last && length > 0 ? TcpFlag.PSH : 0) | (fin ? TcpFlag.FIN : 0), flow.sendQueue.bytes, offset, length, nowMs);
+    flow.sndNxt = (flow.sndNxt + length) >>> 0;
+    if (fin) {
+      flow.finSent = true;
+      flow.finSeq = flow.sndNxt;
+      flow.sndNxt = (flow.sndNxt + 1) >>> 0;
+    }
+    if (seqLt(flow.sndMax, flow.sndNxt)) flow.sndMax = flow.sndNxt;
+  }
+
+  private fastRetransmit(flow: Flow, nowMs: number): void {
+    this.events[TcpEvent.FAST_RETRANSMITS]!++;
+    flow.ssthresh = Math.max(Math.floor(flow.inFlight / 2), 2 * flow.payloadMss);
+    flow.cwnd = flow.ssthresh;
+    // Resend the first unacknowledged segment (with our FIN if that is all that follows it);
+    // what was sent after it stays in flight.
+    const length = Math.min(flow.sendQueue.length, flow.payloadMss);
+    const fin = flow.finInFlight && length === flow.sendQueue.length;
+    this.emit(flow, flow.sndUna, TcpFlag.ACK | (fin ? TcpFlag.FIN : 0), flow.sendQueue.bytes, flow.sendQueue.start, length, nowMs);
+  }
+
+  private onRetransmitTimeout(flow: Flow, nowMs: number): void {
+    if (flow.retransmits >= this.config.maxRetransmits) {
+      this.abort(flow, nowMs);
+      return;
+    }
+    this.events[TcpEvent.RETRANSMIT_TIMEOUTS]!++;
+    flow.retransmits++;
+    // RFC 5681 §3.1 (4): after a timeout, one segment at a time; RFC 6298 (5.5): back off.
+    flow.ssthresh = Math.max(Math.floor(flow.inFlight / 2), 2 * flow.payloadMss);
+    flow.cwnd = flow.payloadMss;
+    flow.rtoMs = Math.min(flow.rtoMs * 2, this.config.maxRtoMs);
+    // Go back to the oldest unacknowledged byte (and unsend an unacknowledged FIN); ACKs then move
+    // SND.NXT forward over whatever the client already holds (onNewAck).
+    flow.sndNxt = flow.sndUna;
+    flow.finSent = false;
+    this.flush(flow, nowMs);
+    flow.lastSendMs = nowMs;
+  }
+
+  private sendAck(flow: Flow, nowMs: number): void {
+    this.emit(flow, flow.sndNxt, TcpFlag.ACK, null, 0, 0, nowMs);
+  }
+
+  private emit(flow: Flow, seq: number, flags: number, data: Uint8Array | null, offset: number, length: number, nowMs: number): void {
+    const r = flow.reply;
+    r.seq = seq;
+    r.ack = flow.rcvNxt;
+    r.flags = flags;
+    if (flow.useTimestamps) {
+      const period = this.cookies.period(nowMs / 1000);
+      if (period !== flow.tokenPeriod) {
+        flow.token = this.cookies.tokenForReply(r, flow.mssIndex, nowMs / 1000);
+        flow.tokenPeriod = period;
+      }
+      r.tsVal = flow.token;
+      r.tsEcr = flow.tsRecent;
+    }
+    this.segmentsSent++;
+    this.sink.send(r, data, offset, length);
+  }
+
+  /** A reply to a segment with no flow: RST, or the ACK (and FIN) of a FIN. */
+  private sendStateless(seg: Segment, seq: number, ack: number, flags: number): void {
+    const c = this.control.reverseOf(seg);
+    c.seq = seq;
     c.ack = ack;
     c.flags = flags;
-    c.window = flags & TcpFlag.RST ? 0 : this.config.window;
     c.mss = 0;
-    out.hasControl = true;
+    const isReset = (flags & TcpFlag.RST) !== 0;
+    c.window = isReset ? 0 : this.config.window;
+    // RFC 7323 §3.2: once negotiated, every non-RST segment carries timestamps.
+    c.hasTimestamps = seg.hasTimestamps && !isReset;
+    if (c.hasTimestamps) {
+      c.tsVal = seg.tsEcr; // the token the client just proved valid
+      c.tsEcr = seg.tsVal;
+    }
+    this.segmentsSent++;
+    this.sink.send(c, null, 0, 0);
   }
-}
 
-/** Receives the segments of a response, one header and payload slice at a time. */
-export interface SegmentSink {
-  send(header: ReplyHeader, payload: Uint8Array, offset: number, length: number): void;
-}
+  /** Gives up on a flow: RST to the client (RFC 9293 §3.10.7.4 abort), state dropped. */
+  private abort(flow: Flow, nowMs: number): void {
+    this.events[TcpEvent.FLOWS_ABORTED]!++;
+    const r = flow.reply;
+    const hadTimestamps = r.hasTimestamps;
+    r.hasTimestamps = false;
+    this.emit(flow, flow.sndNxt, TcpFlag.RST, null, 0, 0, nowMs);
+    r.hasTimestamps = hadTimestamps;
+    flow.closed = true;
+    this.release(flow);
+  }
 
-/**
- * Sends `data[offset, offset+length)` as a train of segments of at most `mss` bytes starting at
- * `template.seq`, the last one with PSH (RFC 9293 §3.9.1) and, if `fin`, FIN: the talk's
- * transaction mode closes our side right after the answer, piggybacked to save a packet.
- * `template` is modified (seq, flags) and left describing the last segment.
- */
-export function cutResponse(
-  template: ReplyHeader,
-  data: Uint8Array,
-  offset: number,
-  length: number,
-  mss: number,
-  fin: boolean,
-  sink: SegmentSink,
-): number {
-  const firstSeq = template.seq;
-  let sent = 0;
-  let segments = 0;
-  do {
-    const n = Math.min(mss, length - sent);
-    const last = sent + n === length;
-    template.seq = (firstSeq + sent) >>> 0;
-    template.flags = TcpFlag.ACK | (last ? TcpFlag.PSH | (fin ? TcpFlag.FIN : 0) : 0);
-    sink.send(template, data, offset + sent, n);
-    sent += n;
-    segments++;
-  } while (sent < length);
-  return segments;
+  private release(flow: Flow): void {
+    this.queuedBytes -= flow.sendQueue.length + flow.receiveQueue.length;
+    this.flows.remove(flow);
+    this.events[TcpEvent.FLOWS_RELEASED]!++;
+    // A released flow the application still owes answers to is closed: they will be dropped.
+    if (flow.answersOwed > 0) flow.closed = true;
+  }
 }

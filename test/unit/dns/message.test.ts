@@ -4,6 +4,7 @@ import dnsPacket from 'dns-packet';
 import {
   errorAnswer,
   isRelayableQuery,
+  plausibleQueryStart,
   questionEnd,
   Rcode,
   sameQuestion,
@@ -86,4 +87,13 @@ test('errorAnswer echoes ID, opcode, RD and the question with the given RCODE', 
   assert.equal(formerr.id, 0xabcd);
   assert.equal(formerr.flags! & 0xf, Rcode.FORMERR);
   assert.equal(formerr.questions?.length, 0);
+});
+
+test('plausibleQueryStart accepts real query starts and refuses the same bytes from later offsets', () => {
+  const q = frame(query('www.lab.test', 0x8000));
+  for (let cut = 0; cut <= q.length; cut++) assert.ok(plausibleQueryStart(q, 0, cut), `prefix of ${cut} bytes`);
+  // Every later start that leaves at least a length and an ID and flags to judge (6 bytes).
+  for (let start = 2; start <= q.length - 6; start++) {
+    assert.equal(plausibleQueryStart(q, start, q.length - start), false, `starting at byte ${start}`);
+  }
 });

@@ -1,10 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
-import { DnsRelay, RelayCounter, type UpstreamTransport } from '../../../src/dns/relay.js';
+import { DnsRelay, RelayCounter, type AnswerSink, type UpstreamTransport } from '../../../src/dns/relay.js';
 import { Rcode, readId } from '../../../src/dns/message.js';
-import { ReplyHeader, TcpFlag } from '../../../src/wire/segment.js';
-import type { SegmentSink } from '../../../src/tcp/responder.js';
 
 /** The upstream side as the relay sees it: datagrams out, and what a TCP retry returns. */
 class RecordingUpstream implements UpstreamTransport {
@@ -18,15 +16,18 @@ class RecordingUpstream implements UpstreamTransport {
   }
 }
 
-interface SentSegment { seq: number; ack: number; flags: number; payload: Buffer }
-class RecordingSink implements SegmentSink {
-  readonly segments: SentSegment[] = [];
-  send(h: ReplyHeader, payload: Uint8Array, offset: number, length: number): void {
-    this.segments.push({ seq: h.seq, ack: h.ack, flags: h.flags, payload: Buffer.from(payload.subarray(offset, offset + length)) });
+/** The transport side as the relay sees it: a connection is a name; answers are recorded. */
+class RecordingConnections implements AnswerSink<string> {
+  readonly owed = new Map<string, number>();
+  readonly answers: { connection: string; message: dnsPacket.DecodedPacket }[] = [];
+  expectAnswer(connection: string): void {
+    this.owed.set(connection, (this.owed.get(connection) ?? 0) + 1);
   }
-  /** The TCP byte stream the client would reassemble. */
-  stream(): Buffer {
-    return Buffer.concat(this.segments.map((s) => s.payload));
+  answer(connection: string, data: Uint8Array, offset: number, length: number): void {
+    this.owed.set(connection, this.owed.get(connection)! - 1);
+    const framed = Buffer.from(data.subarray(offset, offset + length));
+    assert.equal(framed.readUInt16BE(0), length - 2, 'answers are framed with their length');
+    this.answers.push({ connection, message: dnsPacket.decode(framed.subarray(2)) });
   }
 }
 
@@ -43,118 +44,114 @@ const answerTo = (relayed: Buffer, address = '198.18.0.100', flags = 0): Buffer 
   });
 };
 const addressOf = (a: dnsPacket.Answer): unknown => (a as dnsPacket.StringAnswer).data;
-/** Splits a framed TCP stream back into messages. */
-const unframe = (stream: Buffer): dnsPacket.DecodedPacket[] => {
-  const out: dnsPacket.DecodedPacket[] = [];
-  for (let p = 0; p < stream.length; ) {
-    const n = stream.readUInt16BE(p);
-    out.push(dnsPacket.decode(stream.subarray(p + 2, p + 2 + n)));
-    p += 2 + n;
-  }
-  return out;
-};
-
-function setup(closeAfterResponse = true) {
+function setup() {
   const upstream = new RecordingUpstream();
-  const sink = new RecordingSink();
+  const connections = new RecordingConnections();
   let counter = 0;
-  const relay = new DnsRelay({ timeoutMs: 1000, closeAfterResponse }, upstream, sink, (b) => {
+  const relay = new DnsRelay<string>({ timeoutMs: 1000 }, upstream, (b: Uint8Array) => {
     for (let i = 0; i < b.length; i++) b[i] = (counter = (counter * 1103515245 + 12345) >>> 0) >>> 16;
   });
-  const header = new ReplyHeader();
-  header.seq = 1000;
-  header.ack = 5000;
-  header.flags = TcpFlag.ACK;
-  return { upstream, sink, relay, header };
+  relay.attach(connections);
+  return { upstream, connections, relay };
 }
 
-test('a query is relayed with a fresh ID and answered with the client ID, cut at the MSS, FIN on the last segment', () => {
-  const { upstream, sink, relay, header } = setup();
+test('a query is relayed with a fresh ID and answered on its connection with the client ID', () => {
+  const { upstream, connections, relay } = setup();
   const request = framed(query('www.lab.test', 0x1111));
-  relay.handleRequest(request, 0, request.length, header, 40, 0);
+  relay.onMessages('c1', request, 0, request.length, 0);
+  assert.equal(connections.owed.get('c1'), 1);
   assert.equal(upstream.datagrams.length, 1);
   const relayed = upstream.datagrams[0]!;
+  assert.notEqual(readId(relayed, 0), 0x1111);
   assert.equal(relay.pendingQueries, 1);
-  relay.handleUpstreamAnswer(answerTo(relayed));
+  relay.handleUpstreamAnswer(answerTo(relayed), 1);
   assert.equal(relay.pendingQueries, 0);
-
-  const stream = sink.stream();
-  const [answer] = unframe(stream);
-  assert.equal(answer!.id, 0x1111);
-  assert.deepEqual(answer!.answers!.map(addressOf), ['198.18.0.100']);
-  // Segments: consecutive sequence numbers from the template, ≤ 40 bytes, PSH|FIN only on the last.
-  let seq = 1000;
-  sink.segments.forEach((s, i) => {
-    const last = i === sink.segments.length - 1;
-    assert.equal(s.seq, seq);
-    assert.equal(s.ack, 5000);
-    assert.ok(s.payload.length <= 40);
-    assert.equal(s.flags, TcpFlag.ACK | (last ? TcpFlag.PSH | TcpFlag.FIN : 0));
-    seq += s.payload.length;
-  });
-  assert.ok(sink.segments.length > 1);
+  assert.equal(connections.owed.get('c1'), 0);
+  const { connection, message } = connections.answers[0]!;
+  assert.equal(connection, 'c1');
+  assert.equal(message.id, 0x1111);
+  assert.deepEqual(message.answers!.map(addressOf), ['198.18.0.100']);
 });
 
-test('pipelined queries in one request are answered in query order, whatever order the upstream answers in', () => {
-  const { upstream, sink, relay, header } = setup(false);
-  const request = framed(query('a.lab.test', 1), query('b.lab.test', 2), query('c.lab.test', 3));
-  relay.handleRequest(request, 0, request.length, header, 1220, 0);
+test('pipelined queries each get their answer as it arrives, on the right connection', () => {
+  const { upstream, connections, relay } = setup();
+  const request = framed(query('a.lab.test', 1), query('b.lab.test', 2));
+  relay.onMessages('c1', request, 0, request.length, 0);
+  const other = framed(query('c.lab.test', 1));
+  relay.onMessages('c2', other, 0, other.length, 0);
   assert.equal(upstream.datagrams.length, 3);
-  const ids = new Set(upstream.datagrams.map((d) => readId(d, 0)));
-  assert.equal(ids.size, 3, 'distinct upstream IDs');
-  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[2]!, '198.18.0.3'));
-  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[0]!, '198.18.0.1'));
-  assert.equal(sink.segments.length, 0, 'nothing sent before all answers are in');
-  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[1]!, '198.18.0.2'));
-  const answers = unframe(sink.stream());
-  assert.deepEqual(answers.map((a) => [a.id, addressOf(a.answers![0]!)]), [[1, '198.18.0.1'], [2, '198.18.0.2'], [3, '198.18.0.3']]);
-  assert.equal(sink.segments.at(-1)!.flags & TcpFlag.FIN, 0, 'no FIN when not closing after the response');
+  assert.equal(new Set(upstream.datagrams.map((d) => readId(d, 0))).size, 3, 'distinct upstream IDs');
+  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[2]!, '198.18.0.3'), 1);
+  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[1]!, '198.18.0.2'), 1);
+  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[0]!, '198.18.0.1'), 1);
+  assert.deepEqual(
+    connections.answers.map((a) => [a.connection, a.message.id, addressOf(a.message.answers![0]!)]),
+    [['c2', 1, '198.18.0.3'], ['c1', 2, '198.18.0.2'], ['c1', 1, '198.18.0.1']],
+  );
+});
+
+test('the relayed query is a copy: reusing the request buffer (as capture does) changes nothing', () => {
+  const { upstream, connections, relay } = setup();
+  const buffer = Buffer.alloc(512);
+  const first = framed(query('www.lab.test', 10));
+  first.copy(buffer);
+  relay.onMessages('c1', buffer, 0, first.length, 0);
+  const second = framed(query('missing.lab.test', 11));
+  second.copy(buffer);
+  relay.onMessages('c2', buffer, 0, second.length, 0);
+  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[0]!), 1);
+  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[1]!), 1);
+  assert.deepEqual(connections.answers.map((a) => [a.connection, a.message.id, a.message.questions![0]!.name]), [
+    ['c1', 10, 'www.lab.test'],
+    ['c2', 11, 'missing.lab.test'],
+  ]);
+  assert.equal(relay.counts[RelayCounter.UNEXPECTED_ANSWERS], 0);
 });
 
 test('an answer with a wrong ID or question is ignored and counted', () => {
-  const { upstream, sink, relay, header } = setup();
+  const { upstream, connections, relay } = setup();
   const request = framed(query('www.lab.test', 7));
-  relay.handleRequest(request, 0, request.length, header, 1220, 0);
+  relay.onMessages('c1', request, 0, request.length, 0);
   const relayed = upstream.datagrams[0]!;
-  const forged = answerTo(query('evil.test', readId(relayed, 0)));
-  relay.handleUpstreamAnswer(forged);
-  relay.handleUpstreamAnswer(Buffer.from([1, 2, 3]));
-  assert.equal(sink.segments.length, 0);
+  relay.handleUpstreamAnswer(answerTo(query('evil.test', readId(relayed, 0))), 1);
+  relay.handleUpstreamAnswer(Buffer.from([1, 2, 3]), 1);
+  assert.equal(connections.answers.length, 0);
   assert.equal(relay.counts[RelayCounter.UNEXPECTED_ANSWERS], 2);
-  relay.handleUpstreamAnswer(answerTo(relayed));
-  assert.equal(unframe(sink.stream())[0]!.id, 7);
+  relay.handleUpstreamAnswer(answerTo(relayed), 1);
+  assert.equal(connections.answers[0]!.message.id, 7);
 });
 
 test('a malformed query gets FORMERR without reaching the upstream', () => {
-  const { upstream, sink, relay, header } = setup();
+  const { upstream, connections, relay } = setup();
   const request = framed(Buffer.from([0xab, 0xcd, 0x80, 0x00, 0, 1]));
-  relay.handleRequest(request, 0, request.length, header, 1220, 0);
+  relay.onMessages('c1', request, 0, request.length, 0);
   assert.equal(upstream.datagrams.length, 0);
-  const [answer] = unframe(sink.stream());
-  assert.equal(answer!.id, 0xabcd);
-  assert.equal(answer!.flags! & 0xf, Rcode.FORMERR);
+  const { message } = connections.answers[0]!;
+  assert.equal(message.id, 0xabcd);
+  assert.equal(message.flags! & 0xf, Rcode.FORMERR);
+  assert.equal(connections.owed.get('c1'), 0);
 });
 
 test('no upstream answer within the timeout gives SERVFAIL; a late answer is then ignored', () => {
-  const { upstream, sink, relay, header } = setup();
+  const { upstream, connections, relay } = setup();
   const request = framed(query('www.lab.test', 42));
-  relay.handleRequest(request, 0, request.length, header, 1220, 10_000);
+  relay.onMessages('c1', request, 0, request.length, 10_000);
   relay.expire(10_999);
-  assert.equal(sink.segments.length, 0);
+  assert.equal(connections.answers.length, 0);
   relay.expire(11_000);
-  const [answer] = unframe(sink.stream());
-  assert.equal(answer!.id, 42);
-  assert.equal(answer!.flags! & 0xf, Rcode.SERVFAIL);
-  assert.deepEqual(answer!.questions, [{ name: 'www.lab.test', type: 'A', class: 'IN' }]);
-  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[0]!));
-  assert.equal(sink.segments.length, 1);
+  const { message } = connections.answers[0]!;
+  assert.equal(message.id, 42);
+  assert.equal(message.flags! & 0xf, Rcode.SERVFAIL);
+  assert.deepEqual(message.questions, [{ name: 'www.lab.test', type: 'A', class: 'IN' }]);
+  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[0]!), 11_001);
+  assert.equal(connections.answers.length, 1);
   assert.equal(relay.pendingQueries, 0);
 });
 
 test('a truncated UDP answer is fetched again over TCP and the client gets the whole answer', async () => {
-  const { upstream, sink, relay, header } = setup();
+  const { upstream, connections, relay } = setup();
   const request = framed(query('big.lab.test', 9, 'TXT'));
-  relay.handleRequest(request, 0, request.length, header, 1220, 0);
+  relay.onMessages('c1', request, 0, request.length, 0);
   const relayed = upstream.datagrams[0]!;
   const full = dnsPacket.encode({
     type: 'response', id: readId(relayed, 0), questions: [{ type: 'TXT', name: 'big.lab.test' }],
@@ -162,12 +159,11 @@ test('a truncated UDP answer is fetched again over TCP and the client gets the w
   });
   upstream.tcpAnswer = (q) => (readId(q, 0) === readId(relayed, 0) ? full : null);
   const truncated = dnsPacket.encode({ type: 'response', id: readId(relayed, 0), flags: dnsPacket.TRUNCATED_RESPONSE, questions: [{ type: 'TXT', name: 'big.lab.test' }] });
-  relay.handleUpstreamAnswer(truncated);
+  relay.handleUpstreamAnswer(truncated, 1);
   await new Promise((resolve) => setImmediate(resolve));
-  const [answer] = unframe(sink.stream());
-  assert.equal(answer!.id, 9);
-  assert.equal(answer!.flag_tc, false);
-  assert.equal(answer!.answers!.length, 16);
-  assert.ok(sink.segments.length >= 4, `${sink.segments.length} segments for ${sink.stream().length} bytes`);
+  const { message } = connections.answers[0]!;
+  assert.equal(message.id, 9);
+  assert.equal(message.flag_tc, false);
+  assert.equal(message.answers!.length, 16);
   assert.equal(relay.counts[RelayCounter.TRUNCATED_RETRIED_TCP], 1);
 });

@@ -1,13 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SynCookies, MSS_CLASSES_V4, MSS_CLASSES_V6 } from '../../../src/tcp/cookie.js';
-import { Segment } from '../../../src/wire/segment.js';
+import { ReplyHeader, Segment } from '../../../src/wire/segment.js';
 
 const SECRET = Uint8Array.from({ length: 16 }, (_, i) => 0x40 + i);
 const NOW = 1_764_000_000; // seconds
 
-/** A client→server segment description with the given addresses (the cookie reads only these fields). */
-function flow(family: 4 | 6, clientPort: number, mss = 0): Segment {
+/**
+ * A client→server segment description with the given addresses (the cookie reads only these
+ * fields). `seq` is the client's ISN for a SYN; `withAck` turns it into the first data segment.
+ */
+function flow(family: 4 | 6, clientPort: number, mss = 0, seq = 0x11223344): Segment {
   const seg = new Segment();
   const n = family === 4 ? 4 : 16;
   seg.buf = new Uint8Array(2 * n);
@@ -21,6 +24,15 @@ function flow(family: 4 | 6, clientPort: number, mss = 0): Segment {
   seg.srcPort = clientPort;
   seg.dstPort = 53;
   seg.mss = mss;
+  seg.seq = seq;
+  return seg;
+}
+
+/** The first data segment after the handshake: seq = ISN + 1, ack = our cookie + 1. */
+function firstData(syn: Segment, cookie: number): Segment {
+  const seg = flow(syn.family, syn.srcPort, 0, (syn.seq + 1) >>> 0);
+  seg.buf.set(syn.buf);
+  seg.ack = (cookie + 1) >>> 0;
   return seg;
 }
 
@@ -32,36 +44,71 @@ test('a cookie checks for its own flow and carries the MSS class', () => {
   ] as const) {
     const seg = flow(family, 40000, mss);
     const isn = cookies.issue(seg, NOW);
-    assert.equal(cookies.check(seg, isn, NOW + 1), expectedIndex, `v${family} mss ${mss}`);
+    assert.equal(cookies.checkFirstSegment(firstData(seg, isn), NOW + 1), expectedIndex, `v${family} mss ${mss}`);
     const classes = family === 4 ? MSS_CLASSES_V4 : MSS_CLASSES_V6;
     assert.ok(mss === 0 || SynCookies.mssOfIndex(family, expectedIndex) <= Math.max(mss, classes[0]!));
   }
 });
 
-test('a cookie fails for another port, address, secret or a flipped bit', () => {
+test('a cookie fails for another port, address, client ISN, secret or a flipped bit', () => {
   const cookies = new SynCookies(SECRET);
-  const seg = flow(4, 40000, 1460);
-  const isn = cookies.issue(seg, NOW);
-  assert.equal(cookies.check(flow(4, 40001), isn, NOW), -1);
-  const otherAddress = flow(4, 40000);
+  const syn = flow(4, 40000, 1460);
+  const isn = cookies.issue(syn, NOW);
+  const data = firstData(syn, isn);
+  assert.equal(cookies.checkFirstSegment(data, NOW), 3);
+  const otherPort = firstData(syn, isn);
+  otherPort.srcPort = 40001;
+  assert.equal(cookies.checkFirstSegment(otherPort, NOW), -1);
+  const otherAddress = firstData(syn, isn);
   otherAddress.buf[3] = 9;
-  assert.equal(cookies.check(otherAddress, isn, NOW), -1);
-  assert.equal(new SynCookies(new Uint8Array(16)).check(seg, isn, NOW), -1);
+  assert.equal(cookies.checkFirstSegment(otherAddress, NOW), -1);
+  // A later segment (not right after the client's ISN) does not pass as the first one.
+  const later = firstData(syn, isn);
+  later.seq = (later.seq + 30) >>> 0;
+  assert.equal(cookies.checkFirstSegment(later, NOW), -1);
+  assert.equal(new SynCookies(new Uint8Array(16)).checkFirstSegment(data, NOW), -1);
   for (let bit = 0; bit < 32; bit++) {
-    const flipped = (isn ^ (1 << bit)) >>> 0;
     // Flipping an MSS or period bit changes the hash input; flipping a MAC bit breaks the MAC.
-    assert.equal(cookies.check(seg, flipped, NOW), -1, `bit ${bit}`);
+    const flipped = firstData(syn, (isn ^ (1 << bit)) >>> 0);
+    assert.equal(cookies.checkFirstSegment(flipped, NOW), -1, `bit ${bit}`);
   }
+});
+
+test('a timestamp token checks for its flow, carries the MSS class and never decreases', () => {
+  const cookies = new SynCookies(SECRET);
+  const seg = flow(6, 50000, 1440);
+  const token = cookies.tokenForSegment(seg, 2, NOW);
+  assert.equal(cookies.checkToken(seg, token, NOW + 1), 2);
+  assert.equal(cookies.checkToken(flow(6, 50001), token, NOW), -1);
+  assert.equal(cookies.checkToken(seg, (token ^ 4) >>> 0, NOW), -1);
+  // An ISN cookie is no token (domain separation), even for the same flow and period.
+  assert.equal(cookies.checkToken(seg, cookies.issue(seg, NOW), NOW), -1);
+  // The same token from the reply direction (what the responder puts in TSval).
+  const reply = new ReplyHeader();
+  reply.family = 6;
+  reply.srcAddr.set(seg.buf.subarray(16, 32));
+  reply.dstAddr.set(seg.buf.subarray(0, 16));
+  reply.srcPort = 53;
+  reply.dstPort = 50000;
+  assert.equal(cookies.tokenForReply(reply, 2, NOW), token);
+  // Constant within a period, larger in the next (RFC 7323 §5 PAWS on the client).
+  const periodStart = Math.floor(NOW / 64) * 64;
+  assert.equal(cookies.tokenForSegment(seg, 2, periodStart + 63), cookies.tokenForSegment(seg, 2, periodStart));
+  const next = cookies.tokenForSegment(seg, 2, periodStart + 64);
+  assert.ok(((next - token) | 0) > 0, 'next period token compares greater modulo 2^32');
 });
 
 test('a cookie expires after maxAgePeriods', () => {
   const cookies = new SynCookies(SECRET, { periodSeconds: 64, maxAgePeriods: 2 });
   const seg = flow(6, 50000, 1440);
   const isn = cookies.issue(seg, NOW);
-  assert.equal(cookies.check(seg, isn, NOW + 64 * 2), 2);
-  assert.equal(cookies.check(seg, isn, NOW + 64 * 3), -1);
+  assert.equal(cookies.checkFirstSegment(firstData(seg, isn), NOW + 64 * 2), 2);
+  assert.equal(cookies.checkFirstSegment(firstData(seg, isn), NOW + 64 * 3), -1);
   // Before it was issued (clock stepped back by a period) it is not valid either.
-  assert.equal(cookies.check(seg, isn, NOW - 64), -1);
+  assert.equal(cookies.checkFirstSegment(firstData(seg, isn), NOW - 64), -1);
+  const token = cookies.tokenForSegment(seg, 2, NOW);
+  assert.equal(cookies.checkToken(seg, token, NOW + 64 * 2), 2);
+  assert.equal(cookies.checkToken(seg, token, NOW + 64 * 3), -1);
 });
 
 test('random guesses almost never pass (24-bit MAC)', () => {
@@ -71,8 +118,10 @@ test('random guesses almost never pass (24-bit MAC)', () => {
   let x = 1;
   for (let i = 0; i < 200_000; i++) {
     x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    if (cookies.check(seg, x, NOW) >= 0) passed++;
+    seg.ack = x;
+    if (cookies.checkFirstSegment(seg, NOW) >= 0) passed++;
+    if (cookies.checkToken(seg, x, NOW) >= 0) passed++;
   }
-  // Expected 200000 × (16/64 periods valid) × 2^-24 ≈ 0.003.
+  // Expected 200000 × (16/64 × 2^-24 + 16/256 × 2^-22) ≈ 0.006.
   assert.ok(passed <= 1, `${passed} random ISNs passed`);
 });

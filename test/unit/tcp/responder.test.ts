@@ -1,23 +1,23 @@
 /**
- * The responder, driven by real captured client segments (test/fixtures: dig +tcp against a
- * kernel TCP server), with its replies emitted and checked byte by byte.
+ * The responder, driven segment by segment. Each test starts from the real captured `dig +tcp`
+ * SYN (test/fixtures), then plays the client with segments on that same flow (addresses, ports,
+ * ISN, timestamps) and checks every packet the responder emits, checksums included.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Responder, Response, Outcome, cutResponse, DEFAULT_MSS_OFFER, DEFAULT_WINDOW } from '../../../src/tcp/responder.js';
+import dnsPacket from 'dns-packet';
+import { DEFAULT_RESPONDER_CONFIG, Outcome, Responder, TcpEvent, type ResponderConfig } from '../../../src/tcp/responder.js';
 import { SynCookies } from '../../../src/tcp/cookie.js';
-import { wholeMessages } from '../../../src/dns/message.js';
+import type { Flow } from '../../../src/tcp/flow.js';
+import { plausibleQueryStart, wholeMessages } from '../../../src/dns/message.js';
 import { decodeFrame } from '../../../src/wire/frame.js';
 import { emitReply, replyLength } from '../../../src/wire/emit.js';
 import { ChecksumPolicy, DecodeResult, LinkType, ReplyHeader, Segment, TcpFlag } from '../../../src/wire/segment.js';
-import { writeU32 } from '../../../src/wire/bytes.js';
-import { ackNum, checkPacket, dst, dstPort, flags, ipv4, ipv6, mss, payloadLength, seqNum, src, srcPort, tcp, window } from '../../support/checkers.js';
+import { ackNum, checkPacket, dst, flags, ipv4, ipv6, mss, payload, payloadLength, seqNum, src, tcp, timestamps, window } from '../../support/checkers.js';
 import { ipPacket, Packet } from '../../support/fixtures.js';
-import { fixTcpChecksum } from '../../support/packets.js';
 
-const NOW = 1_764_000_000;
-const cookies = new SynCookies(Uint8Array.from({ length: 16 }, (_, i) => i * 7));
-const responder = new Responder({ mssOffer: DEFAULT_MSS_OFFER, window: DEFAULT_WINDOW, framer: wholeMessages }, cookies);
+const NOW_MS = 1_764_000_000_000;
+const SECRET = Uint8Array.from({ length: 16 }, (_, i) => i * 7);
 
 function decode(packet: Uint8Array): Segment {
   const seg = new Segment();
@@ -25,142 +25,362 @@ function decode(packet: Uint8Array): Segment {
   return seg;
 }
 
-function emit(header: ReplyHeader, data: Uint8Array | null = null, offset = 0, length = 0): Uint8Array {
-  const out = new Uint8Array(replyLength(header, length));
-  emitReply(header, data, offset, length, out, 0);
-  return out;
+/** A DNS query framed for TCP, as dig sends it. */
+function framedQuery(name: string, id: number): Buffer {
+  const q = dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name }] });
+  return Buffer.concat([Buffer.from([q.length >> 8, q.length & 0xff]), q]);
 }
 
-function respond(packet: Uint8Array, now = NOW): { seg: Segment; r: Response; outcome: Outcome } {
-  const seg = decode(packet);
-  const r = new Response();
-  const outcome = responder.respond(seg, now, r);
-  return { seg, r, outcome };
+interface Options {
+  config?: Partial<ResponderConfig>;
+  /** Answer each message at once with `answerBytes(message)`; otherwise answers are left to the test. */
+  answerAtOnce?: boolean;
+  synIndex?: number;
+  /** Drop the timestamps option from the client's SYN (a client that does not use them). */
+  noTimestamps?: boolean;
 }
 
-/** The captured client packet with its acknowledgment number set to `ack` (checksum fixed). */
-function withAck(packet: Uint8Array, ack: number): Uint8Array {
-  const copy = Uint8Array.from(packet);
-  const tcpOffset = (copy[0]! >>> 4) === 4 ? (copy[0]! & 0xf) * 4 : 40;
-  writeU32(copy, tcpOffset + 8, ack);
-  fixTcpChecksum(copy, 0, tcpOffset, copy.length);
-  return copy;
-}
+/**
+ * One connection under test: the client side of the captured dig flow, and everything the
+ * responder sent back (decoded with checksums verified).
+ */
+class Harness {
+  readonly sent: Uint8Array[] = [];
+  readonly messages: { flow: Flow; bytes: Buffer }[] = [];
+  readonly responder: Responder;
+  readonly cookies = new SynCookies(SECRET);
+  nowMs = NOW_MS;
+  /** The client's view: next sequence number to send, and what it acknowledges. */
+  clientSeq = 0;
+  clientAck = 0;
+  clientTsVal = 1000;
+  /** Our timestamp token, as the client last saw it. */
+  token = 0;
+  readonly family: 4 | 6;
+  private readonly header = new ReplyHeader();
+  private readonly useTimestamps: boolean;
 
-/** Our ISN for the flow of a captured client packet: what its SYN would have got. */
-function isnFor(synIndex: number): number {
-  return respond(ipPacket(synIndex)).r.control.seq;
-}
-
-test('SYN → SYN+ACK from the cookie, acknowledging the SYN, offering MSS 1220 and window 65535 (IPv4)', () => {
-  const { seg, r, outcome } = respond(ipPacket(Packet.V4_SYN));
-  assert.equal(outcome, Outcome.SYN_ANSWERED);
-  assert.ok(r.hasControl);
-  const isn = r.control.seq;
-  assert.equal(cookies.check(seg, isn, NOW), SynCookies.mssIndex(4, seg.mss));
-  checkPacket(
-    emit(r.control),
-    ipv4(src('198.18.0.2'), dst('198.18.0.1')),
-    tcp(srcPort(53), dstPort(45483), flags(TcpFlag.SYN | TcpFlag.ACK), seqNum(isn), ackNum(3154750378), window(65535), mss(1220), payloadLength(0)),
-  );
-});
-
-test('SYN → SYN+ACK (IPv6)', () => {
-  const { r, outcome } = respond(ipPacket(Packet.V6_SYN));
-  assert.equal(outcome, Outcome.SYN_ANSWERED);
-  checkPacket(
-    emit(r.control),
-    ipv6(src('2001:2::2'), dst('2001:2::1')),
-    tcp(srcPort(53), dstPort(39511), flags(TcpFlag.SYN | TcpFlag.ACK), ackNum(631299357), mss(1220)),
-  );
-});
-
-test('a query acknowledging our cookie → ACK of the query and a request with the response template', () => {
-  const isn = isnFor(Packet.V4_SYN);
-  const query = withAck(ipPacket(Packet.V4_QUERY), (isn + 1) >>> 0);
-  const { seg, r, outcome } = respond(query);
-  assert.equal(outcome, Outcome.REQUEST);
-  assert.equal(r.requestOffset, seg.payloadOffset);
-  assert.equal(r.requestLength, 54);
-  // MSS class of the captured client (MSS 1220 over IPv4 → class 536, the largest not above it).
-  assert.equal(r.peerMss, 536);
-  checkPacket(
-    emit(r.control),
-    ipv4(src('198.18.0.2'), dst('198.18.0.1')),
-    tcp(srcPort(53), dstPort(45483), flags(TcpFlag.ACK), seqNum((isn + 1) >>> 0), ackNum(3154750378 + 54), payloadLength(0)),
-  );
-  assert.equal(r.response.seq, (isn + 1) >>> 0);
-  assert.equal(r.response.ack, 3154750378 + 54);
-  assert.equal(r.response.dstPort, 45483);
-});
-
-test('the same query over IPv6 is accepted with the IPv6 MSS class', () => {
-  const isn = isnFor(Packet.V6_SYN);
-  const { r, outcome } = respond(withAck(ipPacket(Packet.V6_QUERY), (isn + 1) >>> 0));
-  assert.equal(outcome, Outcome.REQUEST);
-  assert.equal(r.peerMss, 1220);
-});
-
-test('a query whose ack is not our cookie (a forger who never saw our SYN+ACK) gets RST and no data', () => {
-  // The captured query acknowledges the kernel's ISN, not ours.
-  const { r, outcome } = respond(ipPacket(Packet.V4_QUERY));
-  assert.equal(outcome, Outcome.COOKIE_FAILED);
-  checkPacket(emit(r.control), ipv4(src('198.18.0.2')), tcp(flags(TcpFlag.RST), seqNum(402274094), ackNum(0), window(0), payloadLength(0)));
-  // A cookie older than its maximum age fails the same way.
-  const isn = isnFor(Packet.V4_SYN);
-  const late = respond(withAck(ipPacket(Packet.V4_QUERY), (isn + 1) >>> 0), NOW + 64 * 17);
-  assert.equal(late.outcome, Outcome.COOKIE_FAILED);
-});
-
-test('FIN → ACK of the FIN; pure ACKs and RSTs → nothing', () => {
-  const { r, outcome } = respond(ipPacket(Packet.V4_CLIENT_FIN));
-  assert.equal(outcome, Outcome.FIN_ACKED);
-  checkPacket(emit(r.control), ipv4(dst('198.18.0.1')), tcp(flags(TcpFlag.ACK), seqNum(402274152), ackNum(3154750433)));
-
-  const ack = respond(ipPacket(Packet.V4_HANDSHAKE_ACK));
-  assert.equal(ack.outcome, Outcome.IGNORED);
-  assert.equal(ack.r.hasControl, false);
-
-  // The server's own SYN+ACK sent back at us is not the start of a connection.
-  const synAck = respond(ipPacket(Packet.V4_SYN_ACK));
-  assert.equal(synAck.outcome, Outcome.IGNORED);
-});
-
-test('a request holding no whole message is neither acknowledged nor relayed', () => {
-  const isn = isnFor(Packet.V4_SYN);
-  const seg = decode(withAck(ipPacket(Packet.V4_QUERY), (isn + 1) >>> 0));
-  const partial = new Responder({ mssOffer: 1220, window: 65535, framer: () => 0 }, cookies);
-  const r = new Response();
-  assert.equal(partial.respond(seg, NOW, r), Outcome.INCOMPLETE_REQUEST);
-  assert.equal(r.hasControl, false);
-});
-
-test('cutResponse: segments of at most the MSS, consecutive sequence numbers, PSH and FIN on the last', () => {
-  const template = new ReplyHeader();
-  template.family = 4;
-  template.srcAddr.set([198, 18, 0, 2]);
-  template.dstAddr.set([198, 18, 0, 1]);
-  template.srcPort = 53;
-  template.dstPort = 45483;
-  template.seq = 0xfffffc00; // wraps around 2^32 inside the response
-  template.ack = 77;
-  template.window = 65535;
-  const data = Uint8Array.from({ length: 3000 }, (_, i) => i & 0xff);
-  const packets: Uint8Array[] = [];
-  const count = cutResponse(template, data, 0, data.length, 1220, true, {
-    send: (h, p, o, n) => packets.push(emit(h, p, o, n)),
-  });
-  assert.equal(count, 3);
-  const sizes = [1220, 1220, 560];
-  let seq = 0xfffffc00;
-  packets.forEach((packet, i) => {
-    const last = i === packets.length - 1;
-    const seg = checkPacket(
-      packet,
-      ipv4(src('198.18.0.2'), dst('198.18.0.1')),
-      tcp(seqNum(seq), ackNum(77), payloadLength(sizes[i]!), flags(TcpFlag.ACK | (last ? TcpFlag.PSH | TcpFlag.FIN : 0))),
+  constructor(options: Options = {}) {
+    this.responder = new Responder(
+      { ...DEFAULT_RESPONDER_CONFIG, framer: wholeMessages, plausibleStart: plausibleQueryStart, ...options.config },
+      this.cookies,
+      { send: (h, p, o, n) => this.capture(h, p, o, n) },
+      {
+        onMessages: (flow, buf, offset, length) => {
+          for (let p = offset; p < offset + length; ) {
+            const n = (buf[p]! << 8) | buf[p + 1]!;
+            this.messages.push({ flow, bytes: Buffer.from(buf.subarray(p, p + 2 + n)) });
+            this.responder.expectAnswer(flow);
+            if (options.answerAtOnce) {
+              const answer = this.answerFor(Buffer.from(buf.subarray(p + 2, p + 2 + n)));
+              this.responder.answer(flow, answer, 0, answer.length, this.nowMs);
+            }
+            p += 2 + n;
+          }
+        },
+      },
     );
-    assert.deepEqual(seg.buf.subarray(seg.payloadOffset, seg.payloadOffset + seg.payloadLength), data.subarray(i * 1220, i * 1220 + sizes[i]!));
-    seq = (seq + sizes[i]!) >>> 0;
-  });
+    const synPacket = ipPacket(options.synIndex ?? Packet.V4_SYN);
+    const syn = decode(synPacket);
+    this.family = syn.family;
+    this.useTimestamps = !options.noTimestamps;
+    // The client side of the captured flow, as a template for the segments we play.
+    const h = this.header;
+    h.family = syn.family;
+    h.srcAddr.set(syn.buf.subarray(syn.srcAddrOffset, syn.srcAddrOffset + syn.addrLength));
+    h.dstAddr.set(syn.buf.subarray(syn.dstAddrOffset, syn.dstAddrOffset + syn.addrLength));
+    h.srcPort = syn.srcPort;
+    h.dstPort = syn.dstPort;
+    h.window = 64000;
+    this.clientSeq = syn.seq;
+  }
+
+  /** A framed answer to a framed or bare query: the same ID, one A record. */
+  answerFor(query: Buffer, size = 0): Buffer {
+    const q = dnsPacket.decode(query);
+    const a = dnsPacket.encode({
+      type: 'response', id: q.id, questions: q.questions,
+      answers: [{ type: 'TXT', name: q.questions![0]!.name, ttl: 60, data: 'x'.repeat(Math.max(1, size)) }],
+    });
+    return Buffer.concat([Buffer.from([a.length >> 8, a.length & 0xff]), a]);
+  }
+
+  private capture(h: ReplyHeader, data: Uint8Array | null, offset: number, length: number): void {
+    const out = new Uint8Array(replyLength(h, length));
+    assert.equal(emitReply(h, data, offset, length, out, 0), out.length);
+    this.sent.push(out);
+  }
+
+  /** Packets sent since the last call. */
+  take(): Uint8Array[] {
+    return this.sent.splice(0);
+  }
+
+  /** Plays one client segment; returns the responder's outcome. */
+  segment(fields: { flags: number; data?: Uint8Array; seq?: number; ack?: number; window?: number; tsEcr?: number }): Outcome {
+    const h = this.header;
+    h.seq = fields.seq ?? this.clientSeq;
+    h.ack = fields.ack ?? this.clientAck;
+    h.flags = fields.flags;
+    h.window = fields.window ?? 64000;
+    h.mss = fields.flags & TcpFlag.SYN ? 1460 : 0;
+    h.hasTimestamps = this.useTimestamps;
+    h.tsVal = this.clientTsVal++;
+    h.tsEcr = fields.tsEcr ?? this.token;
+    const data = fields.data ?? null;
+    const packet = new Uint8Array(replyLength(h, data?.length ?? 0));
+    emitReply(h, data, 0, data?.length ?? 0, packet, 0);
+    return this.responder.handleSegment(decode(packet), this.nowMs);
+  }
+
+  /** SYN → SYN+ACK → ACK; returns our ISN. */
+  handshake(): number {
+    assert.equal(this.segment({ flags: TcpFlag.SYN, ack: 0, tsEcr: 0 }), Outcome.SYN_ANSWERED);
+    const [synAck] = this.take();
+    const seg = checkPacket(synAck!, this.ip(), tcp(flags(TcpFlag.SYN | TcpFlag.ACK), ackNum((this.clientSeq + 1) >>> 0), mss(1220), window(65535)));
+    this.clientSeq = (this.clientSeq + 1) >>> 0;
+    this.clientAck = (seg.seq + 1) >>> 0;
+    this.token = seg.tsVal;
+    assert.equal(seg.hasTimestamps, this.useTimestamps);
+    assert.equal(this.segment({ flags: TcpFlag.ACK }), Outcome.IGNORED, 'the handshake ACK needs nothing');
+    assert.equal(this.take().length, 0);
+    return seg.seq;
+  }
+
+  /** Sends `data` in order and advances the client's sequence number. */
+  send(data: Uint8Array, extraFlags = 0): Outcome {
+    const outcome = this.segment({ flags: TcpFlag.ACK | TcpFlag.PSH | extraFlags, data });
+    this.clientSeq = (this.clientSeq + data.length + (extraFlags & TcpFlag.FIN ? 1 : 0)) >>> 0;
+    return outcome;
+  }
+
+  /** Acknowledges everything of ours it has seen so far (`upTo`). */
+  ackTo(upTo: number, window = 64000): Outcome {
+    this.clientAck = upTo >>> 0;
+    return this.segment({ flags: TcpFlag.ACK, window });
+  }
+
+  ip() {
+    return this.family === 4 ? ipv4(src('198.18.0.2'), dst('198.18.0.1')) : ipv6(src('2001:2::2'), dst('2001:2::1'));
+  }
+}
+
+test('SYN → SYN+ACK: cookie ISN, MSS 1220, window 65535, timestamps echoing the client (IPv4 and IPv6)', () => {
+  for (const synIndex of [Packet.V4_SYN, Packet.V6_SYN]) {
+    const h = new Harness({ synIndex });
+    const syn = decode(ipPacket(synIndex));
+    assert.equal(h.responder.handleSegment(syn, h.nowMs), Outcome.SYN_ANSWERED);
+    const [synAck] = h.take();
+    const seg = checkPacket(synAck!, h.ip(), tcp(flags(TcpFlag.SYN | TcpFlag.ACK), ackNum((syn.seq + 1) >>> 0), mss(1220), window(65535), payloadLength(0)));
+    assert.equal(seg.tsEcr, syn.tsVal);
+    assert.ok(h.cookies.checkToken(syn, seg.tsVal, NOW_MS / 1000) >= 0, 'TSval is our token');
+    assert.equal(h.responder.flows.size, 0, 'a SYN creates no state');
+  }
+});
+
+test('a query is acknowledged, answered at the right sequence number, and the idle connection then holds no state', () => {
+  const h = new Harness({ answerAtOnce: true });
+  const isn = h.handshake();
+  const query = framedQuery('www.lab.test', 0x1234);
+  assert.equal(h.send(query), Outcome.DATA);
+  assert.equal(h.messages.length, 1);
+  const [answerSegment] = h.take();
+  const answer = h.answerFor(query.subarray(2));
+  checkPacket(answerSegment!, h.ip(), tcp(flags(TcpFlag.ACK | TcpFlag.PSH), seqNum((isn + 1) >>> 0), ackNum(h.clientSeq), payload(answer), timestamps({ val: h.token, ecr: h.clientTsVal - 1 })));
+  assert.equal(h.responder.flows.size, 1, 'state while the answer is unacknowledged');
+  assert.equal(h.ackTo(isn + 1 + answer.length), Outcome.ACK);
+  assert.equal(h.responder.flows.size, 0, 'no state once everything is acknowledged');
+  assert.equal(h.responder.queuedBytes, 0);
+
+  // A second query on the now stateless connection is recognised by its timestamp token.
+  const second = framedQuery('www.lab.test', 0x5678);
+  assert.equal(h.send(second), Outcome.DATA);
+  const [again] = h.take();
+  checkPacket(again!, h.ip(), tcp(seqNum((isn + 1 + answer.length) >>> 0), payload(h.answerFor(second.subarray(2)))));
+});
+
+test('several queries in one segment, and one query split over three segments (length prefix alone first)', () => {
+  const h = new Harness();
+  h.handshake();
+  const a = framedQuery('a.lab.test', 1);
+  const b = framedQuery('b.lab.test', 2);
+  h.send(Buffer.concat([a, b]));
+  assert.deepEqual(h.messages.map((m) => m.bytes), [a, b]);
+  h.take();
+  const c = framedQuery('c.lab.test', 3);
+  assert.equal(h.send(c.subarray(0, 2)), Outcome.DATA);
+  const [ack1] = h.take();
+  checkPacket(ack1!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq), payloadLength(0)));
+  h.send(c.subarray(2, 10));
+  h.send(c.subarray(10));
+  assert.deepEqual(h.messages.map((m) => m.bytes), [a, b, c]);
+});
+
+test('out of order: the gap gets a duplicate ACK, nothing is delivered until it is filled', () => {
+  const h = new Harness();
+  h.handshake();
+  const q = framedQuery('www.lab.test', 9);
+  h.send(q.subarray(0, 5)); // creates the flow
+  h.take();
+  const start = h.clientSeq;
+  assert.equal(h.segment({ flags: TcpFlag.ACK, data: q.subarray(15), seq: start + 10 }), Outcome.OUT_OF_ORDER);
+  const [dupAck] = h.take();
+  checkPacket(dupAck!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(start)));
+  assert.equal(h.messages.length, 0);
+  h.send(q.subarray(5, 15));
+  h.send(q.subarray(15)); // the retransmission of the segment that came early
+  assert.deepEqual(h.messages.map((m) => m.bytes), [q]);
+  // A duplicate of data already received is acknowledged again and not delivered twice.
+  assert.equal(h.segment({ flags: TcpFlag.ACK, data: q.subarray(15), seq: start + 10 }), Outcome.DUPLICATE);
+  assert.equal(h.messages.length, 1);
+});
+
+test('a lost answer is retransmitted on timeout with exponential back-off, then the flow is aborted', () => {
+  const h = new Harness({ answerAtOnce: true, config: { maxRetransmits: 3 } });
+  const isn = h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  const [first] = h.take();
+  h.nowMs += 199;
+  h.responder.tick(h.nowMs);
+  assert.equal(h.take().length, 0, 'not before the RTO');
+  for (const rto of [200, 400, 800]) {
+    h.nowMs += rto;
+    h.responder.tick(h.nowMs);
+    const [again] = h.take();
+    assert.deepEqual(again!.subarray(40), first!.subarray(40), `same segment again after ${rto} ms`);
+  }
+  h.nowMs += 1600;
+  h.responder.tick(h.nowMs);
+  const [reset] = h.take();
+  checkPacket(reset!, h.ip(), tcp(flags(TcpFlag.RST), seqNum((isn + 1 + first!.length - 52) >>> 0)));
+  assert.equal(h.responder.flows.size, 0);
+  assert.equal(h.responder.events[TcpEvent.FLOWS_ABORTED], 1);
+});
+
+test("the client's window is honoured and the rest is sent as it acknowledges; three duplicate ACKs retransmit", () => {
+  const h = new Harness();
+  const isn = h.handshake();
+  const q = framedQuery('big.lab.test', 5);
+  h.send(q);
+  h.take();
+  const flow = h.messages[0]!.flow;
+  // Shrink the window to 2000 bytes, then answer 5000 bytes.
+  h.ackTo(isn + 1, 2000);
+  const answer = h.answerFor(q.subarray(2), 4900);
+  h.responder.answer(flow, answer, 0, answer.length, h.nowMs);
+  const firstFlight = h.take().map((p) => decode(p));
+  const sentBytes = firstFlight.reduce((n, s) => n + s.payloadLength, 0);
+  assert.ok(sentBytes <= 2000, `${sentBytes} bytes sent into a 2000-byte window`);
+  assert.ok(firstFlight.every((s) => s.payloadLength <= 1460 - 12), 'segments fit the MSS less the timestamps option');
+  // Three duplicate ACKs: the first segment again.
+  for (let i = 0; i < 3; i++) h.ackTo(isn + 1, 2000);
+  const [retransmitted] = h.take();
+  checkPacket(retransmitted!, h.ip(), tcp(seqNum((isn + 1) >>> 0), payloadLength(firstFlight[0]!.payloadLength)));
+  // Acknowledge everything sent, with a big window: the rest arrives, the last with PSH.
+  h.ackTo(isn + 1 + sentBytes, 64000);
+  const rest = h.take().map((p) => decode(p));
+  const all = Buffer.concat([...firstFlight, ...rest].map((s) => Buffer.from(s.buf.subarray(s.payloadOffset, s.payloadOffset + s.payloadLength))));
+  assert.deepEqual(all, answer);
+  assert.equal(rest.at(-1)!.flags & TcpFlag.PSH, TcpFlag.PSH);
+});
+
+test('a forged data segment (no handshake) gets RST and no data; the application never sees it', () => {
+  const h = new Harness({ answerAtOnce: true });
+  h.handshake();
+  h.clientAck = (h.clientAck + 12345) >>> 0;
+  assert.equal(h.segment({ flags: TcpFlag.ACK, data: framedQuery('www.lab.test', 1), tsEcr: 0xdeadbeef }), Outcome.COOKIE_FAILED);
+  const [reset] = h.take();
+  checkPacket(reset!, h.ip(), tcp(flags(TcpFlag.RST), seqNum(h.clientAck), payloadLength(0)));
+  assert.equal(h.messages.length, 0);
+  assert.equal(h.responder.flows.size, 0);
+});
+
+test('RST: exactly at RCV.NXT drops the flow and its pending answers; elsewhere in the window gets a challenge ACK', () => {
+  const h = new Harness();
+  h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  h.take();
+  const flow = h.messages[0]!.flow;
+  assert.equal(h.segment({ flags: TcpFlag.RST, seq: h.clientSeq + 100 }), Outcome.CHALLENGE_ACK);
+  checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq)));
+  assert.equal(h.segment({ flags: TcpFlag.RST }), Outcome.RESET);
+  assert.equal(h.responder.flows.size, 0);
+  const answer = h.answerFor(h.messages[0]!.bytes.subarray(2));
+  h.responder.answer(flow, answer, 0, answer.length, h.nowMs);
+  assert.equal(h.take().length, 0, 'nothing is sent on a reset connection (RFC 7766 §6.2.4)');
+  assert.equal(h.responder.events[TcpEvent.ANSWERS_DROPPED], 1);
+});
+
+test('--close-after-response: FIN rides on the last answer segment; a request after it gets RST', () => {
+  const h = new Harness({ answerAtOnce: true, config: { closeAfterResponse: true } });
+  h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  const [answer] = h.take();
+  checkPacket(answer!, h.ip(), tcp(flags(TcpFlag.ACK | TcpFlag.PSH | TcpFlag.FIN)));
+  assert.equal(h.send(framedQuery('www.lab.test', 2)), Outcome.RESET);
+  checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.RST)));
+});
+
+test('client FIN: answered queries first, then our FIN; a FIN on a stateless connection gets FIN+ACK', () => {
+  const h = new Harness();
+  const isn = h.handshake();
+  const q = framedQuery('www.lab.test', 1);
+  h.send(q, TcpFlag.FIN); // query and FIN together (a half-closing client)
+  const [ack] = h.take();
+  checkPacket(ack!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq)));
+  const answer = h.answerFor(q.subarray(2));
+  h.responder.answer(h.messages[0]!.flow, answer, 0, answer.length, h.nowMs);
+  checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.ACK | TcpFlag.PSH | TcpFlag.FIN), payload(answer)));
+  h.ackTo(isn + 1 + answer.length + 1);
+  assert.equal(h.responder.flows.size, 0);
+
+  // Another connection that closes while idle, with no state at all.
+  const idle = new Harness();
+  idle.handshake();
+  assert.equal(idle.send(new Uint8Array(0), TcpFlag.FIN), Outcome.FIN);
+  checkPacket(idle.take()[0]!, idle.ip(), tcp(flags(TcpFlag.ACK | TcpFlag.FIN), ackNum(idle.clientSeq)));
+  assert.equal(idle.responder.flows.size, 0);
+});
+
+test('a client without timestamps: the first request is proved by the ISN cookie, and the connection closes after it', () => {
+  const h = new Harness({ answerAtOnce: true, noTimestamps: true });
+  h.handshake();
+  assert.equal(h.send(framedQuery('www.lab.test', 1)), Outcome.DATA);
+  const [answer] = h.take();
+  checkPacket(answer!, h.ip(), tcp(flags(TcpFlag.ACK | TcpFlag.PSH | TcpFlag.FIN), timestamps(null)));
+});
+
+test('a flow-less segment that starts mid-message (the one before it was lost) is not read as a new query', () => {
+  const h = new Harness({ answerAtOnce: true });
+  h.handshake();
+  const q = framedQuery('www.lab.test', 1);
+  h.send(q);
+  h.ackTo(h.clientAck + decode(h.take()[0]!).payloadLength);
+  assert.equal(h.responder.flows.size, 0);
+  const next = framedQuery('www.lab.test', 0x8000);
+  h.clientSeq += 4; // the first 4 bytes went in a segment that was lost
+  assert.equal(h.send(next.subarray(4)), Outcome.MISALIGNED);
+  assert.equal(h.take().length, 0);
+  assert.equal(h.messages.length, 1);
+});
+
+test('soft-state bounds: past maxFlows new data is neither acknowledged nor delivered', () => {
+  const h = new Harness({ config: { maxFlows: 0 } });
+  h.handshake();
+  assert.equal(h.send(framedQuery('www.lab.test', 1)), Outcome.SOFT_STATE_FULL);
+  assert.equal(h.take().length, 0);
+  assert.equal(h.messages.length, 0);
+});
+
+test('a flow holding half a message is evicted with RST after the idle timeout', () => {
+  const h = new Harness({ config: { idleTimeoutMs: 1000 } });
+  h.handshake();
+  h.send(framedQuery('www.lab.test', 1).subarray(0, 5));
+  h.take();
+  assert.equal(h.responder.flows.size, 1);
+  h.nowMs += 1000;
+  h.responder.tick(h.nowMs);
+  checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.RST)));
+  assert.equal(h.responder.flows.size, 0);
+  assert.equal(h.responder.queuedBytes, 0);
 });

@@ -1,0 +1,193 @@
+/**
+ * Soft state of a connection, held only while the connection has something in flight:
+ * an answer still owed by the application, bytes we sent that the client has not acknowledged
+ * (or could not yet send because of its window), or the start of a message whose rest has not
+ * arrived. A connection with none of these holds no state at all: its `Flow` is released, and the
+ * next segment is recognised by its cookie or timestamp token (cookie.ts).
+ */
+import { ReplyHeader, type Segment } from '../wire/segment.js';
+
+const INITIAL_BUFFER = 2048;
+
+/**
+ * A byte queue: appended at the end, consumed from the start. Grows by doubling; compacts when
+ * the consumed prefix is at least half of it, so steady use does not allocate.
+ */
+export class ByteQueue {
+  bytes = new Uint8Array(0);
+  start = 0;
+  end = 0;
+
+  get length(): number {
+    return this.end - this.start;
+  }
+
+  append(data: Uint8Array, offset: number, length: number): void {
+    if (this.end + length > this.bytes.length) this.makeRoom(length);
+    this.bytes.set(data.subarray(offset, offset + length), this.end);
+    this.end += length;
+  }
+
+  consume(length: number): void {
+    this.start += length;
+    if (this.start === this.end) this.start = this.end = 0;
+  }
+
+  /** Bytes held, including spare capacity: what the queue costs in memory. */
+  get capacity(): number {
+    return this.bytes.length;
+  }
+
+  private makeRoom(length: number): void {
+    const used = this.end - this.start;
+    if (this.start > 0 && used + length <= this.bytes.length && this.start >= this.bytes.length / 2) {
+      this.bytes.copyWithin(0, this.start, this.end);
+    } else {
+      let size = Math.max(this.bytes.length, INITIAL_BUFFER);
+      while (size < used + length) size *= 2;
+      const grown = new Uint8Array(size);
+      grown.set(this.bytes.subarray(this.start, this.end));
+      this.bytes = grown;
+    }
+    this.start = 0;
+    this.end = used;
+  }
+}
+
+export class Flow {
+  /** Header template for everything we send: addresses and ports in the reply direction. */
+  readonly reply = new ReplyHeader();
+  /** Hash of the 4-tuple, and the next flow with the same hash in the table. */
+  hash = 0;
+  nextInBucket: Flow | null = null;
+
+  // Sending (RFC 9293 §3.3.1 names).
+  /** Oldest unacknowledged sequence number; `sendQueue` holds the bytes from here on. */
+  sndUna = 0;
+  /** Next sequence number to send. */
+  sndNxt = 0;
+  /** Highest sequence number sent so far (SND.NXT goes back below it after a timeout). */
+  sndMax = 0;
+  /** Bytes from `sndUna` on: in flight, then not yet sent. */
+  readonly sendQueue = new ByteQueue();
+  /** The client's last advertised window (unscaled: we never offer window scaling). */
+  peerWindow = 0;
+  /** Largest payload per segment: the client's MSS class less our TCP options. */
+  payloadMss = 0;
+  mssIndex = 0;
+  /** Congestion window in bytes (RFC 5681). */
+  cwnd = 0;
+  ssthresh = 0;
+  dupAcks = 0;
+  /** Retransmission: when we last sent new or repeated data, the current timeout, tries so far. */
+  lastSendMs = 0;
+  rtoMs = 0;
+  retransmits = 0;
+  /** Our FIN: wanted once everything is sent; its sequence number once sent. */
+  finQueued = false;
+  finSent = false;
+  finSeq = 0;
+
+  // Receiving.
+  /** Next sequence number expected from the client. */
+  rcvNxt = 0;
+  /** Bytes received in order that do not yet make a whole message. */
+  readonly receiveQueue = new ByteQueue();
+  clientFin = false;
+  lastReceiveMs = 0;
+
+  // Timestamps (RFC 7323).
+  useTimestamps = false;
+  /** The client's TSval to echo (TS.Recent, RFC 7323 §4.3). */
+  tsRecent = 0;
+  /** Our token and the period it was computed for. */
+  token = 0;
+  tokenPeriod = -1;
+
+  /** Answers the application still owes on this connection. */
+  answersOwed = 0;
+  /** Set when the connection was reset or evicted: the application must not send any more. */
+  closed = false;
+
+  /** Sequence space in flight: bytes and FIN sent but not acknowledged. */
+  get inFlight(): number {
+    return (this.sndNxt - this.sndUna) >>> 0;
+  }
+
+  /** Whether our FIN is sent and not yet acknowledged. */
+  get finInFlight(): boolean {
+    return this.finSent && ((this.finSeq - this.sndUna) | 0) >= 0;
+  }
+
+  /** Bytes queued but not sent yet. */
+  get unsent(): number {
+    return this.sendQueue.length - (this.inFlight - (this.finInFlight ? 1 : 0));
+  }
+}
+
+/** Flows by 4-tuple: a Map of hash buckets chained through `Flow.nextInBucket`. */
+export class FlowTable {
+  private readonly buckets = new Map<number, Flow>();
+  size = 0;
+
+  find(seg: Segment): Flow | null {
+    let flow = this.buckets.get(segmentHash(seg)) ?? null;
+    while (flow !== null && !sameFlow(flow, seg)) flow = flow.nextInBucket;
+    return flow;
+  }
+
+  add(flow: Flow, seg: Segment): void {
+    flow.hash = segmentHash(seg);
+    flow.nextInBucket = this.buckets.get(flow.hash) ?? null;
+    this.buckets.set(flow.hash, flow);
+    this.size++;
+  }
+
+  remove(flow: Flow): void {
+    let head = this.buckets.get(flow.hash) ?? null;
+    if (head === flow) {
+      if (flow.nextInBucket === null) this.buckets.delete(flow.hash);
+      else this.buckets.set(flow.hash, flow.nextInBucket);
+    } else {
+      while (head !== null && head.nextInBucket !== flow) head = head.nextInBucket;
+      if (head === null) return;
+      head.nextInBucket = flow.nextInBucket;
+    }
+    flow.nextInBucket = null;
+    this.size--;
+  }
+
+  /** Every flow; removing the flow just yielded is allowed. */
+  *[Symbol.iterator](): IterableIterator<Flow> {
+    for (const head of this.buckets.values()) {
+      for (let flow: Flow | null = head; flow !== null; ) {
+        const next: Flow | null = flow.nextInBucket;
+        yield flow;
+        flow = next;
+      }
+    }
+  }
+}
+
+/** FNV-1a over the client address, server address and both ports of a client segment. */
+function segmentHash(seg: Segment): number {
+  let h = 0x811c9dc5;
+  const buf = seg.buf;
+  const n = seg.addrLength;
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ buf[seg.srcAddrOffset + i]!, 0x01000193);
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ buf[seg.dstAddrOffset + i]!, 0x01000193);
+  h = Math.imul(h ^ seg.srcPort, 0x01000193);
+  h = Math.imul(h ^ seg.dstPort, 0x01000193);
+  return h >>> 0;
+}
+
+function sameFlow(flow: Flow, seg: Segment): boolean {
+  const r = flow.reply;
+  if (r.family !== seg.family || r.dstPort !== seg.srcPort || r.srcPort !== seg.dstPort) return false;
+  const n = seg.addrLength;
+  const buf = seg.buf;
+  for (let i = 0; i < n; i++) {
+    if (r.dstAddr[i] !== buf[seg.srcAddrOffset + i] || r.srcAddr[i] !== buf[seg.dstAddrOffset + i]) return false;
+  }
+  return true;
+}
