@@ -7,7 +7,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { ChecksumPolicy, DECODE_RESULT_NAMES } from './wire/segment.js';
-import { OUTCOME_NAMES } from './tcp/responder.js';
+import { OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/responder.js';
 import { RELAY_COUNTER_NAMES } from './dns/relay.js';
 import { formatEndpoint, parseEndpoint, type Endpoint } from './endpoint.js';
 import { StartupError, startDnsFrontEnd, type RunningFrontEnd } from './front-end.js';
@@ -45,6 +45,8 @@ function summary(running: RunningFrontEnd): string {
   };
   add(DECODE_RESULT_NAMES, running.pipeline.decodeCounts, 'decode.');
   add(OUTCOME_NAMES, running.pipeline.outcomeCounts, 'tcp.');
+  add(TCP_EVENT_NAMES, running.pipeline.responder.events, 'tcp.');
+  parts.push(`tcp.flows=${running.pipeline.responder.flows.size}`, `tcp.queued_bytes=${running.pipeline.responder.queuedBytes}`);
   add(RELAY_COUNTER_NAMES, running.pipeline.relay.counts, 'dns.');
   const capture = running.capture.stats();
   parts.push(`pcap.received=${capture.received}`, `pcap.dropped=${capture.dropped}`);
