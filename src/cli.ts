@@ -33,6 +33,7 @@ interface DnsCommandOptions {
   timeout: number;
   checksums: 'verify' | 'ignore';
   closeAfterResponse: boolean;
+  cookieSecretFile?: string;
 }
 
 /** Counters as `name=value` pairs, zeros left out. */
@@ -64,11 +65,20 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
     timeoutMs: options.timeout,
     checksumPolicy: options.checksums === 'ignore' ? ChecksumPolicy.IGNORE : ChecksumPolicy.VERIFY,
     closeAfterResponse: options.closeAfterResponse,
+    cookieSecretFile: options.cookieSecretFile,
   });
   console.log(
     `stateless-tcp dns: listening on ${options.listen.map(formatEndpoint).join(', ')} at ${options.interface}` +
-      `, upstream ${formatEndpoint(upstream)} (pid ${process.pid})`,
+      `, upstream ${formatEndpoint(upstream)}, cookie secret ${running.secretSource} (pid ${process.pid})`,
   );
+  process.on('SIGHUP', () => {
+    try {
+      running.rotateSecret();
+      console.log('stateless-tcp dns: cookie secret rotated; the previous one is still accepted');
+    } catch (error) {
+      console.error(`stateless-tcp dns: cookie secret not rotated: ${(error as Error).message}`);
+    }
+  });
   const stop = (signal: string): void => {
     running.stop();
     console.log(`stateless-tcp dns: stopped on ${signal}: ${summary(running)}`);
@@ -92,6 +102,11 @@ program
     '--close-after-response',
     "close each connection once its answers are sent (the talk's transaction mode); default: keep it open until the client closes",
     false,
+  )
+  .option(
+    '--cookie-secret-file <file>',
+    'SYN cookie secret shared by instances: 32 hex digits; re-read on SIGHUP to rotate it ' +
+      '(default: $STATELESS_TCP_COOKIE_SECRET, else random)',
   )
   .option(
     '--checksums <verify|ignore>',

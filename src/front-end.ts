@@ -3,7 +3,7 @@
  * pipeline, capture. Start-up checks each privilege and resource in turn so that what is missing
  * is reported as one line naming the fix.
  */
-import { randomBytes, randomFillSync } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { ChecksumPolicy } from './wire/segment.js';
 import { SynCookies } from './tcp/cookie.js';
@@ -13,6 +13,7 @@ import { openCapture, captureFilter, type Capture } from './io/capture.js';
 import { RawSender } from './io/raw-send.js';
 import { KernelTcpGuard } from './io/firewall.js';
 import { UdpTcpUpstream, probeUpstream, type UpstreamAddress } from './io/upstream.js';
+import { loadCookieSecret, type CookieSecret } from './io/secret.js';
 import type { Endpoint } from './endpoint.js';
 
 export interface DnsFrontEndOptions {
@@ -23,10 +24,16 @@ export interface DnsFrontEndOptions {
   timeoutMs: number;
   checksumPolicy: ChecksumPolicy;
   closeAfterResponse: boolean;
+  /** File holding the shared SYN cookie secret (re-read on SIGHUP); else environment or random. */
+  cookieSecretFile?: string | undefined;
 }
 
 export interface RunningFrontEnd {
   readonly pipeline: DnsPipeline;
+  /** Where the cookie secret came from. */
+  readonly secretSource: string;
+  /** Re-reads the cookie secret file and rotates to it; throws a one-line Error on failure. */
+  rotateSecret(): void;
   readonly capture: Capture;
   readonly sender: RawSender;
   stop(): void;
@@ -47,6 +54,13 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
   // "any" is libpcap's pseudo-device for all interfaces (Linux cooked capture).
   if (options.interface !== 'any' && !existsSync(`/sys/class/net/${options.interface}`)) {
     throw new StartupError(`interface ${options.interface} does not exist: pick one from \`ip link show\``);
+  }
+
+  let secret: CookieSecret;
+  try {
+    secret = loadCookieSecret(options.cookieSecretFile);
+  } catch (error) {
+    throw new StartupError((error as Error).message);
   }
 
   let sender: RawSender;
@@ -75,12 +89,12 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
   process.on('exit', removeGuard);
 
   let pipeline: DnsPipeline | undefined;
+  let cookies: SynCookies;
   const upstream = new UdpTcpUpstream(options.upstream, (answer) => pipeline?.relay.handleUpstreamAnswer(answer, Date.now()));
   let capture: Capture;
   try {
     await upstream.open();
-    // The cookie secret lives only in this process for now: a restart invalidates open connections.
-    const cookies = new SynCookies(randomBytes(16));
+    cookies = new SynCookies(secret.secret);
     capture = openCapture(
       {
         interface: options.interface,
@@ -118,6 +132,11 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
     pipeline: running,
     capture,
     sender,
+    secretSource: secret.source,
+    rotateSecret() {
+      if (options.cookieSecretFile === undefined) throw new Error('no --cookie-secret-file to re-read');
+      cookies.rotate(loadCookieSecret(options.cookieSecretFile).secret);
+    },
     stop() {
       clearInterval(ticker);
       capture.close();

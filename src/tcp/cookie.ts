@@ -31,6 +31,11 @@
  * `period` counts `periodSeconds`; a cookie or token is accepted while at most `maxAgePeriods`
  * old. Tokens are refreshed by every segment we send, so that bounds how long a connection may
  * stay idle; an ISN cookie is only ever checked on the first request.
+ *
+ * **The secret.** 128 bits, the SipHash key. Instances that share it recognise each other's
+ * connections (scale-out behind ECMP or anycast). Since the period is hashed too, every period
+ * effectively has its own key; `rotate` replaces the secret itself, and the previous one stays
+ * accepted for checking so that connections opened before the rotation live on.
  */
 import { sipHash24, type SipKey } from './siphash.js';
 import type { ReplyHeader, Segment } from '../wire/segment.js';
@@ -65,8 +70,19 @@ const TOKEN_MAC_MASK = 0x00fffffc;
 /** Hash input domains, so an ISN can never be replayed as a token or the reverse. */
 const Domain = { ISN: 1, TOKEN: 2 } as const;
 
+export const SECRET_BYTES = 16;
+
+function sipKey(secret: Uint8Array): SipKey {
+  if (secret.length !== SECRET_BYTES) throw new RangeError(`a cookie secret is ${SECRET_BYTES} bytes`);
+  const words = new DataView(secret.buffer, secret.byteOffset, SECRET_BYTES);
+  return new Uint32Array([words.getUint32(0, true), words.getUint32(4, true), words.getUint32(8, true), words.getUint32(12, true)]);
+}
+
 export class SynCookies {
-  private readonly key: SipKey;
+  /** The secret everything is issued with. */
+  private key: SipKey;
+  /** The secret before the last `rotate`, still accepted when checking (null: none). */
+  private previousKey: SipKey | null = null;
   private readonly periodSeconds: number;
   private readonly maxAgePeriods: number;
   /** Hash input: domain, MSS class, 2 zero, period (4), client ISN (4), ports (4), two addresses (≤ 32). */
@@ -75,19 +91,19 @@ export class SynCookies {
 
   /** `secret` is 16 bytes: the SipHash key. */
   constructor(secret: Uint8Array, options: CookieOptions = DEFAULT_COOKIE_OPTIONS) {
-    if (secret.length !== 16) throw new RangeError('SYN cookie secret must be 16 bytes');
     if (!(options.maxAgePeriods >= 0 && options.maxAgePeriods < ISN_PERIOD_MASK)) {
       throw new RangeError(`maxAgePeriods must be 0 … ${ISN_PERIOD_MASK - 1}`);
     }
-    const words = new DataView(secret.buffer, secret.byteOffset, 16);
-    this.key = new Uint32Array([
-      words.getUint32(0, true),
-      words.getUint32(4, true),
-      words.getUint32(8, true),
-      words.getUint32(12, true),
-    ]);
+    this.key = sipKey(secret);
     this.periodSeconds = options.periodSeconds;
     this.maxAgePeriods = options.maxAgePeriods;
+  }
+
+  /** Issues with `secret` from now on; the current secret is still accepted when checking. */
+  rotate(secret: Uint8Array): void {
+    const next = sipKey(secret);
+    this.previousKey = this.key;
+    this.key = next;
   }
 
   /** The MSS class index (0-3) for the MSS a client announced in its SYN (0 = no option). */
@@ -112,7 +128,7 @@ export class SynCookies {
     const period = this.period(nowSeconds);
     const mssIndex = SynCookies.mssIndex(syn.family, syn.mss);
     this.fromSegment(syn, Domain.ISN, period, mssIndex, syn.seq);
-    const mac = this.hash(syn.addrLength);
+    const mac = this.hash(syn.addrLength, this.key);
     return ((mac & ISN_MAC_MASK) | ((period & ISN_PERIOD_MASK) << 2) | mssIndex) >>> 0;
   }
 
@@ -128,8 +144,10 @@ export class SynCookies {
     if (age > this.maxAgePeriods) return -1;
     const mssIndex = isn & 3;
     this.fromSegment(seg, Domain.ISN, nowPeriod - age, mssIndex, (seg.seq - 1) >>> 0);
-    const mac = this.hash(seg.addrLength);
-    return ((mac & ISN_MAC_MASK) >>> 0) === ((isn & ISN_MAC_MASK) >>> 0) ? mssIndex : -1;
+    const wanted = (isn & ISN_MAC_MASK) >>> 0;
+    if (((this.hash(seg.addrLength, this.key) & ISN_MAC_MASK) >>> 0) === wanted) return mssIndex;
+    if (this.previousKey === null) return -1;
+    return ((this.hash(seg.addrLength, this.previousKey) & ISN_MAC_MASK) >>> 0) === wanted ? mssIndex : -1;
   }
 
   /** Our TSval for segments of the connection of `seg` (a client segment). */
@@ -155,13 +173,15 @@ export class SynCookies {
     const age = (nowPeriod - (token >>> TOKEN_PERIOD_SHIFT)) & 0xff;
     if (age > this.maxAgePeriods) return -1;
     const mssIndex = token & 3;
-    this.fromSegment(seg, Domain.TOKEN, nowPeriod - age, mssIndex, 0);
-    const expected = this.token(nowPeriod - age, mssIndex, seg.addrLength);
-    return expected === token >>> 0 ? mssIndex : -1;
+    const period = nowPeriod - age;
+    this.fromSegment(seg, Domain.TOKEN, period, mssIndex, 0);
+    if (this.token(period, mssIndex, seg.addrLength, this.key) === token >>> 0) return mssIndex;
+    if (this.previousKey === null) return -1;
+    return this.token(period, mssIndex, seg.addrLength, this.previousKey) === token >>> 0 ? mssIndex : -1;
   }
 
-  private token(period: number, mssIndex: number, addrLength: number): number {
-    const mac = this.hash(addrLength);
+  private token(period: number, mssIndex: number, addrLength: number, key: SipKey = this.key): number {
+    const mac = this.hash(addrLength, key);
     return (((period & 0xff) << TOKEN_PERIOD_SHIFT) | (mac & TOKEN_MAC_MASK) | mssIndex) >>> 0;
   }
 
@@ -211,7 +231,7 @@ export class SynCookies {
     }
   }
 
-  private hash(addrLength: number): number {
-    return sipHash24(this.key, this.scratch, 0, 16 + 2 * addrLength, this.digest);
+  private hash(addrLength: number, key: SipKey): number {
+    return sipHash24(key, this.scratch, 0, 16 + 2 * addrLength, this.digest);
   }
 }

@@ -5,6 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
+import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
 import { CLI, startFrontEnd, type RunningFrontEnd } from './front-end.js';
@@ -131,6 +132,29 @@ describe('stateless-tcp dns on the "any" pseudo-interface (Linux cooked capture)
   });
 });
 
+describe('stateless-tcp dns with a shared cookie secret file', () => {
+  let lab: Lab;
+  before(async () => {
+    lab = await createLab();
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('SIGHUP rotates the secret and answers keep coming', async () => {
+    const file = `${lab.tempDir}/secret`;
+    writeFileSync(file, `${'1f'.repeat(16)}\n`);
+    const frontEnd = await startFrontEnd(lab, ['--cookie-secret-file', file]);
+    assert.match(frontEnd.output(), /cookie secret file /);
+    assert.equal((await dig(lab, lab.serverV4, LAB_ZONE.www.name, '+short')).trim(), LAB_ZONE.www.a);
+    writeFileSync(file, `${'2e'.repeat(16)}\n`);
+    frontEnd.process.kill('SIGHUP');
+    await lab.waitForLine(frontEnd.process, /cookie secret rotated/, 5000);
+    assert.equal((await dig(lab, lab.serverV6, LAB_ZONE.www.name, 'AAAA', '+short')).trim(), LAB_ZONE.www.aaaa);
+    await frontEnd.stop();
+  });
+});
+
 describe('stateless-tcp dns when the upstream dies', () => {
   let lab: Lab;
   before(async () => {
@@ -186,6 +210,13 @@ describe('stateless-tcp start-up errors are one line naming the fix', () => {
   test('an upstream that does not answer', async () => {
     const line = await failingStart(['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:53`, '--upstream', '127.0.0.1:5399']);
     assert.match(line, /upstream 127\.0\.0\.1:5399 .*: start the resolver or correct --upstream/);
+  });
+
+  test('a cookie secret file that is not 32 hex digits', async () => {
+    const file = `${lab.tempDir}/bad-secret`;
+    writeFileSync(file, 'secret\n');
+    const line = await failingStart(['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:53`, '--upstream', upstream(), '--cookie-secret-file', file]);
+    assert.match(line, /must hold 32 hexadecimal digits/);
   });
 
   test('no privilege for raw sockets', async () => {

@@ -125,3 +125,20 @@ test('random guesses almost never pass (24-bit MAC)', () => {
   // Expected 200000 × (16/64 × 2^-24 + 16/256 × 2^-22) ≈ 0.006.
   assert.ok(passed <= 1, `${passed} random ISNs passed`);
 });
+
+test('rotating the secret: new cookies use the new one, the previous one is still accepted, the one before is not', () => {
+  const cookies = new SynCookies(SECRET);
+  const seg = flow(4, 40000, 1460);
+  const oldIsn = cookies.issue(seg, NOW);
+  const oldToken = cookies.tokenForSegment(seg, 3, NOW);
+  cookies.rotate(Uint8Array.from({ length: 16 }, (_, i) => 0x90 + i));
+  assert.notEqual(cookies.issue(seg, NOW), oldIsn);
+  assert.equal(cookies.checkFirstSegment(firstData(seg, oldIsn), NOW), 3);
+  assert.equal(cookies.checkToken(seg, oldToken, NOW), 3);
+  // Another instance given the same new secret recognises connections issued after the rotation.
+  const other = new SynCookies(Uint8Array.from({ length: 16 }, (_, i) => 0x90 + i));
+  assert.equal(other.checkToken(seg, cookies.tokenForSegment(seg, 3, NOW), NOW), 3);
+  cookies.rotate(Uint8Array.from({ length: 16 }, (_, i) => 0xc0 + i));
+  assert.equal(cookies.checkFirstSegment(firstData(seg, oldIsn), NOW), -1);
+  assert.equal(cookies.checkToken(seg, oldToken, NOW), -1);
+});
