@@ -67,14 +67,17 @@ export const RELAY_COUNTER_NAMES: readonly string[] = [
   'id_exhausted',
 ];
 
+const NO_BYTES = new Uint8Array(0);
+
 /** A query waiting for its upstream answer. */
 class PendingQuery<Connection> {
   constructor(
-    readonly connection: Connection,
+    /** Cleared once answered: the deadline queue keeps this object until its deadline. */
+    public connection: Connection | null,
     readonly clientId: number,
     readonly upstreamId: number,
     /** The query as sent upstream (our ID), kept to check the answer's question and for a TCP retry. */
-    readonly query: Uint8Array,
+    public query: Uint8Array,
     readonly deadline: number,
   ) {}
 }
@@ -203,7 +206,11 @@ export class DnsRelay<Connection> {
   private deliver(pending: PendingQuery<Connection>, answer: Uint8Array, nowMs: number): void {
     writeId(answer, 0, pending.clientId);
     this.counts[RelayCounter.ANSWERS]!++;
-    this.send(pending.connection, answer, nowMs);
+    this.send(pending.connection!, answer, nowMs);
+    // The deadline queue still holds `pending` until its deadline: let the connection and the
+    // query go now rather than then.
+    pending.connection = null;
+    pending.query = NO_BYTES;
   }
 
   private send(connection: Connection, message: Uint8Array, nowMs: number): void {

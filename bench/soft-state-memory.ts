@@ -1,0 +1,116 @@
+/**
+ * Memory held per in-flight transaction, and proof that it all goes once answers are delivered
+ * and acknowledged (an idle connection holds nothing).
+ *
+ *   node --expose-gc dist/bench/soft-state-memory.js [connections]
+ *
+ * Drives the real Responder and DnsRelay in-process: N clients each open a connection (SYN,
+ * SYN+ACK) and send one query; with the upstream not answering yet, every connection holds a
+ * flow and a pending query. Then every query is answered and every answer acknowledged.
+ */
+import { randomFillSync } from 'node:crypto';
+import dnsPacket from 'dns-packet';
+import { DEFAULT_RESPONDER_CONFIG, Responder } from '../src/tcp/responder.js';
+import { SynCookies } from '../src/tcp/cookie.js';
+import type { Flow } from '../src/tcp/flow.js';
+import { DnsRelay } from '../src/dns/relay.js';
+import { plausibleQueryStart, wholeMessages } from '../src/dns/message.js';
+import { decodeFrame } from '../src/wire/frame.js';
+import { emitReply } from '../src/wire/emit.js';
+import { ChecksumPolicy, DecodeResult, LinkType, ReplyHeader, Segment, TcpFlag } from '../src/wire/segment.js';
+
+const connections = Number(process.argv[2] ?? 20000);
+const gc = (globalThis as { gc?: () => void }).gc;
+if (gc === undefined) {
+  console.error('run with node --expose-gc');
+  process.exit(1);
+}
+
+const datagrams: Uint8Array[] = [];
+const relay = new DnsRelay<Flow>({ timeoutMs: 3_600_000 }, {
+  sendDatagram: (q) => datagrams.push(q),
+  queryOverTcp: () => Promise.resolve(null),
+}, (b) => randomFillSync(b));
+let last = { seq: 0, ack: 0, tsVal: 0, length: 0 };
+const responder = new Responder(
+  { ...DEFAULT_RESPONDER_CONFIG, framer: wholeMessages, plausibleStart: plausibleQueryStart },
+  new SynCookies(new Uint8Array(16).fill(1)),
+  { send: (h, _p, _o, n) => (last = { seq: h.seq, ack: h.ack, tsVal: h.tsVal, length: n }) },
+  relay,
+);
+relay.attach(responder);
+
+const client = new ReplyHeader();
+client.family = 4;
+client.dstAddr.set([198, 18, 0, 2]);
+client.dstPort = 53;
+client.window = 64000;
+client.hasTimestamps = true;
+const packet = new Uint8Array(2048);
+const seg = new Segment();
+const now = Date.now();
+function play(flags: number, seq: number, ack: number, tsEcr: number, data: Uint8Array | null): void {
+  client.flags = flags;
+  client.seq = seq;
+  client.ack = ack;
+  client.mss = flags & TcpFlag.SYN ? 1460 : 0;
+  client.tsVal = 1;
+  client.tsEcr = tsEcr;
+  const n = emitReply(client, data, 0, data?.length ?? 0, packet, 0);
+  if (decodeFrame(LinkType.RAW, packet, 0, n, ChecksumPolicy.IGNORE, seg) !== DecodeResult.OK) throw new Error('bad packet');
+  responder.handleSegment(seg, now);
+}
+const setClient = (i: number): void => {
+  client.srcAddr.set([198, 18, 1 + (i >> 16), (i >> 8) & 0xff]);
+  client.srcAddr[3] = i & 0xff;
+  client.srcPort = 1024 + (i % 60000);
+};
+
+const query = dnsPacket.encode({ type: 'query', id: 1, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'www.lab.test' }] });
+const framed = Buffer.concat([Buffer.from([0, query.length]), query]);
+const heap = (): number => {
+  gc();
+  gc();
+  return process.memoryUsage().heapUsed;
+};
+
+const before = heap();
+const state: { isn: number; token: number }[] = [];
+for (let i = 0; i < connections; i++) {
+  setClient(i);
+  play(TcpFlag.SYN, 1000, 0, 0, null);
+  const isn = last.seq;
+  const token = last.tsVal;
+  play(TcpFlag.ACK | TcpFlag.PSH, 1001, isn + 1, token, framed);
+  state.push({ isn, token });
+}
+const inFlight = heap();
+
+// Answer every query (the upstream answers, in order), then every client acknowledges.
+let framedAnswerLength = 0;
+for (const d of datagrams) {
+  const q = dnsPacket.decode(Buffer.from(d));
+  const answer = dnsPacket.encode({ type: 'response', id: q.id, questions: q.questions, answers: [{ type: 'A', name: 'www.lab.test', ttl: 60, data: '198.18.0.100' }] });
+  framedAnswerLength = 2 + answer.length;
+  relay.handleUpstreamAnswer(answer, now);
+}
+const answered = responder.flows.size;
+for (let i = 0; i < connections; i++) {
+  setClient(i);
+  play(TcpFlag.ACK, 1001 + framed.length, state[i]!.isn + 1 + framedAnswerLength, state[i]!.token, null);
+}
+datagrams.length = 0;
+relay.expire(now + 3_600_000); // past every deadline, as the server's timer gets to
+const benchArrayBytes = (() => {
+  const x = heap();
+  state.length = 0;
+  return x - heap();
+})();
+const after = heap();
+
+const perTransaction = (inFlight - before - benchArrayBytes) / connections;
+console.log(`connections:                       ${connections}`);
+console.log(`flows while queries are pending:   ${connections} (measured ${answered} still unacknowledged after answers)`);
+console.log(`heap per in-flight transaction:    ${perTransaction.toFixed(0)} bytes (flow + pending upstream query)`);
+console.log(`flows after answers are acked:     ${responder.flows.size}, queued bytes ${responder.queuedBytes}, pending queries ${relay.pendingQueries}`);
+console.log(`heap left per connection (idle):   ${((after - before) / connections).toFixed(1)} bytes`);
