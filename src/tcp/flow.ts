@@ -37,11 +37,6 @@ export class ByteQueue {
     if (this.start === this.end) this.start = this.end = 0;
   }
 
-  /** Bytes held, including spare capacity: what the queue costs in memory. */
-  get capacity(): number {
-    return this.bytes.length;
-  }
-
   private makeRoom(length: number): void {
     const used = this.end - this.start;
     if (this.start > 0 && used + length <= this.bytes.length && this.start >= this.bytes.length / 2) {

@@ -164,22 +164,4 @@ export class ReplyHeader {
     this.dstPort = seg.srcPort;
     return this;
   }
-
-  copyFrom(other: ReplyHeader): this {
-    this.family = other.family;
-    this.srcAddr.set(other.srcAddr);
-    this.dstAddr.set(other.dstAddr);
-    this.srcPort = other.srcPort;
-    this.dstPort = other.dstPort;
-    this.seq = other.seq;
-    this.ack = other.ack;
-    this.flags = other.flags;
-    this.window = other.window;
-    this.mss = other.mss;
-    this.hasTimestamps = other.hasTimestamps;
-    this.tsVal = other.tsVal;
-    this.tsEcr = other.tsEcr;
-    this.hopLimit = other.hopLimit;
-    return this;
-  }
 }
