@@ -126,6 +126,8 @@ export const TcpEvent = {
   FLOWS_RELEASED: 4,
   FLOWS_ABORTED: 5,
   ANSWERS_DROPPED: 6,
+  /** Flows found to be made from a delayed duplicate of an old request (see onSegment). */
+  STALE_FLOWS: 7,
 } as const;
 export const TCP_EVENT_NAMES: readonly string[] = [
   'retransmit_timeouts',
@@ -135,6 +137,7 @@ export const TCP_EVENT_NAMES: readonly string[] = [
   'flows_released',
   'flows_aborted',
   'answers_dropped',
+  'stale_flows',
 ];
 
 /** RFC 7323 Appendix A: NOP, NOP, timestamps = 12 bytes of options on every segment. */
@@ -312,7 +315,18 @@ export class Responder {
     const length = seg.payloadLength;
     const hasFin = (seg.flags & TcpFlag.FIN) !== 0;
 
-    // First: is the segment inside our receive window?
+    // The client has more of our data than this flow ever sent. With a valid token the segment
+    // is the client's: the flow was made from a delayed duplicate of an old request after the
+    // real one's state was released, and is stale. Drop it and take the segment as if no flow
+    // existed. (Without a valid token it is a blind injection, answered below by RFC 5961.)
+    if (seqLt(flow.sndMax, seg.ack) && seg.hasTimestamps && this.cookies.checkToken(seg, seg.tsEcr, nowMs / 1000) >= 0) {
+      this.events[TcpEvent.STALE_FLOWS]!++;
+      flow.closed = true;
+      this.release(flow);
+      return this.onFlowlessSegment(seg, nowMs);
+    }
+
+    // Is the segment inside our receive window?
     if (!this.acceptable(flow, seg.seq, length + (hasFin ? 1 : 0))) {
       this.sendAck(flow, nowMs);
       return Outcome.DUPLICATE;

@@ -384,3 +384,28 @@ test('a flow holding half a message is evicted with RST after the idle timeout',
   assert.equal(h.responder.flows.size, 0);
   assert.equal(h.responder.queuedBytes, 0);
 });
+
+test('a delayed duplicate of an old query, arriving after its flow was released, does not wedge the connection', () => {
+  const h = new Harness({ answerAtOnce: true });
+  const isn = h.handshake();
+  const first = framedQuery('www.lab.test', 1);
+  const firstSeq = h.clientSeq;
+  h.send(first);
+  const answerLength = decode(h.take()[0]!).payloadLength;
+  h.ackTo(isn + 1 + answerLength);
+  const second = framedQuery('missing.lab.test', 2);
+  h.send(second);
+  const secondLength = decode(h.take()[0]!).payloadLength;
+  h.ackTo(isn + 1 + answerLength + secondLength);
+  assert.equal(h.responder.flows.size, 0);
+
+  // The network delivers an old copy of the first query: it looks like a new request.
+  assert.equal(h.segment({ flags: TcpFlag.ACK | TcpFlag.PSH, data: first, seq: firstSeq, ack: isn + 1 }), Outcome.DATA);
+  h.take();
+  // The client, which has all our data, sends its next query acknowledging all of it.
+  const third = framedQuery('www.lab.test', 3);
+  assert.equal(h.send(third), Outcome.DATA);
+  const [answer] = h.take();
+  checkPacket(answer!, h.ip(), tcp(seqNum((isn + 1 + answerLength + secondLength) >>> 0), ackNum(h.clientSeq), payload(h.answerFor(third.subarray(2)))));
+  assert.equal(h.responder.events[TcpEvent.STALE_FLOWS], 1);
+});
