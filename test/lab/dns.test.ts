@@ -95,6 +95,20 @@ describe('stateless-tcp dns with real clients and unbound', () => {
     assert.deepEqual(answers.map((a) => [a.id, a.answers![0]!.type]), [[101, 'A'], [102, 'AAAA']]);
   });
 
+  test('a query split over three segments, the length prefix alone first, is answered (IPv4 and IPv6)', async () => {
+    for (const server of [lab.serverV4, lab.serverV6]) {
+      const query = framed(dnsPacket.encode({ type: 'query', id: 303, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'TXT', name: 'mid.lab.test' }] }));
+      const [answer] = await rawExchange(lab, server, [query.subarray(0, 2), query.subarray(2, 9), query.subarray(9)]);
+      assert.equal(answer!.id, 303);
+      assert.equal(answer!.answers!.length, LAB_ZONE.mid.strings.length, `via ${server}`);
+    }
+  });
+
+  test('several sequential queries on one connection (dig +keepopen) are all answered', async () => {
+    const out = await dig(lab, lab.serverV6, '+keepopen', '+short', LAB_ZONE.www.name, 'A', LAB_ZONE.www.name, 'AAAA', LAB_ZONE.missing, 'A', LAB_ZONE.www.name, 'A');
+    assert.deepEqual(out.trim().split('\n'), [LAB_ZONE.www.a, LAB_ZONE.www.aaaa, LAB_ZONE.www.a]);
+  });
+
   test('a malformed query gets FORMERR with its ID', async () => {
     // A "query" with QR set and a question that runs past the end of the message.
     const bad = Buffer.from('beef8100000100000000000003777777', 'hex');
