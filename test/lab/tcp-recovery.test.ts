@@ -186,3 +186,34 @@ describe('dnsperf over persistent connections', () => {
     assert.match(await frontEnd.stop(), /tcp\.flows=0 /);
   });
 });
+
+describe('IPv6 over a 1280-byte MTU', () => {
+  let lab: Lab;
+  before(async () => {
+    requireTools('tcpdump', 'dig');
+    lab = await createLab({ mtu: 1280 });
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('a 4 KB answer arrives whole, in packets of at most 1280 bytes, with no IPv6 fragments', async () => {
+    const frontEnd = await startFrontEnd(lab);
+    // -e prints the link-layer length of every frame; the IPv6 packet is 14 bytes shorter.
+    const tcpdump = lab.spawn('server', ['tcpdump', '-i', lab.serverInterface, '-n', '-l', '-e', '--immediate-mode', 'ip6']);
+    let trace = '';
+    tcpdump.stdout?.on('data', (chunk: Buffer) => (trace += chunk.toString()));
+    await lab.waitForLine(tcpdump, /listening on/, 5000);
+    const dig = await lab.exec('client', ['dig', '+tcp', '+tries=1', `@${lab.serverV6}`, LAB_ZONE.big.name, 'TXT']);
+    assert.match(dig.stdout, new RegExp(`MSG SIZE\\s+rcvd: ${LAB_ZONE.big.responseBytes}$`, 'm'));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await lab.stop(tcpdump);
+    await frontEnd.stop();
+    const frames = [...trace.matchAll(/length (\d+): (.*)$/gm)];
+    assert.ok(frames.length >= 6, trace);
+    assert.doesNotMatch(trace, /frag/i, 'no IPv6 fragment headers');
+    const largest = Math.max(...frames.map((m) => Number(m[1]) - 14));
+    assert.ok(largest <= 1280, `largest IPv6 packet ${largest} bytes`);
+    assert.equal(largest, 1280, 'full-sized segments: 40 + 32 + 1208 bytes');
+  });
+});
