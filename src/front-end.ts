@@ -88,13 +88,13 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
   const removeGuard = (): void => guard.remove();
   process.on('exit', removeGuard);
 
+  const cookies = new SynCookies(secret.secret);
   let pipeline: DnsPipeline | undefined;
-  let cookies: SynCookies;
   const upstream = new UdpTcpUpstream(options.upstream, (answer) => pipeline?.relay.handleUpstreamAnswer(answer, Date.now()));
   let capture: Capture;
   try {
     await upstream.open();
-    cookies = new SynCookies(secret.secret);
+    // Packets are delivered from the event loop, so `pipeline` is set before the first one.
     capture = openCapture(
       {
         interface: options.interface,
