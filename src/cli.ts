@@ -6,11 +6,9 @@
  * cleanly (the nftables rule is removed), and any start-up problem is one line naming the fix.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { ChecksumPolicy, DECODE_RESULT_NAMES } from './wire/segment.js';
-import { OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/responder.js';
-import { RELAY_COUNTER_NAMES } from './dns/relay.js';
+import { ChecksumPolicy } from './wire/segment.js';
 import { formatEndpoint, parseEndpoint, type Endpoint } from './endpoint.js';
-import { StartupError, startDnsFrontEnd, type RunningFrontEnd } from './front-end.js';
+import { StartupError, startDnsFrontEnd, startKernelDnsFrontEnd } from './front-end.js';
 
 function endpointArgument(value: string, previous: Endpoint[] = []): Endpoint[] {
   try {
@@ -27,7 +25,8 @@ function positiveInteger(value: string): number {
 }
 
 interface DnsCommandOptions {
-  interface: string;
+  transport: 'raw' | 'kernel';
+  interface?: string;
   listen: Endpoint[];
   upstream: Endpoint[];
   timeout: number;
@@ -36,40 +35,30 @@ interface DnsCommandOptions {
   cookieSecretFile?: string;
 }
 
-/** Counters as `name=value` pairs, zeros left out. */
-function summary(running: RunningFrontEnd): string {
-  const parts: string[] = [];
-  const add = (names: readonly string[], counts: Float64Array, prefix: string): void => {
-    names.forEach((name, i) => {
-      if (counts[i]! > 0) parts.push(`${prefix}${name}=${counts[i]}`);
-    });
-  };
-  add(DECODE_RESULT_NAMES, running.pipeline.decodeCounts, 'decode.');
-  add(OUTCOME_NAMES, running.pipeline.outcomeCounts, 'tcp.');
-  add(TCP_EVENT_NAMES, running.pipeline.responder.events, 'tcp.');
-  parts.push(`tcp.flows=${running.pipeline.responder.flows.size}`, `tcp.queued_bytes=${running.pipeline.responder.queuedBytes}`);
-  add(RELAY_COUNTER_NAMES, running.pipeline.relay.counts, 'dns.');
-  const capture = running.capture.stats();
-  parts.push(`pcap.received=${capture.received}`, `pcap.dropped=${capture.dropped}`);
-  parts.push(`sent=${running.sender.stats.sent}`, `send_failed=${running.sender.stats.failed}`);
-  return parts.join(' ');
-}
-
 async function runDns(options: DnsCommandOptions): Promise<void> {
   if (options.upstream.length !== 1) throw new StartupError('give exactly one --upstream ADDR:PORT');
   const upstream = options.upstream[0]!;
-  const running = await startDnsFrontEnd({
-    interface: options.interface,
+  const common = {
     listen: options.listen,
     upstream: { host: upstream.address, port: upstream.port },
     timeoutMs: options.timeout,
-    checksumPolicy: options.checksums === 'ignore' ? ChecksumPolicy.IGNORE : ChecksumPolicy.VERIFY,
     closeAfterResponse: options.closeAfterResponse,
-    cookieSecretFile: options.cookieSecretFile,
-  });
+  };
+  let running;
+  if (options.transport === 'kernel') {
+    running = await startKernelDnsFrontEnd(common);
+  } else {
+    if (options.interface === undefined) throw new StartupError('the raw transport needs --interface IF (the interface the listen addresses are on)');
+    running = await startDnsFrontEnd({
+      ...common,
+      interface: options.interface,
+      checksumPolicy: options.checksums === 'ignore' ? ChecksumPolicy.IGNORE : ChecksumPolicy.VERIFY,
+      cookieSecretFile: options.cookieSecretFile,
+    });
+  }
   console.log(
-    `stateless-tcp dns: listening on ${options.listen.map(formatEndpoint).join(', ')} at ${options.interface}` +
-      `, upstream ${formatEndpoint(upstream)}, cookie secret ${running.secretSource} (pid ${process.pid})`,
+    `stateless-tcp dns: listening on ${options.listen.map(formatEndpoint).join(', ')} ${running.description}` +
+      `, upstream ${formatEndpoint(upstream)} (pid ${process.pid})`,
   );
   process.on('SIGHUP', () => {
     try {
@@ -81,7 +70,7 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
   });
   const stop = (signal: string): void => {
     running.stop();
-    console.log(`stateless-tcp dns: stopped on ${signal}: ${summary(running)}`);
+    console.log(`stateless-tcp dns: stopped on ${signal}: ${running.summary()}`);
     process.exit(0);
   };
   process.once('SIGINT', () => stop('SIGINT'));
@@ -94,9 +83,14 @@ const program = new Command('stateless-tcp')
 program
   .command('dns')
   .description('DNS over TCP front end relaying each query over UDP to a resolver')
-  .requiredOption('-i, --interface <name>', 'interface to capture on (the one the listen addresses are on)')
+  .option('-i, --interface <name>', 'interface to capture on, the one the listen addresses are on (raw transport)')
   .requiredOption('-l, --listen <addr:port>', 'address and port to answer on; repeat for more (IPv6: [2001:2::2]:53)', endpointArgument)
   .requiredOption('-u, --upstream <addr:port>', 'UDP resolver to relay queries to', endpointArgument)
+  .option(
+    '--transport <raw|kernel>',
+    'raw: stateless, from captured packets (needs root); kernel: ordinary TCP sockets, the fallback and baseline',
+    'raw',
+  )
   .option('--timeout <ms>', 'answer SERVFAIL when the upstream has not answered within this time', positiveInteger, 2000)
   .option(
     '--close-after-response',
@@ -114,6 +108,9 @@ program
     'verify',
   )
   .action(async (options: DnsCommandOptions) => {
+    if (options.transport !== 'raw' && options.transport !== 'kernel') {
+      throw new StartupError(`--transport takes raw or kernel, not "${options.transport as string}"`);
+    }
     if (options.checksums !== 'verify' && options.checksums !== 'ignore') {
       throw new StartupError(`--checksums takes verify or ignore, not "${options.checksums as string}"`);
     }

@@ -5,9 +5,11 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { ChecksumPolicy } from './wire/segment.js';
+import { ChecksumPolicy, DECODE_RESULT_NAMES } from './wire/segment.js';
 import { SynCookies } from './tcp/cookie.js';
-import { DEFAULT_RESPONDER_CONFIG } from './tcp/responder.js';
+import { DEFAULT_RESPONDER_CONFIG, OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/responder.js';
+import { DnsRelay, RELAY_COUNTER_NAMES } from './dns/relay.js';
+import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
 import { DnsPipeline } from './pipeline.js';
 import { openCapture, captureFilter, type Capture } from './io/capture.js';
 import { RawSender } from './io/raw-send.js';
@@ -17,6 +19,7 @@ import { loadCookieSecret, type CookieSecret } from './io/secret.js';
 import type { Endpoint } from './endpoint.js';
 
 export interface DnsFrontEndOptions {
+  /** Capture interface (the raw transport only). */
   interface: string;
   listen: Endpoint[];
   upstream: UpstreamAddress;
@@ -29,14 +32,18 @@ export interface DnsFrontEndOptions {
 }
 
 export interface RunningFrontEnd {
-  readonly pipeline: DnsPipeline;
-  /** Where the cookie secret came from. */
-  readonly secretSource: string;
+  /** What the start-up line says about it, e.g. where the cookie secret came from. */
+  readonly description: string;
   /** Re-reads the cookie secret file and rotates to it; throws a one-line Error on failure. */
   rotateSecret(): void;
-  readonly capture: Capture;
-  readonly sender: RawSender;
+  /** Counters as `name=value` pairs, zeros left out. */
+  summary(): string;
   stop(): void;
+}
+
+/** `prefix.name=value` for every non-zero counter. */
+function counterPairs(prefix: string, names: readonly string[], counts: Float64Array): string[] {
+  return names.flatMap((name, i) => (counts[i]! > 0 ? [`${prefix}${name}=${counts[i]}`] : []));
 }
 
 /** One-line start-up failure; the CLI prints its message without a stack trace. */
@@ -129,10 +136,22 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
   const ticker = setInterval(() => pipeline!.tick(Date.now()), TICK_INTERVAL_MS);
   const running = pipeline;
   return {
-    pipeline: running,
-    capture,
-    sender,
-    secretSource: secret.source,
+    description: `at ${options.interface}, cookie secret ${secret.source}`,
+    summary() {
+      const pcap = capture.stats();
+      return [
+        ...counterPairs('decode.', DECODE_RESULT_NAMES, running.decodeCounts),
+        ...counterPairs('tcp.', OUTCOME_NAMES, running.outcomeCounts),
+        ...counterPairs('tcp.', TCP_EVENT_NAMES, running.responder.events),
+        `tcp.flows=${running.responder.flows.size}`,
+        `tcp.queued_bytes=${running.responder.queuedBytes}`,
+        ...counterPairs('dns.', RELAY_COUNTER_NAMES, running.relay.counts),
+        `pcap.received=${pcap.received}`,
+        `pcap.dropped=${pcap.dropped}`,
+        `sent=${sender.stats.sent}`,
+        `send_failed=${sender.stats.failed}`,
+      ].join(' ');
+    },
     rotateSecret() {
       if (options.cookieSecretFile === undefined) throw new Error('no --cookie-secret-file to re-read');
       cookies.rotate(loadCookieSecret(options.cookieSecretFile).secret);
@@ -144,6 +163,50 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
       sender.close();
       guard.remove();
       process.off('exit', removeGuard);
+    },
+  };
+}
+
+/**
+ * The same relay over ordinary kernel TCP sockets (`--transport kernel`): no capture, no raw
+ * socket, no nftables rule.
+ */
+export async function startKernelDnsFrontEnd(options: Omit<DnsFrontEndOptions, 'interface' | 'checksumPolicy' | 'cookieSecretFile'>): Promise<RunningFrontEnd> {
+  const problem = await probeUpstream(options.upstream, 2000);
+  if (problem !== null) throw new StartupError(problem);
+  let relay: DnsRelay<KernelConnection> | undefined;
+  const upstream = new UdpTcpUpstream(options.upstream, (answer) => relay?.handleUpstreamAnswer(answer, Date.now()));
+  await upstream.open();
+  relay = new DnsRelay<KernelConnection>({ timeoutMs: options.timeoutMs }, upstream, (bytes) => randomFillSync(bytes));
+  const dns = relay;
+  const transport = new KernelTransport((connection, buf, offset, length, nowMs) => dns.onMessages(connection, buf, offset, length, nowMs), options.closeAfterResponse);
+  relay.attach(transport);
+  try {
+    await transport.listen(options.listen);
+  } catch (error) {
+    transport.close();
+    upstream.close();
+    throw new StartupError((error as Error).message);
+  }
+  const ticker = setInterval(() => dns.expire(Date.now()), TICK_INTERVAL_MS);
+  return {
+    description: 'over kernel TCP sockets',
+    summary() {
+      const t = transport.stats;
+      return [
+        `tcp.accepted=${t.accepted}`,
+        `tcp.open=${t.open}`,
+        `tcp.answers_dropped=${t.answersDropped}`,
+        ...counterPairs('dns.', RELAY_COUNTER_NAMES, dns.counts),
+      ].join(' ');
+    },
+    rotateSecret() {
+      throw new Error('the kernel transport uses no cookie secret');
+    },
+    stop() {
+      clearInterval(ticker);
+      transport.close();
+      upstream.close();
     },
   };
 }

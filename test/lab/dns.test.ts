@@ -146,6 +146,35 @@ describe('stateless-tcp dns on the "any" pseudo-interface (Linux cooked capture)
   });
 });
 
+describe('stateless-tcp dns --transport kernel (ordinary TCP sockets)', () => {
+  let lab: Lab;
+  before(async () => {
+    lab = await createLab();
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('the same relay answers dig over IPv4 and IPv6, 4 KB answers and several queries per connection', async () => {
+    const frontEnd = await startFrontEnd(lab, ['--transport', 'kernel']);
+    assert.match(frontEnd.output(), /over kernel TCP sockets/);
+    assert.equal((await dig(lab, lab.serverV4, LAB_ZONE.www.name, '+short')).trim(), LAB_ZONE.www.a);
+    const big = await dig(lab, lab.serverV6, LAB_ZONE.big.name, 'TXT');
+    assert.match(big, new RegExp(`MSG SIZE\\s+rcvd: ${LAB_ZONE.big.responseBytes}$`, 'm'));
+    const several = await dig(lab, lab.serverV6, '+keepopen', '+short', LAB_ZONE.www.name, 'A', LAB_ZONE.www.name, 'AAAA');
+    assert.deepEqual(several.trim().split('\n'), [LAB_ZONE.www.a, LAB_ZONE.www.aaaa]);
+    const summary = await frontEnd.stop();
+    assert.match(summary, /tcp\.accepted=3 /);
+    assert.match(summary, /dns\.truncated_retried_tcp=1/);
+  });
+
+  test('--close-after-response closes each connection after its answer', async () => {
+    const frontEnd = await startFrontEnd(lab, ['--transport', 'kernel', '--close-after-response']);
+    assert.equal((await dig(lab, lab.serverV4, LAB_ZONE.www.name, '+short')).trim(), LAB_ZONE.www.a);
+    assert.match(await frontEnd.stop(), /tcp\.open=0 /);
+  });
+});
+
 describe('stateless-tcp dns with a shared cookie secret file', () => {
   let lab: Lab;
   before(async () => {
