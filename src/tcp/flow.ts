@@ -94,6 +94,8 @@ export class Flow {
   readonly receiveQueue = new ByteQueue();
   clientFin = false;
   lastReceiveMs = 0;
+  /** Since when an ACK is owed that we hold back for an answer to carry (-1: none). */
+  ackDelayedSinceMs = -1;
 
   // Timestamps (RFC 7323).
   useTimestamps = false;

@@ -8,7 +8,8 @@
  *   SYN (no flow)            → SYN+ACK: ISN = cookie; MSS 1220; timestamps if the client offered them
  *   data/FIN, no flow        → validated by timestamp token or first-segment cookie, else RST
  *                              (never data); valid data creates a flow
- *   data in order            → appended; whole messages go to the application; ACK
+ *   data in order            → appended; whole messages go to the application; ACK (delayed
+ *                              up to 20 ms for an owed answer to carry it)
  *   data out of order        → duplicate ACK, data dropped (the client retransmits: RFC 5681 §3.2)
  *   data already received    → ACK (RFC 9293 §3.10.7.4)
  *   ACK of our data          → queue released, more sent within min(client window, cwnd)
@@ -68,6 +69,8 @@ export interface ResponderConfig {
   maxRetransmits: number;
   /** A flow holding only part of a message is dropped (with RST) after this long without data. */
   idleTimeoutMs: number;
+  /** How long an ACK may wait for an owed answer to carry it (RFC 9293 §3.8.6.3: < 0.5 s). */
+  delayedAckMs: number;
 }
 
 export const DEFAULT_RESPONDER_CONFIG: Omit<ResponderConfig, 'framer' | 'plausibleStart'> = {
@@ -81,6 +84,8 @@ export const DEFAULT_RESPONDER_CONFIG: Omit<ResponderConfig, 'framer' | 'plausib
   maxRtoMs: 8000,
   maxRetransmits: 8,
   idleTimeoutMs: 10_000,
+  // An upstream on the same network answers well within it; the client's RTO is ≥ 200 ms.
+  delayedAckMs: 20,
 };
 
 /** What the responder did with a segment; stable numbering, used as counter indices. */
@@ -207,9 +212,10 @@ export class Responder {
     this.settle(flow, nowMs);
   }
 
-  /** Timers: retransmission and window probes (RFC 6298, RFC 9293 §3.8.6.1), idle eviction. */
+  /** Timers: delayed ACKs, retransmission and window probes (RFC 6298, RFC 9293 §3.8.6.1), idle eviction. */
   tick(nowMs: number): void {
     for (const flow of this.flows) {
+      if (flow.ackDelayedSinceMs >= 0 && nowMs - flow.ackDelayedSinceMs >= this.config.delayedAckMs) this.sendAck(flow, nowMs);
       if (flow.inFlight > 0) {
         if (nowMs - flow.lastSendMs >= flow.rtoMs) this.onRetransmitTimeout(flow, nowMs);
       } else if (flow.unsent > 0 && nowMs - flow.lastSendMs >= flow.rtoMs) {
@@ -388,8 +394,13 @@ export class Responder {
 
     const sentBefore = this.segmentsSent;
     this.settle(flow, nowMs);
-    // Anything `settle` sent carried RCV.NXT already; otherwise acknowledge now.
-    if (mustAck && !flow.closed && this.segmentsSent === sentBefore) this.sendAck(flow, nowMs);
+    // Anything `settle` sent carried RCV.NXT already. Otherwise acknowledge — or, if the request
+    // is now waiting for its answer, let the answer carry the ACK (RFC 9293 §3.8.6.3), unless an
+    // ACK is already being held (RFC 1122 §4.2.3.2: at least every second segment).
+    if (mustAck && !flow.closed && this.segmentsSent === sentBefore) {
+      if (outcome === Outcome.DATA && flow.answersOwed > 0 && flow.ackDelayedSinceMs < 0) flow.ackDelayedSinceMs = nowMs;
+      else this.sendAck(flow, nowMs);
+    }
     return outcome;
   }
 
@@ -563,6 +574,7 @@ export class Responder {
       r.tsEcr = flow.tsRecent;
     }
     this.segmentsSent++;
+    flow.ackDelayedSinceMs = -1;
     this.sink.send(r, data, offset, length);
   }
 

@@ -409,3 +409,35 @@ test('a delayed duplicate of an old query, arriving after its flow was released,
   checkPacket(answer!, h.ip(), tcp(seqNum((isn + 1 + answerLength + secondLength) >>> 0), ackNum(h.clientSeq), payload(h.answerFor(third.subarray(2)))));
   assert.equal(h.responder.events[TcpEvent.STALE_FLOWS], 1);
 });
+
+test('the ACK of a request waits for its answer to carry it, and goes alone once the delay passes', () => {
+  const h = new Harness();
+  h.handshake();
+  const q = framedQuery('www.lab.test', 1);
+  assert.equal(h.send(q), Outcome.DATA);
+  assert.equal(h.take().length, 0, 'no bare ACK while the answer is owed');
+  // The answer comes within the delay: one segment, carrying both.
+  const answer = h.answerFor(q.subarray(2));
+  h.nowMs += 5;
+  h.responder.answer(h.messages[0]!.flow, answer, 0, answer.length, h.nowMs);
+  checkPacket(h.take()[0]!, h.ip(), tcp(ackNum(h.clientSeq), payload(answer)));
+  h.nowMs += 100;
+  h.responder.tick(h.nowMs);
+  assert.equal(h.take().length, 0, 'nothing more to acknowledge');
+
+  // A slow answer: the ACK goes alone after 20 ms.
+  const slow = framedQuery('www.lab.test', 2);
+  h.send(slow);
+  h.nowMs += 19;
+  h.responder.tick(h.nowMs);
+  assert.equal(h.take().length, 0);
+  h.nowMs += 1;
+  h.responder.tick(h.nowMs);
+  checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq), payloadLength(0)));
+
+  // Two requests in a row: the second is acknowledged at once.
+  h.send(framedQuery('www.lab.test', 3));
+  assert.equal(h.take().length, 0);
+  h.send(framedQuery('www.lab.test', 4));
+  checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq)));
+});
