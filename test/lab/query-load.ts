@@ -22,7 +22,7 @@ interface Spec {
   timeoutMs: number;
 }
 
-interface Result {
+export interface LoadResult {
   sent: number;
   answered: number;
   truncated: number;
@@ -35,7 +35,7 @@ interface Result {
 
 const spec = process.argv[2] === undefined ? null : (JSON.parse(process.argv[2]) as Spec);
 
-function runConnection(server: string, spec: Spec, result: Result, firstId: number): Promise<void> {
+function runConnection(server: string, spec: Spec, result: LoadResult, firstId: number): Promise<void> {
   return new Promise((resolve) => {
     const socket = net.connect({ host: server, port: 53 });
     const outstanding = new Map<number, string>();
@@ -99,7 +99,7 @@ function runConnection(server: string, spec: Spec, result: Result, firstId: numb
 }
 
 async function main(spec: Spec): Promise<void> {
-  const result: Result = { sent: 0, answered: 0, truncated: 0, rcodes: {}, answers: {}, timedOut: 0, errors: [] };
+  const result: LoadResult = { sent: 0, answered: 0, truncated: 0, rcodes: {}, answers: {}, timedOut: 0, errors: [] };
   const runs: Promise<void>[] = [];
   let id = 1;
   for (const server of spec.servers) {

@@ -14,6 +14,7 @@ import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
 import { startFrontEnd } from './front-end.js';
+import type { LoadResult } from './query-load.js';
 
 const QUERY_LOAD = fileURLToPath(new URL('./query-load.js', import.meta.url));
 const FORGE = fileURLToPath(new URL('./forge.js', import.meta.url));
@@ -62,16 +63,6 @@ async function impair(lab: Lab): Promise<() => Promise<number[]>> {
     }
     return totals;
   };
-}
-
-interface LoadResult {
-  sent: number;
-  answered: number;
-  truncated: number;
-  rcodes: Record<string, number>;
-  answers: Record<string, { count: number; records: number[] }>;
-  timedOut: number;
-  errors: string[];
 }
 
 async function load(lab: Lab, spec: object, timeoutMs: number): Promise<LoadResult> {
