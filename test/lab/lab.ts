@@ -9,6 +9,10 @@
  *   198.18.0.1/24, 2001:2::1/64             198.18.0.2/24, 2001:2::2/64
  *                                           lo: unbound on 127.0.0.1@5300 and [::1]@5300
  *
+ * With the `wire` option a third namespace sits between them (client ↔ wire ↔ server, two veth
+ * pairs): a userspace forwarder there (wire.ts) loses, duplicates, delays and reorders TCP as netem
+ * would, since this kernel has no netem. Addresses and interface names stay the same.
+ *
  * Addresses come only from the benchmarking ranges 198.18.0.0/15 (RFC 2544) and 2001:2::/48
  * (RFC 5180). The root namespace's network is never touched: the veth pair is created inside the
  * client namespace with its peer placed straight into the server namespace.
@@ -23,6 +27,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
+import { fileURLToPath } from 'node:url';
+import type { WireImpairment, WireSpec, WireStats } from './wire.js';
 
 // ---------------------------------------------------------------------------------------------
 // Facts: addresses, upstream, zone
@@ -119,6 +125,13 @@ export interface LabOptions {
   unbound?: boolean;
   /** Extra lines for unbound's `server:` clause, e.g. `num-threads: 4` for benchmarks (later lines override). */
   unboundServerConfig?: readonly string[];
+  /**
+   * Put an impairing wire between client and server (the kernel has no netem; see wire.ts): a
+   * third namespace whose two veth ends face the client and the server, and a process there that
+   * forwards frames, dropping, duplicating, delaying and reordering TCP as netem would. Both
+   * directions, invisible to both ends.
+   */
+  wire?: WireImpairment;
 }
 
 export interface ExecOptions {
@@ -144,6 +157,8 @@ export interface SpawnOptions {
 export interface Lab {
   readonly clientNamespace: string;
   readonly serverNamespace: string;
+  /** The namespace of the impairing wire (option `wire`), else null. */
+  readonly wireNamespace: string | null;
   readonly clientInterface: string;
   readonly serverInterface: string;
   readonly clientV4: string;
@@ -168,6 +183,8 @@ export interface Lab {
   waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
   /** SIGTERM, then SIGKILL if it has not exited after `timeoutMs` (default 3 s); resolves once it has exited. */
   stop(child: ChildProcess, timeoutMs?: number): Promise<void>;
+  /** The impairing wire's counters so far, per direction (option `wire` only). */
+  wireStats(): Promise<WireStats>;
   /** Stops every process, deletes the namespaces and the temp dir. Idempotent. */
   close(): Promise<void>;
 }
@@ -210,7 +227,7 @@ export async function createLab(options: LabOptions = {}): Promise<Lab> {
   const withUnbound = options.unbound ?? true;
   requireTools('ip', 'ethtool', ...(withUnbound ? ['unbound', 'dig'] : []));
 
-  const lab = new NetworkLab(mtu);
+  const lab = new NetworkLab(mtu, options.wire ?? null);
   try {
     await lab.setUp(withUnbound, options.unboundServerConfig ?? []);
   } catch (setupError) {
@@ -234,6 +251,11 @@ const UNBOUND_READY_TIMEOUT_MS = 10_000;
 const DEFAULT_STOP_TIMEOUT_MS = 3_000;
 /** Lines of each spawned process's output kept for waitForLine and for error messages. */
 const KEPT_OUTPUT_LINES = 1000;
+/** The impairing wire's script, next to this file in dist/test/lab/. */
+const WIRE_SCRIPT = fileURLToPath(new URL('./wire.js', import.meta.url));
+const WIRE_READY_TIMEOUT_MS = 10_000;
+/** The wire exits on its own after this long even if nobody stops it. */
+const WIRE_MAX_LIFETIME_MS = 30 * 60_000;
 
 let labCounter = 0;
 
@@ -246,6 +268,7 @@ interface OutputLog {
 class NetworkLab implements Lab {
   readonly clientNamespace: string;
   readonly serverNamespace: string;
+  readonly wireNamespace: string | null;
   readonly clientInterface: string;
   readonly serverInterface: string;
   readonly clientV4 = LAB_ADDRESSES.clientV4;
@@ -255,6 +278,9 @@ class NetworkLab implements Lab {
   readonly upstream = LAB_UPSTREAM;
   unbound: ChildProcess | null = null;
   tempDir = '';
+  /** The impairing wire's process, and how many stats reports were asked of it. */
+  private wire: ChildProcess | null = null;
+  private wireReports = 0;
 
   /** Namespaces that exist now; only these are deleted. */
   private readonly namespaces: string[] = [];
@@ -267,14 +293,15 @@ class NetworkLab implements Lab {
   /** `<pid>-<counter>`: in every name this lab creates, so they are unique across processes and labs. */
   private readonly tag: string;
 
-  constructor(readonly mtu: number) {
+  constructor(readonly mtu: number, private readonly impairment: WireImpairment | null) {
     // A namespace left by a killed process whose pid has been reused is skipped, not clobbered.
     let tag: string;
     do tag = `${process.pid}-${++labCounter}`;
-    while (existsSync(`/run/netns/stcp-c-${tag}`) || existsSync(`/run/netns/stcp-s-${tag}`));
+    while (['c', 's', 'w'].some((side) => existsSync(`/run/netns/stcp-${side}-${tag}`)));
     this.tag = tag;
     this.clientNamespace = `stcp-c-${tag}`;
     this.serverNamespace = `stcp-s-${tag}`;
+    this.wireNamespace = impairment === null ? null : `stcp-w-${tag}`;
     // At most 2 + 7 (pid_max 4194304) + 1 + 5 = 15 bytes, the interface name limit (IFNAMSIZ - 1).
     this.clientInterface = `vc${tag}`;
     this.serverInterface = `vs${tag}`;
@@ -290,19 +317,78 @@ class NetworkLab implements Lab {
 
   private async build(withUnbound: boolean, unboundServerConfig: readonly string[]): Promise<void> {
     this.tempDir = await mkdtemp(join(tmpdir(), `stcp-lab-${this.tag}-`));
-    for (const ns of [this.clientNamespace, this.serverNamespace]) {
+    for (const ns of [this.clientNamespace, this.serverNamespace, ...(this.wireNamespace === null ? [] : [this.wireNamespace])]) {
       await this.setupStep(['ip', 'netns', 'add', ns], 'create namespace');
       this.namespaces.push(ns);
     }
-    await this.setupStep(
-      ['ip', '-n', this.clientNamespace, 'link', 'add', this.clientInterface, 'type', 'veth',
-        'peer', 'name', this.serverInterface, 'netns', this.serverNamespace],
-      'create veth pair',
-    );
+    if (this.wireNamespace === null) {
+      await this.setupStep(
+        ['ip', '-n', this.clientNamespace, 'link', 'add', this.clientInterface, 'type', 'veth',
+          'peer', 'name', this.serverInterface, 'netns', this.serverNamespace],
+        'create veth pair',
+      );
+    } else {
+      await this.createWireLinks(this.wireNamespace);
+    }
     await this.configureEnd(this.clientNamespace, this.clientInterface, LAB_ADDRESSES.clientV4, LAB_ADDRESSES.clientV6);
     await this.configureEnd(this.serverNamespace, this.serverInterface, LAB_ADDRESSES.serverV4, LAB_ADDRESSES.serverV6);
+    if (this.wireNamespace !== null) await this.startWire(this.wireNamespace);
     await this.waitForLinks();
     if (withUnbound) await this.startUnbound(unboundServerConfig);
+  }
+
+  /** The ends facing client and server in the wire namespace (same length as the client's and server's names). */
+  private get wireInterfaces(): [string, string] {
+    return [`wc${this.tag}`, `ws${this.tag}`];
+  }
+
+  /**
+   * Two veth pairs, client ↔ wire and wire ↔ server. The wire namespace gets no addresses and no
+   * IPv6 (so its kernel sends nothing of its own: no neighbour discovery, no router solicitations).
+   */
+  private async createWireLinks(wireNs: string): Promise<void> {
+    const [towardClient, towardServer] = this.wireInterfaces;
+    await this.setupStep(['ip', 'netns', 'exec', wireNs, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1',
+      'net.ipv6.conf.default.disable_ipv6=1'], 'disable IPv6 on the wire');
+    await this.setupStep(['ip', '-n', this.clientNamespace, 'link', 'add', this.clientInterface, 'type', 'veth',
+      'peer', 'name', towardClient, 'netns', wireNs], 'create client-wire veth pair');
+    await this.setupStep(['ip', '-n', this.serverNamespace, 'link', 'add', this.serverInterface, 'type', 'veth',
+      'peer', 'name', towardServer, 'netns', wireNs], 'create wire-server veth pair');
+    for (const device of [towardClient, towardServer]) {
+      await this.setupStep(['ip', 'netns', 'exec', wireNs, 'ethtool', '-K', device, 'tx', 'off', 'rx', 'off'], 'disable checksum offload');
+      await this.setupStep(['ip', '-n', wireNs, 'link', 'set', device, 'mtu', String(this.mtu), 'up'], `bring up ${device}`);
+    }
+  }
+
+  /** Starts the forwarding process in the wire namespace; setup waits until it captures on both ends. */
+  private async startWire(wireNs: string): Promise<void> {
+    const macOf = async (ns: string, device: string): Promise<string> => {
+      const shown = await runCommand(['ip', '-n', ns, '-j', 'link', 'show', 'dev', device]);
+      const [link] = JSON.parse(shown.stdout || '[]') as Array<{ address?: string }>;
+      if (link?.address === undefined) throw new Error(`lab: no MAC address for ${device}: ${shown.stderr.trim()}`);
+      return link.address;
+    };
+    const [towardClient, towardServer] = this.wireInterfaces;
+    const spec: WireSpec = {
+      ...this.impairment!,
+      clientSideInterface: towardClient,
+      clientMac: await macOf(this.clientNamespace, this.clientInterface),
+      serverSideInterface: towardServer,
+      serverMac: await macOf(this.serverNamespace, this.serverInterface),
+      maxLifetimeMs: WIRE_MAX_LIFETIME_MS,
+    };
+    this.assertOpen();
+    this.wire = this.spawnIn(wireNs, [process.execPath, WIRE_SCRIPT, JSON.stringify(spec)]);
+    await this.waitForLine(this.wire, /^wire ready/, WIRE_READY_TIMEOUT_MS);
+  }
+
+  async wireStats(): Promise<WireStats> {
+    const wire = this.wire;
+    if (wire === null) throw new Error('wireStats: this lab has no wire (option `wire`)');
+    const report = ++this.wireReports;
+    wire.kill('SIGUSR2');
+    const [, json] = await this.waitForLine(wire, new RegExp(`^wire stats ${report} (.*)$`), 5_000);
+    return JSON.parse(json!) as WireStats;
   }
 
   /**
@@ -381,9 +467,13 @@ class NetworkLab implements Lab {
   }
 
   spawn(where: Side, argv: readonly string[], options: SpawnOptions = {}): ChildProcess {
+    return this.spawnIn(this.namespaceOf(where), argv, options);
+  }
+
+  private spawnIn(ns: string, argv: readonly string[], options: SpawnOptions = {}): ChildProcess {
     this.assertOpen();
     // `ip netns exec` execs the command after entering the namespace: the child's pid is the command's.
-    const child = spawnProcess('ip', ['netns', 'exec', this.namespaceOf(where), ...argv], {
+    const child = spawnProcess('ip', ['netns', 'exec', ns, ...argv], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: options.env ?? process.env,
     });
