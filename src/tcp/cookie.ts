@@ -68,7 +68,7 @@ const TOKEN_PERIOD_SHIFT = 24;
 const TOKEN_MAC_MASK = 0x00fffffc;
 
 /** Hash input domains, so an ISN can never be replayed as a token or the reverse. */
-const Domain = { ISN: 1, TOKEN: 2 } as const;
+const Domain = { ISN: 1, TOKEN: 2, CONNECTION: 3 } as const;
 
 export const SECRET_BYTES = 16;
 
@@ -83,8 +83,12 @@ export class SynCookies {
   private key: SipKey;
   /** The secret before the last `rotate`, still accepted when checking (null: none). */
   private previousKey: SipKey | null = null;
+  /** The first secret, kept for `connectionId`: its ids key a table in this process only, so they need not rotate. */
+  private readonly connectionKey: SipKey;
   private readonly periodSeconds: number;
   private readonly maxAgePeriods: number;
+  /** The longest a connection can stay idle: its token is accepted this long after we last sent one. */
+  readonly maxIdleSeconds: number;
   /** Hash input: domain, MSS class, 2 zero, period (4), client ISN (4), ports (4), two addresses (≤ 32). */
   private readonly scratch = new Uint8Array(48);
   private readonly digest = new Uint32Array(2);
@@ -94,9 +98,10 @@ export class SynCookies {
     if (!(options.maxAgePeriods >= 0 && options.maxAgePeriods < ISN_PERIOD_MASK)) {
       throw new RangeError(`maxAgePeriods must be 0 … ${ISN_PERIOD_MASK - 1}`);
     }
-    this.key = sipKey(secret);
+    this.key = this.connectionKey = sipKey(secret);
     this.periodSeconds = options.periodSeconds;
     this.maxAgePeriods = options.maxAgePeriods;
+    this.maxIdleSeconds = options.periodSeconds * (options.maxAgePeriods + 1);
   }
 
   /** Issues with `secret` from now on; the current secret is still accepted when checking. */
@@ -178,6 +183,15 @@ export class SynCookies {
     if (this.token(period, mssIndex, seg.addrLength, this.key) === token >>> 0) return mssIndex;
     if (this.previousKey === null) return -1;
     return this.token(period, mssIndex, seg.addrLength, this.previousKey) === token >>> 0 ? mssIndex : -1;
+  }
+
+  /**
+   * A 64-bit keyed id of the connection of client segment `seg` (its 4-tuple), written to
+   * `out[0]` (low) and `out[1]` (high): the key of recent.ts's table.
+   */
+  connectionId(seg: Segment, out: Uint32Array): void {
+    this.fromSegment(seg, Domain.CONNECTION, 0, 0, 0);
+    sipHash24(this.connectionKey, this.scratch, 0, 16 + 2 * seg.addrLength, out);
   }
 
   private token(period: number, mssIndex: number, addrLength: number, key: SipKey = this.key): number {

@@ -59,6 +59,9 @@ export class Flow {
   /** Hash of the 4-tuple, and the next flow with the same hash in the table. */
   hash = 0;
   nextInBucket: Flow | null = null;
+  /** The connection's 64-bit key in the table of idle connections (recent.ts). */
+  idLow = 0;
+  idHigh = 0;
 
   // Sending (RFC 9293 §3.3.1 names).
   /** Oldest unacknowledged sequence number; `sendQueue` holds the bytes from here on. */

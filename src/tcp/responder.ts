@@ -24,6 +24,7 @@
 import { ReplyHeader, TcpFlag, type Segment } from '../wire/segment.js';
 import { SynCookies } from './cookie.js';
 import { Flow, FlowTable } from './flow.js';
+import { RecentConnections } from './recent.js';
 
 /**
  * How many bytes at the start of `buf[offset, offset+length)` hold whole application messages
@@ -63,6 +64,8 @@ export interface ResponderConfig {
   maxFlows: number;
   /** Most bytes queued in all flows at once; past it new data is not acknowledged. */
   maxQueuedBytes: number;
+  /** Slots of the table remembering where idle connections left their sequence numbers (recent.ts; 25 bytes each). */
+  recentConnections: number;
   /** Retransmission timeout: initial and upper bound (RFC 6298 §2, §5.5), and tries before giving up. */
   initialRtoMs: number;
   maxRtoMs: number;
@@ -79,6 +82,7 @@ export const DEFAULT_RESPONDER_CONFIG: Omit<ResponderConfig, 'framer' | 'plausib
   closeAfterResponse: false,
   maxFlows: 65536,
   maxQueuedBytes: 256 * 1024 * 1024,
+  recentConnections: 65536,
   // Linux's minimum RTO; the lab and data-centre RTTs are far below it.
   initialRtoMs: 200,
   maxRtoMs: 8000,
@@ -133,6 +137,12 @@ export const TcpEvent = {
   ANSWERS_DROPPED: 6,
   /** Flows found to be made from a delayed duplicate of an old request (see onSegment). */
   STALE_FLOWS: 7,
+  /** Flow-less segments checked against the remembered sequence numbers of their connection (recent.ts). */
+  RECALLED: 8,
+  /** … of which the ACK was older than what the client had already acknowledged (a delayed request). */
+  OLD_ACKS_RAISED: 9,
+  /** Remembered numbers that did not fit the segment (an earlier connection on the same 4-tuple): forgotten. */
+  RECALLED_MISMATCHED: 10,
 } as const;
 export const TCP_EVENT_NAMES: readonly string[] = [
   'retransmit_timeouts',
@@ -143,6 +153,9 @@ export const TCP_EVENT_NAMES: readonly string[] = [
   'flows_aborted',
   'answers_dropped',
   'stale_flows',
+  'recalled',
+  'old_acks_raised',
+  'recalled_mismatched',
 ];
 
 /** RFC 7323 Appendix A: NOP, NOP, timestamps = 12 bytes of options on every segment. */
@@ -155,6 +168,10 @@ const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
 export class Responder {
   readonly events = new Float64Array(TCP_EVENT_NAMES.length);
   readonly flows = new FlowTable();
+  /** Sequence numbers of connections gone idle (recent.ts). */
+  readonly recent: RecentConnections;
+  /** Scratch for `SynCookies.connectionId`: [low, high]. */
+  private readonly connectionId = new Uint32Array(2);
   /** Bytes held in all flows' send and receive queues. */
   queuedBytes = 0;
   /** Segments sent so far (tells whether an ACK already went out while handling a segment). */
@@ -166,7 +183,9 @@ export class Responder {
     private readonly cookies: SynCookies,
     private readonly sink: SegmentSink,
     private readonly app: TcpApplication,
-  ) {}
+  ) {
+    this.recent = new RecentConnections(config.recentConnections, cookies.maxIdleSeconds * 1000);
+  }
 
   handleSegment(seg: Segment, nowMs: number): Outcome {
     const flags = seg.flags;
@@ -272,6 +291,12 @@ export class Responder {
       return Outcome.FIN;
     }
 
+    // Where the connection stood when its last flow was released, if we still know (recent.ts).
+    const id = this.connectionId;
+    this.cookies.connectionId(seg, id);
+    const slot = this.recent.find(id[1]!, id[0]!, nowMs);
+    if (slot >= 0) return this.onRecalledSegment(seg, slot, mssIndex, nowMs);
+
     if (length === 0) {
       // FIN on a connection without soft state. Close our side too unless we already did:
       // with --close-after-response or without timestamps we FIN after every answer, so a FIN
@@ -284,13 +309,68 @@ export class Responder {
     if (!first && !this.config.plausibleStart(seg.buf, seg.payloadOffset, length)) {
       if (this.cookies.checkFirstSegment(seg, now) < 0) return Outcome.MISALIGNED;
     }
+    return this.startFlow(seg, mssIndex, seg.seq, seg.ack, nowMs);
+  }
+
+  /**
+   * A proved segment of a connection whose sequence numbers we remember: RCV.NXT and SND.MAX
+   * when its last flow was released, everything we sent then being acknowledged.
+   */
+  private onRecalledSegment(seg: Segment, slot: number, mssIndex: number, nowMs: number): Outcome {
+    const recent = this.recent;
+    const rcvNxt = recent.expectedSeq(slot);
+    const sndNxt = recent.sentUpTo(slot);
+    // An entry left by an earlier connection on the same 4-tuple (or one another instance has
+    // served since) is nowhere near this segment's numbers: forget it, trust the segment.
+    const ackBehind = (sndNxt - seg.ack) >>> 0;
+    const seqOffset = (seg.seq - rcvNxt) | 0;
+    if (ackBehind > this.config.window || seqOffset < -this.config.window || seqOffset > this.config.window) {
+      recent.forget(slot);
+      this.events[TcpEvent.RECALLED_MISMATCHED]!++;
+      return this.onFlowlessSegment(seg, nowMs);
+    }
+    this.events[TcpEvent.RECALLED]!++;
+    if (ackBehind > 0) this.events[TcpEvent.OLD_ACKS_RAISED]!++;
+    const length = seg.payloadLength;
+    const hasFin = (seg.flags & TcpFlag.FIN) !== 0;
+
+    // A gap: the client sent bytes before these that never reached us (RFC 5681 §3.2:
+    // duplicate ACK; the client resends from RCV.NXT). Without this entry the segment would
+    // have started a flow here and its ACK would have covered the lost bytes.
+    if (seqOffset > 0) {
+      this.sendStateless(seg, sndNxt, rcvNxt, TcpFlag.ACK);
+      return Outcome.OUT_OF_ORDER;
+    }
+    // Wholly received before: a delayed duplicate. RFC 9293 §3.10.7.4: acknowledge, drop.
+    if (seqOffset + length + (hasFin ? 1 : 0) <= 0) {
+      this.sendStateless(seg, sndNxt, rcvNxt, TcpFlag.ACK);
+      return Outcome.DUPLICATE;
+    }
+    const ourFinSent = recent.ourFinSent(slot);
+    recent.forget(slot);
+    if (length === 0) {
+      // The client's FIN, where we expected it: acknowledge it, and close our side if still open.
+      this.sendStateless(seg, sndNxt, (rcvNxt + 1) >>> 0, TcpFlag.ACK | (ourFinSent ? 0 : TcpFlag.FIN));
+      return Outcome.FIN;
+    }
+    if (ourFinSent) {
+      // A request after our FIN can never be answered (as on a flow, below).
+      this.sendStateless(seg, sndNxt, 0, TcpFlag.RST);
+      return Outcome.RESET;
+    }
+    // New bytes from RCV.NXT on. The flow starts at what the client has acknowledged by now, not
+    // at this segment's possibly older ACK.
+    return this.startFlow(seg, mssIndex, rcvNxt, sndNxt, nowMs);
+  }
+
+  private startFlow(seg: Segment, mssIndex: number, rcvNxt: number, sndNxt: number, nowMs: number): Outcome {
     if (this.flows.size >= this.config.maxFlows || this.queuedBytes >= this.config.maxQueuedBytes) {
       return Outcome.SOFT_STATE_FULL;
     }
-    return this.onSegment(this.createFlow(seg, mssIndex, nowMs), seg, nowMs);
+    return this.onSegment(this.createFlow(seg, mssIndex, rcvNxt, sndNxt, nowMs), seg, nowMs);
   }
 
-  private createFlow(seg: Segment, mssIndex: number, nowMs: number): Flow {
+  private createFlow(seg: Segment, mssIndex: number, rcvNxt: number, sndNxt: number, nowMs: number): Flow {
     const flow = new Flow();
     const r = flow.reply.reverseOf(seg);
     r.window = this.config.window;
@@ -298,8 +378,10 @@ export class Responder {
     r.hasTimestamps = seg.hasTimestamps;
     flow.useTimestamps = seg.hasTimestamps;
     flow.tsRecent = seg.tsVal;
-    flow.sndUna = flow.sndNxt = flow.sndMax = seg.ack;
-    flow.rcvNxt = seg.seq;
+    flow.sndUna = flow.sndNxt = flow.sndMax = sndNxt;
+    flow.rcvNxt = rcvNxt;
+    flow.idLow = this.connectionId[0]!;
+    flow.idHigh = this.connectionId[1]!;
     flow.peerWindow = seg.window;
     flow.mssIndex = mssIndex;
     flow.payloadMss = SynCookies.mssOfIndex(seg.family, mssIndex) - (seg.hasTimestamps ? TIMESTAMP_OPTION_BYTES : 0);
@@ -328,7 +410,7 @@ export class Responder {
     if (seqLt(flow.sndMax, seg.ack) && seg.hasTimestamps && this.cookies.checkToken(seg, seg.tsEcr, nowMs / 1000) >= 0) {
       this.events[TcpEvent.STALE_FLOWS]!++;
       flow.closed = true;
-      this.release(flow);
+      this.release(flow, nowMs);
       return this.onFlowlessSegment(seg, nowMs);
     }
 
@@ -461,7 +543,7 @@ export class Responder {
     // challenge ACK (a real peer answers it with a correct RST), one outside is ignored.
     if (seg.seq === flow.rcvNxt) {
       flow.closed = true;
-      this.release(flow);
+      this.release(flow, nowMs);
       return Outcome.RESET;
     }
     if (this.acceptable(flow, seg.seq, 1)) {
@@ -485,7 +567,7 @@ export class Responder {
     if (!flow.finQueued && nothingOwed && closeWhenIdle) flow.finQueued = true;
     this.flush(flow, nowMs);
     if (nothingOwed && flow.sendQueue.length === 0 && (!flow.finQueued || (flow.finSent && !flow.finInFlight))) {
-      this.release(flow);
+      this.release(flow, nowMs);
     }
   }
 
@@ -606,13 +688,16 @@ export class Responder {
     this.emit(flow, flow.sndNxt, TcpFlag.RST, null, 0, 0, nowMs);
     r.hasTimestamps = hadTimestamps;
     flow.closed = true;
-    this.release(flow);
+    this.release(flow, nowMs);
   }
 
-  private release(flow: Flow): void {
+  private release(flow: Flow, nowMs: number): void {
     this.queuedBytes -= flow.sendQueue.length + flow.receiveQueue.length;
     this.flows.remove(flow);
     this.events[TcpEvent.FLOWS_RELEASED]!++;
+    // Everything sent is acknowledged and nothing is owed: the connection goes idle. Remember
+    // where it stands (recent.ts), unless it is over — reset, aborted, or closed by the client.
+    if (!flow.closed && !flow.clientFin) this.recent.remember(flow.idHigh, flow.idLow, flow.rcvNxt, flow.sndMax, flow.finSent, nowMs);
     // A released flow the application still owes answers to is closed: they will be dropped.
     if (flow.answersOwed > 0) flow.closed = true;
   }

@@ -350,18 +350,109 @@ test('a client without timestamps: the first request is proved by the ISN cookie
   checkPacket(answer!, h.ip(), tcp(flags(TcpFlag.ACK | TcpFlag.PSH | TcpFlag.FIN), timestamps(null)));
 });
 
-test('a flow-less segment that starts mid-message (the one before it was lost) is not read as a new query', () => {
+test('a flow-less segment after a lost one gets a duplicate ACK at the remembered RCV.NXT; the resent bytes are then answered', () => {
   const h = new Harness({ answerAtOnce: true });
   h.handshake();
-  const q = framedQuery('www.lab.test', 1);
-  h.send(q);
+  h.send(framedQuery('www.lab.test', 1));
   h.ackTo(h.clientAck + decode(h.take()[0]!).payloadLength);
   assert.equal(h.responder.flows.size, 0);
+  // The next query goes out in two segments; the first is lost.
+  const lostSeq = h.clientSeq;
   const next = framedQuery('www.lab.test', 0x8000);
-  h.clientSeq += 4; // the first 4 bytes went in a segment that was lost
+  h.clientSeq += 4;
+  assert.equal(h.send(next.subarray(4)), Outcome.OUT_OF_ORDER);
+  checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.ACK), seqNum(h.clientAck), ackNum(lostSeq), payloadLength(0)));
+  assert.equal(h.messages.length, 1, 'nothing delivered');
+  assert.equal(h.responder.flows.size, 0, 'and no state made');
+  // The client resends from where the server said.
+  h.clientSeq = lostSeq;
+  assert.equal(h.send(next), Outcome.DATA);
+  checkPacket(h.take()[0]!, h.ip(), tcp(seqNum(h.clientAck), ackNum(h.clientSeq), payload(h.answerFor(next.subarray(2)))));
+});
+
+test('a lost query followed by the next one: the next is not taken for the stream\'s next bytes, so its ACK cannot cover the lost one', () => {
+  const h = new Harness({ answerAtOnce: true });
+  h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  h.ackTo(h.clientAck + decode(h.take()[0]!).payloadLength);
+  const lost = framedQuery('lost.lab.test', 2);
+  const lostSeq = h.clientSeq;
+  h.clientSeq += lost.length;
+  const third = framedQuery('www.lab.test', 3);
+  assert.equal(h.send(third), Outcome.OUT_OF_ORDER);
+  checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(lostSeq), payloadLength(0)));
+  // The client's TCP resends both (RFC 5681 §3.2: fast retransmit, or its timer): both answered.
+  h.clientSeq = lostSeq;
+  assert.equal(h.send(Buffer.concat([lost, third])), Outcome.DATA);
+  assert.deepEqual(h.messages.slice(1).map((m) => m.bytes.readUInt16BE(2)), [2, 3]);
+});
+
+test('without the remembered numbers, a flow-less segment that starts mid-message is still not read as a new query', () => {
+  const h = new Harness({ answerAtOnce: true, config: { recentConnections: 0 } });
+  h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  h.ackTo(h.clientAck + decode(h.take()[0]!).payloadLength);
+  const next = framedQuery('www.lab.test', 0x8000);
+  h.clientSeq += 4;
   assert.equal(h.send(next.subarray(4)), Outcome.MISALIGNED);
   assert.equal(h.take().length, 0);
   assert.equal(h.messages.length, 1);
+});
+
+test('a request sent before the client had our last answer, arriving after the flow was released, is answered after that answer', () => {
+  const h = new Harness({ answerAtOnce: true });
+  const isn = h.handshake();
+  const q1 = framedQuery('www.lab.test', 1);
+  const q2 = framedQuery('mid.lab.test', 2);
+  h.send(q1);
+  const a1 = decode(h.take()[0]!).payloadLength;
+  // Q2 leaves the client acknowledging only our SYN; the network holds it back while the client
+  // receives A1 and acknowledges it, which releases the flow.
+  const q2Seq = h.clientSeq;
+  h.clientSeq += q2.length;
+  h.ackTo(isn + 1 + a1);
+  assert.equal(h.responder.flows.size, 0);
+  assert.equal(h.segment({ flags: TcpFlag.ACK | TcpFlag.PSH, data: q2, seq: q2Seq, ack: isn + 1 }), Outcome.DATA);
+  checkPacket(h.take()[0]!, h.ip(), tcp(seqNum((isn + 1 + a1) >>> 0), ackNum(h.clientSeq), payload(h.answerFor(q2.subarray(2)))));
+  assert.equal(h.responder.events[TcpEvent.OLD_ACKS_RAISED], 1);
+});
+
+test('the numbers remembered for an earlier connection on the same 4-tuple are ignored by a new one', () => {
+  const h = new Harness({ answerAtOnce: true });
+  h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  h.ackTo(h.clientAck + decode(h.take()[0]!).payloadLength);
+  h.send(new Uint8Array(0), TcpFlag.FIN);
+  h.take();
+  // The client reuses the port with a new ISN.
+  h.clientSeq = (h.clientSeq + 0x40000000) >>> 0;
+  const isn = h.handshake();
+  assert.equal(h.send(framedQuery('www.lab.test', 2)), Outcome.DATA);
+  checkPacket(h.take()[0]!, h.ip(), tcp(seqNum((isn + 1) >>> 0), ackNum(h.clientSeq)));
+});
+
+test('transaction mode: a request after our FIN was acknowledged gets RST; the client\'s FIN gets a bare ACK', () => {
+  const h = new Harness({ answerAtOnce: true, config: { closeAfterResponse: true } });
+  const isn = h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  const answer = decode(h.take()[0]!);
+  assert.ok(answer.flags & TcpFlag.FIN);
+  const finAcked = isn + 1 + answer.payloadLength + 1;
+  h.ackTo(finAcked);
+  assert.equal(h.responder.flows.size, 0);
+  const fin = h.clientSeq;
+  assert.equal(h.send(framedQuery('www.lab.test', 2)), Outcome.RESET);
+  checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.RST), seqNum(finAcked >>> 0)));
+  assert.equal(h.messages.length, 1);
+  // Another connection, closed by the client after our FIN.
+  const t = new Harness({ answerAtOnce: true, config: { closeAfterResponse: true } });
+  const tIsn = t.handshake();
+  t.send(framedQuery('www.lab.test', 1));
+  const tAnswer = decode(t.take()[0]!);
+  t.ackTo(tIsn + 1 + tAnswer.payloadLength + 1);
+  assert.equal(t.send(new Uint8Array(0), TcpFlag.FIN), Outcome.FIN);
+  checkPacket(t.take()[0]!, t.ip(), tcp(flags(TcpFlag.ACK), seqNum((tIsn + 2 + tAnswer.payloadLength) >>> 0), ackNum(t.clientSeq)));
+  assert.ok(fin > 0);
 });
 
 test('soft-state bounds: past maxFlows new data is neither acknowledged nor delivered', () => {
@@ -385,30 +476,41 @@ test('a flow holding half a message is evicted with RST after the idle timeout',
   assert.equal(h.responder.queuedBytes, 0);
 });
 
-test('a delayed duplicate of an old query, arriving after its flow was released, does not wedge the connection', () => {
-  const h = new Harness({ answerAtOnce: true });
-  const isn = h.handshake();
-  const first = framedQuery('www.lab.test', 1);
-  const firstSeq = h.clientSeq;
-  h.send(first);
-  const answerLength = decode(h.take()[0]!).payloadLength;
-  h.ackTo(isn + 1 + answerLength);
-  const second = framedQuery('missing.lab.test', 2);
-  h.send(second);
-  const secondLength = decode(h.take()[0]!).payloadLength;
-  h.ackTo(isn + 1 + answerLength + secondLength);
-  assert.equal(h.responder.flows.size, 0);
+for (const remembered of [true, false]) {
+  test(`a delayed duplicate of an old query, arriving after its flow was released, is not answered again (${remembered ? 'numbers remembered' : 'without the table'})`, () => {
+    const h = new Harness({ answerAtOnce: true, config: remembered ? {} : { recentConnections: 0 } });
+    const isn = h.handshake();
+    const first = framedQuery('www.lab.test', 1);
+    const firstSeq = h.clientSeq;
+    h.send(first);
+    const answerLength = decode(h.take()[0]!).payloadLength;
+    h.ackTo(isn + 1 + answerLength);
+    const second = framedQuery('missing.lab.test', 2);
+    h.send(second);
+    const secondLength = decode(h.take()[0]!).payloadLength;
+    h.ackTo(isn + 1 + answerLength + secondLength);
+    assert.equal(h.responder.flows.size, 0);
 
-  // The network delivers an old copy of the first query: it looks like a new request.
-  assert.equal(h.segment({ flags: TcpFlag.ACK | TcpFlag.PSH, data: first, seq: firstSeq, ack: isn + 1 }), Outcome.DATA);
-  h.take();
-  // The client, which has all our data, sends its next query acknowledging all of it.
-  const third = framedQuery('www.lab.test', 3);
-  assert.equal(h.send(third), Outcome.DATA);
-  const [answer] = h.take();
-  checkPacket(answer!, h.ip(), tcp(seqNum((isn + 1 + answerLength + secondLength) >>> 0), ackNum(h.clientSeq), payload(h.answerFor(third.subarray(2)))));
-  assert.equal(h.responder.events[TcpEvent.STALE_FLOWS], 1);
-});
+    // The network delivers an old copy of the first query.
+    const duplicate = h.segment({ flags: TcpFlag.ACK | TcpFlag.PSH, data: first, seq: firstSeq, ack: isn + 1 });
+    if (remembered) {
+      // Known to be old: acknowledged where the stream stands, nothing more (RFC 9293 §3.10.7.4).
+      assert.equal(duplicate, Outcome.DUPLICATE);
+      checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.ACK), seqNum((isn + 1 + answerLength + secondLength) >>> 0), ackNum(h.clientSeq), payloadLength(0)));
+      assert.equal(h.messages.length, 2);
+    } else {
+      // It looks like a new request; its answer goes to sequence numbers the client already holds.
+      assert.equal(duplicate, Outcome.DATA);
+      h.take();
+    }
+    // The client, which has all our data, sends its next query acknowledging all of it.
+    const third = framedQuery('www.lab.test', 3);
+    assert.equal(h.send(third), Outcome.DATA);
+    const [answer] = h.take();
+    checkPacket(answer!, h.ip(), tcp(seqNum((isn + 1 + answerLength + secondLength) >>> 0), ackNum(h.clientSeq), payload(h.answerFor(third.subarray(2)))));
+    assert.equal(h.responder.events[TcpEvent.STALE_FLOWS], remembered ? 0 : 1);
+  });
+}
 
 test('the ACK of a request waits for its answer to carry it, and goes alone once the delay passes', () => {
   const h = new Harness();
