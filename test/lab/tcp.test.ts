@@ -14,9 +14,8 @@
  * 4. Segments without a handshake (data with a random ACK, with and without a random TSecr) get a
  *    bare RST, never data; on a connection with soft state, an RST outside the window is ignored
  *    and an RST inside it or a SYN get a challenge ACK (RFC 5961), and the connection carries on.
- *
- * (IPv6 at a 1280-byte MTU — a 4 KB answer in unfragmented packets of at most 1280 bytes — is
- * proved in tcp-recovery.test.ts.)
+ * 5. A request lost while its connection holds no state, followed by the next: both answered.
+ * 6. IPv6 at a 1280-byte MTU: a 4 KB answer in unfragmented packets of at most 1280 bytes.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -517,5 +516,40 @@ describe('a request lost in the network while its connection is idle', () => {
     assert.equal(run.code, 0, `all three answered; got: ${run.stderr}\n${segments.map((s) => s.line).join('\n')}\n${await frontEnd.stop()}`);
     const answers = (JSON.parse(/^answers (.*)$/m.exec(run.stdout)![1]!) as string[]).map((hex) => Buffer.from(hex, 'hex'));
     assertAnswers(answers, queries);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// 6. IPv6 at the minimum MTU
+// ---------------------------------------------------------------------------------------------
+
+describe('IPv6 over a 1280-byte MTU', () => {
+  let lab: Lab;
+  before(async () => {
+    requireTools('tcpdump', 'dig');
+    lab = await createLab({ mtu: 1280 });
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('a 4 KB answer arrives whole, in packets of at most 1280 bytes, with no IPv6 fragments', async () => {
+    const frontEnd = await startFrontEnd(lab);
+    // -e prints the link-layer length of every frame; the IPv6 packet is 14 bytes shorter.
+    const tcpdump = lab.spawn('server', ['tcpdump', '-i', lab.serverInterface, '-n', '-l', '-e', '--immediate-mode', 'ip6']);
+    let trace = '';
+    tcpdump.stdout?.on('data', (chunk: Buffer) => (trace += chunk.toString()));
+    await lab.waitForLine(tcpdump, /listening on/, 5000);
+    const dig = await lab.exec('client', ['dig', '+tcp', '+tries=1', `@${lab.serverV6}`, LAB_ZONE.big.name, 'TXT']);
+    assert.match(dig.stdout, new RegExp(`MSG SIZE\\s+rcvd: ${LAB_ZONE.big.responseBytes}$`, 'm'));
+    await sleep(300);
+    await lab.stop(tcpdump);
+    await frontEnd.stop();
+    const frames = [...trace.matchAll(/length (\d+): (.*)$/gm)];
+    assert.ok(frames.length >= 6, trace);
+    assert.doesNotMatch(trace, /frag/i, 'no IPv6 fragment headers');
+    const largest = Math.max(...frames.map((m) => Number(m[1]) - 14));
+    assert.ok(largest <= 1280, `largest IPv6 packet ${largest} bytes`);
+    assert.equal(largest, 1280, 'full-sized segments: 40 + 32 + 1208 bytes');
   });
 });
