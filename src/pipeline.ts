@@ -1,5 +1,6 @@
 /**
- * One shard's packet path, from a captured frame to the packets sent back:
+ * One shard's packet path, from a captured frame to the packets sent back (DNS shown; HTTP is
+ * the same with the HTTP relay and a backend web server):
  *
  *   frame ──decodeFrame──▶ Segment ──Responder──▶ SYN+ACK / ACK / RST / retransmissions
  *                                          └────▶ whole messages ──DnsRelay──▶ upstream (UDP)
@@ -16,6 +17,9 @@ import type { SynCookies } from './tcp/cookie.js';
 import type { Flow } from './tcp/flow.js';
 import { DnsRelay, type RelayConfig, type UpstreamTransport } from './dns/relay.js';
 import { plausibleQueryStart, wholeMessages } from './dns/message.js';
+import { HttpRelay } from './http/relay.js';
+import { plausibleRequestStart, wholeRequests } from './http/request.js';
+import type { HttpBackend } from './io/http-backend.js';
 
 /** Sends one IP packet to `dst` (implemented by io/raw-send.ts). */
 export interface PacketSender {
@@ -25,28 +29,22 @@ export interface PacketSender {
 /** IPv6 header (40) + TCP header with options (60) + the largest payload we cut (one MSS ≤ 65535). */
 const MAX_PACKET = 40 + 60 + 65535;
 
-export class DnsPipeline implements SegmentSink {
+/**
+ * One shard's TCP path, whatever the application: decode, respond, emit, send. Subclasses add
+ * the application (DNS relay, HTTP relay) and its timers.
+ */
+export abstract class TcpPipeline implements SegmentSink {
   readonly decodeCounts = new Float64Array(DECODE_RESULT_NAMES.length);
   readonly outcomeCounts = new Float64Array(OUTCOME_NAMES.length);
-  readonly relay: DnsRelay<Flow>;
-  readonly responder: Responder;
+  abstract readonly responder: Responder;
   private readonly segment = new Segment();
   private readonly packet = Buffer.alloc(MAX_PACKET);
 
   constructor(
     private readonly linkType: LinkType,
     private readonly checksumPolicy: ChecksumPolicy,
-    cookies: SynCookies,
-    tcp: Omit<ResponderConfig, 'framer' | 'plausibleStart'>,
     private readonly sender: PacketSender,
-    relayConfig: RelayConfig,
-    upstream: UpstreamTransport,
-    fillRandom: (bytes: Uint8Array) => void,
-  ) {
-    this.relay = new DnsRelay<Flow>(relayConfig, upstream, fillRandom);
-    this.responder = new Responder({ ...tcp, framer: wholeMessages, plausibleStart: plausibleQueryStart }, cookies, this, this.relay);
-    this.relay.attach(this.responder);
-  }
+  ) {}
 
   /** Handles one captured frame `frame[0, length)`; the frame is not used after this returns. */
   handleFrame(frame: Uint8Array, length: number, nowMs: number): void {
@@ -57,15 +55,59 @@ export class DnsPipeline implements SegmentSink {
     this.outcomeCounts[this.responder.handleSegment(seg, nowMs)]!++;
   }
 
-  /** Timers: TCP retransmission and eviction, upstream timeouts. Call every few milliseconds. */
+  /** Timers: TCP retransmission and eviction, and the application's. Call every few milliseconds. */
   tick(nowMs: number): void {
     this.responder.tick(nowMs);
-    this.relay.expire(nowMs);
   }
 
   /** SegmentSink: emit one segment and send it. */
   send(header: ReplyHeader, payload: Uint8Array | null, offset: number, length: number): void {
     const n = emitReply(header, payload, offset, length, this.packet, 0);
     this.sender.send(header.family, this.packet, n, header.dstAddr);
+  }
+}
+
+export class DnsPipeline extends TcpPipeline {
+  readonly relay: DnsRelay<Flow>;
+  readonly responder: Responder;
+
+  constructor(
+    linkType: LinkType,
+    checksumPolicy: ChecksumPolicy,
+    cookies: SynCookies,
+    tcp: Omit<ResponderConfig, 'framer' | 'plausibleStart'>,
+    sender: PacketSender,
+    relayConfig: RelayConfig,
+    upstream: UpstreamTransport,
+    fillRandom: (bytes: Uint8Array) => void,
+  ) {
+    super(linkType, checksumPolicy, sender);
+    this.relay = new DnsRelay<Flow>(relayConfig, upstream, fillRandom);
+    this.responder = new Responder({ ...tcp, framer: wholeMessages, plausibleStart: plausibleQueryStart }, cookies, this, this.relay);
+    this.relay.attach(this.responder);
+  }
+
+  override tick(nowMs: number): void {
+    super.tick(nowMs);
+    this.relay.expire(nowMs);
+  }
+}
+
+export class HttpPipeline extends TcpPipeline {
+  readonly relay: HttpRelay;
+  readonly responder: Responder;
+
+  constructor(
+    linkType: LinkType,
+    checksumPolicy: ChecksumPolicy,
+    cookies: SynCookies,
+    tcp: Omit<ResponderConfig, 'framer' | 'plausibleStart'>,
+    sender: PacketSender,
+    backend: HttpBackend,
+  ) {
+    super(linkType, checksumPolicy, sender);
+    this.relay = new HttpRelay(backend);
+    this.responder = new Responder({ ...tcp, framer: wholeRequests, plausibleStart: plausibleRequestStart }, cookies, this, this.relay);
+    this.relay.attach(this.responder);
   }
 }

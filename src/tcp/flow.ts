@@ -112,6 +112,10 @@ export class Flow {
   answersOwed = 0;
   /** Set when the connection was reset or evicted: the application must not send any more. */
   closed = false;
+  /** The application asked to close once its answers are sent (`Responder.closeWhenAnswered`). */
+  closeRequested = false;
+  /** `answerPart` found the send queue full: call the application's `onDrain` once it halves. */
+  drainWanted = false;
 
   /** Sequence space in flight: bytes and FIN sent but not acknowledged. */
   get inFlight(): number {

@@ -44,6 +44,10 @@ export interface TcpApplication {
    * the call. For each answer it will give, the application calls `responder.expectAnswer(flow)`.
    */
   onMessages(flow: Flow, buf: Uint8Array, offset: number, length: number, nowMs: number): void;
+  /** After `answerPart` returned false: the flow's send queue has drained to half its bound. */
+  onDrain?(flow: Flow, nowMs: number): void;
+  /** The connection was reset or given up while answers were still owed on it: stop producing them. */
+  onClosed?(flow: Flow): void;
 }
 
 export interface ResponderConfig {
@@ -64,6 +68,8 @@ export interface ResponderConfig {
   maxFlows: number;
   /** Most bytes queued in all flows at once; past it new data is not acknowledged. */
   maxQueuedBytes: number;
+  /** Bytes queued on one flow above which `answerPart` asks the application to wait (`onDrain`). */
+  sendBufferBytes: number;
   /** Slots of the table remembering where idle connections left their sequence numbers (recent.ts; 25 bytes each). */
   recentConnections: number;
   /** Retransmission timeout: initial and upper bound (RFC 6298 §2, §5.5), and tries before giving up. */
@@ -83,6 +89,8 @@ export const DEFAULT_RESPONDER_CONFIG: Omit<ResponderConfig, 'framer' | 'plausib
   maxFlows: 65536,
   maxQueuedBytes: 256 * 1024 * 1024,
   recentConnections: 65536,
+  // Twice the largest window a client can offer us without window scaling.
+  sendBufferBytes: 2 * 65535,
   // Linux's minimum RTO; the lab and data-centre RTTs are far below it.
   initialRtoMs: 200,
   maxRtoMs: 8000,
@@ -229,6 +237,33 @@ export class Responder {
     flow.sendQueue.append(data, offset, length);
     this.queuedBytes += length;
     this.settle(flow, nowMs);
+  }
+
+  /**
+   * Part of an answer the application is still producing (an HTTP body as it streams in from the
+   * backend): queued and sent like `answer`, but the answer stays owed. Returns false once the
+   * flow holds `sendBufferBytes` or more — the application then waits for `onDrain` — or if the
+   * connection is closed.
+   */
+  answerPart(flow: Flow, data: Uint8Array, offset: number, length: number, nowMs: number): boolean {
+    if (flow.closed) return false;
+    flow.sendQueue.append(data, offset, length);
+    this.queuedBytes += length;
+    this.settle(flow, nowMs);
+    if (flow.sendQueue.length < this.config.sendBufferBytes) return true;
+    flow.drainWanted = true;
+    return false;
+  }
+
+  /** Close our side once every owed answer is sent (HTTP `Connection: close`). */
+  closeWhenAnswered(flow: Flow, nowMs: number): void {
+    flow.closeRequested = true;
+    this.settle(flow, nowMs);
+  }
+
+  /** Gives up on the connection: RST, state dropped (an answer that broke off half-way). */
+  reset(flow: Flow, nowMs: number): void {
+    if (!flow.closed) this.abort(flow, nowMs);
   }
 
   /** Timers: delayed ACKs, retransmission and window probes (RFC 6298, RFC 9293 §3.8.6.1), idle eviction. */
@@ -536,6 +571,10 @@ export class Responder {
     flow.retransmits = 0;
     flow.rtoMs = this.config.initialRtoMs;
     flow.lastSendMs = nowMs; // RFC 6298 (5.3): restart the timer on an ACK of new data
+    if (flow.drainWanted && flow.sendQueue.length <= this.config.sendBufferBytes / 2) {
+      flow.drainWanted = false;
+      this.app.onDrain?.(flow, nowMs);
+    }
   }
 
   private onReset(flow: Flow, seg: Segment, nowMs: number): Outcome {
@@ -563,7 +602,7 @@ export class Responder {
     const nothingOwed = flow.answersOwed === 0 && flow.receiveQueue.length === 0;
     // Without timestamps an idle connection cannot be recognised later, so it closes like one
     // with --close-after-response (see cookie.ts).
-    const closeWhenIdle = this.config.closeAfterResponse || !flow.useTimestamps || flow.clientFin;
+    const closeWhenIdle = this.config.closeAfterResponse || !flow.useTimestamps || flow.clientFin || flow.closeRequested;
     if (!flow.finQueued && nothingOwed && closeWhenIdle) flow.finQueued = true;
     this.flush(flow, nowMs);
     if (nothingOwed && flow.sendQueue.length === 0 && (!flow.finQueued || (flow.finSent && !flow.finInFlight))) {
@@ -699,6 +738,9 @@ export class Responder {
     // where it stands (recent.ts), unless it is over — reset, aborted, or closed by the client.
     if (!flow.closed && !flow.clientFin) this.recent.remember(flow.idHigh, flow.idLow, flow.rcvNxt, flow.sndMax, flow.finSent, nowMs);
     // A released flow the application still owes answers to is closed: they will be dropped.
-    if (flow.answersOwed > 0) flow.closed = true;
+    if (flow.answersOwed > 0) {
+      flow.closed = true;
+      this.app.onClosed?.(flow);
+    }
   }
 }
