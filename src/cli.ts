@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
  * `stateless-tcp dns --interface IF --listen ADDR:PORT [--listen …] --upstream ADDR:PORT`
+ * `stateless-tcp http --interface IF --listen ADDR:PORT [--listen …] --upstream http://HOST:PORT`
  *
  * Runs in the foreground; one line at start says what it listens on, SIGINT/SIGTERM stop it
  * cleanly (the nftables rule is removed), and any start-up problem is one line naming the fix.
@@ -8,7 +9,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { ChecksumPolicy } from './wire/segment.js';
 import { formatEndpoint, parseEndpoint, type Endpoint } from './endpoint.js';
-import { StartupError, startDnsFrontEnd, startKernelDnsFrontEnd } from './front-end.js';
+import { StartupError, startDnsFrontEnd, startHttpFrontEnd, startKernelDnsFrontEnd, type RunningFrontEnd } from './front-end.js';
 
 function endpointArgument(value: string, previous: Endpoint[] = []): Endpoint[] {
   try {
@@ -24,15 +25,10 @@ function positiveInteger(value: string): number {
   return n;
 }
 
-interface DnsCommandOptions {
-  transport: 'raw' | 'kernel';
-  interface?: string;
-  listen: Endpoint[];
+interface DnsCommandOptions extends RawCommandOptions {
   upstream: Endpoint[];
   timeout: number;
-  checksums: 'verify' | 'ignore';
   closeAfterResponse: boolean;
-  cookieSecretFile?: string;
 }
 
 async function runDns(options: DnsCommandOptions): Promise<void> {
@@ -44,77 +40,119 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
     timeoutMs: options.timeout,
     closeAfterResponse: options.closeAfterResponse,
   };
-  let running;
-  if (options.transport === 'kernel') {
-    running = await startKernelDnsFrontEnd(common);
-  } else {
-    if (options.interface === undefined) throw new StartupError('the raw transport needs --interface IF (the interface the listen addresses are on)');
-    running = await startDnsFrontEnd({
-      ...common,
-      interface: options.interface,
-      checksumPolicy: options.checksums === 'ignore' ? ChecksumPolicy.IGNORE : ChecksumPolicy.VERIFY,
-      cookieSecretFile: options.cookieSecretFile,
-    });
-  }
-  console.log(
-    `stateless-tcp dns: listening on ${options.listen.map(formatEndpoint).join(', ')} ${running.description}` +
-      `, upstream ${formatEndpoint(upstream)} (pid ${process.pid})`,
-  );
+  const running =
+    options.transport === 'kernel'
+      ? await startKernelDnsFrontEnd(common)
+      : await startDnsFrontEnd({ ...common, ...rawOptions(options) });
+  serve('dns', options.listen, running, `upstream ${formatEndpoint(upstream)}`);
+}
+
+interface HttpCommandOptions extends RawCommandOptions {
+  upstream: string;
+  timeout: number;
+}
+
+async function runHttp(options: HttpCommandOptions): Promise<void> {
+  if (options.transport === 'kernel') throw new StartupError('the http front end runs on the raw transport only (for now): leave out --transport');
+  const running = await startHttpFrontEnd({ ...rawOptions(options), listen: options.listen, closeAfterResponse: false, upstream: options.upstream, timeoutMs: options.timeout });
+  serve('http', options.listen, running, `backend ${options.upstream}`);
+}
+
+/** The options every raw front end shares. */
+interface RawCommandOptions {
+  transport: 'raw' | 'kernel';
+  interface?: string;
+  listen: Endpoint[];
+  checksums: 'verify' | 'ignore';
+  cookieSecretFile?: string;
+}
+
+function rawOptions(options: RawCommandOptions): { interface: string; checksumPolicy: ChecksumPolicy; cookieSecretFile: string | undefined } {
+  if (options.interface === undefined) throw new StartupError('the raw transport needs --interface IF (the interface the listen addresses are on)');
+  return {
+    interface: options.interface,
+    checksumPolicy: options.checksums === 'ignore' ? ChecksumPolicy.IGNORE : ChecksumPolicy.VERIFY,
+    cookieSecretFile: options.cookieSecretFile,
+  };
+}
+
+/** Runs a started front end in the foreground: start line, SIGHUP rotation, summary on stop. */
+function serve(kind: string, listen: Endpoint[], running: RunningFrontEnd, backend: string): void {
+  console.log(`stateless-tcp ${kind}: listening on ${listen.map(formatEndpoint).join(', ')} ${running.description}, ${backend} (pid ${process.pid})`);
   process.on('SIGHUP', () => {
     try {
       running.rotateSecret();
-      console.log('stateless-tcp dns: cookie secret rotated; the previous one is still accepted');
+      console.log(`stateless-tcp ${kind}: cookie secret rotated; the previous one is still accepted`);
     } catch (error) {
-      console.error(`stateless-tcp dns: cookie secret not rotated: ${(error as Error).message}`);
+      console.error(`stateless-tcp ${kind}: cookie secret not rotated: ${(error as Error).message}`);
     }
   });
   const stop = (signal: string): void => {
     running.stop();
-    console.log(`stateless-tcp dns: stopped on ${signal}: ${running.summary()}`);
+    console.log(`stateless-tcp ${kind}: stopped on ${signal}: ${running.summary()}`);
     process.exit(0);
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
 }
 
+/** Options both commands take, in the same words. */
+function withRawOptions(command: Command): Command {
+  return command
+    .option('-i, --interface <name>', 'interface to capture on, the one the listen addresses are on (raw transport)')
+    .requiredOption('-l, --listen <addr:port>', 'address and port to answer on; repeat for more (IPv6: [2001:2::2]:53)', endpointArgument)
+    .option(
+      '--transport <raw|kernel>',
+      'raw: stateless, from captured packets (needs root); kernel: ordinary TCP sockets, the fallback and baseline',
+      'raw',
+    )
+    .option(
+      '--cookie-secret-file <file>',
+      'SYN cookie secret shared by instances: 32 hex digits; re-read on SIGHUP to rotate it ' +
+        '(default: $STATELESS_TCP_COOKIE_SECRET, else random)',
+    )
+    .option(
+      '--checksums <verify|ignore>',
+      'verify checksums of captured packets; "ignore" when clients on the same host send with checksum offload',
+      'verify',
+    );
+}
+
+function checkRawOptions(options: RawCommandOptions): void {
+  if (options.transport !== 'raw' && options.transport !== 'kernel') {
+    throw new StartupError(`--transport takes raw or kernel, not "${options.transport as string}"`);
+  }
+  if (options.checksums !== 'verify' && options.checksums !== 'ignore') {
+    throw new StartupError(`--checksums takes verify or ignore, not "${options.checksums as string}"`);
+  }
+}
+
 const program = new Command('stateless-tcp')
   .description('A TCP front end that keeps no per-connection state: answers from raw packets, relays to a backend.');
 
-program
-  .command('dns')
-  .description('DNS over TCP front end relaying each query over UDP to a resolver')
-  .option('-i, --interface <name>', 'interface to capture on, the one the listen addresses are on (raw transport)')
-  .requiredOption('-l, --listen <addr:port>', 'address and port to answer on; repeat for more (IPv6: [2001:2::2]:53)', endpointArgument)
+withRawOptions(
+  program.command('dns').description('DNS over TCP front end relaying each query over UDP to a resolver'),
+)
   .requiredOption('-u, --upstream <addr:port>', 'UDP resolver to relay queries to', endpointArgument)
-  .option(
-    '--transport <raw|kernel>',
-    'raw: stateless, from captured packets (needs root); kernel: ordinary TCP sockets, the fallback and baseline',
-    'raw',
-  )
   .option('--timeout <ms>', 'answer SERVFAIL when the upstream has not answered within this time', positiveInteger, 2000)
   .option(
     '--close-after-response',
     "close each connection once its answers are sent (the talk's transaction mode); default: keep it open until the client closes",
     false,
   )
-  .option(
-    '--cookie-secret-file <file>',
-    'SYN cookie secret shared by instances: 32 hex digits; re-read on SIGHUP to rotate it ' +
-      '(default: $STATELESS_TCP_COOKIE_SECRET, else random)',
-  )
-  .option(
-    '--checksums <verify|ignore>',
-    'verify checksums of captured packets; "ignore" when clients on the same host send with checksum offload',
-    'verify',
-  )
   .action(async (options: DnsCommandOptions) => {
-    if (options.transport !== 'raw' && options.transport !== 'kernel') {
-      throw new StartupError(`--transport takes raw or kernel, not "${options.transport as string}"`);
-    }
-    if (options.checksums !== 'verify' && options.checksums !== 'ignore') {
-      throw new StartupError(`--checksums takes verify or ignore, not "${options.checksums as string}"`);
-    }
+    checkRawOptions(options);
     await runDns(options);
+  });
+
+withRawOptions(
+  program.command('http').description('HTTP/1.x front end relaying each request to a backend web server (keep-alive pool)'),
+)
+  .requiredOption('-u, --upstream <url>', 'backend web server, http://HOST:PORT')
+  .option('--timeout <ms>', 'answer 504 when the backend has sent no headers (or no body data) for this long', positiveInteger, 10_000)
+  .action(async (options: HttpCommandOptions) => {
+    checkRawOptions(options);
+    await runHttp(options);
   });
 
 program.parseAsync().catch((error: unknown) => {

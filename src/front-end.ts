@@ -5,12 +5,14 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { ChecksumPolicy, DECODE_RESULT_NAMES } from './wire/segment.js';
+import { ChecksumPolicy, DECODE_RESULT_NAMES, type LinkType } from './wire/segment.js';
 import { SynCookies } from './tcp/cookie.js';
-import { DEFAULT_RESPONDER_CONFIG, OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/responder.js';
+import { DEFAULT_RESPONDER_CONFIG, OUTCOME_NAMES, TCP_EVENT_NAMES, type ResponderConfig } from './tcp/responder.js';
 import { DnsRelay, RELAY_COUNTER_NAMES } from './dns/relay.js';
 import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
-import { DnsPipeline } from './pipeline.js';
+import { DnsPipeline, HttpPipeline, type TcpPipeline } from './pipeline.js';
+import { HTTP_COUNTER_NAMES } from './http/relay.js';
+import { UndiciBackend, probeHttpBackend } from './io/http-backend.js';
 import { openCapture, captureFilter, type Capture } from './io/capture.js';
 import { RawSender } from './io/raw-send.js';
 import { KernelTcpGuard } from './io/firewall.js';
@@ -18,17 +20,10 @@ import { UdpTcpUpstream, probeUpstream, type UpstreamAddress } from './io/upstre
 import { loadCookieSecret, type CookieSecret } from './io/secret.js';
 import type { Endpoint } from './endpoint.js';
 
-export interface DnsFrontEndOptions {
-  /** Capture interface (the raw transport only). */
-  interface: string;
-  listen: Endpoint[];
+export interface DnsFrontEndOptions extends RawFrontEndOptions {
   upstream: UpstreamAddress;
   /** Upstream answer timeout before SERVFAIL. */
   timeoutMs: number;
-  checksumPolicy: ChecksumPolicy;
-  closeAfterResponse: boolean;
-  /** File holding the shared SYN cookie secret (re-read on SIGHUP); else environment or random. */
-  cookieSecretFile?: string | undefined;
 }
 
 export interface RunningFrontEnd {
@@ -57,7 +52,33 @@ const CAPTURE_BUFFER_BYTES = 16 * 1024 * 1024;
 /** Timer resolution for retransmission and upstream timeouts. */
 const TICK_INTERVAL_MS = 10;
 
-export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<RunningFrontEnd> {
+/** What a raw (stateless) front end needs besides its application. */
+export interface RawFrontEndOptions {
+  /** Capture interface. */
+  interface: string;
+  listen: Endpoint[];
+  checksumPolicy: ChecksumPolicy;
+  closeAfterResponse: boolean;
+  /** File holding the shared SYN cookie secret (re-read on SIGHUP); else environment or random. */
+  cookieSecretFile?: string | undefined;
+}
+
+/** The application side of a raw front end: its pipeline, counters and resources. */
+interface RawApplication {
+  pipeline: TcpPipeline;
+  counters(): string[];
+  close(): void;
+}
+
+/**
+ * Starts capture, raw sender and firewall guard around the pipeline `build` makes. `probe` checks
+ * the backend first (a one-line problem, or null).
+ */
+async function startRawFrontEnd(
+  options: RawFrontEndOptions,
+  probe: () => Promise<string | null>,
+  build: (linkType: LinkType, cookies: SynCookies, sender: RawSender, tcp: Omit<ResponderConfig, 'framer' | 'plausibleStart'>) => Promise<RawApplication>,
+): Promise<RunningFrontEnd> {
   // "any" is libpcap's pseudo-device for all interfaces (Linux cooked capture).
   if (options.interface !== 'any' && !existsSync(`/sys/class/net/${options.interface}`)) {
     throw new StartupError(`interface ${options.interface} does not exist: pick one from \`ip link show\``);
@@ -79,7 +100,7 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
     );
   }
 
-  const problem = await probeUpstream(options.upstream, 2000);
+  const problem = await probe();
   if (problem !== null) {
     sender.close();
     throw new StartupError(problem);
@@ -96,12 +117,10 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
   process.on('exit', removeGuard);
 
   const cookies = new SynCookies(secret.secret);
-  let pipeline: DnsPipeline | undefined;
-  const upstream = new UdpTcpUpstream(options.upstream, (answer) => pipeline?.relay.handleUpstreamAnswer(answer, Date.now()));
+  let app: RawApplication | undefined;
   let capture: Capture;
   try {
-    await upstream.open();
-    // Packets are delivered from the event loop, so `pipeline` is set before the first one.
+    // Packets are delivered from the event loop, so `app` is set before the first one.
     capture = openCapture(
       {
         interface: options.interface,
@@ -109,20 +128,11 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
         snapLength: SNAP_LENGTH,
         bufferBytes: CAPTURE_BUFFER_BYTES,
       },
-      (frame, capturedLength) => pipeline!.handleFrame(frame, capturedLength, Date.now()),
+      (frame, capturedLength) => app!.pipeline.handleFrame(frame, capturedLength, Date.now()),
     );
-    pipeline = new DnsPipeline(
-      capture.linkType,
-      options.checksumPolicy,
-      cookies,
-      { ...DEFAULT_RESPONDER_CONFIG, closeAfterResponse: options.closeAfterResponse },
-      sender,
-      { timeoutMs: options.timeoutMs },
-      upstream,
-      (bytes) => randomFillSync(bytes),
-    );
+    app = await build(capture.linkType, cookies, sender, { ...DEFAULT_RESPONDER_CONFIG, closeAfterResponse: options.closeAfterResponse });
   } catch (error) {
-    upstream.close();
+    app?.close();
     sender.close();
     guard.remove();
     process.off('exit', removeGuard);
@@ -133,19 +143,20 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
     throw new StartupError(`cannot capture on ${options.interface}: ${message}`);
   }
 
-  const ticker = setInterval(() => pipeline!.tick(Date.now()), TICK_INTERVAL_MS);
-  const running = pipeline;
+  const running = app;
+  const ticker = setInterval(() => running.pipeline.tick(Date.now()), TICK_INTERVAL_MS);
   return {
     description: `at ${options.interface}, cookie secret ${secret.source}`,
     summary() {
       const pcap = capture.stats();
+      const { pipeline } = running;
       return [
-        ...counterPairs('decode.', DECODE_RESULT_NAMES, running.decodeCounts),
-        ...counterPairs('tcp.', OUTCOME_NAMES, running.outcomeCounts),
-        ...counterPairs('tcp.', TCP_EVENT_NAMES, running.responder.events),
-        `tcp.flows=${running.responder.flows.size}`,
-        `tcp.queued_bytes=${running.responder.queuedBytes}`,
-        ...counterPairs('dns.', RELAY_COUNTER_NAMES, running.relay.counts),
+        ...counterPairs('decode.', DECODE_RESULT_NAMES, pipeline.decodeCounts),
+        ...counterPairs('tcp.', OUTCOME_NAMES, pipeline.outcomeCounts),
+        ...counterPairs('tcp.', TCP_EVENT_NAMES, pipeline.responder.events),
+        `tcp.flows=${pipeline.responder.flows.size}`,
+        `tcp.queued_bytes=${pipeline.responder.queuedBytes}`,
+        ...running.counters(),
         `pcap.received=${pcap.received}`,
         `pcap.dropped=${pcap.dropped}`,
         `sent=${sender.stats.sent}`,
@@ -159,12 +170,46 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
     stop() {
       clearInterval(ticker);
       capture.close();
-      upstream.close();
+      running.close();
       sender.close();
       guard.remove();
       process.off('exit', removeGuard);
     },
   };
+}
+
+export function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<RunningFrontEnd> {
+  return startRawFrontEnd(
+    options,
+    () => probeUpstream(options.upstream, 2000),
+    async (linkType, cookies, sender, tcp) => {
+      let pipeline: DnsPipeline | undefined;
+      const upstream = new UdpTcpUpstream(options.upstream, (answer) => pipeline?.relay.handleUpstreamAnswer(answer, Date.now()));
+      await upstream.open();
+      pipeline = new DnsPipeline(linkType, options.checksumPolicy, cookies, tcp, sender, { timeoutMs: options.timeoutMs }, upstream, (bytes) => randomFillSync(bytes));
+      const dns = pipeline;
+      return { pipeline: dns, counters: () => counterPairs('dns.', RELAY_COUNTER_NAMES, dns.relay.counts), close: () => upstream.close() };
+    },
+  );
+}
+
+export interface HttpFrontEndOptions extends RawFrontEndOptions {
+  /** The backend web server, `http://host:port`. */
+  upstream: string;
+  /** How long the backend may take for its headers, and between body chunks, before 504. */
+  timeoutMs: number;
+}
+
+export function startHttpFrontEnd(options: HttpFrontEndOptions): Promise<RunningFrontEnd> {
+  return startRawFrontEnd(
+    options,
+    () => probeHttpBackend(options.upstream, 2000),
+    async (linkType, cookies, sender, tcp) => {
+      const backend = new UndiciBackend(options.upstream, options.timeoutMs);
+      const pipeline = new HttpPipeline(linkType, options.checksumPolicy, cookies, tcp, sender, backend);
+      return { pipeline, counters: () => counterPairs('http.', HTTP_COUNTER_NAMES, pipeline.relay.counts), close: () => void backend.close() };
+    },
+  );
 }
 
 /**

@@ -20,6 +20,7 @@ import { plausibleQueryStart, wholeMessages } from './dns/message.js';
 import { HttpRelay } from './http/relay.js';
 import { plausibleRequestStart, wholeRequests } from './http/request.js';
 import type { HttpBackend } from './io/http-backend.js';
+import { formatAddress } from './wire/format.js';
 
 /** Sends one IP packet to `dst` (implemented by io/raw-send.ts). */
 export interface PacketSender {
@@ -94,7 +95,7 @@ export class DnsPipeline extends TcpPipeline {
 }
 
 export class HttpPipeline extends TcpPipeline {
-  readonly relay: HttpRelay;
+  readonly relay: HttpRelay<Flow>;
   readonly responder: Responder;
 
   constructor(
@@ -106,8 +107,18 @@ export class HttpPipeline extends TcpPipeline {
     backend: HttpBackend,
   ) {
     super(linkType, checksumPolicy, sender);
-    this.relay = new HttpRelay(backend);
-    this.responder = new Responder({ ...tcp, framer: wholeRequests, plausibleStart: plausibleRequestStart }, cookies, this, this.relay);
-    this.relay.attach(this.responder);
+    const relay = new HttpRelay<Flow>(backend);
+    const responder = new Responder({ ...tcp, framer: wholeRequests, plausibleStart: plausibleRequestStart }, cookies, this, relay);
+    relay.attach({
+      expectAnswer: (flow) => responder.expectAnswer(flow),
+      answerPart: (flow, data, offset, length, nowMs) => responder.answerPart(flow, data, offset, length, nowMs),
+      answer: (flow, data, offset, length, nowMs) => responder.answer(flow, data, offset, length, nowMs),
+      closeWhenAnswered: (flow, nowMs) => responder.closeWhenAnswered(flow, nowMs),
+      reset: (flow, nowMs) => responder.reset(flow, nowMs),
+      isClosed: (flow) => flow.closed,
+      clientAddress: (flow) => formatAddress(flow.reply.dstAddr, 0, flow.reply.family),
+    });
+    this.relay = relay;
+    this.responder = responder;
   }
 }

@@ -5,7 +5,7 @@
  *
  *   request bytes ──parseRequest──▶ backend (undici pool, keep-alive) ──▶ status + headers + body
  *   ──▶ head re-written (hop-by-hop fields dropped, framing chosen for this client) ──▶ answerPart
- *       … body chunks, each waiting for `onDrain` when the flow's send queue is full
+ *       … body chunks, each waiting for `onDrain` when the connection's send queue is full
  *   ──▶ answer (the last bytes) ──▶ closeWhenAnswered if the connection is to close
  *
  * Errors are answered with a short body and `Connection: close`: 400 malformed request, 413 body
@@ -13,20 +13,25 @@
  * 504 backend too slow (RFC 9110 §15.6).
  */
 import { STATUS_CODES } from 'node:http';
-import type { Flow } from '../tcp/flow.js';
-import type { TcpApplication } from '../tcp/responder.js';
 import { BackendError, toBackendError, type BackendResponse, type HttpBackend } from '../io/http-backend.js';
 import { parseRequest, requestLength, type HttpRequest } from './request.js';
-import { formatAddress } from '../wire/format.js';
 
-/** What the relay needs from the TCP side (the Responder). */
-export interface ResponseSink {
-  expectAnswer(flow: Flow): void;
-  answerPart(flow: Flow, data: Uint8Array, offset: number, length: number, nowMs: number): boolean;
-  answer(flow: Flow, data: Uint8Array, offset: number, length: number, nowMs: number): void;
-  closeWhenAnswered(flow: Flow, nowMs: number): void;
+/**
+ * What the relay needs from the transport carrying connection `C` (the stateless responder, or
+ * kernel sockets): the responder's streaming answer calls, and two facts about a connection.
+ */
+export interface ResponseSink<C> {
+  expectAnswer(connection: C): void;
+  /** Queues part of a response; false once the connection's send buffer is full (wait for `onDrain`). */
+  answerPart(connection: C, data: Uint8Array, offset: number, length: number, nowMs: number): boolean;
+  /** The last bytes of a response. */
+  answer(connection: C, data: Uint8Array, offset: number, length: number, nowMs: number): void;
+  closeWhenAnswered(connection: C, nowMs: number): void;
   /** Gives up on the connection with RST (a response that broke off mid-body). */
-  reset(flow: Flow, nowMs: number): void;
+  reset(connection: C, nowMs: number): void;
+  isClosed(connection: C): boolean;
+  /** The client's address, for X-Forwarded-For. */
+  clientAddress(connection: C): string;
 }
 
 /** Counter indices of `HttpRelay.counts`. */
@@ -45,13 +50,16 @@ export const HTTP_COUNTER_NAMES: readonly string[] = ['requests', 'responses', '
 /** Hop-by-hop fields (RFC 9110 §7.6.1) and framing fields we set ourselves. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
 
-interface Connection {
+/** A connection's requests waiting for their responses. */
+interface Pending {
   /** Whole requests not yet answered, oldest first (pipelining: answered in this order). */
   readonly queue: Uint8Array[];
   busy: boolean;
   /** A request asked to close (or an error closes): later requests are not answered. */
   closing: boolean;
-  /** Resolves when the send queue has drained (`onDrain`) or the flow closed. */
+  /** Whether the transport takes more of the response now (false after `answerPart` said so, until `onDrain`). */
+  room: boolean;
+  /** Wakes a response waiting for room (`onDrain`, or the connection closed). */
   drained: (() => void) | null;
 }
 
@@ -59,17 +67,17 @@ const EMPTY = new Uint8Array(0);
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 const CRLF = Buffer.from('\r\n', 'latin1');
 
-export class HttpRelay implements TcpApplication {
+export class HttpRelay<C> {
   readonly counts = new Float64Array(HTTP_COUNTER_NAMES.length);
-  private readonly connections = new Map<Flow, Connection>();
-  private sink: ResponseSink | null = null;
+  private readonly connections = new Map<C, Pending>();
+  private sink: ResponseSink<C> | null = null;
 
   constructor(
     private readonly backend: HttpBackend,
     private readonly now: () => number = Date.now,
   ) {}
 
-  attach(sink: ResponseSink): void {
+  attach(sink: ResponseSink<C>): void {
     this.sink = sink;
   }
 
@@ -78,78 +86,84 @@ export class HttpRelay implements TcpApplication {
     return this.connections.size;
   }
 
-  onMessages(flow: Flow, buf: Uint8Array, offset: number, length: number): void {
-    let connection = this.connections.get(flow);
-    if (connection === undefined) {
-      connection = { queue: [], busy: false, closing: false, drained: null };
-      this.connections.set(flow, connection);
+  onMessages(connection: C, buf: Uint8Array, offset: number, length: number): void {
+    let pending = this.connections.get(connection);
+    if (pending === undefined) {
+      pending = { queue: [], busy: false, closing: false, room: true, drained: null };
+      this.connections.set(connection, pending);
     }
     const end = offset + length;
     for (let p = offset; p < end; ) {
       const n = requestLength(buf, p, end);
       const size = n > 0 ? n : end - p; // unusable bytes: one "request" that gets its error
-      if (!connection.closing) {
-        connection.queue.push(buf.slice(p, p + size));
-        this.sink!.expectAnswer(flow);
+      if (!pending.closing) {
+        pending.queue.push(buf.slice(p, p + size));
+        this.sink!.expectAnswer(connection);
         this.counts[HttpCounter.REQUESTS]!++;
       }
       p += size;
     }
-    if (!connection.busy) void this.serve(flow, connection);
+    if (!pending.busy) void this.serve(connection, pending);
   }
 
-  onDrain(flow: Flow): void {
-    const connection = this.connections.get(flow);
-    const wake = connection?.drained;
-    if (connection !== undefined && wake !== null && wake !== undefined) {
-      connection.drained = null;
-      wake();
-    }
+  onDrain(connection: C): void {
+    const pending = this.connections.get(connection);
+    if (pending === undefined) return;
+    // The ACK that drained the queue may come before the response starts waiting: remember it.
+    pending.room = true;
+    const wake = pending.drained;
+    pending.drained = null;
+    wake?.();
   }
 
-  onClosed(flow: Flow): void {
+  onClosed(connection: C): void {
     this.counts[HttpCounter.ABANDONED]!++;
-    this.onDrain(flow); // a response waiting for space finds the flow closed and stops
-    this.connections.delete(flow);
+    this.onDrain(connection); // a response waiting for space finds the connection closed and stops
+    this.connections.delete(connection);
   }
 
   /** Answers the queued requests of one connection, one after the other. */
-  private async serve(flow: Flow, connection: Connection): Promise<void> {
-    connection.busy = true;
+  private async serve(connection: C, pending: Pending): Promise<void> {
+    pending.busy = true;
     try {
-      while (connection.queue.length > 0 && !flow.closed) {
-        const bytes = connection.queue.shift()!;
+      while (pending.queue.length > 0 && !this.sink!.isClosed(connection)) {
+        const bytes = pending.queue.shift()!;
         const parsed = parseRequest(bytes, 0, bytes.length);
         if ('status' in parsed) {
           this.counts[HttpCounter.BAD_REQUESTS]!++;
-          this.respondWithError(flow, connection, parsed.status);
+          this.respondWithError(connection, pending, parsed.status);
         } else {
-          await this.relay(flow, connection, parsed);
+          await this.relay(connection, pending, parsed);
         }
       }
+    } catch {
+      // Not expected (backend failures are handled in relay()): never let one connection's
+      // trouble end the process; break that connection instead.
+      this.counts[HttpCounter.BROKEN_RESPONSES]!++;
+      if (!this.sink!.isClosed(connection)) this.sink!.reset(connection, this.now());
     } finally {
-      connection.busy = false;
-      if (connection.queue.length === 0 && this.connections.get(flow) === connection) this.connections.delete(flow);
+      pending.busy = false;
+      if (pending.queue.length === 0 && this.connections.get(connection) === pending) this.connections.delete(connection);
     }
   }
 
-  private async relay(flow: Flow, connection: Connection, request: HttpRequest): Promise<void> {
+  private async relay(connection: C, pending: Pending, request: HttpRequest): Promise<void> {
     const sink = this.sink!;
     let response: BackendResponse;
     try {
       response = await this.backend.request({
         method: request.method,
         path: request.target,
-        headers: forwardedHeaders(request, formatAddress(flow.reply.dstAddr, 0, flow.reply.family)),
+        headers: forwardedHeaders(request, this.sink!.clientAddress(connection)),
         body: request.body.length > 0 ? request.body : null,
       });
     } catch (error) {
       const failure = error instanceof BackendError ? error : toBackendError(error);
       this.counts[failure.kind === 'timeout' ? HttpCounter.BACKEND_TIMEOUTS : HttpCounter.BACKEND_UNREACHABLE]!++;
-      this.respondWithError(flow, connection, failure.kind === 'timeout' ? 504 : 502);
+      this.respondWithError(connection, pending, failure.kind === 'timeout' ? 504 : 502);
       return;
     }
-    if (flow.closed) {
+    if (this.sink!.isClosed(connection)) {
       response.body.destroy();
       return;
     }
@@ -160,7 +174,7 @@ export class HttpRelay implements TcpApplication {
     // Without a length, HTTP/1.1 clients get chunked; HTTP/1.0 clients get the body up to our FIN.
     const chunked = !noBody && length === undefined && request.minorVersion === 1;
     const keepAlive = request.keepAlive && (noBody || length !== undefined || chunked);
-    if (!keepAlive) this.startClosing(flow, connection);
+    if (!keepAlive) this.startClosing(connection, pending);
 
     let head = `HTTP/1.1 ${response.status} ${STATUS_CODES[response.status] ?? 'Unknown'}\r\n`;
     for (const [name, value] of response.headers) {
@@ -171,26 +185,26 @@ export class HttpRelay implements TcpApplication {
     head += keepAlive ? (request.minorVersion === 0 ? 'connection: keep-alive\r\n' : '') : 'connection: close\r\n';
     head += '\r\n';
     const headBytes = Buffer.from(head, 'latin1');
-    let room = sink.answerPart(flow, headBytes, 0, headBytes.length, this.now());
+    pending.room = sink.answerPart(connection, headBytes, 0, headBytes.length, this.now());
 
     try {
       if (!noBody) {
         for await (const chunk of response.body) {
           if (chunk.length === 0) continue;
-          if (!room) {
-            await new Promise<void>((resolve) => (connection.drained = resolve));
-            if (flow.closed) {
+          if (!pending.room) {
+            await new Promise<void>((resolve) => (pending.drained = resolve));
+            if (this.sink!.isClosed(connection)) {
               response.body.destroy();
               return;
             }
           }
           if (chunked) {
             const size = Buffer.from(`${chunk.length.toString(16)}\r\n`, 'latin1');
-            sink.answerPart(flow, size, 0, size.length, this.now());
-            sink.answerPart(flow, chunk, 0, chunk.length, this.now());
-            room = sink.answerPart(flow, CRLF, 0, CRLF.length, this.now());
+            sink.answerPart(connection, size, 0, size.length, this.now());
+            sink.answerPart(connection, chunk, 0, chunk.length, this.now());
+            pending.room = sink.answerPart(connection, CRLF, 0, CRLF.length, this.now());
           } else {
-            room = sink.answerPart(flow, chunk, 0, chunk.length, this.now());
+            pending.room = sink.answerPart(connection, chunk, 0, chunk.length, this.now());
           }
         }
       } else {
@@ -199,33 +213,33 @@ export class HttpRelay implements TcpApplication {
     } catch (error) {
       // The head is out: nothing can say "error" any more but breaking the connection.
       this.counts[toBackendError(error).kind === 'timeout' ? HttpCounter.BACKEND_TIMEOUTS : HttpCounter.BROKEN_RESPONSES]!++;
-      if (!flow.closed) sink.reset(flow, this.now());
+      if (!this.sink!.isClosed(connection)) sink.reset(connection, this.now());
       return;
     }
     this.counts[HttpCounter.RESPONSES]!++;
     const last = chunked ? LAST_CHUNK : EMPTY;
-    sink.answer(flow, last, 0, last.length, this.now());
+    sink.answer(connection, last, 0, last.length, this.now());
   }
 
   /** An error response with `Connection: close`; the requests queued after it are dropped. */
-  private respondWithError(flow: Flow, connection: Connection, status: number): void {
-    this.startClosing(flow, connection);
+  private respondWithError(connection: C, pending: Pending, status: number): void {
+    this.startClosing(connection, pending);
     const reason = STATUS_CODES[status] ?? 'Error';
     const body = `${status} ${reason}\n`;
     const message = Buffer.from(
       `HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
       'latin1',
     );
-    this.sink!.answer(flow, message, 0, message.length, this.now());
+    this.sink!.answer(connection, message, 0, message.length, this.now());
   }
 
   /** No more requests are answered on this connection; our FIN follows the last response. */
-  private startClosing(flow: Flow, connection: Connection): void {
-    if (connection.closing) return;
-    connection.closing = true;
+  private startClosing(connection: C, pending: Pending): void {
+    if (pending.closing) return;
+    pending.closing = true;
     // Requests pipelined behind this one get no answer: release what was owed for them.
-    for (const _ of connection.queue.splice(0)) this.sink!.answer(flow, EMPTY, 0, 0, this.now());
-    this.sink!.closeWhenAnswered(flow, this.now());
+    for (const _ of pending.queue.splice(0)) this.sink!.answer(connection, EMPTY, 0, 0, this.now());
+    this.sink!.closeWhenAnswered(connection, this.now());
   }
 }
 
@@ -239,7 +253,9 @@ function forwardedHeaders(request: HttpRequest, clientAddress: string): [string,
   let forwardedFor: string | null = null;
   for (const [name, value] of request.headers) {
     const lower = name.toLowerCase();
-    if (named.has(lower) || lower === 'content-length') continue;
+    // Content-Length: undici sets it for the body we pass. Expect: the whole body is already
+    // here (requests are relayed whole), so there is nothing left to continue.
+    if (named.has(lower) || lower === 'content-length' || lower === 'expect') continue;
     if (lower === 'x-forwarded-for') forwardedFor = forwardedFor === null ? value : `${forwardedFor}, ${value}`;
     else headers.push([name, value]);
   }

@@ -1,6 +1,7 @@
 /**
  * The backend web server, through a pooled keep-alive HTTP/1.1 client (undici).
  */
+import net from 'node:net';
 import { Pool, errors } from 'undici';
 
 export interface BackendRequest {
@@ -63,6 +64,9 @@ export class UndiciBackend implements HttpBackend {
         if (Array.isArray(value)) for (const v of value) headers.push([name, v]);
         else if (value !== undefined) headers.push([name, value]);
       }
+      // Errors reach the reader through its async iteration; abandoning a body with destroy()
+      // (the client went away, or HEAD) makes undici emit one more, which must not be fatal.
+      response.body.on('error', () => {});
       return { status: response.statusCode, headers, body: response.body };
     } catch (error) {
       throw toBackendError(error);
@@ -83,4 +87,39 @@ export function toBackendError(error: unknown): BackendError {
     return new BackendError('timeout', (error as Error).message);
   }
   return new BackendError('unreachable', error instanceof Error ? error.message : String(error));
+}
+
+/**
+ * Checks at start-up that `origin` is an `http://host:port` URL and that something accepts TCP
+ * connections there within `timeoutMs`; returns a one-line problem naming the fix, or null.
+ */
+export async function probeHttpBackend(origin: string, timeoutMs: number): Promise<string | null> {
+  let url: URL;
+  try {
+    url = new URL(origin);
+  } catch {
+    return `--upstream "${origin}" is not a URL: give http://HOST:PORT`;
+  }
+  if (url.protocol !== 'http:' || (url.pathname !== '/' && url.pathname !== '') || url.search !== '') {
+    return `--upstream "${origin}" must be http://HOST:PORT (plain HTTP, no path)`;
+  }
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  const port = Number(url.port || 80);
+  const fix = 'start the backend or correct --upstream';
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve(`backend ${url.host} did not accept a connection within ${timeoutMs} ms: ${fix}`);
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(null);
+    });
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      resolve(`backend ${url.host} is unreachable (${error.message}): ${fix}`);
+    });
+  });
 }

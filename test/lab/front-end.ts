@@ -1,5 +1,5 @@
 /**
- * Running the real `stateless-tcp dns` binary inside a lab's server namespace, for integration
+ * Running the real `stateless-tcp` binary (dns or http) inside a lab's server namespace, for integration
  * tests, the demo and benchmarks.
  */
 import type { ChildProcess } from 'node:child_process';
@@ -18,21 +18,21 @@ export interface RunningFrontEnd {
 }
 
 /** `stateless-tcp dns` on the lab's server interface, both addresses, port 53, relaying to unbound. */
-export async function startFrontEnd(lab: Lab, extraArgs: readonly string[] = []): Promise<RunningFrontEnd> {
-  const child = lab.spawn('server', [
-    process.execPath,
-    CLI,
-    'dns',
-    '--interface',
-    lab.serverInterface,
-    '--listen',
-    `${lab.serverV4}:53`,
-    '--listen',
-    `[${lab.serverV6}]:53`,
-    '--upstream',
-    `${lab.upstream.v4.address}:${lab.upstream.v4.port}`,
-    ...extraArgs,
-  ]);
+export function startFrontEnd(lab: Lab, extraArgs: readonly string[] = []): Promise<RunningFrontEnd> {
+  return startCli(lab, ['dns', '--upstream', `${lab.upstream.v4.address}:${lab.upstream.v4.port}`, ...listenArgs(lab, 53), ...extraArgs]);
+}
+
+/** `stateless-tcp http` on the lab's server interface, both addresses, port 80, relaying to `origin`. */
+export function startHttpFrontEnd(lab: Lab, origin: string, extraArgs: readonly string[] = []): Promise<RunningFrontEnd> {
+  return startCli(lab, ['http', '--upstream', origin, ...listenArgs(lab, 80), ...extraArgs]);
+}
+
+function listenArgs(lab: Lab, port: number): string[] {
+  return ['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:${port}`, '--listen', `[${lab.serverV6}]:${port}`];
+}
+
+async function startCli(lab: Lab, args: readonly string[]): Promise<RunningFrontEnd> {
+  const child = lab.spawn('server', [process.execPath, CLI, ...args]);
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));

@@ -201,6 +201,9 @@ const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   tcpdump: 'tcpdump',
   nft: 'nftables',
   dnsperf: 'dnsperf',
+  nginx: 'nginx-light',
+  curl: 'curl',
+  wrk: 'wrk',
 };
 
 /**
