@@ -9,7 +9,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { ChecksumPolicy } from './wire/segment.js';
 import { formatEndpoint, parseEndpoint, type Endpoint } from './endpoint.js';
-import { StartupError, startDnsFrontEnd, startHttpFrontEnd, startKernelDnsFrontEnd, type RunningFrontEnd } from './front-end.js';
+import { StartupError, startDnsFrontEnd, startHttpFrontEnd, startKernelDnsFrontEnd, startKernelHttpFrontEnd, type RunningFrontEnd } from './front-end.js';
 
 function endpointArgument(value: string, previous: Endpoint[] = []): Endpoint[] {
   try {
@@ -53,8 +53,11 @@ interface HttpCommandOptions extends RawCommandOptions {
 }
 
 async function runHttp(options: HttpCommandOptions): Promise<void> {
-  if (options.transport === 'kernel') throw new StartupError('the http front end runs on the raw transport only (for now): leave out --transport');
-  const running = await startHttpFrontEnd({ ...rawOptions(options), listen: options.listen, closeAfterResponse: false, upstream: options.upstream, timeoutMs: options.timeout });
+  const common = { listen: options.listen, closeAfterResponse: false, upstream: options.upstream, timeoutMs: options.timeout };
+  const running =
+    options.transport === 'kernel'
+      ? await startKernelHttpFrontEnd(common)
+      : await startHttpFrontEnd({ ...common, ...rawOptions(options) });
   serve('http', options.listen, running, `backend ${options.upstream}`);
 }
 

@@ -11,7 +11,9 @@ import { DEFAULT_RESPONDER_CONFIG, OUTCOME_NAMES, TCP_EVENT_NAMES, type Responde
 import { DnsRelay, RELAY_COUNTER_NAMES } from './dns/relay.js';
 import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
 import { DnsPipeline, HttpPipeline, type TcpPipeline } from './pipeline.js';
-import { HTTP_COUNTER_NAMES } from './http/relay.js';
+import { HTTP_COUNTER_NAMES, HttpRelay } from './http/relay.js';
+import { wholeRequests } from './http/request.js';
+import { wholeMessages } from './dns/message.js';
 import { UndiciBackend, probeHttpBackend } from './io/http-backend.js';
 import { openCapture, captureFilter, type Capture } from './io/capture.js';
 import { RawSender } from './io/raw-send.js';
@@ -213,9 +215,41 @@ export function startHttpFrontEnd(options: HttpFrontEndOptions): Promise<Running
 }
 
 /**
- * The same relay over ordinary kernel TCP sockets (`--transport kernel`): no capture, no raw
+ * The same relays over ordinary kernel TCP sockets (`--transport kernel`): no capture, no raw
  * socket, no nftables rule.
  */
+async function startKernelFrontEnd(
+  listen: Endpoint[],
+  transport: KernelTransport,
+  counters: () => string[],
+  closeApplication: () => void,
+  tick: (nowMs: number) => void,
+): Promise<RunningFrontEnd> {
+  try {
+    await transport.listen(listen);
+  } catch (error) {
+    transport.close();
+    closeApplication();
+    throw new StartupError((error as Error).message);
+  }
+  const ticker = setInterval(() => tick(Date.now()), TICK_INTERVAL_MS);
+  return {
+    description: 'over kernel TCP sockets',
+    summary() {
+      const t = transport.stats;
+      return [`tcp.accepted=${t.accepted}`, `tcp.open=${t.open}`, `tcp.answers_dropped=${t.answersDropped}`, ...counters()].join(' ');
+    },
+    rotateSecret() {
+      throw new Error('the kernel transport uses no cookie secret');
+    },
+    stop() {
+      clearInterval(ticker);
+      transport.close();
+      closeApplication();
+    },
+  };
+}
+
 export async function startKernelDnsFrontEnd(options: Omit<DnsFrontEndOptions, 'interface' | 'checksumPolicy' | 'cookieSecretFile'>): Promise<RunningFrontEnd> {
   const problem = await probeUpstream(options.upstream, 2000);
   if (problem !== null) throw new StartupError(problem);
@@ -224,34 +258,29 @@ export async function startKernelDnsFrontEnd(options: Omit<DnsFrontEndOptions, '
   await upstream.open();
   relay = new DnsRelay<KernelConnection>({ timeoutMs: options.timeoutMs }, upstream, (bytes) => randomFillSync(bytes));
   const dns = relay;
-  const transport = new KernelTransport((connection, buf, offset, length, nowMs) => dns.onMessages(connection, buf, offset, length, nowMs), options.closeAfterResponse);
+  const transport = new KernelTransport(dns, wholeMessages, options.closeAfterResponse);
+  dns.attach(transport);
+  return startKernelFrontEnd(
+    options.listen,
+    transport,
+    () => counterPairs('dns.', RELAY_COUNTER_NAMES, dns.counts),
+    () => upstream.close(),
+    (nowMs) => dns.expire(nowMs),
+  );
+}
+
+export async function startKernelHttpFrontEnd(options: Omit<HttpFrontEndOptions, 'interface' | 'checksumPolicy' | 'cookieSecretFile'>): Promise<RunningFrontEnd> {
+  const problem = await probeHttpBackend(options.upstream, 2000);
+  if (problem !== null) throw new StartupError(problem);
+  const backend = new UndiciBackend(options.upstream, options.timeoutMs);
+  const relay = new HttpRelay<KernelConnection>(backend);
+  const transport = new KernelTransport(relay, wholeRequests, options.closeAfterResponse);
   relay.attach(transport);
-  try {
-    await transport.listen(options.listen);
-  } catch (error) {
-    transport.close();
-    upstream.close();
-    throw new StartupError((error as Error).message);
-  }
-  const ticker = setInterval(() => dns.expire(Date.now()), TICK_INTERVAL_MS);
-  return {
-    description: 'over kernel TCP sockets',
-    summary() {
-      const t = transport.stats;
-      return [
-        `tcp.accepted=${t.accepted}`,
-        `tcp.open=${t.open}`,
-        `tcp.answers_dropped=${t.answersDropped}`,
-        ...counterPairs('dns.', RELAY_COUNTER_NAMES, dns.counts),
-      ].join(' ');
-    },
-    rotateSecret() {
-      throw new Error('the kernel transport uses no cookie secret');
-    },
-    stop() {
-      clearInterval(ticker);
-      transport.close();
-      upstream.close();
-    },
-  };
+  return startKernelFrontEnd(
+    options.listen,
+    transport,
+    () => counterPairs('http.', HTTP_COUNTER_NAMES, relay.counts),
+    () => void backend.close(),
+    () => {},
+  );
 }

@@ -1,12 +1,13 @@
 /**
- * The same DNS relay over ordinary kernel TCP sockets (`--transport kernel`): the fallback where
- * raw sockets are not allowed, and the baseline the stateless transport is measured against.
- * The kernel keeps the connection state here — a socket, its buffers and TIME_WAIT — which is
- * exactly the cost the stateless transport avoids.
+ * The same relays (DNS, HTTP) over ordinary kernel TCP sockets (`--transport kernel`): the
+ * fallback where raw sockets are not allowed, and the baseline the stateless transport is
+ * measured against. The kernel keeps the connection state here — a socket, its buffers and
+ * TIME_WAIT — which is exactly the cost the stateless transport avoids.
  */
 import net from 'node:net';
 import type { AnswerSink } from '../dns/relay.js';
-import { wholeMessages } from '../dns/message.js';
+import type { ResponseSink } from '../http/relay.js';
+import type { MessageFramer } from '../tcp/responder.js';
 import { ByteQueue } from '../tcp/flow.js';
 import type { Endpoint } from '../endpoint.js';
 
@@ -18,7 +19,16 @@ export class KernelConnection {
   readonly received = new ByteQueue();
   answersOwed = 0;
   clientEnded = false;
+  /** The application asked to close once its answers are sent (HTTP `Connection: close`). */
+  closeRequested = false;
   constructor(readonly socket: net.Socket) {}
+}
+
+/** The application on top, as the stateless responder drives it (tcp/responder.ts TcpApplication). */
+export interface KernelApplication {
+  onMessages(connection: KernelConnection, buf: Uint8Array, offset: number, length: number, nowMs: number): void;
+  onDrain?(connection: KernelConnection): void;
+  onClosed?(connection: KernelConnection): void;
 }
 
 export interface KernelTransportStats {
@@ -27,12 +37,14 @@ export interface KernelTransportStats {
   answersDropped: number;
 }
 
-export class KernelTransport implements AnswerSink<KernelConnection> {
+export class KernelTransport implements AnswerSink<KernelConnection>, ResponseSink<KernelConnection> {
   readonly stats: KernelTransportStats = { accepted: 0, open: 0, answersDropped: 0 };
   private readonly servers: net.Server[] = [];
 
+  /** `framer` says how many bytes of what arrived are whole messages (as for the responder). */
   constructor(
-    private readonly onMessages: (connection: KernelConnection, buf: Uint8Array, offset: number, length: number, nowMs: number) => void,
+    private readonly app: KernelApplication,
+    private readonly framer: MessageFramer,
     private readonly closeAfterResponse: boolean,
   ) {}
 
@@ -66,14 +78,35 @@ export class KernelTransport implements AnswerSink<KernelConnection> {
 
   answer(connection: KernelConnection, data: Uint8Array, offset: number, length: number): void {
     connection.answersOwed--;
-    const socket = connection.socket;
-    if (socket.destroyed || !socket.writable) {
+    if (this.isClosed(connection)) {
       this.stats.answersDropped++;
       return;
     }
     // A copy: the relay reuses `data` for the next answer, and write(2) may happen later.
-    socket.write(Buffer.from(data.subarray(offset, offset + length)));
+    if (length > 0) connection.socket.write(Buffer.from(data.subarray(offset, offset + length)));
     this.closeIfDone(connection);
+  }
+
+  answerPart(connection: KernelConnection, data: Uint8Array, offset: number, length: number): boolean {
+    if (this.isClosed(connection)) return false;
+    return connection.socket.write(Buffer.from(data.subarray(offset, offset + length)));
+  }
+
+  closeWhenAnswered(connection: KernelConnection): void {
+    connection.closeRequested = true;
+    this.closeIfDone(connection);
+  }
+
+  reset(connection: KernelConnection): void {
+    connection.socket.resetAndDestroy();
+  }
+
+  isClosed(connection: KernelConnection): boolean {
+    return connection.socket.destroyed || !connection.socket.writable;
+  }
+
+  clientAddress(connection: KernelConnection): string {
+    return connection.socket.remoteAddress ?? '';
   }
 
   private accept(socket: net.Socket): void {
@@ -86,9 +119,9 @@ export class KernelTransport implements AnswerSink<KernelConnection> {
     socket.on('data', (chunk: Buffer) => {
       const queue = connection.received;
       queue.append(chunk, 0, chunk.length);
-      const whole = wholeMessages(queue.bytes, queue.start, queue.length);
+      const whole = this.framer(queue.bytes, queue.start, queue.length);
       if (whole > 0) {
-        this.onMessages(connection, queue.bytes, queue.start, whole, Date.now());
+        this.app.onMessages(connection, queue.bytes, queue.start, whole, Date.now());
         queue.consume(whole);
       }
     });
@@ -96,13 +129,17 @@ export class KernelTransport implements AnswerSink<KernelConnection> {
       connection.clientEnded = true;
       this.closeIfDone(connection);
     });
+    socket.on('drain', () => this.app.onDrain?.(connection));
     socket.on('error', () => socket.destroy());
-    socket.on('close', () => this.stats.open--);
+    socket.on('close', () => {
+      this.stats.open--;
+      if (connection.answersOwed > 0) this.app.onClosed?.(connection);
+    });
   }
 
   /** Half-close our side once no answer is owed and nothing partial is held (as the stateless transport). */
   private closeIfDone(connection: KernelConnection): void {
     if (connection.answersOwed > 0 || connection.received.length > 0) return;
-    if (this.closeAfterResponse || connection.clientEnded) connection.socket.end();
+    if (this.closeAfterResponse || connection.clientEnded || connection.closeRequested) connection.socket.end();
   }
 }

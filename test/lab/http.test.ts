@@ -195,3 +195,35 @@ describe('stateless-tcp http through a wire that loses 5 %, duplicates and reord
     assert.equal(counter(summary, 'tcp.flows'), 0, summary);
   });
 });
+
+describe('stateless-tcp http --transport kernel (ordinary TCP sockets)', () => {
+  let lab: Lab;
+  let frontEnd: RunningFrontEnd;
+  const body = randomBytes(MIB);
+  before(async () => {
+    requireTools('nginx', 'curl', 'wrk');
+    lab = await createLab({ unbound: false });
+    const nginx = await startNginx(lab);
+    await serveFile(nginx, 'one-mib.bin', body);
+    frontEnd = await startHttpFrontEnd(lab, nginx.origin, ['--transport', 'kernel']);
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('the same relay: 1 MiB byte-identical over IPv4 and IPv6, X-Forwarded-For, wrk with zero errors', async () => {
+    for (const url of ['http://198.18.0.2/one-mib.bin', 'http://[2001:2::2]/one-mib.bin']) {
+      const file = join(lab.tempDir, 'kernel.bin');
+      const run = await curl(lab, ['-o', file, '-w', '%{http_code} %{size_download}', url]);
+      assert.equal(run.stdout, `200 ${MIB}`, run.stderr);
+      assert.equal(sha256(readFileSync(file)), sha256(body));
+    }
+    const echo = await curl(lab, ['http://198.18.0.2/echo-headers']);
+    assert.match(echo.stdout, /^xff=198\.18\.0\.1 /);
+    const run = await lab.exec('client', ['wrk', '-t2', '-c16', '-d2s', 'http://198.18.0.2/echo-headers'], { timeoutMs: 20_000 });
+    const report = wrkReport(run.stdout);
+    assert.ok(report.requests > 100 && report.errors === 0 && report.non2xx === 0, run.stdout);
+    const summary = await frontEnd.stop();
+    assert.ok(counter(summary, 'http.responses') >= report.requests, summary);
+  });
+});

@@ -47,6 +47,8 @@ interface Options {
 class Harness {
   readonly sent: Uint8Array[] = [];
   readonly messages: { flow: Flow; bytes: Buffer }[] = [];
+  /** Flows the responder said have room again (`onDrain`). */
+  readonly drains: Flow[] = [];
   readonly responder: Responder;
   readonly cookies = new SynCookies(SECRET);
   nowMs = NOW_MS;
@@ -66,6 +68,7 @@ class Harness {
       this.cookies,
       { send: (h, p, o, n) => this.capture(h, p, o, n) },
       {
+        onDrain: (flow) => void this.drains.push(flow),
         onMessages: (flow, buf, offset, length) => {
           for (let p = offset; p < offset + length; ) {
             const n = (buf[p]! << 8) | buf[p + 1]!;
@@ -542,4 +545,30 @@ test('the ACK of a request waits for its answer to carry it, and goes alone once
   assert.equal(h.take().length, 0);
   h.send(framedQuery('www.lab.test', 4));
   checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq)));
+});
+
+test('a streamed answer: answerPart fills the send buffer, onDrain comes once ACKs halve it, and closeWhenAnswered sends FIN after the last part', () => {
+  const h = new Harness({ config: { sendBufferBytes: 8000 } });
+  const isn = h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  const flow = h.messages[0]!.flow;
+  const part = new Uint8Array(3000).fill(0x61);
+  assert.equal(h.responder.answerPart(flow, part, 0, part.length, h.nowMs), true);
+  assert.equal(h.responder.answerPart(flow, part, 0, part.length, h.nowMs), true);
+  assert.equal(h.responder.answerPart(flow, part, 0, part.length, h.nowMs), false, '9000 bytes queued ≥ 8000');
+  const sent = h.take().map(decode);
+  assert.ok(sent.every((seg) => seg.payloadLength <= 1448), 'segments of the client MSS');
+  let acked = isn + 1;
+  // ACK the first 4000 bytes: 5000 left, more than half the buffer: no drain yet.
+  h.ackTo((acked += 4000));
+  assert.equal(h.drains.length, 0);
+  h.ackTo((acked += 1000));
+  assert.deepEqual(h.drains, [flow], 'drained to 4000 = half');
+  h.responder.closeWhenAnswered(flow, h.nowMs);
+  h.responder.answer(flow, part, 0, 100, h.nowMs);
+  const rest = h.take().map(decode);
+  assert.ok(rest.at(-1)!.flags & TcpFlag.FIN, 'FIN after the last part');
+  h.ackTo(isn + 1 + 9100 + 1);
+  assert.equal(h.responder.flows.size, 0);
+  assert.equal(h.responder.queuedBytes, 0);
 });
