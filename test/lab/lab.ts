@@ -204,6 +204,7 @@ const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   nginx: 'nginx-light',
   curl: 'curl',
   wrk: 'wrk',
+  hping3: 'hping3',
 };
 
 /**

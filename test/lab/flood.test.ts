@@ -1,0 +1,59 @@
+/**
+ * Issue 7: a SYN flood. hping3 --flood sends SYNs at the server as fast as it can while dig asks
+ * real queries: SYN cookies mean a SYN costs a SYN+ACK and nothing else, so memory stays flat and
+ * the real clients are answered.
+ *
+ * The flood runs at the lowest CPU priority (nice 19): on this 2-core lab the attacker shares
+ * the server's CPUs, and an attacker elsewhere on the network would not take the server's CPU
+ * time. It still sends as fast as the spare CPU allows — tens of thousands of SYNs a second here.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
+import { startFrontEnd, type RunningFrontEnd } from './front-end.js';
+
+const QUERIES = 100;
+const counter = (summary: string, name: string): number => Number(new RegExp(`\\b${name.replace('.', '\\.')}=(\\d+)`).exec(summary)?.[1] ?? 0);
+
+/** Resident memory of the front end's node process (kB); `ip netns exec` execs it, so the PID is the same. */
+const rssKb = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+
+describe('under a SYN flood', () => {
+  let lab: Lab;
+  let frontEnd: RunningFrontEnd;
+  before(async () => {
+    requireTools('hping3', 'dig');
+    lab = await createLab();
+    frontEnd = await startFrontEnd(lab);
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test(`hping3 --flood: ${QUERIES} dig queries still answered (≥ 99 %), memory flat, no state left`, async (t) => {
+    const pid = frontEnd.process.pid!;
+    const warm = await lab.exec('client', ['dig', '+tcp', '+short', `@${lab.serverV4}`, LAB_ZONE.www.name, 'A']);
+    assert.equal(warm.stdout.trim(), LAB_ZONE.www.a);
+    const flood = lab.spawn('client', ['nice', '-n', '19', 'hping3', '--flood', '--syn', '--destport', '53', lab.serverV4]);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const samples: number[] = [rssKb(pid)];
+    const sampler = setInterval(() => samples.push(rssKb(pid)), 500);
+    const digs = await lab.exec(
+      'client',
+      ['bash', '-c', `for i in $(seq 1 ${QUERIES}); do dig +tcp +tries=1 +time=5 +short @${lab.serverV4} ${LAB_ZONE.www.name} A; done`],
+      { timeoutMs: QUERIES * 6000 },
+    );
+    clearInterval(sampler);
+    await lab.stop(flood);
+    const answered = digs.stdout.split('\n').filter((line) => line === LAB_ZONE.www.a).length;
+    const summary = await frontEnd.stop();
+    t.diagnostic(`answered ${answered}/${QUERIES}; RSS kB from ${samples[0]} to ${samples.at(-1)} (max ${Math.max(...samples)}); ${summary}`);
+    assert.ok(answered >= 0.99 * QUERIES, `answered ${answered} of ${QUERIES}`);
+    const synAnswered = counter(summary, 'tcp.syn_answered');
+    assert.ok(synAnswered > 20 * QUERIES, `a real flood: ${synAnswered} SYN+ACKs`);
+    // Flat: whatever the flood's size, memory grows by less than the garbage collector's slack.
+    assert.ok(Math.max(...samples) - samples[0]! < 32 * 1024, `RSS grew from ${samples[0]} kB to ${Math.max(...samples)} kB`);
+    assert.equal(counter(summary, 'tcp.flows'), 0, 'no half-open or other state');
+  });
+});
