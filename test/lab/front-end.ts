@@ -31,7 +31,8 @@ function listenArgs(lab: Lab, port: number): string[] {
   return ['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:${port}`, '--listen', `[${lab.serverV6}]:${port}`];
 }
 
-async function startCli(lab: Lab, args: readonly string[]): Promise<RunningFrontEnd> {
+/** The CLI with any arguments, in the server namespace; resolves once it says it is listening. */
+export async function startCli(lab: Lab, args: readonly string[]): Promise<RunningFrontEnd> {
   const child = lab.spawn('server', [process.execPath, CLI, ...args]);
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
