@@ -1,6 +1,6 @@
 /**
- * Sockets to the upstream DNS resolver: one connected UDP socket for queries, and a TCP
- * connection per retry of a truncated answer (rare, so not pooled).
+ * Sockets to the upstream DNS resolver: one connected UDP socket for queries, and a few
+ * persistent TCP connections for queries whose UDP answer was truncated.
  */
 import { randomInt } from 'node:crypto';
 import dgram from 'node:dgram';
@@ -13,8 +13,12 @@ export interface UpstreamAddress {
   port: number;
 }
 
+/** Persistent TCP connections to the upstream, for truncated answers. */
+const TCP_CONNECTIONS = 4;
+
 export class UdpTcpUpstream implements UpstreamTransport {
   private readonly udp: dgram.Socket;
+  private readonly tcp: TcpUpstreamConnection[] = [];
   private lastError = '';
 
   /** `onAnswer` gets every datagram the resolver sends back. */
@@ -49,39 +53,100 @@ export class UdpTcpUpstream implements UpstreamTransport {
     this.udp.send(query);
   }
 
+  /**
+   * Asks over one of a few persistent TCP connections, pipelined (RFC 7766 §6.2.1.1): truncated
+   * answers are common with DNSSEC, and a connection per retry would cost a handshake and leave
+   * a TIME_WAIT socket behind each time.
+   */
   queryOverTcp(query: Uint8Array, timeoutMs: number): Promise<Uint8Array | null> {
-    return new Promise((resolve) => {
-      const socket = net.connect({ host: this.address.host, port: this.address.port });
-      const chunks: Buffer[] = [];
-      let received = 0;
-      const finish = (answer: Uint8Array | null): void => {
-        clearTimeout(timer);
-        socket.destroy();
-        resolve(answer);
-      };
-      const timer = setTimeout(() => finish(null), timeoutMs);
-      socket.setNoDelay(true);
-      socket.on('error', () => finish(null));
-      socket.on('close', () => finish(null));
-      socket.on('connect', () => {
-        const framed = Buffer.allocUnsafe(2 + query.length);
-        framed.writeUInt16BE(query.length, 0);
-        framed.set(query, 2);
-        socket.write(framed);
+    let connection = this.tcp.find((c) => c.pending.size === 0 && c.usable);
+    if (connection === undefined && this.tcp.length < TCP_CONNECTIONS) {
+      const added: TcpUpstreamConnection = new TcpUpstreamConnection(this.address, () => {
+        const index = this.tcp.indexOf(added);
+        if (index >= 0) this.tcp.splice(index, 1);
       });
-      socket.on('data', (chunk: Buffer) => {
-        chunks.push(chunk);
-        received += chunk.length;
-        if (received < 2) return;
-        const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
-        const length = all.readUInt16BE(0);
-        if (received >= 2 + length) finish(all.subarray(2, 2 + length));
-      });
-    });
+      this.tcp.push(added);
+      connection = added;
+    }
+    connection ??= this.tcp.reduce((a, b) => (b.usable && b.pending.size < a.pending.size ? b : a));
+    return connection.ask(query, timeoutMs);
   }
 
   close(): void {
     this.udp.close();
+    for (const connection of [...this.tcp]) connection.close();
+  }
+}
+
+/**
+ * One persistent TCP connection to the resolver. Each query gets an ID of this connection's own
+ * (the relay restores the client's ID), so answers may come in any order (RFC 7766 §7).
+ */
+class TcpUpstreamConnection {
+  readonly pending = new Map<number, { resolve: (answer: Uint8Array | null) => void; timer: NodeJS.Timeout }>();
+  private readonly socket: net.Socket;
+  private received: Buffer = Buffer.alloc(0);
+  private nextId = 0;
+  private closed = false;
+
+  constructor(address: UpstreamAddress, private readonly onClose: () => void) {
+    this.socket = net.connect({ host: address.host, port: address.port });
+    this.socket.setNoDelay(true);
+    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.socket.on('error', () => this.close());
+    this.socket.on('close', () => this.close());
+  }
+
+  /** False once closing: no new queries (the resolver may close idle connections; a new one is made). */
+  get usable(): boolean {
+    return !this.closed && this.pending.size < 65536;
+  }
+
+  ask(query: Uint8Array, timeoutMs: number): Promise<Uint8Array | null> {
+    if (this.closed) return Promise.resolve(null);
+    let id = this.nextId;
+    while (this.pending.has(id)) id = (id + 1) & 0xffff;
+    this.nextId = (id + 1) & 0xffff;
+    const framed = Buffer.allocUnsafe(2 + query.length);
+    framed.writeUInt16BE(query.length, 0);
+    framed.set(query, 2);
+    framed.writeUInt16BE(id, 2);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        resolve(null);
+      }, timeoutMs);
+      this.pending.set(id, { resolve, timer });
+      this.socket.write(framed);
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    this.received = this.received.length === 0 ? chunk : Buffer.concat([this.received, chunk]);
+    while (this.received.length >= 2) {
+      const length = this.received.readUInt16BE(0);
+      if (this.received.length < 2 + length) return;
+      const answer = this.received.subarray(2, 2 + length);
+      this.received = this.received.subarray(2 + length);
+      if (length < 2) continue;
+      const waiting = this.pending.get(answer.readUInt16BE(0));
+      if (waiting === undefined) continue; // timed out already
+      this.pending.delete(answer.readUInt16BE(0));
+      clearTimeout(waiting.timer);
+      waiting.resolve(answer);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.destroy();
+    for (const { resolve, timer } of this.pending.values()) {
+      clearTimeout(timer);
+      resolve(null);
+    }
+    this.pending.clear();
+    this.onClose();
   }
 }
 
