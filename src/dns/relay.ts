@@ -93,6 +93,8 @@ export class DnsRelay<Connection> {
   private pendingCount = 0;
   /** Pending queries in deadline order (all share one timeout, so arrival order is deadline order). */
   private readonly deadlines: PendingQuery<Connection>[] = [];
+  /** Called with each answer's upstream latency in seconds (metrics.ts), if set. */
+  observeLatency: ((seconds: number) => void) | null = null;
   private deadlinesHead = 0;
   private readonly randomPool = new Uint8Array(RANDOM_POOL_BYTES);
   private randomPos = RANDOM_POOL_BYTES;
@@ -206,6 +208,8 @@ export class DnsRelay<Connection> {
   private deliver(pending: PendingQuery<Connection>, answer: Uint8Array, nowMs: number): void {
     writeId(answer, 0, pending.clientId);
     this.counts[RelayCounter.ANSWERS]!++;
+    // Every query shares the timeout, so its deadline tells when it was relayed.
+    this.observeLatency?.((nowMs - (pending.deadline - this.config.timeoutMs)) / 1000);
     this.send(pending.connection!, answer, nowMs);
     // The deadline queue still holds `pending` until its deadline: let the connection and the
     // query go now rather than then.

@@ -71,6 +71,8 @@ export class HttpRelay<C> {
   readonly counts = new Float64Array(HTTP_COUNTER_NAMES.length);
   private readonly connections = new Map<C, Pending>();
   private sink: ResponseSink<C> | null = null;
+  /** Called with the time to each response head in seconds (metrics.ts), if set. */
+  observeLatency: ((seconds: number) => void) | null = null;
 
   constructor(
     private readonly backend: HttpBackend,
@@ -150,6 +152,7 @@ export class HttpRelay<C> {
   private async relay(connection: C, pending: Pending, request: HttpRequest): Promise<void> {
     const sink = this.sink!;
     let response: BackendResponse;
+    const relayedMs = this.now();
     try {
       response = await this.backend.request({
         method: request.method,
@@ -163,6 +166,7 @@ export class HttpRelay<C> {
       this.respondWithError(connection, pending, failure.kind === 'timeout' ? 504 : 502);
       return;
     }
+    this.observeLatency?.((this.now() - relayedMs) / 1000);
     if (this.sink!.isClosed(connection)) {
       response.body.destroy();
       return;

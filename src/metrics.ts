@@ -1,0 +1,114 @@
+/**
+ * Prometheus metrics (prom-client). Each pipeline — one per shard worker — keeps its counters in
+ * plain typed arrays on the hot path; a registry per pipeline reads them only when scraped
+ * (`collect`), labelled with the shard. The main thread asks every shard for its registry's
+ * JSON and merges them with its own (capture, rings, restarts) through prom-client's
+ * AggregatorRegistry, which sums series with the same labels and keeps the others.
+ */
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { DECODE_RESULT_NAMES } from './wire/segment.js';
+import { OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/responder.js';
+
+/** What a pipeline's registry reads when scraped. */
+export interface PipelineCounters {
+  decodeCounts: Float64Array;
+  outcomeCounts: Float64Array;
+  events: Float64Array;
+  /** The application's counters: `dns` or `http`, and their names. */
+  application: 'dns' | 'http';
+  applicationCounterNames: readonly string[];
+  applicationCounts: Float64Array;
+  flows(): number;
+  queuedBytes(): number;
+  packetsSent(): number;
+  sendFailures(): number;
+}
+
+/** Upstream latency buckets (seconds): a resolver on the same host answers in well under 1 ms from cache. */
+const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+export interface PipelineMetrics {
+  readonly registry: Registry;
+  /** Time from relaying a request to the upstream's answer (DNS) or response head (HTTP). */
+  observeUpstreamLatency(seconds: number): void;
+}
+
+/** A counter family whose values are copied from `counts` (indexed like `names`) at each scrape. */
+function countersFrom(registry: Registry, name: string, help: string, label: string, names: readonly string[], counts: () => Float64Array, shard: string): void {
+  new Counter({
+    name,
+    help,
+    labelNames: ['shard', label],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const values = counts();
+      for (let i = 0; i < names.length; i++) if (values[i]! > 0) this.inc({ shard, [label]: names[i]! }, values[i]!);
+    },
+  });
+}
+
+function gaugeFrom(registry: Registry, name: string, help: string, read: () => number, shard: string): void {
+  new Gauge({
+    name,
+    help,
+    labelNames: ['shard'],
+    registers: [registry],
+    collect() {
+      this.set({ shard }, read());
+    },
+  });
+}
+
+export function pipelineMetrics(shard: number, source: PipelineCounters): PipelineMetrics {
+  const registry = new Registry();
+  const label = String(shard);
+  countersFrom(registry, 'stateless_tcp_frames_total', 'Captured frames by decode result (ok, or why dropped).', 'result', DECODE_RESULT_NAMES, () => source.decodeCounts, label);
+  countersFrom(registry, 'stateless_tcp_segments_total', 'Decoded segments by what the responder did with them.', 'outcome', OUTCOME_NAMES, () => source.outcomeCounts, label);
+  countersFrom(registry, 'stateless_tcp_events_total', 'Retransmissions, flows created and released, and other TCP events.', 'event', TCP_EVENT_NAMES, () => source.events, label);
+  countersFrom(
+    registry,
+    `stateless_tcp_${source.application}_total`,
+    `${source.application.toUpperCase()} relay counters.`,
+    'counter',
+    source.applicationCounterNames,
+    () => source.applicationCounts,
+    label,
+  );
+  gaugeFrom(registry, 'stateless_tcp_flows', 'Connections holding soft state now.', source.flows, label);
+  gaugeFrom(registry, 'stateless_tcp_queued_bytes', 'Bytes held in send and receive queues now.', source.queuedBytes, label);
+  new Counter({
+    name: 'stateless_tcp_packets_sent_total',
+    help: 'Packets written to the raw socket, and writes that failed.',
+    labelNames: ['shard', 'result'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ shard: label, result: 'sent' }, source.packetsSent());
+      this.inc({ shard: label, result: 'failed' }, source.sendFailures());
+    },
+  });
+  const latency = new Histogram({
+    name: 'stateless_tcp_upstream_latency_seconds',
+    help: 'Time from relaying a request to the upstream to its answer (DNS) or response head (HTTP).',
+    labelNames: ['shard'],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const child = latency.labels({ shard: label });
+  return { registry, observeUpstreamLatency: (seconds) => child.observe(seconds) };
+}
+
+/** A registry's metrics as plain data, to cross threads by structured clone. */
+export type RegistrySnapshot = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+
+export function snapshot(registry: Registry): Promise<RegistrySnapshot> {
+  return registry.getMetricsAsJSON();
+}
+
+/** Prometheus text from the snapshots of every shard and the main thread. */
+export function exposition(snapshots: RegistrySnapshot[]): Promise<string> {
+  return AggregatorRegistry.aggregate(snapshots).metrics();
+}
+
+export const EXPOSITION_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
