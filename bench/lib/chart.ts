@@ -34,6 +34,7 @@ function niceStep(max: number, ticks: number): number {
 }
 
 export function formatValue(value: number): string {
+  if (value === 0) return '0';
   if (value >= 100_000) return `${Math.round(value / 1000)}k`;
   if (value >= 10_000) return `${(value / 1000).toFixed(1)}k`;
   if (value >= 100) return value.toFixed(0);
