@@ -31,6 +31,11 @@ export interface DnsperfResult {
   maxLatencyMs: number;
   /** Response codes as dnsperf prints them, e.g. { NOERROR: 123 }. */
   responseCodes: Record<string, number>;
+  /**
+   * User + system CPU seconds dnsperf itself used: near `runSeconds` (one core; dnsperf runs one
+   * sending thread) means the client, not the server, set the pace.
+   */
+  clientCpuSeconds: number;
 }
 
 /** dnsperf's own timeout for one query (`-t`): longer than any answer here should take. */
@@ -44,17 +49,20 @@ export async function runDnsperf(lab: Lab, server: string, port: number, load: D
     '-l', String(load.seconds), '-c', String(load.connections), '-q', String(load.inFlight),
     '-t', String(QUERY_TIMEOUT_SECONDS),
   ];
+  // bash's `time` reports dnsperf's own CPU time on stderr in the format asked for.
+  const timed = ['bash', '-c', 'TIMEFORMAT="dnsperf_cpu %U %S"; time "$@"', 'bash', ...argv];
   // dnsperf stops sending after -l and waits up to -t for stragglers; allow that and start-up.
-  const result = await lab.exec('client', argv, { timeoutMs: (load.seconds + QUERY_TIMEOUT_SECONDS + 20) * 1000 });
+  const result = await lab.exec('client', timed, { timeoutMs: (load.seconds + QUERY_TIMEOUT_SECONDS + 20) * 1000 });
   if (result.code !== 0) {
     const reason = result.timedOut ? 'timed out' : (result.stderr.trim() || result.stdout.trim()).split('\n').slice(-3).join(' | ');
     throw new Error(`dnsperf failed (${argv.join(' ')}): ${reason}`);
   }
-  return parseDnsperfOutput(result.stdout);
+  const cpu = /^dnsperf_cpu ([\d.]+) ([\d.]+)$/m.exec(result.stderr);
+  return { ...parseDnsperfOutput(result.stdout), clientCpuSeconds: cpu === null ? NaN : Number(cpu[1]) + Number(cpu[2]) };
 }
 
 /** The "Statistics:" block dnsperf prints at the end of a run. */
-export function parseDnsperfOutput(output: string): DnsperfResult {
+export function parseDnsperfOutput(output: string): Omit<DnsperfResult, 'clientCpuSeconds'> {
   const number = (label: string): number => {
     const match = new RegExp(`^\\s*${label}:\\s+([\\d.]+)`, 'm').exec(output);
     if (match === null) throw new Error(`dnsperf output has no "${label}" line: ${output.trim().split('\n').slice(-12).join(' | ')}`);
