@@ -148,17 +148,21 @@ function statelessContender(name: 'stateless' | 'kernel'): Contender {
     unboundExtraConfig: [],
     unsupported: () => null,
     async start(lab, mode) {
-      const args = [
-        'dns', '--interface', lab.serverInterface,
-        '--listen', `${lab.serverV4}:${SERVICE_PORT}`, '--listen', `[${lab.serverV6}]:${SERVICE_PORT}`,
-        '--upstream', `${lab.upstream.v4.address}:${lab.upstream.v4.port}`,
+      // What differs between runs; the rest is the lab's interface, addresses and upstream.
+      const variant = [
         ...(kernel ? ['--transport', 'kernel'] : []),
         ...(mode.closeAfterEachAnswer ? ['--close-after-response'] : []),
         ...(!kernel && mode.workers != null && statelessAcceptsWorkers() ? ['--workers', String(mode.workers)] : []),
       ];
+      const args = [
+        'dns', '--interface', lab.serverInterface,
+        '--listen', `${lab.serverV4}:${SERVICE_PORT}`, '--listen', `[${lab.serverV6}]:${SERVICE_PORT}`,
+        '--upstream', `${lab.upstream.v4.address}:${lab.upstream.v4.port}`,
+        ...variant,
+      ];
       const { child, output } = spawnServer(lab, [process.execPath, ...(mode.nodeFlags ?? []), CLI, ...args]);
       await lab.waitForLine(child, /listening on/, 15_000);
-      return running(lab, child, output, `stateless-tcp ${args.filter((a) => a.startsWith('--') && !['--interface', '--listen', '--upstream'].includes(a)).join(' ')}`.trim());
+      return running(lab, child, output, ['stateless-tcp dns', ...variant].join(' '));
     },
   };
 }

@@ -41,7 +41,7 @@ export interface IdleResult {
   rssAfterBytes: number;
   rssBytesPerConnection: number;
   slabBytesPerConnection: number;
-  /** Slab growth per connection less the raw transport's (the client's own sockets); null without a raw run. */
+  /** Slab growth per connection less the raw transport's (the client's own sockets); 0 when the server holds no kernel socket; null without a raw run to subtract. */
   serverKernelBytesPerConnection: number | null;
 }
 
@@ -147,7 +147,9 @@ export async function measureIdleConnections(
       rssAfterBytes: rssAfter,
       rssBytesPerConnection: (rssAfter - rssBefore) / held,
       slabBytesPerConnection: slabPerConnection,
-      serverKernelBytesPerConnection: rawSlabBytesPerConnection === null ? null : slabPerConnection - rawSlabBytesPerConnection,
+      // No kernel socket on the service port (the raw transport): nothing of the slab growth is the server's.
+      serverKernelBytesPerConnection: serverKernelSockets === 0 ? 0
+        : rawSlabBytesPerConnection === null ? null : slabPerConnection - rawSlabBytesPerConnection,
     };
   } finally {
     await Promise.allSettled(clients.map((client) => lab.stop(client, 10_000)));
