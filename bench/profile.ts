@@ -17,7 +17,7 @@ import { createLab, requireTools } from '../test/lab/lab.js';
 import { CONTENDERS, SERVICE_PORT, SHARED_UNBOUND_CONFIG, statelessAcceptsWorkers, waitUntilAnswering } from './lib/contenders.js';
 import { runDnsperf, type DnsperfResult } from './lib/dnsperf.js';
 import { SCENARIO_NAMES, SCENARIOS, type ScenarioName } from './lib/scenarios.js';
-import { flamegraphSvg, foldedStacks, frameTree, selfTimes, type CpuProfile, type SelfTimeEntry } from './lib/flamegraph.js';
+import { flamegraphSvg, foldedStacks, frameTree, selfTimes, type CpuProfile, type FrameTree, type SelfTimeEntry } from './lib/flamegraph.js';
 import { describeMachine } from './lib/machine.js';
 
 const PROFILES_DIR = fileURLToPath(new URL('../../bench/profiles/', import.meta.url));
@@ -55,10 +55,22 @@ function oneOf<T extends string>(allowed: readonly T[]) {
   };
 }
 
-/** CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile: thread id 0 is the main thread. */
-function threadName(file: string): string {
+/**
+ * CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile: thread id 0 is the main thread. A worker is
+ * also named after the script under workers/ its stacks run in (capture, shard, …), when there is
+ * exactly one.
+ */
+function threadName(file: string, tree: FrameTree): string {
   const threadId = basename(file).split('.')[4];
-  return threadId === '0' ? 'main thread' : `worker thread ${threadId}`;
+  if (threadId === '0') return 'main thread';
+  const scripts = new Set<string>();
+  const walk = (frame: FrameTree): void => {
+    const script = /\bworkers\/([\w-]+)\.js:\d+$/.exec(frame.label)?.[1];
+    if (script !== undefined) scripts.add(script);
+    for (const child of frame.children.values()) walk(child);
+  };
+  walk(tree);
+  return scripts.size === 1 ? `worker thread ${threadId} (${[...scripts][0]})` : `worker thread ${threadId}`;
 }
 
 /** Self time summed per source file (the label less its function name and line). */
@@ -80,10 +92,11 @@ function analyse(dir: string, subtitle: string): ThreadReport[] {
   const reports = files.map((file) => {
     const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile;
     const tree = frameTree(profile);
-    const thread = threadName(file);
-    const svg = `${thread.replace(/ /g, '-')}.svg`;
+    const thread = threadName(file, tree);
+    const slug = thread.replace(/[^\w]+/g, '-').replace(/-$/, '');
+    const svg = `${slug}.svg`;
     writeFileSync(join(dir, svg), flamegraphSvg(tree, `stateless-tcp, ${thread}`, subtitle));
-    folded.push(...foldedStacks(tree, thread.replace(/ /g, '-')));
+    folded.push(...foldedStacks(tree, slug));
     const times = selfTimes(tree);
     return { file, thread, svg, busyMs: times.busyUs / 1000, idleMs: times.idleUs / 1000, top: times.entries.slice(0, TOP_ENTRIES), byFile: byFile(times.entries).slice(0, 10) };
   });
