@@ -178,8 +178,8 @@ function answersPerConnection(d: DnsperfResult, initialConnections: number): str
 
 function throughputTable(runs: readonly ThroughputRun[]): string {
   const lines = [
-    '| scenario | contender | qps | vs dnsdist | vs kernel | completed | not NOERROR | answers/conn | avg ms | max ms | server CPU s | unbound CPU s | dnsperf CPU s | peak RSS MiB | TIME_WAIT |',
-    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+    '| scenario | contender | qps | vs dnsdist | vs kernel | completed | not NOERROR | answers/conn | avg ms | max ms | server CPU s | server CPU µs/answer | unbound CPU s | dnsperf CPU s | peak RSS MiB | TIME_WAIT |',
+    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
   ];
   for (const scenario of SCENARIO_NAMES) {
     const inScenario = runs.filter((r) => r.scenario === scenario);
@@ -187,7 +187,7 @@ function throughputTable(runs: readonly ThroughputRun[]): string {
     for (const run of inScenario) {
       const who = CONTENDERS[run.contender].title;
       if (run.status !== 'ok') {
-        lines.push(`| ${scenario} | ${who} | ${run.status}: ${run.reason ?? ''} |  |  |  |  |  |  |  |  |  |  |  |  |`);
+        lines.push(`| ${scenario} | ${who} | ${run.status}: ${run.reason ?? ''} |  |  |  |  |  |  |  |  |  |  |  |  |  |`);
         continue;
       }
       const d = run.dnsperf!;
@@ -195,7 +195,7 @@ function throughputTable(runs: readonly ThroughputRun[]): string {
       lines.push(
         `| ${scenario} | ${who} | ${d.qps.toFixed(0)} | ${ratio(d.qps, qpsOf('dnsdist'))} | ${ratio(d.qps, qpsOf('kernel'))} | ` +
           `${d.completedPercent.toFixed(2)} % | ${notNoError(d)} | ${answersPerConnection(d, SCENARIOS[scenario].load(1).connections)} | ${fixed(d.averageLatencyMs, 2)} | ${fixed(d.maxLatencyMs, 1)} | ` +
-          `${fixed(run.serverCpuSeconds, 1)} | ${isUnbound ? '(same)' : fixed(run.backendCpuSeconds, 1)} | ${fixed(d.clientCpuSeconds, 1)} | ${mib(run.serverPeakRssBytes)} | ${run.serverTimeWait ?? '–'} |`,
+          `${fixed(run.serverCpuSeconds, 1)} | ${run.serverCpuSeconds == null || d.completed === 0 ? '–' : ((run.serverCpuSeconds * 1e6) / d.completed).toFixed(0)} | ${isUnbound ? '(same)' : fixed(run.backendCpuSeconds, 1)} | ${fixed(d.clientCpuSeconds, 1)} | ${mib(run.serverPeakRssBytes)} | ${run.serverTimeWait ?? '–'} |`,
       );
     }
   }
