@@ -347,7 +347,7 @@ async function main(options: BenchOptions): Promise<void> {
     for (const name of IDLE_CONTENDERS.filter((c) => options.contenders.includes(c))) {
       const contender = CONTENDERS[name];
       let result: IdleResult;
-      const empty = { commandLine: '', requested: idleConnections, held: 0, failed: 0, closedByServer: 0, serverKernelSockets: 0, secondsToOpen: 0, rssBeforeBytes: 0, rssAfterBytes: 0, rssBytesPerConnection: 0, slabBytesPerConnection: 0, serverKernelBytesPerConnection: null };
+      const empty = { commandLine: '', serverSummary: '', requested: idleConnections, held: 0, failed: 0, closedByServer: 0, serverKernelSockets: 0, secondsToOpen: 0, rssBeforeBytes: 0, rssAfterBytes: 0, rssBytesPerConnection: 0, slabBytesPerConnection: 0, serverKernelBytesPerConnection: null };
       if (Date.now() > deadlineMs) {
         result = { ...empty, contender: name, status: 'failed', reason: `skipped: past the ${options.budgetMinutes}-minute budget` };
       } else {

@@ -41,6 +41,8 @@ export interface IdleResult {
   rssAfterBytes: number;
   rssBytesPerConnection: number;
   slabBytesPerConnection: number;
+  /** The server's last line when stopped while the connections were still held (stateless-tcp's counters). */
+  serverSummary: string;
   /** Slab growth per connection less the raw transport's (the client's own sockets); 0 when the server holds no kernel socket; null without a raw run to subtract. */
   serverKernelBytesPerConnection: number | null;
 }
@@ -133,6 +135,8 @@ export async function measureIdleConnections(
     if (rssBefore === null || rssAfter === null) throw new Error(`${server.commandLine} exited during the run`);
     if (!(held > 0)) throw new Error(`no connection was established: ${holdingLines.join(' | ')}`);
     const slabPerConnection = (slabAfter - slabBefore) / held;
+    // Stopped while the connections are still held, so its counters cover opening and holding only.
+    const serverSummary = await server.stop();
     return {
       contender: contender.name,
       commandLine: server.commandLine,
@@ -146,6 +150,7 @@ export async function measureIdleConnections(
       rssBeforeBytes: rssBefore,
       rssAfterBytes: rssAfter,
       rssBytesPerConnection: (rssAfter - rssBefore) / held,
+      serverSummary,
       slabBytesPerConnection: slabPerConnection,
       // No kernel socket on the service port (the raw transport): nothing of the slab growth is the server's.
       serverKernelBytesPerConnection: serverKernelSockets === 0 ? 0
