@@ -1,0 +1,394 @@
+/**
+ * `npm run bench`: stateless-tcp against what users would run instead, side by side on one machine.
+ *
+ *   npm run bench [-- --quick] [-- --scenarios transaction,big,idle] [-- --contenders stateless,dnsdist]
+ *
+ * Every run gets a fresh lab (test/lab/lab.ts: client and server namespaces joined by veth, unbound
+ * behind the server), so TIME_WAIT and other leftovers of one run cannot slow the next. dnsperf
+ * loads each contender from the client namespace; the server's CPU, peak memory and TIME_WAIT
+ * sockets are read around the run. The idle scenario holds many idle connections and reports the
+ * server's memory per connection. Results: a table on stdout, bench/results/latest.json and
+ * bench/results/latest.svg. docs/performance.md explains the scenarios and the numbers.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError } from 'commander';
+import { createLab, requireTools, type Lab } from '../test/lab/lab.js';
+import { CONTENDER_NAMES, CONTENDERS, SERVICE_PORT, SHARED_UNBOUND_CONFIG, statelessAcceptsWorkers, waitUntilAnswering, type ContenderName, type StartMode } from './lib/contenders.js';
+import { runDnsperf, type DnsperfResult } from './lib/dnsperf.js';
+import { SCENARIO_NAMES, SCENARIOS, type ScenarioName } from './lib/scenarios.js';
+import { measureIdleConnections, type IdleResult } from './lib/idle.js';
+import { cpuSeconds, peakRssBytes } from './lib/proc-stats.js';
+import { describeMachine, type MachineInfo } from './lib/machine.js';
+import { renderChart, type ChartPanel } from './lib/chart.js';
+
+const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+const IDLE = 'idle';
+type BenchScenario = ScenarioName | typeof IDLE;
+/** The contenders measured with idle connections (unbound caps and times out idle TCP itself). */
+const IDLE_CONTENDERS: readonly ContenderName[] = ['stateless', 'kernel', 'dnsdist'];
+
+interface BenchOptions {
+  quick: boolean;
+  scenarios: BenchScenario[];
+  contenders: ContenderName[];
+  seconds?: number;
+  idleConnections?: number;
+  workers?: number;
+  budgetMinutes: number;
+  out: string;
+}
+
+interface ThroughputRun {
+  scenario: ScenarioName;
+  contender: ContenderName;
+  status: 'ok' | 'n/a' | 'failed';
+  reason?: string;
+  commandLine?: string;
+  dnsperf?: DnsperfResult;
+  /** CPU seconds of the server process (all its threads) during the load. */
+  serverCpuSeconds?: number | null;
+  /** CPU seconds of the unbound backend during the load (the server itself for the unbound contender). */
+  backendCpuSeconds?: number | null;
+  serverPeakRssBytes?: number | null;
+  /** TIME_WAIT sockets in the server namespace right after the load (`ss -tan state time-wait`). */
+  serverTimeWait?: number;
+  /** The server's last output line: stateless-tcp's counters. */
+  serverSummary?: string;
+}
+
+interface Results {
+  startedAt: string;
+  finishedAt?: string;
+  elapsedSeconds?: number;
+  machine: MachineInfo;
+  options: { quick: boolean; seconds: number; idleConnections: number; workers: string; scenarios: string[]; contenders: string[] };
+  throughput: ThroughputRun[];
+  idle: IdleResult[];
+}
+
+function list<T extends string>(allowed: readonly T[]) {
+  return (value: string): T[] => {
+    const items = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    for (const item of items) {
+      if (!allowed.includes(item as T)) throw new InvalidArgumentError(`"${item}" is not one of ${allowed.join(', ')}`);
+    }
+    return items as T[];
+  };
+}
+
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`"${value}" is not a positive integer`);
+  return n;
+}
+
+/** dnsdist is the one contender that is not part of the project's own setup; install it when missing. */
+function ensureDnsdist(): void {
+  try {
+    requireTools('dnsdist');
+    return;
+  } catch {
+    console.log('dnsdist not found: installing it (apt-get install -y dnsdist) for the benchmark');
+  }
+  try {
+    execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'dnsdist'], { stdio: 'inherit', timeout: 300_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  } catch {
+    throw new Error('dnsdist could not be installed: run apt-get update && apt-get install -y dnsdist, or leave it out with --contenders');
+  }
+  requireTools('dnsdist');
+}
+
+async function countTimeWait(lab: Lab): Promise<number> {
+  const result = await lab.exec('server', ['ss', '-Htan', 'state', 'time-wait'], { timeoutMs: 30_000 });
+  return result.stdout.split('\n').filter((line) => line.trim() !== '').length;
+}
+
+async function withLab<T>(unboundExtraConfig: readonly string[], body: (lab: Lab) => Promise<T>): Promise<T> {
+  const lab = await createLab({ unboundServerConfig: [...SHARED_UNBOUND_CONFIG, ...unboundExtraConfig] });
+  try {
+    return await body(lab);
+  } finally {
+    await lab.close();
+  }
+}
+
+async function throughputRun(scenarioName: ScenarioName, contenderName: ContenderName, seconds: number, workers: number | null): Promise<ThroughputRun> {
+  const scenario = SCENARIOS[scenarioName];
+  const contender = CONTENDERS[contenderName];
+  const mode: StartMode = { closeAfterEachAnswer: scenario.closeAfterEachAnswer, holdIdleConnections: false, workers };
+  const unsupported = contender.unsupported(mode);
+  if (unsupported !== null) return { scenario: scenarioName, contender: contenderName, status: 'n/a', reason: unsupported };
+  return withLab(contender.unboundExtraConfig, async (lab) => {
+    const server = await contender.start(lab, mode);
+    let summary = '';
+    try {
+      await waitUntilAnswering(lab, server);
+      const backendPid = lab.unbound!.pid!;
+      const cpuBefore = cpuSeconds(server.pid);
+      const backendBefore = cpuSeconds(backendPid);
+      const dnsperf = await runDnsperf(lab, lab.serverV4, SERVICE_PORT, scenario.load(seconds));
+      const cpuAfter = cpuSeconds(server.pid);
+      const backendAfter = cpuSeconds(backendPid);
+      const peak = peakRssBytes(server.pid);
+      const timeWait = await countTimeWait(lab);
+      summary = await server.stop();
+      const delta = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : b - a);
+      return {
+        scenario: scenarioName,
+        contender: contenderName,
+        status: 'ok' as const,
+        commandLine: server.commandLine,
+        dnsperf,
+        serverCpuSeconds: delta(cpuBefore, cpuAfter),
+        backendCpuSeconds: delta(backendBefore, backendAfter),
+        serverPeakRssBytes: peak,
+        serverTimeWait: timeWait,
+        serverSummary: summary,
+      };
+    } finally {
+      await server.stop();
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------------
+
+const mib = (bytes: number | null | undefined): string => (bytes == null ? '–' : (bytes / 2 ** 20).toFixed(0));
+const fixed = (value: number | null | undefined, digits: number): string => (value == null || !Number.isFinite(value) ? '–' : value.toFixed(digits));
+const ratio = (a: number | undefined, b: number | undefined): string => (a === undefined || b === undefined || b === 0 ? '–' : `${(a / b).toFixed(2)}×`);
+
+/** Answers that were not NOERROR (the lab's names all exist): SERVFAILs from upstream timeouts, mostly. */
+function notNoError(d: DnsperfResult): string {
+  const bad = Object.entries(d.responseCodes).filter(([code]) => code !== 'NOERROR');
+  return bad.length === 0 ? '0' : bad.map(([code, n]) => `${n} ${code}`).join(', ');
+}
+
+/**
+ * Answers per TCP connection: dnsperf's reconnections plus its initial connections. 1.0 is strict
+ * transaction mode; a server that answers a second query already sent before it closes shows more.
+ */
+function answersPerConnection(d: DnsperfResult, initialConnections: number): string {
+  return (d.completed / (d.reconnections + initialConnections)).toFixed(d.reconnections > 0 ? 2 : 0);
+}
+
+function throughputTable(runs: readonly ThroughputRun[]): string {
+  const lines = [
+    '| scenario | contender | qps | vs dnsdist | vs kernel | completed | not NOERROR | answers/conn | avg ms | max ms | server CPU s | server CPU µs/answer | unbound CPU s | dnsperf CPU s | peak RSS MiB | TIME_WAIT |',
+    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  for (const scenario of SCENARIO_NAMES) {
+    const inScenario = runs.filter((r) => r.scenario === scenario);
+    const qpsOf = (name: ContenderName): number | undefined => inScenario.find((r) => r.contender === name && r.status === 'ok')?.dnsperf?.qps;
+    for (const run of inScenario) {
+      const who = CONTENDERS[run.contender].title;
+      if (run.status !== 'ok') {
+        lines.push(`| ${scenario} | ${who} | ${run.status}: ${run.reason ?? ''} |  |  |  |  |  |  |  |  |  |  |  |  |  |`);
+        continue;
+      }
+      const d = run.dnsperf!;
+      const isUnbound = run.contender === 'unbound';
+      lines.push(
+        `| ${scenario} | ${who} | ${d.qps.toFixed(0)} | ${ratio(d.qps, qpsOf('dnsdist'))} | ${ratio(d.qps, qpsOf('kernel'))} | ` +
+          `${d.completedPercent.toFixed(2)} % | ${notNoError(d)} | ${answersPerConnection(d, SCENARIOS[scenario].load(1).connections)} | ${fixed(d.averageLatencyMs, 2)} | ${fixed(d.maxLatencyMs, 1)} | ` +
+          `${fixed(run.serverCpuSeconds, 1)} | ${run.serverCpuSeconds == null || d.completed === 0 ? '–' : ((run.serverCpuSeconds * 1e6) / d.completed).toFixed(0)} | ${isUnbound ? '(same)' : fixed(run.backendCpuSeconds, 1)} | ${fixed(d.clientCpuSeconds, 1)} | ${mib(run.serverPeakRssBytes)} | ${run.serverTimeWait ?? '–'} |`,
+      );
+    }
+  }
+  return lines.join('\n');
+}
+
+function idleTable(results: readonly IdleResult[]): string {
+  const lines = [
+    '| contender | held | failed | closed by server | server kernel sockets | s to open | RSS before MiB | RSS after MiB | RSS B/conn | slab B/conn (machine) | server kernel B/conn (est.) |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  for (const r of results) {
+    const who = CONTENDERS[r.contender as ContenderName]?.title ?? r.contender;
+    if (r.status !== 'ok') {
+      lines.push(`| ${who} | ${r.status}: ${r.reason ?? ''} |  |  |  |  |  |  |  |  |  |`);
+      continue;
+    }
+    lines.push(
+      `| ${who} | ${r.held} | ${r.failed} | ${r.closedByServer} | ${r.serverKernelSockets} | ${r.secondsToOpen.toFixed(1)} | ${mib(r.rssBeforeBytes)} | ${mib(r.rssAfterBytes)} | ` +
+        `${r.rssBytesPerConnection.toFixed(0)} | ${r.slabBytesPerConnection.toFixed(0)} | ${fixed(r.serverKernelBytesPerConnection, 0)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function chart(results: Results): string {
+  const contenders = results.options.contenders as ContenderName[];
+  const scenarios = SCENARIO_NAMES.filter((s) => results.throughput.some((r) => r.scenario === s));
+  const value = (s: ScenarioName, c: ContenderName, pick: (r: ThroughputRun) => number | null | undefined): number | null => {
+    const run = results.throughput.find((r) => r.scenario === s && r.contender === c && r.status === 'ok');
+    return run === undefined ? null : (pick(run) ?? null);
+  };
+  const titles = contenders.map((c) => CONTENDERS[c].title);
+  const panels: ChartPanel[] = [];
+  if (scenarios.length > 0) {
+    panels.push({
+      title: 'Queries per second (dnsperf -m tcp), higher is better',
+      unit: 'qps',
+      groups: scenarios.map((s) => SCENARIOS[s].title),
+      series: titles,
+      values: scenarios.map((s) => contenders.map((c) => value(s, c, (r) => r.dnsperf?.qps))),
+    });
+    panels.push({
+      title: 'Server CPU seconds per 10,000 answers, lower is better',
+      unit: 'CPU s / 10k',
+      groups: scenarios.map((s) => SCENARIOS[s].title),
+      series: titles,
+      values: scenarios.map((s) => contenders.map((c) => value(s, c, (r) =>
+        r.serverCpuSeconds == null || !r.dnsperf?.completed ? null : (r.serverCpuSeconds * 10_000) / r.dnsperf.completed))),
+    });
+  }
+  if (results.idle.some((r) => r.status === 'ok')) {
+    const idleValue = (c: ContenderName, pick: (r: IdleResult) => number | null): number | null => {
+      const r = results.idle.find((x) => x.contender === c && x.status === 'ok');
+      return r === undefined ? null : pick(r);
+    };
+    panels.push({
+      title: 'Server memory per idle connection (bytes), lower is better',
+      unit: 'bytes',
+      groups: ['process RSS', 'kernel sockets (est.)', 'total'],
+      series: titles,
+      values: [
+        contenders.map((c) => idleValue(c, (r) => Math.max(0, r.rssBytesPerConnection))),
+        contenders.map((c) => idleValue(c, (r) => (r.serverKernelBytesPerConnection === null ? null : Math.max(0, r.serverKernelBytesPerConnection)))),
+        contenders.map((c) => idleValue(c, (r) => Math.max(0, r.rssBytesPerConnection) + Math.max(0, r.serverKernelBytesPerConnection ?? 0))),
+      ],
+    });
+  }
+  const m = results.machine;
+  return renderChart(panels, `${results.startedAt.slice(0, 16)}Z · ${m.cpus}× ${m.cpuModel} · Linux ${m.kernel} · Node ${m.node} · ${results.options.seconds} s per run${results.options.quick ? ' (quick)' : ''}`);
+}
+
+function save(results: Results, outDir: string): void {
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, 'latest.json'), JSON.stringify(results, null, 2) + '\n');
+  writeFileSync(join(outDir, 'latest.svg'), chart(results));
+  writeFileSync(join(outDir, 'latest.md'), markdownReport(results));
+}
+
+/** The tables and the machine, ready to paste into docs/performance.md. */
+function markdownReport(results: Results): string {
+  const m = results.machine;
+  return [
+    `Run ${results.startedAt}${results.elapsedSeconds === undefined ? ' (unfinished)' : `, ${results.elapsedSeconds} s`}; ` +
+      `${results.options.seconds} s of load per run${results.options.quick ? ' (--quick)' : ''}; stateless-tcp workers: ${results.options.workers}.`,
+    '',
+    `Machine: ${m.cpus}× ${m.cpuModel}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}; dnsperf ${m.dnsperf}, dnsdist ${m.dnsdist}, unbound ${m.unbound}; ` +
+      `load average at start ${m.loadAverage}.`,
+    '',
+    ...(results.throughput.length > 0 ? [throughputTable(results.throughput), ''] : []),
+    ...(results.idle.length > 0 ? [idleTable(results.idle), ''] : []),
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+async function main(options: BenchOptions): Promise<void> {
+  const seconds = options.seconds ?? (options.quick ? 5 : 20);
+  const idleConnections = options.idleConnections ?? (options.quick ? 5_000 : 50_000);
+  requireTools('ip', 'ethtool', 'unbound', 'dig', 'dnsperf', 'nft', 'ss');
+  if (options.contenders.includes('dnsdist')) ensureDnsdist();
+  const workersPassed = options.workers !== undefined && statelessAcceptsWorkers();
+  if (options.workers !== undefined && !workersPassed) console.log(`note: this stateless-tcp has no --workers option; --workers ${options.workers} is ignored`);
+  const startedMs = Date.now();
+  const deadlineMs = startedMs + options.budgetMinutes * 60_000;
+  const results: Results = {
+    startedAt: new Date(startedMs).toISOString(),
+    machine: describeMachine(),
+    options: {
+      quick: options.quick,
+      seconds,
+      idleConnections,
+      workers: workersPassed ? String(options.workers) : statelessAcceptsWorkers() ? 'default' : 'n/a (single thread)',
+      scenarios: options.scenarios,
+      contenders: options.contenders,
+    },
+    throughput: [],
+    idle: [],
+  };
+  const elapsed = (): string => `${((Date.now() - startedMs) / 1000).toFixed(0)} s`;
+  console.log(`bench: ${seconds} s per run, a fresh lab for each; machine: ${results.machine.cpus}× ${results.machine.cpuModel}, load ${results.machine.loadAverage}`);
+
+  for (const scenario of SCENARIO_NAMES.filter((s) => options.scenarios.includes(s))) {
+    for (const contender of options.contenders) {
+      let run: ThroughputRun;
+      if (Date.now() > deadlineMs) {
+        run = { scenario, contender, status: 'failed', reason: `skipped: past the ${options.budgetMinutes}-minute budget` };
+      } else {
+        try {
+          run = await throughputRun(scenario, contender, seconds, workersPassed ? options.workers! : null);
+        } catch (error) {
+          run = { scenario, contender, status: 'failed', reason: (error as Error).message.split('\n')[0]! };
+        }
+      }
+      results.throughput.push(run);
+      const d = run.dnsperf;
+      console.log(`[${elapsed()}] ${scenario} / ${contender}: ` + (d === undefined ? `${run.status}: ${run.reason}` :
+        `${d.qps.toFixed(0)} qps, ${d.completedPercent.toFixed(2)} % completed, avg ${d.averageLatencyMs.toFixed(2)} ms, ` +
+        `CPU ${fixed(run.serverCpuSeconds, 1)} s, peak RSS ${mib(run.serverPeakRssBytes)} MiB, TIME_WAIT ${run.serverTimeWait}`));
+      save(results, options.out);
+    }
+  }
+
+  if (options.scenarios.includes(IDLE)) {
+    let rawSlab: number | null = null;
+    // The raw transport first: its slab growth is the client's own share, subtracted from the others'.
+    for (const name of IDLE_CONTENDERS.filter((c) => options.contenders.includes(c))) {
+      const contender = CONTENDERS[name];
+      let result: IdleResult;
+      const empty = { commandLine: '', serverSummary: '', requested: idleConnections, held: 0, failed: 0, closedByServer: 0, serverKernelSockets: 0, secondsToOpen: 0, rssBeforeBytes: 0, rssAfterBytes: 0, rssBytesPerConnection: 0, slabBytesPerConnection: 0, serverKernelBytesPerConnection: null };
+      if (Date.now() > deadlineMs) {
+        result = { ...empty, contender: name, status: 'failed', reason: `skipped: past the ${options.budgetMinutes}-minute budget` };
+      } else {
+        try {
+          result = await withLab(contender.unboundExtraConfig, (lab) =>
+            measureIdleConnections(lab, contender, idleConnections, { closeAfterEachAnswer: false, holdIdleConnections: true, workers: workersPassed ? options.workers! : null }, rawSlab));
+          if (name === 'stateless') rawSlab = result.slabBytesPerConnection;
+        } catch (error) {
+          result = { ...empty, contender: name, status: 'failed', reason: (error as Error).message.split('\n')[0]! };
+        }
+      }
+      results.idle.push(result);
+      console.log(`[${elapsed()}] idle / ${name}: ` + (result.status !== 'ok' ? `${result.status}: ${result.reason}` :
+        `${result.held} held in ${result.secondsToOpen.toFixed(1)} s, RSS ${result.rssBytesPerConnection.toFixed(0)} B/conn, ` +
+        `slab ${result.slabBytesPerConnection.toFixed(0)} B/conn, server kernel est. ${fixed(result.serverKernelBytesPerConnection, 0)} B/conn, closed by server ${result.closedByServer}`));
+      save(results, options.out);
+    }
+  }
+
+  results.finishedAt = new Date().toISOString();
+  results.elapsedSeconds = Math.round((Date.now() - startedMs) / 1000);
+  save(results, options.out);
+  console.log('');
+  if (results.throughput.length > 0) console.log(throughputTable(results.throughput) + '\n');
+  if (results.idle.length > 0) console.log(idleTable(results.idle) + '\n');
+  console.log(`finished in ${elapsed()}; wrote ${join(options.out, 'latest.json')} and ${join(options.out, 'latest.svg')}`);
+}
+
+const program = new Command('bench')
+  .description('dnsperf against stateless-tcp, its kernel transport, dnsdist and unbound, each in a fresh lab; plus idle-connection memory')
+  .option('--quick', '5 s per run and 5,000 idle connections (a smoke run of the whole harness)', false)
+  .option('--scenarios <list>', `comma-separated: ${[...SCENARIO_NAMES, IDLE].join(',')}`, list<BenchScenario>([...SCENARIO_NAMES, IDLE]), [...SCENARIO_NAMES, IDLE])
+  .option('--contenders <list>', `comma-separated: ${CONTENDER_NAMES.join(',')}`, list<ContenderName>(CONTENDER_NAMES), [...CONTENDER_NAMES])
+  .option('--seconds <n>', 'seconds of dnsperf load per run (default 20, quick 5)', positiveInteger)
+  .option('--idle-connections <n>', 'connections held in the idle scenario (default 50000, quick 5000)', positiveInteger)
+  .option('--workers <n>', 'shard workers for the raw transport, passed only if its CLI has --workers (default: its own default)', positiveInteger)
+  .option('--budget-minutes <n>', 'skip runs that would start after this many minutes', positiveInteger, 15)
+  .option('--out <dir>', 'where latest.json and latest.svg go', RESULTS_DIR)
+  .action((options: BenchOptions) => main(options));
+
+program.parseAsync().catch((error: unknown) => {
+  console.error(`bench: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+});
