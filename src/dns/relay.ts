@@ -45,6 +45,12 @@ export interface RelayConfig {
   timeoutMs: number;
 }
 
+/**
+ * UDP loses datagrams (a busy resolver's receive buffer overflows first): a query still without
+ * an answer is sent again at each quarter of the timeout, as stub resolvers do (RFC 1035 §4.2.1).
+ */
+const UDP_SENDS = 4;
+
 /** Relay counters, indices into `RelayStats.counts`. */
 export const RelayCounter = {
   QUERIES: 0,
@@ -55,6 +61,8 @@ export const RelayCounter = {
   TCP_RETRY_FAILED: 5,
   UNEXPECTED_ANSWERS: 6,
   ID_EXHAUSTED: 7,
+  /** Queries sent to the upstream again for want of an answer. */
+  UDP_RETRIES: 8,
 } as const;
 export const RELAY_COUNTER_NAMES: readonly string[] = [
   'queries',
@@ -65,6 +73,7 @@ export const RELAY_COUNTER_NAMES: readonly string[] = [
   'tcp_retry_failed',
   'unexpected_answers',
   'id_exhausted',
+  'udp_retries',
 ];
 
 const NO_BYTES = new Uint8Array(0);
@@ -96,6 +105,8 @@ export class DnsRelay<Connection> {
   /** Called with each answer's upstream latency in seconds (metrics.ts), if set. */
   observeLatency: ((seconds: number) => void) | null = null;
   private deadlinesHead = 0;
+  /** For each resend k = 1 … UDP_SENDS − 1: the first query in `deadlines` not yet due for it. */
+  private readonly resendHeads = new Array<number>(UDP_SENDS).fill(0);
   private readonly randomPool = new Uint8Array(RANDOM_POOL_BYTES);
   private randomPos = RANDOM_POOL_BYTES;
   /** An answer framed for the wire: 2-byte length + message (RFC 1035 §4.2.2). */
@@ -183,9 +194,22 @@ export class DnsRelay<Connection> {
     this.deliver(pending, answer, nowMs);
   }
 
-  /** Answers SERVFAIL to every query whose deadline has passed. Call periodically. */
+  /** Resends queries still unanswered, and answers SERVFAIL to every one whose deadline has passed. Call periodically. */
   expire(nowMs: number): void {
     const d = this.deadlines;
+    const timeout = this.config.timeoutMs;
+    for (let k = 1; k < UDP_SENDS; k++) {
+      // Due for resend k once k quarters of the timeout have passed since it was relayed.
+      const dueBefore = nowMs + timeout - (k * timeout) / UDP_SENDS;
+      let i = Math.max(this.resendHeads[k]!, this.deadlinesHead);
+      for (; i < d.length && d[i]!.deadline <= dueBefore; i++) {
+        const pending = d[i]!;
+        if (this.pending[pending.upstreamId] !== pending) continue;
+        this.counts[RelayCounter.UDP_RETRIES]!++;
+        this.upstream.sendDatagram(pending.query);
+      }
+      this.resendHeads[k] = i;
+    }
     while (this.deadlinesHead < d.length && d[this.deadlinesHead]!.deadline <= nowMs) {
       const pending = d[this.deadlinesHead++]!;
       if (this.pending[pending.upstreamId] !== pending) continue; // answered already
@@ -196,6 +220,7 @@ export class DnsRelay<Connection> {
     // Compact the queue once its consumed prefix dominates, so it never grows without bound.
     if (this.deadlinesHead > 1024 && this.deadlinesHead * 2 > d.length) {
       d.splice(0, this.deadlinesHead);
+      for (let k = 1; k < UDP_SENDS; k++) this.resendHeads[k] = Math.max(0, this.resendHeads[k]! - this.deadlinesHead);
       this.deadlinesHead = 0;
     }
   }

@@ -13,6 +13,8 @@ export interface UpstreamAddress {
   port: number;
 }
 
+const UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
+
 /** Persistent TCP connections to the upstream, for truncated answers. */
 const TCP_CONNECTIONS = 4;
 
@@ -26,7 +28,10 @@ export class UdpTcpUpstream implements UpstreamTransport {
     private readonly address: UpstreamAddress,
     onAnswer: (answer: Buffer) => void,
   ) {
-    this.udp = dgram.createSocket({ type: net.isIPv6(address.host) ? 'udp6' : 'udp4' });
+    // Answers come in bursts while the event loop works through a batch of captured packets; the
+    // default 208 KiB receive buffer overflowed under dnsperf (each lost answer is a SERVFAIL
+    // after --timeout). The kernel caps this at net.core.rmem_max.
+    this.udp = dgram.createSocket({ type: net.isIPv6(address.host) ? 'udp6' : 'udp4', recvBufferSize: UDP_RECEIVE_BUFFER_BYTES });
     this.udp.on('message', onAnswer);
     // ICMP errors (port unreachable while the resolver restarts) surface here; queries then time out.
     this.udp.on('error', (error) => {

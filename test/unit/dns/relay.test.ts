@@ -148,6 +148,26 @@ test('no upstream answer within the timeout gives SERVFAIL; a late answer is the
   assert.equal(relay.pendingQueries, 0);
 });
 
+test('an unanswered query is sent again at each quarter of the timeout (UDP loses datagrams), and the answer to any copy is delivered once', () => {
+  const { upstream, connections, relay } = setup();
+  const request = framed(query('www.lab.test', 42));
+  relay.onMessages('c1', request, 0, request.length, 10_000);
+  relay.expire(10_249);
+  assert.equal(upstream.datagrams.length, 1);
+  relay.expire(10_250);
+  assert.equal(upstream.datagrams.length, 2);
+  assert.deepEqual(upstream.datagrams[1], upstream.datagrams[0], 'the same query, same upstream ID');
+  relay.expire(10_600);
+  assert.equal(upstream.datagrams.length, 3);
+  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[2]!), 10_601);
+  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[0]!), 10_602);
+  assert.equal(connections.answers.length, 1);
+  relay.expire(11_000);
+  assert.equal(upstream.datagrams.length, 3, 'no resend once answered');
+  assert.equal(connections.answers.length, 1);
+  assert.equal(relay.counts[RelayCounter.UDP_RETRIES], 2);
+});
+
 test('a truncated UDP answer is fetched again over TCP and the client gets the whole answer', async () => {
   const { upstream, connections, relay } = setup();
   const request = framed(query('big.lab.test', 9, 'TXT'));
