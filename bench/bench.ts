@@ -1,13 +1,14 @@
 /**
  * `npm run bench`: stateless-tcp against what users would run instead, side by side on one machine.
  *
- *   npm run bench [-- --quick] [-- --scenarios transaction,big,idle] [-- --contenders stateless,dnsdist]
+ *   npm run bench [-- --quick] [-- --scenarios transaction,big,idle,http] [-- --contenders stateless,dnsdist]
  *
  * Every run gets a fresh lab (test/lab/lab.ts: client and server namespaces joined by veth, unbound
  * behind the server), so TIME_WAIT and other leftovers of one run cannot slow the next. dnsperf
  * loads each contender from the client namespace; the server's CPU, peak memory and TIME_WAIT
  * sockets are read around the run. The idle scenario holds many idle connections and reports the
- * server's memory per connection. Results: a table on stdout, bench/results/latest.json and
+ * server's memory per connection. The http scenario runs wrk against the HTTP front end, nginx as
+ * a reverse proxy and the nginx backend itself (bench/lib/http.ts). Results: a table on stdout, bench/results/latest.json and
  * bench/results/latest.svg. docs/performance.md explains the scenarios and the numbers.
  */
 import { execFileSync } from 'node:child_process';
@@ -23,10 +24,12 @@ import { measureIdleConnections, type IdleResult } from './lib/idle.js';
 import { cpuSeconds, peakRssBytes } from './lib/proc-stats.js';
 import { describeMachine, type MachineInfo } from './lib/machine.js';
 import { renderChart, type ChartPanel } from './lib/chart.js';
+import { HTTP_BODIES, HTTP_CONTENDER_NAMES, HTTP_CONTENDER_TITLES, httpRun, httpTable, type HttpRun } from './lib/http.js';
 
 const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const IDLE = 'idle';
-type BenchScenario = ScenarioName | typeof IDLE;
+const HTTP = 'http';
+type BenchScenario = ScenarioName | typeof IDLE | typeof HTTP;
 /** The contenders measured with idle connections (unbound caps and times out idle TCP itself). */
 const IDLE_CONTENDERS: readonly ContenderName[] = ['stateless', 'kernel', 'dnsdist'];
 
@@ -67,6 +70,7 @@ interface Results {
   options: { quick: boolean; seconds: number; idleConnections: number; workers: string; scenarios: string[]; contenders: string[] };
   throughput: ThroughputRun[];
   idle: IdleResult[];
+  http: HttpRun[];
 }
 
 function list<T extends string>(allowed: readonly T[]) {
@@ -264,6 +268,15 @@ function chart(results: Results): string {
       ],
     });
   }
+  if (results.http.some((r) => r.status === 'ok')) {
+    panels.push({
+      title: 'HTTP requests per second (wrk, keep-alive), higher is better',
+      unit: 'requests/s',
+      groups: HTTP_BODIES.map((b) => b.title),
+      series: HTTP_CONTENDER_NAMES.map((c) => HTTP_CONTENDER_TITLES[c]),
+      values: HTTP_BODIES.map((b) => HTTP_CONTENDER_NAMES.map((c) => results.http.find((r) => r.body === b.title && r.contender === c && r.status === 'ok')?.requestsPerSecond ?? null)),
+    });
+  }
   const m = results.machine;
   return renderChart(panels, `${results.startedAt.slice(0, 16)}Z · ${m.cpus}× ${m.cpuModel} · Linux ${m.kernel} · Node ${m.node} · ${results.options.seconds} s per run${results.options.quick ? ' (quick)' : ''}`);
 }
@@ -287,6 +300,7 @@ function markdownReport(results: Results): string {
     '',
     ...(results.throughput.length > 0 ? [throughputTable(results.throughput), ''] : []),
     ...(results.idle.length > 0 ? [idleTable(results.idle), ''] : []),
+    ...(results.http.length > 0 ? [httpTable(results.http), ''] : []),
   ].join('\n');
 }
 
@@ -316,6 +330,7 @@ async function main(options: BenchOptions): Promise<void> {
     },
     throughput: [],
     idle: [],
+    http: [],
   };
   const elapsed = (): string => `${((Date.now() - startedMs) / 1000).toFixed(0)} s`;
   console.log(`bench: ${seconds} s per run, a fresh lab for each; machine: ${results.machine.cpus}× ${results.machine.cpuModel}, load ${results.machine.loadAverage}`);
@@ -367,19 +382,41 @@ async function main(options: BenchOptions): Promise<void> {
     }
   }
 
+  if (options.scenarios.includes(HTTP)) {
+    for (const body of HTTP_BODIES) {
+      for (const contender of HTTP_CONTENDER_NAMES) {
+        let run: HttpRun;
+        if (Date.now() > deadlineMs) {
+          run = { contender, body: body.title, status: 'failed', reason: `skipped: past the ${options.budgetMinutes}-minute budget` };
+        } else {
+          try {
+            run = await httpRun(contender, body, seconds, workersPassed ? options.workers! : null);
+          } catch (error) {
+            run = { contender, body: body.title, status: 'failed', reason: (error as Error).message.split('\n')[0]! };
+          }
+        }
+        results.http.push(run);
+        console.log(`[${elapsed()}] http ${body.title} / ${contender}: ` + (run.status !== 'ok' ? `${run.status}: ${run.reason}` :
+          `${run.requestsPerSecond!.toFixed(0)} requests/s, ${run.errors} errors, avg ${fixed(run.averageLatencyMs, 2)} ms, CPU ${fixed(run.serverCpuSeconds, 1)} s`));
+        save(results, options.out);
+      }
+    }
+  }
+
   results.finishedAt = new Date().toISOString();
   results.elapsedSeconds = Math.round((Date.now() - startedMs) / 1000);
   save(results, options.out);
   console.log('');
   if (results.throughput.length > 0) console.log(throughputTable(results.throughput) + '\n');
   if (results.idle.length > 0) console.log(idleTable(results.idle) + '\n');
+  if (results.http.length > 0) console.log(httpTable(results.http) + '\n');
   console.log(`finished in ${elapsed()}; wrote ${join(options.out, 'latest.json')} and ${join(options.out, 'latest.svg')}`);
 }
 
 const program = new Command('bench')
   .description('dnsperf against stateless-tcp, its kernel transport, dnsdist and unbound, each in a fresh lab; plus idle-connection memory')
   .option('--quick', '5 s per run and 5,000 idle connections (a smoke run of the whole harness)', false)
-  .option('--scenarios <list>', `comma-separated: ${[...SCENARIO_NAMES, IDLE].join(',')}`, list<BenchScenario>([...SCENARIO_NAMES, IDLE]), [...SCENARIO_NAMES, IDLE])
+  .option('--scenarios <list>', `comma-separated: ${[...SCENARIO_NAMES, IDLE, HTTP].join(',')}`, list<BenchScenario>([...SCENARIO_NAMES, IDLE, HTTP]), [...SCENARIO_NAMES, IDLE, HTTP])
   .option('--contenders <list>', `comma-separated: ${CONTENDER_NAMES.join(',')}`, list<ContenderName>(CONTENDER_NAMES), [...CONTENDER_NAMES])
   .option('--seconds <n>', 'seconds of dnsperf load per run (default 20, quick 5)', positiveInteger)
   .option('--idle-connections <n>', 'connections held in the idle scenario (default 50000, quick 5000)', positiveInteger)

@@ -10,6 +10,13 @@ import { requireTools, type Lab } from './lab.js';
 
 export const NGINX_PORT = 8080;
 
+export interface NginxOptions {
+  /** More `listen` addresses for the same server (e.g. the server's lab address, for benchmarks). */
+  alsoListen?: readonly string[];
+  /** Worker processes (default 1). */
+  workers?: number;
+}
+
 export interface Nginx {
   /** `http://127.0.0.1:8080`, as the front end's --upstream. */
   readonly origin: string;
@@ -24,7 +31,7 @@ export interface Nginx {
  * method, Content-Length and Connection; `/put/…` takes PUT; `/chunked` answers a body without a
  * length (nginx sends it chunked); `/slow` answers after 30 s (for 504).
  */
-export async function startNginx(lab: Lab): Promise<Nginx> {
+export async function startNginx(lab: Lab, options: NginxOptions = {}): Promise<Nginx> {
   requireTools('nginx');
   const dir = join(lab.tempDir, 'nginx');
   const root = join(dir, 'www');
@@ -32,7 +39,7 @@ export async function startNginx(lab: Lab): Promise<Nginx> {
   const config = `
 load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;
 user root;
-worker_processes 1;
+worker_processes ${options.workers ?? 1};
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 daemon off;
@@ -47,7 +54,7 @@ http {
   keepalive_requests 100000;
   default_type application/octet-stream;
   server {
-    listen 127.0.0.1:${NGINX_PORT} backlog=4096;
+    listen 127.0.0.1:${NGINX_PORT} backlog=4096;${(options.alsoListen ?? []).map((address) => `\n    listen ${address} backlog=4096;`).join('')}
     root ${root};
     location = /echo-headers {
       default_type text/plain;
