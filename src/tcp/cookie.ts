@@ -83,6 +83,14 @@ export class SynCookies {
   private key: SipKey;
   /** The secret before the last `rotate`, still accepted when checking (null: none). */
   private previousKey: SipKey | null = null;
+  /** How many times the secret was rotated: `key` is this generation, `previousKey` the one before. */
+  private generation = 0;
+  /**
+   * The key generation that proved the last successful `checkToken` or `checkFirstSegment`. A
+   * connection keeps its tokens under that key (`tokenForReply`): a token under a new key could
+   * be smaller than the client's TS.Recent, and its PAWS check (RFC 7323 §5) would drop us.
+   */
+  lastKeyGeneration = 0;
   /** The first secret, kept for `connectionId`: its ids key a table in this process only, so they need not rotate. */
   private readonly connectionKey: SipKey;
   private readonly periodSeconds: number;
@@ -109,6 +117,7 @@ export class SynCookies {
     const next = sipKey(secret);
     this.previousKey = this.key;
     this.key = next;
+    this.generation++;
   }
 
   /** The MSS class index (0-3) for the MSS a client announced in its SYN (0 = no option). */
@@ -150,9 +159,9 @@ export class SynCookies {
     const mssIndex = isn & 3;
     this.fromSegment(seg, Domain.ISN, nowPeriod - age, mssIndex, (seg.seq - 1) >>> 0);
     const wanted = (isn & ISN_MAC_MASK) >>> 0;
-    if (((this.hash(seg.addrLength, this.key) & ISN_MAC_MASK) >>> 0) === wanted) return mssIndex;
+    if (((this.hash(seg.addrLength, this.key) & ISN_MAC_MASK) >>> 0) === wanted) return this.provedBy(this.generation, mssIndex);
     if (this.previousKey === null) return -1;
-    return ((this.hash(seg.addrLength, this.previousKey) & ISN_MAC_MASK) >>> 0) === wanted ? mssIndex : -1;
+    return ((this.hash(seg.addrLength, this.previousKey) & ISN_MAC_MASK) >>> 0) === wanted ? this.provedBy(this.generation - 1, mssIndex) : -1;
   }
 
   /** Our TSval for segments of the connection of `seg` (a client segment). */
@@ -162,11 +171,15 @@ export class SynCookies {
     return this.token(period, mssIndex, seg.addrLength);
   }
 
-  /** Our TSval for segments sent with `reply` (addresses and ports in the reply direction). */
-  tokenForReply(reply: ReplyHeader, mssIndex: number, nowSeconds: number): number {
+  /**
+   * Our TSval for segments sent with `reply` (addresses and ports in the reply direction), under
+   * the key of `keyGeneration` while that key is still held (else the current one).
+   */
+  tokenForReply(reply: ReplyHeader, mssIndex: number, nowSeconds: number, keyGeneration: number): number {
     const period = this.period(nowSeconds);
     this.fromReply(reply, period, mssIndex);
-    return this.token(period, mssIndex, reply.family === 4 ? 4 : 16);
+    const key = keyGeneration === this.generation - 1 && this.previousKey !== null ? this.previousKey : this.key;
+    return this.token(period, mssIndex, reply.family === 4 ? 4 : 16, key);
   }
 
   /**
@@ -180,9 +193,14 @@ export class SynCookies {
     const mssIndex = token & 3;
     const period = nowPeriod - age;
     this.fromSegment(seg, Domain.TOKEN, period, mssIndex, 0);
-    if (this.token(period, mssIndex, seg.addrLength, this.key) === token >>> 0) return mssIndex;
+    if (this.token(period, mssIndex, seg.addrLength, this.key) === token >>> 0) return this.provedBy(this.generation, mssIndex);
     if (this.previousKey === null) return -1;
-    return this.token(period, mssIndex, seg.addrLength, this.previousKey) === token >>> 0 ? mssIndex : -1;
+    return this.token(period, mssIndex, seg.addrLength, this.previousKey) === token >>> 0 ? this.provedBy(this.generation - 1, mssIndex) : -1;
+  }
+
+  private provedBy(keyGeneration: number, mssIndex: number): number {
+    this.lastKeyGeneration = keyGeneration;
+    return mssIndex;
   }
 
   /**

@@ -104,9 +104,10 @@ export class Flow {
   useTimestamps = false;
   /** The client's TSval to echo (TS.Recent, RFC 7323 §4.3). */
   tsRecent = 0;
-  /** Our token and the period it was computed for. */
+  /** Our token, the period it was computed for, and the generation of the key that proved the connection. */
   token = 0;
   tokenPeriod = -1;
+  keyGeneration = 0;
 
   /** Answers the application still owes on this connection. */
   answersOwed = 0;

@@ -417,6 +417,8 @@ export class Responder {
     flow.rcvNxt = rcvNxt;
     flow.idLow = this.connectionId[0]!;
     flow.idHigh = this.connectionId[1]!;
+    // The key that proved this segment (onFlowlessSegment checked it just now): keep using it.
+    flow.keyGeneration = this.cookies.lastKeyGeneration;
     flow.peerWindow = seg.window;
     flow.mssIndex = mssIndex;
     flow.payloadMss = SynCookies.mssOfIndex(seg.family, mssIndex) - (seg.hasTimestamps ? TIMESTAMP_OPTION_BYTES : 0);
@@ -688,7 +690,7 @@ export class Responder {
     if (flow.useTimestamps) {
       const period = this.cookies.period(nowMs / 1000);
       if (period !== flow.tokenPeriod) {
-        flow.token = this.cookies.tokenForReply(r, flow.mssIndex, nowMs / 1000);
+        flow.token = this.cookies.tokenForReply(r, flow.mssIndex, nowMs / 1000, flow.keyGeneration);
         flow.tokenPeriod = period;
       }
       r.tsVal = flow.token;

@@ -90,7 +90,7 @@ test('a timestamp token checks for its flow, carries the MSS class and never dec
   reply.dstAddr.set(seg.buf.subarray(0, 16));
   reply.srcPort = 53;
   reply.dstPort = 50000;
-  assert.equal(cookies.tokenForReply(reply, 2, NOW), token);
+  assert.equal(cookies.tokenForReply(reply, 2, NOW, 0), token);
   // Constant within a period, larger in the next (RFC 7323 §5 PAWS on the client).
   const periodStart = Math.floor(NOW / 64) * 64;
   assert.equal(cookies.tokenForSegment(seg, 2, periodStart + 63), cookies.tokenForSegment(seg, 2, periodStart));
@@ -135,6 +135,18 @@ test('rotating the secret: new cookies use the new one, the previous one is stil
   assert.notEqual(cookies.issue(seg, NOW), oldIsn);
   assert.equal(cookies.checkFirstSegment(firstData(seg, oldIsn), NOW), 3);
   assert.equal(cookies.checkToken(seg, oldToken, NOW), 3);
+  assert.equal(cookies.lastKeyGeneration, 0, 'proved by the key before the rotation');
+  // That connection keeps its token (a new key's token could be smaller: the client's PAWS).
+  const reply = new ReplyHeader();
+  reply.family = 4;
+  reply.srcAddr.set(seg.buf.subarray(seg.dstAddrOffset, seg.dstAddrOffset + 4));
+  reply.dstAddr.set(seg.buf.subarray(seg.srcAddrOffset, seg.srcAddrOffset + 4));
+  reply.srcPort = seg.dstPort;
+  reply.dstPort = seg.srcPort;
+  assert.equal(cookies.tokenForReply(reply, 3, NOW, 0), oldToken);
+  assert.equal(cookies.tokenForReply(reply, 3, NOW, 1), cookies.tokenForSegment(seg, 3, NOW), 'new connections: the new key');
+  assert.equal(cookies.checkToken(seg, cookies.tokenForSegment(seg, 3, NOW), NOW), 3);
+  assert.equal(cookies.lastKeyGeneration, 1);
   // Another instance given the same new secret recognises connections issued after the rotation.
   const other = new SynCookies(Uint8Array.from({ length: 16 }, (_, i) => 0x90 + i));
   assert.equal(other.checkToken(seg, cookies.tokenForSegment(seg, 3, NOW), NOW), 3);

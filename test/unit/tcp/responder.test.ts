@@ -572,3 +572,21 @@ test('a streamed answer: answerPart fills the send buffer, onDrain comes once AC
   assert.equal(h.responder.flows.size, 0);
   assert.equal(h.responder.queuedBytes, 0);
 });
+
+test('after the secret is rotated, a connection opened before keeps the TSval it had (a new key\'s could be smaller: the client\'s PAWS would drop us)', () => {
+  const h = new Harness({ answerAtOnce: true });
+  h.handshake();
+  const before = h.token;
+  h.send(framedQuery('www.lab.test', 1));
+  h.ackTo(h.clientAck + decode(h.take()[0]!).payloadLength);
+  h.cookies.rotate(Uint8Array.from({ length: 16 }, (_, i) => 0xa0 + i));
+  // On the idle connection, and on the flow its next request makes.
+  h.send(framedQuery('www.lab.test', 2));
+  const [answer] = h.take();
+  checkPacket(answer!, h.ip(), tcp(timestamps({ val: before, ecr: h.clientTsVal - 1 })));
+  // A connection opened after the rotation gets tokens of the new key.
+  const fresh = new Harness({ answerAtOnce: true });
+  fresh.cookies.rotate(Uint8Array.from({ length: 16 }, (_, i) => 0xa0 + i));
+  fresh.handshake();
+  assert.notEqual(fresh.token, before);
+});
