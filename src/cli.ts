@@ -5,6 +5,7 @@
  * Runs in the foreground; one line at start says what it listens on, SIGINT/SIGTERM stop it
  * cleanly (the nftables rule is removed), and any start-up problem is one line naming the fix.
  */
+import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import { ChecksumPolicy } from './wire/segment.js';
 import { formatEndpoint, parseEndpoint, type Endpoint } from './endpoint.js';
@@ -33,7 +34,14 @@ interface DnsCommandOptions {
   checksums: 'verify' | 'ignore';
   closeAfterResponse: boolean;
   cookieSecretFile?: string;
+  workers: number;
 }
+
+/**
+ * Test hook, on only when this variable is 1: SIGUSR2 kills shard 0's worker thread as a crash
+ * would, so lab tests can prove a shard survives it. Off, SIGUSR2 keeps its default (exit).
+ */
+const TEST_HOOKS_VARIABLE = 'STATELESS_TCP_TEST_HOOKS';
 
 async function runDns(options: DnsCommandOptions): Promise<void> {
   if (options.upstream.length !== 1) throw new StartupError('give exactly one --upstream ADDR:PORT');
@@ -54,6 +62,7 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
       interface: options.interface,
       checksumPolicy: options.checksums === 'ignore' ? ChecksumPolicy.IGNORE : ChecksumPolicy.VERIFY,
       cookieSecretFile: options.cookieSecretFile,
+      workers: options.workers,
     });
   }
   console.log(
@@ -68,10 +77,21 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
       console.error(`stateless-tcp dns: cookie secret not rotated: ${(error as Error).message}`);
     }
   });
+  const frontEnd = running;
+  if (process.env[TEST_HOOKS_VARIABLE] === '1' && frontEnd.terminateShardWorker !== undefined) {
+    process.on('SIGUSR2', () => {
+      console.log('stateless-tcp dns: test hook: terminating shard 0\'s worker thread');
+      frontEnd.terminateShardWorker!(0).catch((error: Error) => console.error(`stateless-tcp dns: test hook: ${error.message}`));
+    });
+  }
+  let stopping = false;
   const stop = (signal: string): void => {
-    running.stop();
-    console.log(`stateless-tcp dns: stopped on ${signal}: ${running.summary()}`);
-    process.exit(0);
+    if (stopping) return;
+    stopping = true;
+    void frontEnd.stop().finally(() => {
+      console.log(`stateless-tcp dns: stopped on ${signal}: ${frontEnd.summary()}`);
+      process.exit(0);
+    });
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
@@ -101,6 +121,12 @@ program
     '--cookie-secret-file <file>',
     'SYN cookie secret shared by instances: 32 hex digits; re-read on SIGHUP to rotate it ' +
       '(default: $STATELESS_TCP_COOKIE_SECRET, else random)',
+  )
+  .option(
+    '--workers <n>',
+    'shard worker threads (raw transport), each with its own ring, raw socket and upstream socket; default: one per core',
+    positiveInteger,
+    availableParallelism(),
   )
   .option(
     '--checksums <verify|ignore>',

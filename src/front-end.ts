@@ -1,21 +1,24 @@
 /**
- * Assembles a running DNS front end from its parts: firewall guard, raw sender, upstream sockets,
- * pipeline, capture. Start-up checks each privilege and resource in turn so that what is missing
- * is reported as one line naming the fix.
+ * Assembles a running DNS front end from its parts: firewall guard, the capture thread, one
+ * frame ring per shard, the shard workers (each with its own raw sender, upstream socket and
+ * pipeline). Start-up checks each privilege and resource in turn so that what is missing is
+ * reported as one line naming the fix. docs/architecture.md follows one packet through them.
  */
 import { randomFillSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { ChecksumPolicy, DECODE_RESULT_NAMES } from './wire/segment.js';
-import { SynCookies } from './tcp/cookie.js';
-import { DEFAULT_RESPONDER_CONFIG, OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/responder.js';
+import { Worker } from 'node:worker_threads';
+import { ChecksumPolicy, DECODE_RESULT_NAMES, type LinkType } from './wire/segment.js';
+import { OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/responder.js';
 import { DnsRelay, RELAY_COUNTER_NAMES } from './dns/relay.js';
 import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
-import { DnsPipeline } from './pipeline.js';
-import { openCapture, captureFilter, type Capture } from './io/capture.js';
-import { RawSender } from './io/raw-send.js';
+import { captureFilter } from './io/capture.js';
 import { KernelTcpGuard } from './io/firewall.js';
+import { RawSender, rawSocketProblem } from './io/raw-send.js';
 import { UdpTcpUpstream, probeUpstream, type UpstreamAddress } from './io/upstream.js';
 import { loadCookieSecret, type CookieSecret } from './io/secret.js';
+import { createRing } from './ring/ring.js';
+import { ShardPool } from './shards.js';
+import { CAPTURE_FLAG_BYTES, CaptureFlag, type CaptureReport, type CaptureThreadData } from './shard-protocol.js';
 import type { Endpoint } from './endpoint.js';
 
 export interface DnsFrontEndOptions {
@@ -29,6 +32,10 @@ export interface DnsFrontEndOptions {
   closeAfterResponse: boolean;
   /** File holding the shared SYN cookie secret (re-read on SIGHUP); else environment or random. */
   cookieSecretFile?: string | undefined;
+  /** Shard worker threads, each with its own ring (the raw transport only). */
+  workers: number;
+  /** Log line for events while running (a shard worker's death and restart). */
+  log?: (line: string) => void;
 }
 
 export interface RunningFrontEnd {
@@ -36,14 +43,16 @@ export interface RunningFrontEnd {
   readonly description: string;
   /** Re-reads the cookie secret file and rotates to it; throws a one-line Error on failure. */
   rotateSecret(): void;
-  /** Counters as `name=value` pairs, zeros left out. */
+  /** Counters as `name=value` pairs, zeros left out (per-shard gauges kept). Final after `stop`. */
   summary(): string;
-  stop(): void;
+  stop(): Promise<void>;
+  /** Test hook: kill shard `index`'s worker thread as a crash would. */
+  terminateShardWorker?(index: number): Promise<void>;
 }
 
 /** `prefix.name=value` for every non-zero counter. */
-function counterPairs(prefix: string, names: readonly string[], counts: Float64Array): string[] {
-  return names.flatMap((name, i) => (counts[i]! > 0 ? [`${prefix}${name}=${counts[i]}`] : []));
+function counterPairs(prefix: string, names: readonly string[], counts: ArrayLike<number>): string[] {
+  return names.flatMap((name, i) => ((counts[i] ?? 0) > 0 ? [`${prefix}${name}=${counts[i]}`] : []));
 }
 
 /** One-line start-up failure; the CLI prints its message without a stack trace. */
@@ -54,14 +63,23 @@ export class StartupError extends Error {
 /** Snap length: the largest IPv4/IPv6 + TCP header with options plus one MSS we offer, rounded up. */
 const SNAP_LENGTH = 2048;
 const CAPTURE_BUFFER_BYTES = 16 * 1024 * 1024;
-/** Timer resolution for retransmission and upstream timeouts. */
+/**
+ * Slots per shard ring: 4096 frames of 2 KB (8 MiB) ride out a worker's pause of several
+ * milliseconds at 500k packets/s (a GC, a restart) before the ring drops.
+ */
+const RING_SLOTS = 4096;
+/** Timer resolution for upstream timeouts (the kernel transport; shard workers have their own). */
 const TICK_INTERVAL_MS = 10;
+const CAPTURE_THREAD = new URL('../workers/capture.js', import.meta.url);
+/** How long `stop` waits for the threads to finish their work and report their counters. */
+const STOP_TIMEOUT_MS = 3000;
 
 export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<RunningFrontEnd> {
   // "any" is libpcap's pseudo-device for all interfaces (Linux cooked capture).
   if (options.interface !== 'any' && !existsSync(`/sys/class/net/${options.interface}`)) {
     throw new StartupError(`interface ${options.interface} does not exist: pick one from \`ip link show\``);
   }
+  if (!Number.isInteger(options.workers) || options.workers < 1) throw new StartupError(`--workers takes a positive integer, not ${options.workers}`);
 
   let secret: CookieSecret;
   try {
@@ -70,60 +88,38 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
     throw new StartupError((error as Error).message);
   }
 
-  let sender: RawSender;
+  // The shard workers open their own raw sockets; trying one here first makes a missing
+  // privilege one line before anything is installed or started.
   try {
-    sender = new RawSender();
+    new RawSender().close();
   } catch (error) {
-    throw new StartupError(
-      `cannot open a raw socket (${(error as Error).message}): run as root, or give node CAP_NET_RAW and CAP_NET_ADMIN`,
-    );
+    throw new StartupError(rawSocketProblem(error as Error));
   }
 
   const problem = await probeUpstream(options.upstream, 2000);
-  if (problem !== null) {
-    sender.close();
-    throw new StartupError(problem);
-  }
+  if (problem !== null) throw new StartupError(problem);
 
   const guard = new KernelTcpGuard(options.listen);
   try {
     guard.install();
   } catch (error) {
-    sender.close();
     throw new StartupError((error as Error).message);
   }
   const removeGuard = (): void => guard.remove();
   process.on('exit', removeGuard);
 
-  const cookies = new SynCookies(secret.secret);
-  let pipeline: DnsPipeline | undefined;
-  const upstream = new UdpTcpUpstream(options.upstream, (answer) => pipeline?.relay.handleUpstreamAnswer(answer, Date.now()));
-  let capture: Capture;
+  const rings = Array.from({ length: options.workers }, () => createRing({ slotCount: RING_SLOTS, slotDataBytes: SNAP_LENGTH }));
+  let capture: CaptureThread;
   try {
-    await upstream.open();
-    // Packets are delivered from the event loop, so `pipeline` is set before the first one.
-    capture = openCapture(
-      {
-        interface: options.interface,
-        filter: captureFilter(options.listen),
-        snapLength: SNAP_LENGTH,
-        bufferBytes: CAPTURE_BUFFER_BYTES,
-      },
-      (frame, capturedLength) => pipeline!.handleFrame(frame, capturedLength, Date.now()),
-    );
-    pipeline = new DnsPipeline(
-      capture.linkType,
-      options.checksumPolicy,
-      cookies,
-      { ...DEFAULT_RESPONDER_CONFIG, closeAfterResponse: options.closeAfterResponse },
-      sender,
-      { timeoutMs: options.timeoutMs },
-      upstream,
-      (bytes) => randomFillSync(bytes),
-    );
+    capture = await startCaptureThread({
+      interface: options.interface,
+      filter: captureFilter(options.listen),
+      snapLength: SNAP_LENGTH,
+      bufferBytes: CAPTURE_BUFFER_BYTES,
+      rings,
+      flags: new SharedArrayBuffer(CAPTURE_FLAG_BYTES),
+    });
   } catch (error) {
-    upstream.close();
-    sender.close();
     guard.remove();
     process.off('exit', removeGuard);
     const message = (error as Error).message;
@@ -133,36 +129,117 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
     throw new StartupError(`cannot capture on ${options.interface}: ${message}`);
   }
 
-  const ticker = setInterval(() => pipeline!.tick(Date.now()), TICK_INTERVAL_MS);
-  const running = pipeline;
+  const log = options.log ?? ((line: string) => console.error(`stateless-tcp dns: ${line}`));
+  const shards = new ShardPool(
+    rings,
+    {
+      linkType: capture.linkType,
+      checksumPolicy: options.checksumPolicy,
+      closeAfterResponse: options.closeAfterResponse,
+      timeoutMs: options.timeoutMs,
+      upstream: options.upstream,
+    },
+    [secret.secret],
+    log,
+  );
+  try {
+    await shards.start();
+  } catch (error) {
+    await capture.stop();
+    guard.remove();
+    process.off('exit', removeGuard);
+    throw new StartupError((error as Error).message);
+  }
+  capture.onUnexpectedExit((reason) => {
+    // Without capture nothing reaches any shard: end the process rather than serve nothing.
+    log(`capture thread died (${reason}); exiting`);
+    process.exit(1);
+  });
+
+  let pcapStats = { received: 0, dropped: 0 };
   return {
-    description: `at ${options.interface}, cookie secret ${secret.source}`,
+    description: `at ${options.interface} with ${options.workers} shard worker${options.workers === 1 ? '' : 's'}, cookie secret ${secret.source}`,
     summary() {
-      const pcap = capture.stats();
+      const totals = shards.totals();
       return [
-        ...counterPairs('decode.', DECODE_RESULT_NAMES, running.decodeCounts),
-        ...counterPairs('tcp.', OUTCOME_NAMES, running.outcomeCounts),
-        ...counterPairs('tcp.', TCP_EVENT_NAMES, running.responder.events),
-        `tcp.flows=${running.responder.flows.size}`,
-        `tcp.queued_bytes=${running.responder.queuedBytes}`,
-        ...counterPairs('dns.', RELAY_COUNTER_NAMES, running.relay.counts),
-        `pcap.received=${pcap.received}`,
-        `pcap.dropped=${pcap.dropped}`,
-        `sent=${sender.stats.sent}`,
-        `send_failed=${sender.stats.failed}`,
+        ...counterPairs('decode.', DECODE_RESULT_NAMES, totals.decode),
+        ...counterPairs('tcp.', OUTCOME_NAMES, totals.outcomes),
+        ...counterPairs('tcp.', TCP_EVENT_NAMES, totals.tcpEvents),
+        `tcp.flows=${totals.flows}`,
+        `tcp.queued_bytes=${totals.queuedBytes}`,
+        ...counterPairs('dns.', RELAY_COUNTER_NAMES, totals.relay),
+        `pcap.received=${pcapStats.received}`,
+        `pcap.dropped=${pcapStats.dropped}`,
+        `sent=${totals.sent}`,
+        `send_failed=${totals.sendFailed}`,
+        ...shards.summaryPairs(),
       ].join(' ');
     },
     rotateSecret() {
       if (options.cookieSecretFile === undefined) throw new Error('no --cookie-secret-file to re-read');
-      cookies.rotate(loadCookieSecret(options.cookieSecretFile).secret);
+      shards.rotate(loadCookieSecret(options.cookieSecretFile).secret);
     },
-    stop() {
-      clearInterval(ticker);
-      capture.close();
-      upstream.close();
-      sender.close();
+    async stop() {
+      // Capture first, so the shards can finish what is already in their rings.
+      pcapStats = await capture.stop();
+      await shards.stop(STOP_TIMEOUT_MS);
       guard.remove();
       process.off('exit', removeGuard);
+    },
+    terminateShardWorker: (index) => shards.terminateWorker(index),
+  };
+}
+
+interface CaptureThread {
+  readonly linkType: LinkType;
+  /** Closes the capture and ends the thread; resolves to libpcap's final counters. */
+  stop(): Promise<{ received: number; dropped: number }>;
+  /** `handler` runs if the thread ends other than by `stop`. */
+  onUnexpectedExit(handler: (reason: string) => void): void;
+}
+
+/** Starts workers/capture.ts; resolves once libpcap is open, rejects with its one-line failure. */
+async function startCaptureThread(data: CaptureThreadData): Promise<CaptureThread> {
+  const worker = new Worker(CAPTURE_THREAD, { workerData: data });
+  let stopping = false;
+  let onUnexpectedExit = (_reason: string): void => {};
+  let lastError = '';
+  worker.on('error', (error) => (lastError = error.message));
+  worker.on('exit', (code) => {
+    if (!stopping) onUnexpectedExit(lastError !== '' ? lastError : `exit code ${code}`);
+  });
+  const first = await new Promise<CaptureReport>((resolve) => {
+    worker.once('message', resolve);
+    worker.once('exit', () => resolve({ type: 'failed', message: lastError !== '' ? lastError : 'the capture thread exited' }));
+  });
+  if (first.type !== 'ready') {
+    stopping = true;
+    await worker.terminate();
+    throw new Error(first.type === 'failed' ? first.message : 'unexpected report from the capture thread');
+  }
+  return {
+    linkType: first.linkType,
+    async stop() {
+      stopping = true;
+      const stopped = new Promise<{ received: number; dropped: number }>((resolve) => {
+        const timer = setTimeout(() => resolve({ received: 0, dropped: 0 }), STOP_TIMEOUT_MS);
+        worker.on('message', (report: CaptureReport) => {
+          if (report.type !== 'stopped') return;
+          clearTimeout(timer);
+          resolve({ received: report.received, dropped: report.dropped });
+        });
+        worker.once('exit', () => {
+          clearTimeout(timer);
+          resolve({ received: 0, dropped: 0 });
+        });
+      });
+      Atomics.store(new Int32Array(data.flags), CaptureFlag.STOP, 1);
+      const counters = await stopped;
+      await worker.terminate();
+      return counters;
+    },
+    onUnexpectedExit(handler) {
+      onUnexpectedExit = handler;
     },
   };
 }
@@ -171,7 +248,7 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
  * The same relay over ordinary kernel TCP sockets (`--transport kernel`): no capture, no raw
  * socket, no nftables rule.
  */
-export async function startKernelDnsFrontEnd(options: Omit<DnsFrontEndOptions, 'interface' | 'checksumPolicy' | 'cookieSecretFile'>): Promise<RunningFrontEnd> {
+export async function startKernelDnsFrontEnd(options: Omit<DnsFrontEndOptions, 'interface' | 'checksumPolicy' | 'cookieSecretFile' | 'workers' | 'log'>): Promise<RunningFrontEnd> {
   const problem = await probeUpstream(options.upstream, 2000);
   if (problem !== null) throw new StartupError(problem);
   let relay: DnsRelay<KernelConnection> | undefined;
@@ -203,7 +280,7 @@ export async function startKernelDnsFrontEnd(options: Omit<DnsFrontEndOptions, '
     rotateSecret() {
       throw new Error('the kernel transport uses no cookie secret');
     },
-    stop() {
+    async stop() {
       clearInterval(ticker);
       transport.close();
       upstream.close();

@@ -71,3 +71,8 @@ export class RawSender {
     this.v4 = this.v6 = -1;
   }
 }
+
+/** The one-line start-up message for a RawSender that could not be opened. */
+export function rawSocketProblem(error: Error): string {
+  return `cannot open a raw socket (${error.message}): run as root, or give node CAP_NET_RAW and CAP_NET_ADMIN`;
+}

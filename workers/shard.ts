@@ -1,0 +1,103 @@
+/**
+ * A shard worker: one piscina task that runs for the life of the front end (or of this worker).
+ * It drains its shard's ring and runs a whole DnsPipeline on its own: its own raw sockets, its
+ * own UDP upstream socket, its own timers, and the soft state of the flows that hash to it. It
+ * shares nothing with other shards but the ring and the cookie secret's value, so it takes no
+ * lock. A new worker started for a dead one attaches to the same ring at its READ_INDEX and
+ * carries on; the flows the dead one held are recovered by the clients' retransmissions (a
+ * flow's later segments prove themselves with the timestamp token, docs/tcp-behaviour.md).
+ *
+ * Messages with the main thread: src/shard-protocol.ts.
+ */
+import { randomFillSync } from 'node:crypto';
+import { threadId } from 'node:worker_threads';
+import { DnsPipeline } from '../src/pipeline.js';
+import { SynCookies } from '../src/tcp/cookie.js';
+import { DEFAULT_RESPONDER_CONFIG } from '../src/tcp/responder.js';
+import { RingConsumer } from '../src/ring/ring.js';
+import { RawSender, rawSocketProblem } from '../src/io/raw-send.js';
+import { UdpTcpUpstream } from '../src/io/upstream.js';
+import { STATS_INTERVAL_MS, type ShardCommand, type ShardReport, type ShardStats, type ShardTask } from '../src/shard-protocol.js';
+
+/** Timer resolution for retransmission and upstream timeouts. */
+const TICK_INTERVAL_MS = 10;
+/**
+ * Frames handled before the event loop gets a turn: enough to amortise the turn, few enough
+ * that the upstream socket's answers and the 10 ms timers are never kept waiting long (64
+ * frames take well under a millisecond).
+ */
+const BATCH_SIZE = 64;
+/** Longest sleep on an empty ring; the producer's notify normally ends it much sooner. */
+const IDLE_TIMEOUT_MS = 1000;
+
+export default async function runShard(task: ShardTask): Promise<ShardStats> {
+  const { control } = task;
+  let sender: RawSender;
+  try {
+    sender = new RawSender();
+  } catch (error) {
+    control.close();
+    throw new Error(rawSocketProblem(error as Error));
+  }
+  const cookies = new SynCookies(task.secrets[0]!);
+  for (const secret of task.secrets.slice(1)) cookies.rotate(secret);
+
+  let pipeline: DnsPipeline | undefined;
+  // Answers arrive from the event loop, after `pipeline` is set below.
+  const upstream = new UdpTcpUpstream(task.upstream, (answer) => pipeline!.relay.handleUpstreamAnswer(answer, Date.now()));
+  const consumer = new RingConsumer(task.ring);
+  let ticker: NodeJS.Timeout | undefined;
+  let reporter: NodeJS.Timeout | undefined;
+  try {
+    await upstream.open();
+    const running = new DnsPipeline(
+      task.linkType,
+      task.checksumPolicy,
+      cookies,
+      { ...DEFAULT_RESPONDER_CONFIG, closeAfterResponse: task.closeAfterResponse },
+      sender,
+      { timeoutMs: task.timeoutMs },
+      upstream,
+      (bytes) => randomFillSync(bytes),
+    );
+    pipeline = running;
+    const stats = (): ShardStats => ({
+      decode: Array.from(running.decodeCounts),
+      outcomes: Array.from(running.outcomeCounts),
+      tcpEvents: Array.from(running.responder.events),
+      relay: Array.from(running.relay.counts),
+      flows: running.responder.flows.size,
+      queuedBytes: running.responder.queuedBytes,
+      sent: sender.stats.sent,
+      sendFailed: sender.stats.failed,
+    });
+    const report = (message: ShardReport): void => control.postMessage(message);
+
+    control.on('message', (command: ShardCommand) => {
+      switch (command.type) {
+        case 'rotate':
+          cookies.rotate(command.secret);
+          break;
+        case 'stop':
+          consumer.stop();
+          break;
+      }
+    });
+    ticker = setInterval(() => running.tick(Date.now()), TICK_INTERVAL_MS);
+    reporter = setInterval(() => report({ type: 'stats', stats: stats() }), STATS_INTERVAL_MS);
+    report({ type: 'ready', threadId });
+
+    // The frame is processed in place in its ring slot: `bytes` is a view of the whole ring.
+    await consumer.run((bytes, offset, capturedLength) => running.handleFrame(bytes, offset, capturedLength, Date.now()), {
+      batchSize: BATCH_SIZE,
+      idleTimeoutMs: IDLE_TIMEOUT_MS,
+    });
+    return stats();
+  } finally {
+    clearInterval(ticker);
+    clearInterval(reporter);
+    control.close();
+    upstream.close();
+    sender.close();
+  }
+}
