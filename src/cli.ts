@@ -70,12 +70,10 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
       `, upstream ${formatEndpoint(upstream)} (pid ${process.pid})`,
   );
   process.on('SIGHUP', () => {
-    try {
-      running.rotateSecret();
-      console.log('stateless-tcp dns: cookie secret rotated; the previous one is still accepted');
-    } catch (error) {
-      console.error(`stateless-tcp dns: cookie secret not rotated: ${(error as Error).message}`);
-    }
+    running.rotateSecret().then(
+      (where) => console.log(`stateless-tcp dns: cookie secret rotated ${where}; the previous one is still accepted`),
+      (error: Error) => console.error(`stateless-tcp dns: cookie secret not rotated: ${error.message}`),
+    );
   });
   const frontEnd = running;
   if (process.env[TEST_HOOKS_VARIABLE] === '1' && frontEnd.terminateShardWorker !== undefined) {

@@ -41,8 +41,11 @@ export interface DnsFrontEndOptions {
 export interface RunningFrontEnd {
   /** What the start-up line says about it, e.g. where the cookie secret came from. */
   readonly description: string;
-  /** Re-reads the cookie secret file and rotates to it; throws a one-line Error on failure. */
-  rotateSecret(): void;
+  /**
+   * Re-reads the cookie secret file and rotates to it; resolves to a line saying where it took
+   * effect, rejects with a one-line Error on failure.
+   */
+  rotateSecret(): Promise<string>;
   /** Counters as `name=value` pairs, zeros left out (per-shard gauges kept). Final after `stop`. */
   summary(): string;
   stop(): Promise<void>;
@@ -175,9 +178,10 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
         ...shards.summaryPairs(),
       ].join(' ');
     },
-    rotateSecret() {
+    async rotateSecret() {
       if (options.cookieSecretFile === undefined) throw new Error('no --cookie-secret-file to re-read');
-      shards.rotate(loadCookieSecret(options.cookieSecretFile).secret);
+      const confirmed = await shards.rotate(loadCookieSecret(options.cookieSecretFile).secret, STOP_TIMEOUT_MS);
+      return `in ${confirmed} of ${shards.size} shard workers`;
     },
     async stop() {
       // Capture first, so the shards can finish what is already in their rings.
@@ -277,7 +281,7 @@ export async function startKernelDnsFrontEnd(options: Omit<DnsFrontEndOptions, '
         ...counterPairs('dns.', RELAY_COUNTER_NAMES, dns.counts),
       ].join(' ');
     },
-    rotateSecret() {
+    async rotateSecret() {
       throw new Error('the kernel transport uses no cookie secret');
     },
     async stop() {

@@ -64,7 +64,9 @@ export type ShardReport =
   /** Sockets are open and the ring is being drained; threadId names the worker thread. */
   | { type: 'ready'; threadId: number }
   /** Counters, sent every STATS_INTERVAL_MS so that little is lost when a worker dies. */
-  | { type: 'stats'; stats: ShardStats };
+  | { type: 'stats'; stats: ShardStats }
+  /** The worker now issues cookies with the secret of the last 'rotate'. */
+  | { type: 'rotated' };
 
 /** A shard worker's counters since it started, indexed like the pipeline's arrays. */
 export interface ShardStats {

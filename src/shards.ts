@@ -99,10 +99,32 @@ export class ShardPool {
     }
   }
 
-  /** Tells every running worker to issue cookies with `secret` (the previous one stays valid). */
-  rotate(secret: Uint8Array): void {
+  /**
+   * Tells every running worker to issue cookies with `secret` (the previous one stays valid), and
+   * workers started later too. Resolves to how many workers confirmed within `timeoutMs`.
+   */
+  async rotate(secret: Uint8Array, timeoutMs: number): Promise<number> {
     this.secrets.splice(0, this.secrets.length, this.secrets.at(-1)!, secret);
-    for (const shard of this.shards) this.command(shard, { type: 'rotate', secret });
+    const confirmations = this.shards.flatMap((shard) => {
+      const control = shard.control;
+      if (control === null) return [];
+      return [
+        new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => finish(false), timeoutMs);
+          const onReport = (report: ShardReport): void => {
+            if (report.type === 'rotated') finish(true);
+          };
+          const finish = (confirmed: boolean): void => {
+            clearTimeout(timer);
+            control.off('message', onReport);
+            resolve(confirmed);
+          };
+          control.on('message', onReport);
+          control.postMessage({ type: 'rotate', secret } satisfies ShardCommand);
+        }),
+      ];
+    });
+    return (await Promise.all(confirmations)).filter(Boolean).length;
   }
 
   /**
@@ -163,17 +185,22 @@ export class ShardPool {
     const started = Date.now();
     let ready = false;
     return new Promise<void>((resolve, reject) => {
+      const secrets = [...this.secrets];
       port1.on('message', (report: ShardReport) => {
         if (report.type === 'ready') {
           ready = true;
           shard.threadId = report.threadId;
           shard.control = port1;
+          // A rotation while it was starting did not reach it.
+          const current = this.secrets.at(-1)!;
+          if (current !== secrets.at(-1)) this.command(shard, { type: 'rotate', secret: current });
+          if (!initial) this.log(`shard ${shard.index}: worker thread ${report.threadId} took over its ring after ${Date.now() - started} ms`);
           resolve();
-        } else {
+        } else if (report.type === 'stats') {
           shard.latest = report.stats;
         }
       });
-      const task: ShardTask = { ...this.settings, shard: shard.index, ring: shard.ring, secrets: [...this.secrets], control: port2 };
+      const task: ShardTask = { ...this.settings, shard: shard.index, ring: shard.ring, secrets, control: port2 };
       const run = this.pool.run(task, { transferList: [port2] });
       shard.done = run.then(
         (final) => {

@@ -77,6 +77,7 @@ export default async function runShard(task: ShardTask): Promise<ShardStats> {
       switch (command.type) {
         case 'rotate':
           cookies.rotate(command.secret);
+          report({ type: 'rotated' });
           break;
         case 'stop':
           consumer.stop();

@@ -17,8 +17,11 @@ export interface RunningFrontEnd {
   stop(): Promise<string>;
 }
 
-/** `stateless-tcp dns` on the lab's server interface, both addresses, port 53, relaying to unbound. */
-export async function startFrontEnd(lab: Lab, extraArgs: readonly string[] = []): Promise<RunningFrontEnd> {
+/**
+ * `stateless-tcp dns` on the lab's server interface, both addresses, port 53, relaying to unbound;
+ * `env` adds to the environment (e.g. STATELESS_TCP_TEST_HOOKS).
+ */
+export async function startFrontEnd(lab: Lab, extraArgs: readonly string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningFrontEnd> {
   const child = lab.spawn('server', [
     process.execPath,
     CLI,
@@ -32,7 +35,7 @@ export async function startFrontEnd(lab: Lab, extraArgs: readonly string[] = [])
     '--upstream',
     `${lab.upstream.v4.address}:${lab.upstream.v4.port}`,
     ...extraArgs,
-  ]);
+  ], { env: { ...process.env, ...env } });
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
