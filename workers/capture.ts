@@ -16,6 +16,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Capture, NextResult } from '../src/io/capture.js';
+import { nameThisThread } from '../src/io/thread-name.js';
 import { RingProducer } from '../src/ring/ring.js';
 import { flowHash } from '../src/wire/flow-hash.js';
 import { CaptureFlag, type CaptureReport, type CaptureThreadData } from '../src/shard-protocol.js';
@@ -27,6 +28,7 @@ const data = workerData as CaptureThreadData;
 const port = parentPort!;
 const report = (message: CaptureReport): void => port.postMessage(message);
 const flags = new Int32Array(data.flags);
+nameThisThread('stcp-capture');
 
 let capture: Capture | undefined;
 try {

@@ -17,6 +17,7 @@ import { DEFAULT_RESPONDER_CONFIG } from '../src/tcp/responder.js';
 import { RingConsumer } from '../src/ring/ring.js';
 import { RawSender, rawSocketProblem } from '../src/io/raw-send.js';
 import { UdpTcpUpstream } from '../src/io/upstream.js';
+import { nameThisThread } from '../src/io/thread-name.js';
 import { STATS_INTERVAL_MS, type ShardCommand, type ShardReport, type ShardStats, type ShardTask } from '../src/shard-protocol.js';
 
 /** Timer resolution for retransmission and upstream timeouts. */
@@ -32,6 +33,7 @@ const IDLE_TIMEOUT_MS = 1000;
 
 export default async function runShard(task: ShardTask): Promise<ShardStats> {
   const { control } = task;
+  nameThisThread(`stcp-shard${task.shard}`);
   let sender: RawSender;
   try {
     sender = new RawSender();
