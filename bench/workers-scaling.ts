@@ -10,7 +10,8 @@
  * hits both alike. CPU shares come from /proc/PID/task/TID/stat (utime + stime) over the middle
  * of each run, per thread of the front end (its threads name themselves stcp-capture and
  * stcp-shardN; "node other" is the main thread and V8's helpers), for dnsperf and for unbound,
- * in percent of one core. The machine's cores are the ceiling for their sum.
+ * in percent of one core, and "everything else" the machine did meanwhile (other processes, and
+ * kernel time charged to no thread above). The machine's cores are the ceiling for their sum.
  */
 import { availableParallelism, cpus } from 'node:os';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -69,11 +70,23 @@ function processTicks(pid: number, name: string, into: Map<string, number>): voi
   into.set(name, [...perThread.values()].reduce((a, b) => a + b, 0));
 }
 
+/** Busy ticks of the whole machine, all CPUs: the first line of /proc/stat less idle and iowait. */
+function machineBusyTicks(): number {
+  // "cpu user nice system idle iowait irq softirq steal …" (proc(5))
+  const ticks = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, irq, softirq, steal] = [0, 1, 2, 5, 6, 7].map((i) => ticks[i]!);
+  return user! + nice! + system! + irq! + softirq! + steal!;
+}
+
+/** `MACHINE` is every CPU's busy time; what it has beyond the named ones is other work. */
+const MACHINE = 'machine';
+
 function sample(frontEnd: number, dnsperf: number, unbound: number): Map<string, number> {
   const ticks = new Map<string, number>();
   threadTicks(frontEnd, 'front end: ', ticks);
   processTicks(dnsperf, 'dnsperf', ticks);
   processTicks(unbound, 'unbound', ticks);
+  ticks.set(MACHINE, machineBusyTicks());
   return ticks;
 }
 
@@ -99,6 +112,11 @@ async function runOnce(lab: Lab, queryFile: string, workers: number): Promise<Ru
     for (const [name, ticks] of after) {
       cpu.set(name, (100 * (ticks - (before.get(name) ?? 0))) / CLOCK_TICKS_PER_SECOND / elapsed);
     }
+    // What the machine did beyond our processes: other tenants' work, and kernel time (softirq)
+    // not charged to any of our threads.
+    const ours = [...cpu].filter(([name]) => name !== MACHINE).reduce((sum, [, pct]) => sum + pct, 0);
+    cpu.set('everything else', cpu.get(MACHINE)! - ours);
+    cpu.delete(MACHINE);
     let ringDrops = 0;
     for (const m of summary.matchAll(/shard\d+\.ring_drops=(\d+)/g)) ringDrops += Number(m[1]);
     return {
@@ -134,9 +152,15 @@ try {
       const run = await runOnce(lab, queryFile, workers);
       runs.push(run);
       const cpu = [...run.cpu].filter(([, pct]) => pct >= 1).sort((a, b) => b[1] - a[1]);
+      // CPU time per query does not depend on how much of the machine others took meanwhile.
+      const perQuery = (pct: number): string => `${((pct / 100 / run.qps) * 1e6).toFixed(0)} µs`;
+      const frontEndPct = [...run.cpu].filter(([name]) => name.startsWith('front end')).reduce((sum, [, pct]) => sum + pct, 0);
       console.log(
         `round ${round + 1}, --workers ${workers}: ${run.qps.toFixed(0)} qps, ${run.completed}/${run.sent} completed, ` +
-          `ring drops ${run.ringDrops}, pcap drops ${run.pcapDropped}; CPU ${cpu.map(([n, p]) => `${n} ${p.toFixed(0)}%`).join(', ')}`,
+          `ring drops ${run.ringDrops}, pcap drops ${run.pcapDropped}\n  CPU: ${cpu.map(([n, p]) => `${n} ${p.toFixed(0)}%`).join(', ')}` +
+          `\n  CPU per query: front end ${perQuery(frontEndPct)} (` +
+          [...run.cpu].filter(([name]) => name.startsWith('front end')).map(([n, p]) => `${n.slice(11)} ${perQuery(p)}`).join(', ') +
+          `), dnsperf ${perQuery(run.cpu.get('dnsperf') ?? 0)}, unbound ${perQuery(run.cpu.get('unbound') ?? 0)}`,
       );
     }
   }
