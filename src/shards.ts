@@ -191,9 +191,10 @@ export class ShardPool {
           ready = true;
           shard.threadId = report.threadId;
           shard.control = port1;
-          // A rotation while it was starting did not reach it.
+          // A rotation or a stop while it was starting did not reach it.
           const current = this.secrets.at(-1)!;
           if (current !== secrets.at(-1)) this.command(shard, { type: 'rotate', secret: current });
+          if (this.stopping) this.command(shard, { type: 'stop' });
           if (!initial) this.log(`shard ${shard.index}: worker thread ${report.threadId} took over its ring after ${Date.now() - started} ms`);
           resolve();
         } else if (report.type === 'stats') {

@@ -12,7 +12,9 @@
  * per packet: libpcap's copy lands in one buffer, and the ring copies from it.
  *
  * The main thread stops it through a shared flag (the loop never reads messages), looked at
- * after every packet and at least every POLL_TIMEOUT_MS.
+ * after every packet and at least every POLL_TIMEOUT_MS; packets already captured then are
+ * still handed on, and the shards are stopped only after this thread, so every packet that
+ * arrived before the stop is processed and counted.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Capture, NextResult } from '../src/io/capture.js';
@@ -23,6 +25,8 @@ import { CaptureFlag, type CaptureReport, type CaptureThreadData } from '../src/
 
 /** Longest time the thread waits for a packet before looking at the stop flag again. */
 const POLL_TIMEOUT_MS = 50;
+/** Most packets handed on after the stop flag: what a 16 MiB capture buffer holds of small ones. */
+const STOP_DRAIN_MAX_PACKETS = 200_000;
 
 const data = workerData as CaptureThreadData;
 const port = parentPort!;
@@ -49,15 +53,19 @@ function captureLoop(capture: Capture): void {
   const producers = data.rings.map((region) => new RingProducer(region));
   const shardCount = producers.length;
   const { frame, linkType } = capture;
-  while (Atomics.load(flags, CaptureFlag.STOP) === 0) {
-    const result = capture.next(POLL_TIMEOUT_MS);
-    if (result === NextResult.PACKET) {
-      const length = capture.capturedLength;
-      // flowHash is below 2^31, so the shard number is a small integer.
-      const shard = flowHash(linkType, frame, 0, length) % shardCount;
-      producers[shard]!.push(frame, 0, length, capture.wireLength, capture.timestampSeconds, capture.timestampMicros);
-    } else if (result === NextResult.ERROR) {
-      throw new Error(`capture failed: ${capture.lastError}`);
-    }
-  }
+  /** Hands the packet `next` returned to its shard, or throws on a capture error; false: none came. */
+  const forward = (result: number): boolean => {
+    if (result === NextResult.ERROR) throw new Error(`capture failed: ${capture.lastError}`);
+    if (result !== NextResult.PACKET) return false;
+    const length = capture.capturedLength;
+    // flowHash is below 2^31, so the shard number is a small integer.
+    const shard = flowHash(linkType, frame, 0, length) % shardCount;
+    producers[shard]!.push(frame, 0, length, capture.wireLength, capture.timestampSeconds, capture.timestampMicros);
+    return true;
+  };
+  while (Atomics.load(flags, CaptureFlag.STOP) === 0) forward(capture.next(POLL_TIMEOUT_MS));
+  // Stopping: what the kernel had already captured still goes to the shards, so that the final
+  // counters account for every packet that arrived before the stop (bounded: under a flood the
+  // kernel never runs dry).
+  for (let n = 0; n < STOP_DRAIN_MAX_PACKETS && forward(capture.next(0)); n++);
 }

@@ -94,11 +94,14 @@ export default async function runShard(task: ShardTask): Promise<ShardStats> {
     // clock is read once per batch (a batch takes well under a millisecond): a fresh Date.now()
     // per frame would be a new heap number per frame.
     let batchStartMs = Date.now();
-    await consumer.run((bytes, offset, capturedLength) => running.handleFrame(bytes, offset, capturedLength, batchStartMs), {
-      batchSize: BATCH_SIZE,
-      idleTimeoutMs: IDLE_TIMEOUT_MS,
-      beforeBatch: () => (batchStartMs = Date.now()),
-    });
+    const handleFrame = (bytes: Uint8Array, offset: number, capturedLength: number): void =>
+      running.handleFrame(bytes, offset, capturedLength, batchStartMs);
+    await consumer.run(handleFrame, { batchSize: BATCH_SIZE, idleTimeoutMs: IDLE_TIMEOUT_MS, beforeBatch: () => (batchStartMs = Date.now()) });
+    // Stopped: the capture thread stopped first, so what is left in the ring (at most a ring's
+    // worth) is all there will be. Handle it, so that the final counters include every packet
+    // that arrived before the stop.
+    batchStartMs = Date.now();
+    consumer.drain(handleFrame, consumer.slotCount);
     return stats();
   } finally {
     clearInterval(ticker);

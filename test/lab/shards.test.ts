@@ -88,6 +88,8 @@ describe('shard worker threads', () => {
     frontEnd.process.kill('SIGUSR2');
     const restarted = await lab.waitForLine(frontEnd.process, /shard 0: worker thread \d+ died \(.*\); restarting it on its ring/, 5000);
     t.diagnostic(restarted[0]);
+    const tookOver = await lab.waitForLine(frontEnd.process, /shard 0: worker thread \d+ took over its ring after \d+ ms/, 5000);
+    t.diagnostic(tookOver[0]);
     const result = await load;
     // The replacement answers new connections too.
     const dig = await lab.exec('client', ['dig', '+tcp', '+short', '+tries=1', '+time=3', `@${lab.serverV4}`, LAB_ZONE.www.name, 'A']);
