@@ -65,12 +65,19 @@ export class StartupError extends Error {
 
 /** Snap length: the largest IPv4/IPv6 + TCP header with options plus one MSS we offer, rounded up. */
 const SNAP_LENGTH = 2048;
-const CAPTURE_BUFFER_BYTES = 16 * 1024 * 1024;
 /**
- * Slots per shard ring: 4096 frames of 2 KB (8 MiB) ride out a worker's pause of several
- * milliseconds at 500k packets/s (a GC, a restart) before the ring drops.
+ * libpcap's kernel buffer. In immediate mode libpcap uses TPACKET_V2, whose fixed frames are
+ * sized for the snap length (≈ 2.1 KB each), so 64 MiB holds ≈ 30,000 packets: 300 ms at 100k
+ * packets/s while the capture thread is descheduled (16 MiB measurably dropped on a busy
+ * 2-core machine: bench/capture-rate.ts).
  */
-const RING_SLOTS = 4096;
+const CAPTURE_BUFFER_BYTES = 64 * 1024 * 1024;
+/**
+ * Slots per shard ring: 16384 frames of 2 KB (34 MB) ride out ≈ 300 ms of a worker not running
+ * (descheduled on a busy machine, a GC, a restart) at 50k packets/s per shard before the ring
+ * drops; 4096 measurably dropped on a busy 2-core machine (bench/capture-rate.ts).
+ */
+const RING_SLOTS = 16384;
 /** Timer resolution for upstream timeouts (the kernel transport; shard workers have their own). */
 const TICK_INTERVAL_MS = 10;
 const CAPTURE_THREAD = new URL('../workers/capture.js', import.meta.url);
