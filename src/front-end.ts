@@ -81,6 +81,8 @@ const RING_SLOTS = 16384;
 /** Timer resolution for upstream timeouts (the kernel transport; shard workers have their own). */
 const TICK_INTERVAL_MS = 10;
 const CAPTURE_THREAD = new URL('../workers/capture.js', import.meta.url);
+/** Start-up taking longer than this is reported, and again after each such interval. */
+const SLOW_START_REPORT_MS = 5000;
 /** How long `stop` waits for the threads to finish their work and report their counters. */
 const STOP_TIMEOUT_MS = 3000;
 
@@ -106,9 +108,28 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
     throw new StartupError(rawSocketProblem(error as Error));
   }
 
+  const log = options.log ?? ((line: string) => console.error(`stateless-tcp dns: ${line}`));
+  // Start-up normally takes a second or two; on a starved machine say what it is waiting for.
+  let startingStep = 'probing the upstream';
+  const slowStart = setInterval(() => log(`still starting after ${SLOW_START_REPORT_MS * ++slowReports} ms: ${startingStep}`), SLOW_START_REPORT_MS);
+  let slowReports = 0;
+  try {
+    return await startRawFrontEnd(options, secret, log, (step) => (startingStep = step));
+  } finally {
+    clearInterval(slowStart);
+  }
+}
+
+async function startRawFrontEnd(
+  options: DnsFrontEndOptions,
+  secret: CookieSecret,
+  log: (line: string) => void,
+  step: (what: string) => void,
+): Promise<RunningFrontEnd> {
   const problem = await probeUpstream(options.upstream, 2000);
   if (problem !== null) throw new StartupError(problem);
 
+  step('installing the nftables table');
   const guard = new KernelTcpGuard(options.listen);
   try {
     guard.install();
@@ -120,6 +141,7 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
 
   const rings = Array.from({ length: options.workers }, () => createRing({ slotCount: RING_SLOTS, slotDataBytes: SNAP_LENGTH }));
   let capture: CaptureThread;
+  step('opening libpcap in the capture thread');
   try {
     capture = await startCaptureThread({
       interface: options.interface,
@@ -139,7 +161,7 @@ export async function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<Run
     throw new StartupError(`cannot capture on ${options.interface}: ${message}`);
   }
 
-  const log = options.log ?? ((line: string) => console.error(`stateless-tcp dns: ${line}`));
+  step(`starting ${options.workers} shard worker${options.workers === 1 ? '' : 's'}`);
   const shards = new ShardPool(
     rings,
     {
