@@ -9,6 +9,9 @@ import type { Lab } from './lab.js';
 /** The compiled CLI (dist/src/cli.js), found from this file's place in dist/test/lab/. */
 export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 
+/** How long the front end may take to say it is listening. */
+const START_TIMEOUT_MS = 20_000;
+
 export interface RunningFrontEnd {
   readonly process: ChildProcess;
   /** Everything the process printed so far (stdout and stderr). */
@@ -39,7 +42,9 @@ export async function startFrontEnd(lab: Lab, extraArgs: readonly string[] = [],
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  await lab.waitForLine(child, /listening on/, 10_000);
+  // Usually one or two seconds (a Node thread per shard plus the capture thread), but several
+  // times that while other tests load a small machine.
+  await lab.waitForLine(child, /listening on/, START_TIMEOUT_MS);
   return {
     process: child,
     output: () => output,
