@@ -227,7 +227,7 @@ interface CaptureThread {
   readonly linkType: LinkType;
   /** Closes the capture and ends the thread; resolves to libpcap's final counters. */
   stop(): Promise<{ received: number; dropped: number }>;
-  /** `handler` runs if the thread ends other than by `stop`. */
+  /** `handler` runs if the thread ends (or has ended) other than by `stop`. */
   onUnexpectedExit(handler: (reason: string) => void): void;
 }
 
@@ -235,11 +235,15 @@ interface CaptureThread {
 async function startCaptureThread(data: CaptureThreadData): Promise<CaptureThread> {
   const worker = new Worker(CAPTURE_THREAD, { workerData: data });
   let stopping = false;
-  let onUnexpectedExit = (_reason: string): void => {};
+  let onUnexpectedExit: ((reason: string) => void) | undefined;
+  /** Why the thread ended, if it did before anyone asked to be told. */
+  let unexpectedExit: string | undefined;
   let lastError = '';
   worker.on('error', (error) => (lastError = error.message));
   worker.on('exit', (code) => {
-    if (!stopping) onUnexpectedExit(lastError !== '' ? lastError : `exit code ${code}`);
+    if (stopping) return;
+    unexpectedExit = lastError !== '' ? lastError : `exit code ${code}`;
+    onUnexpectedExit?.(unexpectedExit);
   });
   const first = await new Promise<CaptureReport>((resolve) => {
     worker.once('message', resolve);
@@ -273,6 +277,7 @@ async function startCaptureThread(data: CaptureThreadData): Promise<CaptureThrea
     },
     onUnexpectedExit(handler) {
       onUnexpectedExit = handler;
+      if (unexpectedExit !== undefined) handler(unexpectedExit);
     },
   };
 }
