@@ -16,9 +16,9 @@
 import { availableParallelism, cpus } from 'node:os';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ChildProcess } from 'node:child_process';
 import { createLab, LAB_ZONE, requireTools, type Lab } from '../test/lab/lab.js';
 import { startFrontEnd } from '../test/lab/front-end.js';
+import { startDnsperf } from '../test/lab/dnsperf.js';
 
 const rounds = Number(process.argv[2] ?? 3);
 const seconds = Number(process.argv[3] ?? 10);
@@ -93,21 +93,16 @@ function sample(frontEnd: number, dnsperf: number, unbound: number): Map<string,
 async function runOnce(lab: Lab, queryFile: string, workers: number): Promise<Run> {
   const frontEnd = await startFrontEnd(lab, ['--workers', String(workers)]);
   try {
-    const child: ChildProcess = lab.spawn('client', [
-      'dnsperf', '-m', 'tcp', '-s', lab.serverV4, '-d', queryFile, '-c', String(clients), '-l', String(seconds),
-    ]);
-    let output = '';
-    child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const load = startDnsperf(lab, queryFile, ['-c', String(clients), '-l', String(seconds)]);
+    const child = load.process;
     await sleep(SAMPLE_MARGIN_MS);
     const t0 = performance.now();
     const before = sample(frontEnd.process.pid!, child.pid!, lab.unbound!.pid!);
     await sleep(seconds * 1000 - 2 * SAMPLE_MARGIN_MS);
     const after = sample(frontEnd.process.pid!, child.pid!, lab.unbound!.pid!);
     const elapsed = (performance.now() - t0) / 1000;
-    await exited;
+    const result = await load.result;
     const summary = await frontEnd.stop();
-    const number = (pattern: RegExp, text: string): number => Number(pattern.exec(text)?.[1] ?? NaN);
     const cpu = new Map<string, number>();
     for (const [name, ticks] of after) {
       cpu.set(name, (100 * (ticks - (before.get(name) ?? 0))) / CLOCK_TICKS_PER_SECOND / elapsed);
@@ -121,12 +116,12 @@ async function runOnce(lab: Lab, queryFile: string, workers: number): Promise<Ru
     for (const m of summary.matchAll(/shard\d+\.ring_drops=(\d+)/g)) ringDrops += Number(m[1]);
     return {
       workers,
-      qps: number(/Queries per second:\s+([\d.]+)/, output),
-      sent: number(/Queries sent:\s+(\d+)/, output),
-      completed: number(/Queries completed:\s+(\d+)/, output),
+      qps: result.qps,
+      sent: result.sent,
+      completed: result.completed,
       cpu,
       ringDrops,
-      pcapDropped: number(/pcap\.dropped=(\d+)/, summary),
+      pcapDropped: Number(/pcap\.dropped=(\d+)/.exec(summary)?.[1] ?? NaN),
     };
   } finally {
     await frontEnd.stop();

@@ -15,35 +15,10 @@ import { writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
 import { startFrontEnd } from './front-end.js';
+import { dnsperf } from './dnsperf.js';
 
 /** A counter from the front end's stop summary (absent means zero). */
 const counter = (summary: string, name: string): number => Number(new RegExp(`(?:^|\\s)${name.replaceAll('.', '\\.')}=(\\d+)`).exec(summary)?.[1] ?? 0);
-
-interface DnsperfResult {
-  sent: number;
-  completed: number;
-  lost: number;
-  qps: number;
-  output: string;
-}
-
-/** dnsperf over TCP to the server's IPv4 address; `-l` bounds it in time. */
-async function dnsperf(lab: Lab, queryFile: string, args: string[]): Promise<DnsperfResult> {
-  const run = await lab.exec('client', ['dnsperf', '-m', 'tcp', '-s', lab.serverV4, '-d', queryFile, ...args], { timeoutMs: 40_000 });
-  assert.equal(run.code, 0, `dnsperf: ${run.stderr}${run.stdout}`);
-  const number = (pattern: RegExp): number => {
-    const m = pattern.exec(run.stdout);
-    assert.ok(m !== null, `${pattern} in dnsperf output:\n${run.stdout}`);
-    return Number(m[1]);
-  };
-  return {
-    sent: number(/Queries sent:\s+(\d+)/),
-    completed: number(/Queries completed:\s+(\d+)/),
-    lost: number(/Queries lost:\s+(\d+)/),
-    qps: number(/Queries per second:\s+([\d.]+)/),
-    output: run.stdout,
-  };
-}
 
 describe('shard worker threads', () => {
   let lab: Lab;
