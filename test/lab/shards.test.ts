@@ -7,15 +7,19 @@
  * 2. A shard worker thread killed mid-load (the test hook terminates it as a crash would) is
  *    replaced on its ring; the dnsperf run still completes 100 %, and the restart is counted.
  * 3. `--workers 1` runs through one ring too.
- * 4. SIGHUP reaches every shard worker.
+ * 4. A worker started after a SIGHUP still accepts a connection opened before it (it gets the
+ *    previous secret too), and SIGHUP reaches every shard worker.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
 import { startFrontEnd } from './front-end.js';
 import { dnsperf } from './dnsperf.js';
+
+const HELD_CONNECTION = fileURLToPath(new URL('./held-connection.js', import.meta.url));
 
 /** A counter from the front end's stop summary (absent means zero). */
 const counter = (summary: string, name: string): number => Number(new RegExp(`(?:^|\\s)${name.replaceAll('.', '\\.')}=(\\d+)`).exec(summary)?.[1] ?? 0);
@@ -55,10 +59,15 @@ describe('shard worker threads', () => {
     assert.equal(counter(summary, 'send_failed'), 0, summary);
   });
 
-  test('a shard worker killed mid-load is replaced on its ring; dnsperf completes 100 %', async (t) => {
+  // -q 20: about one query in flight per connection. A pipelined query whose bytes an earlier
+  // answer already acknowledged dies with the worker if its own answer had not gone out yet:
+  // the client's TCP has nothing to retransmit, and only its DNS timeout would recover it
+  // (docs/architecture.md, "When a worker dies"). dnsperf does not retry, so this test keeps
+  // the client from pipelining; what TCP recovers, it recovers in full.
+  test('a shard worker killed mid-load (-c 20 -q 20) is replaced on its ring; dnsperf completes 100 %', async (t) => {
     const frontEnd = await startFrontEnd(lab, ['--workers', '2'], { STATELESS_TCP_TEST_HOOKS: '1' });
     t.after(() => frontEnd.stop());
-    const load = dnsperf(lab, queryFile, ['-c', '20', '-l', '6']);
+    const load = dnsperf(lab, queryFile, ['-c', '20', '-q', '20', '-l', '6']);
     await sleep(2000);
     frontEnd.process.kill('SIGUSR2');
     const restarted = await lab.waitForLine(frontEnd.process, /shard 0: worker thread \d+ died \(.*\); restarting it on its ring/, 5000);
@@ -90,6 +99,37 @@ describe('shard worker threads', () => {
     const summary = await frontEnd.stop();
     assert.ok(counter(summary, 'shard0.packets_in') >= 4, summary);
     assert.doesNotMatch(summary, /shard1\./);
+  });
+
+  // A todo, not a test, until the token bug it found is fixed in src/tcp/cookie.ts: after a
+  // rotation, a connection's token is made with the new secret but stays in the same period, so
+  // half the time it is lower than the TSval the client last saw, and the client's PAWS check
+  // (RFC 7323 §5) drops every later segment of ours (the client's TcpExtPAWSEstab counts them).
+  // That happens without any worker dying; this test would then prove that a replacement
+  // worker gets the previous secret too.
+  test('a worker started after a SIGHUP still accepts connections opened before it', { todo: 'PAWS drops after a rotation (src/tcp/cookie.ts)' }, async (t) => {
+    const file = `${lab.tempDir}/secret-held`;
+    const go = `${lab.tempDir}/go-held`;
+    writeFileSync(file, `${'5e'.repeat(16)}\n`);
+    const frontEnd = await startFrontEnd(lab, ['--workers', '1', '--cookie-secret-file', file], { STATELESS_TCP_TEST_HOOKS: '1' });
+    t.after(() => frontEnd.stop());
+    // One shard, so the connection is on the worker that gets killed.
+    const client = lab.spawn('client', [process.execPath, HELD_CONNECTION, lab.serverV4, '53', LAB_ZONE.www.name, go]);
+    const exited = new Promise<number | null>((resolve) => client.once('exit', resolve));
+    await lab.waitForLine(client, /answer 1 NOERROR/, 10_000);
+    writeFileSync(file, `${'6f'.repeat(16)}\n`);
+    frontEnd.process.kill('SIGHUP');
+    await lab.waitForLine(frontEnd.process, /cookie secret rotated in 1 of 1 shard workers/, 5000);
+    frontEnd.process.kill('SIGUSR2');
+    await lab.waitForLine(frontEnd.process, /shard 0: worker thread \d+ took over its ring/, 10_000);
+    // The connection's next query proves itself with a token made with the secret before the
+    // rotation, which only the worker that died had seen rotate away.
+    writeFileSync(go, '');
+    await lab.waitForLine(client, /answer 2 NOERROR/, 10_000);
+    assert.equal(await exited, 0);
+    const summary = await frontEnd.stop();
+    assert.equal(counter(summary, 'shard0.restarts'), 1, summary);
+    assert.equal(counter(summary, 'tcp.cookie_failed'), 0, summary);
   });
 
   test('SIGHUP rotates the cookie secret in every shard worker', async () => {
