@@ -6,6 +6,7 @@
  * Runs in the foreground; one line at start says what it listens on, SIGINT/SIGTERM stop it
  * cleanly (the nftables rule is removed), and any start-up problem is one line naming the fix.
  */
+import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import { ChecksumPolicy } from './wire/segment.js';
 import { formatEndpoint, parseEndpoint, type Endpoint } from './endpoint.js';
@@ -43,7 +44,7 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
   const running =
     options.transport === 'kernel'
       ? await startKernelDnsFrontEnd(common)
-      : await startDnsFrontEnd({ ...common, ...rawOptions(options) });
+      : await startDnsFrontEnd({ ...common, ...rawOptions(options, 'dns') });
   serve('dns', options.listen, running, `upstream ${formatEndpoint(upstream)}`);
 }
 
@@ -57,7 +58,7 @@ async function runHttp(options: HttpCommandOptions): Promise<void> {
   const running =
     options.transport === 'kernel'
       ? await startKernelHttpFrontEnd(common)
-      : await startHttpFrontEnd({ ...common, ...rawOptions(options) });
+      : await startHttpFrontEnd({ ...common, ...rawOptions(options, 'http') });
   serve('http', options.listen, running, `backend ${options.upstream}`);
 }
 
@@ -68,32 +69,49 @@ interface RawCommandOptions {
   listen: Endpoint[];
   checksums: 'verify' | 'ignore';
   cookieSecretFile?: string;
+  workers: number;
 }
 
-function rawOptions(options: RawCommandOptions): { interface: string; checksumPolicy: ChecksumPolicy; cookieSecretFile: string | undefined } {
+function rawOptions(options: RawCommandOptions, kind: string) {
   if (options.interface === undefined) throw new StartupError('the raw transport needs --interface IF (the interface the listen addresses are on)');
   return {
     interface: options.interface,
     checksumPolicy: options.checksums === 'ignore' ? ChecksumPolicy.IGNORE : ChecksumPolicy.VERIFY,
     cookieSecretFile: options.cookieSecretFile,
+    workers: options.workers,
+    log: (line: string) => console.error(`stateless-tcp ${kind}: ${line}`),
   };
 }
+
+/**
+ * Test hook, on only when this variable is 1: SIGUSR2 kills shard 0's worker thread as a crash
+ * would, so lab tests can prove a shard survives it. Off, SIGUSR2 keeps its default (exit).
+ */
+const TEST_HOOKS_VARIABLE = 'STATELESS_TCP_TEST_HOOKS';
 
 /** Runs a started front end in the foreground: start line, SIGHUP rotation, summary on stop. */
 function serve(kind: string, listen: Endpoint[], running: RunningFrontEnd, backend: string): void {
   console.log(`stateless-tcp ${kind}: listening on ${listen.map(formatEndpoint).join(', ')} ${running.description}, ${backend} (pid ${process.pid})`);
   process.on('SIGHUP', () => {
-    try {
-      running.rotateSecret();
-      console.log(`stateless-tcp ${kind}: cookie secret rotated; the previous one is still accepted`);
-    } catch (error) {
-      console.error(`stateless-tcp ${kind}: cookie secret not rotated: ${(error as Error).message}`);
-    }
+    running.rotateSecret().then(
+      (where) => console.log(`stateless-tcp ${kind}: cookie secret rotated ${where}; the previous one is still accepted`),
+      (error: Error) => console.error(`stateless-tcp ${kind}: cookie secret not rotated: ${error.message}`),
+    );
   });
+  if (process.env[TEST_HOOKS_VARIABLE] === '1' && running.terminateShardWorker !== undefined) {
+    process.on('SIGUSR2', () => {
+      console.log(`stateless-tcp ${kind}: test hook: terminating shard 0's worker thread`);
+      running.terminateShardWorker!(0).catch((error: Error) => console.error(`stateless-tcp ${kind}: test hook: ${error.message}`));
+    });
+  }
+  let stopping = false;
   const stop = (signal: string): void => {
-    running.stop();
-    console.log(`stateless-tcp ${kind}: stopped on ${signal}: ${running.summary()}`);
-    process.exit(0);
+    if (stopping) return;
+    stopping = true;
+    void running.stop().finally(() => {
+      console.log(`stateless-tcp ${kind}: stopped on ${signal}: ${running.summary()}`);
+      process.exit(0);
+    });
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
@@ -113,6 +131,12 @@ function withRawOptions(command: Command): Command {
       '--cookie-secret-file <file>',
       'SYN cookie secret shared by instances: 32 hex digits; re-read on SIGHUP to rotate it ' +
         '(default: $STATELESS_TCP_COOKIE_SECRET, else random)',
+    )
+    .option(
+      '--workers <n>',
+      'shard worker threads (raw transport), each with its own ring, raw socket and upstream socket; default: one per core',
+      positiveInteger,
+      availableParallelism(),
     )
     .option(
       '--checksums <verify|ignore>',

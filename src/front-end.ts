@@ -1,60 +1,31 @@
 /**
- * Assembles a running DNS front end from its parts: firewall guard, raw sender, upstream sockets,
- * pipeline, capture. Start-up checks each privilege and resource in turn so that what is missing
- * is reported as one line naming the fix.
+ * Assembles a running front end (DNS or HTTP) from its parts: firewall guard, the capture
+ * thread, one frame ring per shard, the shard workers (each with its own raw sender, upstream
+ * socket or backend pool, and pipeline). Start-up checks each privilege and resource in turn so that what is missing is
+ * reported as one line naming the fix. docs/architecture.md follows one packet through them.
  */
 import { randomFillSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { ChecksumPolicy, DECODE_RESULT_NAMES, type LinkType } from './wire/segment.js';
-import { SynCookies } from './tcp/cookie.js';
-import { DEFAULT_RESPONDER_CONFIG, OUTCOME_NAMES, TCP_EVENT_NAMES, type ResponderConfig } from './tcp/responder.js';
+import { OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/responder.js';
 import { DnsRelay, RELAY_COUNTER_NAMES } from './dns/relay.js';
-import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
-import { DnsPipeline, HttpPipeline, type TcpPipeline } from './pipeline.js';
+import { wholeMessages } from './dns/message.js';
 import { HTTP_COUNTER_NAMES, HttpRelay } from './http/relay.js';
 import { wholeRequests } from './http/request.js';
-import { wholeMessages } from './dns/message.js';
 import { UndiciBackend, probeHttpBackend } from './io/http-backend.js';
-import { openCapture, captureFilter, type Capture } from './io/capture.js';
-import { RawSender } from './io/raw-send.js';
+import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
+import { captureFilter } from './io/capture.js';
 import { KernelTcpGuard } from './io/firewall.js';
+import { RawSender, rawSocketProblem } from './io/raw-send.js';
 import { UdpTcpUpstream, probeUpstream, type UpstreamAddress } from './io/upstream.js';
 import { loadCookieSecret, type CookieSecret } from './io/secret.js';
+import { createRing } from './ring/ring.js';
+import { ShardPool } from './shards.js';
+import { CAPTURE_FLAG_BYTES, CaptureFlag, type Application, type CaptureReport, type CaptureThreadData } from './shard-protocol.js';
 import type { Endpoint } from './endpoint.js';
 
-export interface DnsFrontEndOptions extends RawFrontEndOptions {
-  upstream: UpstreamAddress;
-  /** Upstream answer timeout before SERVFAIL. */
-  timeoutMs: number;
-}
-
-export interface RunningFrontEnd {
-  /** What the start-up line says about it, e.g. where the cookie secret came from. */
-  readonly description: string;
-  /** Re-reads the cookie secret file and rotates to it; throws a one-line Error on failure. */
-  rotateSecret(): void;
-  /** Counters as `name=value` pairs, zeros left out. */
-  summary(): string;
-  stop(): void;
-}
-
-/** `prefix.name=value` for every non-zero counter. */
-function counterPairs(prefix: string, names: readonly string[], counts: Float64Array): string[] {
-  return names.flatMap((name, i) => (counts[i]! > 0 ? [`${prefix}${name}=${counts[i]}`] : []));
-}
-
-/** One-line start-up failure; the CLI prints its message without a stack trace. */
-export class StartupError extends Error {
-  override readonly name = 'StartupError';
-}
-
-/** Snap length: the largest IPv4/IPv6 + TCP header with options plus one MSS we offer, rounded up. */
-const SNAP_LENGTH = 2048;
-const CAPTURE_BUFFER_BYTES = 16 * 1024 * 1024;
-/** Timer resolution for retransmission and upstream timeouts. */
-const TICK_INTERVAL_MS = 10;
-
-/** What a raw (stateless) front end needs besides its application. */
+/** What every raw (stateless) front end takes besides its application. */
 export interface RawFrontEndOptions {
   /** Capture interface. */
   interface: string;
@@ -63,136 +34,16 @@ export interface RawFrontEndOptions {
   closeAfterResponse: boolean;
   /** File holding the shared SYN cookie secret (re-read on SIGHUP); else environment or random. */
   cookieSecretFile?: string | undefined;
+  /** Shard worker threads, each with its own ring (the raw transport only). */
+  workers: number;
+  /** Log line for events while running (a shard worker's death and restart). */
+  log?: (line: string) => void;
 }
 
-/** The application side of a raw front end: its pipeline, counters and resources. */
-interface RawApplication {
-  pipeline: TcpPipeline;
-  counters(): string[];
-  close(): void;
-}
-
-/**
- * Starts capture, raw sender and firewall guard around the pipeline `build` makes. `probe` checks
- * the backend first (a one-line problem, or null).
- */
-async function startRawFrontEnd(
-  options: RawFrontEndOptions,
-  probe: () => Promise<string | null>,
-  build: (linkType: LinkType, cookies: SynCookies, sender: RawSender, tcp: Omit<ResponderConfig, 'framer' | 'plausibleStart'>) => Promise<RawApplication>,
-): Promise<RunningFrontEnd> {
-  // "any" is libpcap's pseudo-device for all interfaces (Linux cooked capture).
-  if (options.interface !== 'any' && !existsSync(`/sys/class/net/${options.interface}`)) {
-    throw new StartupError(`interface ${options.interface} does not exist: pick one from \`ip link show\``);
-  }
-
-  let secret: CookieSecret;
-  try {
-    secret = loadCookieSecret(options.cookieSecretFile);
-  } catch (error) {
-    throw new StartupError((error as Error).message);
-  }
-
-  let sender: RawSender;
-  try {
-    sender = new RawSender();
-  } catch (error) {
-    throw new StartupError(
-      `cannot open a raw socket (${(error as Error).message}): run as root, or give node CAP_NET_RAW and CAP_NET_ADMIN`,
-    );
-  }
-
-  const problem = await probe();
-  if (problem !== null) {
-    sender.close();
-    throw new StartupError(problem);
-  }
-
-  const guard = new KernelTcpGuard(options.listen);
-  try {
-    guard.install();
-  } catch (error) {
-    sender.close();
-    throw new StartupError((error as Error).message);
-  }
-  const removeGuard = (): void => guard.remove();
-  process.on('exit', removeGuard);
-
-  const cookies = new SynCookies(secret.secret);
-  let app: RawApplication | undefined;
-  let capture: Capture;
-  try {
-    // Packets are delivered from the event loop, so `app` is set before the first one.
-    capture = openCapture(
-      {
-        interface: options.interface,
-        filter: captureFilter(options.listen),
-        snapLength: SNAP_LENGTH,
-        bufferBytes: CAPTURE_BUFFER_BYTES,
-      },
-      (frame, capturedLength) => app!.pipeline.handleFrame(frame, capturedLength, Date.now()),
-    );
-    app = await build(capture.linkType, cookies, sender, { ...DEFAULT_RESPONDER_CONFIG, closeAfterResponse: options.closeAfterResponse });
-  } catch (error) {
-    app?.close();
-    sender.close();
-    guard.remove();
-    process.off('exit', removeGuard);
-    const message = (error as Error).message;
-    if (/permitted|permission/i.test(message)) {
-      throw new StartupError(`cannot capture on ${options.interface} (${message}): run as root, or give node CAP_NET_RAW`);
-    }
-    throw new StartupError(`cannot capture on ${options.interface}: ${message}`);
-  }
-
-  const running = app;
-  const ticker = setInterval(() => running.pipeline.tick(Date.now()), TICK_INTERVAL_MS);
-  return {
-    description: `at ${options.interface}, cookie secret ${secret.source}`,
-    summary() {
-      const pcap = capture.stats();
-      const { pipeline } = running;
-      return [
-        ...counterPairs('decode.', DECODE_RESULT_NAMES, pipeline.decodeCounts),
-        ...counterPairs('tcp.', OUTCOME_NAMES, pipeline.outcomeCounts),
-        ...counterPairs('tcp.', TCP_EVENT_NAMES, pipeline.responder.events),
-        `tcp.flows=${pipeline.responder.flows.size}`,
-        `tcp.queued_bytes=${pipeline.responder.queuedBytes}`,
-        ...running.counters(),
-        `pcap.received=${pcap.received}`,
-        `pcap.dropped=${pcap.dropped}`,
-        `sent=${sender.stats.sent}`,
-        `send_failed=${sender.stats.failed}`,
-      ].join(' ');
-    },
-    rotateSecret() {
-      if (options.cookieSecretFile === undefined) throw new Error('no --cookie-secret-file to re-read');
-      cookies.rotate(loadCookieSecret(options.cookieSecretFile).secret);
-    },
-    stop() {
-      clearInterval(ticker);
-      capture.close();
-      running.close();
-      sender.close();
-      guard.remove();
-      process.off('exit', removeGuard);
-    },
-  };
-}
-
-export function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<RunningFrontEnd> {
-  return startRawFrontEnd(
-    options,
-    () => probeUpstream(options.upstream, 2000),
-    async (linkType, cookies, sender, tcp) => {
-      let pipeline: DnsPipeline | undefined;
-      const upstream = new UdpTcpUpstream(options.upstream, (answer) => pipeline?.relay.handleUpstreamAnswer(answer, Date.now()));
-      await upstream.open();
-      pipeline = new DnsPipeline(linkType, options.checksumPolicy, cookies, tcp, sender, { timeoutMs: options.timeoutMs }, upstream, (bytes) => randomFillSync(bytes));
-      const dns = pipeline;
-      return { pipeline: dns, counters: () => counterPairs('dns.', RELAY_COUNTER_NAMES, dns.relay.counts), close: () => upstream.close() };
-    },
-  );
+export interface DnsFrontEndOptions extends RawFrontEndOptions {
+  upstream: UpstreamAddress;
+  /** Upstream answer timeout before SERVFAIL. */
+  timeoutMs: number;
 }
 
 export interface HttpFrontEndOptions extends RawFrontEndOptions {
@@ -202,16 +53,266 @@ export interface HttpFrontEndOptions extends RawFrontEndOptions {
   timeoutMs: number;
 }
 
-export function startHttpFrontEnd(options: HttpFrontEndOptions): Promise<RunningFrontEnd> {
-  return startRawFrontEnd(
+export interface RunningFrontEnd {
+  /** What the start-up line says about it, e.g. where the cookie secret came from. */
+  readonly description: string;
+  /**
+   * Re-reads the cookie secret file and rotates to it; resolves to a line saying where it took
+   * effect, rejects with a one-line Error on failure.
+   */
+  rotateSecret(): Promise<string>;
+  /** Counters as `name=value` pairs, zeros left out (per-shard gauges kept). Final after `stop`. */
+  summary(): string;
+  stop(): Promise<void>;
+  /** Test hook: kill shard `index`'s worker thread as a crash would. */
+  terminateShardWorker?(index: number): Promise<void>;
+}
+
+/** `prefix.name=value` for every non-zero counter. */
+function counterPairs(prefix: string, names: readonly string[], counts: ArrayLike<number>): string[] {
+  return names.flatMap((name, i) => ((counts[i] ?? 0) > 0 ? [`${prefix}${name}=${counts[i]}`] : []));
+}
+
+/** One-line start-up failure; the CLI prints its message without a stack trace. */
+export class StartupError extends Error {
+  override readonly name = 'StartupError';
+}
+
+/** Snap length: the largest IPv4/IPv6 + TCP header with options plus one MSS we offer, rounded up. */
+const SNAP_LENGTH = 2048;
+/**
+ * libpcap's kernel buffer. In immediate mode libpcap uses TPACKET_V2, whose fixed frames are
+ * sized for the snap length (≈ 2.1 KB each), so 64 MiB holds ≈ 30,000 packets: 300 ms at 100k
+ * packets/s while the capture thread is descheduled (16 MiB measurably dropped on a busy
+ * 2-core machine: bench/capture-rate.ts).
+ */
+const CAPTURE_BUFFER_BYTES = 64 * 1024 * 1024;
+/**
+ * Slots per shard ring: 16384 frames of 2 KB (34 MB) ride out ≈ 300 ms of a worker not running
+ * (descheduled on a busy machine, a GC, a restart) at 50k packets/s per shard before the ring
+ * drops; 4096 measurably dropped on a busy 2-core machine (bench/capture-rate.ts).
+ */
+const RING_SLOTS = 16384;
+/** Timer resolution for upstream timeouts (the kernel transport; shard workers have their own). */
+const TICK_INTERVAL_MS = 10;
+const CAPTURE_THREAD = new URL('../workers/capture.js', import.meta.url);
+/** Start-up taking longer than this is reported, and again after each such interval. */
+const SLOW_START_REPORT_MS = 5000;
+/** How long `stop` waits for the threads to finish their work and report their counters. */
+const STOP_TIMEOUT_MS = 3000;
+
+export function startDnsFrontEnd(options: DnsFrontEndOptions): Promise<RunningFrontEnd> {
+  return startCapturingFrontEnd(
     options,
-    () => probeHttpBackend(options.upstream, 2000),
-    async (linkType, cookies, sender, tcp) => {
-      const backend = new UndiciBackend(options.upstream, options.timeoutMs);
-      const pipeline = new HttpPipeline(linkType, options.checksumPolicy, cookies, tcp, sender, backend);
-      return { pipeline, counters: () => counterPairs('http.', HTTP_COUNTER_NAMES, pipeline.relay.counts), close: () => void backend.close() };
-    },
+    { kind: 'dns', upstream: options.upstream, timeoutMs: options.timeoutMs },
+    () => probeUpstream(options.upstream, 2000),
   );
+}
+
+export function startHttpFrontEnd(options: HttpFrontEndOptions): Promise<RunningFrontEnd> {
+  return startCapturingFrontEnd(
+    options,
+    { kind: 'http', origin: options.upstream, timeoutMs: options.timeoutMs },
+    () => probeHttpBackend(options.upstream, 2000),
+  );
+}
+
+/** Checks what can be checked before anything is installed, then starts (logging a slow start). */
+async function startCapturingFrontEnd(options: RawFrontEndOptions, application: Application, probe: () => Promise<string | null>): Promise<RunningFrontEnd> {
+  // "any" is libpcap's pseudo-device for all interfaces (Linux cooked capture).
+  if (options.interface !== 'any' && !existsSync(`/sys/class/net/${options.interface}`)) {
+    throw new StartupError(`interface ${options.interface} does not exist: pick one from \`ip link show\``);
+  }
+  if (!Number.isInteger(options.workers) || options.workers < 1) throw new StartupError(`--workers takes a positive integer, not ${options.workers}`);
+
+  let secret: CookieSecret;
+  try {
+    secret = loadCookieSecret(options.cookieSecretFile);
+  } catch (error) {
+    throw new StartupError((error as Error).message);
+  }
+
+  // The shard workers open their own raw sockets; trying one here first makes a missing
+  // privilege one line before anything is installed or started.
+  try {
+    new RawSender().close();
+  } catch (error) {
+    throw new StartupError(rawSocketProblem(error as Error));
+  }
+
+  const log = options.log ?? ((line: string) => console.error(`stateless-tcp ${application.kind}: ${line}`));
+  // Start-up normally takes a second or two; on a starved machine say what it is waiting for.
+  let startingStep = 'probing the backend';
+  const slowStart = setInterval(() => log(`still starting after ${SLOW_START_REPORT_MS * ++slowReports} ms: ${startingStep}`), SLOW_START_REPORT_MS);
+  let slowReports = 0;
+  try {
+    return await startRawFrontEnd(options, application, probe, secret, log, (step) => (startingStep = step));
+  } finally {
+    clearInterval(slowStart);
+  }
+}
+
+async function startRawFrontEnd(
+  options: RawFrontEndOptions,
+  application: Application,
+  probe: () => Promise<string | null>,
+  secret: CookieSecret,
+  log: (line: string) => void,
+  step: (what: string) => void,
+): Promise<RunningFrontEnd> {
+  const problem = await probe();
+  if (problem !== null) throw new StartupError(problem);
+
+  step('installing the nftables table');
+  const guard = new KernelTcpGuard(options.listen);
+  try {
+    guard.install();
+  } catch (error) {
+    throw new StartupError((error as Error).message);
+  }
+  const removeGuard = (): void => guard.remove();
+  process.on('exit', removeGuard);
+
+  const rings = Array.from({ length: options.workers }, () => createRing({ slotCount: RING_SLOTS, slotDataBytes: SNAP_LENGTH }));
+  let capture: CaptureThread;
+  step('opening libpcap in the capture thread');
+  try {
+    capture = await startCaptureThread({
+      interface: options.interface,
+      filter: captureFilter(options.listen),
+      snapLength: SNAP_LENGTH,
+      bufferBytes: CAPTURE_BUFFER_BYTES,
+      rings,
+      flags: new SharedArrayBuffer(CAPTURE_FLAG_BYTES),
+    });
+  } catch (error) {
+    guard.remove();
+    process.off('exit', removeGuard);
+    const message = (error as Error).message;
+    if (/permitted|permission/i.test(message)) {
+      throw new StartupError(`cannot capture on ${options.interface} (${message}): run as root, or give node CAP_NET_RAW`);
+    }
+    throw new StartupError(`cannot capture on ${options.interface}: ${message}`);
+  }
+
+  step(`starting ${options.workers} shard worker${options.workers === 1 ? '' : 's'}`);
+  const shards = new ShardPool(
+    rings,
+    {
+      linkType: capture.linkType,
+      checksumPolicy: options.checksumPolicy,
+      closeAfterResponse: options.closeAfterResponse,
+      application,
+    },
+    [secret.secret],
+    log,
+  );
+  try {
+    await shards.start();
+  } catch (error) {
+    await capture.stop();
+    guard.remove();
+    process.off('exit', removeGuard);
+    throw new StartupError((error as Error).message);
+  }
+  capture.onUnexpectedExit((reason) => {
+    // Without capture nothing reaches any shard: end the process rather than serve nothing.
+    log(`capture thread died (${reason}); exiting`);
+    process.exit(1);
+  });
+
+  let pcapStats = { received: 0, dropped: 0 };
+  return {
+    description: `at ${options.interface} with ${options.workers} shard worker${options.workers === 1 ? '' : 's'}, cookie secret ${secret.source}`,
+    summary() {
+      const totals = shards.totals();
+      return [
+        ...counterPairs('decode.', DECODE_RESULT_NAMES, totals.decode),
+        ...counterPairs('tcp.', OUTCOME_NAMES, totals.outcomes),
+        ...counterPairs('tcp.', TCP_EVENT_NAMES, totals.tcpEvents),
+        `tcp.flows=${totals.flows}`,
+        `tcp.queued_bytes=${totals.queuedBytes}`,
+        ...(application.kind === 'dns' ? counterPairs('dns.', RELAY_COUNTER_NAMES, totals.relay) : counterPairs('http.', HTTP_COUNTER_NAMES, totals.relay)),
+        `pcap.received=${pcapStats.received}`,
+        `pcap.dropped=${pcapStats.dropped}`,
+        `sent=${totals.sent}`,
+        `send_failed=${totals.sendFailed}`,
+        ...shards.summaryPairs(),
+      ].join(' ');
+    },
+    async rotateSecret() {
+      if (options.cookieSecretFile === undefined) throw new Error('no --cookie-secret-file to re-read');
+      const confirmed = await shards.rotate(loadCookieSecret(options.cookieSecretFile).secret, STOP_TIMEOUT_MS);
+      return `in ${confirmed} of ${shards.size} shard workers`;
+    },
+    async stop() {
+      // Capture first, so the shards can finish what is already in their rings.
+      pcapStats = await capture.stop();
+      await shards.stop(STOP_TIMEOUT_MS);
+      guard.remove();
+      process.off('exit', removeGuard);
+    },
+    terminateShardWorker: (index) => shards.terminateWorker(index),
+  };
+}
+
+interface CaptureThread {
+  readonly linkType: LinkType;
+  /** Closes the capture and ends the thread; resolves to libpcap's final counters. */
+  stop(): Promise<{ received: number; dropped: number }>;
+  /** `handler` runs if the thread ends (or has ended) other than by `stop`. */
+  onUnexpectedExit(handler: (reason: string) => void): void;
+}
+
+/** Starts workers/capture.ts; resolves once libpcap is open, rejects with its one-line failure. */
+async function startCaptureThread(data: CaptureThreadData): Promise<CaptureThread> {
+  const worker = new Worker(CAPTURE_THREAD, { workerData: data });
+  let stopping = false;
+  let onUnexpectedExit: ((reason: string) => void) | undefined;
+  /** Why the thread ended, if it did before anyone asked to be told. */
+  let unexpectedExit: string | undefined;
+  let lastError = '';
+  worker.on('error', (error) => (lastError = error.message));
+  worker.on('exit', (code) => {
+    if (stopping) return;
+    unexpectedExit = lastError !== '' ? lastError : `exit code ${code}`;
+    onUnexpectedExit?.(unexpectedExit);
+  });
+  const first = await new Promise<CaptureReport>((resolve) => {
+    worker.once('message', resolve);
+    worker.once('exit', () => resolve({ type: 'failed', message: lastError !== '' ? lastError : 'the capture thread exited' }));
+  });
+  if (first.type !== 'ready') {
+    stopping = true;
+    await worker.terminate();
+    throw new Error(first.type === 'failed' ? first.message : 'unexpected report from the capture thread');
+  }
+  return {
+    linkType: first.linkType,
+    async stop() {
+      stopping = true;
+      const stopped = new Promise<{ received: number; dropped: number }>((resolve) => {
+        const timer = setTimeout(() => resolve({ received: 0, dropped: 0 }), STOP_TIMEOUT_MS);
+        worker.on('message', (report: CaptureReport) => {
+          if (report.type !== 'stopped') return;
+          clearTimeout(timer);
+          resolve({ received: report.received, dropped: report.dropped });
+        });
+        worker.once('exit', () => {
+          clearTimeout(timer);
+          resolve({ received: 0, dropped: 0 });
+        });
+      });
+      Atomics.store(new Int32Array(data.flags), CaptureFlag.STOP, 1);
+      const counters = await stopped;
+      await worker.terminate();
+      return counters;
+    },
+    onUnexpectedExit(handler) {
+      onUnexpectedExit = handler;
+      if (unexpectedExit !== undefined) handler(unexpectedExit);
+    },
+  };
 }
 
 /**
@@ -239,10 +340,10 @@ async function startKernelFrontEnd(
       const t = transport.stats;
       return [`tcp.accepted=${t.accepted}`, `tcp.open=${t.open}`, `tcp.answers_dropped=${t.answersDropped}`, ...counters()].join(' ');
     },
-    rotateSecret() {
+    async rotateSecret() {
       throw new Error('the kernel transport uses no cookie secret');
     },
-    stop() {
+    async stop() {
       clearInterval(ticker);
       transport.close();
       closeApplication();
@@ -250,7 +351,9 @@ async function startKernelFrontEnd(
   };
 }
 
-export async function startKernelDnsFrontEnd(options: Omit<DnsFrontEndOptions, 'interface' | 'checksumPolicy' | 'cookieSecretFile'>): Promise<RunningFrontEnd> {
+type KernelOptions<T> = Omit<T, 'interface' | 'checksumPolicy' | 'cookieSecretFile' | 'workers' | 'log'>;
+
+export async function startKernelDnsFrontEnd(options: KernelOptions<DnsFrontEndOptions>): Promise<RunningFrontEnd> {
   const problem = await probeUpstream(options.upstream, 2000);
   if (problem !== null) throw new StartupError(problem);
   let relay: DnsRelay<KernelConnection> | undefined;
@@ -269,7 +372,7 @@ export async function startKernelDnsFrontEnd(options: Omit<DnsFrontEndOptions, '
   );
 }
 
-export async function startKernelHttpFrontEnd(options: Omit<HttpFrontEndOptions, 'interface' | 'checksumPolicy' | 'cookieSecretFile'>): Promise<RunningFrontEnd> {
+export async function startKernelHttpFrontEnd(options: KernelOptions<HttpFrontEndOptions>): Promise<RunningFrontEnd> {
   const problem = await probeHttpBackend(options.upstream, 2000);
   if (problem !== null) throw new StartupError(problem);
   const backend = new UndiciBackend(options.upstream, options.timeoutMs);

@@ -47,10 +47,13 @@ export abstract class TcpPipeline implements SegmentSink {
     private readonly sender: PacketSender,
   ) {}
 
-  /** Handles one captured frame `frame[0, length)`; the frame is not used after this returns. */
-  handleFrame(frame: Uint8Array, length: number, nowMs: number): void {
+  /**
+   * Handles one captured frame `frame[offset, offset + length)` — in a shard worker, a slot of
+   * its ring, read in place — and is done with it when this returns: the relay copies queries out.
+   */
+  handleFrame(frame: Uint8Array, offset: number, length: number, nowMs: number): void {
     const seg = this.segment;
-    const result = decodeFrame(this.linkType, frame, 0, length, this.checksumPolicy, seg);
+    const result = decodeFrame(this.linkType, frame, offset, length, this.checksumPolicy, seg);
     this.decodeCounts[result]!++;
     if (result !== DecodeResult.OK) return;
     this.outcomeCounts[this.responder.handleSegment(seg, nowMs)]!++;

@@ -1,46 +1,38 @@
 /**
- * Packet capture with libpcap, through the `pcap` package's native binding.
+ * Packet capture with libpcap, through our Node-API addon (native/capture.c), for a thread that
+ * does nothing else (workers/capture.ts).
  *
- * We call the binding directly instead of `pcap.createSession` because the package's JavaScript
- * wrapper allocates a `PacketWithHeader` and emits an event for every packet; the binding itself
- * copies each packet into one buffer we own and calls one function, so the capture path
- * allocates nothing per packet.
+ * The capture thread pulls packets: `next` copies the next packet into one buffer owned by this
+ * object and returns, or waits in poll(2) for at most `timeoutMs` when none is ready. Nothing is
+ * allocated per packet and nothing is registered with the event loop, so the thread may block
+ * there and still exit cleanly. (The `pcap` package's binding polls through the event loop and
+ * never closes its handle, which aborts a worker thread when it exits; nor can it load in a
+ * worker thread while another thread has it.)
  */
 import { createRequire } from 'node:module';
 import { LinkType } from '../wire/segment.js';
 
 const require = createRequire(import.meta.url);
 
-interface PcapBindingSession {
-  open_live(
-    device: string,
-    filter: string,
-    bufferSize: number,
-    snapLength: number,
-    outfile: string,
-    onPacket: () => void,
-    monitor: boolean,
-    bufferTimeout: number,
-    onWarning: (message: string) => void,
-    promiscuous: boolean,
-  ): string;
-  dispatch(buffer: Buffer, header: Buffer): number;
-  start_polling(): void;
-  close(): void;
-  stats(): { ps_recv: number; ps_drop: number; ps_ifdrop: number };
-  read_callback?: () => void;
+interface CaptureAddon {
+  open(device: string, filter: string, snapLength: number, bufferBytes: number, frame: Uint8Array, header: Uint32Array): { handle: object; linkType: number };
+  next(handle: object, timeoutMs: number): number;
+  stats(handle: object): [number, number, number];
+  lastError(handle: object): string;
+  close(handle: object): void;
 }
 
-interface PcapBinding {
-  PcapSession: new () => PcapBindingSession;
-  lib_version(): string;
-}
+/** build/Release is where node-gyp puts it (`npm ci` builds it from binding.gyp), from dist/src/io/. */
+const ADDON_PATH = '../../../build/Release/capture.node';
 
-/** Names the binding reports for the link types it knows (pcap_session.cc). */
-const LINK_TYPES: Record<string, LinkType> = {
-  LINKTYPE_ETHERNET: LinkType.ETHERNET,
-  LINKTYPE_RAW: LinkType.RAW,
-  LINKTYPE_LINUX_SLL: LinkType.LINUX_SLL,
+/** pcap_datalink's DLT_ values (pcap/dlt.h) for the link types we decode. */
+const LINK_TYPES: Record<number, LinkType> = {
+  1: LinkType.ETHERNET, // DLT_EN10MB
+  12: LinkType.RAW, // DLT_RAW on Linux
+  14: LinkType.RAW, // DLT_RAW on some BSDs
+  101: LinkType.RAW, // LINKTYPE_RAW
+  113: LinkType.LINUX_SLL, // DLT_LINUX_SLL: the "any" device
+  276: LinkType.LINUX_SLL2, // DLT_LINUX_SLL2
 };
 
 export interface CaptureOptions {
@@ -53,63 +45,77 @@ export interface CaptureOptions {
   bufferBytes: number;
 }
 
-/** Called for each packet: bytes `frame[0, capturedLength)`, valid only during the call. */
-export type FrameHandler = (frame: Buffer, capturedLength: number, wireLength: number) => void;
+/** What `next` found. */
+export const NextResult = {
+  PACKET: 1,
+  TIMED_OUT: 0,
+  ERROR: -1,
+} as const;
 
-export interface Capture {
+export class Capture {
   readonly linkType: LinkType;
-  stats(): { received: number; dropped: number; interfaceDropped: number };
-  close(): void;
-}
+  /** The last packet `next` returned: bytes `frame[0, capturedLength)`. */
+  readonly frame: Uint8Array;
+  private readonly header = new Uint32Array(4);
+  private readonly addon: CaptureAddon;
+  private readonly handle: object;
+  private closed = false;
 
-/**
- * Opens a live capture in immediate mode: libpcap's TPACKET_V3 otherwise holds packets until a
- * block fills or its timeout passes, adding up to a second of latency to every answer.
- */
-export function openCapture(options: CaptureOptions, onFrame: FrameHandler): Capture {
-  const binding = require('pcap/build/Release/pcap_binding.node') as PcapBinding;
-  const session = new binding.PcapSession();
-  const frame = Buffer.alloc(options.snapLength);
-  // Header as the binding writes it: tv_sec, tv_usec, caplen, len, host byte order.
-  const header = Buffer.alloc(16);
-  const header32 = new Uint32Array(header.buffer, header.byteOffset, 4);
-
-  const onPacket = (): void => onFrame(frame, header32[2]!, header32[3]!);
-  const linkTypeName = session.open_live(
-    options.interface,
-    options.filter,
-    options.bufferBytes,
-    options.snapLength,
-    '',
-    onPacket,
-    false,
-    0, // buffer timeout 0: the binding then sets immediate mode
-    () => {}, // "no IPv4 address assigned" on a v6-only interface is harmless
-    false,
-  );
-  const linkType = LINK_TYPES[linkTypeName];
-  if (linkType === undefined) {
-    session.close();
-    throw new Error(`interface ${options.interface} has link type ${linkTypeName}, which is not supported`);
+  /**
+   * Opens a live capture in immediate mode (libpcap's TPACKET_V3 otherwise holds packets until a
+   * block fills or its timeout passes), not promiscuous, with `options.filter` applied. Throws an
+   * Error with libpcap's reason (no such device, no permission, a bad filter, a link type we
+   * cannot decode).
+   */
+  constructor(options: CaptureOptions) {
+    this.addon = require(ADDON_PATH) as CaptureAddon;
+    this.frame = new Uint8Array(options.snapLength);
+    const opened = this.addon.open(options.interface, options.filter, options.snapLength, options.bufferBytes, this.frame, this.header);
+    this.handle = opened.handle;
+    const linkType = LINK_TYPES[opened.linkType];
+    if (linkType === undefined) {
+      this.close();
+      throw new Error(`interface ${options.interface} has link type ${opened.linkType} (pcap-linktype(7)), which is not supported`);
+    }
+    this.linkType = linkType;
   }
-  session.read_callback = () => {
-    session.dispatch(frame, header);
-  };
-  session.start_polling();
 
-  return {
-    linkType,
-    stats() {
-      const s = session.stats();
-      return { received: s.ps_recv, dropped: s.ps_drop, interfaceDropped: s.ps_ifdrop };
-    },
-    close() {
-      session.read_callback = undefined;
-      session.close();
-      // pcap_breakloop only flags the handle; one more dispatch lets the binding close it.
-      session.dispatch(frame, header);
-    },
-  };
+  /**
+   * The next packet into `frame`: PACKET, or TIMED_OUT when none arrived within `timeoutMs`
+   * (the thread blocks meanwhile), or ERROR (`lastError` says which).
+   */
+  next(timeoutMs: number): number {
+    return this.addon.next(this.handle, timeoutMs);
+  }
+
+  /** The last packet's header: bytes captured, bytes on the wire, capture time (libpcap's timeval). */
+  get capturedLength(): number {
+    return this.header[2]!;
+  }
+  get wireLength(): number {
+    return this.header[3]!;
+  }
+  get timestampSeconds(): number {
+    return this.header[0]!;
+  }
+  get timestampMicros(): number {
+    return this.header[1]!;
+  }
+
+  get lastError(): string {
+    return this.addon.lastError(this.handle);
+  }
+
+  stats(): { received: number; dropped: number; interfaceDropped: number } {
+    const [received, dropped, interfaceDropped] = this.addon.stats(this.handle);
+    return { received, dropped, interfaceDropped };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.addon.close(this.handle);
+  }
 }
 
 /**

@@ -1,32 +1,30 @@
 /**
- * Sending complete IP packets through raw sockets (the `raw-socket` package).
+ * Sending complete IP packets through raw sockets (our Node-API addon, native/raw_send.c).
  *
  * Both sockets use protocol IPPROTO_RAW (255): the kernel then takes our IP header as written
  * (raw(7): IPPROTO_RAW implies IP_HDRINCL; for IPv6 the kernel sets hdrincl the same way), and —
  * unlike an IPPROTO_TCP raw socket — is never handed a copy of incoming TCP packets, which we
  * would have to read and throw away.
  *
- * We call the socket's native `send` directly: the package's `Socket.send` queues every packet
- * and waits for a writable event before sending it, a round trip through the event loop per
- * segment; the native call is one synchronous sendto(2).
+ * Every shard worker thread opens its own RawSender, so the addon is a Node-API module, which
+ * loads in any number of threads at once (the `raw-socket` package cannot: it is not
+ * context-aware). A send is one synchronous sendto(2) on a non-blocking socket with the
+ * destination taken from the address bytes, so nothing is formatted or allocated per packet.
  */
 import { createRequire } from 'node:module';
-import { formatAddress } from '../wire/format.js';
 
 const require = createRequire(import.meta.url);
 
-interface RawSocketWrap {
-  send(buffer: Buffer, offset: number, length: number, address: string, done: (bytes: number) => void): void;
-  pause(recvPaused: boolean, sendPaused: boolean): void;
-  close(): void;
-}
-interface RawSocketModule {
-  createSocket(options: { addressFamily: number; protocol: number }): { wrap: RawSocketWrap; pauseRecv(): unknown; close(): unknown };
-  AddressFamily: { IPv4: number; IPv6: number };
+interface RawSendAddon {
+  open(family: 4 | 6): number;
+  /** Bytes sent, or −errno. */
+  send(fd: number, family: 4 | 6, packet: Uint8Array, length: number, dst: Uint8Array): number;
+  close(fd: number): void;
+  errorName(errno: number): string;
 }
 
-const IPPROTO_RAW = 255;
-const noop = (): void => {};
+/** build/Release is where node-gyp puts it (`npm ci` builds it from binding.gyp), from dist/src/io/. */
+const ADDON_PATH = '../../../build/Release/raw_send.node';
 
 export interface SendStats {
   sent: number;
@@ -36,22 +34,20 @@ export interface SendStats {
 
 export class RawSender {
   readonly stats: SendStats = { sent: 0, failed: 0, lastError: '' };
-  private readonly v4: RawSocketWrap;
-  private readonly v6: RawSocketWrap;
-  /** Destination address strings by their bytes: sendto needs a string; clients repeat. */
-  private readonly names = new Map<string, string>();
-  private readonly keyScratch: number[] = [];
+  private readonly addon: RawSendAddon;
+  private v4 = -1;
+  private v6 = -1;
 
+  /** Opens both sockets; throws an Error whose message names the cause (EPERM without root). */
   constructor() {
-    const raw = require('raw-socket') as RawSocketModule;
-    const open = (family: number): RawSocketWrap => {
-      const socket = raw.createSocket({ addressFamily: family, protocol: IPPROTO_RAW });
-      // We only send: stop the poll for readable events (an IPPROTO_RAW socket receives nothing anyway).
-      socket.wrap.pause(true, true);
-      return socket.wrap;
-    };
-    this.v4 = open(raw.AddressFamily.IPv4);
-    this.v6 = open(raw.AddressFamily.IPv6);
+    this.addon = require(ADDON_PATH) as RawSendAddon;
+    this.v4 = this.addon.open(4);
+    try {
+      this.v6 = this.addon.open(6);
+    } catch (error) {
+      this.addon.close(this.v4);
+      throw error;
+    }
   }
 
   /**
@@ -60,32 +56,23 @@ export class RawSender {
    * recovers it like any loss in the network.
    */
   send(family: 4 | 6, packet: Buffer, length: number, dst: Uint8Array): void {
-    try {
-      (family === 4 ? this.v4 : this.v6).send(packet, 0, length, this.addressName(family, dst), noop);
+    const result = this.addon.send(family === 4 ? this.v4 : this.v6, family, packet, length, dst);
+    if (result >= 0) {
       this.stats.sent++;
-    } catch (error) {
+    } else {
       this.stats.failed++;
-      this.stats.lastError = (error as Error).message;
+      this.stats.lastError = this.addon.errorName(-result);
     }
   }
 
   close(): void {
-    this.v4.close();
-    this.v6.close();
+    this.addon.close(this.v4);
+    this.addon.close(this.v6);
+    this.v4 = this.v6 = -1;
   }
+}
 
-  private addressName(family: 4 | 6, dst: Uint8Array): string {
-    const n = family === 4 ? 4 : 16;
-    const k = this.keyScratch;
-    k.length = n;
-    for (let i = 0; i < n; i++) k[i] = dst[i]!;
-    const key = String.fromCharCode.apply(null, k);
-    let name = this.names.get(key);
-    if (name === undefined) {
-      if (this.names.size >= 65536) this.names.clear();
-      name = formatAddress(dst, 0, family);
-      this.names.set(key, name);
-    }
-    return name;
-  }
+/** The one-line start-up message for a RawSender that could not be opened. */
+export function rawSocketProblem(error: Error): string {
+  return `cannot open a raw socket (${error.message}): run as root, or give node CAP_NET_RAW and CAP_NET_ADMIN`;
 }

@@ -120,6 +120,12 @@ export interface RunOptions {
   batchSize: number;
   /** Longest sleep on an empty ring before the loop wakes by itself. */
   idleTimeoutMs: number;
+  /**
+   * Called before each batch: a place for work done once per batch rather than per frame, such
+   * as reading the clock (a millisecond time is a double, which V8 boxes into a new heap number
+   * whenever it is passed to a function that is not inlined).
+   */
+  beforeBatch?: () => void;
 }
 
 /**
@@ -370,7 +376,9 @@ export class RingConsumer {
    */
   async run(handler: FrameHandler, options: RunOptions): Promise<void> {
     this.stopRequested = false;
+    const beforeBatch = options.beforeBatch;
     while (!this.stopRequested) {
+      beforeBatch?.();
       if (this.drain(handler, options.batchSize) === options.batchSize) {
         await nextTurn('frames'); // there may be more, but timers and sockets go first
       } else if (!this.stopRequested) {

@@ -8,6 +8,8 @@ import type { Lab } from './lab.js';
 
 /** The compiled CLI (dist/src/cli.js), found from this file's place in dist/test/lab/. */
 export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+/** How long the CLI may take to say it is listening. */
+const START_TIMEOUT_MS = 20_000;
 
 export interface RunningFrontEnd {
   readonly process: ChildProcess;
@@ -17,9 +19,12 @@ export interface RunningFrontEnd {
   stop(): Promise<string>;
 }
 
-/** `stateless-tcp dns` on the lab's server interface, both addresses, port 53, relaying to unbound. */
-export function startFrontEnd(lab: Lab, extraArgs: readonly string[] = []): Promise<RunningFrontEnd> {
-  return startCli(lab, ['dns', '--upstream', `${lab.upstream.v4.address}:${lab.upstream.v4.port}`, ...listenArgs(lab, 53), ...extraArgs]);
+/**
+ * `stateless-tcp dns` on the lab's server interface, both addresses, port 53, relaying to unbound;
+ * `env` adds to the environment (e.g. STATELESS_TCP_TEST_HOOKS).
+ */
+export function startFrontEnd(lab: Lab, extraArgs: readonly string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningFrontEnd> {
+  return startCli(lab, ['dns', '--upstream', `${lab.upstream.v4.address}:${lab.upstream.v4.port}`, ...listenArgs(lab, 53), ...extraArgs], env);
 }
 
 /** `stateless-tcp http` on the lab's server interface, both addresses, port 80, relaying to `origin`. */
@@ -32,12 +37,14 @@ function listenArgs(lab: Lab, port: number): string[] {
 }
 
 /** The CLI with any arguments, in the server namespace; resolves once it says it is listening. */
-export async function startCli(lab: Lab, args: readonly string[]): Promise<RunningFrontEnd> {
-  const child = lab.spawn('server', [process.execPath, CLI, ...args]);
+export async function startCli(lab: Lab, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<RunningFrontEnd> {
+  const child = lab.spawn('server', [process.execPath, CLI, ...args], { env: { ...process.env, ...env } });
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  await lab.waitForLine(child, /listening on/, 10_000);
+  // Usually one or two seconds (a Node thread per shard plus the capture thread), but several
+  // times that while other tests load a small machine.
+  await lab.waitForLine(child, /listening on/, START_TIMEOUT_MS);
   return {
     process: child,
     output: () => output,

@@ -83,7 +83,7 @@ for (const policy of [ChecksumPolicy.VERIFY, ChecksumPolicy.IGNORE]) {
         const { pipeline, sent } = pipelines.get(linkType)!;
         const before = sent.packets;
         const undecodable = pipeline.decodeCounts[DecodeResult.OK]!;
-        pipeline.handleFrame(bytes, bytes.length, (nowMs += 3));
+        pipeline.handleFrame(bytes, 0, bytes.length, (nowMs += 3));
         if (pipeline.decodeCounts[DecodeResult.OK] === undecodable) assert.equal(sent.packets, before, 'no reply to a frame that does not decode');
         assert.equal(sent.data, 0, 'no data to anyone');
         assert.equal(pipeline.responder.flows.size, 0, 'no soft state');

@@ -340,4 +340,23 @@ describe('sleeping and waking in one thread', () => {
     assert.equal(counters.popped, 18);
     assert.ok(counters.sleeps >= 3 && counters.wakeups >= 2, JSON.stringify(counters));
   });
+
+  it('run calls beforeBatch once before each batch, never between frames of one batch', async () => {
+    const region = createRing({ slotCount: 16, slotDataBytes: 64 });
+    const producer = new RingProducer(region);
+    const consumer = new RingConsumer(region);
+    for (let i = 0; i < 10; i++) assert.ok(producer.push(frame, 0, 64, 64, 0, 0));
+    const batchOf: number[] = [];
+    let batch = 0;
+    const running = consumer.run(
+      () => {
+        batchOf.push(batch);
+        if (batchOf.length === 10) consumer.stop();
+      },
+      { batchSize: 4, idleTimeoutMs: 60_000, beforeBatch: () => batch++ },
+    );
+    await running;
+    // Batches of 4, 4 and 2 frames.
+    assert.deepEqual(batchOf, [1, 1, 1, 1, 2, 2, 2, 2, 3, 3]);
+  });
 });

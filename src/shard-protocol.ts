@@ -1,0 +1,95 @@
+/**
+ * What the main thread, the capture thread (workers/capture.ts) and the shard workers
+ * (workers/shard.ts) say to each other. Everything here crosses threads by structured clone, so
+ * it is plain data; a RingRegion's SharedArrayBuffer is shared, not copied.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { RingRegion } from './ring/ring.js';
+import type { ChecksumPolicy, LinkType } from './wire/segment.js';
+import type { UpstreamAddress } from './io/upstream.js';
+
+/** The capture thread's start: where to capture, and one ring per shard (shard i = rings[i]). */
+export interface CaptureThreadData {
+  interface: string;
+  filter: string;
+  snapLength: number;
+  bufferBytes: number;
+  rings: RingRegion[];
+  /**
+   * Words the main thread sets (an Int32Array over it, indexed by CaptureFlag): the capture loop
+   * blocks in poll(2) instead of serving its event loop, so it reads no messages.
+   */
+  flags: SharedArrayBuffer;
+}
+
+export const CaptureFlag = {
+  /** Set to 1 to make the capture thread close libpcap, report 'stopped' and end. */
+  STOP: 0,
+} as const;
+export const CAPTURE_FLAG_BYTES = 4;
+
+export type CaptureReport =
+  /** Capture is open and packets flow into the rings. */
+  | { type: 'ready'; linkType: LinkType }
+  /** Opening the capture failed; the message is one line. */
+  | { type: 'failed'; message: string }
+  /** After STOP: the capture is closed; libpcap's final counters. */
+  | { type: 'stopped'; received: number; dropped: number };
+
+/** What each shard relays to: a DNS resolver over UDP, or a web server over HTTP. */
+export type Application =
+  | { kind: 'dns'; upstream: UpstreamAddress; /** before SERVFAIL */ timeoutMs: number }
+  | { kind: 'http'; /** http://host:port */ origin: string; /** before 504 */ timeoutMs: number };
+
+/** One shard worker's task (a piscina task that runs until told to stop). */
+export interface ShardTask {
+  shard: number;
+  ring: RingRegion;
+  linkType: LinkType;
+  checksumPolicy: ChecksumPolicy;
+  closeAfterResponse: boolean;
+  application: Application;
+  /**
+   * Cookie secrets, oldest first: the one before the last rotation (still accepted) and the
+   * current one. A worker that replaces a dead one needs both, or connections opened before the
+   * last SIGHUP would fail their cookie check on this shard only.
+   */
+  secrets: Uint8Array[];
+  /** The main thread's line to this worker: ShardCommand in, ShardReport out. */
+  control: MessagePort;
+}
+
+export type ShardCommand =
+  | { type: 'rotate'; secret: Uint8Array }
+  /** Finish the current batch, close the sockets and resolve the task with final ShardStats. */
+  | { type: 'stop' };
+
+export type ShardReport =
+  /** Sockets are open and the ring is being drained; threadId names the worker thread. */
+  | { type: 'ready'; threadId: number }
+  /** Counters, sent every STATS_INTERVAL_MS so that little is lost when a worker dies. */
+  | { type: 'stats'; stats: ShardStats }
+  /** The worker now issues cookies with the secret of the last 'rotate'. */
+  | { type: 'rotated' };
+
+/** A shard worker's counters since it started, indexed like the pipeline's arrays. */
+export interface ShardStats {
+  /** By DecodeResult (DECODE_RESULT_NAMES). */
+  decode: number[];
+  /** By responder outcome (OUTCOME_NAMES). */
+  outcomes: number[];
+  /** By TCP event (TCP_EVENT_NAMES). */
+  tcpEvents: number[];
+  /** By relay counter (RELAY_COUNTER_NAMES, or HTTP_COUNTER_NAMES for an HTTP front end). */
+  relay: number[];
+  /** Flows holding soft state now (a gauge). */
+  flows: number;
+  /** Bytes queued for sending now (a gauge). */
+  queuedBytes: number;
+  /** Packets sent through the raw socket, and sends that failed. */
+  sent: number;
+  sendFailed: number;
+}
+
+/** How often a shard worker reports its counters. */
+export const STATS_INTERVAL_MS = 1000;

@@ -1,0 +1,61 @@
+/**
+ * DnsPipeline reading frames in place in a ring slot, as a shard worker does: real captured SYNs
+ * (test/fixtures) pushed through a real ring, drained into `handleFrame(ringBytes, slotOffset, …)`,
+ * and the SYN+ACKs it sends checked field by field with their checksums.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DnsPipeline, type PacketSender } from '../../src/pipeline.js';
+import { SynCookies } from '../../src/tcp/cookie.js';
+import { DEFAULT_RESPONDER_CONFIG } from '../../src/tcp/responder.js';
+import { createRing, RingConsumer, RingProducer } from '../../src/ring/ring.js';
+import { decodeFrame } from '../../src/wire/frame.js';
+import { ChecksumPolicy, DecodeResult, LinkType, Segment, TcpFlag } from '../../src/wire/segment.js';
+import { ackNum, checkPacket, dstPort, flags, ipv4, ipv6, srcPort, tcp } from '../support/checkers.js';
+import { frame, Packet } from '../support/fixtures.js';
+
+const NOW_MS = 1_764_000_000_000;
+
+test('handleFrame decodes and answers frames in place at their ring slot offsets', () => {
+  const sent: { family: 4 | 6; packet: Uint8Array }[] = [];
+  const sender: PacketSender = {
+    // A copy: the pipeline reuses its packet buffer for the next send.
+    send: (family, packet, length) => sent.push({ family, packet: Uint8Array.from(packet.subarray(0, length)) }),
+  };
+  const pipeline = new DnsPipeline(
+    LinkType.ETHERNET,
+    ChecksumPolicy.VERIFY,
+    new SynCookies(new Uint8Array(16).fill(9)),
+    DEFAULT_RESPONDER_CONFIG,
+    sender,
+    { timeoutMs: 1000 },
+    { sendDatagram: () => assert.fail('no query was sent'), queryOverTcp: () => Promise.resolve(null) },
+    (bytes) => bytes.fill(1),
+  );
+  const region = createRing({ slotCount: 4, slotDataBytes: 2048 });
+  const producer = new RingProducer(region);
+  const consumer = new RingConsumer(region);
+  const syns = [frame('ethernet', Packet.V4_SYN), frame('ethernet', Packet.V6_SYN)];
+  for (const syn of syns) assert.ok(producer.push(syn, 0, syn.length, syn.length, 0, 0));
+
+  const offsets: number[] = [];
+  const drained = consumer.drain((bytes, offset, capturedLength) => {
+    offsets.push(offset);
+    pipeline.handleFrame(bytes, offset, capturedLength, NOW_MS);
+  }, 4);
+
+  assert.equal(drained, 2);
+  assert.ok(offsets.every((offset) => offset > 0), `slots are past the ring header: ${offsets.join(', ')}`);
+  assert.equal(pipeline.decodeCounts[DecodeResult.OK], 2);
+  assert.equal(sent.length, 2);
+  syns.forEach((syn, i) => {
+    const seg = new Segment();
+    assert.equal(decodeFrame(LinkType.ETHERNET, syn, 0, syn.length, ChecksumPolicy.VERIFY, seg), DecodeResult.OK);
+    assert.equal(sent[i]!.family, seg.family);
+    checkPacket(
+      sent[i]!.packet,
+      seg.family === 4 ? ipv4() : ipv6(),
+      tcp(flags(TcpFlag.SYN | TcpFlag.ACK), ackNum((seg.seq + 1) >>> 0), srcPort(seg.dstPort), dstPort(seg.srcPort)),
+    );
+  });
+});

@@ -1,0 +1,71 @@
+/**
+ * The capture thread: libpcap → flow hash → the ring of shard `hash mod N`. A dedicated worker
+ * thread rather than the main thread, so that the main thread stays free for signals, for
+ * replacing a dead shard worker and for metrics however fast packets arrive
+ * (docs/architecture.md, "Threads").
+ *
+ * It does nothing but capture, so it pulls packets in a loop and blocks in poll(2) when none is
+ * waiting (io/capture.ts), without its event loop. Per packet it hashes the 4-tuple
+ * (wire/flow-hash.ts: symmetric, so both directions of a connection meet on one shard) and copies
+ * the frame into that shard's ring. It never waits for a shard: a full ring drops the frame and
+ * counts it in the ring's DROPPED word, and TCP repairs it like any loss. Nothing is allocated
+ * per packet: libpcap's copy lands in one buffer, and the ring copies from it.
+ *
+ * The main thread stops it through a shared flag (the loop never reads messages), looked at
+ * after every packet and at least every POLL_TIMEOUT_MS; packets already captured then are
+ * still handed on, and the shards are stopped only after this thread, so every packet that
+ * arrived before the stop is processed and counted.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { Capture, NextResult } from '../src/io/capture.js';
+import { nameThisThread } from '../src/io/thread-name.js';
+import { RingProducer } from '../src/ring/ring.js';
+import { flowHash } from '../src/wire/flow-hash.js';
+import { CaptureFlag, type CaptureReport, type CaptureThreadData } from '../src/shard-protocol.js';
+
+/** Longest time the thread waits for a packet before looking at the stop flag again. */
+const POLL_TIMEOUT_MS = 50;
+/** Most packets handed on after the stop flag: what a 16 MiB capture buffer holds of small ones. */
+const STOP_DRAIN_MAX_PACKETS = 200_000;
+
+const data = workerData as CaptureThreadData;
+const port = parentPort!;
+const report = (message: CaptureReport): void => port.postMessage(message);
+const flags = new Int32Array(data.flags);
+nameThisThread('stcp-capture');
+
+let capture: Capture | undefined;
+try {
+  capture = new Capture({ interface: data.interface, filter: data.filter, snapLength: data.snapLength, bufferBytes: data.bufferBytes });
+} catch (error) {
+  report({ type: 'failed', message: (error as Error).message });
+}
+if (capture !== undefined) {
+  report({ type: 'ready', linkType: capture.linkType });
+  captureLoop(capture);
+  const stats = capture.stats();
+  capture.close();
+  report({ type: 'stopped', received: stats.received, dropped: stats.dropped });
+}
+port.close();
+
+function captureLoop(capture: Capture): void {
+  const producers = data.rings.map((region) => new RingProducer(region));
+  const shardCount = producers.length;
+  const { frame, linkType } = capture;
+  /** Hands the packet `next` returned to its shard, or throws on a capture error; false: none came. */
+  const forward = (result: number): boolean => {
+    if (result === NextResult.ERROR) throw new Error(`capture failed: ${capture.lastError}`);
+    if (result !== NextResult.PACKET) return false;
+    const length = capture.capturedLength;
+    // flowHash is below 2^31, so the shard number is a small integer.
+    const shard = flowHash(linkType, frame, 0, length) % shardCount;
+    producers[shard]!.push(frame, 0, length, capture.wireLength, capture.timestampSeconds, capture.timestampMicros);
+    return true;
+  };
+  while (Atomics.load(flags, CaptureFlag.STOP) === 0) forward(capture.next(POLL_TIMEOUT_MS));
+  // Stopping: what the kernel had already captured still goes to the shards, so that the final
+  // counters account for every packet that arrived before the stop (bounded: under a flood the
+  // kernel never runs dry).
+  for (let n = 0; n < STOP_DRAIN_MAX_PACKETS && forward(capture.next(0)); n++);
+}
