@@ -101,13 +101,11 @@ describe('shard worker threads', () => {
     assert.doesNotMatch(summary, /shard1\./);
   });
 
-  // A todo, not a test, until the token bug it found is fixed in src/tcp/cookie.ts: after a
-  // rotation, a connection's token is made with the new secret but stays in the same period, so
-  // half the time it is lower than the TSval the client last saw, and the client's PAWS check
-  // (RFC 7323 §5) drops every later segment of ours (the client's TcpExtPAWSEstab counts them).
-  // That happens without any worker dying; this test would then prove that a replacement
-  // worker gets the previous secret too.
-  test('a worker started after a SIGHUP still accepts connections opened before it', { todo: 'PAWS drops after a rotation (src/tcp/cookie.ts)' }, async (t) => {
+  // Across a rotation a connection keeps the key that proved it (else, half the time, its next
+  // TSval would be lower than the one the client last saw, and the client's PAWS check would
+  // drop every later segment of ours: how this test first failed). A replacement worker must
+  // get the previous secret too.
+  test('a worker started after a SIGHUP still accepts connections opened before it', async (t) => {
     const file = `${lab.tempDir}/secret-held`;
     const go = `${lab.tempDir}/go-held`;
     writeFileSync(file, `${'5e'.repeat(16)}\n`);
