@@ -3,18 +3,30 @@
  * `stateless-tcp dns --interface IF --listen ADDR:PORT [--listen …] --upstream ADDR:PORT`
  * `stateless-tcp http --interface IF --listen ADDR:PORT [--listen …] --upstream http://HOST:PORT`
  *
- * Runs in the foreground; one line at start says what it listens on, SIGINT/SIGTERM stop it
- * cleanly (the nftables rule is removed), and any start-up problem is one line naming the fix.
+ * Runs in the foreground, logging one JSON line (pino) per significant event: start, secret
+ * rotation, a shard worker's death and restart, stop with every counter. SIGINT/SIGTERM stop it
+ * cleanly (the nftables rule is removed); any start-up problem is one line on stderr naming the
+ * fix, and exit status 1. Every option can also come from `--config FILE` (config.ts).
  */
 import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import { ChecksumPolicy } from './wire/segment.js';
 import { formatEndpoint, parseEndpoint, type Endpoint } from './endpoint.js';
 import { StartupError, startDnsFrontEnd, startHttpFrontEnd, startKernelDnsFrontEnd, startKernelHttpFrontEnd, type RunningFrontEnd } from './front-end.js';
+import { applyConfigFile } from './config.js';
+import { createLogger, LOG_LEVELS, type Logger } from './log.js';
 
 function endpointArgument(value: string, previous: Endpoint[] = []): Endpoint[] {
   try {
     return [...previous, parseEndpoint(value)];
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
+function oneEndpoint(value: string): Endpoint {
+  try {
+    return parseEndpoint(value);
   } catch (error) {
     throw new InvalidArgumentError((error as Error).message);
   }
@@ -27,39 +39,41 @@ function positiveInteger(value: string): number {
 }
 
 interface DnsCommandOptions extends RawCommandOptions {
-  upstream: Endpoint[];
+  upstream?: Endpoint[];
   timeout: number;
   closeAfterResponse: boolean;
 }
 
 async function runDns(options: DnsCommandOptions): Promise<void> {
-  if (options.upstream.length !== 1) throw new StartupError('give exactly one --upstream ADDR:PORT');
+  if (options.upstream === undefined || options.upstream.length !== 1) throw new StartupError('give exactly one --upstream ADDR:PORT (or "upstream" in --config)');
   const upstream = options.upstream[0]!;
   const common = {
     listen: options.listen,
     upstream: { host: upstream.address, port: upstream.port },
     timeoutMs: options.timeout,
     closeAfterResponse: options.closeAfterResponse,
+    metrics: options.metrics,
   };
   const running =
     options.transport === 'kernel'
       ? await startKernelDnsFrontEnd(common)
-      : await startDnsFrontEnd({ ...common, ...rawOptions(options, 'dns') });
-  serve('dns', options.listen, running, `upstream ${formatEndpoint(upstream)}`);
+      : await startDnsFrontEnd({ ...common, ...rawOptions(options) });
+  serve(options.log, options.listen, running, `upstream ${formatEndpoint(upstream)}`);
 }
 
 interface HttpCommandOptions extends RawCommandOptions {
-  upstream: string;
+  upstream?: string;
   timeout: number;
 }
 
 async function runHttp(options: HttpCommandOptions): Promise<void> {
-  const common = { listen: options.listen, closeAfterResponse: false, upstream: options.upstream, timeoutMs: options.timeout };
+  if (options.upstream === undefined) throw new StartupError('give --upstream http://HOST:PORT (or "upstream" in --config)');
+  const common = { listen: options.listen, closeAfterResponse: false, upstream: options.upstream, timeoutMs: options.timeout, metrics: options.metrics };
   const running =
     options.transport === 'kernel'
       ? await startKernelHttpFrontEnd(common)
-      : await startHttpFrontEnd({ ...common, ...rawOptions(options, 'http') });
-  serve('http', options.listen, running, `backend ${options.upstream}`);
+      : await startHttpFrontEnd({ ...common, ...rawOptions(options) });
+  serve(options.log, options.listen, running, `backend ${options.upstream}`);
 }
 
 /** The options every raw front end shares. */
@@ -70,16 +84,20 @@ interface RawCommandOptions {
   checksums: 'verify' | 'ignore';
   cookieSecretFile?: string;
   workers: number;
+  metrics?: Endpoint;
+  logLevel: string;
+  /** Made from --log-level before the command runs. */
+  log: Logger;
 }
 
-function rawOptions(options: RawCommandOptions, kind: string) {
+function rawOptions(options: RawCommandOptions) {
   if (options.interface === undefined) throw new StartupError('the raw transport needs --interface IF (the interface the listen addresses are on)');
   return {
     interface: options.interface,
     checksumPolicy: options.checksums === 'ignore' ? ChecksumPolicy.IGNORE : ChecksumPolicy.VERIFY,
     cookieSecretFile: options.cookieSecretFile,
     workers: options.workers,
-    log: (line: string) => console.error(`stateless-tcp ${kind}: ${line}`),
+    log: (line: string) => options.log.warn(line),
   };
 }
 
@@ -90,18 +108,18 @@ function rawOptions(options: RawCommandOptions, kind: string) {
 const TEST_HOOKS_VARIABLE = 'STATELESS_TCP_TEST_HOOKS';
 
 /** Runs a started front end in the foreground: start line, SIGHUP rotation, summary on stop. */
-function serve(kind: string, listen: Endpoint[], running: RunningFrontEnd, backend: string): void {
-  console.log(`stateless-tcp ${kind}: listening on ${listen.map(formatEndpoint).join(', ')} ${running.description}, ${backend} (pid ${process.pid})`);
+function serve(log: Logger, listen: Endpoint[], running: RunningFrontEnd, backend: string): void {
+  log.info(`listening on ${listen.map(formatEndpoint).join(', ')} ${running.description}, ${backend}`);
   process.on('SIGHUP', () => {
     running.rotateSecret().then(
-      (where) => console.log(`stateless-tcp ${kind}: cookie secret rotated ${where}; the previous one is still accepted`),
-      (error: Error) => console.error(`stateless-tcp ${kind}: cookie secret not rotated: ${error.message}`),
+      (where) => log.info(`cookie secret rotated ${where}; the previous one is still accepted`),
+      (error: Error) => log.error(`cookie secret not rotated: ${error.message}`),
     );
   });
   if (process.env[TEST_HOOKS_VARIABLE] === '1' && running.terminateShardWorker !== undefined) {
     process.on('SIGUSR2', () => {
-      console.log(`stateless-tcp ${kind}: test hook: terminating shard 0's worker thread`);
-      running.terminateShardWorker!(0).catch((error: Error) => console.error(`stateless-tcp ${kind}: test hook: ${error.message}`));
+      log.info("test hook: terminating shard 0's worker thread");
+      running.terminateShardWorker!(0).catch((error: Error) => log.error(`test hook: ${error.message}`));
     });
   }
   let stopping = false;
@@ -109,7 +127,7 @@ function serve(kind: string, listen: Endpoint[], running: RunningFrontEnd, backe
     if (stopping) return;
     stopping = true;
     void running.stop().finally(() => {
-      console.log(`stateless-tcp ${kind}: stopped on ${signal}: ${running.summary()}`);
+      log.info(`stopped on ${signal}: ${running.summary()}`);
       process.exit(0);
     });
   };
@@ -120,8 +138,9 @@ function serve(kind: string, listen: Endpoint[], running: RunningFrontEnd, backe
 /** Options both commands take, in the same words. */
 function withRawOptions(command: Command): Command {
   return command
+    .option('--config <file>', 'read options from this YAML or JSON file (names as here, without the dashes); the command line wins')
     .option('-i, --interface <name>', 'interface to capture on, the one the listen addresses are on (raw transport)')
-    .requiredOption('-l, --listen <addr:port>', 'address and port to answer on; repeat for more (IPv6: [2001:2::2]:53)', endpointArgument)
+    .option('-l, --listen <addr:port>', 'address and port to answer on; repeat for more (IPv6: [2001:2::2]:53)', endpointArgument)
     .option(
       '--transport <raw|kernel>',
       'raw: stateless, from captured packets (needs root); kernel: ordinary TCP sockets, the fallback and baseline',
@@ -142,10 +161,18 @@ function withRawOptions(command: Command): Command {
       '--checksums <verify|ignore>',
       'verify checksums of captured packets; "ignore" when clients on the same host send with checksum offload',
       'verify',
-    );
+    )
+    .option('--metrics <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics', oneEndpoint)
+    .option('--log-level <level>', `how much to log: ${LOG_LEVELS.join(', ')}`, 'info');
 }
 
-function checkRawOptions(options: RawCommandOptions): void {
+/** After --config is read: what no default supplies, and the choices commander does not check. */
+function checkRawOptions(options: RawCommandOptions, command: Command): void {
+  if (options.listen === undefined) throw new StartupError('give --listen ADDR:PORT (or "listen" in --config)');
+  if (!(LOG_LEVELS as readonly string[]).includes(options.logLevel)) {
+    throw new StartupError(`--log-level takes one of ${LOG_LEVELS.join(', ')}, not "${options.logLevel}"`);
+  }
+  options.log = createLogger(command.name(), options.logLevel);
   if (options.transport !== 'raw' && options.transport !== 'kernel') {
     throw new StartupError(`--transport takes raw or kernel, not "${options.transport as string}"`);
   }
@@ -160,27 +187,33 @@ const program = new Command('stateless-tcp')
 withRawOptions(
   program.command('dns').description('DNS over TCP front end relaying each query over UDP to a resolver'),
 )
-  .requiredOption('-u, --upstream <addr:port>', 'UDP resolver to relay queries to', endpointArgument)
+  .option('-u, --upstream <addr:port>', 'UDP resolver to relay queries to', endpointArgument)
   .option('--timeout <ms>', 'answer SERVFAIL when the upstream has not answered within this time', positiveInteger, 2000)
   .option(
     '--close-after-response',
     "close each connection once its answers are sent (the talk's transaction mode); default: keep it open until the client closes",
     false,
   )
-  .action(async (options: DnsCommandOptions) => {
-    checkRawOptions(options);
+  .action(async (options: DnsCommandOptions, command: Command) => {
+    checkRawOptions(options, command);
     await runDns(options);
   });
 
 withRawOptions(
   program.command('http').description('HTTP/1.x front end relaying each request to a backend web server (keep-alive pool)'),
 )
-  .requiredOption('-u, --upstream <url>', 'backend web server, http://HOST:PORT')
+  .option('-u, --upstream <url>', 'backend web server, http://HOST:PORT')
   .option('--timeout <ms>', 'answer 504 when the backend has sent no headers (or no body data) for this long', positiveInteger, 10_000)
-  .action(async (options: HttpCommandOptions) => {
-    checkRawOptions(options);
+  .action(async (options: HttpCommandOptions, command: Command) => {
+    checkRawOptions(options, command);
     await runHttp(options);
   });
+
+// --config: fill in every option the command line left to its default.
+program.hook('preAction', (_program, command) => {
+  const file = command.getOptionValue('config') as string | undefined;
+  if (file !== undefined) applyConfigFile(command, file);
+});
 
 program.parseAsync().catch((error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);

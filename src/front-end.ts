@@ -22,7 +22,10 @@ import { UdpTcpUpstream, probeUpstream, type UpstreamAddress } from './io/upstre
 import { loadCookieSecret, type CookieSecret } from './io/secret.js';
 import { createRing } from './ring/ring.js';
 import { ShardPool } from './shards.js';
-import { CAPTURE_FLAG_BYTES, CaptureFlag, type Application, type CaptureReport, type CaptureThreadData } from './shard-protocol.js';
+import { CAPTURE_FLAG_BYTES, CAPTURE_STATS_OFFSET, CaptureFlag, type Application, type CaptureReport, type CaptureThreadData } from './shard-protocol.js';
+import { exposition, frontEndMetrics, kernelTransportMetrics, snapshot } from './metrics.js';
+import { startMetricsServer, type MetricsServer } from './io/metrics-server.js';
+import { kernelListenerProblem, listenAddressProblem } from './io/preflight.js';
 import type { Endpoint } from './endpoint.js';
 
 /** What every raw (stateless) front end takes besides its application. */
@@ -38,6 +41,8 @@ export interface RawFrontEndOptions {
   workers: number;
   /** Log line for events while running (a shard worker's death and restart). */
   log?: (line: string) => void;
+  /** Serve Prometheus metrics at http://ADDR:PORT/metrics. */
+  metrics?: Endpoint | undefined;
 }
 
 export interface DnsFrontEndOptions extends RawFrontEndOptions {
@@ -124,6 +129,8 @@ async function startCapturingFrontEnd(options: RawFrontEndOptions, application: 
     throw new StartupError(`interface ${options.interface} does not exist: pick one from \`ip link show\``);
   }
   if (!Number.isInteger(options.workers) || options.workers < 1) throw new StartupError(`--workers takes a positive integer, not ${options.workers}`);
+  const hostProblem = listenAddressProblem(options.listen) ?? kernelListenerProblem(options.listen);
+  if (hostProblem !== null) throw new StartupError(hostProblem);
 
   let secret: CookieSecret;
   try {
@@ -175,6 +182,7 @@ async function startRawFrontEnd(
 
   const rings = Array.from({ length: options.workers }, () => createRing({ slotCount: RING_SLOTS, slotDataBytes: SNAP_LENGTH }));
   let capture: CaptureThread;
+  const captureFlags = new SharedArrayBuffer(CAPTURE_FLAG_BYTES);
   step('opening libpcap in the capture thread');
   try {
     capture = await startCaptureThread({
@@ -183,7 +191,7 @@ async function startRawFrontEnd(
       snapLength: SNAP_LENGTH,
       bufferBytes: CAPTURE_BUFFER_BYTES,
       rings,
-      flags: new SharedArrayBuffer(CAPTURE_FLAG_BYTES),
+      flags: captureFlags,
     });
   } catch (error) {
     guard.remove();
@@ -221,6 +229,24 @@ async function startRawFrontEnd(
     process.exit(1);
   });
 
+  let metrics: MetricsServer | null = null;
+  if (options.metrics !== undefined) {
+    const published = new Float64Array(captureFlags, CAPTURE_STATS_OFFSET, 2);
+    const registry = frontEndMetrics({
+      capture: () => ({ received: published[0]!, dropped: published[1]! }),
+      shards: () => shards.ringAndRestarts(),
+    });
+    try {
+      metrics = await startMetricsServer(options.metrics, async () => exposition([await snapshot(registry), ...shards.metricsSnapshots()]));
+    } catch (error) {
+      await capture.stop();
+      await shards.stop(STOP_TIMEOUT_MS);
+      guard.remove();
+      process.off('exit', removeGuard);
+      throw new StartupError((error as Error).message);
+    }
+  }
+
   let pcapStats = { received: 0, dropped: 0 };
   return {
     description: `at ${options.interface} with ${options.workers} shard worker${options.workers === 1 ? '' : 's'}, cookie secret ${secret.source}`,
@@ -246,6 +272,7 @@ async function startRawFrontEnd(
       return `in ${confirmed} of ${shards.size} shard workers`;
     },
     async stop() {
+      metrics?.close();
       // Capture first, so the shards can finish what is already in their rings.
       pcapStats = await capture.stop();
       await shards.stop(STOP_TIMEOUT_MS);
@@ -320,14 +347,23 @@ async function startCaptureThread(data: CaptureThreadData): Promise<CaptureThrea
  * socket, no nftables rule.
  */
 async function startKernelFrontEnd(
-  listen: Endpoint[],
+  options: { listen: Endpoint[]; metrics?: Endpoint | undefined },
   transport: KernelTransport,
-  counters: () => string[],
+  application: { kind: 'dns' | 'http'; names: readonly string[]; relay: { counts: Float64Array; observeLatency: ((seconds: number) => void) | null } },
   closeApplication: () => void,
   tick: (nowMs: number) => void,
 ): Promise<RunningFrontEnd> {
+  const prefix = `${application.kind}.`;
+  const { relay } = application;
+  const counters = (): string[] => counterPairs(prefix, application.names, relay.counts);
+  let metrics: MetricsServer | null = null;
   try {
-    await transport.listen(listen);
+    await transport.listen(options.listen);
+    if (options.metrics !== undefined) {
+      const { registry, observeUpstreamLatency } = kernelTransportMetrics(application.kind, application.names, relay.counts, () => transport.stats);
+      relay.observeLatency = observeUpstreamLatency;
+      metrics = await startMetricsServer(options.metrics, async () => exposition([await snapshot(registry)]));
+    }
   } catch (error) {
     transport.close();
     closeApplication();
@@ -345,6 +381,7 @@ async function startKernelFrontEnd(
     },
     async stop() {
       clearInterval(ticker);
+      metrics?.close();
       transport.close();
       closeApplication();
     },
@@ -363,13 +400,7 @@ export async function startKernelDnsFrontEnd(options: KernelOptions<DnsFrontEndO
   const dns = relay;
   const transport = new KernelTransport(dns, wholeMessages, options.closeAfterResponse);
   dns.attach(transport);
-  return startKernelFrontEnd(
-    options.listen,
-    transport,
-    () => counterPairs('dns.', RELAY_COUNTER_NAMES, dns.counts),
-    () => upstream.close(),
-    (nowMs) => dns.expire(nowMs),
-  );
+  return startKernelFrontEnd(options, transport, { kind: 'dns', names: RELAY_COUNTER_NAMES, relay: dns }, () => upstream.close(), (nowMs) => dns.expire(nowMs));
 }
 
 export async function startKernelHttpFrontEnd(options: KernelOptions<HttpFrontEndOptions>): Promise<RunningFrontEnd> {
@@ -379,11 +410,5 @@ export async function startKernelHttpFrontEnd(options: KernelOptions<HttpFrontEn
   const relay = new HttpRelay<KernelConnection>(backend);
   const transport = new KernelTransport(relay, wholeRequests, options.closeAfterResponse);
   relay.attach(transport);
-  return startKernelFrontEnd(
-    options.listen,
-    transport,
-    () => counterPairs('http.', HTTP_COUNTER_NAMES, relay.counts),
-    () => void backend.close(),
-    () => {},
-  );
+  return startKernelFrontEnd(options, transport, { kind: 'http', names: HTTP_COUNTER_NAMES, relay }, () => void backend.close(), () => {});
 }

@@ -60,6 +60,19 @@ function gaugeFrom(registry: Registry, name: string, help: string, read: () => n
   });
 }
 
+/** The upstream latency histogram in `registry`; returns its observer for one shard. */
+function latencyHistogram(registry: Registry, shard: string): (seconds: number) => void {
+  const latency = new Histogram({
+    name: 'stateless_tcp_upstream_latency_seconds',
+    help: 'Time from relaying a request to the upstream to its answer (DNS) or response head (HTTP).',
+    labelNames: ['shard'],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const child = latency.labels({ shard });
+  return (seconds) => child.observe(seconds);
+}
+
 export function pipelineMetrics(shard: number, source: PipelineCounters): PipelineMetrics {
   const registry = new Registry();
   const label = String(shard);
@@ -88,15 +101,77 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
       this.inc({ shard: label, result: 'failed' }, source.sendFailures());
     },
   });
-  const latency = new Histogram({
-    name: 'stateless_tcp_upstream_latency_seconds',
-    help: 'Time from relaying a request to the upstream to its answer (DNS) or response head (HTTP).',
-    labelNames: ['shard'],
-    buckets: LATENCY_BUCKETS,
+  return { registry, observeUpstreamLatency: latencyHistogram(registry, label) };
+}
+
+/** The kernel transport's metrics: the relay's counters and latency, and its connections. */
+export function kernelTransportMetrics(
+  application: 'dns' | 'http',
+  names: readonly string[],
+  counts: Float64Array,
+  connections: () => { accepted: number; open: number },
+): PipelineMetrics {
+  const registry = new Registry();
+  countersFrom(registry, `stateless_tcp_${application}_total`, `${application.toUpperCase()} relay counters.`, 'counter', names, () => counts, 'kernel');
+  new Counter({
+    name: 'stateless_tcp_connections_accepted_total',
+    help: 'Connections the kernel accepted for us.',
     registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(connections().accepted);
+    },
   });
-  const child = latency.labels({ shard: label });
-  return { registry, observeUpstreamLatency: (seconds) => child.observe(seconds) };
+  gaugeFrom(registry, 'stateless_tcp_connections_open', 'Kernel sockets open now.', () => connections().open, 'kernel');
+  return { registry, observeUpstreamLatency: latencyHistogram(registry, 'kernel') };
+}
+
+/** What the main thread knows that no shard does: the capture thread's and the rings' counters, restarts. */
+export interface FrontEndCounters {
+  /** libpcap's packets received and dropped (null: not capturing, the kernel transport). */
+  capture(): { received: number; dropped: number } | null;
+  shards(): { shard: number; ringIn: number; ringDropped: number; restarts: number }[];
+}
+
+export function frontEndMetrics(source: FrontEndCounters): Registry {
+  const registry = new Registry();
+  new Counter({
+    name: 'stateless_tcp_capture_packets_total',
+    help: 'Packets libpcap captured, and dropped because the capture thread fell behind.',
+    labelNames: ['result'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const capture = source.capture();
+      if (capture === null) return;
+      this.inc({ result: 'received' }, capture.received);
+      this.inc({ result: 'dropped' }, capture.dropped);
+    },
+  });
+  new Counter({
+    name: 'stateless_tcp_ring_frames_total',
+    help: "Frames handed to a shard's ring by the capture thread, and dropped because the ring was full.",
+    labelNames: ['shard', 'result'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of source.shards()) {
+        this.inc({ shard: String(s.shard), result: 'in' }, s.ringIn);
+        this.inc({ shard: String(s.shard), result: 'dropped' }, s.ringDropped);
+      }
+    },
+  });
+  new Counter({
+    name: 'stateless_tcp_shard_restarts_total',
+    help: 'Shard worker threads that died and were replaced.',
+    labelNames: ['shard'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of source.shards()) this.inc({ shard: String(s.shard) }, s.restarts);
+    },
+  });
+  return registry;
 }
 
 /** A registry's metrics as plain data, to cross threads by structured clone. */

@@ -7,6 +7,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { RingRegion } from './ring/ring.js';
 import type { ChecksumPolicy, LinkType } from './wire/segment.js';
 import type { UpstreamAddress } from './io/upstream.js';
+import type { RegistrySnapshot } from './metrics.js';
 
 /** The capture thread's start: where to capture, and one ring per shard (shard i = rings[i]). */
 export interface CaptureThreadData {
@@ -26,7 +27,12 @@ export const CaptureFlag = {
   /** Set to 1 to make the capture thread close libpcap, report 'stopped' and end. */
   STOP: 0,
 } as const;
-export const CAPTURE_FLAG_BYTES = 4;
+/**
+ * The flag word, then (from byte 8, a Float64Array of 2) libpcap's counters — packets received
+ * and dropped — which the capture thread writes about once a second for metrics.
+ */
+export const CAPTURE_FLAG_BYTES = 24;
+export const CAPTURE_STATS_OFFSET = 8;
 
 export type CaptureReport =
   /** Capture is open and packets flow into the rings. */
@@ -67,8 +73,8 @@ export type ShardCommand =
 export type ShardReport =
   /** Sockets are open and the ring is being drained; threadId names the worker thread. */
   | { type: 'ready'; threadId: number }
-  /** Counters, sent every STATS_INTERVAL_MS so that little is lost when a worker dies. */
-  | { type: 'stats'; stats: ShardStats }
+  /** Counters, sent every STATS_INTERVAL_MS so that little is lost when a worker dies, with its Prometheus registry's metrics. */
+  | { type: 'stats'; stats: ShardStats; metrics?: RegistrySnapshot }
   /** The worker now issues cookies with the secret of the last 'rotate'. */
   | { type: 'rotated' };
 

@@ -15,6 +15,7 @@ import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threa
 import { Piscina } from 'piscina';
 import { readRingCounters, type RingRegion } from './ring/ring.js';
 import type { ShardCommand, ShardReport, ShardStats, ShardTask } from './shard-protocol.js';
+import type { RegistrySnapshot } from './metrics.js';
 
 /** The shard task's settings except what differs per shard or per start. */
 export type ShardSettings = Omit<ShardTask, 'shard' | 'ring' | 'secrets' | 'control'>;
@@ -41,6 +42,8 @@ interface Shard {
   retired: ShardStats | null;
   /** The running worker's latest report (its final one once stopped). */
   latest: ShardStats | null;
+  /** The running worker's latest Prometheus metrics (they start again from zero after a restart). */
+  metrics: RegistrySnapshot | null;
   /** Resolves when the running task ends, whatever the outcome. */
   done: Promise<void>;
 }
@@ -81,6 +84,7 @@ export class ShardPool {
       restarts: 0,
       retired: null,
       latest: null,
+      metrics: null,
       done: Promise.resolve(),
     }));
   }
@@ -148,6 +152,19 @@ export class ShardPool {
     return sumStats(this.shards.flatMap((shard) => [shard.retired, shard.latest]));
   }
 
+  /** Each running worker's latest metrics (as of its last report, at most a second old). */
+  metricsSnapshots(): RegistrySnapshot[] {
+    return this.shards.flatMap((shard) => (shard.metrics === null ? [] : [shard.metrics]));
+  }
+
+  /** Per shard: ring counters (shared memory, exact) and restarts. */
+  ringAndRestarts(): { shard: number; ringIn: number; ringDropped: number; restarts: number }[] {
+    return this.shards.map((shard) => {
+      const ring = readRingCounters(shard.ring);
+      return { shard: shard.index, ringIn: ring.pushed, ringDropped: ring.dropped, restarts: shard.restarts };
+    });
+  }
+
   /** `shardN.name=value` pairs: packets in, replies out, ring drops, flows with soft state, restarts. */
   summaryPairs(): string[] {
     return this.shards.flatMap((shard) => {
@@ -199,6 +216,7 @@ export class ShardPool {
           resolve();
         } else if (report.type === 'stats') {
           shard.latest = report.stats;
+          if (report.metrics !== undefined) shard.metrics = report.metrics;
         }
       });
       const task: ShardTask = { ...this.settings, shard: shard.index, ring: shard.ring, secrets, control: port2 };
@@ -221,6 +239,7 @@ export class ShardPool {
           shard.restarts++;
           shard.retired = sumStats([shard.retired, shard.latest], false);
           shard.latest = null;
+          shard.metrics = null;
           const delay = Date.now() - started < RESTART_BACKOFF_MS ? RESTART_BACKOFF_MS : 0;
           const who = ready ? `worker thread ${shard.threadId} died` : 'restarted worker failed to start';
           this.log(`shard ${shard.index}: ${who} (${message}); restarting it on its ring (restart ${shard.restarts})`);

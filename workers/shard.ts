@@ -19,6 +19,9 @@ import { RawSender, rawSocketProblem } from '../src/io/raw-send.js';
 import { UdpTcpUpstream } from '../src/io/upstream.js';
 import { UndiciBackend } from '../src/io/http-backend.js';
 import { nameThisThread } from '../src/io/thread-name.js';
+import { pipelineMetrics, snapshot } from '../src/metrics.js';
+import { RELAY_COUNTER_NAMES } from '../src/dns/relay.js';
+import { HTTP_COUNTER_NAMES } from '../src/http/relay.js';
 import { STATS_INTERVAL_MS, type ShardCommand, type ShardReport, type ShardStats, type ShardTask } from '../src/shard-protocol.js';
 
 /** Timer resolution for retransmission and upstream timeouts. */
@@ -52,7 +55,7 @@ export default async function runShard(task: ShardTask): Promise<ShardStats> {
   try {
     const tcp = { ...DEFAULT_RESPONDER_CONFIG, closeAfterResponse: task.closeAfterResponse };
     const application = task.application;
-    let running: TcpPipeline & { relay: { counts: Float64Array } };
+    let running: TcpPipeline & { relay: { counts: Float64Array; observeLatency: ((seconds: number) => void) | null } };
     if (application.kind === 'dns') {
       let pipeline: DnsPipeline | undefined;
       // Answers arrive from the event loop, after `pipeline` is set below.
@@ -66,6 +69,19 @@ export default async function runShard(task: ShardTask): Promise<ShardStats> {
       closeApplication = () => void backend.close();
       running = new HttpPipeline(task.linkType, task.checksumPolicy, cookies, tcp, sender, backend);
     }
+    const metrics = pipelineMetrics(task.shard, {
+      decodeCounts: running.decodeCounts,
+      outcomeCounts: running.outcomeCounts,
+      events: running.responder.events,
+      application: application.kind,
+      applicationCounterNames: application.kind === 'dns' ? RELAY_COUNTER_NAMES : HTTP_COUNTER_NAMES,
+      applicationCounts: running.relay.counts,
+      flows: () => running.responder.flows.size,
+      queuedBytes: () => running.responder.queuedBytes,
+      packetsSent: () => sender.stats.sent,
+      sendFailures: () => sender.stats.failed,
+    });
+    running.relay.observeLatency = metrics.observeUpstreamLatency;
     const stats = (): ShardStats => ({
       decode: Array.from(running.decodeCounts),
       outcomes: Array.from(running.outcomeCounts),
@@ -90,7 +106,9 @@ export default async function runShard(task: ShardTask): Promise<ShardStats> {
       }
     });
     ticker = setInterval(() => running.tick(Date.now()), TICK_INTERVAL_MS);
-    reporter = setInterval(() => report({ type: 'stats', stats: stats() }), STATS_INTERVAL_MS);
+    reporter = setInterval(() => {
+      void snapshot(metrics.registry).then((taken) => report({ type: 'stats', stats: stats(), metrics: taken }));
+    }, STATS_INTERVAL_MS);
     report({ type: 'ready', threadId });
 
     // The frame is processed in place in its ring slot: `bytes` is a view of the whole ring. The

@@ -262,6 +262,27 @@ describe('stateless-tcp start-up errors are one line naming the fix', () => {
     assert.match(line, /must hold 32 hexadecimal digits/);
   });
 
+  test('a listen address this host does not have', async () => {
+    const line = await failingStart(['--interface', lab.serverInterface, '--listen', '198.18.0.99:53', '--upstream', upstream()]);
+    assert.match(line, /listen address 198\.18\.0\.99 is not on this host: add it \(ip address add 198\.18\.0\.99\/32 dev <interface>\) or correct --listen/);
+  });
+
+  test('a port a kernel socket already serves', async () => {
+    const server = lab.spawn('server', [process.execPath, '-e', `require('net').createServer().listen(5353, '${lab.serverV4}', () => console.log('up'))`]);
+    await lab.waitForLine(server, /^up$/, 5000);
+    const line = await failingStart(['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:5353`, '--upstream', upstream()]);
+    assert.match(line, /a kernel socket already listens on 198\.18\.0\.2:5353, .*: stop that server \(ss -ltnp 'sport = :5353' shows it\) or pick another --listen/);
+    await lab.stop(server);
+  });
+
+  test('a config file with an unknown option, or a bad value', async () => {
+    const file = `${lab.tempDir}/bad.yaml`;
+    writeFileSync(file, `listen: ${lab.serverV4}:53\nupstreams: ${upstream()}\n`);
+    assert.match(await failingStart(['--config', file]), /--config .*bad\.yaml: unknown option "upstreams" \(see dns --help for the names\)/);
+    writeFileSync(file, `listen: ${lab.serverV4}:53\nupstream: ${upstream()}\nworkers: none\n`);
+    assert.match(await failingStart(['--config', file]), /--config .*bad\.yaml: workers: "none" is not a positive integer/);
+  });
+
   test('no privilege for raw sockets', async () => {
     requireTools('setpriv');
     const line = await failingStart(
