@@ -289,14 +289,19 @@ describe('dnsperf over TCP', () => {
     assert.equal(counter(summary, 'send_failed'), 0);
   });
 
-  test('transaction mode (--close-after-response, -c 20 -q 20): dnsperf reconnects, at least 99.9 % complete', async (t) => {
+  // dnsperf sometimes writes its next query on a connection whose answer and FIN it has already
+  // received (prior-art.md); that query arrives after our FIN, can never be answered, and gets
+  // RST (docs/tcp-behaviour.md) — dnsperf counts it lost. Every lost query must be one of those:
+  // none sent before our FIN may be lost.
+  test('transaction mode (--close-after-response, -c 20 -q 20): dnsperf reconnects; only queries sent after our FIN are lost', async (t) => {
     const frontEnd = await startFrontEnd(lab, ['--close-after-response']);
     t.after(() => frontEnd.stop());
     const result = await dnsperf(lab, queryFile, ['-c', '20', '-q', '20', '-l', '5']);
     const summary = await frontEnd.stop();
     t.diagnostic(`transaction mode: ${result.qps} qps, ${result.completed}/${result.sent} completed (${result.completedPercent} %), ${result.lost} lost`);
     t.diagnostic(summary);
-    assert.ok(result.completed >= 0.999 * result.sent, result.output);
+    assert.ok(result.lost <= counter(summary, 'tcp.reset'), `${result.lost} lost, ${counter(summary, 'tcp.reset')} sent after our FIN: ${summary}`);
+    assert.ok(result.completed >= 0.99 * result.sent, result.output);
     assert.ok(result.completed > 500, `a real load: ${result.completed} queries`);
     // Every answer closed its connection: about one handshake per query.
     assert.ok(counter(summary, 'tcp.syn_answered') >= result.completed, summary);
