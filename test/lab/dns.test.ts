@@ -283,6 +283,12 @@ describe('stateless-tcp start-up errors are one line naming the fix', () => {
     assert.match(await failingStart(['--config', file]), /--config .*bad\.yaml: workers: "none" is not a positive integer/);
   });
 
+  test('nftables missing', async () => {
+    // No nft on PATH (node itself is started by its full path).
+    const line = await failingStart(['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:53`, '--upstream', upstream()], ['env', 'PATH=/nonexistent']);
+    assert.match(line, /nft not found: install nftables \(apt-get install nftables\)/);
+  });
+
   test('no privilege for raw sockets', async () => {
     requireTools('setpriv');
     const line = await failingStart(
