@@ -11,7 +11,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLab, requireTools, type Lab } from '../../test/lab/lab.js';
 import { startHttpFrontEnd } from '../../test/lab/front-end.js';
-import { NGINX_PORT, serveFile, startNginx } from '../../test/lab/nginx.js';
+import { NGINX_PORT, nginxPreamble, serveFile, startNginx } from '../../test/lab/nginx.js';
 import { cpuSeconds, peakRssBytes } from './proc-stats.js';
 
 export const HTTP_CONTENDER_NAMES = ['stateless', 'kernel', 'nginx-proxy', 'backend'] as const;
@@ -101,16 +101,7 @@ export async function httpRun(contender: HttpContenderName, body: (typeof HTTP_B
       const dir = join(lab.tempDir, 'proxy');
       mkdirSync(dir, { recursive: true });
       writeFileSync(join(dir, 'nginx.conf'), `
-user root;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-daemon off;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  proxy_temp_path ${dir}/proxy;
-  client_body_temp_path ${dir}/body;
+${nginxPreamble(dir, 1)}
   upstream backend { server 127.0.0.1:${NGINX_PORT}; keepalive 64; }
   server {
     listen ${lab.serverV4}:${PROXY_PORT} backlog=4096;

@@ -38,19 +38,7 @@ export async function startNginx(lab: Lab, options: NginxOptions = {}): Promise<
   await mkdir(join(root, 'put'), { recursive: true });
   const config = `
 load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;
-user root;
-worker_processes ${options.workers ?? 1};
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-daemon off;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
+${nginxPreamble(dir, options.workers ?? 1)}
   keepalive_requests 100000;
   default_type application/octet-stream;
   server {
@@ -97,6 +85,26 @@ http {
     process: child,
     stop: () => lab.stop(child),
   };
+}
+
+/**
+ * The top of an nginx.conf for a lab instance living in `dir`: as root (the lab's files are
+ * root's), in the foreground, every path under `dir`; ends inside the `http` block.
+ */
+export function nginxPreamble(dir: string, workers: number): string {
+  return `user root;
+worker_processes ${workers};
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;`;
 }
 
 /** Writes `bytes` to the document root as `name`. */
