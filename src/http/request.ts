@@ -74,9 +74,9 @@ const FRAMING_CHUNKED = -2;
 const FRAMING_INVALID = -1;
 
 /**
- * RFC 9112 §6.3 for requests: Transfer-Encoding whose final coding is chunked → chunked; with
- * Content-Length too, or any other coding → invalid (we answer 400 or 501 and close, §6.3 (3),
- * (4)); otherwise Content-Length (all copies equal) or 0 bytes.
+ * RFC 9112 §6.3 for requests: Transfer-Encoding: chunked → chunked; with Content-Length too, or
+ * any other coding → invalid (we answer 400 or 501 and close, §6.3 (3), (4)); otherwise
+ * Content-Length (all copies equal) or 0 bytes.
  */
 function bodyFraming(buf: Uint8Array, start: number, headEnd: number): number {
   let contentLength = -1;
@@ -93,9 +93,9 @@ function bodyFraming(buf: Uint8Array, start: number, headEnd: number): number {
       if (value < 0 || (contentLength >= 0 && value !== contentLength)) return FRAMING_INVALID;
       contentLength = value;
     } else if (nameIs(buf, line, colon, 'transfer-encoding')) {
-      // The last coding listed must be chunked; we relay no other coding.
-      const last = lastToken(buf, colon + 1, eol);
-      if (last === 'chunked' && !chunked) chunked = true;
+      // Chunked alone: we de-chunk and relay with a length, and relay no other transfer coding
+      // (gzip, chunked would reach the backend still gzipped, without saying so).
+      if (fieldValueLower(buf, colon + 1, eol) === 'chunked' && !chunked) chunked = true;
       else otherCoding = true;
     }
     line = eol + 2;
@@ -180,12 +180,11 @@ function parseDecimal(buf: Uint8Array, from: number, to: number): number {
   return value;
 }
 
-/** The last comma-separated token of a field value, lower-cased (allocates: only for Transfer-Encoding). */
-function lastToken(buf: Uint8Array, from: number, to: number): string {
+/** A field value, trimmed and lower-cased (allocates: only for Transfer-Encoding). */
+function fieldValueLower(buf: Uint8Array, from: number, to: number): string {
   let text = '';
   for (let i = from; i < to; i++) text += String.fromCharCode(buf[i]!);
-  const parts = text.split(',');
-  return parts[parts.length - 1]!.trim().toLowerCase();
+  return text.trim().toLowerCase();
 }
 
 function hexDigit(c: number): number {
