@@ -20,7 +20,7 @@ import { RawSender } from '../src/io/raw-send.js';
 import { emitReply, replyLength } from '../src/wire/emit.js';
 import { ReplyHeader, TcpFlag } from '../src/wire/segment.js';
 import { createLab } from '../test/lab/lab.js';
-import { startFrontEnd } from '../test/lab/front-end.js';
+import { startFrontEnd, summaryCounter } from '../test/lab/front-end.js';
 
 const CLOCK_TICKS_PER_SECOND = 100;
 /** Sends between clock reads in the flooder. */
@@ -97,7 +97,7 @@ async function main(seconds: number, flows: number): Promise<void> {
         await sleep(500); // let the shards drain their rings
         const summary = await frontEnd.stop();
         const { sent } = JSON.parse(output) as { sent: number };
-        const counter = (name: string): number => Number(new RegExp(`(?:^|\\s)${name.replaceAll('.', '\\.')}=(\\d+)`).exec(summary)?.[1] ?? 0);
+        const counter = (name: string): number => summaryCounter(summary, name);
         const received = counter('pcap.received');
         const ringDrops = [...summary.matchAll(/shard\d+\.ring_drops=(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
         const delivered = [...summary.matchAll(/shard\d+\.packets_in=(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { createLab, requireTools, type Lab } from '../../test/lab/lab.js';
 import { startHttpFrontEnd } from '../../test/lab/front-end.js';
 import { NGINX_PORT, nginxPreamble, serveFile, startNginx } from '../../test/lab/nginx.js';
+import { parseWrk } from '../../test/lab/wrk.js';
 import { cpuSeconds, peakRssBytes } from './proc-stats.js';
 
 export const HTTP_CONTENDER_NAMES = ['stateless', 'kernel', 'nginx-proxy', 'backend'] as const;
@@ -61,23 +62,6 @@ async function nginxWorker(lab: Lab, masterPid: number): Promise<number> {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`no nginx worker under pid ${masterPid}`);
-}
-
-const ms = (value: string, unit: string): number => Number(value) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN);
-
-function parseWrk(output: string): Pick<HttpRun, 'requestsPerSecond' | 'transferMiBPerSecond' | 'requests' | 'errors' | 'averageLatencyMs' | 'maxLatencyMs'> {
-  const latency = /Latency\s+([\d.]+)(us|ms|s)\s+[\d.]+\w+\s+([\d.]+)(us|ms|s)/.exec(output);
-  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
-  const transfer = /Transfer\/sec:\s+([\d.]+)(B|KB|MB|GB)/.exec(output);
-  const scale = { B: 1 / 2 ** 20, KB: 1 / 1024, MB: 1, GB: 1024 }[(transfer?.[2] ?? 'MB') as 'MB'];
-  return {
-    requestsPerSecond: Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1]),
-    transferMiBPerSecond: Number(transfer?.[1]) * scale,
-    requests: Number(/(\d+) requests in/.exec(output)?.[1]),
-    errors: (socket?.slice(1).reduce((sum, n) => sum + Number(n), 0) ?? 0) + Number(/Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1] ?? 0),
-    averageLatencyMs: latency === null ? undefined : ms(latency[1]!, latency[2]!),
-    maxLatencyMs: latency === null ? undefined : ms(latency[3]!, latency[4]!),
-  };
 }
 
 /** One contender and body size in a fresh lab. */
@@ -136,11 +120,17 @@ ${nginxPreamble(dir, 1)}
     await stop();
     if (wrk.code !== 0) throw new Error(`wrk failed: ${wrk.stderr.trim() || wrk.stdout.trim()}`);
     const delta = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : b - a);
+    const report = parseWrk(wrk.stdout);
     return {
       contender,
       body: body.title,
       status: 'ok',
-      ...parseWrk(wrk.stdout),
+      requestsPerSecond: report.requestsPerSecond,
+      transferMiBPerSecond: report.transferMiBPerSecond,
+      requests: report.requests,
+      errors: report.socketErrors + report.non2xx,
+      averageLatencyMs: report.averageLatencyMs,
+      maxLatencyMs: report.maxLatencyMs,
       serverCpuSeconds: delta(cpuBefore, cpuAfter),
       backendCpuSeconds: delta(backendBefore, backendAfter),
       serverPeakRssBytes: peak,

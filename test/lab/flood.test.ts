@@ -11,10 +11,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
-import { startFrontEnd, type RunningFrontEnd } from './front-end.js';
+import { startFrontEnd, type RunningFrontEnd, summaryCounter as counter } from './front-end.js';
 
 const QUERIES = 100;
-const counter = (summary: string, name: string): number => Number(new RegExp(`\\b${name.replace('.', '\\.')}=(\\d+)`).exec(summary)?.[1] ?? 0);
 
 /** Resident memory of the front end's node process (kB); `ip netns exec` execs it, so the PID is the same. */
 const rssKb = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);

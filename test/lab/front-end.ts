@@ -54,3 +54,11 @@ export async function startCli(lab: Lab, args: readonly string[], env: NodeJS.Pr
     },
   };
 }
+
+/**
+ * A counter from the front end's stop summary (`name=value` pairs after "stopped on …"), 0 when
+ * absent (zeros are left out).
+ */
+export function summaryCounter(summary: string, name: string): number {
+  return Number(new RegExp(`(?:^|\\s)${name.replaceAll('.', '\\.')}=(\\d+)`).exec(summary)?.[1] ?? 0);
+}

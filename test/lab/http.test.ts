@@ -8,12 +8,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLab, requireTools, type Lab } from './lab.js';
-import { startHttpFrontEnd, type RunningFrontEnd } from './front-end.js';
+import { startHttpFrontEnd, type RunningFrontEnd, summaryCounter as counter } from './front-end.js';
 import { serveFile, startNginx, type Nginx } from './nginx.js';
+import { parseWrk } from './wrk.js';
 
 const MIB = 1024 * 1024;
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
-const counter = (summary: string, name: string): number => Number(new RegExp(`\\b${name.replace('.', '\\.')}=(\\d+)`).exec(summary)?.[1] ?? 0);
 
 /** curl in the client namespace; `-w` output is the last line of stdout. */
 async function curl(lab: Lab, args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -32,15 +32,6 @@ s.on('close', done); s.on('error', done); setTimeout(done, ${waitMs});`;
   const run = await lab.exec('client', [process.execPath, '-e', script], { timeoutMs: waitMs + 5000 });
   assert.equal(run.code, 0, run.stderr);
   return run.stdout;
-}
-
-/** Parses wrk's report: requests done, and every kind of error it counts. */
-function wrkReport(output: string): { requests: number; errors: number; non2xx: number } {
-  const requests = Number(/(\d+) requests in/.exec(output)?.[1] ?? NaN);
-  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
-  const errors = socket === null ? 0 : socket.slice(1).reduce((sum, n) => sum + Number(n), 0);
-  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1] ?? 0);
-  return { requests, errors, non2xx };
 }
 
 describe('stateless-tcp http with curl, wrk and nginx', () => {
@@ -142,9 +133,9 @@ describe('stateless-tcp http with curl, wrk and nginx', () => {
     for (const extra of [[], ['-H', 'Connection: close']]) {
       const run = await lab.exec('client', ['wrk', '-t2', '-c16', '-d3s', '--timeout', '5s', ...extra, 'http://198.18.0.2/small.txt'], { timeoutMs: 20_000 });
       assert.equal(run.code, 0, run.stderr);
-      const report = wrkReport(run.stdout);
+      const report = parseWrk(run.stdout);
       assert.ok(report.requests > 100, run.stdout);
-      assert.equal(report.errors, 0, run.stdout);
+      assert.equal(report.socketErrors, 0, run.stdout);
       assert.equal(report.non2xx, 0, run.stdout);
     }
   });
@@ -221,8 +212,8 @@ describe('stateless-tcp http --transport kernel (ordinary TCP sockets)', () => {
     const echo = await curl(lab, ['http://198.18.0.2/echo-headers']);
     assert.match(echo.stdout, /^xff=198\.18\.0\.1 /);
     const run = await lab.exec('client', ['wrk', '-t2', '-c16', '-d2s', 'http://198.18.0.2/echo-headers'], { timeoutMs: 20_000 });
-    const report = wrkReport(run.stdout);
-    assert.ok(report.requests > 100 && report.errors === 0 && report.non2xx === 0, run.stdout);
+    const report = parseWrk(run.stdout);
+    assert.ok(report.requests > 100 && report.socketErrors === 0 && report.non2xx === 0, run.stdout);
     const summary = await frontEnd.stop();
     assert.ok(counter(summary, 'http.responses') >= report.requests, summary);
   });

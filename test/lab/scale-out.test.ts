@@ -18,11 +18,10 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
-import { startCli, type RunningFrontEnd } from './front-end.js';
+import { startCli, type RunningFrontEnd, summaryCounter as counter } from './front-end.js';
 
 const SERVICE = '198.18.0.53';
 const QUERIES = 100;
-const counter = (summary: string, name: string): number => Number(new RegExp(`\\b${name.replace('.', '\\.')}=(\\d+)`).exec(summary)?.[1] ?? 0);
 
 async function run(lab: Lab, side: 'client' | 'server', command: string): Promise<void> {
   const result = await lab.exec(side, ['sh', '-c', command]);

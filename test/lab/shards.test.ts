@@ -16,13 +16,12 @@ import { writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
-import { startFrontEnd } from './front-end.js';
+import { startFrontEnd, summaryCounter as counter } from './front-end.js';
 import { dnsperf } from './dnsperf.js';
 
 const HELD_CONNECTION = fileURLToPath(new URL('./held-connection.js', import.meta.url));
 
 /** A counter from the front end's stop summary (absent means zero). */
-const counter = (summary: string, name: string): number => Number(new RegExp(`(?:^|\\s)${name.replaceAll('.', '\\.')}=(\\d+)`).exec(summary)?.[1] ?? 0);
 
 describe('shard worker threads', () => {
   let lab: Lab;

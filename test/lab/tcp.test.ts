@@ -24,7 +24,7 @@ import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { createLab, LAB_ZONE, requireTools, type Lab, type Side } from './lab.js';
-import { startFrontEnd, type RunningFrontEnd } from './front-end.js';
+import { startFrontEnd, summaryCounter as counter, type RunningFrontEnd } from './front-end.js';
 import { checkAnswer, encodeQuery, framed, type Question } from './answers.js';
 import type { ExchangeSpec, LoadReport, LoadSpec } from './tcp-client.js';
 import type { RawSegment } from './raw-client.js';
@@ -41,8 +41,6 @@ const MISSING_A: Question = { name: LAB_ZONE.missing, type: 'A' };
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A counter from the front end's stop summary (absent means zero). */
-const counter = (summary: string, name: string): number => Number(new RegExp(`\\b${name.replace('.', '\\.')}=(\\d+)`).exec(summary)?.[1] ?? 0);
 
 // ---------------------------------------------------------------------------------------------
 // Watching the wire: tcpdump lines as segments
