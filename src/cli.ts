@@ -16,20 +16,17 @@ import { StartupError, startDnsFrontEnd, startHttpFrontEnd, startKernelDnsFrontE
 import { applyConfigFile } from './config.js';
 import { createLogger, LOG_LEVELS, type Logger } from './log.js';
 
-function endpointArgument(value: string, previous: Endpoint[] = []): Endpoint[] {
-  try {
-    return [...previous, parseEndpoint(value)];
-  } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
-  }
-}
-
 function oneEndpoint(value: string): Endpoint {
   try {
     return parseEndpoint(value);
   } catch (error) {
     throw new InvalidArgumentError((error as Error).message);
   }
+}
+
+/** For options that repeat (`--listen`): each value adds one endpoint. */
+function endpointArgument(value: string, previous: Endpoint[] = []): Endpoint[] {
+  return [...previous, oneEndpoint(value)];
 }
 
 function positiveInteger(value: string): number {

@@ -9,9 +9,10 @@ import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { ChecksumPolicy, DECODE_RESULT_NAMES, type LinkType } from './wire/segment.js';
 import { OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/responder.js';
-import { DnsRelay, RELAY_COUNTER_NAMES } from './dns/relay.js';
+import { DnsRelay } from './dns/relay.js';
 import { wholeMessages } from './dns/message.js';
-import { HTTP_COUNTER_NAMES, HttpRelay } from './http/relay.js';
+import { HttpRelay } from './http/relay.js';
+import { APPLICATION_COUNTER_NAMES } from './pipeline.js';
 import { wholeRequests } from './http/request.js';
 import { UndiciBackend, probeHttpBackend } from './io/http-backend.js';
 import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
@@ -258,7 +259,7 @@ async function startRawFrontEnd(
         ...counterPairs('tcp.', TCP_EVENT_NAMES, totals.tcpEvents),
         `tcp.flows=${totals.flows}`,
         `tcp.queued_bytes=${totals.queuedBytes}`,
-        ...(application.kind === 'dns' ? counterPairs('dns.', RELAY_COUNTER_NAMES, totals.relay) : counterPairs('http.', HTTP_COUNTER_NAMES, totals.relay)),
+        ...counterPairs(`${application.kind}.`, APPLICATION_COUNTER_NAMES[application.kind], totals.relay),
         `pcap.received=${pcapStats.received}`,
         `pcap.dropped=${pcapStats.dropped}`,
         `sent=${totals.sent}`,
@@ -349,18 +350,18 @@ async function startCaptureThread(data: CaptureThreadData): Promise<CaptureThrea
 async function startKernelFrontEnd(
   options: { listen: Endpoint[]; metrics?: Endpoint | undefined },
   transport: KernelTransport,
-  application: { kind: 'dns' | 'http'; names: readonly string[]; relay: { counts: Float64Array; observeLatency: ((seconds: number) => void) | null } },
+  kind: 'dns' | 'http',
+  relay: { counts: Float64Array; observeLatency: ((seconds: number) => void) | null },
   closeApplication: () => void,
   tick: (nowMs: number) => void,
 ): Promise<RunningFrontEnd> {
-  const prefix = `${application.kind}.`;
-  const { relay } = application;
-  const counters = (): string[] => counterPairs(prefix, application.names, relay.counts);
+  const names = APPLICATION_COUNTER_NAMES[kind];
+  const counters = (): string[] => counterPairs(`${kind}.`, names, relay.counts);
   let metrics: MetricsServer | null = null;
   try {
     await transport.listen(options.listen);
     if (options.metrics !== undefined) {
-      const { registry, observeUpstreamLatency } = kernelTransportMetrics(application.kind, application.names, relay.counts, () => transport.stats);
+      const { registry, observeUpstreamLatency } = kernelTransportMetrics(kind, names, relay.counts, () => transport.stats);
       relay.observeLatency = observeUpstreamLatency;
       metrics = await startMetricsServer(options.metrics, async () => exposition([await snapshot(registry)]));
     }
@@ -400,7 +401,7 @@ export async function startKernelDnsFrontEnd(options: KernelOptions<DnsFrontEndO
   const dns = relay;
   const transport = new KernelTransport(dns, wholeMessages, options.closeAfterResponse);
   dns.attach(transport);
-  return startKernelFrontEnd(options, transport, { kind: 'dns', names: RELAY_COUNTER_NAMES, relay: dns }, () => upstream.close(), (nowMs) => dns.expire(nowMs));
+  return startKernelFrontEnd(options, transport, 'dns', dns, () => upstream.close(), (nowMs) => dns.expire(nowMs));
 }
 
 export async function startKernelHttpFrontEnd(options: KernelOptions<HttpFrontEndOptions>): Promise<RunningFrontEnd> {
@@ -410,5 +411,5 @@ export async function startKernelHttpFrontEnd(options: KernelOptions<HttpFrontEn
   const relay = new HttpRelay<KernelConnection>(backend);
   const transport = new KernelTransport(relay, wholeRequests, options.closeAfterResponse);
   relay.attach(transport);
-  return startKernelFrontEnd(options, transport, { kind: 'http', names: HTTP_COUNTER_NAMES, relay }, () => void backend.close(), () => {});
+  return startKernelFrontEnd(options, transport, 'http', relay, () => void backend.close(), () => {});
 }

@@ -15,9 +15,9 @@ import { emitReply } from './wire/emit.js';
 import { OUTCOME_NAMES, Responder, type ResponderConfig, type SegmentSink } from './tcp/responder.js';
 import type { SynCookies } from './tcp/cookie.js';
 import type { Flow } from './tcp/flow.js';
-import { DnsRelay, type RelayConfig, type UpstreamTransport } from './dns/relay.js';
+import { DnsRelay, RELAY_COUNTER_NAMES, type RelayConfig, type UpstreamTransport } from './dns/relay.js';
 import { plausibleQueryStart, wholeMessages } from './dns/message.js';
-import { HttpRelay } from './http/relay.js';
+import { HTTP_COUNTER_NAMES, HttpRelay } from './http/relay.js';
 import { plausibleRequestStart, wholeRequests } from './http/request.js';
 import type { HttpBackend } from './io/http-backend.js';
 import { formatAddress } from './wire/format.js';
@@ -70,6 +70,12 @@ export abstract class TcpPipeline implements SegmentSink {
     this.sender.send(header.family, this.packet, n, header.dstAddr);
   }
 }
+
+/** The names of each application's relay counters (`relay.counts` indices). */
+export const APPLICATION_COUNTER_NAMES: Readonly<Record<'dns' | 'http', readonly string[]>> = {
+  dns: RELAY_COUNTER_NAMES,
+  http: HTTP_COUNTER_NAMES,
+};
 
 export class DnsPipeline extends TcpPipeline {
   readonly relay: DnsRelay<Flow>;

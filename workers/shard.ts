@@ -11,7 +11,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { threadId } from 'node:worker_threads';
-import { DnsPipeline, HttpPipeline, type TcpPipeline } from '../src/pipeline.js';
+import { APPLICATION_COUNTER_NAMES, DnsPipeline, HttpPipeline, type TcpPipeline } from '../src/pipeline.js';
 import { SynCookies } from '../src/tcp/cookie.js';
 import { DEFAULT_RESPONDER_CONFIG } from '../src/tcp/responder.js';
 import { RingConsumer } from '../src/ring/ring.js';
@@ -20,8 +20,6 @@ import { UdpTcpUpstream } from '../src/io/upstream.js';
 import { UndiciBackend } from '../src/io/http-backend.js';
 import { nameThisThread } from '../src/io/thread-name.js';
 import { pipelineMetrics, snapshot } from '../src/metrics.js';
-import { RELAY_COUNTER_NAMES } from '../src/dns/relay.js';
-import { HTTP_COUNTER_NAMES } from '../src/http/relay.js';
 import { STATS_INTERVAL_MS, type ShardCommand, type ShardReport, type ShardStats, type ShardTask } from '../src/shard-protocol.js';
 
 /** Timer resolution for retransmission and upstream timeouts. */
@@ -74,7 +72,7 @@ export default async function runShard(task: ShardTask): Promise<ShardStats> {
       outcomeCounts: running.outcomeCounts,
       events: running.responder.events,
       application: application.kind,
-      applicationCounterNames: application.kind === 'dns' ? RELAY_COUNTER_NAMES : HTTP_COUNTER_NAMES,
+      applicationCounterNames: APPLICATION_COUNTER_NAMES[application.kind],
       applicationCounts: running.relay.counts,
       flows: () => running.responder.flows.size,
       queuedBytes: () => running.responder.queuedBytes,

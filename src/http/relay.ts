@@ -83,11 +83,6 @@ export class HttpRelay<C> {
     this.sink = sink;
   }
 
-  /** Requests in flight or queued, over all connections. */
-  get pendingConnections(): number {
-    return this.connections.size;
-  }
-
   onMessages(connection: C, buf: Uint8Array, offset: number, length: number): void {
     let pending = this.connections.get(connection);
     if (pending === undefined) {
@@ -157,7 +152,7 @@ export class HttpRelay<C> {
       response = await this.backend.request({
         method: request.method,
         path: request.target,
-        headers: forwardedHeaders(request, this.sink!.clientAddress(connection)),
+        headers: forwardedHeaders(request, sink.clientAddress(connection)),
         body: request.body.length > 0 ? request.body : null,
       });
     } catch (error) {
@@ -167,7 +162,7 @@ export class HttpRelay<C> {
       return;
     }
     this.observeLatency?.((this.now() - relayedMs) / 1000);
-    if (this.sink!.isClosed(connection)) {
+    if (sink.isClosed(connection)) {
       response.body.destroy();
       return;
     }
@@ -197,7 +192,7 @@ export class HttpRelay<C> {
           if (chunk.length === 0) continue;
           if (!pending.room) {
             await new Promise<void>((resolve) => (pending.drained = resolve));
-            if (this.sink!.isClosed(connection)) {
+            if (sink.isClosed(connection)) {
               response.body.destroy();
               return;
             }
@@ -217,7 +212,7 @@ export class HttpRelay<C> {
     } catch (error) {
       // The head is out: nothing can say "error" any more but breaking the connection.
       this.counts[toBackendError(error).kind === 'timeout' ? HttpCounter.BACKEND_TIMEOUTS : HttpCounter.BROKEN_RESPONSES]!++;
-      if (!this.sink!.isClosed(connection)) sink.reset(connection, this.now());
+      if (!sink.isClosed(connection)) sink.reset(connection, this.now());
       return;
     }
     this.counts[HttpCounter.RESPONSES]!++;

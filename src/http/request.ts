@@ -82,10 +82,11 @@ function bodyFraming(buf: Uint8Array, start: number, headEnd: number): number {
   let contentLength = -1;
   let chunked = false;
   let otherCoding = false;
-  // Skip the request line; then one header field per line.
-  let line = lineEnd(buf, start, headEnd) + 2;
+  // Skip the request line; then one header field per line. Every line of the head, the last
+  // included, ends in CRLF, so each search finds one.
+  let line = lineEndWithin(buf, start, headEnd) + 2;
   while (line < headEnd - 2) {
-    const eol = lineEnd(buf, line, headEnd);
+    const eol = lineEndWithin(buf, line, headEnd);
     const colon = indexOf(buf, COLON, line, eol);
     if (colon <= line) return FRAMING_INVALID;
     if (nameIs(buf, line, colon, 'content-length')) {
@@ -143,12 +144,7 @@ function chunkedBodyEnd(buf: Uint8Array, p: number, end: number): number {
   }
 }
 
-/** Index of the CR of the CRLF ending the line at `p` (the head is known to contain one). */
-function lineEnd(buf: Uint8Array, p: number, limit: number): number {
-  const i = lineEndWithin(buf, p, limit);
-  return i < 0 ? limit - 2 : i;
-}
-
+/** Index of the CR of the first CRLF at or after `p` and before `limit`, or -1. */
 function lineEndWithin(buf: Uint8Array, p: number, limit: number): number {
   for (let i = p; i + 1 < limit; i++) if (buf[i] === CR && buf[i + 1] === LF) return i;
   return -1;
@@ -263,9 +259,7 @@ export function parseRequest(buf: Uint8Array, offset: number, length: number): H
     return { status: codings.length > 0 && !headers.some(([n]) => n.toLowerCase() === 'content-length') ? 501 : 400 };
   } else if (framing === FRAMING_CHUNKED) {
     if (chunkedBodyEnd(buf, headEnd, end) !== end) return { status: 400 };
-    const decoded = dechunk(buf, headEnd, end);
-    if (decoded === null) return { status: 400 };
-    body = decoded;
+    body = dechunk(buf, headEnd, end);
   } else {
     if (framing > MAX_BODY_BYTES) return { status: 413 };
     if (headEnd + framing !== end) return { status: 400 };
@@ -276,28 +270,19 @@ export function parseRequest(buf: Uint8Array, offset: number, length: number): H
   return { method, target, minorVersion, headers, body, keepAlive };
 }
 
-/** The data of a chunked body `buf[p, end)`, or null if it does not end exactly at `end`. */
-function dechunk(buf: Uint8Array, p: number, end: number): Uint8Array | null {
+/** The data of a chunked body `buf[p, end)` that `chunkedBodyEnd` found to end exactly at `end`. */
+function dechunk(buf: Uint8Array, p: number, end: number): Uint8Array {
   const parts: Uint8Array[] = [];
   for (;;) {
     const eol = lineEndWithin(buf, p, end);
-    if (eol < 0) return null;
     let size = 0;
     for (let i = p; i < eol && hexDigit(buf[i]!) >= 0; i++) size = size * 16 + hexDigit(buf[i]!);
     p = eol + 2;
-    if (size === 0) break;
+    // Trailer fields after the last chunk are dropped (RFC 9112 §7.1.2 allows it).
+    if (size === 0) return Buffer.concat(parts);
     parts.push(buf.subarray(p, p + size));
     p += size + 2;
   }
-  // Trailer fields are dropped (RFC 9112 §7.1.2 allows it); the body ends with an empty line.
-  for (;;) {
-    const eol = lineEndWithin(buf, p, end);
-    if (eol < 0) return null;
-    const empty = eol === p;
-    p = eol + 2;
-    if (empty) break;
-  }
-  return p === end ? Buffer.concat(parts) : null;
 }
 
 /** Whether bytes could start a request: a method token and a space (for segments of idle connections). */

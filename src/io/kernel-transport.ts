@@ -9,7 +9,7 @@ import type { AnswerSink } from '../dns/relay.js';
 import type { ResponseSink } from '../http/relay.js';
 import type { MessageFramer } from '../tcp/responder.js';
 import { ByteQueue } from '../tcp/flow.js';
-import type { Endpoint } from '../endpoint.js';
+import { formatEndpoint, type Endpoint } from '../endpoint.js';
 
 /** RFC 7766 §6.2.3 leaves the idle timeout to the server; RFC 9210 §3.4 suggests about 10 s. */
 const IDLE_TIMEOUT_MS = 10_000;
@@ -54,7 +54,7 @@ export class KernelTransport implements AnswerSink<KernelConnection>, ResponseSi
       const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
       await new Promise<void>((resolve, reject) => {
         server.once('error', (error: NodeJS.ErrnoException) => {
-          const where = endpoint.family === 6 ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`;
+          const where = formatEndpoint(endpoint);
           const fix =
             error.code === 'EADDRINUSE' ? 'another server listens there: stop it or pick another --listen'
             : error.code === 'EADDRNOTAVAIL' ? 'no interface has that address: pick one from `ip address show`'

@@ -2,7 +2,7 @@
  * `--metrics ADDR:PORT`: Prometheus text at GET /metrics (anything else: 404).
  */
 import http from 'node:http';
-import type { Endpoint } from '../endpoint.js';
+import { formatEndpoint, type Endpoint } from '../endpoint.js';
 import { EXPOSITION_CONTENT_TYPE } from '../metrics.js';
 
 export interface MetricsServer {
@@ -23,7 +23,7 @@ export async function startMetricsServer(endpoint: Endpoint, exposition: () => P
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) => {
-      const where = endpoint.family === 6 ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`;
+      const where = formatEndpoint(endpoint);
       const fix =
         error.code === 'EADDRINUSE' ? 'another server listens there: pick another --metrics'
         : error.code === 'EADDRNOTAVAIL' ? 'no interface has that address: pick one from `ip address show`'

@@ -7,6 +7,8 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
 import type { UpstreamTransport } from '../dns/relay.js';
+import { readId, wholeMessages, writeId } from '../dns/message.js';
+import { ByteQueue } from '../tcp/flow.js';
 
 export interface UpstreamAddress {
   host: string;
@@ -14,6 +16,9 @@ export interface UpstreamAddress {
 }
 
 const UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/** DNS IDs: a connection has at most this many queries outstanding. */
+const ID_SPACE = 65536;
 
 /** Persistent TCP connections to the upstream, for truncated answers. */
 const TCP_CONNECTIONS = 4;
@@ -90,7 +95,8 @@ export class UdpTcpUpstream implements UpstreamTransport {
 class TcpUpstreamConnection {
   readonly pending = new Map<number, { resolve: (answer: Uint8Array | null) => void; timer: NodeJS.Timeout }>();
   private readonly socket: net.Socket;
-  private received: Buffer = Buffer.alloc(0);
+  /** Bytes received that do not yet make a whole message. */
+  private readonly received = new ByteQueue();
   private nextId = 0;
   private closed = false;
 
@@ -104,18 +110,19 @@ class TcpUpstreamConnection {
 
   /** False once closing: no new queries (the resolver may close idle connections; a new one is made). */
   get usable(): boolean {
-    return !this.closed && this.pending.size < 65536;
+    return !this.closed;
   }
 
   ask(query: Uint8Array, timeoutMs: number): Promise<Uint8Array | null> {
-    if (this.closed) return Promise.resolve(null);
+    // Closed, or every ID of this connection in use: the relay answers SERVFAIL.
+    if (this.closed || this.pending.size === ID_SPACE) return Promise.resolve(null);
     let id = this.nextId;
     while (this.pending.has(id)) id = (id + 1) & 0xffff;
     this.nextId = (id + 1) & 0xffff;
     const framed = Buffer.allocUnsafe(2 + query.length);
     framed.writeUInt16BE(query.length, 0);
     framed.set(query, 2);
-    framed.writeUInt16BE(id, 2);
+    writeId(framed, 2, id);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
@@ -127,19 +134,22 @@ class TcpUpstreamConnection {
   }
 
   private onData(chunk: Buffer): void {
-    this.received = this.received.length === 0 ? chunk : Buffer.concat([this.received, chunk]);
-    while (this.received.length >= 2) {
-      const length = this.received.readUInt16BE(0);
-      if (this.received.length < 2 + length) return;
-      const answer = this.received.subarray(2, 2 + length);
-      this.received = this.received.subarray(2 + length);
-      if (length < 2) continue;
-      const waiting = this.pending.get(answer.readUInt16BE(0));
+    const queue = this.received;
+    queue.append(chunk, 0, chunk.length);
+    const end = queue.start + wholeMessages(queue.bytes, queue.start, queue.length);
+    for (let p = queue.start; p < end; ) {
+      const length = (queue.bytes[p]! << 8) | queue.bytes[p + 1]!;
+      // A copy: the queue's bytes move on, and the relay takes the answer on a later tick.
+      const answer = queue.bytes.slice(p + 2, p + 2 + length);
+      p += 2 + length;
+      const id = length < 2 ? -1 : readId(answer, 0);
+      const waiting = this.pending.get(id);
       if (waiting === undefined) continue; // timed out already
-      this.pending.delete(answer.readUInt16BE(0));
+      this.pending.delete(id);
       clearTimeout(waiting.timer);
       waiting.resolve(answer);
     }
+    queue.consume(end - queue.start);
   }
 
   close(): void {
