@@ -35,7 +35,7 @@ let last = { seq: 0, ack: 0, tsVal: 0, length: 0 };
 const responder = new Responder(
   { ...DEFAULT_RESPONDER_CONFIG, framer: wholeMessages, plausibleStart: plausibleQueryStart },
   new SynCookies(new Uint8Array(16).fill(1)),
-  { send: (h, _p, _o, n) => (last = { seq: h.seq, ack: h.ack, tsVal: h.tsVal, length: n }) },
+  { send: (h, _p, _o, n) => (last = { seq: h.seq, ack: h.ack, tsVal: h.tsVal, length: n }), pushWanted: () => responder.push(Date.now()) },
   relay,
 );
 relay.attach(responder);

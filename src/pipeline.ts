@@ -40,6 +40,12 @@ export abstract class TcpPipeline implements SegmentSink {
   abstract readonly responder: Responder;
   private readonly segment = new Segment();
   private readonly packet = Buffer.alloc(MAX_PACKET);
+  /** Whether a `Responder.push` is scheduled (see `pushWanted`). */
+  private pushScheduled = false;
+  private readonly pushAnswers = (): void => {
+    this.pushScheduled = false;
+    this.responder.push(Date.now());
+  };
 
   constructor(
     private readonly linkType: LinkType,
@@ -62,6 +68,18 @@ export abstract class TcpPipeline implements SegmentSink {
   /** Timers: TCP retransmission and eviction, and the application's. Call every few milliseconds. */
   tick(nowMs: number): void {
     this.responder.tick(nowMs);
+  }
+
+  /**
+   * SegmentSink: answers are waiting. They are pushed in the event loop's check phase: after
+   * every upstream datagram that libuv read in this turn (each arrives in a callback of its own)
+   * or the rest of the batch of captured frames, so that answers that came together for one
+   * connection share its segments.
+   */
+  pushWanted(): void {
+    if (this.pushScheduled) return;
+    this.pushScheduled = true;
+    setImmediate(this.pushAnswers);
   }
 
   /** SegmentSink: emit one segment and send it. */
@@ -120,8 +138,8 @@ export class HttpPipeline extends TcpPipeline {
     const responder = new Responder({ ...tcp, framer: wholeRequests, plausibleStart: plausibleRequestStart }, cookies, this, relay);
     relay.attach({
       expectAnswer: (flow) => responder.expectAnswer(flow),
-      answerPart: (flow, data, offset, length, nowMs) => responder.answerPart(flow, data, offset, length, nowMs),
-      answer: (flow, data, offset, length, nowMs) => responder.answer(flow, data, offset, length, nowMs),
+      answerPart: (flow, data, offset, length) => responder.answerPart(flow, data, offset, length),
+      answer: (flow, data, offset, length) => responder.answer(flow, data, offset, length),
       closeWhenAnswered: (flow, nowMs) => responder.closeWhenAnswered(flow, nowMs),
       reset: (flow, nowMs) => responder.reset(flow, nowMs),
       isClosed: (flow) => flow.closed,

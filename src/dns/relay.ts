@@ -30,7 +30,7 @@ export interface AnswerSink<Connection> {
   /** One more answer will be given on `connection` (the transport keeps it until then). */
   expectAnswer(connection: Connection): void;
   /** The answer, framed for the wire, `data[offset, offset+length)`. */
-  answer(connection: Connection, data: Uint8Array, offset: number, length: number, nowMs: number): void;
+  answer(connection: Connection, data: Uint8Array, offset: number, length: number): void;
 }
 
 export interface UpstreamTransport {
@@ -143,13 +143,13 @@ export class DnsRelay<Connection> {
     this.answers!.expectAnswer(connection);
     if (!isRelayableQuery(buf, offset, length)) {
       this.counts[RelayCounter.FORMERR]!++;
-      this.send(connection, errorAnswer(buf, offset, length, Rcode.FORMERR), nowMs);
+      this.send(connection, errorAnswer(buf, offset, length, Rcode.FORMERR));
       return;
     }
     const upstreamId = this.freeId();
     if (upstreamId < 0) {
       this.counts[RelayCounter.ID_EXHAUSTED]!++;
-      this.send(connection, errorAnswer(buf, offset, length, Rcode.SERVFAIL), nowMs);
+      this.send(connection, errorAnswer(buf, offset, length, Rcode.SERVFAIL));
       return;
     }
     // A copy: `buf` is the capture buffer, overwritten by the next packet. (Not `buf.slice`: on a
@@ -235,19 +235,19 @@ export class DnsRelay<Connection> {
     this.counts[RelayCounter.ANSWERS]!++;
     // Every query shares the timeout, so its deadline tells when it was relayed.
     this.observeLatency?.((nowMs - (pending.deadline - this.config.timeoutMs)) / 1000);
-    this.send(pending.connection!, answer, nowMs);
+    this.send(pending.connection!, answer);
     // The deadline queue still holds `pending` until its deadline: let the connection and the
     // query go now rather than then.
     pending.connection = null;
     pending.query = NO_BYTES;
   }
 
-  private send(connection: Connection, message: Uint8Array, nowMs: number): void {
+  private send(connection: Connection, message: Uint8Array): void {
     if (this.framed.length < 2 + message.length) this.framed = new Uint8Array(2 + 65535);
     this.framed[0] = message.length >>> 8;
     this.framed[1] = message.length;
     this.framed.set(message, 2);
-    this.answers!.answer(connection, this.framed, 0, 2 + message.length, nowMs);
+    this.answers!.answer(connection, this.framed, 0, 2 + message.length);
   }
 
   /** A random upstream ID not in use, or -1 if all 65536 are. */

@@ -23,9 +23,9 @@ import { parseRequest, requestLength, type HttpRequest } from './request.js';
 export interface ResponseSink<C> {
   expectAnswer(connection: C): void;
   /** Queues part of a response; false once the connection's send buffer is full (wait for `onDrain`). */
-  answerPart(connection: C, data: Uint8Array, offset: number, length: number, nowMs: number): boolean;
+  answerPart(connection: C, data: Uint8Array, offset: number, length: number): boolean;
   /** The last bytes of a response. */
-  answer(connection: C, data: Uint8Array, offset: number, length: number, nowMs: number): void;
+  answer(connection: C, data: Uint8Array, offset: number, length: number): void;
   closeWhenAnswered(connection: C, nowMs: number): void;
   /** Gives up on the connection with RST (a response that broke off mid-body). */
   reset(connection: C, nowMs: number): void;
@@ -184,7 +184,7 @@ export class HttpRelay<C> {
     head += keepAlive ? (request.minorVersion === 0 ? 'connection: keep-alive\r\n' : '') : 'connection: close\r\n';
     head += '\r\n';
     const headBytes = Buffer.from(head, 'latin1');
-    pending.room = sink.answerPart(connection, headBytes, 0, headBytes.length, this.now());
+    pending.room = sink.answerPart(connection, headBytes, 0, headBytes.length);
 
     try {
       if (!noBody) {
@@ -199,11 +199,11 @@ export class HttpRelay<C> {
           }
           if (chunked) {
             const size = Buffer.from(`${chunk.length.toString(16)}\r\n`, 'latin1');
-            sink.answerPart(connection, size, 0, size.length, this.now());
-            sink.answerPart(connection, chunk, 0, chunk.length, this.now());
-            pending.room = sink.answerPart(connection, CRLF, 0, CRLF.length, this.now());
+            sink.answerPart(connection, size, 0, size.length);
+            sink.answerPart(connection, chunk, 0, chunk.length);
+            pending.room = sink.answerPart(connection, CRLF, 0, CRLF.length);
           } else {
-            pending.room = sink.answerPart(connection, chunk, 0, chunk.length, this.now());
+            pending.room = sink.answerPart(connection, chunk, 0, chunk.length);
           }
         }
       } else {
@@ -217,7 +217,7 @@ export class HttpRelay<C> {
     }
     this.counts[HttpCounter.RESPONSES]!++;
     const last = chunked ? LAST_CHUNK : EMPTY;
-    sink.answer(connection, last, 0, last.length, this.now());
+    sink.answer(connection, last, 0, last.length);
   }
 
   /** An error response with `Connection: close`; the requests queued after it are dropped. */
@@ -229,7 +229,7 @@ export class HttpRelay<C> {
       `HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
       'latin1',
     );
-    this.sink!.answer(connection, message, 0, message.length, this.now());
+    this.sink!.answer(connection, message, 0, message.length);
   }
 
   /** No more requests are answered on this connection; our FIN follows the last response. */
@@ -237,7 +237,7 @@ export class HttpRelay<C> {
     if (pending.closing) return;
     pending.closing = true;
     // Requests pipelined behind this one get no answer: release what was owed for them.
-    for (const _ of pending.queue.splice(0)) this.sink!.answer(connection, EMPTY, 0, 0, this.now());
+    for (const _ of pending.queue.splice(0)) this.sink!.answer(connection, EMPTY, 0, 0);
     this.sink!.closeWhenAnswered(connection, this.now());
   }
 }

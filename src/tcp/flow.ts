@@ -117,6 +117,8 @@ export class Flow {
   closeRequested = false;
   /** `answerPart` found the send queue full: call the application's `onDrain` once it halves. */
   drainWanted = false;
+  /** Answers were queued since the responder's last `push`. */
+  pushPending = false;
 
   /** Sequence space in flight: bytes and FIN sent but not acknowledged. */
   get inFlight(): number {

@@ -35,6 +35,12 @@ export type MessageFramer = (buf: Uint8Array, offset: number, length: number) =>
 /** Receives the segments we send, one header and payload slice at a time. */
 export interface SegmentSink {
   send(header: ReplyHeader, payload: Uint8Array | null, offset: number, length: number): void;
+  /**
+   * Answers are queued and not yet sent: call `Responder.push` soon — once the events at hand
+   * (a batch of upstream answers, of captured frames) are handled, so that answers that arrive
+   * together leave together. Called once until the next `push`.
+   */
+  pushWanted(): void;
 }
 
 /** The application on top: gets whole messages, answers through `Responder.answer`. */
@@ -182,6 +188,8 @@ export class Responder {
   private readonly connectionId = new Uint32Array(2);
   /** Bytes held in all flows' send and receive queues. */
   queuedBytes = 0;
+  /** Flows given answers since the last `push`, in the order they got them. */
+  private readonly unpushed: Flow[] = [];
   /** Segments sent so far (tells whether an ACK already went out while handling a segment). */
   private segmentsSent = 0;
   private readonly control = new ReplyHeader();
@@ -225,18 +233,16 @@ export class Responder {
 
   /**
    * One answer the application owed on `flow`: `data[offset, offset+length)` is queued and sent as
-   * the window allows. Dropped (and counted) if the connection was reset or aborted meanwhile
-   * (RFC 7766 §6.2.4: nothing more is sent on a reset connection).
+   * the window allows at the next `push`. Dropped (and counted) if the connection was reset or
+   * aborted meanwhile (RFC 7766 §6.2.4: nothing more is sent on a reset connection).
    */
-  answer(flow: Flow, data: Uint8Array, offset: number, length: number, nowMs: number): void {
+  answer(flow: Flow, data: Uint8Array, offset: number, length: number): void {
     flow.answersOwed--;
     if (flow.closed) {
       this.events[TcpEvent.ANSWERS_DROPPED]!++;
       return;
     }
-    flow.sendQueue.append(data, offset, length);
-    this.queuedBytes += length;
-    this.settle(flow, nowMs);
+    this.queueAnswer(flow, data, offset, length);
   }
 
   /**
@@ -245,14 +251,31 @@ export class Responder {
    * flow holds `sendBufferBytes` or more — the application then waits for `onDrain` — or if the
    * connection is closed.
    */
-  answerPart(flow: Flow, data: Uint8Array, offset: number, length: number, nowMs: number): boolean {
+  answerPart(flow: Flow, data: Uint8Array, offset: number, length: number): boolean {
     if (flow.closed) return false;
-    flow.sendQueue.append(data, offset, length);
-    this.queuedBytes += length;
-    this.settle(flow, nowMs);
+    this.queueAnswer(flow, data, offset, length);
     if (flow.sendQueue.length < this.config.sendBufferBytes) return true;
     flow.drainWanted = true;
     return false;
+  }
+
+  /**
+   * Sends what the answers given since the last push allow (SegmentSink.pushWanted says when).
+   * Answers are not sent the moment they are given because several often arrive together for
+   * one connection — pipelined DNS queries answered by the upstream in one burst, an HTTP body
+   * in chunks — and together they fill one segment where one each would take several: fewer
+   * packets each way (the client's ACKs too) for the same bytes, as the kernel's TCP autocorking
+   * does for small writes.
+   */
+  push(nowMs: number): void {
+    const flows = this.unpushed;
+    // settle() never adds to the list, so its length is fixed for the loop.
+    for (let i = 0; i < flows.length; i++) {
+      const flow = flows[i]!;
+      flow.pushPending = false;
+      this.settle(flow, nowMs);
+    }
+    flows.length = 0;
   }
 
   /** Close our side once every owed answer is sent (HTTP `Connection: close`). */
@@ -272,7 +295,7 @@ export class Responder {
       if (flow.ackDelayedSinceMs >= 0 && nowMs - flow.ackDelayedSinceMs >= this.config.delayedAckMs) this.sendAck(flow, nowMs);
       if (flow.inFlight > 0) {
         if (nowMs - flow.lastSendMs >= flow.rtoMs) this.onRetransmitTimeout(flow, nowMs);
-      } else if (flow.unsent > 0 && nowMs - flow.lastSendMs >= flow.rtoMs) {
+      } else if (flow.unsent > 0 && !flow.pushPending && nowMs - flow.lastSendMs >= flow.rtoMs) {
         // The client's window is closed: probe it with one byte so its ACK reopens it.
         this.events[TcpEvent.WINDOW_PROBES]!++;
         this.sendFromQueue(flow, 1, false, nowMs);
@@ -597,6 +620,15 @@ export class Responder {
   // ----------------------------------------------------------------------------------------
   // Sending
   // ----------------------------------------------------------------------------------------
+
+  private queueAnswer(flow: Flow, data: Uint8Array, offset: number, length: number): void {
+    flow.sendQueue.append(data, offset, length);
+    this.queuedBytes += length;
+    if (flow.pushPending) return;
+    flow.pushPending = true;
+    this.unpushed.push(flow);
+    if (this.unpushed.length === 1) this.sink.pushWanted();
+  }
 
   /** After anything changed: decide on our FIN, send what the windows allow, release if done. */
   private settle(flow: Flow, nowMs: number): void {

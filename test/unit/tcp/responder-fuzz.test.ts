@@ -28,6 +28,7 @@ test('thousands of random, replayed and forged segments: no exception, no data t
   const packets: Uint8Array[] = [];
   const config = { ...DEFAULT_RESPONDER_CONFIG, maxFlows: 64, framer: wholeMessages, plausibleStart: plausibleQueryStart };
   let nowMs = 1_764_000_000_000;
+  let pushWanted = false;
   const responder = new Responder(config, cookies, {
     send: (h, data, offset, length) => {
       if (length > 0) assert.ok(connected.has(h.dstPort), `data sent to port ${h.dstPort}, which never connected`);
@@ -35,6 +36,8 @@ test('thousands of random, replayed and forged segments: no exception, no data t
       assert.equal(emitReply(h, data, offset, length, out, 0), out.length);
       packets.push(out);
     },
+    // Pushed at random later steps (below), so segments and ticks also meet answers not yet sent.
+    pushWanted: () => void (pushWanted = true),
   }, {
     onMessages: (flow, buf, offset, length) => {
       for (let p = offset; p < offset + length; ) {
@@ -44,7 +47,7 @@ test('thousands of random, replayed and forged segments: no exception, no data t
         const answer = Buffer.alloc(2 + 40 + random(3000), 0x61);
         answer.writeUInt16BE(answer.length - 2, 0);
         // Some answers now, some later, some never within the run (the flow keeps them owed).
-        if (random(3) > 0) responder.answer(flow, answer, 0, answer.length, nowMs);
+        if (random(3) > 0) responder.answer(flow, answer, 0, answer.length);
         else pendingAnswers.push({ flow, answer });
         p += 2 + n;
       }
@@ -121,11 +124,16 @@ test('thousands of random, replayed and forged segments: no exception, no data t
     assert.ok(responder.flows.size <= config.maxFlows);
     if (random(50) === 0 && pendingAnswers.length > 0) {
       const { flow, answer } = pendingAnswers.splice(random(pendingAnswers.length), 1)[0]!;
-      responder.answer(flow, answer, 0, answer.length, nowMs);
+      responder.answer(flow, answer, 0, answer.length);
     }
     if (random(10) === 0) responder.tick(nowMs);
+    if (pushWanted && random(3) === 0) {
+      pushWanted = false;
+      responder.push(nowMs);
+    }
   }
-  for (const { flow, answer } of pendingAnswers.splice(0)) responder.answer(flow, answer, 0, answer.length, nowMs);
+  for (const { flow, answer } of pendingAnswers.splice(0)) responder.answer(flow, answer, 0, answer.length);
+  responder.push(nowMs);
 
   // Every packet sent decodes with valid checksums.
   const check = new Segment();

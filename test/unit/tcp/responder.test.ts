@@ -38,6 +38,8 @@ interface Options {
   synIndex?: number;
   /** Drop the timestamps option from the client's SYN (a client that does not use them). */
   noTimestamps?: boolean;
+  /** Leave `Responder.push` to the test (`pushes` counts the calls for one), as the event loop does; by default answers are pushed at once. */
+  deferPush?: boolean;
 }
 
 /**
@@ -52,6 +54,8 @@ class Harness {
   readonly responder: Responder;
   readonly cookies = new SynCookies(SECRET);
   nowMs = NOW_MS;
+  /** How often the responder asked for a push (with `deferPush`). */
+  pushesWanted = 0;
   /** The client's view: next sequence number to send, and what it acknowledges. */
   clientSeq = 0;
   clientAck = 0;
@@ -66,7 +70,10 @@ class Harness {
     this.responder = new Responder(
       { ...DEFAULT_RESPONDER_CONFIG, framer: wholeMessages, plausibleStart: plausibleQueryStart, ...options.config },
       this.cookies,
-      { send: (h, p, o, n) => this.capture(h, p, o, n) },
+      {
+        send: (h, p, o, n) => this.capture(h, p, o, n),
+        pushWanted: () => (options.deferPush ? this.pushesWanted++ : this.responder.push(this.nowMs)),
+      },
       {
         onDrain: (flow) => void this.drains.push(flow),
         onMessages: (flow, buf, offset, length) => {
@@ -76,7 +83,7 @@ class Harness {
             this.responder.expectAnswer(flow);
             if (options.answerAtOnce) {
               const answer = this.answerFor(Buffer.from(buf.subarray(p + 2, p + 2 + n)));
-              this.responder.answer(flow, answer, 0, answer.length, this.nowMs);
+              this.responder.answer(flow, answer, 0, answer.length);
             }
             p += 2 + n;
           }
@@ -270,7 +277,7 @@ test("the client's window is honoured and the rest is sent as it acknowledges; t
   // Shrink the window to 2000 bytes, then answer 5000 bytes.
   h.ackTo(isn + 1, 2000);
   const answer = h.answerFor(q.subarray(2), 4900);
-  h.responder.answer(flow, answer, 0, answer.length, h.nowMs);
+  h.responder.answer(flow, answer, 0, answer.length);
   const firstFlight = h.take().map((p) => decode(p));
   const sentBytes = firstFlight.reduce((n, s) => n + s.payloadLength, 0);
   assert.ok(sentBytes <= 2000, `${sentBytes} bytes sent into a 2000-byte window`);
@@ -285,6 +292,28 @@ test("the client's window is honoured and the rest is sent as it acknowledges; t
   const all = Buffer.concat([...firstFlight, ...rest].map((s) => Buffer.from(s.buf.subarray(s.payloadOffset, s.payloadOffset + s.payloadLength))));
   assert.deepEqual(all, answer);
   assert.equal(rest.at(-1)!.flags & TcpFlag.PSH, TcpFlag.PSH);
+});
+
+test('answers given together for one connection leave together: one segment at the push', () => {
+  const h = new Harness({ deferPush: true });
+  const isn = h.handshake();
+  const queries = [framedQuery('www.lab.test', 1), framedQuery('www.lab.test', 2), framedQuery('www.lab.test', 3)];
+  assert.equal(h.send(Buffer.concat(queries)), Outcome.DATA);
+  assert.equal(h.messages.length, 3);
+  const answers = queries.map((q) => h.answerFor(q.subarray(2)));
+  for (const [i, answer] of answers.entries()) h.responder.answer(h.messages[i]!.flow, answer, 0, answer.length);
+  assert.equal(h.take().length, 0, 'nothing is sent before the push');
+  assert.equal(h.pushesWanted, 1, 'one push asked for, however many answers');
+  h.responder.tick(h.nowMs + 1000);
+  const [delayedAck, ...more] = h.take();
+  checkPacket(delayedAck!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq), payloadLength(0)));
+  assert.equal(more.length, 0, 'the timers send the held ACK but leave the answers to their push (no window probe)');
+  h.responder.push(h.nowMs);
+  const sent = h.take();
+  assert.equal(sent.length, 1);
+  checkPacket(sent[0]!, h.ip(), tcp(flags(TcpFlag.ACK | TcpFlag.PSH), seqNum((isn + 1) >>> 0), ackNum(h.clientSeq), payload(Buffer.concat(answers))));
+  assert.equal(h.ackTo(isn + 1 + Buffer.concat(answers).length), Outcome.ACK);
+  assert.equal(h.responder.flows.size, 0);
 });
 
 test('a forged data segment (no handshake) gets RST and no data; the application never sees it', () => {
@@ -309,7 +338,7 @@ test('RST: exactly at RCV.NXT drops the flow and its pending answers; elsewhere 
   assert.equal(h.segment({ flags: TcpFlag.RST }), Outcome.RESET);
   assert.equal(h.responder.flows.size, 0);
   const answer = h.answerFor(h.messages[0]!.bytes.subarray(2));
-  h.responder.answer(flow, answer, 0, answer.length, h.nowMs);
+  h.responder.answer(flow, answer, 0, answer.length);
   assert.equal(h.take().length, 0, 'nothing is sent on a reset connection (RFC 7766 §6.2.4)');
   assert.equal(h.responder.events[TcpEvent.ANSWERS_DROPPED], 1);
 });
@@ -332,7 +361,7 @@ test('client FIN: answered queries first, then our FIN; a FIN on a stateless con
   const [ack] = h.take();
   checkPacket(ack!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq)));
   const answer = h.answerFor(q.subarray(2));
-  h.responder.answer(h.messages[0]!.flow, answer, 0, answer.length, h.nowMs);
+  h.responder.answer(h.messages[0]!.flow, answer, 0, answer.length);
   checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.ACK | TcpFlag.PSH | TcpFlag.FIN), payload(answer)));
   h.ackTo(isn + 1 + answer.length + 1);
   assert.equal(h.responder.flows.size, 0);
@@ -524,7 +553,7 @@ test('the ACK of a request waits for its answer to carry it, and goes alone once
   // The answer comes within the delay: one segment, carrying both.
   const answer = h.answerFor(q.subarray(2));
   h.nowMs += 5;
-  h.responder.answer(h.messages[0]!.flow, answer, 0, answer.length, h.nowMs);
+  h.responder.answer(h.messages[0]!.flow, answer, 0, answer.length);
   checkPacket(h.take()[0]!, h.ip(), tcp(ackNum(h.clientSeq), payload(answer)));
   h.nowMs += 100;
   h.responder.tick(h.nowMs);
@@ -553,9 +582,9 @@ test('a streamed answer: answerPart fills the send buffer, onDrain comes once AC
   h.send(framedQuery('www.lab.test', 1));
   const flow = h.messages[0]!.flow;
   const part = new Uint8Array(3000).fill(0x61);
-  assert.equal(h.responder.answerPart(flow, part, 0, part.length, h.nowMs), true);
-  assert.equal(h.responder.answerPart(flow, part, 0, part.length, h.nowMs), true);
-  assert.equal(h.responder.answerPart(flow, part, 0, part.length, h.nowMs), false, '9000 bytes queued ≥ 8000');
+  assert.equal(h.responder.answerPart(flow, part, 0, part.length), true);
+  assert.equal(h.responder.answerPart(flow, part, 0, part.length), true);
+  assert.equal(h.responder.answerPart(flow, part, 0, part.length), false, '9000 bytes queued ≥ 8000');
   const sent = h.take().map(decode);
   assert.ok(sent.every((seg) => seg.payloadLength <= 1448), 'segments of the client MSS');
   let acked = isn + 1;
@@ -565,7 +594,7 @@ test('a streamed answer: answerPart fills the send buffer, onDrain comes once AC
   h.ackTo((acked += 1000));
   assert.deepEqual(h.drains, [flow], 'drained to 4000 = half');
   h.responder.closeWhenAnswered(flow, h.nowMs);
-  h.responder.answer(flow, part, 0, 100, h.nowMs);
+  h.responder.answer(flow, part, 0, 100);
   const rest = h.take().map(decode);
   assert.ok(rest.at(-1)!.flags & TcpFlag.FIN, 'FIN after the last part');
   h.ackTo(isn + 1 + 9100 + 1);
