@@ -24,6 +24,7 @@ import {
   sameQuestion,
   writeId,
 } from './message.js';
+import { TruncatedQuestions } from './truncated.js';
 
 /** Where answers go: the transport that owns the connections. */
 export interface AnswerSink<Connection> {
@@ -63,6 +64,8 @@ export const RelayCounter = {
   ID_EXHAUSTED: 7,
   /** Queries sent to the upstream again for want of an answer. */
   UDP_RETRIES: 8,
+  /** Queries sent to the upstream over TCP at once: their question was truncated over UDP lately (truncated.ts). */
+  SENT_OVER_TCP: 9,
 } as const;
 export const RELAY_COUNTER_NAMES: readonly string[] = [
   'queries',
@@ -74,6 +77,7 @@ export const RELAY_COUNTER_NAMES: readonly string[] = [
   'unexpected_answers',
   'id_exhausted',
   'udp_retries',
+  'sent_over_tcp',
 ];
 
 const NO_BYTES = new Uint8Array(0);
@@ -112,6 +116,7 @@ export class DnsRelay<Connection> {
   /** An answer framed for the wire: 2-byte length + message (RFC 1035 §4.2.2). */
   private framed = new Uint8Array(2 + 4096);
   private answers: AnswerSink<Connection> | null = null;
+  private readonly truncated = new TruncatedQuestions();
 
   constructor(
     private readonly config: RelayConfig,
@@ -146,19 +151,25 @@ export class DnsRelay<Connection> {
       this.send(connection, errorAnswer(buf, offset, length, Rcode.FORMERR));
       return;
     }
+    // A copy: `buf` is the capture buffer, overwritten by the next packet. (Not `buf.slice`: on a
+    // Node Buffer that is a view.)
+    const query = new Uint8Array(length);
+    query.set(buf.subarray(offset, offset + length));
+    const clientId = readId(query, 0);
+    const deadline = nowMs + this.config.timeoutMs;
+    if (this.truncated.isRecent(query, 0, length, nowMs)) {
+      this.counts[RelayCounter.SENT_OVER_TCP]!++;
+      this.askOverTcp(new PendingQuery(connection, clientId, -1, query, deadline));
+      return;
+    }
     const upstreamId = this.freeId();
     if (upstreamId < 0) {
       this.counts[RelayCounter.ID_EXHAUSTED]!++;
       this.send(connection, errorAnswer(buf, offset, length, Rcode.SERVFAIL));
       return;
     }
-    // A copy: `buf` is the capture buffer, overwritten by the next packet. (Not `buf.slice`: on a
-    // Node Buffer that is a view.)
-    const query = new Uint8Array(length);
-    query.set(buf.subarray(offset, offset + length));
-    const clientId = readId(query, 0);
     writeId(query, 0, upstreamId);
-    const pending = new PendingQuery(connection, clientId, upstreamId, query, nowMs + this.config.timeoutMs);
+    const pending = new PendingQuery(connection, clientId, upstreamId, query, deadline);
     this.pending[upstreamId] = pending;
     this.pendingCount++;
     this.deadlines.push(pending);
@@ -181,17 +192,23 @@ export class DnsRelay<Connection> {
       // RFC 7766 §5 / RFC 1035 §4.2.1: a truncated UDP answer means "ask again over TCP"; a TCP
       // client must get the whole answer, never TC=1.
       this.counts[RelayCounter.TRUNCATED_RETRIED_TCP]!++;
-      void this.upstream.queryOverTcp(pending.query, this.config.timeoutMs).then((full) => {
-        if (full !== null && full.length >= HEADER_LENGTH && sameQuestion(full, 0, full.length, pending.query, 0, pending.query.length)) {
-          this.deliver(pending, full, Date.now());
-        } else {
-          this.counts[RelayCounter.TCP_RETRY_FAILED]!++;
-          this.deliver(pending, errorAnswer(pending.query, 0, pending.query.length, Rcode.SERVFAIL), Date.now());
-        }
-      });
+      this.truncated.remember(pending.query, 0, pending.query.length, nowMs);
+      this.askOverTcp(pending);
       return;
     }
     this.deliver(pending, answer, nowMs);
+  }
+
+  /** Asks the upstream over TCP and delivers its answer, or SERVFAIL. */
+  private askOverTcp(pending: PendingQuery<Connection>): void {
+    void this.upstream.queryOverTcp(pending.query, this.config.timeoutMs).then((full) => {
+      if (full !== null && full.length >= HEADER_LENGTH && sameQuestion(full, 0, full.length, pending.query, 0, pending.query.length)) {
+        this.deliver(pending, full, Date.now());
+      } else {
+        this.counts[RelayCounter.TCP_RETRY_FAILED]!++;
+        this.deliver(pending, errorAnswer(pending.query, 0, pending.query.length, Rcode.SERVFAIL), Date.now());
+      }
+    });
   }
 
   /** Resends queries still unanswered, and answers SERVFAIL to every one whose deadline has passed. Call periodically. */

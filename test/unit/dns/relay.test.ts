@@ -187,3 +187,41 @@ test('a truncated UDP answer is fetched again over TCP and the client gets the w
   assert.equal(message.answers!.length, 16);
   assert.equal(relay.counts[RelayCounter.TRUNCATED_RETRIED_TCP], 1);
 });
+
+test('a question truncated over UDP lately goes to the upstream over TCP at once, for a minute', async () => {
+  const { upstream, connections, relay } = setup();
+  const fullAnswerTo = (q: Uint8Array): Buffer => {
+    const { id, questions } = dnsPacket.decode(Buffer.from(q));
+    return dnsPacket.encode({
+      type: 'response', id, questions,
+      answers: Array.from({ length: 16 }, (_, i) => ({ type: 'TXT' as const, name: questions![0]!.name, ttl: 60, data: `${i}`.padEnd(250, 'x') })),
+    });
+  };
+  const asked: string[] = [];
+  upstream.tcpAnswer = (q) => {
+    asked.push(dnsPacket.decode(Buffer.from(q)).questions![0]!.name);
+    return fullAnswerTo(q);
+  };
+  const ask = (connection: string, name: string, id: number, type: 'A' | 'TXT', nowMs: number): void => {
+    const request = framed(query(name, id, type));
+    relay.onMessages(connection, request, 0, request.length, nowMs);
+  };
+
+  ask('c1', 'big.lab.test', 1, 'TXT', 0);
+  const relayed = upstream.datagrams[0]!;
+  relay.handleUpstreamAnswer(dnsPacket.encode({ type: 'response', id: readId(relayed, 0), flags: dnsPacket.TRUNCATED_RESPONSE, questions: [{ type: 'TXT', name: 'big.lab.test' }] }), 1);
+  // The same question (names are case-insensitive, RFC 4343), on another connection: no datagram.
+  ask('c2', 'BIG.lab.test', 2, 'TXT', 1000);
+  // Another type, or the same question a minute later: UDP first again.
+  ask('c3', 'big.lab.test', 3, 'A', 2000);
+  ask('c4', 'big.lab.test', 4, 'TXT', 61_001);
+  await new Promise((resolve) => setImmediate(resolve));
+
+  assert.deepEqual(upstream.datagrams.map((d) => dnsPacket.decode(d).questions![0]!.type), ['TXT', 'A', 'TXT']);
+  assert.deepEqual(asked, ['big.lab.test', 'BIG.lab.test']);
+  assert.equal(relay.counts[RelayCounter.SENT_OVER_TCP], 1);
+  const c2 = connections.answers.find((a) => a.connection === 'c2')!.message;
+  assert.equal(c2.id, 2, 'the client ID is kept');
+  assert.equal(c2.answers!.length, 16);
+  assert.equal(connections.owed.get('c2'), 0);
+});
