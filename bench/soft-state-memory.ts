@@ -92,7 +92,7 @@ for (const d of datagrams) {
   const q = dnsPacket.decode(Buffer.from(d));
   const answer = dnsPacket.encode({ type: 'response', id: q.id, questions: q.questions, answers: [{ type: 'A', name: 'www.lab.test', ttl: 60, data: '198.18.0.100' }] });
   framedAnswerLength = 2 + answer.length;
-  relay.handleUpstreamAnswer(answer, now);
+  relay.handleUpstreamAnswer(answer, 0, answer.length, now);
 }
 const answered = responder.flows.size;
 for (let i = 0; i < connections; i++) {

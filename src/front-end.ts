@@ -395,8 +395,7 @@ export async function startKernelDnsFrontEnd(options: KernelOptions<DnsFrontEndO
   const problem = await probeUpstream(options.upstream, 2000);
   if (problem !== null) throw new StartupError(problem);
   let relay: DnsRelay<KernelConnection> | undefined;
-  const upstream = new UdpTcpUpstream(options.upstream, (answer) => relay?.handleUpstreamAnswer(answer, Date.now()));
-  await upstream.open();
+  const upstream = new UdpTcpUpstream(options.upstream, (bytes, offset, length) => relay?.handleUpstreamAnswer(bytes, offset, length, Date.now()));
   relay = new DnsRelay<KernelConnection>({ timeoutMs: options.timeoutMs }, upstream, (bytes) => randomFillSync(bytes));
   const dns = relay;
   const transport = new KernelTransport(dns, wholeMessages, options.closeAfterResponse);

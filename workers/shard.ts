@@ -57,9 +57,8 @@ export default async function runShard(task: ShardTask): Promise<ShardStats> {
     if (application.kind === 'dns') {
       let pipeline: DnsPipeline | undefined;
       // Answers arrive from the event loop, after `pipeline` is set below.
-      const upstream = new UdpTcpUpstream(application.upstream, (answer) => pipeline!.relay.handleUpstreamAnswer(answer, Date.now()));
+      const upstream = new UdpTcpUpstream(application.upstream, (bytes, offset, length) => pipeline!.relay.handleUpstreamAnswer(bytes, offset, length, Date.now()));
       closeApplication = () => upstream.close();
-      await upstream.open();
       pipeline = new DnsPipeline(task.linkType, task.checksumPolicy, cookies, tcp, sender, { timeoutMs: application.timeoutMs }, upstream, (bytes) => randomFillSync(bytes));
       running = pipeline;
     } else {

@@ -176,19 +176,22 @@ export class DnsRelay<Connection> {
     this.upstream.sendDatagram(query);
   }
 
-  /** An answer datagram from the upstream resolver. */
-  handleUpstreamAnswer(answer: Uint8Array, nowMs: number): void {
-    if (answer.length < HEADER_LENGTH) {
+  /**
+   * An answer datagram from the upstream resolver, `buf[offset, offset+length)`: read, and its ID
+   * rewritten, in place; done with when this returns.
+   */
+  handleUpstreamAnswer(buf: Uint8Array, offset: number, length: number, nowMs: number): void {
+    if (length < HEADER_LENGTH) {
       this.counts[RelayCounter.UNEXPECTED_ANSWERS]!++;
       return;
     }
-    const pending = this.pending[readId(answer, 0)];
-    if (pending === undefined || !sameQuestion(answer, 0, answer.length, pending.query, 0, pending.query.length)) {
+    const pending = this.pending[readId(buf, offset)];
+    if (pending === undefined || !sameQuestion(buf, offset, length, pending.query, 0, pending.query.length)) {
       this.counts[RelayCounter.UNEXPECTED_ANSWERS]!++;
       return;
     }
     this.release(pending);
-    if (isTruncated(answer, 0)) {
+    if (isTruncated(buf, offset)) {
       // RFC 7766 §5 / RFC 1035 §4.2.1: a truncated UDP answer means "ask again over TCP"; a TCP
       // client must get the whole answer, never TC=1.
       this.counts[RelayCounter.TRUNCATED_RETRIED_TCP]!++;
@@ -196,17 +199,17 @@ export class DnsRelay<Connection> {
       this.askOverTcp(pending);
       return;
     }
-    this.deliver(pending, answer, nowMs);
+    this.deliver(pending, buf, offset, length, nowMs);
   }
 
   /** Asks the upstream over TCP and delivers its answer, or SERVFAIL. */
   private askOverTcp(pending: PendingQuery<Connection>): void {
     void this.upstream.queryOverTcp(pending.query, this.config.timeoutMs).then((full) => {
       if (full !== null && full.length >= HEADER_LENGTH && sameQuestion(full, 0, full.length, pending.query, 0, pending.query.length)) {
-        this.deliver(pending, full, Date.now());
+        this.deliver(pending, full, 0, full.length, Date.now());
       } else {
         this.counts[RelayCounter.TCP_RETRY_FAILED]!++;
-        this.deliver(pending, errorAnswer(pending.query, 0, pending.query.length, Rcode.SERVFAIL), Date.now());
+        this.deliverError(pending, Date.now());
       }
     });
   }
@@ -232,7 +235,7 @@ export class DnsRelay<Connection> {
       if (this.pending[pending.upstreamId] !== pending) continue; // answered already
       this.release(pending);
       this.counts[RelayCounter.SERVFAIL_TIMEOUT]!++;
-      this.deliver(pending, errorAnswer(pending.query, 0, pending.query.length, Rcode.SERVFAIL), nowMs);
+      this.deliverError(pending, nowMs);
     }
     // Compact the queue once its consumed prefix dominates, so it never grows without bound.
     if (this.deadlinesHead > 1024 && this.deadlinesHead * 2 > d.length) {
@@ -247,24 +250,29 @@ export class DnsRelay<Connection> {
     this.pendingCount--;
   }
 
-  private deliver(pending: PendingQuery<Connection>, answer: Uint8Array, nowMs: number): void {
-    writeId(answer, 0, pending.clientId);
+  private deliverError(pending: PendingQuery<Connection>, nowMs: number): void {
+    const servfail = errorAnswer(pending.query, 0, pending.query.length, Rcode.SERVFAIL);
+    this.deliver(pending, servfail, 0, servfail.length, nowMs);
+  }
+
+  private deliver(pending: PendingQuery<Connection>, buf: Uint8Array, offset: number, length: number, nowMs: number): void {
+    writeId(buf, offset, pending.clientId);
     this.counts[RelayCounter.ANSWERS]!++;
     // Every query shares the timeout, so its deadline tells when it was relayed.
     this.observeLatency?.((nowMs - (pending.deadline - this.config.timeoutMs)) / 1000);
-    this.send(pending.connection!, answer);
+    this.send(pending.connection!, buf, offset, length);
     // The deadline queue still holds `pending` until its deadline: let the connection and the
     // query go now rather than then.
     pending.connection = null;
     pending.query = NO_BYTES;
   }
 
-  private send(connection: Connection, message: Uint8Array): void {
-    if (this.framed.length < 2 + message.length) this.framed = new Uint8Array(2 + 65535);
-    this.framed[0] = message.length >>> 8;
-    this.framed[1] = message.length;
-    this.framed.set(message, 2);
-    this.answers!.answer(connection, this.framed, 0, 2 + message.length);
+  private send(connection: Connection, buf: Uint8Array, offset = 0, length = buf.length): void {
+    if (this.framed.length < 2 + length) this.framed = new Uint8Array(2 + 65535);
+    this.framed[0] = length >>> 8;
+    this.framed[1] = length;
+    this.framed.set(offset === 0 && length === buf.length ? buf : buf.subarray(offset, offset + length), 2);
+    this.answers!.answer(connection, this.framed, 0, 2 + length);
   }
 
   /** A random upstream ID not in use, or -1 if all 65536 are. */

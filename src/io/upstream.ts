@@ -1,6 +1,6 @@
 /**
- * Sockets to the upstream DNS resolver: one connected UDP socket for queries, and a few
- * persistent TCP connections for queries whose UDP answer was truncated.
+ * Sockets to the upstream DNS resolver: one connected UDP socket for queries (batched both ways:
+ * udp-batch.ts), and a few persistent TCP connections for queries whose UDP answer was truncated.
  */
 import { randomInt } from 'node:crypto';
 import dgram from 'node:dgram';
@@ -9,6 +9,7 @@ import dnsPacket from 'dns-packet';
 import type { UpstreamTransport } from '../dns/relay.js';
 import { readId, wholeMessages, writeId } from '../dns/message.js';
 import { ByteQueue } from '../tcp/flow.js';
+import { BatchedUdpSocket } from './udp-batch.js';
 
 export interface UpstreamAddress {
   host: string;
@@ -24,39 +25,22 @@ const ID_SPACE = 65536;
 const TCP_CONNECTIONS = 4;
 
 export class UdpTcpUpstream implements UpstreamTransport {
-  private readonly udp: dgram.Socket;
+  private readonly udp: BatchedUdpSocket;
   private readonly tcp: TcpUpstreamConnection[] = [];
-  private lastError = '';
 
-  /** `onAnswer` gets every datagram the resolver sends back. */
+  /**
+   * Connects the UDP socket, from a random source port (RFC 5452 §9.2) so that only the
+   * resolver's datagrams arrive; `onAnswer` gets each of them in place, `bytes[offset, offset+length)`.
+   * Throws an Error naming the failed call.
+   */
   constructor(
     private readonly address: UpstreamAddress,
-    onAnswer: (answer: Buffer) => void,
+    onAnswer: (bytes: Uint8Array, offset: number, length: number) => void,
   ) {
     // Answers come in bursts while the event loop works through a batch of captured packets; the
     // default 208 KiB receive buffer overflowed under dnsperf (each lost answer is a SERVFAIL
-    // after --timeout). The kernel caps this at net.core.rmem_max.
-    this.udp = dgram.createSocket({ type: net.isIPv6(address.host) ? 'udp6' : 'udp4', recvBufferSize: UDP_RECEIVE_BUFFER_BYTES });
-    this.udp.on('message', onAnswer);
-    // ICMP errors (port unreachable while the resolver restarts) surface here; queries then time out.
-    this.udp.on('error', (error) => {
-      this.lastError = error.message;
-    });
-  }
-
-  /** Binds a random source port (RFC 5452 §9.2) and connects, so only the resolver's datagrams arrive. */
-  async open(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.udp.once('error', reject);
-      this.udp.connect(this.address.port, this.address.host, () => {
-        this.udp.off('error', reject);
-        resolve();
-      });
-    });
-  }
-
-  get error(): string {
-    return this.lastError;
+    // after --timeout).
+    this.udp = new BatchedUdpSocket({ host: address.host, port: address.port, receiveBufferBytes: UDP_RECEIVE_BUFFER_BYTES, onDatagram: onAnswer });
   }
 
   sendDatagram(query: Uint8Array): void {

@@ -44,6 +44,8 @@ const answerTo = (relayed: Buffer, address = '198.18.0.100', flags = 0): Buffer 
   });
 };
 const addressOf = (a: dnsPacket.Answer): unknown => (a as dnsPacket.StringAnswer).data;
+/** Hands the relay an upstream datagram, as the upstream socket does: a whole buffer. */
+const fromUpstream = (relay: DnsRelay<string>, answer: Uint8Array, nowMs: number): void => relay.handleUpstreamAnswer(answer, 0, answer.length, nowMs);
 function setup() {
   const upstream = new RecordingUpstream();
   const connections = new RecordingConnections();
@@ -64,7 +66,7 @@ test('a query is relayed with a fresh ID and answered on its connection with the
   const relayed = upstream.datagrams[0]!;
   assert.notEqual(readId(relayed, 0), 0x1111);
   assert.equal(relay.pendingQueries, 1);
-  relay.handleUpstreamAnswer(answerTo(relayed), 1);
+  fromUpstream(relay, answerTo(relayed), 1);
   assert.equal(relay.pendingQueries, 0);
   assert.equal(connections.owed.get('c1'), 0);
   const { connection, message } = connections.answers[0]!;
@@ -81,9 +83,9 @@ test('pipelined queries each get their answer as it arrives, on the right connec
   relay.onMessages('c2', other, 0, other.length, 0);
   assert.equal(upstream.datagrams.length, 3);
   assert.equal(new Set(upstream.datagrams.map((d) => readId(d, 0))).size, 3, 'distinct upstream IDs');
-  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[2]!, '198.18.0.3'), 1);
-  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[1]!, '198.18.0.2'), 1);
-  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[0]!, '198.18.0.1'), 1);
+  fromUpstream(relay, answerTo(upstream.datagrams[2]!, '198.18.0.3'), 1);
+  fromUpstream(relay, answerTo(upstream.datagrams[1]!, '198.18.0.2'), 1);
+  fromUpstream(relay, answerTo(upstream.datagrams[0]!, '198.18.0.1'), 1);
   assert.deepEqual(
     connections.answers.map((a) => [a.connection, a.message.id, addressOf(a.message.answers![0]!)]),
     [['c2', 1, '198.18.0.3'], ['c1', 2, '198.18.0.2'], ['c1', 1, '198.18.0.1']],
@@ -99,8 +101,8 @@ test('the relayed query is a copy: reusing the request buffer (as capture does) 
   const second = framed(query('missing.lab.test', 11));
   second.copy(buffer);
   relay.onMessages('c2', buffer, 0, second.length, 0);
-  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[0]!), 1);
-  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[1]!), 1);
+  fromUpstream(relay, answerTo(upstream.datagrams[0]!), 1);
+  fromUpstream(relay, answerTo(upstream.datagrams[1]!), 1);
   assert.deepEqual(connections.answers.map((a) => [a.connection, a.message.id, a.message.questions![0]!.name]), [
     ['c1', 10, 'www.lab.test'],
     ['c2', 11, 'missing.lab.test'],
@@ -113,11 +115,11 @@ test('an answer with a wrong ID or question is ignored and counted', () => {
   const request = framed(query('www.lab.test', 7));
   relay.onMessages('c1', request, 0, request.length, 0);
   const relayed = upstream.datagrams[0]!;
-  relay.handleUpstreamAnswer(answerTo(query('evil.test', readId(relayed, 0))), 1);
-  relay.handleUpstreamAnswer(Buffer.from([1, 2, 3]), 1);
+  fromUpstream(relay, answerTo(query('evil.test', readId(relayed, 0))), 1);
+  fromUpstream(relay, Buffer.from([1, 2, 3]), 1);
   assert.equal(connections.answers.length, 0);
   assert.equal(relay.counts[RelayCounter.UNEXPECTED_ANSWERS], 2);
-  relay.handleUpstreamAnswer(answerTo(relayed), 1);
+  fromUpstream(relay, answerTo(relayed), 1);
   assert.equal(connections.answers[0]!.message.id, 7);
 });
 
@@ -143,7 +145,7 @@ test('no upstream answer within the timeout gives SERVFAIL; a late answer is the
   assert.equal(message.id, 42);
   assert.equal(message.flags! & 0xf, Rcode.SERVFAIL);
   assert.deepEqual(message.questions, [{ name: 'www.lab.test', type: 'A', class: 'IN' }]);
-  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[0]!), 11_001);
+  fromUpstream(relay, answerTo(upstream.datagrams[0]!), 11_001);
   assert.equal(connections.answers.length, 1);
   assert.equal(relay.pendingQueries, 0);
 });
@@ -159,8 +161,8 @@ test('an unanswered query is sent again at each quarter of the timeout (UDP lose
   assert.deepEqual(upstream.datagrams[1], upstream.datagrams[0], 'the same query, same upstream ID');
   relay.expire(10_600);
   assert.equal(upstream.datagrams.length, 3);
-  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[2]!), 10_601);
-  relay.handleUpstreamAnswer(answerTo(upstream.datagrams[0]!), 10_602);
+  fromUpstream(relay, answerTo(upstream.datagrams[2]!), 10_601);
+  fromUpstream(relay, answerTo(upstream.datagrams[0]!), 10_602);
   assert.equal(connections.answers.length, 1);
   relay.expire(11_000);
   assert.equal(upstream.datagrams.length, 3, 'no resend once answered');
@@ -179,7 +181,7 @@ test('a truncated UDP answer is fetched again over TCP and the client gets the w
   });
   upstream.tcpAnswer = (q) => (readId(q, 0) === readId(relayed, 0) ? full : null);
   const truncated = dnsPacket.encode({ type: 'response', id: readId(relayed, 0), flags: dnsPacket.TRUNCATED_RESPONSE, questions: [{ type: 'TXT', name: 'big.lab.test' }] });
-  relay.handleUpstreamAnswer(truncated, 1);
+  fromUpstream(relay, truncated, 1);
   await new Promise((resolve) => setImmediate(resolve));
   const { message } = connections.answers[0]!;
   assert.equal(message.id, 9);
@@ -209,7 +211,7 @@ test('a question truncated over UDP lately goes to the upstream over TCP at once
 
   ask('c1', 'big.lab.test', 1, 'TXT', 0);
   const relayed = upstream.datagrams[0]!;
-  relay.handleUpstreamAnswer(dnsPacket.encode({ type: 'response', id: readId(relayed, 0), flags: dnsPacket.TRUNCATED_RESPONSE, questions: [{ type: 'TXT', name: 'big.lab.test' }] }), 1);
+  fromUpstream(relay, dnsPacket.encode({ type: 'response', id: readId(relayed, 0), flags: dnsPacket.TRUNCATED_RESPONSE, questions: [{ type: 'TXT', name: 'big.lab.test' }] }), 1);
   // The same question (names are case-insensitive, RFC 4343), on another connection: no datagram.
   ask('c2', 'BIG.lab.test', 2, 'TXT', 1000);
   // Another type, or the same question a minute later: UDP first again.

@@ -1,0 +1,109 @@
+/**
+ * A connected UDP socket that sends the datagrams queued during one turn of the event loop with
+ * one system call and hands received ones to JavaScript a batch at a time (our Node-API addon,
+ * native/udp.c, which says why node:dgram is not used for this).
+ *
+ * Nothing is allocated per datagram: queued datagrams are copied into one send buffer, and
+ * received ones are read in place in slots of one receive buffer, both allocated here once.
+ */
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+interface UdpAddon {
+  open(
+    address: string,
+    port: number,
+    receiveBufferBytes: number,
+    recvSlots: Uint8Array,
+    recvLengths: Uint32Array,
+    sendBuffer: Uint8Array,
+    sendLengths: Uint32Array,
+    onDatagrams: (count: number) => void,
+  ): object;
+  /** Datagrams sent, or −errno. */
+  flush(handle: object, count: number): number;
+  close(handle: object): void;
+}
+
+/** build/Release is where node-gyp puts it (`npm ci` builds it from binding.gyp), from dist/src/io/. */
+const ADDON_PATH = '../../../build/Release/udp.node';
+
+/** Datagrams per system call either way (the addon's MAX_BATCH). */
+const BATCH = 64;
+/**
+ * Bytes a receive slot holds. A longer datagram arrives cut to the slot with its DNS TC bit set,
+ * so the relay asks again over TCP; resolvers keep UDP answers under 1,232 bytes (DNS Flag Day
+ * 2020) or 4,096 (unbound's and BIND's largest EDNS size by default).
+ */
+const RECEIVE_SLOT_BYTES = 4096;
+/** Room for a full batch of the largest DNS queries clients send (a few hundred bytes at most). */
+const SEND_BUFFER_BYTES = 64 * 1024;
+
+export interface BatchedUdpOptions {
+  host: string;
+  port: number;
+  /** SO_RCVBUF; the kernel caps it at net.core.rmem_max. */
+  receiveBufferBytes: number;
+  /** Each datagram received: `bytes[offset, offset+length)`, valid only during the call. */
+  onDatagram: (bytes: Uint8Array, offset: number, length: number) => void;
+}
+
+export class BatchedUdpSocket {
+  private readonly addon = require(ADDON_PATH) as UdpAddon;
+  private readonly handle: object;
+  private readonly recvSlots = new Uint8Array(BATCH * RECEIVE_SLOT_BYTES);
+  private readonly recvLengths = new Uint32Array(BATCH);
+  private readonly sendBuffer = new Uint8Array(SEND_BUFFER_BYTES);
+  private readonly sendLengths = new Uint32Array(BATCH);
+  private queued = 0;
+  private queuedBytes = 0;
+  private flushQueued = false;
+  private closed = false;
+  private readonly flushNow = (): void => {
+    this.flushQueued = false;
+    this.flush();
+  };
+
+  /** Opens and connects the socket; throws an Error naming the failed call. */
+  constructor(options: BatchedUdpOptions) {
+    const { recvSlots, recvLengths } = this;
+    const onDatagram = options.onDatagram;
+    this.handle = this.addon.open(options.host, options.port, options.receiveBufferBytes, recvSlots, recvLengths, this.sendBuffer, this.sendLengths, (count) => {
+      for (let i = 0; i < count; i++) onDatagram(recvSlots, i * RECEIVE_SLOT_BYTES, recvLengths[i]!);
+    });
+  }
+
+  /**
+   * Queues one datagram; every datagram queued in this piece of JavaScript goes out with one
+   * sendmmsg(2) once it is done (a microtask), or at once when the batch is full.
+   */
+  send(datagram: Uint8Array): void {
+    // (A query longer than the buffer cannot be sent over UDP anyway: it is lost, and times out.)
+    if (this.closed || datagram.length > SEND_BUFFER_BYTES) return;
+    if (this.queued === BATCH || this.queuedBytes + datagram.length > SEND_BUFFER_BYTES) this.flush();
+    this.sendBuffer.set(datagram, this.queuedBytes);
+    this.sendLengths[this.queued++] = datagram.length;
+    this.queuedBytes += datagram.length;
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flushNow);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.addon.close(this.handle);
+  }
+
+  private flush(): void {
+    const count = this.queued;
+    if (count === 0 || this.closed) return;
+    this.queued = 0;
+    this.queuedBytes = 0;
+    // Datagrams the kernel refuses (a full socket buffer, an ICMP error while the resolver
+    // restarts) are lost like any UDP datagram: the relay's resends and timeout deal with them.
+    this.addon.flush(this.handle, count);
+  }
+}
