@@ -8,19 +8,26 @@
  * (https://nodejs.org/api/addons.html#worker-support), and this one keeps no global state:
  * a socket is a file descriptor owned by the JavaScript object that opened it.
  *
- * Three functions, all synchronous:
+ * All synchronous:
  *   open(family 4|6)                          -> fd; throws Error("socket: <strerror>")
- *   send(fd, family, packet, length, dstAddr) -> bytes sent, or -errno (never throws: a full
- *                                                socket buffer is a dropped packet, not an
- *                                                exception on the hot path)
+ *   sendBatch(fd, family, packets, lengths, dstAddrs, count, failure)
+ *                                             -> packets sent, with sendmmsg(2): packet i is
+ *                                                lengths[i] bytes, laid end to end in `packets`,
+ *                                                to the 16 bytes at dstAddrs[16 i] (the first 4
+ *                                                for IPv4). A packet the kernel refuses (a
+ *                                                full socket buffer: a dropped packet, not an
+ *                                                exception on the hot path) is skipped and
+ *                                                counted in failure[0], its errno in failure[1];
+ *                                                the rest are still sent.
  *   close(fd)
  *   errorName(errno)                          -> strerror text, for counters and logs
  *
  * IPPROTO_RAW implies IP_HDRINCL (raw(7)); for AF_INET6 Linux sets it the same way, so the
  * kernel sends our IP header as written. Such a socket is never handed incoming packets.
- * The socket is non-blocking: a thread must never sleep in sendto(2) while its flows wait.
+ * The socket is non-blocking: a thread must never sleep in sendmmsg(2) while its flows wait.
  */
 #define NAPI_VERSION 8
+#define _GNU_SOURCE
 #include <node_api.h>
 
 #include <arpa/inet.h>
@@ -66,50 +73,82 @@ static napi_value open_socket(napi_env env, napi_callback_info info) {
   return make_int(env, fd);
 }
 
-static napi_value send_packet(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  int32_t fd, family, length;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5 || !int_arg(env, argv[0], &fd) || !int_arg(env, argv[1], &family) || !int_arg(env, argv[3], &length)) {
-    napi_throw_type_error(env, NULL, "send(fd, family, packet, length, dst)");
-    return NULL;
-  }
-  void *packet;
-  size_t packet_bytes;
-  void *dst;
-  size_t dst_bytes;
+/* The most packets one sendBatch takes (the JavaScript side's batch). */
+#define MAX_BATCH 64
+
+static napi_value send_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  int32_t fd, family;
+  uint32_t count;
+  void *packets, *lengths, *dsts, *failure;
+  size_t packet_bytes, length_count, dst_bytes, failure_count;
   napi_typedarray_type type;
   napi_value backing;
   size_t byte_offset;
-  if (napi_get_typedarray_info(env, argv[2], &type, &packet_bytes, &packet, &backing, &byte_offset) != napi_ok ||
-      type != napi_uint8_array ||
-      napi_get_typedarray_info(env, argv[4], &type, &dst_bytes, &dst, &backing, &byte_offset) != napi_ok ||
-      type != napi_uint8_array) {
-    napi_throw_type_error(env, NULL, "send: packet and dst are Uint8Arrays");
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 7 || !int_arg(env, argv[0], &fd) || !int_arg(env, argv[1], &family) || (family != 4 && family != 6) ||
+      napi_get_typedarray_info(env, argv[2], &type, &packet_bytes, &packets, &backing, &byte_offset) != napi_ok || type != napi_uint8_array ||
+      napi_get_typedarray_info(env, argv[3], &type, &length_count, &lengths, &backing, &byte_offset) != napi_ok || type != napi_uint32_array ||
+      napi_get_typedarray_info(env, argv[4], &type, &dst_bytes, &dsts, &backing, &byte_offset) != napi_ok || type != napi_uint8_array ||
+      napi_get_value_uint32(env, argv[5], &count) != napi_ok ||
+      napi_get_typedarray_info(env, argv[6], &type, &failure_count, &failure, &backing, &byte_offset) != napi_ok || type != napi_int32_array ||
+      failure_count < 2) {
+    napi_throw_type_error(env, NULL, "sendBatch(fd, family, packets, lengths, dstAddrs, count, failure)");
     return NULL;
   }
-  if (length < 0 || (size_t)length > packet_bytes || dst_bytes < (family == 4 ? 4u : 16u)) {
-    napi_throw_range_error(env, NULL, "send: length beyond the packet, or a short address");
+  if (count > MAX_BATCH || count > length_count || (size_t)count * 16 > dst_bytes) {
+    napi_throw_range_error(env, NULL, "sendBatch: more packets than the batch holds");
     return NULL;
   }
-
-  ssize_t sent;
-  if (family == 4) {
-    struct sockaddr_in to;
-    memset(&to, 0, sizeof to);
-    to.sin_family = AF_INET;
-    memcpy(&to.sin_addr, dst, 4);
-    sent = sendto(fd, packet, (size_t)length, 0, (const struct sockaddr *)&to, sizeof to);
-  } else {
-    // sin6_port 0: for a raw socket it would name the protocol, and 0 means the socket's own.
-    struct sockaddr_in6 to;
-    memset(&to, 0, sizeof to);
-    to.sin6_family = AF_INET6;
-    memcpy(&to.sin6_addr, dst, 16);
-    sent = sendto(fd, packet, (size_t)length, 0, (const struct sockaddr *)&to, sizeof to);
+  struct mmsghdr messages[MAX_BATCH];
+  struct iovec vectors[MAX_BATCH];
+  union {
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+  } to[MAX_BATCH];
+  memset(messages, 0, sizeof(struct mmsghdr) * count);
+  memset(to, 0, sizeof to[0] * count);
+  size_t offset = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    size_t length = ((uint32_t *)lengths)[i];
+    if (offset + length > packet_bytes) {
+      napi_throw_range_error(env, NULL, "sendBatch: packets beyond the buffer");
+      return NULL;
+    }
+    vectors[i].iov_base = (uint8_t *)packets + offset;
+    vectors[i].iov_len = length;
+    offset += length;
+    const uint8_t *dst = (const uint8_t *)dsts + (size_t)i * 16;
+    if (family == 4) {
+      to[i].v4.sin_family = AF_INET;
+      memcpy(&to[i].v4.sin_addr, dst, 4);
+      messages[i].msg_hdr.msg_namelen = sizeof to[i].v4;
+    } else {
+      /* sin6_port 0: for a raw socket it would name the protocol, and 0 means the socket's own. */
+      to[i].v6.sin6_family = AF_INET6;
+      memcpy(&to[i].v6.sin6_addr, dst, 16);
+      messages[i].msg_hdr.msg_namelen = sizeof to[i].v6;
+    }
+    messages[i].msg_hdr.msg_name = &to[i];
+    messages[i].msg_hdr.msg_iov = &vectors[i];
+    messages[i].msg_hdr.msg_iovlen = 1;
   }
-  return make_int(env, sent < 0 ? -errno : (int32_t)sent);
+  uint32_t sent = 0;
+  for (uint32_t next = 0; next < count;) {
+    int n = sendmmsg(fd, messages + next, count - next, 0);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      /* sendmmsg stops at the first packet it cannot send: count that one, and go on after it. */
+      ((int32_t *)failure)[0]++;
+      ((int32_t *)failure)[1] = n < 0 ? errno : EAGAIN;
+      next++;
+      continue;
+    }
+    sent += (uint32_t)n;
+    next += (uint32_t)n;
+  }
+  return make_int(env, (int32_t)sent);
 }
 
 static napi_value close_socket(napi_env env, napi_callback_info info) {
@@ -135,7 +174,7 @@ static napi_value error_name(napi_env env, napi_callback_info info) {
 NAPI_MODULE_INIT() {
   const napi_property_descriptor functions[] = {
       {"open", NULL, open_socket, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"send", NULL, send_packet, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, close_socket, NULL, NULL, NULL, napi_enumerable, NULL},
       {"errorName", NULL, error_name, NULL, NULL, NULL, napi_enumerable, NULL},
   };
