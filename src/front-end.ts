@@ -8,7 +8,8 @@ import { randomFillSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { ChecksumPolicy, DECODE_RESULT_NAMES, type LinkType } from './wire/segment.js';
-import { OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/responder.js';
+import { OUTCOME_NAMES, Outcome, TCP_EVENT_NAMES } from './tcp/responder.js';
+import { LiveFlows } from './tcp/live-flows.js';
 import { DnsRelay } from './dns/relay.js';
 import { wholeMessages } from './dns/message.js';
 import { HttpRelay } from './http/relay.js';
@@ -23,8 +24,17 @@ import { UdpTcpUpstream, probeUpstream, type UpstreamAddress } from './io/upstre
 import { loadCookieSecret, type CookieSecret } from './io/secret.js';
 import { createRing } from './ring/ring.js';
 import { ShardPool } from './shards.js';
-import { CAPTURE_FLAG_BYTES, CAPTURE_STATS_OFFSET, CaptureFlag, type Application, type CaptureReport, type CaptureThreadData } from './shard-protocol.js';
-import { exposition, frontEndMetrics, kernelTransportMetrics, snapshot } from './metrics.js';
+import {
+  CAPTURE_FLAG_BYTES,
+  CAPTURE_STATS_OFFSET,
+  CaptureFlag,
+  CaptureStat,
+  publishCaptureSecret,
+  type Application,
+  type CaptureReport,
+  type CaptureThreadData,
+} from './shard-protocol.js';
+import { exposition, frontEndMetrics, kernelTransportMetrics, snapshot, type CaptureCounters } from './metrics.js';
 import { startMetricsServer, type MetricsServer } from './io/metrics-server.js';
 import { kernelListenerProblem, listenAddressProblem } from './io/preflight.js';
 import type { Endpoint } from './endpoint.js';
@@ -182,6 +192,7 @@ async function startRawFrontEnd(
   process.on('exit', removeGuard);
 
   const rings = Array.from({ length: options.workers }, () => createRing({ slotCount: RING_SLOTS, slotDataBytes: SNAP_LENGTH }));
+  const liveFlows = LiveFlows.allocate(options.workers);
   let capture: CaptureThread;
   const captureFlags = new SharedArrayBuffer(CAPTURE_FLAG_BYTES);
   step('opening libpcap in the capture thread');
@@ -193,6 +204,9 @@ async function startRawFrontEnd(
       bufferBytes: CAPTURE_BUFFER_BYTES,
       rings,
       flags: captureFlags,
+      checksumPolicy: options.checksumPolicy,
+      secrets: [secret.secret],
+      liveFlows,
     });
   } catch (error) {
     guard.remove();
@@ -212,6 +226,7 @@ async function startRawFrontEnd(
       checksumPolicy: options.checksumPolicy,
       closeAfterResponse: options.closeAfterResponse,
       application,
+      liveFlows,
     },
     [secret.secret],
     log,
@@ -232,9 +247,8 @@ async function startRawFrontEnd(
 
   let metrics: MetricsServer | null = null;
   if (options.metrics !== undefined) {
-    const published = new Float64Array(captureFlags, CAPTURE_STATS_OFFSET, 2);
     const registry = frontEndMetrics({
-      capture: () => ({ received: published[0]!, dropped: published[1]! }),
+      capture: () => captureCounters(captureFlags),
       shards: () => shards.ringAndRestarts(),
     });
     try {
@@ -248,11 +262,13 @@ async function startRawFrontEnd(
     }
   }
 
-  let pcapStats = { received: 0, dropped: 0 };
   return {
     description: `at ${options.interface} with ${options.workers} shard worker${options.workers === 1 ? '' : 's'}, cookie secret ${secret.source}`,
     summary() {
       const totals = shards.totals();
+      const captured = captureCounters(captureFlags);
+      // The SYNs the capture thread answered count with the shards' (its own are listed too).
+      totals.outcomes[Outcome.SYN_ANSWERED] = (totals.outcomes[Outcome.SYN_ANSWERED] ?? 0) + captured.synAnswered;
       return [
         ...counterPairs('decode.', DECODE_RESULT_NAMES, totals.decode),
         ...counterPairs('tcp.', OUTCOME_NAMES, totals.outcomes),
@@ -260,22 +276,25 @@ async function startRawFrontEnd(
         `tcp.flows=${totals.flows}`,
         `tcp.queued_bytes=${totals.queuedBytes}`,
         ...counterPairs(`${application.kind}.`, APPLICATION_COUNTER_NAMES[application.kind], totals.relay),
-        `pcap.received=${pcapStats.received}`,
-        `pcap.dropped=${pcapStats.dropped}`,
-        `sent=${totals.sent}`,
-        `send_failed=${totals.sendFailed}`,
+        `pcap.received=${captured.received}`,
+        `pcap.dropped=${captured.dropped}`,
+        `capture.syn_answered=${captured.synAnswered}`,
+        `sent=${totals.sent + captured.synAnswered - captured.sendFailed}`,
+        `send_failed=${totals.sendFailed + captured.sendFailed}`,
         ...shards.summaryPairs(),
       ].join(' ');
     },
     async rotateSecret() {
       if (options.cookieSecretFile === undefined) throw new Error('no --cookie-secret-file to re-read');
-      const confirmed = await shards.rotate(loadCookieSecret(options.cookieSecretFile).secret, STOP_TIMEOUT_MS);
+      const rotated = loadCookieSecret(options.cookieSecretFile).secret;
+      publishCaptureSecret(captureFlags, rotated);
+      const confirmed = await shards.rotate(rotated, STOP_TIMEOUT_MS);
       return `in ${confirmed} of ${shards.size} shard workers`;
     },
     async stop() {
       metrics?.close();
       // Capture first, so the shards can finish what is already in their rings.
-      pcapStats = await capture.stop();
+      await capture.stop();
       await shards.stop(STOP_TIMEOUT_MS);
       guard.remove();
       process.off('exit', removeGuard);
@@ -284,10 +303,21 @@ async function startRawFrontEnd(
   };
 }
 
+/** The capture thread's counters as it last published them (CaptureStat). */
+function captureCounters(flags: SharedArrayBuffer): CaptureCounters {
+  const published = new Float64Array(flags, CAPTURE_STATS_OFFSET, 4);
+  return {
+    received: published[CaptureStat.RECEIVED]!,
+    dropped: published[CaptureStat.DROPPED]!,
+    synAnswered: published[CaptureStat.SYN_ANSWERED]!,
+    sendFailed: published[CaptureStat.SEND_FAILED]!,
+  };
+}
+
 interface CaptureThread {
   readonly linkType: LinkType;
-  /** Closes the capture and ends the thread; resolves to libpcap's final counters. */
-  stop(): Promise<{ received: number; dropped: number }>;
+  /** Closes the capture and ends the thread, which publishes its final counters first. */
+  stop(): Promise<void>;
   /** `handler` runs if the thread ends (or has ended) other than by `stop`. */
   onUnexpectedExit(handler: (reason: string) => void): void;
 }
@@ -319,22 +349,21 @@ async function startCaptureThread(data: CaptureThreadData): Promise<CaptureThrea
     linkType: first.linkType,
     async stop() {
       stopping = true;
-      const stopped = new Promise<{ received: number; dropped: number }>((resolve) => {
-        const timer = setTimeout(() => resolve({ received: 0, dropped: 0 }), STOP_TIMEOUT_MS);
+      const stopped = new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, STOP_TIMEOUT_MS);
         worker.on('message', (report: CaptureReport) => {
           if (report.type !== 'stopped') return;
           clearTimeout(timer);
-          resolve({ received: report.received, dropped: report.dropped });
+          resolve();
         });
         worker.once('exit', () => {
           clearTimeout(timer);
-          resolve({ received: 0, dropped: 0 });
+          resolve();
         });
       });
       Atomics.store(new Int32Array(data.flags), CaptureFlag.STOP, 1);
-      const counters = await stopped;
+      await stopped;
       await worker.terminate();
-      return counters;
     },
     onUnexpectedExit(handler) {
       onUnexpectedExit = handler;

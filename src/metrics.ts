@@ -127,9 +127,19 @@ export function kernelTransportMetrics(
 }
 
 /** What the main thread knows that no shard does: the capture thread's and the rings' counters, restarts. */
+/** The capture thread's counters (shard-protocol.ts CaptureStat). */
+export interface CaptureCounters {
+  /** libpcap's packets received and dropped. */
+  received: number;
+  dropped: number;
+  /** SYNs the capture thread answered itself, and its SYN+ACKs the kernel refused. */
+  synAnswered: number;
+  sendFailed: number;
+}
+
 export interface FrontEndCounters {
-  /** libpcap's packets received and dropped (null: not capturing, the kernel transport). */
-  capture(): { received: number; dropped: number } | null;
+  /** null: not capturing (the kernel transport). */
+  capture(): CaptureCounters | null;
   shards(): { shard: number; ringIn: number; ringDropped: number; restarts: number }[];
 }
 
@@ -146,6 +156,31 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
       if (capture === null) return;
       this.inc({ result: 'received' }, capture.received);
       this.inc({ result: 'dropped' }, capture.dropped);
+    },
+  });
+  // The SYNs the capture thread answers, in the shards' series under shard="capture".
+  new Counter({
+    name: 'stateless_tcp_segments_total',
+    help: 'Decoded segments by what the responder did with them.',
+    labelNames: ['shard', 'outcome'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const capture = source.capture();
+      if (capture !== null) this.inc({ shard: 'capture', outcome: 'syn_answered' }, capture.synAnswered);
+    },
+  });
+  new Counter({
+    name: 'stateless_tcp_packets_sent_total',
+    help: 'Packets written to the raw socket, and writes that failed.',
+    labelNames: ['shard', 'result'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const capture = source.capture();
+      if (capture === null) return;
+      this.inc({ shard: 'capture', result: 'sent' }, capture.synAnswered - capture.sendFailed);
+      this.inc({ shard: 'capture', result: 'failed' }, capture.sendFailed);
     },
   });
   new Counter({

@@ -15,6 +15,7 @@ import { emitReply } from './wire/emit.js';
 import { OUTCOME_NAMES, Responder, type ResponderConfig, type SegmentSink } from './tcp/responder.js';
 import type { SynCookies } from './tcp/cookie.js';
 import type { Flow } from './tcp/flow.js';
+import type { LiveFlows } from './tcp/live-flows.js';
 import { DnsRelay, RELAY_COUNTER_NAMES, type RelayConfig, type UpstreamTransport } from './dns/relay.js';
 import { plausibleQueryStart, wholeMessages } from './dns/message.js';
 import { HTTP_COUNTER_NAMES, HttpRelay } from './http/relay.js';
@@ -108,10 +109,11 @@ export class DnsPipeline extends TcpPipeline {
     relayConfig: RelayConfig,
     upstream: UpstreamTransport,
     fillRandom: (bytes: Uint8Array) => void,
+    liveFlows: LiveFlows | null = null,
   ) {
     super(linkType, checksumPolicy, sender);
     this.relay = new DnsRelay<Flow>(relayConfig, upstream, fillRandom);
-    this.responder = new Responder({ ...tcp, framer: wholeMessages, plausibleStart: plausibleQueryStart }, cookies, this, this.relay);
+    this.responder = new Responder({ ...tcp, framer: wholeMessages, plausibleStart: plausibleQueryStart }, cookies, this, this.relay, liveFlows);
     this.relay.attach(this.responder);
   }
 
@@ -132,10 +134,11 @@ export class HttpPipeline extends TcpPipeline {
     tcp: Omit<ResponderConfig, 'framer' | 'plausibleStart'>,
     sender: PacketSender,
     backend: HttpBackend,
+    liveFlows: LiveFlows | null = null,
   ) {
     super(linkType, checksumPolicy, sender);
     const relay = new HttpRelay<Flow>(backend);
-    const responder = new Responder({ ...tcp, framer: wholeRequests, plausibleStart: plausibleRequestStart }, cookies, this, relay);
+    const responder = new Responder({ ...tcp, framer: wholeRequests, plausibleStart: plausibleRequestStart }, cookies, this, relay, liveFlows);
     relay.attach({
       expectAnswer: (flow) => responder.expectAnswer(flow),
       answerPart: (flow, data, offset, length) => responder.answerPart(flow, data, offset, length),

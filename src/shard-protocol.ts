@@ -17,30 +17,58 @@ export interface CaptureThreadData {
   bufferBytes: number;
   rings: RingRegion[];
   /**
-   * Words the main thread sets (an Int32Array over it, indexed by CaptureFlag): the capture loop
-   * blocks in poll(2) instead of serving its event loop, so it reads no messages.
+   * Shared words (layout below): the capture loop blocks in poll(2) instead of serving its event
+   * loop, so it reads no messages; the main thread sets flags and the cookie secret here, and
+   * the capture thread publishes its counters.
    */
   flags: SharedArrayBuffer;
+  /** For the SYNs the capture thread answers itself (workers/capture.ts). */
+  checksumPolicy: ChecksumPolicy;
+  /** Cookie secrets, oldest first (ShardTask.secrets); later rotations arrive through `flags`. */
+  secrets: Uint8Array[];
+  /** The shards' flows by hash bucket (tcp/live-flows.ts). */
+  liveFlows: SharedArrayBuffer;
 }
 
+/** Int32 words at the start of CaptureThreadData.flags. */
 export const CaptureFlag = {
   /** Set to 1 to make the capture thread close libpcap, report 'stopped' and end. */
   STOP: 0,
+  /**
+   * Generation of the cookie secret at CAPTURE_SECRET_OFFSET, a sequence lock: odd while the
+   * main thread writes it, even once it is whole (`publishCaptureSecret`).
+   */
+  SECRET_GENERATION: 1,
 } as const;
-/**
- * The flag word, then (from byte 8, a Float64Array of 2) libpcap's counters — packets received
- * and dropped — which the capture thread writes about once a second for metrics.
- */
-export const CAPTURE_FLAG_BYTES = 24;
+/** A Float64Array of CaptureStat from byte 8: the capture thread's counters, written about once a second and at stop. */
 export const CAPTURE_STATS_OFFSET = 8;
+export const CaptureStat = {
+  /** libpcap's packets received and dropped. */
+  RECEIVED: 0,
+  DROPPED: 1,
+  /** SYNs answered by the capture thread itself, and its SYN+ACKs the kernel refused. */
+  SYN_ANSWERED: 2,
+  SEND_FAILED: 3,
+} as const;
+/** The newest cookie secret's 16 bytes. */
+export const CAPTURE_SECRET_OFFSET = 40;
+export const CAPTURE_FLAG_BYTES = 56;
+
+/** The main thread's side of the secret's sequence lock: the capture thread rotates to `secret` at its next SYN. */
+export function publishCaptureSecret(flags: SharedArrayBuffer, secret: Uint8Array): void {
+  const words = new Int32Array(flags, 0, 2);
+  Atomics.add(words, CaptureFlag.SECRET_GENERATION, 1);
+  new Uint8Array(flags, CAPTURE_SECRET_OFFSET, 16).set(secret);
+  Atomics.add(words, CaptureFlag.SECRET_GENERATION, 1);
+}
 
 export type CaptureReport =
   /** Capture is open and packets flow into the rings. */
   | { type: 'ready'; linkType: LinkType }
   /** Opening the capture failed; the message is one line. */
   | { type: 'failed'; message: string }
-  /** After STOP: the capture is closed; libpcap's final counters. */
-  | { type: 'stopped'; received: number; dropped: number };
+  /** After STOP: the capture is closed; its final counters are in `flags`. */
+  | { type: 'stopped' };
 
 /** What each shard relays to: a DNS resolver over UDP, or a web server over HTTP. */
 export type Application =
@@ -61,6 +89,8 @@ export interface ShardTask {
    * last SIGHUP would fail their cookie check on this shard only.
    */
   secrets: Uint8Array[];
+  /** The flows by hash bucket, shared with the capture thread (tcp/live-flows.ts). */
+  liveFlows: SharedArrayBuffer;
   /** The main thread's line to this worker: ShardCommand in, ShardReport out. */
   control: MessagePort;
 }

@@ -4,6 +4,14 @@
  * replacing a dead shard worker and for metrics however fast packets arrive
  * (docs/architecture.md, "Threads").
  *
+ * One packet it answers itself: a SYN that no shard holds a flow for gets its SYN+ACK here, from
+ * the cookie secret alone (tcp/handshake.ts), through this thread's own raw socket. The SYN+ACK
+ * needs no state, and every client waits for it before it can send its request, so it should
+ * not wait for a second thread to wake up (docs/performance.md: a client that opens connections
+ * one after another is paced by this round trip). A SYN whose hash bucket holds a flow
+ * (tcp/live-flows.ts) still goes to its shard, which answers a SYN on a live connection with a
+ * challenge ACK (RFC 5961 §4.2).
+ *
  * It does nothing but capture, so it pulls packets in a loop and blocks in poll(2) when none is
  * waiting (io/capture.ts), without its event loop. Per packet it hashes the 4-tuple
  * (wire/flow-hash.ts: symmetric, so both directions of a connection meet on one shard) and copies
@@ -18,10 +26,25 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Capture, NextResult } from '../src/io/capture.js';
+import { RawSender } from '../src/io/raw-send.js';
 import { nameThisThread } from '../src/io/thread-name.js';
 import { RingProducer } from '../src/ring/ring.js';
+import { SynCookies } from '../src/tcp/cookie.js';
+import { synAckFor } from '../src/tcp/handshake.js';
+import { LiveFlows } from '../src/tcp/live-flows.js';
+import { DEFAULT_RESPONDER_CONFIG } from '../src/tcp/responder.js';
+import { emitReply } from '../src/wire/emit.js';
 import { flowHash } from '../src/wire/flow-hash.js';
-import { CAPTURE_STATS_OFFSET, CaptureFlag, type CaptureReport, type CaptureThreadData } from '../src/shard-protocol.js';
+import { decodeFrame } from '../src/wire/frame.js';
+import { DecodeResult, ReplyHeader, Segment, TcpFlag, type ChecksumPolicy, type LinkType } from '../src/wire/segment.js';
+import {
+  CAPTURE_SECRET_OFFSET,
+  CAPTURE_STATS_OFFSET,
+  CaptureFlag,
+  CaptureStat,
+  type CaptureReport,
+  type CaptureThreadData,
+} from '../src/shard-protocol.js';
 
 /** Longest time the thread waits for a packet before looking at the stop flag again. */
 const POLL_TIMEOUT_MS = 50;
@@ -29,6 +52,86 @@ const POLL_TIMEOUT_MS = 50;
 const STATS_INTERVAL_MS = 1000;
 /** Most packets handed on after the stop flag: what a 16 MiB capture buffer holds of small ones. */
 const STOP_DRAIN_MAX_PACKETS = 200_000;
+/**
+ * Frames longer than this are not looked at for a SYN: a SYN carries at most a link header, an
+ * IP header and 60 bytes of TCP header (data on a SYN, TCP Fast Open, is never accepted, so such
+ * a SYN may as well take the shard's path). Longer frames — requests — skip the decode.
+ */
+const SYN_MAX_FRAME_BYTES = 160;
+
+/** Answers SYNs on the capture thread (see the top of this file). */
+class SynAnswerer {
+  synAnswered = 0;
+  private readonly cookies: SynCookies;
+  /** Each shard's flows, indexed like the rings. */
+  private readonly liveFlows: LiveFlows[];
+  private readonly sender = new RawSender();
+  private readonly segment = new Segment();
+  private readonly reply = new ReplyHeader();
+  private readonly packet = new Uint8Array(40 + 60);
+  private readonly secretGeneration: Int32Array;
+  private readonly secret: Uint8Array;
+  private secretGenerationSeen = 0;
+
+  constructor(
+    private readonly linkType: LinkType,
+    private readonly checksumPolicy: ChecksumPolicy,
+    secrets: Uint8Array[],
+    liveFlows: SharedArrayBuffer,
+    shardCount: number,
+    flags: SharedArrayBuffer,
+  ) {
+    this.cookies = new SynCookies(secrets[0]!);
+    for (const secret of secrets.slice(1)) this.cookies.rotate(secret);
+    this.liveFlows = Array.from({ length: shardCount }, (_, shard) => new LiveFlows(liveFlows, shard));
+    this.secretGeneration = new Int32Array(flags, 0, 2);
+    this.secret = new Uint8Array(flags, CAPTURE_SECRET_OFFSET, 16);
+    this.secretGenerationSeen = Atomics.load(this.secretGeneration, CaptureFlag.SECRET_GENERATION);
+  }
+
+  /**
+   * Answers `frame[0, length)` if it is a SYN that `shard`, where its hash sends it, holds no
+   * flow for; false: it goes to that shard.
+   */
+  answer(frame: Uint8Array, length: number, hash: number, shard: number, nowMs: number): boolean {
+    if (length > SYN_MAX_FRAME_BYTES || this.liveFlows[shard]!.mayHold(hash)) return false;
+    const seg = this.segment;
+    // Anything but a well-formed plain SYN (bad checksum, SYN+ACK, …) is the shard's to count and answer.
+    if (decodeFrame(this.linkType, frame, 0, length, this.checksumPolicy, seg) !== DecodeResult.OK || seg.flags !== TcpFlag.SYN) return false;
+    this.takeNewSecret();
+    const reply = synAckFor(seg, this.cookies, DEFAULT_RESPONDER_CONFIG, nowMs, this.reply);
+    this.sender.send(reply.family, this.packet, emitReply(reply, null, 0, 0, this.packet, 0), reply.dstAddr);
+    this.synAnswered++;
+    return true;
+  }
+
+  /** Sends what is queued: the capture loop has no event loop turn for a microtask to do it. */
+  flush(): void {
+    this.sender.flush();
+  }
+
+  get sent(): number {
+    return this.sender.stats.sent;
+  }
+
+  get sendFailed(): number {
+    return this.sender.stats.failed;
+  }
+
+  close(): void {
+    this.sender.close();
+  }
+
+  /** Rotates to the secret the main thread published (CaptureFlag.SECRET_GENERATION), if it is whole. */
+  private takeNewSecret(): void {
+    const generation = Atomics.load(this.secretGeneration, CaptureFlag.SECRET_GENERATION);
+    if (generation === this.secretGenerationSeen || (generation & 1) !== 0) return;
+    const secret = Uint8Array.from(this.secret);
+    if (Atomics.load(this.secretGeneration, CaptureFlag.SECRET_GENERATION) !== generation) return; // rewritten meanwhile: next time
+    this.cookies.rotate(secret);
+    this.secretGenerationSeen = generation;
+  }
+}
 
 const data = workerData as CaptureThreadData;
 const port = parentPort!;
@@ -43,46 +146,83 @@ try {
   report({ type: 'failed', message: (error as Error).message });
 }
 if (capture !== undefined) {
-  report({ type: 'ready', linkType: capture.linkType });
-  captureLoop(capture);
-  const stats = capture.stats();
+  let syns: SynAnswerer | undefined;
+  try {
+    syns = new SynAnswerer(capture.linkType, data.checksumPolicy, data.secrets, data.liveFlows, data.rings.length, data.flags);
+  } catch (error) {
+    report({ type: 'failed', message: (error as Error).message });
+  }
+  if (syns !== undefined) {
+    report({ type: 'ready', linkType: capture.linkType });
+    captureLoop(capture, syns);
+    syns.close();
+    publishStats(capture, syns);
+    report({ type: 'stopped' });
+  }
   capture.close();
-  report({ type: 'stopped', received: stats.received, dropped: stats.dropped });
 }
 port.close();
 
-function captureLoop(capture: Capture): void {
+/** The counters for metrics and the stop line (CaptureStat). */
+function publishStats(capture: Capture, syns: SynAnswerer): void {
+  const published = new Float64Array(data.flags, CAPTURE_STATS_OFFSET, 4);
+  const stats = capture.stats();
+  published[CaptureStat.RECEIVED] = stats.received;
+  published[CaptureStat.DROPPED] = stats.dropped;
+  published[CaptureStat.SYN_ANSWERED] = syns.synAnswered;
+  published[CaptureStat.SEND_FAILED] = syns.sendFailed;
+}
+
+function captureLoop(capture: Capture, syns: SynAnswerer): void {
   const producers = data.rings.map((region) => new RingProducer(region));
   const shardCount = producers.length;
   const { frame, linkType } = capture;
-  /** Hands the packet `next` returned to its shard, or throws on a capture error; false: none came. */
-  const forward = (result: number): boolean => {
+  // The clock for cookies, read when the capture runs dry and every 1024 packets, not per packet
+  // (a Date.now() is a heap number); a SYN+ACK's cookie and token change once a minute
+  // (tcp/cookie.ts), so a clock a few milliseconds old is as good.
+  let nowMs = Date.now();
+  /**
+   * Answers the packet `next` returned, or hands it to its shard; throws on a capture error.
+   * False: none came.
+   */
+  const handle = (result: number): boolean => {
     if (result === NextResult.ERROR) throw new Error(`capture failed: ${capture.lastError}`);
     if (result !== NextResult.PACKET) return false;
     const length = capture.capturedLength;
     // flowHash is below 2^31, so the shard number is a small integer.
-    const shard = flowHash(linkType, frame, 0, length) % shardCount;
-    producers[shard]!.push(frame, 0, length, capture.wireLength, capture.timestampSeconds, capture.timestampMicros);
+    const hash = flowHash(linkType, frame, 0, length);
+    const shard = hash % shardCount;
+    if (!syns.answer(frame, length, hash, shard, nowMs)) {
+      producers[shard]!.push(frame, 0, length, capture.wireLength, capture.timestampSeconds, capture.timestampMicros);
+    }
     return true;
   };
-  const published = new Float64Array(data.flags, CAPTURE_STATS_OFFSET, 2);
   let publishAtMs = 0;
   let sinceClock = 0;
   while (Atomics.load(flags, CaptureFlag.STOP) === 0) {
-    // The clock only every 1024 packets (or on an idle poll): a Date.now() is a heap number.
-    if (!forward(capture.next(POLL_TIMEOUT_MS)) || ++sinceClock === 1024) {
+    const result = capture.next(0);
+    if (result === NextResult.TIMED_OUT) {
+      // Nothing waiting: send the SYN+ACKs answered so far, then sleep until a packet comes.
+      syns.flush();
+      nowMs = Date.now();
+      handle(capture.next(POLL_TIMEOUT_MS));
+    } else {
+      handle(result);
+    }
+    // SYN+ACKs wait for at most 64 packets when the capture never runs dry.
+    if ((++sinceClock & 63) === 0) syns.flush();
+    if (sinceClock >= 1024 || result === NextResult.TIMED_OUT) {
+      if (sinceClock >= 1024) nowMs = Date.now();
       sinceClock = 0;
-      const nowMs = Date.now();
       if (nowMs >= publishAtMs) {
         publishAtMs = nowMs + STATS_INTERVAL_MS;
-        const stats = capture.stats();
-        published[0] = stats.received;
-        published[1] = stats.dropped;
+        publishStats(capture, syns);
       }
     }
   }
   // Stopping: what the kernel had already captured still goes to the shards, so that the final
   // counters account for every packet that arrived before the stop (bounded: under a flood the
   // kernel never runs dry).
-  for (let n = 0; n < STOP_DRAIN_MAX_PACKETS && forward(capture.next(0)); n++);
+  for (let n = 0; n < STOP_DRAIN_MAX_PACKETS && handle(capture.next(0)); n++);
+  syns.flush();
 }

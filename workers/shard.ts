@@ -14,6 +14,7 @@ import { threadId } from 'node:worker_threads';
 import { APPLICATION_COUNTER_NAMES, DnsPipeline, HttpPipeline, type TcpPipeline } from '../src/pipeline.js';
 import { SynCookies } from '../src/tcp/cookie.js';
 import { DEFAULT_RESPONDER_CONFIG } from '../src/tcp/responder.js';
+import { LiveFlows } from '../src/tcp/live-flows.js';
 import { RingConsumer } from '../src/ring/ring.js';
 import { RawSender, rawSocketProblem } from '../src/io/raw-send.js';
 import { UdpTcpUpstream } from '../src/io/upstream.js';
@@ -47,6 +48,8 @@ export default async function runShard(task: ShardTask): Promise<ShardStats> {
   for (const secret of task.secrets.slice(1)) cookies.rotate(secret);
 
   const consumer = new RingConsumer(task.ring);
+  const liveFlows = new LiveFlows(task.liveFlows, task.shard);
+  liveFlows.clear();
   let ticker: NodeJS.Timeout | undefined;
   let reporter: NodeJS.Timeout | undefined;
   let closeApplication = (): void => {};
@@ -59,12 +62,12 @@ export default async function runShard(task: ShardTask): Promise<ShardStats> {
       // Answers arrive from the event loop, after `pipeline` is set below.
       const upstream = new UdpTcpUpstream(application.upstream, (bytes, offset, length) => pipeline!.relay.handleUpstreamAnswer(bytes, offset, length, Date.now()));
       closeApplication = () => upstream.close();
-      pipeline = new DnsPipeline(task.linkType, task.checksumPolicy, cookies, tcp, sender, { timeoutMs: application.timeoutMs }, upstream, (bytes) => randomFillSync(bytes));
+      pipeline = new DnsPipeline(task.linkType, task.checksumPolicy, cookies, tcp, sender, { timeoutMs: application.timeoutMs }, upstream, (bytes) => randomFillSync(bytes), liveFlows);
       running = pipeline;
     } else {
       const backend = new UndiciBackend(application.origin, application.timeoutMs);
       closeApplication = () => void backend.close();
-      running = new HttpPipeline(task.linkType, task.checksumPolicy, cookies, tcp, sender, backend);
+      running = new HttpPipeline(task.linkType, task.checksumPolicy, cookies, tcp, sender, backend, liveFlows);
     }
     const metrics = pipelineMetrics(task.shard, {
       decodeCounts: running.decodeCounts,

@@ -58,6 +58,8 @@ export class Flow {
   readonly reply = new ReplyHeader();
   /** Hash of the 4-tuple, and the next flow with the same hash in the table. */
   hash = 0;
+  /** The capture thread's hash of the 4-tuple (wire/flow-hash.ts), when flows are published (tcp/live-flows.ts). */
+  flowHash = 0;
   nextInBucket: Flow | null = null;
   /** The connection's 64-bit key in the table of idle connections (recent.ts). */
   idLow = 0;

@@ -25,6 +25,9 @@ import { ReplyHeader, TcpFlag, type Segment } from '../wire/segment.js';
 import { SynCookies } from './cookie.js';
 import { Flow, FlowTable } from './flow.js';
 import { RecentConnections } from './recent.js';
+import { synAckFor } from './handshake.js';
+import type { LiveFlows } from './live-flows.js';
+import { segmentFlowHash } from '../wire/flow-hash.js';
 
 /**
  * How many bytes at the start of `buf[offset, offset+length)` hold whole application messages
@@ -199,6 +202,8 @@ export class Responder {
     private readonly cookies: SynCookies,
     private readonly sink: SegmentSink,
     private readonly app: TcpApplication,
+    /** Where the capture thread learns which connections have flows (null: no capture thread answers SYNs). */
+    private readonly liveFlows: LiveFlows | null = null,
   ) {
     this.recent = new RecentConnections(config.recentConnections, cookies.maxIdleSeconds * 1000);
   }
@@ -311,18 +316,7 @@ export class Responder {
   // ----------------------------------------------------------------------------------------
 
   private answerSyn(syn: Segment, nowMs: number): void {
-    const now = nowMs / 1000;
-    const c = this.control.reverseOf(syn);
-    c.seq = this.cookies.issue(syn, now);
-    c.ack = (syn.seq + 1) >>> 0; // data on a SYN (TCP Fast Open) is not accepted: RFC 7413 §4.2.2 lets it be ignored
-    c.flags = TcpFlag.SYN | TcpFlag.ACK;
-    c.window = this.config.window;
-    c.mss = this.config.mssOffer;
-    // RFC 7323 §3.2: timestamps only if the SYN offered them.
-    c.hasTimestamps = syn.hasTimestamps;
-    c.tsVal = syn.hasTimestamps ? this.cookies.tokenForSegment(syn, SynCookies.mssIndex(syn.family, syn.mss), now) : 0;
-    c.tsEcr = syn.tsVal;
-    this.sink.send(c, null, 0, 0);
+    this.sink.send(synAckFor(syn, this.cookies, this.config, nowMs, this.control), null, 0, 0);
   }
 
   private onFlowlessSegment(seg: Segment, nowMs: number): Outcome {
@@ -451,6 +445,10 @@ export class Responder {
     flow.rtoMs = this.config.initialRtoMs;
     flow.lastReceiveMs = nowMs;
     this.flows.add(flow, seg);
+    if (this.liveFlows !== null) {
+      flow.flowHash = segmentFlowHash(seg);
+      this.liveFlows.add(flow.flowHash);
+    }
     this.events[TcpEvent.FLOWS_CREATED]!++;
     return flow;
   }
@@ -767,6 +765,7 @@ export class Responder {
   private release(flow: Flow, nowMs: number): void {
     this.queuedBytes -= flow.sendQueue.length + flow.receiveQueue.length;
     this.flows.remove(flow);
+    this.liveFlows?.remove(flow.flowHash);
     this.events[TcpEvent.FLOWS_RELEASED]!++;
     // Everything sent is acknowledged and nothing is owed: the connection goes idle. Remember
     // where it stands (recent.ts), unless it is over — reset, aborted, or closed by the client.

@@ -95,6 +95,17 @@ export function flowHash(linkType: number, buf: Uint8Array, offset: number, leng
   return (source + destination) & FLOW_HASH_MASK;
 }
 
+/**
+ * The flow hash of a decoded segment: the same value `flowHash` gave its frame, from the
+ * addresses and ports the decoder found (a shard marks its flows with it: tcp/live-flows.ts).
+ */
+export function segmentFlowHash(seg: Segment): number {
+  const addressWords = seg.addrLength >>> 2;
+  const source = endpointHash(seg.buf, seg.srcAddrOffset, addressWords, seg.srcPort);
+  const destination = endpointHash(seg.buf, seg.dstAddrOffset, addressWords, seg.dstPort);
+  return (source + destination) & FLOW_HASH_MASK;
+}
+
 // MurmurHash3 x86_32 (Austin Appleby, public domain, SMHasher MurmurHash3.cpp): block and
 // finalization constants.
 const C1 = 0xcc9e2d51;

@@ -6,13 +6,15 @@
  *   - nothing throws;
  *   - nothing we send carries data to a connection that never completed a handshake;
  *   - every emitted packet is well formed (checksums verify);
- *   - soft state stays within its bounds and drains to nothing once the clients go quiet.
+ *   - soft state stays within its bounds and drains to nothing once the clients go quiet, and
+ *     the flows published for the capture thread (tcp/live-flows.ts) always match it.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import { DEFAULT_RESPONDER_CONFIG, Responder, TcpEvent } from '../../../src/tcp/responder.js';
 import { SynCookies } from '../../../src/tcp/cookie.js';
+import { LiveFlows } from '../../../src/tcp/live-flows.js';
 import { plausibleQueryStart, wholeMessages } from '../../../src/dns/message.js';
 import { decodeFrame } from '../../../src/wire/frame.js';
 import { emitReply, replyLength } from '../../../src/wire/emit.js';
@@ -29,6 +31,7 @@ test('thousands of random, replayed and forged segments: no exception, no data t
   const config = { ...DEFAULT_RESPONDER_CONFIG, maxFlows: 64, framer: wholeMessages, plausibleStart: plausibleQueryStart };
   let nowMs = 1_764_000_000_000;
   let pushWanted = false;
+  const liveFlows = new LiveFlows(LiveFlows.allocate(1), 0);
   const responder = new Responder(config, cookies, {
     send: (h, data, offset, length) => {
       if (length > 0) assert.ok(connected.has(h.dstPort), `data sent to port ${h.dstPort}, which never connected`);
@@ -52,7 +55,7 @@ test('thousands of random, replayed and forged segments: no exception, no data t
         p += 2 + n;
       }
     },
-  });
+  }, liveFlows);
   let messages = 0;
   const pendingAnswers: { flow: Parameters<Responder['answer']>[0]; answer: Buffer }[] = [];
 
@@ -122,6 +125,7 @@ test('thousands of random, replayed and forged segments: no exception, no data t
       play();
     }
     assert.ok(responder.flows.size <= config.maxFlows);
+    if (step % 100 === 0) assert.equal(liveFlows.total(), responder.flows.size, 'every flow is published, and none that is gone');
     if (random(50) === 0 && pendingAnswers.length > 0) {
       const { flow, answer } = pendingAnswers.splice(random(pendingAnswers.length), 1)[0]!;
       responder.answer(flow, answer, 0, answer.length);
@@ -145,6 +149,7 @@ test('thousands of random, replayed and forged segments: no exception, no data t
     responder.tick(nowMs);
   }
   assert.equal(responder.flows.size, 0, 'soft state drains');
+  assert.equal(liveFlows.total(), 0);
   assert.equal(responder.queuedBytes, 0);
   assert.ok(packets.length > 10_000, `${packets.length} packets sent`);
   assert.ok(messages > 200, `${messages} queries reached the application`);
