@@ -1,8 +1,9 @@
 /**
  * How many packets per second the capture thread takes and spreads over the shard rings, and at
- * what CPU cost per packet: a flood of bare ACKs of no connection (the responder drops them
- * without answering, so the shards only decode) from the lab's client namespace to the front
- * end with `--workers 2`. Not a test: it prints numbers.
+ * what CPU cost per packet: a flood of ACKs with 120 bytes of data, of no connection, from the
+ * lab's client namespace to the front end with `--workers 2`. (Data, because the capture thread
+ * drops bare ACKs of connections without a flow itself and they would never reach a ring; the
+ * shards answer these with RST.) Not a test: it prints numbers.
  *
  *   node dist/bench/capture-rate.js [seconds=5] [flows=1024]
  *
@@ -27,6 +28,8 @@ const CLOCK_TICKS_PER_SECOND = 100;
 const SENDS_PER_CLOCK_READ = 4096;
 /** Upper bound on packets the flooder sends, whatever the clock says. */
 const MAX_PACKETS = 50_000_000;
+/** Long enough that the capture thread hands every frame to a shard (workers/capture.ts SHORT_FRAME_BYTES). */
+const FLOOD_PAYLOAD = new Uint8Array(120);
 
 function flood(seconds: number, flows: number, client: string, server: string): void {
   const sender = new RawSender();
@@ -42,8 +45,8 @@ function flood(seconds: number, flows: number, client: string, server: string): 
     header.srcPort = 20000 + i;
     header.seq = 1000 * i;
     header.ack = 7777 * i;
-    const packet = Buffer.alloc(replyLength(header, 0));
-    emitReply(header, null, 0, 0, packet, 0);
+    const packet = Buffer.alloc(replyLength(header, FLOOD_PAYLOAD.length));
+    emitReply(header, FLOOD_PAYLOAD, 0, FLOOD_PAYLOAD.length, packet, 0);
     packets.push(packet);
   }
   const dst = header.dstAddr;

@@ -267,8 +267,9 @@ async function startRawFrontEnd(
     summary() {
       const totals = shards.totals();
       const captured = captureCounters(captureFlags);
-      // The SYNs the capture thread answered count with the shards' (its own are listed too).
+      // The segments the capture thread handled count with the shards' (and are listed alone too).
       totals.outcomes[Outcome.SYN_ANSWERED] = (totals.outcomes[Outcome.SYN_ANSWERED] ?? 0) + captured.synAnswered;
+      totals.outcomes[Outcome.IGNORED] = (totals.outcomes[Outcome.IGNORED] ?? 0) + captured.ignored;
       return [
         ...counterPairs('decode.', DECODE_RESULT_NAMES, totals.decode),
         ...counterPairs('tcp.', OUTCOME_NAMES, totals.outcomes),
@@ -279,6 +280,7 @@ async function startRawFrontEnd(
         `pcap.received=${captured.received}`,
         `pcap.dropped=${captured.dropped}`,
         `capture.syn_answered=${captured.synAnswered}`,
+        `capture.ignored=${captured.ignored}`,
         `sent=${totals.sent + captured.synAnswered - captured.sendFailed}`,
         `send_failed=${totals.sendFailed + captured.sendFailed}`,
         ...shards.summaryPairs(),
@@ -305,12 +307,13 @@ async function startRawFrontEnd(
 
 /** The capture thread's counters as it last published them (CaptureStat). */
 function captureCounters(flags: SharedArrayBuffer): CaptureCounters {
-  const published = new Float64Array(flags, CAPTURE_STATS_OFFSET, 4);
+  const published = new Float64Array(flags, CAPTURE_STATS_OFFSET, 5);
   return {
     received: published[CaptureStat.RECEIVED]!,
     dropped: published[CaptureStat.DROPPED]!,
     synAnswered: published[CaptureStat.SYN_ANSWERED]!,
     sendFailed: published[CaptureStat.SEND_FAILED]!,
+    ignored: published[CaptureStat.IGNORED]!,
   };
 }
 
@@ -324,7 +327,10 @@ interface CaptureThread {
 
 /** Starts workers/capture.ts; resolves once libpcap is open, rejects with its one-line failure. */
 async function startCaptureThread(data: CaptureThreadData): Promise<CaptureThread> {
-  const worker = new Worker(CAPTURE_THREAD, { workerData: data });
+  // A small young generation: the thread keeps almost nothing alive, so its scavenges are cheap
+  // however often they run, and a SYN flood (a few short-lived numbers per SYN+ACK) does not
+  // grow its heap to V8's default of tens of megabytes.
+  const worker = new Worker(CAPTURE_THREAD, { workerData: data, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
   let stopping = false;
   let onUnexpectedExit: ((reason: string) => void) | undefined;
   /** Why the thread ended, if it did before anyone asked to be told. */

@@ -135,6 +135,8 @@ export interface CaptureCounters {
   /** SYNs the capture thread answered itself, and its SYN+ACKs the kernel refused. */
   synAnswered: number;
   sendFailed: number;
+  /** Bare ACKs and RSTs of connections without a flow, which it dropped itself. */
+  ignored: number;
 }
 
 export interface FrontEndCounters {
@@ -158,7 +160,7 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
       this.inc({ result: 'dropped' }, capture.dropped);
     },
   });
-  // The SYNs the capture thread answers, in the shards' series under shard="capture".
+  // The segments the capture thread handles itself, in the shards' series under shard="capture".
   new Counter({
     name: 'stateless_tcp_segments_total',
     help: 'Decoded segments by what the responder did with them.',
@@ -167,7 +169,9 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
     collect() {
       this.reset();
       const capture = source.capture();
-      if (capture !== null) this.inc({ shard: 'capture', outcome: 'syn_answered' }, capture.synAnswered);
+      if (capture === null) return;
+      this.inc({ shard: 'capture', outcome: 'syn_answered' }, capture.synAnswered);
+      this.inc({ shard: 'capture', outcome: 'ignored' }, capture.ignored);
     },
   });
   new Counter({

@@ -49,10 +49,12 @@ export const CaptureStat = {
   /** SYNs answered by the capture thread itself, and its SYN+ACKs the kernel refused. */
   SYN_ANSWERED: 2,
   SEND_FAILED: 3,
+  /** Bare ACKs and RSTs of connections without a flow, dropped by the capture thread. */
+  IGNORED: 4,
 } as const;
 /** The newest cookie secret's 16 bytes. */
-export const CAPTURE_SECRET_OFFSET = 40;
-export const CAPTURE_FLAG_BYTES = 56;
+export const CAPTURE_SECRET_OFFSET = 48;
+export const CAPTURE_FLAG_BYTES = 64;
 
 /** The main thread's side of the secret's sequence lock: the capture thread rotates to `secret` at its next SYN. */
 export function publishCaptureSecret(flags: SharedArrayBuffer, secret: Uint8Array): void {

@@ -4,13 +4,16 @@
  * replacing a dead shard worker and for metrics however fast packets arrive
  * (docs/architecture.md, "Threads").
  *
- * One packet it answers itself: a SYN that no shard holds a flow for gets its SYN+ACK here, from
- * the cookie secret alone (tcp/handshake.ts), through this thread's own raw socket. The SYN+ACK
- * needs no state, and every client waits for it before it can send its request, so it should
- * not wait for a second thread to wake up (docs/performance.md: a client that opens connections
- * one after another is paced by this round trip). A SYN whose hash bucket holds a flow
- * (tcp/live-flows.ts) still goes to its shard, which answers a SYN on a live connection with a
- * challenge ACK (RFC 5961 §4.2).
+ * Two kinds of packet of a connection that its shard holds no flow for (tcp/live-flows.ts) never
+ * reach the shard. A SYN gets its SYN+ACK here, from the cookie secret alone (tcp/handshake.ts),
+ * through this thread's own raw socket: it needs no state, and every client waits for it before
+ * it can send its request, so it should not wait for a second thread to wake up
+ * (docs/performance.md: a client that opens connections one after another is paced by this round
+ * trip). A segment with neither data, SYN nor FIN — a bare ACK, an RST — is dropped here, as the
+ * shard's responder would ignore it without a flow: the ACK that completes every handshake is
+ * one, and so is the RST a client's kernel sends for a SYN+ACK it did not ask for (a flood with
+ * forged sources). With a flow in the bucket all go to the shard: a SYN on a live connection
+ * gets a challenge ACK (RFC 5961 §4.2), and ACKs and RSTs act on the flow.
  *
  * It does nothing but capture, so it pulls packets in a loop and blocks in poll(2) when none is
  * waiting (io/capture.ts), without its event loop. Per packet it hashes the 4-tuple
@@ -53,15 +56,16 @@ const STATS_INTERVAL_MS = 1000;
 /** Most packets handed on after the stop flag: what a 16 MiB capture buffer holds of small ones. */
 const STOP_DRAIN_MAX_PACKETS = 200_000;
 /**
- * Frames longer than this are not looked at for a SYN: a SYN carries at most a link header, an
- * IP header and 60 bytes of TCP header (data on a SYN, TCP Fast Open, is never accepted, so such
- * a SYN may as well take the shard's path). Longer frames — requests — skip the decode.
+ * Frames longer than this carry data and always go to their shard: a SYN or a bare ACK is at
+ * most a link header, an IP header and 60 bytes of TCP header (data on a SYN, TCP Fast Open, is
+ * never accepted, so such a SYN may as well take the shard's path). Requests skip the decode.
  */
-const SYN_MAX_FRAME_BYTES = 160;
+const SHORT_FRAME_BYTES = 160;
 
-/** Answers SYNs on the capture thread (see the top of this file). */
-class SynAnswerer {
+/** What the capture thread does itself for connections without a flow (see the top of this file). */
+class FlowlessShortcut {
   synAnswered = 0;
+  ignored = 0;
   private readonly cookies: SynCookies;
   /** Each shard's flows, indexed like the rings. */
   private readonly liveFlows: LiveFlows[];
@@ -90,14 +94,20 @@ class SynAnswerer {
   }
 
   /**
-   * Answers `frame[0, length)` if it is a SYN that `shard`, where its hash sends it, holds no
-   * flow for; false: it goes to that shard.
+   * Handles `frame[0, length)` here if it is a SYN, or a segment the responder would ignore, of a
+   * connection that `shard`, where its hash sends it, holds no flow for; false: it goes to that shard.
    */
-  answer(frame: Uint8Array, length: number, hash: number, shard: number, nowMs: number): boolean {
-    if (length > SYN_MAX_FRAME_BYTES || this.liveFlows[shard]!.mayHold(hash)) return false;
+  handle(frame: Uint8Array, length: number, hash: number, shard: number, nowMs: number): boolean {
+    if (length > SHORT_FRAME_BYTES || this.liveFlows[shard]!.mayHold(hash)) return false;
     const seg = this.segment;
-    // Anything but a well-formed plain SYN (bad checksum, SYN+ACK, …) is the shard's to count and answer.
-    if (decodeFrame(this.linkType, frame, 0, length, this.checksumPolicy, seg) !== DecodeResult.OK || seg.flags !== TcpFlag.SYN) return false;
+    // Anything else (a bad checksum, a SYN+ACK, a FIN, …) is the shard's to count and answer.
+    if (decodeFrame(this.linkType, frame, 0, length, this.checksumPolicy, seg) !== DecodeResult.OK || seg.payloadLength > 0) return false;
+    if ((seg.flags & (TcpFlag.SYN | TcpFlag.FIN)) === 0) {
+      // Responder.handleSegment: without a flow, a segment with neither data, SYN nor FIN is ignored.
+      this.ignored++;
+      return true;
+    }
+    if (seg.flags !== TcpFlag.SYN) return false;
     this.takeNewSecret();
     const reply = synAckFor(seg, this.cookies, DEFAULT_RESPONDER_CONFIG, nowMs, this.reply);
     this.sender.send(reply.family, this.packet, emitReply(reply, null, 0, 0, this.packet, 0), reply.dstAddr);
@@ -108,10 +118,6 @@ class SynAnswerer {
   /** Sends what is queued: the capture loop has no event loop turn for a microtask to do it. */
   flush(): void {
     this.sender.flush();
-  }
-
-  get sent(): number {
-    return this.sender.stats.sent;
   }
 
   get sendFailed(): number {
@@ -146,17 +152,17 @@ try {
   report({ type: 'failed', message: (error as Error).message });
 }
 if (capture !== undefined) {
-  let syns: SynAnswerer | undefined;
+  let shortcut: FlowlessShortcut | undefined;
   try {
-    syns = new SynAnswerer(capture.linkType, data.checksumPolicy, data.secrets, data.liveFlows, data.rings.length, data.flags);
+    shortcut = new FlowlessShortcut(capture.linkType, data.checksumPolicy, data.secrets, data.liveFlows, data.rings.length, data.flags);
   } catch (error) {
     report({ type: 'failed', message: (error as Error).message });
   }
-  if (syns !== undefined) {
+  if (shortcut !== undefined) {
     report({ type: 'ready', linkType: capture.linkType });
-    captureLoop(capture, syns);
-    syns.close();
-    publishStats(capture, syns);
+    captureLoop(capture, shortcut);
+    shortcut.close();
+    publishStats(capture, shortcut);
     report({ type: 'stopped' });
   }
   capture.close();
@@ -164,16 +170,17 @@ if (capture !== undefined) {
 port.close();
 
 /** The counters for metrics and the stop line (CaptureStat). */
-function publishStats(capture: Capture, syns: SynAnswerer): void {
-  const published = new Float64Array(data.flags, CAPTURE_STATS_OFFSET, 4);
+function publishStats(capture: Capture, shortcut: FlowlessShortcut): void {
+  const published = new Float64Array(data.flags, CAPTURE_STATS_OFFSET, 5);
   const stats = capture.stats();
   published[CaptureStat.RECEIVED] = stats.received;
   published[CaptureStat.DROPPED] = stats.dropped;
-  published[CaptureStat.SYN_ANSWERED] = syns.synAnswered;
-  published[CaptureStat.SEND_FAILED] = syns.sendFailed;
+  published[CaptureStat.SYN_ANSWERED] = shortcut.synAnswered;
+  published[CaptureStat.IGNORED] = shortcut.ignored;
+  published[CaptureStat.SEND_FAILED] = shortcut.sendFailed;
 }
 
-function captureLoop(capture: Capture, syns: SynAnswerer): void {
+function captureLoop(capture: Capture, shortcut: FlowlessShortcut): void {
   const producers = data.rings.map((region) => new RingProducer(region));
   const shardCount = producers.length;
   const { frame, linkType } = capture;
@@ -192,7 +199,7 @@ function captureLoop(capture: Capture, syns: SynAnswerer): void {
     // flowHash is below 2^31, so the shard number is a small integer.
     const hash = flowHash(linkType, frame, 0, length);
     const shard = hash % shardCount;
-    if (!syns.answer(frame, length, hash, shard, nowMs)) {
+    if (!shortcut.handle(frame, length, hash, shard, nowMs)) {
       producers[shard]!.push(frame, 0, length, capture.wireLength, capture.timestampSeconds, capture.timestampMicros);
     }
     return true;
@@ -203,20 +210,20 @@ function captureLoop(capture: Capture, syns: SynAnswerer): void {
     const result = capture.next(0);
     if (result === NextResult.TIMED_OUT) {
       // Nothing waiting: send the SYN+ACKs answered so far, then sleep until a packet comes.
-      syns.flush();
+      shortcut.flush();
       nowMs = Date.now();
       handle(capture.next(POLL_TIMEOUT_MS));
     } else {
       handle(result);
     }
     // SYN+ACKs wait for at most 64 packets when the capture never runs dry.
-    if ((++sinceClock & 63) === 0) syns.flush();
+    if ((++sinceClock & 63) === 0) shortcut.flush();
     if (sinceClock >= 1024 || result === NextResult.TIMED_OUT) {
       if (sinceClock >= 1024) nowMs = Date.now();
       sinceClock = 0;
       if (nowMs >= publishAtMs) {
         publishAtMs = nowMs + STATS_INTERVAL_MS;
-        publishStats(capture, syns);
+        publishStats(capture, shortcut);
       }
     }
   }
@@ -224,5 +231,5 @@ function captureLoop(capture: Capture, syns: SynAnswerer): void {
   // counters account for every packet that arrived before the stop (bounded: under a flood the
   // kernel never runs dry).
   for (let n = 0; n < STOP_DRAIN_MAX_PACKETS && handle(capture.next(0)); n++);
-  syns.flush();
+  shortcut.flush();
 }

@@ -73,7 +73,8 @@ describe('config file, logs and metrics', () => {
     assert.ok(withCapture('stateless_tcp_packets_sent_total{shard="SHARD",result="sent"}') >= 12, 'SYN+ACK, answer+FIN, ACK of FIN per query');
     assert.ok(sample(metricsText, 'stateless_tcp_capture_packets_total{result="received"}') >= 16);
     assert.equal(sample(metricsText, 'stateless_tcp_capture_packets_total{result="dropped"}'), 0);
-    assert.ok(perShard('stateless_tcp_ring_frames_total{shard="SHARD",result="in"}') >= 12, 'all but the SYNs, which the capture thread answered');
+    assert.ok(perShard('stateless_tcp_ring_frames_total{shard="SHARD",result="in"}') >= 8, 'the query and the FIN of each: the capture thread handles SYNs and the bare ACKs of connections without a flow');
+    assert.ok(sample(metricsText, 'stateless_tcp_segments_total{shard="capture",outcome="ignored"}') >= 4, 'the ACK that completes each handshake');
     assert.equal(sample(metricsText, 'stateless_tcp_shard_restarts_total{shard="0"}'), 0);
     assert.match(metricsText, /^# TYPE stateless_tcp_upstream_latency_seconds histogram$/m);
   });

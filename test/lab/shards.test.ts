@@ -96,7 +96,8 @@ describe('shard worker threads', () => {
     const dig = await lab.exec('client', ['dig', '+tcp', '+short', '+tries=1', '+time=3', `@${lab.serverV6}`, LAB_ZONE.www.name, 'AAAA']);
     assert.equal(dig.stdout.trim(), LAB_ZONE.www.aaaa);
     const summary = await frontEnd.stop();
-    assert.ok(counter(summary, 'shard0.packets_in') >= 4, summary);
+    // The query and the FIN at least: the capture thread answers the SYN and drops the bare ACK.
+    assert.ok(counter(summary, 'shard0.packets_in') >= 2, summary);
     assert.doesNotMatch(summary, /shard1\./);
   });
 
