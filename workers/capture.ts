@@ -107,7 +107,8 @@ class FlowlessShortcut {
       this.ignored++;
       return true;
     }
-    if (seg.flags !== TcpFlag.SYN) return false;
+    // A SYN as the responder answers it: without ACK, FIN or RST (ECE and CWR may be set, RFC 3168 §6.1.1).
+    if ((seg.flags & (TcpFlag.SYN | TcpFlag.ACK | TcpFlag.FIN | TcpFlag.RST)) !== TcpFlag.SYN) return false;
     this.takeNewSecret();
     const reply = synAckFor(seg, this.cookies, DEFAULT_RESPONDER_CONFIG, nowMs, this.reply);
     this.sender.send(reply.family, this.packet, emitReply(reply, null, 0, 0, this.packet, 0), reply.dstAddr);
