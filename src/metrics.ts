@@ -60,6 +60,10 @@ function gaugeFrom(registry: Registry, name: string, help: string, read: () => n
   });
 }
 
+/** Series that both a shard's registry and the main thread's (for the capture thread) report. */
+const SEGMENTS_HELP = 'Decoded segments by what the responder did with them.';
+const PACKETS_SENT_HELP = 'Packets written to the raw socket, and writes that failed.';
+
 /** The upstream latency histogram in `registry`; returns its observer for one shard. */
 function latencyHistogram(registry: Registry, shard: string): (seconds: number) => void {
   const latency = new Histogram({
@@ -77,7 +81,7 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
   const registry = new Registry();
   const label = String(shard);
   countersFrom(registry, 'stateless_tcp_frames_total', 'Captured frames by decode result (ok, or why dropped).', 'result', DECODE_RESULT_NAMES, () => source.decodeCounts, label);
-  countersFrom(registry, 'stateless_tcp_segments_total', 'Decoded segments by what the responder did with them.', 'outcome', OUTCOME_NAMES, () => source.outcomeCounts, label);
+  countersFrom(registry, 'stateless_tcp_segments_total', SEGMENTS_HELP, 'outcome', OUTCOME_NAMES, () => source.outcomeCounts, label);
   countersFrom(registry, 'stateless_tcp_events_total', 'Retransmissions, flows created and released, and other TCP events.', 'event', TCP_EVENT_NAMES, () => source.events, label);
   countersFrom(
     registry,
@@ -92,7 +96,7 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
   gaugeFrom(registry, 'stateless_tcp_queued_bytes', 'Bytes held in send and receive queues now.', source.queuedBytes, label);
   new Counter({
     name: 'stateless_tcp_packets_sent_total',
-    help: 'Packets written to the raw socket, and writes that failed.',
+    help: PACKETS_SENT_HELP,
     labelNames: ['shard', 'result'],
     registers: [registry],
     collect() {
@@ -163,7 +167,7 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
   // The segments the capture thread handles itself, in the shards' series under shard="capture".
   new Counter({
     name: 'stateless_tcp_segments_total',
-    help: 'Decoded segments by what the responder did with them.',
+    help: SEGMENTS_HELP,
     labelNames: ['shard', 'outcome'],
     registers: [registry],
     collect() {
@@ -176,7 +180,7 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
   });
   new Counter({
     name: 'stateless_tcp_packets_sent_total',
-    help: 'Packets written to the raw socket, and writes that failed.',
+    help: PACKETS_SENT_HELP,
     labelNames: ['shard', 'result'],
     registers: [registry],
     collect() {
