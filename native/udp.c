@@ -90,14 +90,18 @@ static void cleanup_hook(napi_async_cleanup_hook_handle handle, void *arg) {
   close_udp((Udp *)arg);
 }
 
+/* The JavaScript handle was collected: a socket nobody closed is closed now, before the
+   buffers it receives into (held by the references below) can go. */
 static void finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   Udp *u = (Udp *)data;
+  close_udp(u);
   if (u->callback != NULL) napi_delete_reference(env, u->callback);
   for (int i = 0; i < 2; i++) {
     if (u->refs[i] != NULL) napi_delete_reference(env, u->refs[i]);
   }
   if (u->async_context != NULL) napi_async_destroy(env, u->async_context);
+  u->callback = NULL;
   release(u);
 }
 

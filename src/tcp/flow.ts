@@ -121,6 +121,8 @@ export class Flow {
   drainWanted = false;
   /** Answers were queued since the responder's last `push`. */
   pushPending = false;
+  /** Out of the flow table: the connection went idle (or was closed); this object is done with. */
+  released = false;
 
   /** Sequence space in flight: bytes and FIN sent but not acknowledged. */
   get inFlight(): number {

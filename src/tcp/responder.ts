@@ -291,7 +291,7 @@ export class Responder {
 
   /** Gives up on the connection: RST, state dropped (an answer that broke off half-way). */
   reset(flow: Flow, nowMs: number): void {
-    if (!flow.closed) this.abort(flow, nowMs);
+    if (!flow.closed && !flow.released) this.abort(flow, nowMs);
   }
 
   /** Timers: delayed ACKs, retransmission and window probes (RFC 6298, RFC 9293 §3.8.6.1), idle eviction. */
@@ -630,7 +630,9 @@ export class Responder {
 
   /** After anything changed: decide on our FIN, send what the windows allow, release if done. */
   private settle(flow: Flow, nowMs: number): void {
-    if (flow.closed) return;
+    // Released already: a flow waiting for its push can be released meanwhile (an empty answer
+    // was its last, and an ACK settled it).
+    if (flow.closed || flow.released) return;
     const nothingOwed = flow.answersOwed === 0 && flow.receiveQueue.length === 0;
     // Without timestamps an idle connection cannot be recognised later, so it closes like one
     // with --close-after-response (see cookie.ts).
@@ -763,6 +765,7 @@ export class Responder {
   }
 
   private release(flow: Flow, nowMs: number): void {
+    flow.released = true;
     this.queuedBytes -= flow.sendQueue.length + flow.receiveQueue.length;
     this.flows.remove(flow);
     this.liveFlows?.remove(flow.flowHash);

@@ -316,6 +316,20 @@ test('answers given together for one connection leave together: one segment at t
   assert.equal(h.responder.flows.size, 0);
 });
 
+test('a flow released while its push is pending is released once', () => {
+  // An empty last answer (the HTTP relay gives one for each request it drops when it closes)
+  // leaves nothing to send: the client's next ACK releases the flow before the push comes.
+  const h = new Harness({ deferPush: true });
+  const isn = h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  h.responder.answer(h.messages[0]!.flow, new Uint8Array(0), 0, 0);
+  h.ackTo(isn + 1);
+  assert.equal(h.responder.flows.size, 0);
+  h.responder.push(h.nowMs);
+  assert.equal(h.responder.events[TcpEvent.FLOWS_RELEASED], 1);
+  assert.equal(h.responder.events[TcpEvent.FLOWS_CREATED], 1);
+});
+
 test('a forged data segment (no handshake) gets RST and no data; the application never sees it', () => {
   const h = new Harness({ answerAtOnce: true });
   h.handshake();
