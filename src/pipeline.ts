@@ -72,10 +72,10 @@ export abstract class TcpPipeline implements SegmentSink {
   }
 
   /**
-   * SegmentSink: answers are waiting. They are pushed in the event loop's check phase: after
-   * every upstream datagram that libuv read in this turn (each arrives in a callback of its own)
-   * or the rest of the batch of captured frames, so that answers that came together for one
-   * connection share its segments.
+   * SegmentSink: answers are waiting. They are pushed in the event loop's check phase, after
+   * everything the upstream sockets delivered in this turn (a batch of UDP answers, TCP answers,
+   * HTTP body chunks, each in a callback of its own) and the rest of the batch of captured
+   * frames, so that answers that came together for one connection share its segments.
    */
   pushWanted(): void {
     if (this.pushScheduled) return;
