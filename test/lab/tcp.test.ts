@@ -301,8 +301,10 @@ describe('dnsperf over TCP', () => {
     assert.ok(result.lost <= counter(summary, 'tcp.reset'), `${result.lost} lost, ${counter(summary, 'tcp.reset')} sent after our FIN: ${summary}`);
     assert.ok(result.completed >= 0.99 * result.sent, result.output);
     assert.ok(result.completed > 500, `a real load: ${result.completed} queries`);
-    // Every answer closed its connection: about one handshake per query.
-    assert.ok(counter(summary, 'tcp.syn_answered') >= result.completed, summary);
+    // Every answer closed its connection: about one handshake per query. (Not exactly: a second
+    // query that dnsperf writes while the first is still being answered is answered too, before
+    // our FIN — a few in ten thousand.)
+    assert.ok(counter(summary, 'tcp.syn_answered') >= 0.99 * result.completed, summary);
     assert.equal(counter(summary, 'tcp.flows'), 0);
   });
 });
