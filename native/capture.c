@@ -8,14 +8,22 @@
  * waits in poll(2) for at most `timeoutMs` when no packet is ready. A thread that does nothing
  * but capture may block; its event loop is not needed while it captures.
  *
- *   open(device, filter, snapLength, bufferBytes, frame, header) -> { handle, linkType }
- *       immediate mode (TPACKET_V3 would otherwise hold packets until a block fills), not
- *       promiscuous, BPF filter applied, non-blocking. Each packet is copied into `frame`
- *       (a Uint8Array of ≥ snapLength bytes) and its header into `header` (a Uint32Array of 4:
- *       tv_sec, tv_usec, caplen, len), both kept referenced until close. Throws Error(pcap's text).
+ * One capture may have two lanes, each its own libpcap handle (its own kernel buffer) with its
+ * own BPF filter: lane 0 has priority. The kernel drops packets when a buffer is full, whichever
+ * they are; the front end puts the segments of open connections, SYNs and the rest (RSTs) in
+ * lanes of their own, so that a SYN flood larger than the capture thread can take overflows the
+ * SYNs' buffer only and never the clients' queries, ACKs and FINs, and that the RSTs a flood
+ * brings back do not take the capture thread's time from the SYNs.
+ *
+ *   open(device, filters, bufferBytes, snapLength, frame, header) -> { handle, linkType }
+ *       one lane per filter (1 to 3), lane 0 first, with the kernel buffer of the same index; each immediate mode (TPACKET_V3 would otherwise hold
+ *       packets until a block fills), not promiscuous, BPF filter applied, non-blocking. Each
+ *       packet is copied into `frame` (a Uint8Array of ≥ snapLength bytes) and its header into
+ *       `header` (a Uint32Array of 4: tv_sec, tv_usec, caplen, len), both kept referenced until
+ *       close. Throws Error(pcap's text).
  *   next(handle, timeoutMs) -> 1: a packet is in frame/header; 0: none within timeoutMs;
  *       -1: error (lastError(handle) says which)
- *   stats(handle) -> [received, dropped, interfaceDropped]      (pcap_stats)
+ *   stats(handle) -> [received, dropped] per lane, lane 0 first                (pcap_stats)
  *   lastError(handle) -> string
  *   close(handle)
  */
@@ -30,9 +38,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define MAX_LANES 3
+/*
+ * While a lane below the first has packets, the lanes above it are looked at again only after
+ * LANE_RUN of them: libpcap does a poll(2) when a look finds its buffer empty, so looking at
+ * every lane before every packet would add a syscall per packet under a flood; 8 makes it one
+ * in 8, while a packet in a higher lane waits behind at most 8 others.
+ */
+#define LANE_RUN 8
+
 typedef struct {
-  pcap_t *pcap;
-  int fd;
+  pcap_t *lanes[MAX_LANES];
+  int fds[MAX_LANES];
+  int lane_count;
+  /* The lane whose error lastError reports, or -1: poll(2) failed with poll_errno. */
+  int failed_lane;
+  int poll_errno;
+  /* The lane the last packet came from, and how many have come from it since lane 0 was looked at. */
+  int current_lane;
+  int run;
   uint8_t *frame;
   size_t frame_bytes;
   uint32_t *header;
@@ -41,10 +65,11 @@ typedef struct {
 } Capture;
 
 static void release(napi_env env, Capture *c) {
-  if (c->pcap != NULL) {
-    pcap_close(c->pcap);
-    c->pcap = NULL;
+  for (int i = 0; i < c->lane_count; i++) {
+    if (c->lanes[i] != NULL) pcap_close(c->lanes[i]);
+    c->lanes[i] = NULL;
   }
+  c->lane_count = 0;
   if (c->frame_ref != NULL) {
     napi_delete_reference(env, c->frame_ref);
     c->frame_ref = NULL;
@@ -68,7 +93,7 @@ static Capture *capture_arg(napi_env env, napi_value value) {
     return NULL;
   }
   Capture *c = (Capture *)data;
-  if (c->pcap == NULL) {
+  if (c->lane_count == 0) {
     napi_throw_error(env, NULL, "capture already closed");
     return NULL;
   }
@@ -89,34 +114,16 @@ static napi_value throw_pcap(napi_env env, const char *what, const char *detail)
   return NULL;
 }
 
-static napi_value open_capture(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
-  char device[256];
-  size_t filter_length;
-  int32_t snap_length, buffer_bytes;
-  void *frame, *header;
-  size_t frame_bytes, header_words;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 ||
-      napi_get_value_string_utf8(env, argv[0], device, sizeof device, NULL) != napi_ok ||
-      napi_get_value_string_utf8(env, argv[1], NULL, 0, &filter_length) != napi_ok ||
-      napi_get_value_int32(env, argv[2], &snap_length) != napi_ok ||
-      napi_get_value_int32(env, argv[3], &buffer_bytes) != napi_ok ||
-      !typed_array(env, argv[4], napi_uint8_array, &frame, &frame_bytes) ||
-      !typed_array(env, argv[5], napi_uint32_array, &header, &header_words) || header_words < 4 ||
-      snap_length <= 0 || frame_bytes < (size_t)snap_length) {
-    napi_throw_type_error(env, NULL, "open(device, filter, snapLength, bufferBytes, frame, header)");
-    return NULL;
-  }
-  char *filter = malloc(filter_length + 1);
-  if (filter == NULL) return throw_pcap(env, "open", "out of memory");
-  napi_get_value_string_utf8(env, argv[1], filter, filter_length + 1, NULL);
-
+/*
+ * One lane: a live capture of `device` with `filter`. NULL on failure, with what failed and
+ * libpcap's reason in `message`.
+ */
+static pcap_t *open_lane(const char *device, const char *filter, int snap_length, int buffer_bytes, char *message, size_t message_bytes) {
   char errbuf[PCAP_ERRBUF_SIZE] = "";
   pcap_t *pcap = pcap_create(device, errbuf);
   if (pcap == NULL) {
-    free(filter);
-    return throw_pcap(env, "pcap_create", errbuf);
+    snprintf(message, message_bytes, "pcap_create: %s", errbuf);
+    return NULL;
   }
   const char *failed = NULL;
   if (pcap_set_snaplen(pcap, snap_length) != 0) failed = "pcap_set_snaplen";
@@ -124,53 +131,90 @@ static napi_value open_capture(napi_env env, napi_callback_info info) {
   else if (pcap_set_buffer_size(pcap, buffer_bytes) != 0) failed = "pcap_set_buffer_size";
   else if (pcap_set_immediate_mode(pcap, 1) != 0) failed = "pcap_set_immediate_mode";
   if (failed != NULL) {
-    free(filter);
+    snprintf(message, message_bytes, "%s: rejected before activation", failed);
     pcap_close(pcap);
-    return throw_pcap(env, failed, "rejected before activation");
+    return NULL;
   }
   int status = pcap_activate(pcap);
   if (status < 0) {
     // pcap_geterr has the detail for PCAP_ERROR; the others are described by pcap_statustostr.
-    char detail[PCAP_ERRBUF_SIZE + 64];
-    snprintf(detail, sizeof detail, "%s%s%s", pcap_statustostr(status), status == PCAP_ERROR ? ": " : "",
+    snprintf(message, message_bytes, "pcap_activate: %s%s%s", pcap_statustostr(status), status == PCAP_ERROR ? ": " : "",
              status == PCAP_ERROR ? pcap_geterr(pcap) : "");
-    free(filter);
     pcap_close(pcap);
-    return throw_pcap(env, "pcap_activate", detail);
+    return NULL;
   }
   struct bpf_program program;
   if (pcap_compile(pcap, &program, filter, 1, PCAP_NETMASK_UNKNOWN) != 0) {
-    char detail[PCAP_ERRBUF_SIZE];
-    snprintf(detail, sizeof detail, "%s", pcap_geterr(pcap));
-    free(filter);
+    snprintf(message, message_bytes, "pcap_compile: %s", pcap_geterr(pcap));
     pcap_close(pcap);
-    return throw_pcap(env, "pcap_compile", detail);
+    return NULL;
   }
-  free(filter);
   status = pcap_setfilter(pcap, &program);
   pcap_freecode(&program);
-  if (status != 0 || pcap_setnonblock(pcap, 1, errbuf) != 0) {
-    char detail[PCAP_ERRBUF_SIZE];
-    snprintf(detail, sizeof detail, "%s", status != 0 ? pcap_geterr(pcap) : errbuf);
-    pcap_close(pcap);
-    return throw_pcap(env, status != 0 ? "pcap_setfilter" : "pcap_setnonblock", detail);
+  if (status != 0) {
+    snprintf(message, message_bytes, "pcap_setfilter: %s", pcap_geterr(pcap));
+  } else if (pcap_setnonblock(pcap, 1, errbuf) != 0) {
+    snprintf(message, message_bytes, "pcap_setnonblock: %s", errbuf);
+  } else if (pcap_get_selectable_fd(pcap) < 0) {
+    snprintf(message, message_bytes, "pcap_get_selectable_fd: no descriptor to wait on");
+  } else {
+    return pcap;
   }
-  int fd = pcap_get_selectable_fd(pcap);
-  if (fd < 0) {
-    pcap_close(pcap);
-    return throw_pcap(env, "pcap_get_selectable_fd", "no descriptor to wait on");
-  }
+  pcap_close(pcap);
+  return NULL;
+}
 
-  Capture *c = calloc(1, sizeof *c);
-  if (c == NULL) {
-    pcap_close(pcap);
-    return throw_pcap(env, "open", "out of memory");
+static napi_value open_capture(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  char device[256];
+  uint32_t filter_count, buffer_count;
+  bool filters_array, buffers_array;
+  int32_t snap_length;
+  void *frame, *header;
+  size_t frame_bytes, header_words;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 ||
+      napi_get_value_string_utf8(env, argv[0], device, sizeof device, NULL) != napi_ok ||
+      napi_is_array(env, argv[1], &filters_array) != napi_ok || !filters_array ||
+      napi_get_array_length(env, argv[1], &filter_count) != napi_ok || filter_count < 1 || filter_count > MAX_LANES ||
+      napi_is_array(env, argv[2], &buffers_array) != napi_ok || !buffers_array ||
+      napi_get_array_length(env, argv[2], &buffer_count) != napi_ok || buffer_count != filter_count ||
+      napi_get_value_int32(env, argv[3], &snap_length) != napi_ok ||
+      !typed_array(env, argv[4], napi_uint8_array, &frame, &frame_bytes) ||
+      !typed_array(env, argv[5], napi_uint32_array, &header, &header_words) || header_words < 4 ||
+      snap_length <= 0 || frame_bytes < (size_t)snap_length) {
+    napi_throw_type_error(env, NULL, "open(device, filters, bufferBytes, snapLength, frame, header)");
+    return NULL;
   }
-  c->pcap = pcap;
-  c->fd = fd;
+  Capture *c = calloc(1, sizeof *c);
+  if (c == NULL) return throw_pcap(env, "open", "out of memory");
   c->frame = frame;
   c->frame_bytes = frame_bytes;
   c->header = header;
+  for (uint32_t i = 0; i < filter_count; i++) {
+    napi_value element, buffer_element;
+    size_t filter_length;
+    int32_t buffer_bytes;
+    char *filter = NULL;
+    char message[PCAP_ERRBUF_SIZE + 64] = "open: a filter is not a string or a buffer size not a number";
+    if (napi_get_element(env, argv[2], i, &buffer_element) == napi_ok &&
+        napi_get_value_int32(env, buffer_element, &buffer_bytes) == napi_ok &&
+        napi_get_element(env, argv[1], i, &element) == napi_ok &&
+        napi_get_value_string_utf8(env, element, NULL, 0, &filter_length) == napi_ok &&
+        (filter = malloc(filter_length + 1)) != NULL) {
+      napi_get_value_string_utf8(env, element, filter, filter_length + 1, NULL);
+      c->lanes[i] = open_lane(device, filter, snap_length, buffer_bytes, message, sizeof message);
+      free(filter);
+    }
+    if (c->lanes[i] == NULL) {
+      release(env, c);
+      free(c);
+      napi_throw_error(env, NULL, message);
+      return NULL;
+    }
+    c->fds[i] = pcap_get_selectable_fd(c->lanes[i]);
+    c->lane_count = (int)i + 1;
+  }
   napi_value handle, link_type, result;
   if (napi_create_reference(env, argv[4], 1, &c->frame_ref) != napi_ok ||
       napi_create_reference(env, argv[5], 1, &c->header_ref) != napi_ok ||
@@ -179,7 +223,7 @@ static napi_value open_capture(napi_env env, napi_callback_info info) {
     free(c);
     return throw_pcap(env, "open", "cannot make the handle");
   }
-  if (napi_create_int32(env, pcap_datalink(pcap), &link_type) != napi_ok || napi_create_object(env, &result) != napi_ok ||
+  if (napi_create_int32(env, pcap_datalink(c->lanes[0]), &link_type) != napi_ok || napi_create_object(env, &result) != napi_ok ||
       napi_set_named_property(env, result, "handle", handle) != napi_ok ||
       napi_set_named_property(env, result, "linkType", link_type) != napi_ok) {
     return NULL;
@@ -191,6 +235,52 @@ static napi_value int_result(napi_env env, int32_t n) {
   napi_value value;
   napi_create_int32(env, n, &value);
   return value;
+}
+
+/* pcap_next_ex on one lane: 1 with the packet copied into frame/header, 0 none, -1 error. */
+static int take(Capture *c, int lane) {
+  struct pcap_pkthdr *header;
+  const u_char *data;
+  int status = pcap_next_ex(c->lanes[lane], &header, &data);
+  if (status == 1) {
+    size_t n = header->caplen < c->frame_bytes ? header->caplen : c->frame_bytes;
+    memcpy(c->frame, data, n);
+    c->header[0] = (uint32_t)header->ts.tv_sec;
+    c->header[1] = (uint32_t)header->ts.tv_usec;
+    c->header[2] = (uint32_t)n;
+    c->header[3] = header->len;
+    return 1;
+  }
+  if (status < 0) {
+    c->failed_lane = lane;
+    return -1;
+  }
+  return 0;
+}
+
+/*
+ * The first lane with a packet, in lane order — except that while packets come from a lane
+ * other than the first, the lanes above it are skipped until LANE_RUN of them have come.
+ */
+static int take_by_priority(Capture *c) {
+  int start = c->run >= LANE_RUN ? 0 : c->current_lane;
+  for (int pass = 0; pass < 2; pass++) {
+    // Pass 0 looks from `start` down; pass 1 at the lanes above it it skipped.
+    int from = pass == 0 ? start : 0, to = pass == 0 ? c->lane_count : start;
+    for (int lane = from; lane < to; lane++) {
+      int status = take(c, lane);
+      if (status < 0) return status;
+      if (status == 1) {
+        if (lane == 0 || lane != c->current_lane || from == 0) c->run = 0;
+        c->current_lane = lane;
+        if (lane > 0) c->run++;
+        return 1;
+      }
+    }
+  }
+  c->current_lane = 0;
+  c->run = 0;
+  return 0;
 }
 
 static napi_value next_packet(napi_env env, napi_callback_info info) {
@@ -205,22 +295,15 @@ static napi_value next_packet(napi_env env, napi_callback_info info) {
   Capture *c = capture_arg(env, argv[0]);
   if (c == NULL) return NULL;
   for (int waited = 0;; waited = 1) {
-    struct pcap_pkthdr *header;
-    const u_char *data;
-    int status = pcap_next_ex(c->pcap, &header, &data);
-    if (status == 1) {
-      size_t n = header->caplen < c->frame_bytes ? header->caplen : c->frame_bytes;
-      memcpy(c->frame, data, n);
-      c->header[0] = (uint32_t)header->ts.tv_sec;
-      c->header[1] = (uint32_t)header->ts.tv_usec;
-      c->header[2] = (uint32_t)n;
-      c->header[3] = header->len;
-      return int_result(env, 1);
+    int status = take_by_priority(c);
+    if (status != 0 || waited) return int_result(env, status);
+    struct pollfd ready[MAX_LANES];
+    for (int i = 0; i < c->lane_count; i++) ready[i] = (struct pollfd){.fd = c->fds[i], .events = POLLIN, .revents = 0};
+    if (poll(ready, (nfds_t)c->lane_count, timeout_ms) < 0 && errno != EINTR) {
+      c->failed_lane = -1;
+      c->poll_errno = errno;
+      return int_result(env, -1);
     }
-    if (status < 0) return int_result(env, -1);
-    if (waited) return int_result(env, 0);
-    struct pollfd ready = {.fd = c->fd, .events = POLLIN, .revents = 0};
-    if (poll(&ready, 1, timeout_ms) < 0 && errno != EINTR) return int_result(env, -1);
   }
 }
 
@@ -230,15 +313,16 @@ static napi_value stats(napi_env env, napi_callback_info info) {
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return NULL;
   Capture *c = capture_arg(env, argv[0]);
   if (c == NULL) return NULL;
-  struct pcap_stat s;
-  memset(&s, 0, sizeof s);
-  pcap_stats(c->pcap, &s);
   napi_value result, value;
-  napi_create_array_with_length(env, 3, &result);
-  const uint32_t numbers[3] = {s.ps_recv, s.ps_drop, s.ps_ifdrop};
-  for (uint32_t i = 0; i < 3; i++) {
-    napi_create_uint32(env, numbers[i], &value);
-    napi_set_element(env, result, i, value);
+  napi_create_array_with_length(env, 2 * (size_t)c->lane_count, &result);
+  for (int i = 0; i < c->lane_count; i++) {
+    struct pcap_stat s;
+    memset(&s, 0, sizeof s);
+    pcap_stats(c->lanes[i], &s);
+    napi_create_uint32(env, s.ps_recv, &value);
+    napi_set_element(env, result, 2 * (uint32_t)i, value);
+    napi_create_uint32(env, s.ps_drop, &value);
+    napi_set_element(env, result, 2 * (uint32_t)i + 1, value);
   }
   return result;
 }
@@ -249,8 +333,11 @@ static napi_value last_error(napi_env env, napi_callback_info info) {
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return NULL;
   Capture *c = capture_arg(env, argv[0]);
   if (c == NULL) return NULL;
+  char message[PCAP_ERRBUF_SIZE + 32];
+  if (c->failed_lane < 0) snprintf(message, sizeof message, "poll: %s", strerror(c->poll_errno));
+  else snprintf(message, sizeof message, "%s", pcap_geterr(c->lanes[c->failed_lane]));
   napi_value text;
-  napi_create_string_utf8(env, pcap_geterr(c->pcap), NAPI_AUTO_LENGTH, &text);
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text);
   return text;
 }
 

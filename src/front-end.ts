@@ -17,7 +17,7 @@ import { APPLICATION_COUNTER_NAMES } from './pipeline.js';
 import { wholeRequests } from './http/request.js';
 import { UndiciBackend, probeHttpBackend } from './io/http-backend.js';
 import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
-import { captureFilter } from './io/capture.js';
+import { captureLanes } from './io/capture.js';
 import { KernelTcpGuard } from './io/firewall.js';
 import { RawSender, rawSocketProblem } from './io/raw-send.js';
 import { UdpTcpUpstream, probeUpstream, type UpstreamAddress } from './io/upstream.js';
@@ -26,6 +26,7 @@ import { createRing } from './ring/ring.js';
 import { ShardPool } from './shards.js';
 import {
   CAPTURE_FLAG_BYTES,
+  CAPTURE_STAT_COUNT,
   CAPTURE_STATS_OFFSET,
   CaptureFlag,
   CaptureStat,
@@ -96,13 +97,6 @@ export class StartupError extends Error {
 
 /** Snap length: the largest IPv4/IPv6 + TCP header with options plus one MSS we offer, rounded up. */
 const SNAP_LENGTH = 2048;
-/**
- * libpcap's kernel buffer. In immediate mode libpcap uses TPACKET_V2, whose fixed frames are
- * sized for the snap length (≈ 2.1 KB each), so 64 MiB holds ≈ 30,000 packets: 300 ms at 100k
- * packets/s while the capture thread is descheduled (16 MiB measurably dropped on a busy
- * 2-core machine: bench/capture-rate.ts).
- */
-const CAPTURE_BUFFER_BYTES = 64 * 1024 * 1024;
 /**
  * Slots per shard ring: 16384 frames of 2 KB (34 MB) ride out ≈ 300 ms of a worker not running
  * (descheduled on a busy machine, a GC, a restart) at 50k packets/s per shard before the ring
@@ -199,9 +193,8 @@ async function startRawFrontEnd(
   try {
     capture = await startCaptureThread({
       interface: options.interface,
-      filter: captureFilter(options.listen),
+      lanes: captureLanes(options.listen),
       snapLength: SNAP_LENGTH,
-      bufferBytes: CAPTURE_BUFFER_BYTES,
       rings,
       flags: captureFlags,
       checksumPolicy: options.checksumPolicy,
@@ -279,6 +272,7 @@ async function startRawFrontEnd(
         ...counterPairs(`${application.kind}.`, APPLICATION_COUNTER_NAMES[application.kind], totals.relay),
         `pcap.received=${captured.received}`,
         `pcap.dropped=${captured.dropped}`,
+        `pcap.established_dropped=${captured.establishedDropped}`,
         `capture.syn_answered=${captured.synAnswered}`,
         `capture.ignored=${captured.ignored}`,
         `sent=${totals.sent + captured.synAnswered - captured.sendFailed}`,
@@ -307,10 +301,11 @@ async function startRawFrontEnd(
 
 /** The capture thread's counters as it last published them (CaptureStat). */
 function captureCounters(flags: SharedArrayBuffer): CaptureCounters {
-  const published = new Float64Array(flags, CAPTURE_STATS_OFFSET, 5);
+  const published = new Float64Array(flags, CAPTURE_STATS_OFFSET, CAPTURE_STAT_COUNT);
   return {
     received: published[CaptureStat.RECEIVED]!,
     dropped: published[CaptureStat.DROPPED]!,
+    establishedDropped: published[CaptureStat.ESTABLISHED_DROPPED]!,
     synAnswered: published[CaptureStat.SYN_ANSWERED]!,
     sendFailed: published[CaptureStat.SEND_FAILED]!,
     ignored: published[CaptureStat.IGNORED]!,

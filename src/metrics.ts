@@ -133,9 +133,10 @@ export function kernelTransportMetrics(
 /** What the main thread knows that no shard does: the capture thread's and the rings' counters, restarts. */
 /** The capture thread's counters (shard-protocol.ts CaptureStat). */
 export interface CaptureCounters {
-  /** libpcap's packets received and dropped. */
+  /** libpcap's packets received and dropped, and of those dropped the segments of open connections (io/capture.ts captureLanes). */
   received: number;
   dropped: number;
+  establishedDropped: number;
   /** SYNs the capture thread answered itself, and its SYN+ACKs the kernel refused. */
   synAnswered: number;
   sendFailed: number;
@@ -162,6 +163,16 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
       if (capture === null) return;
       this.inc({ result: 'received' }, capture.received);
       this.inc({ result: 'dropped' }, capture.dropped);
+    },
+  });
+  new Counter({
+    name: 'stateless_tcp_capture_established_dropped_total',
+    help: 'Of the packets libpcap dropped, the segments of open connections (no SYN or RST): these have their own capture buffer, so a SYN flood alone leaves this at 0.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      const capture = source.capture();
+      if (capture !== null) this.inc(capture.establishedDropped);
     },
   });
   // The segments the capture thread handles itself, in the shards' series under shard="capture".

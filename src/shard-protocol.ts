@@ -6,15 +6,16 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { RingRegion } from './ring/ring.js';
 import type { ChecksumPolicy, LinkType } from './wire/segment.js';
+import type { CaptureLane } from './io/capture.js';
 import type { UpstreamAddress } from './io/upstream.js';
 import type { RegistrySnapshot } from './metrics.js';
 
 /** The capture thread's start: where to capture, and one ring per shard (shard i = rings[i]). */
 export interface CaptureThreadData {
   interface: string;
-  filter: string;
+  /** The capture's lanes in priority order (io/capture.ts captureLanes). */
+  lanes: CaptureLane[];
   snapLength: number;
-  bufferBytes: number;
   rings: RingRegion[];
   /**
    * Shared words (layout below): the capture loop blocks in poll(2) instead of serving its event
@@ -43,7 +44,7 @@ export const CaptureFlag = {
 /** A Float64Array of CaptureStat from byte 8: the capture thread's counters, written about once a second and at stop. */
 export const CAPTURE_STATS_OFFSET = 8;
 export const CaptureStat = {
-  /** libpcap's packets received and dropped. */
+  /** libpcap's packets received and dropped, all lanes. */
   RECEIVED: 0,
   DROPPED: 1,
   /** SYNs answered by the capture thread itself, and its SYN+ACKs the kernel refused. */
@@ -51,10 +52,16 @@ export const CaptureStat = {
   SEND_FAILED: 3,
   /** Bare ACKs and RSTs of connections without a flow, dropped by the capture thread. */
   IGNORED: 4,
+  /**
+   * Of DROPPED, those of the first lane: segments of open connections (io/capture.ts
+   * captureLanes), which a SYN flood alone cannot make the kernel drop.
+   */
+  ESTABLISHED_DROPPED: 5,
 } as const;
-/** The newest cookie secret's 16 bytes. */
-export const CAPTURE_SECRET_OFFSET = 48;
-export const CAPTURE_FLAG_BYTES = 64;
+export const CAPTURE_STAT_COUNT = 6;
+/** The newest cookie secret's 16 bytes, after the counters. */
+export const CAPTURE_SECRET_OFFSET = CAPTURE_STATS_OFFSET + 8 * CAPTURE_STAT_COUNT;
+export const CAPTURE_FLAG_BYTES = CAPTURE_SECRET_OFFSET + 16;
 
 /** The main thread's side of the secret's sequence lock: the capture thread rotates to `secret` at its next SYN. */
 export function publishCaptureSecret(flags: SharedArrayBuffer, secret: Uint8Array): void {

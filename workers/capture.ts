@@ -42,6 +42,7 @@ import { decodeFrame } from '../src/wire/frame.js';
 import { DecodeResult, ReplyHeader, Segment, TcpFlag, type ChecksumPolicy, type LinkType } from '../src/wire/segment.js';
 import {
   CAPTURE_SECRET_OFFSET,
+  CAPTURE_STAT_COUNT,
   CAPTURE_STATS_OFFSET,
   CaptureFlag,
   CaptureStat,
@@ -148,7 +149,7 @@ nameThisThread('stcp-capture');
 
 let capture: Capture | undefined;
 try {
-  capture = new Capture({ interface: data.interface, filter: data.filter, snapLength: data.snapLength, bufferBytes: data.bufferBytes });
+  capture = new Capture({ interface: data.interface, lanes: data.lanes, snapLength: data.snapLength });
 } catch (error) {
   report({ type: 'failed', message: (error as Error).message });
 }
@@ -172,10 +173,11 @@ port.close();
 
 /** The counters for metrics and the stop line (CaptureStat). */
 function publishStats(capture: Capture, shortcut: FlowlessShortcut): void {
-  const published = new Float64Array(data.flags, CAPTURE_STATS_OFFSET, 5);
-  const stats = capture.stats();
-  published[CaptureStat.RECEIVED] = stats.received;
-  published[CaptureStat.DROPPED] = stats.dropped;
+  const published = new Float64Array(data.flags, CAPTURE_STATS_OFFSET, CAPTURE_STAT_COUNT);
+  const lanes = capture.stats();
+  published[CaptureStat.RECEIVED] = lanes.reduce((sum, lane) => sum + lane.received, 0);
+  published[CaptureStat.DROPPED] = lanes.reduce((sum, lane) => sum + lane.dropped, 0);
+  published[CaptureStat.ESTABLISHED_DROPPED] = lanes[0]!.dropped;
   published[CaptureStat.SYN_ANSWERED] = shortcut.synAnswered;
   published[CaptureStat.IGNORED] = shortcut.ignored;
   published[CaptureStat.SEND_FAILED] = shortcut.sendFailed;

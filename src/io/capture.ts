@@ -3,7 +3,9 @@
  * does nothing else (workers/capture.ts).
  *
  * The capture thread pulls packets: `next` copies the next packet into one buffer owned by this
- * object and returns, or waits in poll(2) for at most `timeoutMs` when none is ready. Nothing is
+ * object and returns, or waits in poll(2) for at most `timeoutMs` when none is ready. Packets
+ * come in through up to three lanes, each a kernel buffer with its own filter, in priority
+ * order (`captureLanes` says why, native/capture.c how). Nothing is
  * allocated per packet and nothing is registered with the event loop, so the thread may block
  * there and still exit cleanly. (The `pcap` package's binding polls through the event loop and
  * never closes its handle, which aborts a worker thread when it exits; nor can it load in a
@@ -15,9 +17,10 @@ import { LinkType } from '../wire/segment.js';
 const require = createRequire(import.meta.url);
 
 interface CaptureAddon {
-  open(device: string, filter: string, snapLength: number, bufferBytes: number, frame: Uint8Array, header: Uint32Array): { handle: object; linkType: number };
+  open(device: string, filters: string[], bufferBytes: number[], snapLength: number, frame: Uint8Array, header: Uint32Array): { handle: object; linkType: number };
   next(handle: object, timeoutMs: number): number;
-  stats(handle: object): [number, number, number];
+  /** [received, dropped] per lane. */
+  stats(handle: object): number[];
   lastError(handle: object): string;
   close(handle: object): void;
 }
@@ -37,11 +40,16 @@ const LINK_TYPES: Record<number, LinkType> = {
 
 export interface CaptureOptions {
   interface: string;
-  /** BPF filter expression (pcap-filter(7)). */
-  filter: string;
+  /** One to three, in priority order (`captureLanes`). */
+  lanes: readonly CaptureLane[];
   /** Bytes kept of each packet. */
   snapLength: number;
-  /** Kernel buffer for packets not yet read. */
+}
+
+export interface CaptureLane {
+  /** BPF filter expression (pcap-filter(7)). */
+  filter: string;
+  /** Kernel buffer for the lane's packets not yet read. */
   bufferBytes: number;
 }
 
@@ -63,14 +71,22 @@ export class Capture {
 
   /**
    * Opens a live capture in immediate mode (libpcap's TPACKET_V3 otherwise holds packets until a
-   * block fills or its timeout passes), not promiscuous, with `options.filter` applied. Throws an
+   * block fills or its timeout passes), not promiscuous, with the lanes of `options.lanes`. Throws an
    * Error with libpcap's reason (no such device, no permission, a bad filter, a link type we
    * cannot decode).
    */
   constructor(options: CaptureOptions) {
     this.addon = require(ADDON_PATH) as CaptureAddon;
     this.frame = new Uint8Array(options.snapLength);
-    const opened = this.addon.open(options.interface, options.filter, options.snapLength, options.bufferBytes, this.frame, this.header);
+    const { lanes } = options;
+    const opened = this.addon.open(
+      options.interface,
+      lanes.map((lane) => lane.filter),
+      lanes.map((lane) => lane.bufferBytes),
+      options.snapLength,
+      this.frame,
+      this.header,
+    );
     this.handle = opened.handle;
     const linkType = LINK_TYPES[opened.linkType];
     if (linkType === undefined) {
@@ -106,9 +122,12 @@ export class Capture {
     return this.addon.lastError(this.handle);
   }
 
-  stats(): { received: number; dropped: number; interfaceDropped: number } {
-    const [received, dropped, interfaceDropped] = this.addon.stats(this.handle);
-    return { received, dropped, interfaceDropped };
+  /** libpcap's counters of each lane, in the order of `options.lanes`. */
+  stats(): LaneStats[] {
+    const numbers = this.addon.stats(this.handle);
+    const lanes: LaneStats[] = [];
+    for (let i = 0; i + 1 < numbers.length; i += 2) lanes.push({ received: numbers[i]!, dropped: numbers[i + 1]! });
+    return lanes;
   }
 
   close(): void {
@@ -118,11 +137,45 @@ export class Capture {
   }
 }
 
+export interface LaneStats {
+  /** Packets that passed the lane's filter, and those the kernel dropped because its buffer was full. */
+  received: number;
+  dropped: number;
+}
+
 /**
- * The BPF filter selecting packets to the listen endpoints: TCP to one of the addresses and its
- * port. Our own replies (from those endpoints) never match.
+ * The capture's lanes, which together select the packets to the listen endpoints (TCP to one of
+ * the addresses and its port; our own replies, from those endpoints, never match), in priority
+ * order:
+ *   1. segments of open connections, without SYN or RST (RFC 9293 §3.1: every segment after
+ *      the handshake): requests, ACKs, FINs;
+ *   2. SYNs;
+ *   3. the rest: RSTs (the replies to the SYN+ACKs a flood with forged sources draws), and IPv4
+ *      fragments and IPv6 packets with extension headers, which are dropped anyway.
+ * Each lane is a kernel buffer of its own, so a SYN flood beyond what the capture thread can
+ * take overflows the second only: the clients being served keep theirs, and the capture
+ * thread's time goes to SYNs before the flood's RSTs.
+ *
+ * Buffers: in immediate mode libpcap uses TPACKET_V2, whose fixed frames are sized for the snap
+ * length (≈ 2.1 KB for 2 KB), so the first lane's 64 MiB holds ≈ 30,000 packets, 300 ms at 100k
+ * packets/s while the capture thread is descheduled (16 MiB measurably dropped on a busy 2-core
+ * machine: bench/capture-rate.ts); the SYNs' 16 MiB ≈ 7,500 SYNs, the rest's 4 MiB ≈ 1,900.
+ *
+ * `tcp[…]` reads IPv4 only (pcap-filter(7)); for IPv6 the flags are at byte 40 + 13 behind a
+ * fixed header with TCP next, which is also all that `tcp dst port` matches.
  */
-export function captureFilter(endpoints: readonly { address: string; port: number }[]): string {
+export function captureLanes(endpoints: readonly { address: string; port: number }[]): [established: CaptureLane, syn: CaptureLane, rest: CaptureLane] {
   const terms = endpoints.map((e) => `(dst host ${e.address} and tcp dst port ${e.port})`);
-  return `tcp and (${terms.join(' or ')})`;
+  const toEndpoints = `tcp and (${terms.join(' or ')})`;
+  // SYN is bit 0x02 of the flags byte and RST 0x04 (RFC 9293 §3.1).
+  const synAndRstAre = (bits: number): string =>
+    `((ip and tcp[tcpflags] & (tcp-syn|tcp-rst) == ${bits}) or (ip6 and ip6[6] == 6 and ip6[53] & 0x06 == ${bits}))`;
+  const established = synAndRstAre(0);
+  const syn = synAndRstAre(0x02);
+  const MiB = 1024 * 1024;
+  return [
+    { filter: `${toEndpoints} and ${established}`, bufferBytes: 64 * MiB },
+    { filter: `${toEndpoints} and ${syn}`, bufferBytes: 16 * MiB },
+    { filter: `${toEndpoints} and not ${established} and not ${syn}`, bufferBytes: 4 * MiB },
+  ];
 }
