@@ -159,7 +159,7 @@ export interface LaneStats {
  * Buffers: in immediate mode libpcap uses TPACKET_V2, whose fixed frames are sized for the snap
  * length (≈ 2.1 KB for 2 KB), so the first lane's 64 MiB holds ≈ 30,000 packets, 300 ms at 100k
  * packets/s while the capture thread is descheduled (16 MiB measurably dropped on a busy 2-core
- * machine: bench/capture-rate.ts); the SYNs' 16 MiB ≈ 7,500 SYNs, the rest's 4 MiB ≈ 1,900.
+ * machine: bench/capture-rate.ts); the SYNs' 8 MiB ≈ 3,700 SYNs (300 ms at 12k connections/s), the rest's 2 MiB ≈ 950.
  *
  * `tcp[…]` reads IPv4 only (pcap-filter(7)); for IPv6 the flags are at byte 40 + 13 behind a
  * fixed header with TCP next, which is also all that `tcp dst port` matches.
@@ -175,7 +175,7 @@ export function captureLanes(endpoints: readonly { address: string; port: number
   const MiB = 1024 * 1024;
   return [
     { filter: `${toEndpoints} and ${established}`, bufferBytes: 64 * MiB },
-    { filter: `${toEndpoints} and ${syn}`, bufferBytes: 16 * MiB },
-    { filter: `${toEndpoints} and not ${established} and not ${syn}`, bufferBytes: 4 * MiB },
+    { filter: `${toEndpoints} and ${syn}`, bufferBytes: 8 * MiB },
+    { filter: `${toEndpoints} and not ${established} and not ${syn}`, bufferBytes: 2 * MiB },
   ];
 }
