@@ -8,19 +8,19 @@
  * waits in poll(2) for at most `timeoutMs` when no packet is ready. A thread that does nothing
  * but capture may block; its event loop is not needed while it captures.
  *
- * One capture may have two lanes, each its own libpcap handle (its own kernel buffer) with its
- * own BPF filter: lane 0 has priority. The kernel drops packets when a buffer is full, whichever
+ * One capture may have up to three lanes, each its own libpcap handle (its own kernel buffer)
+ * with its own BPF filter, taken in priority order (take_by_priority). The kernel drops packets when a buffer is full, whichever
  * they are; the front end puts the segments of open connections, SYNs and the rest (RSTs) in
  * lanes of their own, so that a SYN flood larger than the capture thread can take overflows the
  * SYNs' buffer only and never the clients' queries, ACKs and FINs, and that the RSTs a flood
  * brings back do not take the capture thread's time from the SYNs.
  *
  *   open(device, filters, bufferBytes, snapLength, frame, header) -> { handle, linkType }
- *       one lane per filter (1 to 3), lane 0 first, with the kernel buffer of the same index; each immediate mode (TPACKET_V3 would otherwise hold
- *       packets until a block fills), not promiscuous, BPF filter applied, non-blocking. Each
- *       packet is copied into `frame` (a Uint8Array of ≥ snapLength bytes) and its header into
- *       `header` (a Uint32Array of 4: tv_sec, tv_usec, caplen, len), both kept referenced until
- *       close. Throws Error(pcap's text).
+ *       one lane per filter (1 to 3, lane 0 first) with the kernel buffer of the same index;
+ *       each in immediate mode (TPACKET_V3 would otherwise hold packets until a block fills),
+ *       not promiscuous, non-blocking. Each packet is copied into `frame` (a Uint8Array of
+ *       ≥ snapLength bytes) and its header into `header` (a Uint32Array of 4: tv_sec, tv_usec,
+ *       caplen, len), both kept referenced until close. Throws Error(pcap's text).
  *   next(handle, timeoutMs) -> 1: a packet is in frame/header; 0: none within timeoutMs;
  *       -1: error (lastError(handle) says which)
  *   stats(handle) -> [received, dropped] per lane, lane 0 first                (pcap_stats)
@@ -265,7 +265,7 @@ static int take(Capture *c, int lane) {
 static int take_by_priority(Capture *c) {
   int start = c->run >= LANE_RUN ? 0 : c->current_lane;
   for (int pass = 0; pass < 2; pass++) {
-    // Pass 0 looks from `start` down; pass 1 at the lanes above it it skipped.
+    // Pass 0 looks from `start` on; pass 1 at the lanes before it that pass 0 skipped.
     int from = pass == 0 ? start : 0, to = pass == 0 ? c->lane_count : start;
     for (int lane = from; lane < to; lane++) {
       int status = take(c, lane);

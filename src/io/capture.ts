@@ -71,9 +71,9 @@ export class Capture {
 
   /**
    * Opens a live capture in immediate mode (libpcap's TPACKET_V3 otherwise holds packets until a
-   * block fills or its timeout passes), not promiscuous, with the lanes of `options.lanes`. Throws an
-   * Error with libpcap's reason (no such device, no permission, a bad filter, a link type we
-   * cannot decode).
+   * block fills or its timeout passes), not promiscuous, one libpcap handle per lane of
+   * `options.lanes`. Throws an Error with libpcap's reason (no such device, no permission, a bad
+   * filter, a link type we cannot decode).
    */
   constructor(options: CaptureOptions) {
     this.addon = require(ADDON_PATH) as CaptureAddon;
@@ -159,7 +159,8 @@ export interface LaneStats {
  * Buffers: in immediate mode libpcap uses TPACKET_V2, whose fixed frames are sized for the snap
  * length (≈ 2.1 KB for 2 KB), so the first lane's 64 MiB holds ≈ 30,000 packets, 300 ms at 100k
  * packets/s while the capture thread is descheduled (16 MiB measurably dropped on a busy 2-core
- * machine: bench/capture-rate.ts); the SYNs' 8 MiB ≈ 3,700 SYNs (300 ms at 12k connections/s), the rest's 2 MiB ≈ 950.
+ * machine: bench/capture-rate.ts); the SYNs' 8 MiB ≈ 3,700 SYNs (300 ms at 12k connections/s),
+ * the rest's 2 MiB ≈ 950 packets.
  *
  * `tcp[…]` reads IPv4 only (pcap-filter(7)); for IPv6 the flags are at byte 40 + 13 behind a
  * fixed header with TCP next, which is also all that `tcp dst port` matches.

@@ -73,6 +73,7 @@ describe('config file, logs and metrics', () => {
     assert.ok(withCapture('stateless_tcp_packets_sent_total{shard="SHARD",result="sent"}') >= 12, 'SYN+ACK, answer+FIN, ACK of FIN per query');
     assert.ok(sample(metricsText, 'stateless_tcp_capture_packets_total{result="received"}') >= 16);
     assert.equal(sample(metricsText, 'stateless_tcp_capture_packets_total{result="dropped"}'), 0);
+    assert.match(metricsText, /^stateless_tcp_capture_established_dropped_total 0$/m, 'reported, and nothing of an open connection dropped');
     assert.ok(perShard('stateless_tcp_ring_frames_total{shard="SHARD",result="in"}') >= 8, 'the query and the FIN of each: the capture thread handles SYNs and the bare ACKs of connections without a flow');
     assert.ok(sample(metricsText, 'stateless_tcp_segments_total{shard="capture",outcome="ignored"}') >= 4, 'the ACK that completes each handshake');
     assert.equal(sample(metricsText, 'stateless_tcp_shard_restarts_total{shard="0"}'), 0);
