@@ -2,7 +2,7 @@
  * The backend web server, through a pooled keep-alive HTTP/1.1 client (undici).
  */
 import net from 'node:net';
-import { Pool, errors } from 'undici';
+import { Pool, errors, type Dispatcher } from 'undici';
 
 export interface BackendRequest {
   method: string;
@@ -49,32 +49,115 @@ export class UndiciBackend implements HttpBackend {
     });
   }
 
-  async request(request: BackendRequest): Promise<BackendResponse> {
-    try {
-      const response = await this.pool.request({
-        method: request.method as 'GET',
-        path: request.path,
-        headers: request.headers.flat(),
-        body: request.body,
-      });
-      const headers: [string, string][] = [];
-      const raw = response.headers;
-      for (const name of Object.keys(raw)) {
-        const value = raw[name];
-        if (Array.isArray(value)) for (const v of value) headers.push([name, v]);
-        else if (value !== undefined) headers.push([name, value]);
-      }
-      // Errors reach the reader through its async iteration; abandoning a body with destroy()
-      // (the client went away, or HEAD) makes undici emit one more, which must not be fatal.
-      response.body.on('error', () => {});
-      return { status: response.statusCode, headers, body: response.body };
-    } catch (error) {
-      throw toBackendError(error);
-    }
+  /**
+   * Through undici's dispatch API rather than `pool.request`: the relay reads each body once, in
+   * order, and needs neither a Readable stream nor its async iterator per response
+   * (`ResponseBody` below is the little of them it uses).
+   */
+  request(request: BackendRequest): Promise<BackendResponse> {
+    return new Promise((resolve, reject) => {
+      let body: ResponseBody | null = null;
+      const handler: Dispatcher.DispatchHandler = {
+        // Present so that undici takes this for a handler of its current API (it checks for it).
+        onRequestStart() {},
+        onResponseStart(controller, statusCode, raw) {
+          if (statusCode < 200) return; // 1xx: informational, the response follows (RFC 9110 §15.2)
+          const headers: [string, string][] = [];
+          for (const name of Object.keys(raw)) {
+            const value = raw[name];
+            if (Array.isArray(value)) for (const v of value) headers.push([name, v]);
+            else if (value !== undefined) headers.push([name, value]);
+          }
+          body = new ResponseBody(controller);
+          resolve({ status: statusCode, headers, body });
+        },
+        onResponseData(_controller, chunk) {
+          body?.push(chunk);
+        },
+        onResponseEnd() {
+          body?.end(null);
+        },
+        onResponseError(_controller, error) {
+          if (body === null) reject(toBackendError(error));
+          else body.end(error);
+        },
+      };
+      this.pool.dispatch({ method: request.method, path: request.path, headers: request.headers.flat(), body: request.body }, handler);
+    });
   }
 
   close(): Promise<void> {
     return this.pool.close();
+  }
+}
+
+/** Chunks held before the backend connection is paused (TCP then holds the rest). */
+const BODY_HIGH_WATER_CHUNKS = 16;
+
+/**
+ * A response body as it arrives: read once with `for await`, its chunks queued while the reader
+ * waits for the client, the backend paused while BODY_HIGH_WATER_CHUNKS are queued. A backend
+ * error ends the reading with that error; `destroy` abandons the rest.
+ */
+class ResponseBody implements AsyncIterable<Uint8Array>, AsyncIterator<Uint8Array> {
+  private readonly chunks: Uint8Array[] = [];
+  private ended = false;
+  private error: Error | null = null;
+  private waiting: ((result: IteratorResult<Uint8Array>) => void) | null = null;
+  private failWaiting: ((error: Error) => void) | null = null;
+
+  constructor(private readonly controller: Dispatcher.DispatchController) {}
+
+  push(chunk: Uint8Array): void {
+    if (this.ended) return;
+    if (this.waiting !== null) return this.settle({ value: chunk, done: false });
+    this.chunks.push(chunk);
+    if (this.chunks.length >= BODY_HIGH_WATER_CHUNKS && !this.controller.paused) this.controller.pause();
+  }
+
+  /** The body is whole (`error` null) or broke off. */
+  end(error: Error | null): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.error = error;
+    if (this.waiting === null) return;
+    if (error === null) this.settle({ value: undefined, done: true });
+    else {
+      const fail = this.failWaiting!;
+      this.waiting = this.failWaiting = null;
+      fail(error);
+    }
+  }
+
+  next(): Promise<IteratorResult<Uint8Array>> {
+    const chunk = this.chunks.shift();
+    if (chunk !== undefined) {
+      if (this.controller.paused && this.chunks.length < BODY_HIGH_WATER_CHUNKS / 2) this.controller.resume();
+      return Promise.resolve({ value: chunk, done: false });
+    }
+    if (this.error !== null) return Promise.reject(this.error);
+    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => {
+      this.waiting = resolve;
+      this.failWaiting = reject;
+    });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    return this;
+  }
+
+  destroy(): void {
+    this.chunks.length = 0;
+    if (this.ended) return;
+    this.ended = true;
+    if (!this.controller.aborted) this.controller.abort(new Error('response abandoned'));
+  }
+
+  private settle(result: IteratorResult<Uint8Array>): void {
+    const resolve = this.waiting!;
+    this.waiting = this.failWaiting = null;
+    resolve(result);
   }
 }
 
