@@ -21,7 +21,30 @@ export class KernelConnection {
   clientEnded = false;
   /** The application asked to close once its answers are sent (HTTP `Connection: close`). */
   closeRequested = false;
+  /** Writes are corked until the end of this turn of the event loop (`write`). */
+  corked = false;
   constructor(readonly socket: net.Socket) {}
+}
+
+/**
+ * Queues a copy of `data[offset, offset + length)` on the connection (the relay reuses `data`
+ * for the next answer, and write(2) may happen later). The answers and response parts of one
+ * turn of the event loop leave in one writev(2): a write is a syscall that also runs the
+ * receiver's TCP stack, and pipelined DNS answers or a response's head and body would otherwise
+ * each pay it. False once the socket's buffer is full.
+ */
+function write(connection: KernelConnection, data: Uint8Array, offset: number, length: number): boolean {
+  if (!connection.corked) {
+    connection.corked = true;
+    connection.socket.cork();
+    process.nextTick(uncork, connection);
+  }
+  return connection.socket.write(Buffer.from(data.subarray(offset, offset + length)));
+}
+
+function uncork(connection: KernelConnection): void {
+  connection.corked = false;
+  connection.socket.uncork();
 }
 
 /** The application on top, as the stateless responder drives it (tcp/responder.ts TcpApplication). */
@@ -35,10 +58,12 @@ export interface KernelTransportStats {
   accepted: number;
   open: number;
   answersDropped: number;
+  /** Connections reset because data came after our FIN. */
+  resetAfterFin: number;
 }
 
 export class KernelTransport implements AnswerSink<KernelConnection>, ResponseSink<KernelConnection> {
-  readonly stats: KernelTransportStats = { accepted: 0, open: 0, answersDropped: 0 };
+  readonly stats: KernelTransportStats = { accepted: 0, open: 0, answersDropped: 0, resetAfterFin: 0 };
   private readonly servers: net.Server[] = [];
 
   /** `framer` says how many bytes of what arrived are whole messages (as for the responder). */
@@ -82,14 +107,13 @@ export class KernelTransport implements AnswerSink<KernelConnection>, ResponseSi
       this.stats.answersDropped++;
       return;
     }
-    // A copy: the relay reuses `data` for the next answer, and write(2) may happen later.
-    if (length > 0) connection.socket.write(Buffer.from(data.subarray(offset, offset + length)));
+    if (length > 0) write(connection, data, offset, length);
     this.closeIfDone(connection);
   }
 
   answerPart(connection: KernelConnection, data: Uint8Array, offset: number, length: number): boolean {
     if (this.isClosed(connection)) return false;
-    return connection.socket.write(Buffer.from(data.subarray(offset, offset + length)));
+    return write(connection, data, offset, length);
   }
 
   closeWhenAnswered(connection: KernelConnection): void {
@@ -117,6 +141,15 @@ export class KernelTransport implements AnswerSink<KernelConnection>, ResponseSi
       if (connection.answersOwed === 0) socket.destroy();
     });
     socket.on('data', (chunk: Buffer) => {
+      if (socket.writableEnded) {
+        // Data after our FIN: nothing can answer it. RST, as the stateless transport sends (and
+        // as a kernel does for data after close(2), RFC 9293 §3.6), so that the client learns
+        // now that its query is lost, instead of waiting on a half-closed connection (dnsperf
+        // waits there until its query times out, a stalled run).
+        this.stats.resetAfterFin++;
+        socket.resetAndDestroy();
+        return;
+      }
       const queue = connection.received;
       queue.append(chunk, 0, chunk.length);
       const whole = this.framer(queue.bytes, queue.start, queue.length);
