@@ -80,7 +80,7 @@ function threadTicks(pid: number): Map<string, number> {
 }
 
 async function main(seconds: number, flows: number): Promise<void> {
-  console.log(`${availableParallelism()} CPUs (${cpus()[0]?.model ?? 'unknown'}), Node ${process.version}; ${seconds} s flood of bare ACKs from ${flows} flows\n`);
+  console.log(`${availableParallelism()} CPUs (${cpus()[0]?.model ?? 'unknown'}), Node ${process.version}; ${seconds} s flood of 120-byte data segments from ${flows} flows\n`);
   const lab = await createLab();
   try {
     for (const workers of [1, 2]) {
