@@ -67,10 +67,10 @@ interface ThroughputRun {
 /**
  * dnsperf 2.10 sometimes stops for good at the start of a transaction run against a server that
  * answers and closes at once: it writes a second query on each of its first connections before
- * it has seen their FIN, gets RST (or, from a server that only half-closes, nothing), and then
- * never reconnects, spinning on its sockets until the run ends — a few dozen queries in all.
- * Seen with the kernel transport in about one quick run in three, before and after any change
- * of ours; such a run measures dnsperf, so it is run again, once, in a fresh lab.
+ * it has seen their FIN, gets no answer (or RST), and then never reconnects, spinning on its
+ * sockets until the run ends — a few dozen queries in all. Seen with the kernel transport in
+ * about one quick run in three, before and after any change of ours; such a run measures
+ * dnsperf, so it is run again, once, in a fresh lab.
  */
 function dnsperfStalled(run: ThroughputRun): boolean {
   const d = run.dnsperf;

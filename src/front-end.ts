@@ -405,7 +405,7 @@ async function startKernelFrontEnd(
     description: 'over kernel TCP sockets',
     summary() {
       const t = transport.stats;
-      return [`tcp.accepted=${t.accepted}`, `tcp.open=${t.open}`, `tcp.answers_dropped=${t.answersDropped}`, `tcp.reset_after_fin=${t.resetAfterFin}`, ...counters()].join(' ');
+      return [`tcp.accepted=${t.accepted}`, `tcp.open=${t.open}`, `tcp.answers_dropped=${t.answersDropped}`, ...counters()].join(' ');
     },
     async rotateSecret() {
       throw new Error('the kernel transport uses no cookie secret');

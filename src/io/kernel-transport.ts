@@ -58,12 +58,10 @@ export interface KernelTransportStats {
   accepted: number;
   open: number;
   answersDropped: number;
-  /** Connections reset because data came after our FIN. */
-  resetAfterFin: number;
 }
 
 export class KernelTransport implements AnswerSink<KernelConnection>, ResponseSink<KernelConnection> {
-  readonly stats: KernelTransportStats = { accepted: 0, open: 0, answersDropped: 0, resetAfterFin: 0 };
+  readonly stats: KernelTransportStats = { accepted: 0, open: 0, answersDropped: 0 };
   private readonly servers: net.Server[] = [];
 
   /** `framer` says how many bytes of what arrived are whole messages (as for the responder). */
@@ -141,15 +139,6 @@ export class KernelTransport implements AnswerSink<KernelConnection>, ResponseSi
       if (connection.answersOwed === 0) socket.destroy();
     });
     socket.on('data', (chunk: Buffer) => {
-      if (socket.writableEnded) {
-        // Data after our FIN: nothing can answer it. RST, as the stateless transport sends (and
-        // as a kernel does for data after close(2), RFC 9293 §3.6), so that the client learns
-        // now that its query is lost, instead of waiting on a half-closed connection (dnsperf
-        // waits there until its query times out, a stalled run).
-        this.stats.resetAfterFin++;
-        socket.resetAndDestroy();
-        return;
-      }
       const queue = connection.received;
       queue.append(chunk, 0, chunk.length);
       const whole = this.framer(queue.bytes, queue.start, queue.length);
