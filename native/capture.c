@@ -9,9 +9,9 @@
  * but capture may block; its event loop is not needed while it captures.
  *
  * One capture may have up to three lanes, each its own libpcap handle (its own kernel buffer)
- * with its own BPF filter, taken in priority order (take_by_priority). The kernel drops packets when a buffer is full, whichever
- * they are; the front end puts the segments of open connections, SYNs and the rest (RSTs) in
- * lanes of their own, so that a SYN flood larger than the capture thread can take overflows the
+ * with its own BPF filter, taken in priority order (take_by_priority). The kernel drops packets
+ * when a buffer is full, whichever they are; the front end puts the segments of open
+ * connections, SYNs and the rest (bare RSTs) in lanes of their own, so that a SYN flood larger than the capture thread can take overflows the
  * SYNs' buffer only and never the clients' queries, ACKs and FINs, and that the RSTs a flood
  * brings back do not take the capture thread's time from the SYNs.
  *
@@ -46,6 +46,11 @@
  * in 8, while a packet in a higher lane waits behind at most 8 others.
  */
 #define LANE_RUN 8
+/*
+ * And the last lane is looked at first once in LAST_LANE_EVERY reads, so that a flood in a
+ * higher lane slows it down but cannot starve it.
+ */
+#define LAST_LANE_EVERY 64
 
 typedef struct {
   pcap_t *lanes[MAX_LANES];
@@ -54,9 +59,11 @@ typedef struct {
   /* The lane whose error lastError reports, or -1: poll(2) failed with poll_errno. */
   int failed_lane;
   int poll_errno;
-  /* The lane the last packet came from, and how many have come from it since lane 0 was looked at. */
+  /* The lane the last packet came from, and how many packets have come since lane 0 was looked at. */
   int current_lane;
   int run;
+  /* Reads since the last lane was looked at first. */
+  int since_last_lane;
   uint8_t *frame;
   size_t frame_bytes;
   uint32_t *header;
@@ -259,10 +266,16 @@ static int take(Capture *c, int lane) {
 }
 
 /*
- * The first lane with a packet, in lane order — except that while packets come from a lane
- * other than the first, the lanes above it are skipped until LANE_RUN of them have come.
+ * The first lane with a packet, in lane order — except that while packets come from lanes
+ * other than the first, the lanes above are skipped until LANE_RUN of them have come, and that
+ * the last lane goes first once in LAST_LANE_EVERY reads.
  */
 static int take_by_priority(Capture *c) {
+  if (c->lane_count > 1 && ++c->since_last_lane >= LAST_LANE_EVERY) {
+    c->since_last_lane = 0;
+    int status = take(c, c->lane_count - 1);
+    if (status != 0) return status;
+  }
   int start = c->run >= LANE_RUN ? 0 : c->current_lane;
   for (int pass = 0; pass < 2; pass++) {
     // Pass 0 looks from `start` on; pass 1 at the lanes before it that pass 0 skipped.
@@ -271,7 +284,7 @@ static int take_by_priority(Capture *c) {
       int status = take(c, lane);
       if (status < 0) return status;
       if (status == 1) {
-        if (lane == 0 || lane != c->current_lane || from == 0) c->run = 0;
+        if (from == 0) c->run = 0;
         c->current_lane = lane;
         if (lane > 0) c->run++;
         return 1;

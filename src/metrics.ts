@@ -167,7 +167,7 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
   });
   new Counter({
     name: 'stateless_tcp_capture_established_dropped_total',
-    help: 'Of the packets libpcap dropped, the segments of open connections (no SYN or RST): these have their own capture buffer, so a SYN flood alone leaves this at 0.',
+    help: 'Of the packets libpcap dropped, the segments of open connections (no SYN, no RST without ACK): these have their own capture buffer, so a SYN flood alone leaves this at 0.',
     registers: [registry],
     collect() {
       this.reset();

@@ -9,7 +9,7 @@
  *   ──▶ answer (the last bytes) ──▶ closeWhenAnswered if the connection is to close
  *
  * Errors are answered with a short body and `Connection: close`: 400 malformed request, 413 body
- * too big, 431 head too big, 501 unknown transfer coding, 505 version, 502 backend unreachable,
+ * too big, 431 head too big, 501 unknown transfer coding or CONNECT, 505 version, 502 backend unreachable,
  * 504 backend too slow (RFC 9110 §15.6).
  */
 import { STATUS_CODES } from 'node:http';
@@ -129,6 +129,10 @@ export class HttpRelay<C> {
         if ('status' in parsed) {
           this.counts[HttpCounter.BAD_REQUESTS]!++;
           this.respondWithError(connection, pending, parsed.status);
+        } else if (parsed.method === 'CONNECT') {
+          // A tunnel is not relaying requests to the backend (RFC 9110 §9.3.6): not implemented here.
+          this.counts[HttpCounter.BAD_REQUESTS]!++;
+          this.respondWithError(connection, pending, 501);
         } else {
           await this.relay(connection, pending, parsed);
         }
@@ -189,6 +193,11 @@ export class HttpRelay<C> {
     try {
       if (!noBody) {
         for await (const chunk of response.body) {
+          if (sink.isClosed(connection)) {
+            // Closed between two chunks (its onDrain came with nothing waiting): stop reading.
+            response.body.destroy();
+            return;
+          }
           if (chunk.length === 0) continue;
           if (!pending.room) {
             await new Promise<void>((resolve) => (pending.drained = resolve));

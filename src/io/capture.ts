@@ -147,11 +147,11 @@ export interface LaneStats {
  * The capture's lanes, which together select the packets to the listen endpoints (TCP to one of
  * the addresses and its port; our own replies, from those endpoints, never match), in priority
  * order:
- *   1. segments of open connections, without SYN or RST (RFC 9293 §3.1: every segment after
- *      the handshake): requests, ACKs, FINs;
+ *   1. segments of open connections, without SYN (RFC 9293 §3.1: every segment after the
+ *      handshake carries ACK): requests, ACKs, FINs, and RSTs with ACK;
  *   2. SYNs;
- *   3. the rest: RSTs (the replies to the SYN+ACKs a flood with forged sources draws), and IPv4
- *      fragments and IPv6 packets with extension headers, which are dropped anyway.
+ *   3. the rest: RSTs without ACK (mostly the replies to the SYN+ACKs that a flood with forged
+ *      sources draws), and IPv6 packets with extension headers, which are dropped anyway.
  * Each lane is a kernel buffer of its own, so a SYN flood beyond what the capture thread can
  * take overflows the second only: the clients being served keep theirs, and the capture
  * thread's time goes to SYNs before the flood's RSTs.
@@ -168,11 +168,13 @@ export interface LaneStats {
 export function captureLanes(endpoints: readonly { address: string; port: number }[]): [established: CaptureLane, syn: CaptureLane, rest: CaptureLane] {
   const terms = endpoints.map((e) => `(dst host ${e.address} and tcp dst port ${e.port})`);
   const toEndpoints = `tcp and (${terms.join(' or ')})`;
-  // SYN is bit 0x02 of the flags byte and RST 0x04 (RFC 9293 §3.1).
-  const synAndRstAre = (bits: number): string =>
-    `((ip and tcp[tcpflags] & (tcp-syn|tcp-rst) == ${bits}) or (ip6 and ip6[6] == 6 and ip6[53] & 0x06 == ${bits}))`;
-  const established = synAndRstAre(0);
-  const syn = synAndRstAre(0x02);
+  // The flags byte (RFC 9293 §3.1): SYN 0x02, RST 0x04, ACK 0x10.
+  const flagsAre = (test: (flags: string) => string): string =>
+    `((ip and ${test('tcp[13]')}) or (ip6 and ip6[6] == 6 and ${test('ip6[53]')}))`;
+  // No SYN, and no RST without ACK: a client aborting its connection sends RST+ACK (Linux
+  // always does), the RST that answers a SYN+ACK nobody asked for has no ACK (§3.10.7.1).
+  const established = flagsAre((f) => `${f} & 0x02 == 0 and ${f} & 0x14 != 0x04`);
+  const syn = flagsAre((f) => `${f} & 0x06 == 0x02`);
   const MiB = 1024 * 1024;
   return [
     { filter: `${toEndpoints} and ${established}`, bufferBytes: 64 * MiB },

@@ -71,6 +71,11 @@ export class UndiciBackend implements HttpBackend {
           body = new ResponseBody(controller);
           resolve({ status: statusCode, headers, body });
         },
+        // Only CONNECT or an Upgrade lead here, and the relay forwards neither: close the tunnel.
+        onRequestUpgrade(_controller, _statusCode, _headers, socket) {
+          socket.destroy();
+          reject(new BackendError('unreachable', 'the backend switched protocols'));
+        },
         onResponseData(_controller, chunk) {
           body?.push(chunk);
         },
@@ -143,6 +148,12 @@ class ResponseBody implements AsyncIterable<Uint8Array>, AsyncIterator<Uint8Arra
     });
   }
 
+  /** A `for await` that stops early (break, return, a throw) abandons the rest. */
+  return(): Promise<IteratorResult<Uint8Array>> {
+    this.destroy();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     return this;
   }
@@ -152,6 +163,7 @@ class ResponseBody implements AsyncIterable<Uint8Array>, AsyncIterator<Uint8Arra
     if (this.ended) return;
     this.ended = true;
     if (!this.controller.aborted) this.controller.abort(new Error('response abandoned'));
+    if (this.waiting !== null) this.settle({ value: undefined, done: true });
   }
 
   private settle(result: IteratorResult<Uint8Array>): void {

@@ -2,23 +2,27 @@
  * The capture lanes' BPF filters (io/capture.ts captureLanes), applied by libpcap itself —
  * through `tcpdump -r` — to the committed captures on all three link types: every packet to the
  * server is in exactly one lane, SYNs in the second, the rest of the handshake, the queries and
- * the FINs in the first, and none of the server's own packets in any.
+ * the FINs in the first, and none of the server's own packets in any. RSTs, which the captures
+ * lack, are made from the clients' captured ACKs by changing their flags.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { captureLanes } from '../../../src/io/capture.js';
-import { CAPTURES, Packet, tcpdumpLines } from '../../support/fixtures.js';
+import { CAPTURES, frame, Packet, tcpdumpLines } from '../../support/fixtures.js';
 
 const SERVER = [
   { address: '198.18.0.2', port: 53 },
   { address: '2001:2::2', port: 53 },
 ];
 
-/** tcpdump's lines for the packets of `capture` that `filter` selects, as packets.txt has them. */
+/** tcpdump's lines for the packets of `capture` (a fixture's name, or a file) that `filter` selects, as packets.txt has them. */
 function selected(capture: string, filter: string): string[] {
-  const file = fileURLToPath(new URL(`../../../../test/fixtures/${capture}.pcap`, import.meta.url));
+  const file = capture.includes('/') ? capture : fileURLToPath(new URL(`../../../../test/fixtures/${capture}.pcap`, import.meta.url));
   const output = execFileSync('tcpdump', ['-n', '-S', '-t', '-r', file, filter], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   // "[ifb0  Out ]IP6 a > b: Flags …, length 54 42392 [1au] AAAA? …" → "a > b: Flags …, length 54"
   return output.split('\n').filter(Boolean).map((line) => /IP6? (.*?, length \d+)/.exec(line)![1]!);
@@ -34,5 +38,49 @@ test('the capture lanes split the packets to the server by SYN and RST, on every
     assert.deepEqual(selected(name, syn), syns, name);
     assert.deepEqual(selected(name, established), toServer.filter((line) => !syns.includes(line)), name);
     assert.deepEqual(selected(name, rest), [], name);
+  }
+});
+
+/** A pcap file of Ethernet frames (LINKTYPE_ETHERNET, microseconds, little-endian). */
+function pcapFile(frames: Uint8Array[]): Uint8Array {
+  const parts: Uint8Array[] = [];
+  const header = new DataView(new ArrayBuffer(24));
+  header.setUint32(0, 0xa1b2c3d4, true);
+  header.setUint16(4, 2, true);
+  header.setUint16(6, 4, true);
+  header.setUint32(16, 65535, true);
+  header.setUint32(20, 1, true);
+  parts.push(new Uint8Array(header.buffer));
+  for (const bytes of frames) {
+    const record = new DataView(new ArrayBuffer(16));
+    record.setUint32(8, bytes.length, true);
+    record.setUint32(12, bytes.length, true);
+    parts.push(new Uint8Array(record.buffer), bytes);
+  }
+  return Buffer.concat(parts);
+}
+
+test('a client RST with ACK (an aborted connection) is in the first lane, one without ACK in the last', () => {
+  // The clients' handshake ACKs, IPv4 and IPv6, with the flags byte (Ethernet 14 + IP header + 13) changed.
+  const withFlags = (index: number, ipHeaderLength: number, flags: number): Uint8Array => {
+    const bytes = frame('ethernet', index);
+    bytes[14 + ipHeaderLength + 13] = flags;
+    return bytes;
+  };
+  const RST = 0x04;
+  const RST_ACK = 0x14;
+  const frames = [withFlags(Packet.V4_HANDSHAKE_ACK, 20, RST_ACK), withFlags(Packet.V4_HANDSHAKE_ACK, 20, RST), withFlags(12, 40, RST_ACK), withFlags(12, 40, RST)];
+  const dir = mkdtempSync(join(tmpdir(), 'stcp-lanes-'));
+  try {
+    const file = join(dir, 'resets.pcap');
+    writeFileSync(file, pcapFile(frames));
+    const [established, syn, rest] = captureLanes(SERVER).map((lane) => selected(file, lane.filter));
+    assert.equal(established!.length, 2);
+    assert.ok(established!.every((line) => line.includes('Flags [R.]')), established!.join('\n'));
+    assert.deepEqual(syn, []);
+    assert.equal(rest!.length, 2);
+    assert.ok(rest!.every((line) => line.includes('Flags [R]')), rest!.join('\n'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
