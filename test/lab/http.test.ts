@@ -63,7 +63,7 @@ describe('stateless-tcp http with curl, wrk and nginx', () => {
     });
   }
 
-  test('X-Forwarded-For carries the client address; HEAD gets headers only; a chunked backend body arrives de-chunked', async () => {
+  test('X-Forwarded-For carries the client address; HEAD gets headers only; a chunked backend body arrives de-chunked; CONNECT gets 501', async () => {
     const echo = await curl(lab, ['http://198.18.0.2/echo-headers']);
     assert.match(echo.stdout, /^xff=198\.18\.0\.1 method=GET length= /);
     const echo6 = await curl(lab, ['-H', 'X-Forwarded-For: 203.0.113.7', 'http://[2001:2::2]/echo-headers']);
@@ -78,6 +78,8 @@ describe('stateless-tcp http with curl, wrk and nginx', () => {
     assert.doesNotMatch(old.stdout, /transfer-encoding/i, 'HTTP/1.0 gets no chunked coding');
     assert.match(old.stdout, /^connection: close\r$/mi, '… and the body ends with the connection');
     assert.match(old.stdout, /\r\n\r\nfirst line\nsecond line\n$/);
+    const connect = await rawHttp(lab, '198.18.0.2', 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
+    assert.match(connect, /^HTTP\/1\.1 501 Not Implemented\r\n/, 'CONNECT is not relayed (a tunnel is not a request)');
   });
 
   test('a PUT body (40 KB, Content-Length) reaches nginx byte-identical; so does a chunked POST-style upload', async () => {
