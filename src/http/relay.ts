@@ -9,8 +9,8 @@
  *   ──▶ answer (the last bytes) ──▶ closeWhenAnswered if the connection is to close
  *
  * Errors are answered with a short body and `Connection: close`: 400 malformed request, 413 body
- * too big, 431 head too big, 501 unknown transfer coding or CONNECT, 505 version, 502 backend unreachable,
- * 504 backend too slow (RFC 9110 §15.6).
+ * too big, 431 head too big, 501 unknown transfer coding or CONNECT, 505 version, 502 backend
+ * unreachable, 504 backend too slow (RFC 9110 §15.6).
  */
 import { STATUS_CODES } from 'node:http';
 import { BackendError, toBackendError, type BackendResponse, type HttpBackend } from '../io/http-backend.js';
