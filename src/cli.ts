@@ -106,7 +106,6 @@ const TEST_HOOKS_VARIABLE = 'STATELESS_TCP_TEST_HOOKS';
 
 /** Runs a started front end in the foreground: start line, SIGHUP rotation, summary on stop. */
 function serve(log: Logger, listen: Endpoint[], running: RunningFrontEnd, backend: string): void {
-  log.info(`listening on ${listen.map(formatEndpoint).join(', ')} ${running.description}, ${backend}`);
   process.on('SIGHUP', () => {
     running.rotateSecret().then(
       (where) => log.info(`cookie secret rotated ${where}; the previous one is still accepted`),
@@ -130,6 +129,9 @@ function serve(log: Logger, listen: Endpoint[], running: RunningFrontEnd, backen
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
+  // Only now: whoever waits for this line may signal at once, and a signal that came before its
+  // handler would end the process (SIGHUP's default action) instead of rotating the secret.
+  log.info(`listening on ${listen.map(formatEndpoint).join(', ')} ${running.description}, ${backend}`);
 }
 
 /** Options both commands take, in the same words. */
