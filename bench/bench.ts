@@ -357,11 +357,11 @@ async function main(options: BenchOptions): Promise<void> {
         run = { scenario, contender, status: 'failed', reason: `skipped: past the ${options.budgetMinutes}-minute budget` };
       } else {
         try {
-          run = await throughputRun(scenario, contender, seconds, workersPassed ? options.workers! : null);
+          const runOnce = (): Promise<ThroughputRun> => throughputRun(scenario, contender, seconds, workersPassed ? options.workers! : null);
+          run = await runOnce();
           if (dnsperfStalled(run)) {
             console.log(`[${elapsed()}] ${scenario} / ${contender}: dnsperf stalled (${run.dnsperf!.sent} queries sent); once more in a fresh lab`);
-            const stalledTry = run.dnsperf;
-            run = { ...(await throughputRun(scenario, contender, seconds, workersPassed ? options.workers! : null)), stalledTry };
+            run = { ...(await runOnce()), stalledTry: run.dnsperf };
           }
         } catch (error) {
           run = { scenario, contender, status: 'failed', reason: (error as Error).message.split('\n')[0]! };

@@ -11,9 +11,10 @@
  * One capture may have up to three lanes, each its own libpcap handle (its own kernel buffer)
  * with its own BPF filter, taken in priority order (take_by_priority). The kernel drops packets
  * when a buffer is full, whichever they are; the front end puts the segments of open
- * connections, SYNs and the rest (bare RSTs) in lanes of their own, so that a SYN flood larger than the capture thread can take overflows the
- * SYNs' buffer only and never the clients' queries, ACKs and FINs, and that the RSTs a flood
- * brings back do not take the capture thread's time from the SYNs.
+ * connections, SYNs and the rest (bare RSTs) in lanes of their own, so that a SYN flood larger
+ * than the capture thread can take overflows the SYNs' buffer only and never the clients'
+ * queries, ACKs and FINs, and that the RSTs a flood brings back do not take the capture
+ * thread's time from the SYNs.
  *
  *   open(device, filters, bufferBytes, snapLength, frame, header) -> { handle, linkType }
  *       one lane per filter (1 to 3, lane 0 first) with the kernel buffer of the same index;

@@ -32,7 +32,7 @@ test('the capture lanes split the packets to the server by SYN and RST, on every
   const lines = tcpdumpLines();
   const toServer = lines.filter((line) => / > (198\.18\.0\.2|2001:2::2)\.53: /.test(line));
   const syns = toServer.filter((line) => line.includes('Flags [S]'));
-  assert.deepEqual(syns, [lines[Packet.V4_SYN], lines[Packet.V6_SYN], lines[20]]);
+  assert.deepEqual(syns, [lines[Packet.V4_SYN], lines[Packet.V6_SYN], lines[Packet.BIG_SYN]]);
   const [established, syn, rest] = captureLanes(SERVER).map((lane) => lane.filter);
   for (const { name } of CAPTURES) {
     assert.deepEqual(selected(name, syn), syns, name);
@@ -69,7 +69,7 @@ test('a client RST with ACK (an aborted connection) is in the first lane, one wi
   };
   const RST = 0x04;
   const RST_ACK = 0x14;
-  const frames = [withFlags(Packet.V4_HANDSHAKE_ACK, 20, RST_ACK), withFlags(Packet.V4_HANDSHAKE_ACK, 20, RST), withFlags(12, 40, RST_ACK), withFlags(12, 40, RST)];
+  const frames = [withFlags(Packet.V4_HANDSHAKE_ACK, 20, RST_ACK), withFlags(Packet.V4_HANDSHAKE_ACK, 20, RST), withFlags(Packet.V6_HANDSHAKE_ACK, 40, RST_ACK), withFlags(Packet.V6_HANDSHAKE_ACK, 40, RST)];
   const dir = mkdtempSync(join(tmpdir(), 'stcp-lanes-'));
   try {
     const file = join(dir, 'resets.pcap');
