@@ -27,10 +27,13 @@ if (gc === undefined) {
 }
 
 const datagrams: Uint8Array[] = [];
-const relay = new DnsRelay<Flow>({ timeoutMs: 3_600_000 }, {
-  sendDatagram: (q) => datagrams.push(q),
-  queryOverTcp: () => Promise.resolve(null),
-}, (b) => randomFillSync(b));
+let clockMs = Date.now();
+const relay = new DnsRelay<Flow>({
+  timeoutMs: 3_600_000,
+  upstream: { sendDatagram: (q) => datagrams.push(q), queryOverTcp: () => Promise.resolve(null), close: () => {} },
+  fillRandom: (b) => randomFillSync(b),
+  now: () => clockMs,
+});
 let last = { seq: 0, ack: 0, tsVal: 0, length: 0 };
 const responder = new Responder(
   { ...DEFAULT_RESPONDER_CONFIG, framer: wholeMessages, plausibleStart: plausibleQueryStart },
@@ -92,7 +95,8 @@ for (const d of datagrams) {
   const q = dnsPacket.decode(Buffer.from(d));
   const answer = dnsPacket.encode({ type: 'response', id: q.id, questions: q.questions, answers: [{ type: 'A', name: 'www.lab.test', ttl: 60, data: '198.18.0.100' }] });
   framedAnswerLength = 2 + answer.length;
-  relay.handleUpstreamAnswer(answer, 0, answer.length, now);
+  clockMs = now;
+  relay.handleUpstreamAnswer(answer, 0, answer.length);
 }
 const answered = responder.flows.size;
 for (let i = 0; i < connections; i++) {
@@ -100,7 +104,7 @@ for (let i = 0; i < connections; i++) {
   play(TcpFlag.ACK, 1001 + framed.length, state[i]!.isn + 1 + framedAnswerLength, state[i]!.token, null);
 }
 datagrams.length = 0;
-relay.expire(now + 3_600_000); // past every deadline, as the server's timer gets to
+relay.tick(now + 3_600_000); // past every deadline, as the server's timer gets to
 const benchArrayBytes = (() => {
   const x = heap();
   state.length = 0;

@@ -12,7 +12,7 @@ import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import { ChecksumPolicy } from './wire/segment.js';
 import { formatEndpoint, parseEndpoint, type Endpoint } from './endpoint.js';
-import { StartupError, startDnsFrontEnd, startHttpFrontEnd, startKernelDnsFrontEnd, startKernelHttpFrontEnd, type RunningFrontEnd } from './front-end.js';
+import { StartupError, startKernelFrontEnd, startRawFrontEnd, type FrontEndOptions, type RunningFrontEnd } from './front-end.js';
 import { applyConfigFile } from './config.js';
 import { createLogger, LOG_LEVELS, type Logger } from './log.js';
 
@@ -44,17 +44,7 @@ interface DnsCommandOptions extends RawCommandOptions {
 async function runDns(options: DnsCommandOptions): Promise<void> {
   if (options.upstream === undefined || options.upstream.length !== 1) throw new StartupError('give exactly one --upstream ADDR:PORT (or "upstream" in --config)');
   const upstream = options.upstream[0]!;
-  const common = {
-    listen: options.listen,
-    upstream: { host: upstream.address, port: upstream.port },
-    timeoutMs: options.timeout,
-    closeAfterResponse: options.closeAfterResponse,
-    metrics: options.metrics,
-  };
-  const running =
-    options.transport === 'kernel'
-      ? await startKernelDnsFrontEnd(common)
-      : await startDnsFrontEnd({ ...common, ...rawOptions(options) });
+  const running = await start(options, { kind: 'dns', upstream, timeoutMs: options.timeout }, options.closeAfterResponse);
   serve(options.log, options.listen, running, `upstream ${formatEndpoint(upstream)}`);
 }
 
@@ -65,12 +55,15 @@ interface HttpCommandOptions extends RawCommandOptions {
 
 async function runHttp(options: HttpCommandOptions): Promise<void> {
   if (options.upstream === undefined) throw new StartupError('give --upstream http://HOST:PORT (or "upstream" in --config)');
-  const common = { listen: options.listen, closeAfterResponse: false, upstream: options.upstream, timeoutMs: options.timeout, metrics: options.metrics };
-  const running =
-    options.transport === 'kernel'
-      ? await startKernelHttpFrontEnd(common)
-      : await startHttpFrontEnd({ ...common, ...rawOptions(options) });
+  // HTTP closes as each request says (Connection: close), never after every response.
+  const running = await start(options, { kind: 'http', origin: options.upstream, timeoutMs: options.timeout }, false);
   serve(options.log, options.listen, running, `backend ${options.upstream}`);
+}
+
+/** Starts the front end on the chosen transport. */
+function start(options: RawCommandOptions, application: FrontEndOptions['application'], closeAfterResponse: boolean): Promise<RunningFrontEnd> {
+  const common: FrontEndOptions = { application, listen: options.listen, closeAfterResponse, metrics: options.metrics };
+  return options.transport === 'kernel' ? startKernelFrontEnd(common) : startRawFrontEnd({ ...common, ...rawOptions(options) });
 }
 
 /** The options every raw front end shares. */
@@ -122,10 +115,14 @@ function serve(log: Logger, listen: Endpoint[], running: RunningFrontEnd, backen
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    void running.stop().finally(() => {
-      log.info(`stopped on ${signal}: ${running.summary()}`);
-      process.exit(0);
-    });
+    void running
+      .stop()
+      .then(() => running.summary())
+      .then(
+        (summary) => log.info(`stopped on ${signal}: ${summary}`),
+        (error: Error) => log.error(`stopped on ${signal}: ${error.message}`),
+      )
+      .finally(() => process.exit(0));
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));

@@ -1,23 +1,25 @@
 /**
- * Prometheus metrics (prom-client). Each pipeline — one per shard worker — keeps its counters in
- * plain typed arrays on the hot path; a registry per pipeline reads them only when scraped
- * (`collect`), labelled with the shard. The main thread asks every shard for its registry's
- * JSON and merges them with its own (capture, rings, restarts) through prom-client's
- * AggregatorRegistry, which sums series with the same labels and keeps the others.
+ * Counters reach the operator by one path: Prometheus registries (prom-client). Each pipeline —
+ * one per shard worker — keeps its counters in plain typed arrays on the hot path; a registry
+ * per pipeline reads them only when scraped (`collect`), labelled with the shard. Every shard
+ * worker sends its registry's snapshot to the main thread about once a second and once more when
+ * it stops; the main thread adds its own (capture thread, rings, restarts). From that one set of
+ * snapshots come both the /metrics page (`exposition`, through prom-client's AggregatorRegistry,
+ * which sums series with the same labels) and the stop summary line (`summaryLine`).
  */
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DECODE_RESULT_NAMES } from './wire/segment.js';
-import { OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/responder.js';
+import { OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/counters.js';
+import type { Protocol } from './tcp/transport.js';
 
 /** What a pipeline's registry reads when scraped. */
 export interface PipelineCounters {
   decodeCounts: Float64Array;
   outcomeCounts: Float64Array;
   events: Float64Array;
-  /** The application's counters: `dns` or `http`, and their names. */
-  application: 'dns' | 'http';
-  applicationCounterNames: readonly string[];
-  applicationCounts: Float64Array;
+  /** The protocol (its kind and counter names) and its relay's counters. */
+  protocol: Pick<Protocol, 'kind' | 'counterNames'>;
+  relayCounts: Float64Array;
   flows(): number;
   queuedBytes(): number;
   packetsSent(): number;
@@ -83,15 +85,7 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
   countersFrom(registry, 'stateless_tcp_frames_total', 'Captured frames by decode result (ok, or why dropped).', 'result', DECODE_RESULT_NAMES, () => source.decodeCounts, label);
   countersFrom(registry, 'stateless_tcp_segments_total', SEGMENTS_HELP, 'outcome', OUTCOME_NAMES, () => source.outcomeCounts, label);
   countersFrom(registry, 'stateless_tcp_events_total', 'Retransmissions, flows created and released, and other TCP events.', 'event', TCP_EVENT_NAMES, () => source.events, label);
-  countersFrom(
-    registry,
-    `stateless_tcp_${source.application}_total`,
-    `${source.application.toUpperCase()} relay counters.`,
-    'counter',
-    source.applicationCounterNames,
-    () => source.applicationCounts,
-    label,
-  );
+  relayCounters(registry, source.protocol, () => source.relayCounts, label);
   gaugeFrom(registry, 'stateless_tcp_flows', 'Connections holding soft state now.', source.flows, label);
   gaugeFrom(registry, 'stateless_tcp_queued_bytes', 'Bytes held in send and receive queues now.', source.queuedBytes, label);
   new Counter({
@@ -108,15 +102,20 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
   return { registry, observeUpstreamLatency: latencyHistogram(registry, label) };
 }
 
+/** `stateless_tcp_dns_total` or `stateless_tcp_http_total`: the relay's counters. */
+function relayCounters(registry: Registry, protocol: Pick<Protocol, 'kind' | 'counterNames'>, counts: () => Float64Array, shard: string): void {
+  const help = `${protocol.kind.toUpperCase()} relay counters.`;
+  countersFrom(registry, `stateless_tcp_${protocol.kind}_total`, help, 'counter', protocol.counterNames, counts, shard);
+}
+
 /** The kernel transport's metrics: the relay's counters and latency, and its connections. */
 export function kernelTransportMetrics(
-  application: 'dns' | 'http',
-  names: readonly string[],
+  protocol: Pick<Protocol, 'kind' | 'counterNames'>,
   counts: Float64Array,
-  connections: () => { accepted: number; open: number },
+  connections: () => { accepted: number; open: number; answersDropped: number },
 ): PipelineMetrics {
   const registry = new Registry();
-  countersFrom(registry, `stateless_tcp_${application}_total`, `${application.toUpperCase()} relay counters.`, 'counter', names, () => counts, 'kernel');
+  relayCounters(registry, protocol, () => counts, 'kernel');
   new Counter({
     name: 'stateless_tcp_connections_accepted_total',
     help: 'Connections the kernel accepted for us.',
@@ -127,11 +126,19 @@ export function kernelTransportMetrics(
     },
   });
   gaugeFrom(registry, 'stateless_tcp_connections_open', 'Kernel sockets open now.', () => connections().open, 'kernel');
+  new Counter({
+    name: 'stateless_tcp_answers_dropped_total',
+    help: 'Answers that came after their connection was closed.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(connections().answersDropped);
+    },
+  });
   return { registry, observeUpstreamLatency: latencyHistogram(registry, 'kernel') };
 }
 
-/** What the main thread knows that no shard does: the capture thread's and the rings' counters, restarts. */
-/** The capture thread's counters (shard-protocol.ts CaptureStat). */
+/** The capture thread's counters (workers/capture/protocol.ts CaptureStat). */
 export interface CaptureCounters {
   /** libpcap's packets received and dropped, and of those dropped the segments of open connections (io/capture.ts captureLanes). */
   received: number;
@@ -144,9 +151,9 @@ export interface CaptureCounters {
   ignored: number;
 }
 
+/** What the main thread knows that no shard does: the capture thread's and the rings' counters, restarts. */
 export interface FrontEndCounters {
-  /** null: not capturing (the kernel transport). */
-  capture(): CaptureCounters | null;
+  capture(): CaptureCounters;
   shards(): { shard: number; ringIn: number; ringDropped: number; restarts: number }[];
 }
 
@@ -160,7 +167,6 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
     collect() {
       this.reset();
       const capture = source.capture();
-      if (capture === null) return;
       this.inc({ result: 'received' }, capture.received);
       this.inc({ result: 'dropped' }, capture.dropped);
     },
@@ -171,8 +177,7 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
     registers: [registry],
     collect() {
       this.reset();
-      const capture = source.capture();
-      if (capture !== null) this.inc(capture.establishedDropped);
+      this.inc(source.capture().establishedDropped);
     },
   });
   // The segments the capture thread handles itself, in the shards' series under shard="capture".
@@ -184,7 +189,6 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
     collect() {
       this.reset();
       const capture = source.capture();
-      if (capture === null) return;
       this.inc({ shard: 'capture', outcome: 'syn_answered' }, capture.synAnswered);
       this.inc({ shard: 'capture', outcome: 'ignored' }, capture.ignored);
     },
@@ -197,7 +201,6 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
     collect() {
       this.reset();
       const capture = source.capture();
-      if (capture === null) return;
       this.inc({ shard: 'capture', result: 'sent' }, capture.synAnswered - capture.sendFailed);
       this.inc({ shard: 'capture', result: 'failed' }, capture.sendFailed);
     },
@@ -238,6 +241,86 @@ export function snapshot(registry: Registry): Promise<RegistrySnapshot> {
 /** Prometheus text from the snapshots of every shard and the main thread. */
 export function exposition(snapshots: RegistrySnapshot[]): Promise<string> {
   return AggregatorRegistry.aggregate(snapshots).metrics();
+}
+
+/** The snapshot's counters without its gauges: what a dead worker leaves to be added to its successor's. */
+export function countersOnly(snapshot: RegistrySnapshot): RegistrySnapshot {
+  return snapshot.filter((metric) => kindOf(metric) !== 'gauge');
+}
+
+/**
+ * 'counter', 'gauge', 'histogram' or 'summary': what getMetricsAsJSON puts in `type` (prom-client's
+ * typings declare a numeric enum there, but the JSON holds the name).
+ */
+function kindOf(metric: RegistrySnapshot[number]): string {
+  return String(metric.type);
+}
+
+type Labels = Partial<Record<string, string | number>>;
+
+/**
+ * The stop summary's name for a series, or null to leave it out: `decode.` frames by result,
+ * `tcp.` segments by outcome and TCP events, `dns.`/`http.` relay counters, `pcap.` capture,
+ * `capture.` what the capture thread answered itself, `sent`/`send_failed` all packets, and
+ * `shardN.` per shard.
+ */
+function summaryNames(metric: string, labels: Labels): string[] {
+  const shard = labels['shard'];
+  const perShard = typeof shard === 'string' && /^\d+$/.test(shard) ? `shard${shard}.` : null;
+  switch (metric) {
+    case 'stateless_tcp_frames_total':
+      return [`decode.${labels['result']}`];
+    case 'stateless_tcp_segments_total':
+      return shard === 'capture' ? [`tcp.${labels['outcome']}`, `capture.${labels['outcome']}`] : [`tcp.${labels['outcome']}`];
+    case 'stateless_tcp_events_total':
+      return [`tcp.${labels['event']}`];
+    case 'stateless_tcp_dns_total':
+      return [`dns.${labels['counter']}`];
+    case 'stateless_tcp_http_total':
+      return [`http.${labels['counter']}`];
+    case 'stateless_tcp_flows':
+      return perShard === null ? ['tcp.flows'] : ['tcp.flows', `${perShard}flows`];
+    case 'stateless_tcp_queued_bytes':
+      return ['tcp.queued_bytes'];
+    case 'stateless_tcp_capture_packets_total':
+      return [`pcap.${labels['result']}`];
+    case 'stateless_tcp_capture_established_dropped_total':
+      return ['pcap.established_dropped'];
+    case 'stateless_tcp_packets_sent_total': {
+      const name = labels['result'] === 'sent' ? 'sent' : 'send_failed';
+      return perShard !== null && name === 'sent' ? [name, `${perShard}replies_out`] : [name];
+    }
+    case 'stateless_tcp_ring_frames_total':
+      return perShard === null ? [] : [`${perShard}${labels['result'] === 'in' ? 'packets_in' : 'ring_drops'}`];
+    case 'stateless_tcp_shard_restarts_total':
+      return perShard === null ? [] : [`${perShard}restarts`];
+    case 'stateless_tcp_connections_accepted_total':
+      return ['tcp.accepted'];
+    case 'stateless_tcp_connections_open':
+      return ['tcp.open'];
+    case 'stateless_tcp_answers_dropped_total':
+      return ['tcp.answers_dropped'];
+    default:
+      return [];
+  }
+}
+
+/**
+ * The stop summary: `name=value` pairs summed over the snapshots, in the order first met. The
+ * counter families leave zeros out (they report only what happened); gauges, the capture's
+ * counters and the per-shard pairs are always there.
+ */
+export function summaryLine(snapshots: readonly RegistrySnapshot[]): string {
+  const totals = new Map<string, number>();
+  for (const snapshot of snapshots) {
+    for (const metric of snapshot) {
+      if (kindOf(metric) === 'histogram') continue;
+      for (const { labels, value } of metric.values) {
+        for (const name of summaryNames(metric.name, labels)) totals.set(name, (totals.get(name) ?? 0) + value);
+      }
+    }
+  }
+  return [...totals].map(([name, value]) => `${name}=${value}`).join(' ');
 }
 
 export const EXPOSITION_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;

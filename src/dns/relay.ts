@@ -11,8 +11,8 @@
  * off-path forger to inject an answer (RFC 5452 §9.2), and an answer is accepted only if its
  * question matches the query's.
  *
- * No I/O here: the upstream socket and the connection side are injected, and time is passed in.
- * The connection type is a parameter, so the same relay serves any transport.
+ * No I/O here: the upstream socket, the transport and the clock are injected (tcp/transport.ts).
+ * The connection type is a parameter, so the same relay serves either transport.
  */
 import {
   HEADER_LENGTH,
@@ -25,25 +25,25 @@ import {
   writeId,
 } from './message.js';
 import { TruncatedQuestions } from './truncated.js';
-
-/** Where answers go: the transport that owns the connections. */
-export interface AnswerSink<Connection> {
-  /** One more answer will be given on `connection` (the transport keeps it until then). */
-  expectAnswer(connection: Connection): void;
-  /** The answer, framed for the wire, `data[offset, offset+length)`. */
-  answer(connection: Connection, data: Uint8Array, offset: number, length: number): void;
-}
+import { counterNames } from '../counter-names.js';
+import type { Relay, Transport } from '../tcp/transport.js';
 
 export interface UpstreamTransport {
   /** Sends one query datagram to the upstream resolver. */
   sendDatagram(query: Uint8Array): void;
   /** Asks the query over TCP; resolves to the answer, or null on any failure or after `timeoutMs`. */
   queryOverTcp(query: Uint8Array, timeoutMs: number): Promise<Uint8Array | null>;
+  close(): void;
 }
 
-export interface RelayConfig {
+export interface DnsRelayOptions {
   /** How long to wait for an upstream answer before answering SERVFAIL. */
   timeoutMs: number;
+  upstream: UpstreamTransport;
+  /** Fills its argument with random bytes (upstream query IDs). */
+  fillRandom: (bytes: Uint8Array) => void;
+  /** The clock for the relay's own events: upstream answers, TCP retries. */
+  now: () => number;
 }
 
 /**
@@ -67,18 +67,7 @@ export const RelayCounter = {
   /** Queries sent to the upstream over TCP at once: their question was truncated over UDP lately (truncated.ts). */
   SENT_OVER_TCP: 9,
 } as const;
-export const RELAY_COUNTER_NAMES: readonly string[] = [
-  'queries',
-  'answers',
-  'formerr',
-  'servfail_timeout',
-  'truncated_retried_tcp',
-  'tcp_retry_failed',
-  'unexpected_answers',
-  'id_exhausted',
-  'udp_retries',
-  'sent_over_tcp',
-];
+export const RELAY_COUNTER_NAMES = counterNames(RelayCounter);
 
 const NO_BYTES = new Uint8Array(0);
 
@@ -99,14 +88,13 @@ const ID_SPACE = 65536;
 /** Random bytes fetched at a time for upstream IDs (one crypto call per 2048 queries). */
 const RANDOM_POOL_BYTES = 4096;
 
-export class DnsRelay<Connection> {
+export class DnsRelay<Connection> implements Relay<Connection> {
   readonly counts = new Float64Array(RELAY_COUNTER_NAMES.length);
   /** Pending queries by upstream ID. */
   private readonly pending: (PendingQuery<Connection> | undefined)[] = new Array(ID_SPACE);
   private pendingCount = 0;
   /** Pending queries in deadline order (all share one timeout, so arrival order is deadline order). */
   private readonly deadlines: PendingQuery<Connection>[] = [];
-  /** Called with each answer's upstream latency in seconds (metrics.ts), if set. */
   observeLatency: ((seconds: number) => void) | null = null;
   private deadlinesHead = 0;
   /** For each resend k = 1 … UDP_SENDS − 1: the first query in `deadlines` not yet due for it. */
@@ -115,18 +103,20 @@ export class DnsRelay<Connection> {
   private randomPos = RANDOM_POOL_BYTES;
   /** An answer framed for the wire: 2-byte length + message (RFC 1035 §4.2.2). */
   private framed = new Uint8Array(2 + 4096);
-  private answers: AnswerSink<Connection> | null = null;
+  private answers: Transport<Connection> | null = null;
   private readonly truncated = new TruncatedQuestions();
+  private readonly upstream: UpstreamTransport;
 
-  constructor(
-    private readonly config: RelayConfig,
-    private readonly upstream: UpstreamTransport,
-    private readonly fillRandom: (bytes: Uint8Array) => void,
-  ) {}
+  constructor(private readonly config: DnsRelayOptions) {
+    this.upstream = config.upstream;
+  }
 
-  /** Connects the transport that answers go to (it is built with this relay as its application). */
-  attach(answers: AnswerSink<Connection>): void {
+  attach(answers: Transport<Connection>): void {
     this.answers = answers;
+  }
+
+  close(): void {
+    this.upstream.close();
   }
 
   get pendingQueries(): number {
@@ -180,7 +170,8 @@ export class DnsRelay<Connection> {
    * An answer datagram from the upstream resolver, `buf[offset, offset+length)`: read, and its ID
    * rewritten, in place; done with when this returns.
    */
-  handleUpstreamAnswer(buf: Uint8Array, offset: number, length: number, nowMs: number): void {
+  handleUpstreamAnswer(buf: Uint8Array, offset: number, length: number): void {
+    const nowMs = this.config.now();
     if (length < HEADER_LENGTH) {
       this.counts[RelayCounter.UNEXPECTED_ANSWERS]!++;
       return;
@@ -206,16 +197,16 @@ export class DnsRelay<Connection> {
   private askOverTcp(pending: PendingQuery<Connection>): void {
     void this.upstream.queryOverTcp(pending.query, this.config.timeoutMs).then((full) => {
       if (full !== null && full.length >= HEADER_LENGTH && sameQuestion(full, 0, full.length, pending.query, 0, pending.query.length)) {
-        this.deliver(pending, full, 0, full.length, Date.now());
+        this.deliver(pending, full, 0, full.length, this.config.now());
       } else {
         this.counts[RelayCounter.TCP_RETRY_FAILED]!++;
-        this.deliverError(pending, Date.now());
+        this.deliverError(pending, this.config.now());
       }
     });
   }
 
-  /** Resends queries still unanswered, and answers SERVFAIL to every one whose deadline has passed. Call periodically. */
-  expire(nowMs: number): void {
+  /** Resends queries still unanswered, and answers SERVFAIL to every one whose deadline has passed. */
+  tick(nowMs: number): void {
     const d = this.deadlines;
     const timeout = this.config.timeoutMs;
     for (let k = 1; k < UDP_SENDS; k++) {
@@ -280,7 +271,7 @@ export class DnsRelay<Connection> {
     if (this.pendingCount >= ID_SPACE) return -1;
     for (;;) {
       if (this.randomPos + 2 > RANDOM_POOL_BYTES) {
-        this.fillRandom(this.randomPool);
+        this.config.fillRandom(this.randomPool);
         this.randomPos = 0;
       }
       const id = (this.randomPool[this.randomPos]! << 8) | this.randomPool[this.randomPos + 1]!;

@@ -13,25 +13,15 @@
  * unreachable, 504 backend too slow (RFC 9110 §15.6).
  */
 import { STATUS_CODES } from 'node:http';
-import { BackendError, toBackendError, type BackendResponse, type HttpBackend } from '../io/http-backend.js';
+import { BackendError, type BackendResponse, type HttpBackend } from './backend.js';
 import { parseRequest, requestLength, type HttpRequest } from './request.js';
+import { counterNames } from '../counter-names.js';
+import type { Relay, Transport } from '../tcp/transport.js';
 
-/**
- * What the relay needs from the transport carrying connection `C` (the stateless responder, or
- * kernel sockets): the responder's streaming answer calls, and two facts about a connection.
- */
-export interface ResponseSink<C> {
-  expectAnswer(connection: C): void;
-  /** Queues part of a response; false once the connection's send buffer is full (wait for `onDrain`). */
-  answerPart(connection: C, data: Uint8Array, offset: number, length: number): boolean;
-  /** The last bytes of a response. */
-  answer(connection: C, data: Uint8Array, offset: number, length: number): void;
-  closeWhenAnswered(connection: C, nowMs: number): void;
-  /** Gives up on the connection with RST (a response that broke off mid-body). */
-  reset(connection: C, nowMs: number): void;
-  isClosed(connection: C): boolean;
-  /** The client's address, for X-Forwarded-For. */
-  clientAddress(connection: C): string;
+export interface HttpRelayOptions {
+  backend: HttpBackend;
+  /** The clock for the relay's own events: backend responses, their bodies. */
+  now: () => number;
 }
 
 /** Counter indices of `HttpRelay.counts`. */
@@ -45,7 +35,7 @@ export const HttpCounter = {
   /** Responses abandoned because the client reset the connection. */
   ABANDONED: 6,
 } as const;
-export const HTTP_COUNTER_NAMES: readonly string[] = ['requests', 'responses', 'bad_requests', 'backend_unreachable', 'backend_timeouts', 'broken_responses', 'abandoned'];
+export const HTTP_COUNTER_NAMES = counterNames(HttpCounter);
 
 /** Hop-by-hop fields (RFC 9110 §7.6.1) and framing fields we set ourselves. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
@@ -67,20 +57,29 @@ const EMPTY = new Uint8Array(0);
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 const CRLF = Buffer.from('\r\n', 'latin1');
 
-export class HttpRelay<C> {
+export class HttpRelay<C> implements Relay<C> {
   readonly counts = new Float64Array(HTTP_COUNTER_NAMES.length);
   private readonly connections = new Map<C, Pending>();
-  private sink: ResponseSink<C> | null = null;
+  private sink: Transport<C> | null = null;
   /** Called with the time to each response head in seconds (metrics.ts), if set. */
   observeLatency: ((seconds: number) => void) | null = null;
+  private readonly backend: HttpBackend;
+  private readonly now: () => number;
 
-  constructor(
-    private readonly backend: HttpBackend,
-    private readonly now: () => number = Date.now,
-  ) {}
+  constructor(options: HttpRelayOptions) {
+    this.backend = options.backend;
+    this.now = options.now;
+  }
 
-  attach(sink: ResponseSink<C>): void {
+  attach(sink: Transport<C>): void {
     this.sink = sink;
+  }
+
+  /** No timers: the backend client times its own requests out. */
+  tick(): void {}
+
+  close(): void {
+    void this.backend.close();
   }
 
   onMessages(connection: C, buf: Uint8Array, offset: number, length: number): void {
@@ -160,9 +159,9 @@ export class HttpRelay<C> {
         body: request.body.length > 0 ? request.body : null,
       });
     } catch (error) {
-      const failure = error instanceof BackendError ? error : toBackendError(error);
-      this.counts[failure.kind === 'timeout' ? HttpCounter.BACKEND_TIMEOUTS : HttpCounter.BACKEND_UNREACHABLE]!++;
-      this.respondWithError(connection, pending, failure.kind === 'timeout' ? 504 : 502);
+      const timedOut = error instanceof BackendError && error.kind === 'timeout';
+      this.counts[timedOut ? HttpCounter.BACKEND_TIMEOUTS : HttpCounter.BACKEND_UNREACHABLE]!++;
+      this.respondWithError(connection, pending, timedOut ? 504 : 502);
       return;
     }
     this.observeLatency?.((this.now() - relayedMs) / 1000);
@@ -220,7 +219,8 @@ export class HttpRelay<C> {
       }
     } catch (error) {
       // The head is out: nothing can say "error" any more but breaking the connection.
-      this.counts[toBackendError(error).kind === 'timeout' ? HttpCounter.BACKEND_TIMEOUTS : HttpCounter.BROKEN_RESPONSES]!++;
+      const timedOut = error instanceof BackendError && error.kind === 'timeout';
+      this.counts[timedOut ? HttpCounter.BACKEND_TIMEOUTS : HttpCounter.BROKEN_RESPONSES]!++;
       if (!sink.isClosed(connection)) sink.reset(connection, this.now());
       return;
     }

@@ -1,39 +1,10 @@
 /**
- * The backend web server, through a pooled keep-alive HTTP/1.1 client (undici).
+ * The backend web server (http/backend.ts HttpBackend), through a pooled keep-alive HTTP/1.1
+ * client (undici). Every failure it reports is a BackendError.
  */
 import net from 'node:net';
 import { Pool, errors, type Dispatcher } from 'undici';
-
-export interface BackendRequest {
-  method: string;
-  /** Origin-form target: path and query. */
-  path: string;
-  headers: [string, string][];
-  body: Uint8Array | null;
-}
-
-export interface BackendResponse {
-  status: number;
-  /** Field lines as the backend sent them, names lower-cased. */
-  headers: [string, string][];
-  /** The body as it arrives; `destroy` abandons it. */
-  body: AsyncIterable<Uint8Array> & { destroy(): void };
-}
-
-/** Why the backend gave no response: it could not be reached, or it did not answer in time. */
-export class BackendError extends Error {
-  constructor(
-    readonly kind: 'unreachable' | 'timeout',
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-export interface HttpBackend {
-  request(request: BackendRequest): Promise<BackendResponse>;
-  close(): Promise<void>;
-}
+import { BackendError, type BackendRequest, type BackendResponse, type HttpBackend } from '../http/backend.js';
 
 export class UndiciBackend implements HttpBackend {
   private readonly pool: Pool;
@@ -84,7 +55,7 @@ export class UndiciBackend implements HttpBackend {
         },
         onResponseError(_controller, error) {
           if (body === null) reject(toBackendError(error));
-          else body.end(error);
+          else body.end(toBackendError(error));
         },
       };
       this.pool.dispatch({ method: request.method, path: request.path, headers: request.headers.flat(), body: request.body }, handler);
@@ -173,7 +144,7 @@ class ResponseBody implements AsyncIterable<Uint8Array>, AsyncIterator<Uint8Arra
   }
 }
 
-export function toBackendError(error: unknown): BackendError {
+function toBackendError(error: unknown): BackendError {
   if (
     error instanceof errors.HeadersTimeoutError ||
     error instanceof errors.BodyTimeoutError ||

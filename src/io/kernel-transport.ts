@@ -1,14 +1,12 @@
 /**
- * The same relays (DNS, HTTP) over ordinary kernel TCP sockets (`--transport kernel`): the
+ * The transport contract (tcp/transport.ts) over ordinary kernel TCP sockets (`--transport kernel`): the
  * fallback where raw sockets are not allowed, and the baseline the stateless transport is
  * measured against. The kernel keeps the connection state here — a socket, its buffers and
  * TIME_WAIT — which is exactly the cost the stateless transport avoids.
  */
 import net from 'node:net';
-import type { AnswerSink } from '../dns/relay.js';
-import type { ResponseSink } from '../http/relay.js';
-import type { MessageFramer } from '../tcp/responder.js';
-import { ByteQueue } from '../tcp/flow.js';
+import type { MessageFramer, StreamApplication, Transport } from '../tcp/transport.js';
+import { ByteQueue } from '../tcp/byte-queue.js';
 import { formatEndpoint, type Endpoint } from '../endpoint.js';
 
 /** RFC 7766 §6.2.3 leaves the idle timeout to the server; RFC 9210 §3.4 suggests about 10 s. */
@@ -47,26 +45,19 @@ function uncork(connection: KernelConnection): void {
   connection.socket.uncork();
 }
 
-/** The application on top, as the stateless responder drives it (tcp/responder.ts TcpApplication). */
-export interface KernelApplication {
-  onMessages(connection: KernelConnection, buf: Uint8Array, offset: number, length: number, nowMs: number): void;
-  onDrain?(connection: KernelConnection): void;
-  onClosed?(connection: KernelConnection): void;
-}
-
 export interface KernelTransportStats {
   accepted: number;
   open: number;
   answersDropped: number;
 }
 
-export class KernelTransport implements AnswerSink<KernelConnection>, ResponseSink<KernelConnection> {
+export class KernelTransport implements Transport<KernelConnection> {
   readonly stats: KernelTransportStats = { accepted: 0, open: 0, answersDropped: 0 };
   private readonly servers: net.Server[] = [];
 
   /** `framer` says how many bytes of what arrived are whole messages (as for the responder). */
   constructor(
-    private readonly app: KernelApplication,
+    private readonly app: StreamApplication<KernelConnection>,
     private readonly framer: MessageFramer,
     private readonly closeAfterResponse: boolean,
   ) {}
@@ -151,7 +142,7 @@ export class KernelTransport implements AnswerSink<KernelConnection>, ResponseSi
       connection.clientEnded = true;
       this.closeIfDone(connection);
     });
-    socket.on('drain', () => this.app.onDrain?.(connection));
+    socket.on('drain', () => this.app.onDrain?.(connection, Date.now()));
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
       this.stats.open--;

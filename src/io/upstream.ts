@@ -8,13 +8,9 @@ import net from 'node:net';
 import dnsPacket from 'dns-packet';
 import type { UpstreamTransport } from '../dns/relay.js';
 import { readId, wholeMessages, writeId } from '../dns/message.js';
-import { ByteQueue } from '../tcp/flow.js';
+import { ByteQueue } from '../tcp/byte-queue.js';
 import { BatchedUdpSocket } from './udp-batch.js';
-
-export interface UpstreamAddress {
-  host: string;
-  port: number;
-}
+import { formatEndpoint, type Endpoint } from '../endpoint.js';
 
 const UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
@@ -34,13 +30,13 @@ export class UdpTcpUpstream implements UpstreamTransport {
    * Throws an Error naming the failed call.
    */
   constructor(
-    private readonly address: UpstreamAddress,
+    private readonly address: Endpoint,
     onAnswer: (bytes: Uint8Array, offset: number, length: number) => void,
   ) {
     // Answers come in bursts while the event loop works through a batch of captured packets; the
     // default 208 KiB receive buffer overflowed under dnsperf (each lost answer is a SERVFAIL
     // after --timeout).
-    this.udp = new BatchedUdpSocket({ host: address.host, port: address.port, receiveBufferBytes: UDP_RECEIVE_BUFFER_BYTES, onDatagram: onAnswer });
+    this.udp = new BatchedUdpSocket({ host: address.address, port: address.port, receiveBufferBytes: UDP_RECEIVE_BUFFER_BYTES, onDatagram: onAnswer });
   }
 
   sendDatagram(query: Uint8Array): void {
@@ -84,8 +80,8 @@ class TcpUpstreamConnection {
   private nextId = 0;
   private closed = false;
 
-  constructor(address: UpstreamAddress, private readonly onClose: () => void) {
-    this.socket = net.connect({ host: address.host, port: address.port });
+  constructor(address: Endpoint, private readonly onClose: () => void) {
+    this.socket = net.connect({ host: address.address, port: address.port });
     this.socket.setNoDelay(true);
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('error', () => this.close());
@@ -153,15 +149,15 @@ class TcpUpstreamConnection {
  * Checks at start-up that a DNS server answers at `address` over UDP (any answer will do, even
  * REFUSED). Resolves to null, or to a one-line reason naming the fix.
  */
-export async function probeUpstream(address: UpstreamAddress, timeoutMs: number): Promise<string | null> {
+export async function probeUpstream(address: Endpoint, timeoutMs: number): Promise<string | null> {
   const query = dnsPacket.encode({
     type: 'query',
     id: randomInt(65536),
     flags: dnsPacket.RECURSION_DESIRED,
     questions: [{ type: 'SOA', name: '.' }],
   });
-  const socket = dgram.createSocket({ type: net.isIPv6(address.host) ? 'udp6' : 'udp4' });
-  const where = `${net.isIPv6(address.host) ? `[${address.host}]` : address.host}:${address.port}`;
+  const socket = dgram.createSocket({ type: address.family === 6 ? 'udp6' : 'udp4' });
+  const where = formatEndpoint(address);
   const fix = 'start the resolver or correct --upstream';
   try {
     return await new Promise<string | null>((resolve) => {
@@ -176,7 +172,7 @@ export async function probeUpstream(address: UpstreamAddress, timeoutMs: number)
           resolve(null);
         }
       });
-      socket.connect(address.port, address.host, () => socket.send(query));
+      socket.connect(address.port, address.address, () => socket.send(query));
     });
   } finally {
     socket.close();

@@ -6,60 +6,17 @@
  * next segment is recognised by its cookie or timestamp token (cookie.ts).
  */
 import { ReplyHeader, type Segment } from '../wire/segment.js';
-
-/** First allocation of a byte queue: a typical DNS answer or query fits. */
-const INITIAL_BUFFER = 512;
-
-/**
- * A byte queue: appended at the end, consumed from the start. Grows by doubling; compacts when
- * the consumed prefix is at least half of it, so steady use does not allocate.
- */
-/** Shared by every empty queue: a typed array costs V8 some 200 bytes even when empty. */
-const NO_BYTES = new Uint8Array(0);
-
-export class ByteQueue {
-  bytes: Uint8Array = NO_BYTES;
-  start = 0;
-  end = 0;
-
-  get length(): number {
-    return this.end - this.start;
-  }
-
-  append(data: Uint8Array, offset: number, length: number): void {
-    if (this.end + length > this.bytes.length) this.makeRoom(length);
-    this.bytes.set(data.subarray(offset, offset + length), this.end);
-    this.end += length;
-  }
-
-  consume(length: number): void {
-    this.start += length;
-    if (this.start === this.end) this.start = this.end = 0;
-  }
-
-  private makeRoom(length: number): void {
-    const used = this.end - this.start;
-    if (this.start > 0 && used + length <= this.bytes.length && this.start >= this.bytes.length / 2) {
-      this.bytes.copyWithin(0, this.start, this.end);
-    } else {
-      let size = Math.max(this.bytes.length, INITIAL_BUFFER);
-      while (size < used + length) size *= 2;
-      const grown = new Uint8Array(size);
-      grown.set(this.bytes.subarray(this.start, this.end));
-      this.bytes = grown;
-    }
-    this.start = 0;
-    this.end = used;
-  }
-}
+import { segmentFlowHash } from '../wire/flow-hash.js';
+import { ByteQueue } from './byte-queue.js';
 
 export class Flow {
   /** Header template for everything we send: addresses and ports in the reply direction. */
   readonly reply = new ReplyHeader();
-  /** Hash of the 4-tuple, and the next flow with the same hash in the table. */
+  /**
+   * Hash of the 4-tuple (wire/flow-hash.ts: the one the capture thread routes by, and publishes
+   * flows by in live-flows.ts), and the next flow with the same hash in the table.
+   */
   hash = 0;
-  /** The capture thread's hash of the 4-tuple (wire/flow-hash.ts), when flows are published (tcp/live-flows.ts). */
-  flowHash = 0;
   nextInBucket: Flow | null = null;
   /** The connection's 64-bit key in the table of idle connections (recent.ts). */
   idLow = 0;
@@ -146,13 +103,13 @@ export class FlowTable {
   size = 0;
 
   find(seg: Segment): Flow | null {
-    let flow = this.buckets.get(segmentHash(seg)) ?? null;
+    let flow = this.buckets.get(segmentFlowHash(seg)) ?? null;
     while (flow !== null && !sameFlow(flow, seg)) flow = flow.nextInBucket;
     return flow;
   }
 
   add(flow: Flow, seg: Segment): void {
-    flow.hash = segmentHash(seg);
+    flow.hash = segmentFlowHash(seg);
     flow.nextInBucket = this.buckets.get(flow.hash) ?? null;
     this.buckets.set(flow.hash, flow);
     this.size++;
@@ -182,18 +139,6 @@ export class FlowTable {
       }
     }
   }
-}
-
-/** FNV-1a over the client address, server address and both ports of a client segment. */
-function segmentHash(seg: Segment): number {
-  let h = 0x811c9dc5;
-  const buf = seg.buf;
-  const n = seg.addrLength;
-  for (let i = 0; i < n; i++) h = Math.imul(h ^ buf[seg.srcAddrOffset + i]!, 0x01000193);
-  for (let i = 0; i < n; i++) h = Math.imul(h ^ buf[seg.dstAddrOffset + i]!, 0x01000193);
-  h = Math.imul(h ^ seg.srcPort, 0x01000193);
-  h = Math.imul(h ^ seg.dstPort, 0x01000193);
-  return h >>> 0;
 }
 
 function sameFlow(flow: Flow, seg: Segment): boolean {

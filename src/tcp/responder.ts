@@ -18,8 +18,9 @@
  *   RST at exactly RCV.NXT   → the flow is dropped and nothing more is sent (RFC 5961 §3.2)
  *   answers done             → FIN (after the client's FIN; or at once with --close-after-response)
  *
- * The responder does no I/O: segments go to a `SegmentSink`, messages to a `TcpApplication`,
- * and time is passed in. `tick` drives the two timers (retransmission, idle eviction).
+ * The responder does no I/O: segments go to a `SegmentSink`, messages to the application on top
+ * (it is one of the two transports of transport.ts), and time is passed in. `tick` drives the
+ * timers (delayed ACK, retransmission, window probes, idle eviction).
  */
 import { ReplyHeader, TcpFlag, type Segment } from '../wire/segment.js';
 import { SynCookies } from './cookie.js';
@@ -27,13 +28,10 @@ import { Flow, FlowTable } from './flow.js';
 import { RecentConnections } from './recent.js';
 import { synAckFor } from './handshake.js';
 import type { LiveFlows } from './live-flows.js';
-import { segmentFlowHash } from '../wire/flow-hash.js';
-
-/**
- * How many bytes at the start of `buf[offset, offset+length)` hold whole application messages
- * (DNS: 2-byte length prefix + message, RFC 1035 §4.2.2).
- */
-export type MessageFramer = (buf: Uint8Array, offset: number, length: number) => number;
+import { FlowlessAction, flowlessAction } from './flowless.js';
+import { Outcome, TCP_EVENT_NAMES, TcpEvent } from './counters.js';
+import type { MessageFramer, StreamApplication, Transport } from './transport.js';
+import { formatAddress } from '../wire/format.js';
 
 /** Receives the segments we send, one header and payload slice at a time. */
 export interface SegmentSink {
@@ -46,30 +44,13 @@ export interface SegmentSink {
   pushWanted(): void;
 }
 
-/** The application on top: gets whole messages, answers through `Responder.answer`. */
-export interface TcpApplication {
-  /**
-   * Whole messages `buf[offset, offset+length)` arrived on `flow`; the bytes are valid only during
-   * the call. For each answer it will give, the application calls `responder.expectAnswer(flow)`.
-   */
-  onMessages(flow: Flow, buf: Uint8Array, offset: number, length: number, nowMs: number): void;
-  /** After `answerPart` returned false: the flow's send queue has drained to half its bound. */
-  onDrain?(flow: Flow, nowMs: number): void;
-  /** The connection was reset or given up while answers were still owed on it: stop producing them. */
-  onClosed?(flow: Flow): void;
-}
-
 export interface ResponderConfig {
   /** MSS offered in our SYN+ACK (RFC 9293 §3.7.1). 1220 = 1280 − 40 − 20 fits any IPv6 path. */
   mssOffer: number;
   /** Receive window advertised in every segment (no window scaling is offered). */
   window: number;
+  /** The protocol's framing (transport.ts Protocol). */
   framer: MessageFramer;
-  /**
-   * Whether bytes could be the start of a message. Checked when a connection without soft state
-   * sends data that its cookie does not prove to be the first byte of the stream: if an earlier
-   * segment was lost, this one starts mid-message, and must not be read as a new one.
-   */
   plausibleStart: (buf: Uint8Array, offset: number, length: number) => boolean;
   /** Close our side once every answer is sent (the talk's transaction mode). */
   closeAfterResponse: boolean;
@@ -109,72 +90,6 @@ export const DEFAULT_RESPONDER_CONFIG: Omit<ResponderConfig, 'framer' | 'plausib
   delayedAckMs: 20,
 };
 
-/** What the responder did with a segment; stable numbering, used as counter indices. */
-export const Outcome = {
-  IGNORED: 0,
-  SYN_ANSWERED: 1,
-  DATA: 2,
-  ACK: 3,
-  FIN: 4,
-  /** Data or FIN proved by neither token nor cookie: answered with RST, never data. */
-  COOKIE_FAILED: 5,
-  /** A flow-less segment that starts mid-message (an earlier segment was lost): dropped unacknowledged. */
-  MISALIGNED: 6,
-  OUT_OF_ORDER: 7,
-  DUPLICATE: 8,
-  CHALLENGE_ACK: 9,
-  RESET: 10,
-  /** New data refused because the soft-state bounds are reached: dropped unacknowledged. */
-  SOFT_STATE_FULL: 11,
-} as const;
-export type Outcome = (typeof Outcome)[keyof typeof Outcome];
-export const OUTCOME_NAMES: readonly string[] = [
-  'ignored',
-  'syn_answered',
-  'data',
-  'ack',
-  'fin',
-  'cookie_failed',
-  'misaligned',
-  'out_of_order',
-  'duplicate',
-  'challenge_ack',
-  'reset',
-  'soft_state_full',
-];
-
-/** Events of the responder's own making, indices into `Responder.events`. */
-export const TcpEvent = {
-  RETRANSMIT_TIMEOUTS: 0,
-  FAST_RETRANSMITS: 1,
-  WINDOW_PROBES: 2,
-  FLOWS_CREATED: 3,
-  FLOWS_RELEASED: 4,
-  FLOWS_ABORTED: 5,
-  ANSWERS_DROPPED: 6,
-  /** Flows found to be made from a delayed duplicate of an old request (see onSegment). */
-  STALE_FLOWS: 7,
-  /** Flow-less segments checked against the remembered sequence numbers of their connection (recent.ts). */
-  RECALLED: 8,
-  /** … of which the ACK was older than what the client had already acknowledged (a delayed request). */
-  OLD_ACKS_RAISED: 9,
-  /** Remembered numbers that did not fit the segment (an earlier connection on the same 4-tuple): forgotten. */
-  RECALLED_MISMATCHED: 10,
-} as const;
-export const TCP_EVENT_NAMES: readonly string[] = [
-  'retransmit_timeouts',
-  'fast_retransmits',
-  'window_probes',
-  'flows_created',
-  'flows_released',
-  'flows_aborted',
-  'answers_dropped',
-  'stale_flows',
-  'recalled',
-  'old_acks_raised',
-  'recalled_mismatched',
-];
-
 /** RFC 7323 Appendix A: NOP, NOP, timestamps = 12 bytes of options on every segment. */
 const TIMESTAMP_OPTION_BYTES = 12;
 
@@ -182,7 +97,7 @@ const TIMESTAMP_OPTION_BYTES = 12;
 const seqLt = (a: number, b: number): boolean => ((a - b) | 0) < 0;
 const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
 
-export class Responder {
+export class Responder implements Transport<Flow> {
   readonly events = new Float64Array(TCP_EVENT_NAMES.length);
   readonly flows = new FlowTable();
   /** Sequence numbers of connections gone idle (recent.ts). */
@@ -201,7 +116,7 @@ export class Responder {
     private readonly config: ResponderConfig,
     private readonly cookies: SynCookies,
     private readonly sink: SegmentSink,
-    private readonly app: TcpApplication,
+    private readonly app: StreamApplication<Flow>,
     /** Where the capture thread learns which connections have flows (null: no capture thread answers SYNs). */
     private readonly liveFlows: LiveFlows | null = null,
   ) {
@@ -209,26 +124,20 @@ export class Responder {
   }
 
   handleSegment(seg: Segment, nowMs: number): Outcome {
-    const flags = seg.flags;
     const flow = this.flows.find(seg);
-
-    if (flags & TcpFlag.RST) return flow === null ? Outcome.IGNORED : this.onReset(flow, seg, nowMs);
-
+    if (flow === null) return this.onFlowless(seg, nowMs);
+    const flags = seg.flags;
+    if (flags & TcpFlag.RST) return this.onReset(flow, seg, nowMs);
     if (flags & TcpFlag.SYN) {
       // A SYN+ACK or SYN+FIN is not the start of a connection to us.
       if (flags & (TcpFlag.ACK | TcpFlag.FIN)) return Outcome.IGNORED;
-      if (flow !== null) {
-        // RFC 5961 §4.2: a SYN on a synchronised connection gets a challenge ACK.
-        this.sendAck(flow, nowMs);
-        return Outcome.CHALLENGE_ACK;
-      }
-      this.answerSyn(seg, nowMs);
-      return Outcome.SYN_ANSWERED;
+      // RFC 5961 §4.2: a SYN on a synchronised connection gets a challenge ACK.
+      this.sendAck(flow, nowMs);
+      return Outcome.CHALLENGE_ACK;
     }
-
     // RFC 9293 §3.10.7.4: "if the ACK bit is off, drop the segment and return".
     if (!(flags & TcpFlag.ACK)) return Outcome.IGNORED;
-    return flow === null ? this.onFlowlessSegment(seg, nowMs) : this.onSegment(flow, seg, nowMs);
+    return this.onSegment(flow, seg, nowMs);
   }
 
   /** The application will answer once more on `flow`: its state must stay until then. */
@@ -294,6 +203,14 @@ export class Responder {
     if (!flow.closed && !flow.released) this.abort(flow, nowMs);
   }
 
+  isClosed(flow: Flow): boolean {
+    return flow.closed;
+  }
+
+  clientAddress(flow: Flow): string {
+    return formatAddress(flow.reply.dstAddr, 0, flow.reply.family);
+  }
+
   /** Timers: delayed ACKs, retransmission and window probes (RFC 6298, RFC 9293 §3.8.6.1), idle eviction. */
   tick(nowMs: number): void {
     for (const flow of this.flows) {
@@ -319,11 +236,22 @@ export class Responder {
     this.sink.send(synAckFor(syn, this.cookies, this.config, nowMs, this.control), null, 0, 0);
   }
 
-  private onFlowlessSegment(seg: Segment, nowMs: number): Outcome {
-    const length = seg.payloadLength;
-    const hasFin = (seg.flags & TcpFlag.FIN) !== 0;
-    if (length === 0 && !hasFin) return Outcome.IGNORED; // e.g. the last ACK of a closed connection
+  /** The rule the capture thread applies too (flowless.ts). */
+  private onFlowless(seg: Segment, nowMs: number): Outcome {
+    switch (flowlessAction(seg.flags, seg.payloadLength)) {
+      case FlowlessAction.IGNORE:
+        return Outcome.IGNORED;
+      case FlowlessAction.ANSWER_SYN:
+        this.answerSyn(seg, nowMs);
+        return Outcome.SYN_ANSWERED;
+      default:
+        return this.verifyFlowless(seg, nowMs);
+    }
+  }
 
+  /** Data or a FIN without a flow: proved by token or cookie, or answered with RST. */
+  private verifyFlowless(seg: Segment, nowMs: number): Outcome {
+    const length = seg.payloadLength;
     const now = nowMs / 1000;
     let mssIndex = seg.hasTimestamps ? this.cookies.checkToken(seg, seg.tsEcr, now) : -1;
     let first = false;
@@ -379,7 +307,7 @@ export class Responder {
     if (ackBehind > this.config.window || seqOffset < -this.config.window || seqOffset > this.config.window) {
       recent.forget(slot);
       this.events[TcpEvent.RECALLED_MISMATCHED]!++;
-      return this.onFlowlessSegment(seg, nowMs);
+      return this.onFlowless(seg, nowMs);
     }
     this.events[TcpEvent.RECALLED]!++;
     if (ackBehind > 0) this.events[TcpEvent.OLD_ACKS_RAISED]!++;
@@ -434,7 +362,7 @@ export class Responder {
     flow.rcvNxt = rcvNxt;
     flow.idLow = this.connectionId[0]!;
     flow.idHigh = this.connectionId[1]!;
-    // The key that proved this segment (onFlowlessSegment checked it just now): keep using it.
+    // The key that proved this segment (verifyFlowless checked it just now): keep using it.
     flow.keyGeneration = this.cookies.lastKeyGeneration;
     flow.peerWindow = seg.window;
     flow.mssIndex = mssIndex;
@@ -445,10 +373,7 @@ export class Responder {
     flow.rtoMs = this.config.initialRtoMs;
     flow.lastReceiveMs = nowMs;
     this.flows.add(flow, seg);
-    if (this.liveFlows !== null) {
-      flow.flowHash = segmentFlowHash(seg);
-      this.liveFlows.add(flow.flowHash);
-    }
+    this.liveFlows?.add(flow.hash);
     this.events[TcpEvent.FLOWS_CREATED]!++;
     return flow;
   }
@@ -469,7 +394,7 @@ export class Responder {
       this.events[TcpEvent.STALE_FLOWS]!++;
       flow.closed = true;
       this.release(flow, nowMs);
-      return this.onFlowlessSegment(seg, nowMs);
+      return this.onFlowless(seg, nowMs);
     }
 
     // Is the segment inside our receive window?
@@ -768,7 +693,7 @@ export class Responder {
     flow.released = true;
     this.queuedBytes -= flow.sendQueue.length + flow.receiveQueue.length;
     this.flows.remove(flow);
-    this.liveFlows?.remove(flow.flowHash);
+    this.liveFlows?.remove(flow.hash);
     this.events[TcpEvent.FLOWS_RELEASED]!++;
     // Everything sent is acknowledged and nothing is owed: the connection goes idle. Remember
     // where it stands (recent.ts), unless it is over — reset, aborted, or closed by the client.

@@ -10,6 +10,7 @@
  *
  * Neither allocates per packet: callers keep one instance and overwrite it.
  */
+import { counterNames } from '../counter-names.js';
 
 /** TCP header flags, RFC 9293 §3.1 (CWR/ECE: RFC 3168 §23.2). */
 export const TcpFlag = {
@@ -59,18 +60,7 @@ export const DecodeResult = {
   BAD_ADDRESS: 9,
 } as const;
 export type DecodeResult = (typeof DecodeResult)[keyof typeof DecodeResult];
-export const DECODE_RESULT_NAMES: readonly string[] = [
-  'ok',
-  'truncated',
-  'not_ip',
-  'bad_ip_header',
-  'bad_ip_checksum',
-  'fragment',
-  'not_tcp',
-  'bad_tcp_header',
-  'bad_tcp_checksum',
-  'bad_address',
-];
+export const DECODE_RESULT_NAMES = counterNames(DecodeResult);
 
 /**
  * Whether to verify the IPv4 header and TCP checksums of captured packets. Linux veth and loopback

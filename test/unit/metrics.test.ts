@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { exposition, pipelineMetrics, snapshot, type PipelineCounters } from '../../src/metrics.js';
 import { DECODE_RESULT_NAMES, DecodeResult } from '../../src/wire/segment.js';
-import { OUTCOME_NAMES, Outcome, TCP_EVENT_NAMES } from '../../src/tcp/responder.js';
+import { OUTCOME_NAMES, Outcome, TCP_EVENT_NAMES } from '../../src/tcp/counters.js';
+import { DNS_PROTOCOL } from '../../src/dns/application.js';
 import { RELAY_COUNTER_NAMES, RelayCounter } from '../../src/dns/relay.js';
 
 function counters(frames: number, flows: number): PipelineCounters {
@@ -16,7 +17,7 @@ function counters(frames: number, flows: number): PipelineCounters {
   applicationCounts[RelayCounter.QUERIES] = frames;
   return {
     decodeCounts, outcomeCounts, events: new Float64Array(TCP_EVENT_NAMES.length),
-    application: 'dns', applicationCounterNames: RELAY_COUNTER_NAMES, applicationCounts,
+    protocol: DNS_PROTOCOL, relayCounts: applicationCounts,
     flows: () => flows, queuedBytes: () => 0, packetsSent: () => frames, sendFailures: () => 0,
   };
 }

@@ -11,9 +11,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { DnsPipeline, type PacketSender } from '../../src/pipeline.js';
+import { TcpPipeline, type PacketSender } from '../../src/pipeline.js';
+import { DnsRelay } from '../../src/dns/relay.js';
+import { DNS_PROTOCOL } from '../../src/dns/application.js';
+import type { Flow } from '../../src/tcp/flow.js';
 import { SynCookies } from '../../src/tcp/cookie.js';
-import { DEFAULT_RESPONDER_CONFIG, Outcome } from '../../src/tcp/responder.js';
+import { DEFAULT_RESPONDER_CONFIG } from '../../src/tcp/responder.js';
+import { Outcome } from '../../src/tcp/counters.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { ChecksumPolicy, DecodeResult, LinkType, Segment } from '../../src/wire/segment.js';
 import { CAPTURES, PACKET_COUNT, frame } from '../support/fixtures.js';
@@ -35,18 +39,21 @@ function pipelineUnderTest(linkType: LinkType, policy: ChecksumPolicy) {
   const upstream = {
     sendDatagram: () => assert.fail('nothing may reach the upstream'),
     queryOverTcp: () => Promise.reject(new Error('nothing may reach the upstream')),
+    close: () => {},
   };
-  const pipeline = new DnsPipeline(
-    linkType,
-    policy,
-    new SynCookies(Uint8Array.from({ length: 16 }, (_, i) => 255 - i)),
-    { ...DEFAULT_RESPONDER_CONFIG, recentConnections: 1024 },
-    sender,
-    { timeoutMs: 2000 },
-    upstream,
-    (bytes) => bytes.fill(7),
+  const relay = new DnsRelay<Flow>({ timeoutMs: 2000, upstream, fillRandom: (bytes) => bytes.fill(7), now: Date.now });
+  const pipeline = new TcpPipeline(
+    {
+      linkType,
+      checksumPolicy: policy,
+      cookies: new SynCookies(Uint8Array.from({ length: 16 }, (_, i) => 255 - i)),
+      tcp: { ...DEFAULT_RESPONDER_CONFIG, recentConnections: 1024 },
+      sender,
+    },
+    DNS_PROTOCOL,
+    relay,
   );
-  return { pipeline, sent };
+  return { pipeline, relay, sent };
 }
 
 /** A real frame, then one of: truncation, byte changes, a random splice, or random bytes. */
@@ -90,16 +97,16 @@ for (const policy of [ChecksumPolicy.VERIFY, ChecksumPolicy.IGNORE]) {
       }),
       { numRuns: RUNS / 2, seed: policy === ChecksumPolicy.VERIFY ? 7 : 8 },
     );
-    const total = (pick: (p: DnsPipeline) => number): number => [...pipelines.values()].reduce((sum, { pipeline }) => sum + pick(pipeline), 0);
+    const total = (pick: (p: TcpPipeline) => number): number => [...pipelines.values()].reduce((sum, { pipeline }) => sum + pick(pipeline), 0);
     const decoded = total((p) => p.decodeCounts[DecodeResult.OK]!);
     const synAnswered = total((p) => p.outcomeCounts[Outcome.SYN_ANSWERED]!);
     const refused = total((p) => p.outcomeCounts[Outcome.COOKIE_FAILED]!);
     t.diagnostic(`decoded ${decoded} of ${RUNS / 2}; SYN+ACK ${synAnswered}; RST for unproved data ${refused}`);
     // The mutations must reach the responder, not only the decoder.
     assert.ok(decoded > RUNS / 200 && synAnswered > 0 && refused > 0, "at least 1 % decode");
-    for (const { pipeline } of pipelines.values()) {
+    for (const { pipeline, relay } of pipelines.values()) {
       pipeline.tick(nowMs + 60_000);
-      assert.equal(pipeline.relay.pendingQueries, 0);
+      assert.equal(relay.pendingQueries, 0);
       assert.equal(pipeline.responder.queuedBytes, 0);
     }
   });

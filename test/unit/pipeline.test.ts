@@ -5,7 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DnsPipeline, type PacketSender } from '../../src/pipeline.js';
+import { TcpPipeline, type PacketSender } from '../../src/pipeline.js';
+import { DnsRelay } from '../../src/dns/relay.js';
+import { DNS_PROTOCOL } from '../../src/dns/application.js';
+import type { Flow } from '../../src/tcp/flow.js';
 import { SynCookies } from '../../src/tcp/cookie.js';
 import { DEFAULT_RESPONDER_CONFIG } from '../../src/tcp/responder.js';
 import { createRing, RingConsumer, RingProducer } from '../../src/ring/ring.js';
@@ -22,15 +25,16 @@ test('handleFrame decodes and answers frames in place at their ring slot offsets
     // A copy: the pipeline reuses its packet buffer for the next send.
     send: (family, packet, length) => sent.push({ family, packet: Uint8Array.from(packet.subarray(0, length)) }),
   };
-  const pipeline = new DnsPipeline(
-    LinkType.ETHERNET,
-    ChecksumPolicy.VERIFY,
-    new SynCookies(new Uint8Array(16).fill(9)),
-    DEFAULT_RESPONDER_CONFIG,
-    sender,
-    { timeoutMs: 1000 },
-    { sendDatagram: () => assert.fail('no query was sent'), queryOverTcp: () => Promise.resolve(null) },
-    (bytes) => bytes.fill(1),
+  const relay = new DnsRelay<Flow>({
+    timeoutMs: 1000,
+    upstream: { sendDatagram: () => assert.fail('no query was sent'), queryOverTcp: () => Promise.resolve(null), close: () => {} },
+    fillRandom: (bytes) => bytes.fill(1),
+    now: () => NOW_MS,
+  });
+  const pipeline = new TcpPipeline(
+    { linkType: LinkType.ETHERNET, checksumPolicy: ChecksumPolicy.VERIFY, cookies: new SynCookies(new Uint8Array(16).fill(9)), tcp: DEFAULT_RESPONDER_CONFIG, sender },
+    DNS_PROTOCOL,
+    relay,
   );
   const region = createRing({ slotCount: 4, slotDataBytes: 2048 });
   const producer = new RingProducer(region);

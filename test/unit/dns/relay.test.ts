@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
-import { DnsRelay, RelayCounter, type AnswerSink, type UpstreamTransport } from '../../../src/dns/relay.js';
+import { DnsRelay, RelayCounter, type UpstreamTransport } from '../../../src/dns/relay.js';
+import type { Transport } from '../../../src/tcp/transport.js';
 import { Rcode, readId } from '../../../src/dns/message.js';
 
 /** The upstream side as the relay sees it: datagrams out, and what a TCP retry returns. */
@@ -14,10 +15,11 @@ class RecordingUpstream implements UpstreamTransport {
   queryOverTcp(query: Uint8Array): Promise<Uint8Array | null> {
     return Promise.resolve(this.tcpAnswer(query));
   }
+  close(): void {}
 }
 
 /** The transport side as the relay sees it: a connection is a name; answers are recorded. */
-class RecordingConnections implements AnswerSink<string> {
+class RecordingConnections implements Transport<string> {
   readonly owed = new Map<string, number>();
   readonly answers: { connection: string; message: dnsPacket.DecodedPacket }[] = [];
   expectAnswer(connection: string): void {
@@ -28,6 +30,22 @@ class RecordingConnections implements AnswerSink<string> {
     const framed = Buffer.from(data.subarray(offset, offset + length));
     assert.equal(framed.readUInt16BE(0), length - 2, 'answers are framed with their length');
     this.answers.push({ connection, message: dnsPacket.decode(framed.subarray(2)) });
+  }
+  // The DNS relay answers each query whole and never closes or resets a connection itself.
+  answerPart(): boolean {
+    assert.fail('DNS answers are given whole');
+  }
+  closeWhenAnswered(): void {
+    assert.fail('the DNS relay never closes a connection');
+  }
+  reset(): void {
+    assert.fail('the DNS relay never resets a connection');
+  }
+  isClosed(): boolean {
+    return false;
+  }
+  clientAddress(connection: string): string {
+    return connection;
   }
 }
 
@@ -45,14 +63,20 @@ const answerTo = (relayed: Buffer, address = '198.18.0.100', flags = 0): Buffer 
 };
 const addressOf = (a: dnsPacket.Answer): unknown => (a as dnsPacket.StringAnswer).data;
 /** Hands the relay an upstream datagram, as the upstream socket does: a whole buffer. */
-const fromUpstream = (relay: DnsRelay<string>, answer: Uint8Array, nowMs: number): void => relay.handleUpstreamAnswer(answer, 0, answer.length, nowMs);
+/** The relay's clock (DnsRelayOptions.now), set by `fromUpstream`. */
+let clockMs = 0;
+const fromUpstream = (relay: DnsRelay<string>, answer: Uint8Array, nowMs: number): void => {
+  clockMs = nowMs;
+  relay.handleUpstreamAnswer(answer, 0, answer.length);
+};
 function setup() {
   const upstream = new RecordingUpstream();
   const connections = new RecordingConnections();
   let counter = 0;
-  const relay = new DnsRelay<string>({ timeoutMs: 1000 }, upstream, (b: Uint8Array) => {
+  const fillRandom = (b: Uint8Array): void => {
     for (let i = 0; i < b.length; i++) b[i] = (counter = (counter * 1103515245 + 12345) >>> 0) >>> 16;
-  });
+  };
+  const relay = new DnsRelay<string>({ timeoutMs: 1000, upstream, fillRandom, now: () => clockMs });
   relay.attach(connections);
   return { upstream, connections, relay };
 }
@@ -138,9 +162,9 @@ test('no upstream answer within the timeout gives SERVFAIL; a late answer is the
   const { upstream, connections, relay } = setup();
   const request = framed(query('www.lab.test', 42));
   relay.onMessages('c1', request, 0, request.length, 10_000);
-  relay.expire(10_999);
+  relay.tick(10_999);
   assert.equal(connections.answers.length, 0);
-  relay.expire(11_000);
+  relay.tick(11_000);
   const { message } = connections.answers[0]!;
   assert.equal(message.id, 42);
   assert.equal(message.flags! & 0xf, Rcode.SERVFAIL);
@@ -154,17 +178,17 @@ test('an unanswered query is sent again at each quarter of the timeout (UDP lose
   const { upstream, connections, relay } = setup();
   const request = framed(query('www.lab.test', 42));
   relay.onMessages('c1', request, 0, request.length, 10_000);
-  relay.expire(10_249);
+  relay.tick(10_249);
   assert.equal(upstream.datagrams.length, 1);
-  relay.expire(10_250);
+  relay.tick(10_250);
   assert.equal(upstream.datagrams.length, 2);
   assert.deepEqual(upstream.datagrams[1], upstream.datagrams[0], 'the same query, same upstream ID');
-  relay.expire(10_600);
+  relay.tick(10_600);
   assert.equal(upstream.datagrams.length, 3);
   fromUpstream(relay, answerTo(upstream.datagrams[2]!), 10_601);
   fromUpstream(relay, answerTo(upstream.datagrams[0]!), 10_602);
   assert.equal(connections.answers.length, 1);
-  relay.expire(11_000);
+  relay.tick(11_000);
   assert.equal(upstream.datagrams.length, 3, 'no resend once answered');
   assert.equal(connections.answers.length, 1);
   assert.equal(relay.counts[RelayCounter.UDP_RETRIES], 2);

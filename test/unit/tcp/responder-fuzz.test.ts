@@ -12,7 +12,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
-import { DEFAULT_RESPONDER_CONFIG, Responder, TcpEvent } from '../../../src/tcp/responder.js';
+import { DEFAULT_RESPONDER_CONFIG, Responder } from '../../../src/tcp/responder.js';
+import { TcpEvent } from '../../../src/tcp/counters.js';
 import { SynCookies } from '../../../src/tcp/cookie.js';
 import { LiveFlows } from '../../../src/tcp/live-flows.js';
 import { plausibleQueryStart, wholeMessages } from '../../../src/dns/message.js';

@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
-import { DEFAULT_RESPONDER_CONFIG, Outcome, Responder, TcpEvent, type ResponderConfig } from '../../../src/tcp/responder.js';
+import { DEFAULT_RESPONDER_CONFIG, Responder, type ResponderConfig } from '../../../src/tcp/responder.js';
+import { Outcome, TcpEvent } from '../../../src/tcp/counters.js';
 import { SynCookies } from '../../../src/tcp/cookie.js';
 import type { Flow } from '../../../src/tcp/flow.js';
 import { plausibleQueryStart, wholeMessages } from '../../../src/dns/message.js';

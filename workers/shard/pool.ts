@@ -1,26 +1,27 @@
 /**
  * The shard workers, seen from the main thread: a piscina pool of exactly one thread per shard,
- * each running one long task (workers/shard.ts) that drains that shard's ring until stopped.
+ * each running one long task (thread.ts) that drains that shard's ring until stopped.
  *
  * piscina starts the threads, applies their resource limits, and replaces a thread that dies
  * (its minThreads); this class re-runs the dead thread's shard task, which then lands on the
  * replacement and resumes the same ring at its READ_INDEX. The other shards' threads, rings and
  * flows are untouched. Every death is logged and counted (`shardN.restarts`).
  *
- * Counters: each worker reports its own every STATS_INTERVAL_MS and once more when it stops;
- * when a worker dies, its last report is kept, so at most that interval's counts are lost. The
- * rings' counters (packets in, drops) live in shared memory and lose nothing.
+ * Counters: each worker reports its metrics every METRICS_INTERVAL_MS and once more when it
+ * stops; when a worker dies, the counters of its last report are kept and added to its
+ * successor's, so at most that interval's counts are lost. The rings' counters (packets in,
+ * drops) live in shared memory and lose nothing.
  */
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { readRingCounters, type RingRegion } from './ring/ring.js';
-import type { ShardCommand, ShardReport, ShardStats, ShardTask } from './shard-protocol.js';
-import type { RegistrySnapshot } from './metrics.js';
+import { readRingCounters, type RingRegion } from '../../src/ring/ring.js';
+import { countersOnly, type RegistrySnapshot } from '../../src/metrics.js';
+import type { ShardCommand, ShardReport, ShardTask } from './protocol.js';
 
 /** The shard task's settings except what differs per shard or per start. */
 export type ShardSettings = Omit<ShardTask, 'shard' | 'ring' | 'secrets' | 'control'>;
 
-const SHARD_WORKER = new URL('../workers/shard.js', import.meta.url).href;
+const SHARD_WORKER = new URL('./thread.js', import.meta.url).href;
 /**
  * Heap per shard worker. A shard's soft state is bounded by the responder (maxFlows 65536,
  * maxQueuedBytes 256 MiB); a worker that still outgrows this has a leak, and is better killed by
@@ -38,18 +39,16 @@ interface Shard {
   /** The running worker's thread, for the test hook. */
   threadId: number;
   restarts: number;
-  /** Counters of dead workers, summed (gauges excepted: their flows died with them). */
-  retired: ShardStats | null;
-  /** The running worker's latest report (its final one once stopped). */
-  latest: ShardStats | null;
-  /** The running worker's latest Prometheus metrics (they start again from zero after a restart). */
-  metrics: RegistrySnapshot | null;
+  /** The counters of dead workers' last reports (not their gauges: their flows died with them). */
+  retired: RegistrySnapshot[];
+  /** The running worker's latest metrics (its final ones once stopped). */
+  latest: RegistrySnapshot | null;
   /** Resolves when the running task ends, whatever the outcome. */
   done: Promise<void>;
 }
 
 export class ShardPool {
-  private readonly pool: Piscina<ShardTask, ShardStats>;
+  private readonly pool: Piscina<ShardTask, RegistrySnapshot>;
   private readonly shards: Shard[];
   private stopping = false;
 
@@ -63,7 +62,7 @@ export class ShardPool {
     private readonly secrets: Uint8Array[],
     private readonly log: (line: string) => void,
   ) {
-    this.pool = new Piscina<ShardTask, ShardStats>({
+    this.pool = new Piscina<ShardTask, RegistrySnapshot>({
       filename: SHARD_WORKER,
       minThreads: rings.length,
       maxThreads: rings.length,
@@ -82,9 +81,8 @@ export class ShardPool {
       control: null,
       threadId: -1,
       restarts: 0,
-      retired: null,
+      retired: [],
       latest: null,
-      metrics: null,
       done: Promise.resolve(),
     }));
   }
@@ -147,14 +145,9 @@ export class ShardPool {
     await this.pool.destroy();
   }
 
-  /** Totals over all shards and all workers each shard has had. */
-  totals(): ShardStats {
-    return sumStats(this.shards.flatMap((shard) => [shard.retired, shard.latest]));
-  }
-
-  /** Each running worker's latest metrics (as of its last report, at most a second old). */
+  /** Every shard's metrics: each running worker's latest, and the counters its dead predecessors left. */
   metricsSnapshots(): RegistrySnapshot[] {
-    return this.shards.flatMap((shard) => (shard.metrics === null ? [] : [shard.metrics]));
+    return this.shards.flatMap((shard) => (shard.latest === null ? shard.retired : [...shard.retired, shard.latest]));
   }
 
   /** Per shard: ring counters (shared memory, exact) and restarts. */
@@ -162,22 +155,6 @@ export class ShardPool {
     return this.shards.map((shard) => {
       const ring = readRingCounters(shard.ring);
       return { shard: shard.index, ringIn: ring.pushed, ringDropped: ring.dropped, restarts: shard.restarts };
-    });
-  }
-
-  /** `shardN.name=value` pairs: packets in, replies out, ring drops, flows with soft state, restarts. */
-  summaryPairs(): string[] {
-    return this.shards.flatMap((shard) => {
-      const ring = readRingCounters(shard.ring);
-      const stats = sumStats([shard.retired, shard.latest]);
-      const p = `shard${shard.index}.`;
-      return [
-        `${p}packets_in=${ring.popped}`,
-        `${p}replies_out=${stats.sent}`,
-        `${p}ring_drops=${ring.dropped}`,
-        `${p}flows=${stats.flows}`,
-        `${p}restarts=${shard.restarts}`,
-      ];
     });
   }
 
@@ -214,9 +191,8 @@ export class ShardPool {
           if (this.stopping) this.command(shard, { type: 'stop' });
           if (!initial) this.log(`shard ${shard.index}: worker thread ${report.threadId} took over its ring after ${Date.now() - started} ms`);
           resolve();
-        } else if (report.type === 'stats') {
-          shard.latest = report.stats;
-          if (report.metrics !== undefined) shard.metrics = report.metrics;
+        } else if (report.type === 'metrics') {
+          shard.latest = report.metrics;
         }
       });
       const task: ShardTask = { ...this.settings, shard: shard.index, ring: shard.ring, secrets, control: port2 };
@@ -237,9 +213,8 @@ export class ShardPool {
           }
           if (this.stopping) return;
           shard.restarts++;
-          shard.retired = sumStats([shard.retired, shard.latest], false);
+          if (shard.latest !== null) shard.retired.push(countersOnly(shard.latest));
           shard.latest = null;
-          shard.metrics = null;
           const delay = Date.now() - started < RESTART_BACKOFF_MS ? RESTART_BACKOFF_MS : 0;
           const who = ready ? `worker thread ${shard.threadId} died` : 'restarted worker failed to start';
           this.log(`shard ${shard.index}: ${who} (${message}); restarting it on its ring (restart ${shard.restarts})`);
@@ -254,26 +229,4 @@ export class ShardPool {
   private command(shard: Shard, command: ShardCommand): void {
     shard.control?.postMessage(command);
   }
-}
-
-/** Adds counters element by element; gauges (flows, queued bytes) too unless `withGauges` is false. */
-function sumStats(parts: readonly (ShardStats | null)[], withGauges = true): ShardStats {
-  const total: ShardStats = { decode: [], outcomes: [], tcpEvents: [], relay: [], flows: 0, queuedBytes: 0, sent: 0, sendFailed: 0 };
-  const add = (into: number[], from: readonly number[]): void => {
-    for (let i = 0; i < from.length; i++) into[i] = (into[i] ?? 0) + from[i]!;
-  };
-  for (const part of parts) {
-    if (part === null) continue;
-    add(total.decode, part.decode);
-    add(total.outcomes, part.outcomes);
-    add(total.tcpEvents, part.tcpEvents);
-    add(total.relay, part.relay);
-    if (withGauges) {
-      total.flows += part.flows;
-      total.queuedBytes += part.queuedBytes;
-    }
-    total.sent += part.sent;
-    total.sendFailed += part.sendFailed;
-  }
-  return total;
 }

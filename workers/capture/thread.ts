@@ -4,16 +4,17 @@
  * replacing a dead shard worker and for metrics however fast packets arrive
  * (docs/architecture.md, "Threads").
  *
- * Two kinds of packet of a connection that its shard holds no flow for (tcp/live-flows.ts) never
- * reach the shard. A SYN gets its SYN+ACK here, from the cookie secret alone (tcp/handshake.ts),
- * through this thread's own raw socket: it needs no state, and every client waits for it before
- * it can send its request, so it should not wait for a second thread to wake up
- * (docs/performance.md: a client that opens connections one after another is paced by this round
- * trip). A segment with neither data, SYN nor FIN — a bare ACK, an RST — is dropped here, as the
- * shard's responder would ignore it without a flow: the ACK that completes every handshake is
- * one, and so is the RST a client's kernel sends for a SYN+ACK it did not ask for (a flood with
- * forged sources). With a flow in the bucket all go to the shard: a SYN on a live connection
- * gets a challenge ACK (RFC 5961 §4.2), and ACKs and RSTs act on the flow.
+ * Segments of a connection that its shard holds no flow for (tcp/live-flows.ts) are judged here
+ * by the same rule the shard's responder applies (tcp/flowless.ts `flowlessAction`), and two
+ * kinds never reach the shard. A SYN gets its SYN+ACK here, from the cookie secret alone
+ * (tcp/handshake.ts), through this thread's own raw socket: it needs no state, and every client
+ * waits for it before it can send its request, so it should not wait for a second thread to wake
+ * up (docs/performance.md: a client that opens connections one after another is paced by this
+ * round trip). A segment the rule ignores — a bare ACK, an RST — is dropped here: the ACK that
+ * completes every handshake is one, and so is the RST a client's kernel sends for a SYN+ACK it
+ * did not ask for (a flood with forged sources). Data and FINs, which must prove themselves and
+ * may start a flow, go to the shard. With a flow in the bucket everything goes to the shard: a
+ * SYN on a live connection gets a challenge ACK (RFC 5961 §4.2), and ACKs and RSTs act on the flow.
  *
  * It does nothing but capture, so it pulls packets in a loop and blocks in poll(2) when none is
  * waiting (io/capture.ts), without its event loop. Per packet it hashes the 4-tuple
@@ -28,27 +29,28 @@
  * arrived before the stop is processed and counted.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { Capture, NextResult } from '../src/io/capture.js';
-import { RawSender } from '../src/io/raw-send.js';
-import { nameThisThread } from '../src/io/thread-name.js';
-import { RingProducer } from '../src/ring/ring.js';
-import { SynCookies } from '../src/tcp/cookie.js';
-import { synAckFor } from '../src/tcp/handshake.js';
-import { LiveFlows } from '../src/tcp/live-flows.js';
-import { DEFAULT_RESPONDER_CONFIG } from '../src/tcp/responder.js';
-import { emitReply } from '../src/wire/emit.js';
-import { flowHash } from '../src/wire/flow-hash.js';
-import { decodeFrame } from '../src/wire/frame.js';
-import { DecodeResult, ReplyHeader, Segment, TcpFlag, type ChecksumPolicy, type LinkType } from '../src/wire/segment.js';
+import { Capture, NextResult } from '../../src/io/capture.js';
+import { RawSender } from '../../src/io/raw-send.js';
+import { nameThisThread } from '../../src/io/thread-name.js';
+import { RingProducer } from '../../src/ring/ring.js';
+import { SynCookies } from '../../src/tcp/cookie.js';
+import { FlowlessAction, flowlessAction } from '../../src/tcp/flowless.js';
+import { synAckFor } from '../../src/tcp/handshake.js';
+import { LiveFlows } from '../../src/tcp/live-flows.js';
+import { DEFAULT_RESPONDER_CONFIG } from '../../src/tcp/responder.js';
+import { emitReply } from '../../src/wire/emit.js';
+import { flowHash } from '../../src/wire/flow-hash.js';
+import { decodeFrame } from '../../src/wire/frame.js';
+import { DecodeResult, ReplyHeader, Segment, type ChecksumPolicy, type LinkType } from '../../src/wire/segment.js';
 import {
-  CAPTURE_SECRET_OFFSET,
-  CAPTURE_STAT_COUNT,
-  CAPTURE_STATS_OFFSET,
   CaptureFlag,
   CaptureStat,
+  controlFlags,
+  controlSecret,
+  controlStats,
   type CaptureReport,
   type CaptureThreadData,
-} from '../src/shard-protocol.js';
+} from './protocol.js';
 
 /** Longest time the thread waits for a packet before looking at the stop flag again. */
 const POLL_TIMEOUT_MS = 50;
@@ -84,13 +86,13 @@ class FlowlessShortcut {
     secrets: Uint8Array[],
     liveFlows: SharedArrayBuffer,
     shardCount: number,
-    flags: SharedArrayBuffer,
+    control: SharedArrayBuffer,
   ) {
     this.cookies = new SynCookies(secrets[0]!);
     for (const secret of secrets.slice(1)) this.cookies.rotate(secret);
     this.liveFlows = Array.from({ length: shardCount }, (_, shard) => new LiveFlows(liveFlows, shard));
-    this.secretGeneration = new Int32Array(flags, 0, 2);
-    this.secret = new Uint8Array(flags, CAPTURE_SECRET_OFFSET, 16);
+    this.secretGeneration = controlFlags(control);
+    this.secret = controlSecret(control);
     this.secretGenerationSeen = Atomics.load(this.secretGeneration, CaptureFlag.SECRET_GENERATION);
   }
 
@@ -101,15 +103,15 @@ class FlowlessShortcut {
   handle(frame: Uint8Array, length: number, hash: number, shard: number, nowMs: number): boolean {
     if (length > SHORT_FRAME_BYTES || this.liveFlows[shard]!.mayHold(hash)) return false;
     const seg = this.segment;
-    // Anything else (a bad checksum, a SYN+ACK, a FIN, …) is the shard's to count and answer.
-    if (decodeFrame(this.linkType, frame, 0, length, this.checksumPolicy, seg) !== DecodeResult.OK || seg.payloadLength > 0) return false;
-    if ((seg.flags & (TcpFlag.SYN | TcpFlag.FIN)) === 0) {
-      // Responder.handleSegment: without a flow, a segment with neither data, SYN nor FIN is ignored.
+    // A frame that does not decode is the shard's to count.
+    if (decodeFrame(this.linkType, frame, 0, length, this.checksumPolicy, seg) !== DecodeResult.OK) return false;
+    const action = flowlessAction(seg.flags, seg.payloadLength);
+    if (action === FlowlessAction.IGNORE) {
       this.ignored++;
       return true;
     }
-    // A SYN as the responder answers it: without ACK, FIN or RST (ECE and CWR may be set, RFC 3168 §6.1.1).
-    if ((seg.flags & (TcpFlag.SYN | TcpFlag.ACK | TcpFlag.FIN | TcpFlag.RST)) !== TcpFlag.SYN) return false;
+    // Data or a FIN must prove itself against the cookie or token, and may start a flow: the shard's work.
+    if (action !== FlowlessAction.ANSWER_SYN) return false;
     this.takeNewSecret();
     const reply = synAckFor(seg, this.cookies, DEFAULT_RESPONDER_CONFIG, nowMs, this.reply);
     this.sender.send(reply.family, this.packet, emitReply(reply, null, 0, 0, this.packet, 0), reply.dstAddr);
@@ -144,7 +146,7 @@ class FlowlessShortcut {
 const data = workerData as CaptureThreadData;
 const port = parentPort!;
 const report = (message: CaptureReport): void => port.postMessage(message);
-const flags = new Int32Array(data.flags);
+const flags = controlFlags(data.control);
 nameThisThread('stcp-capture');
 
 let capture: Capture | undefined;
@@ -156,7 +158,7 @@ try {
 if (capture !== undefined) {
   let shortcut: FlowlessShortcut | undefined;
   try {
-    shortcut = new FlowlessShortcut(capture.linkType, data.checksumPolicy, data.secrets, data.liveFlows, data.rings.length, data.flags);
+    shortcut = new FlowlessShortcut(capture.linkType, data.checksumPolicy, data.secrets, data.liveFlows, data.rings.length, data.control);
   } catch (error) {
     report({ type: 'failed', message: (error as Error).message });
   }
@@ -173,7 +175,7 @@ port.close();
 
 /** The counters for metrics and the stop line (CaptureStat). */
 function publishStats(capture: Capture, shortcut: FlowlessShortcut): void {
-  const published = new Float64Array(data.flags, CAPTURE_STATS_OFFSET, CAPTURE_STAT_COUNT);
+  const published = controlStats(data.control);
   const lanes = capture.stats();
   published[CaptureStat.RECEIVED] = lanes.reduce((sum, lane) => sum + lane.received, 0);
   published[CaptureStat.DROPPED] = lanes.reduce((sum, lane) => sum + lane.dropped, 0);

@@ -1,0 +1,51 @@
+/**
+ * The bytes of one direction of a TCP stream that are waiting: a flow's received partial message
+ * and its unacknowledged answers (flow.ts), a kernel socket's partial message
+ * (io/kernel-transport.ts), a DNS-over-TCP upstream's partial answer (io/upstream.ts).
+ */
+
+/** First allocation of a byte queue: a typical DNS answer or query fits. */
+const INITIAL_BUFFER = 512;
+
+/** Shared by every empty queue: a typed array costs V8 some 200 bytes even when empty. */
+const NO_BYTES = new Uint8Array(0);
+
+/**
+ * A byte queue: appended at the end, consumed from the start. Grows by doubling; compacts when
+ * the consumed prefix is at least half of it, so steady use does not allocate.
+ */
+export class ByteQueue {
+  bytes: Uint8Array = NO_BYTES;
+  start = 0;
+  end = 0;
+
+  get length(): number {
+    return this.end - this.start;
+  }
+
+  append(data: Uint8Array, offset: number, length: number): void {
+    if (this.end + length > this.bytes.length) this.makeRoom(length);
+    this.bytes.set(data.subarray(offset, offset + length), this.end);
+    this.end += length;
+  }
+
+  consume(length: number): void {
+    this.start += length;
+    if (this.start === this.end) this.start = this.end = 0;
+  }
+
+  private makeRoom(length: number): void {
+    const used = this.end - this.start;
+    if (this.start > 0 && used + length <= this.bytes.length && this.start >= this.bytes.length / 2) {
+      this.bytes.copyWithin(0, this.start, this.end);
+    } else {
+      let size = Math.max(this.bytes.length, INITIAL_BUFFER);
+      while (size < used + length) size *= 2;
+      const grown = new Uint8Array(size);
+      grown.set(this.bytes.subarray(this.start, this.end));
+      this.bytes = grown;
+    }
+    this.start = 0;
+    this.end = used;
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * What the responder counts: the outcome of every segment it handles, and the events of its own
+ * making (retransmissions, flows created and released, …). Stable numbering: the values index
+ * the counter arrays that metrics and the stop summary read, so append, never reorder.
+ */
+import { counterNames } from '../counter-names.js';
+
+/** What the responder did with a segment; stable numbering, used as counter indices. */
+export const Outcome = {
+  IGNORED: 0,
+  SYN_ANSWERED: 1,
+  DATA: 2,
+  ACK: 3,
+  FIN: 4,
+  /** Data or FIN proved by neither token nor cookie: answered with RST, never data. */
+  COOKIE_FAILED: 5,
+  /** A flow-less segment that starts mid-message (an earlier segment was lost): dropped unacknowledged. */
+  MISALIGNED: 6,
+  OUT_OF_ORDER: 7,
+  DUPLICATE: 8,
+  CHALLENGE_ACK: 9,
+  RESET: 10,
+  /** New data refused because the soft-state bounds are reached: dropped unacknowledged. */
+  SOFT_STATE_FULL: 11,
+} as const;
+export type Outcome = (typeof Outcome)[keyof typeof Outcome];
+export const OUTCOME_NAMES = counterNames(Outcome);
+
+/** Events of the responder's own making, indices into `Responder.events`. */
+export const TcpEvent = {
+  RETRANSMIT_TIMEOUTS: 0,
+  FAST_RETRANSMITS: 1,
+  WINDOW_PROBES: 2,
+  FLOWS_CREATED: 3,
+  FLOWS_RELEASED: 4,
+  FLOWS_ABORTED: 5,
+  ANSWERS_DROPPED: 6,
+  /** Flows found to be made from a delayed duplicate of an old request (see onSegment). */
+  STALE_FLOWS: 7,
+  /** Flow-less segments checked against the remembered sequence numbers of their connection (recent.ts). */
+  RECALLED: 8,
+  /** … of which the ACK was older than what the client had already acknowledged (a delayed request). */
+  OLD_ACKS_RAISED: 9,
+  /** Remembered numbers that did not fit the segment (an earlier connection on the same 4-tuple): forgotten. */
+  RECALLED_MISMATCHED: 10,
+} as const;
+export const TCP_EVENT_NAMES = counterNames(TcpEvent);

@@ -1,0 +1,91 @@
+/**
+ * The contract between a TCP transport and the application protocol on top of it. Two transports
+ * implement it: the stateless responder (responder.ts, connection = its soft-state `Flow`) and
+ * ordinary kernel sockets (io/kernel-transport.ts, connection = a socket). Two applications use
+ * it: the DNS relay (dns/relay.ts) and the HTTP relay (http/relay.ts). Either relay runs on
+ * either transport unchanged.
+ *
+ *   transport ── onMessages(whole messages) ──▶ relay ── upstream (UDP resolver, web server)
+ *   transport ◀── expectAnswer / answerPart / answer / closeWhenAnswered / reset ── relay
+ *
+ * Time: calls from the transport carry the time (`nowMs`); the relay reads its injected clock
+ * for what happens on its own sockets (an upstream answer, a backend's response).
+ */
+
+/**
+ * How many bytes at the start of `buf[offset, offset+length)` hold whole application messages
+ * (DNS: 2-byte length prefix + message, RFC 1035 §4.2.2; HTTP: whole requests, RFC 9112 §6).
+ */
+export type MessageFramer = (buf: Uint8Array, offset: number, length: number) => number;
+
+/** What a transport offers the application for each connection of type `C`. */
+export interface Transport<C> {
+  /** One more answer will be given on `connection`: the transport keeps its state until then. */
+  expectAnswer(connection: C): void;
+  /**
+   * Part of an answer still being produced (an HTTP body as it streams in), queued and sent as
+   * the client's window allows; the answer stays owed. False once the connection's send buffer
+   * is full (wait for `onDrain`) or the connection is closed.
+   */
+  answerPart(connection: C, data: Uint8Array, offset: number, length: number): boolean;
+  /** The (last bytes of an) answer owed on `connection`; dropped and counted if it was closed meanwhile. */
+  answer(connection: C, data: Uint8Array, offset: number, length: number): void;
+  /** Close our side once every owed answer is sent (HTTP `Connection: close`). */
+  closeWhenAnswered(connection: C, nowMs: number): void;
+  /** Gives up on the connection with RST (a response that broke off mid-body). */
+  reset(connection: C, nowMs: number): void;
+  /** Reset, aborted or given up: nothing more can be sent on it. */
+  isClosed(connection: C): boolean;
+  /** The client's address, for X-Forwarded-For. */
+  clientAddress(connection: C): string;
+}
+
+/** What the transport calls on the application. */
+export interface StreamApplication<C> {
+  /**
+   * Whole messages `buf[offset, offset+length)` (as the framer counted them) arrived on
+   * `connection`; the bytes are valid only during the call. For each answer it will give, the
+   * application calls `expectAnswer(connection)` before returning.
+   */
+  onMessages(connection: C, buf: Uint8Array, offset: number, length: number, nowMs: number): void;
+  /** After `answerPart` returned false: the connection's send queue has drained to half its bound. */
+  onDrain?(connection: C, nowMs: number): void;
+  /** The connection was reset or given up while answers were still owed on it: stop producing them. */
+  onClosed?(connection: C): void;
+}
+
+/** A relay: the application of one protocol, with its own upstream sockets. */
+export interface Relay<C> extends StreamApplication<C> {
+  /** Counters, indexed like the protocol's `counterNames`. */
+  readonly counts: Float64Array;
+  /** Called with each upstream latency in seconds (metrics.ts), if set. */
+  observeLatency: ((seconds: number) => void) | null;
+  /** Connects the transport that answers go to (built with this relay as its application). */
+  attach(transport: Transport<C>): void;
+  /** Timers (upstream timeouts and resends); call every few milliseconds. */
+  tick(nowMs: number): void;
+  /** Closes the upstream sockets. */
+  close(): void;
+}
+
+/** What the transport needs to know of a protocol, and what its counters are called. */
+export interface Protocol {
+  readonly kind: 'dns' | 'http';
+  readonly framer: MessageFramer;
+  /**
+   * Whether bytes could be the start of a message. The responder asks when a connection without
+   * soft state sends data that its cookie does not prove to be the stream's first byte: if an
+   * earlier segment was lost, this one starts mid-message and must not be read as a new one.
+   */
+  readonly plausibleStart: (buf: Uint8Array, offset: number, length: number) => boolean;
+  /** Names of the relay's counters (`Relay.counts`), for metrics and the stop summary. */
+  readonly counterNames: readonly string[];
+}
+
+/** A protocol bound to its upstream: how to check the upstream at start, and how to open relays to it. */
+export interface Application extends Protocol {
+  /** Checks at start that the upstream answers; a one-line problem naming the fix, or null. */
+  probe(): Promise<string | null>;
+  /** A relay with its own upstream sockets (one per shard, or one for the kernel transport). */
+  open<C>(): Relay<C>;
+}
