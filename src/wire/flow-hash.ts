@@ -4,10 +4,10 @@
  * header, IP header (and the IPv6 extension headers before TCP), the two TCP ports — and never
  * verifies a checksum, allocates or throws.
  *
- * The 4-tuple is found by the decoder's own functions (`decodeEthernet`, `decodeSll`,
- * `decodeIpv4`, `decodeIpv6`), so shard routing and decoding agree on where the addresses and
- * ports are: a packet the decoder would answer is hashed by exactly the fields that name its
- * connection, however many VLAN tags or IPv6 extension headers precede them. A frame the decoder
+ * The 4-tuple is found by the decoder's own link and IP layers (frame.ts `decodeIpLayers`), so
+ * shard routing and decoding agree on where the addresses and ports are: a packet the decoder
+ * would answer is hashed by exactly the fields that name its connection, however many VLAN tags
+ * or IPv6 extension headers precede them. A frame the decoder
  * would drop before reaching the TCP ports (truncated, not IP, not TCP, a fragment, an address we
  * never answer) hashes to 0: it goes to shard 0, whose decoder counts it under its reason.
  *
@@ -23,11 +23,8 @@
  * inlined returns it — half of all packets. One bit less changes nothing for `% n` with n ≤ 2^30.
  */
 import { readU16 } from './bytes.js';
-import { decodeEthernet, EtherType, LINK_HEADER_TRUNCATED } from './ethernet.js';
-import { decodeIpv4, ipv4TotalLength } from './ipv4.js';
-import { decodeIpv6, IPV6_HEADER_LENGTH, ipv6PayloadLength } from './ipv6.js';
-import { ChecksumPolicy, DecodeResult, LinkType, Segment } from './segment.js';
-import { decodeSll, decodeSll2 } from './sll.js';
+import { decodeIpLayers } from './frame.js';
+import { ChecksumPolicy, DecodeResult, Segment } from './segment.js';
 import { TcpField } from './tcp.js';
 
 /** The hash of a frame that is not a TCP segment the decoder could accept. */
@@ -44,50 +41,12 @@ const scratch = new Segment();
  * connection, in either direction.
  */
 export function flowHash(linkType: number, buf: Uint8Array, offset: number, length: number): number {
-  // `x >>> 0 === x` accepts exactly the integers 0 … 2^32-1 (not NaN, fractions or negatives).
-  if (offset >>> 0 !== offset || length >>> 0 !== length || offset + length > buf.length) return UNPARSED_FLOW_HASH;
-  const end = offset + length;
-
-  let etherType: number;
-  switch (linkType) {
-    case LinkType.ETHERNET:
-      etherType = decodeEthernet(buf, offset, end, scratch);
-      break;
-    case LinkType.LINUX_SLL:
-      etherType = decodeSll(buf, offset, end, scratch);
-      break;
-    case LinkType.LINUX_SLL2:
-      etherType = decodeSll2(buf, offset, end, scratch);
-      break;
-    case LinkType.RAW:
-      // No link header: the IP version nibble says which IP it is (tcpdump.org LINKTYPE_RAW).
-      if (length < 1) return UNPARSED_FLOW_HASH;
-      scratch.ipOffset = offset;
-      etherType = buf[offset]! >>> 4 === 6 ? EtherType.IPV6 : EtherType.IPV4;
-      break;
-    default:
-      return UNPARSED_FLOW_HASH;
-  }
-  if (etherType === LINK_HEADER_TRUNCATED) return UNPARSED_FLOW_HASH;
-
-  const ipOffset = scratch.ipOffset;
-  let packetEnd: number;
-  let addressWords: number;
-  if (etherType === EtherType.IPV4) {
-    // IGNORE: the shard's decoder verifies the checksum; routing a corrupt packet costs nothing.
-    if (decodeIpv4(buf, ipOffset, end, ChecksumPolicy.IGNORE, scratch) !== DecodeResult.OK) return UNPARSED_FLOW_HASH;
-    packetEnd = ipOffset + ipv4TotalLength(buf, ipOffset);
-    addressWords = 1;
-  } else if (etherType === EtherType.IPV6) {
-    if (decodeIpv6(buf, ipOffset, end, scratch) !== DecodeResult.OK) return UNPARSED_FLOW_HASH;
-    packetEnd = ipOffset + IPV6_HEADER_LENGTH + ipv6PayloadLength(buf, ipOffset);
-    addressWords = 4;
-  } else {
-    return UNPARSED_FLOW_HASH;
-  }
-  // decodeIpv4/decodeIpv6 proved packetEnd ≤ end; the ports are the first 4 bytes of TCP.
+  // IGNORE: the shard's decoder verifies the checksum; routing a corrupt packet costs nothing.
+  if (decodeIpLayers(linkType, buf, offset, length, ChecksumPolicy.IGNORE, scratch) !== DecodeResult.OK) return UNPARSED_FLOW_HASH;
+  // decodeIpLayers proved ipEnd ≤ the capture's end; the ports are the first 4 bytes of TCP.
   const tcp = scratch.tcpOffset;
-  if (tcp + TcpField.DST_PORT + 2 > packetEnd) return UNPARSED_FLOW_HASH;
+  if (tcp + TcpField.DST_PORT + 2 > scratch.ipEnd) return UNPARSED_FLOW_HASH;
+  const addressWords = scratch.family === 4 ? 1 : 4;
   const source = endpointHash(buf, scratch.srcAddrOffset, addressWords, readU16(buf, tcp + TcpField.SRC_PORT));
   const destination = endpointHash(buf, scratch.dstAddrOffset, addressWords, readU16(buf, tcp + TcpField.DST_PORT));
   // Addition commutes (the hash is symmetric) and, unlike XOR, does not cancel when the two

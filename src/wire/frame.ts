@@ -32,6 +32,26 @@ export function decodeFrame(
   out: Segment,
 ): DecodeResult {
   resetSegment(out, buf);
+  const result = decodeIpLayers(linkType, buf, offset, length, policy, out);
+  if (result !== DecodeResult.OK) return result;
+  // The IP length, not the capture, delimits the segment: Ethernet pads short frames.
+  return decodeTcp(buf, out.tcpOffset, out.ipEnd, policy, out);
+}
+
+/**
+ * The link and IP layers of `decodeFrame`: on OK, `out` holds the family, the addresses, the
+ * TCP header's offset and the IP packet's end, nothing of TCP. The capture thread's flow hash
+ * (flow-hash.ts) finds the 4-tuple by this same function, so shard routing and decoding agree on
+ * where the addresses and ports are, however many VLAN tags or IPv6 extension headers precede them.
+ */
+export function decodeIpLayers(
+  linkType: number,
+  buf: Uint8Array,
+  offset: number,
+  length: number,
+  policy: ChecksumPolicy,
+  out: Segment,
+): DecodeResult {
   // `x >>> 0 === x` accepts exactly the integers 0 … 2^32-1 (not NaN, fractions or negatives).
   if (offset >>> 0 !== offset || length >>> 0 !== length || offset + length > buf.length) {
     return DecodeResult.TRUNCATED;
@@ -62,20 +82,16 @@ export function decodeFrame(
 
   const ipOffset = out.ipOffset;
   let result: DecodeResult;
-  let packetEnd: number;
   if (etherType === EtherType.IPV4) {
     result = decodeIpv4(buf, ipOffset, end, policy, out);
-    if (result !== DecodeResult.OK) return result;
-    packetEnd = ipOffset + ipv4TotalLength(buf, ipOffset);
+    if (result === DecodeResult.OK) out.ipEnd = ipOffset + ipv4TotalLength(buf, ipOffset);
   } else if (etherType === EtherType.IPV6) {
     result = decodeIpv6(buf, ipOffset, end, out);
-    if (result !== DecodeResult.OK) return result;
-    packetEnd = ipOffset + IPV6_HEADER_LENGTH + ipv6PayloadLength(buf, ipOffset);
+    if (result === DecodeResult.OK) out.ipEnd = ipOffset + IPV6_HEADER_LENGTH + ipv6PayloadLength(buf, ipOffset);
   } else {
-    return DecodeResult.NOT_IP;
+    result = DecodeResult.NOT_IP;
   }
-  // The IP length, not the capture, delimits the segment: Ethernet pads short frames.
-  return decodeTcp(buf, out.tcpOffset, packetEnd, policy, out);
+  return result;
 }
 
 /** Put every field of `out` back to its default so nothing leaks from the previous packet. */

@@ -81,8 +81,9 @@ export class Segment {
   buf: Uint8Array = new Uint8Array(0);
   /** 4 or 6. */
   family: 4 | 6 = 4;
-  /** Offset of the IP header in `buf`. */
+  /** Offset of the IP header in `buf`, and of the end of the IP packet (by its length field, not the capture: Ethernet pads short frames). */
   ipOffset = 0;
+  ipEnd = 0;
   /** Offsets of the source/destination address bytes in `buf` (4 or 16 bytes each). */
   srcAddrOffset = 0;
   dstAddrOffset = 0;
