@@ -112,6 +112,13 @@ export class SynCookies {
     this.maxIdleSeconds = options.periodSeconds * (options.maxAgePeriods + 1);
   }
 
+  /** Cookies from a secret history, oldest first: they issue with the last, and accept the one before it too. */
+  static fromHistory(secrets: readonly Uint8Array[]): SynCookies {
+    const cookies = new SynCookies(secrets[0]!);
+    for (const secret of secrets.slice(1)) cookies.rotate(secret);
+    return cookies;
+  }
+
   /** Issues with `secret` from now on; the current secret is still accepted when checking. */
   rotate(secret: Uint8Array): void {
     const next = sipKey(secret);

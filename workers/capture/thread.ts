@@ -69,6 +69,7 @@ const SHORT_FRAME_BYTES = 160;
 class FlowlessShortcut {
   synAnswered = 0;
   ignored = 0;
+  private readonly checksumPolicy: ChecksumPolicy;
   private readonly cookies: SynCookies;
   /** Each shard's flows, indexed like the rings. */
   private readonly liveFlows: LiveFlows[];
@@ -82,17 +83,13 @@ class FlowlessShortcut {
 
   constructor(
     private readonly linkType: LinkType,
-    private readonly checksumPolicy: ChecksumPolicy,
-    secrets: Uint8Array[],
-    liveFlows: SharedArrayBuffer,
-    shardCount: number,
-    control: SharedArrayBuffer,
+    data: CaptureThreadData,
   ) {
-    this.cookies = new SynCookies(secrets[0]!);
-    for (const secret of secrets.slice(1)) this.cookies.rotate(secret);
-    this.liveFlows = Array.from({ length: shardCount }, (_, shard) => new LiveFlows(liveFlows, shard));
-    this.secretGeneration = controlFlags(control);
-    this.secret = controlSecret(control);
+    this.checksumPolicy = data.checksumPolicy;
+    this.cookies = SynCookies.fromHistory(data.secrets);
+    this.liveFlows = data.rings.map((_, shard) => new LiveFlows(data.liveFlows, shard));
+    this.secretGeneration = controlFlags(data.control);
+    this.secret = controlSecret(data.control);
     this.secretGenerationSeen = Atomics.load(this.secretGeneration, CaptureFlag.SECRET_GENERATION);
   }
 
@@ -158,7 +155,7 @@ try {
 if (capture !== undefined) {
   let shortcut: FlowlessShortcut | undefined;
   try {
-    shortcut = new FlowlessShortcut(capture.linkType, data.checksumPolicy, data.secrets, data.liveFlows, data.rings.length, data.control);
+    shortcut = new FlowlessShortcut(capture.linkType, data);
   } catch (error) {
     report({ type: 'failed', message: (error as Error).message });
   }

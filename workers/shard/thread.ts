@@ -45,8 +45,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
     control.close();
     throw new Error(rawSocketProblem(error as Error));
   }
-  const cookies = new SynCookies(task.secrets[0]!);
-  for (const secret of task.secrets.slice(1)) cookies.rotate(secret);
+  const cookies = SynCookies.fromHistory(task.secrets);
 
   const consumer = new RingConsumer(task.ring);
   const liveFlows = new LiveFlows(task.liveFlows, task.shard);
