@@ -320,7 +320,20 @@ export function summaryLine(snapshots: readonly RegistrySnapshot[]): string {
       }
     }
   }
-  return [...totals].map(([name, value]) => `${name}=${value}`).join(' ');
+  return [...totals]
+    .sort(([a], [b]) => summaryRank(a) - summaryRank(b))
+    .map(([name, value]) => `${name}=${value}`)
+    .join(' ');
+}
+
+/** Where `decode.`, `tcp.`, … and then each shard's pairs stand in the summary (a stable sort keeps the rest in order met). */
+const SUMMARY_GROUPS = ['decode.', 'tcp.', 'dns.', 'http.', 'pcap.', 'capture.', 'sent', 'send_failed'];
+const SHARD_FIELDS = ['packets_in', 'replies_out', 'ring_drops', 'flows', 'restarts'];
+
+function summaryRank(name: string): number {
+  const shard = /^shard(\d+)\.(.*)$/.exec(name);
+  if (shard !== null) return SUMMARY_GROUPS.length + Number(shard[1]) * SHARD_FIELDS.length + SHARD_FIELDS.indexOf(shard[2]!);
+  return SUMMARY_GROUPS.findIndex((group) => name === group || (group.endsWith('.') && name.startsWith(group)));
 }
 
 export const EXPOSITION_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;

@@ -13,7 +13,7 @@ import { type ChecksumPolicy, DECODE_RESULT_NAMES, DecodeResult, Segment, type L
 import { decodeFrame } from './wire/frame.js';
 import { emitReply } from './wire/emit.js';
 import { OUTCOME_NAMES } from './tcp/counters.js';
-import { Responder, type ResponderConfig, type SegmentSink } from './tcp/responder.js';
+import { Responder, type SegmentSink, type TcpSettings } from './tcp/responder.js';
 import type { SynCookies } from './tcp/cookie.js';
 import type { Flow } from './tcp/flow.js';
 import type { LiveFlows } from './tcp/live-flows.js';
@@ -26,9 +26,6 @@ export interface PacketSender {
 
 /** IPv6 header (40) + TCP header with options (60) + the largest payload we cut (one MSS ≤ 65535). */
 const MAX_PACKET = 40 + 60 + 65535;
-
-/** The TCP settings of a responder; the framing comes with the protocol. */
-export type TcpSettings = Omit<ResponderConfig, 'framer' | 'plausibleStart'>;
 
 export interface TcpPipelineOptions {
   linkType: LinkType;

@@ -72,7 +72,10 @@ export interface ResponderConfig {
   delayedAckMs: number;
 }
 
-export const DEFAULT_RESPONDER_CONFIG: Omit<ResponderConfig, 'framer' | 'plausibleStart'> = {
+/** The TCP settings of a responder; the framing comes with the protocol (transport.ts Protocol). */
+export type TcpSettings = Omit<ResponderConfig, 'framer' | 'plausibleStart'>;
+
+export const DEFAULT_RESPONDER_CONFIG: TcpSettings = {
   mssOffer: 1220,
   window: 65535,
   closeAfterResponse: false,
