@@ -265,33 +265,33 @@ type Labels = Partial<Record<string, string | number>>;
  * `shardN.` per shard.
  */
 function summaryNames(metric: string, labels: Labels): string[] {
-  const shard = labels['shard'];
+  const shard = labels.shard;
   const perShard = typeof shard === 'string' && /^\d+$/.test(shard) ? `shard${shard}.` : null;
   switch (metric) {
     case 'stateless_tcp_frames_total':
-      return [`decode.${labels['result']}`];
+      return [`decode.${labels.result}`];
     case 'stateless_tcp_segments_total':
-      return shard === 'capture' ? [`tcp.${labels['outcome']}`, `capture.${labels['outcome']}`] : [`tcp.${labels['outcome']}`];
+      return shard === 'capture' ? [`tcp.${labels.outcome}`, `capture.${labels.outcome}`] : [`tcp.${labels.outcome}`];
     case 'stateless_tcp_events_total':
-      return [`tcp.${labels['event']}`];
+      return [`tcp.${labels.event}`];
     case 'stateless_tcp_dns_total':
-      return [`dns.${labels['counter']}`];
+      return [`dns.${labels.counter}`];
     case 'stateless_tcp_http_total':
-      return [`http.${labels['counter']}`];
+      return [`http.${labels.counter}`];
     case 'stateless_tcp_flows':
       return perShard === null ? ['tcp.flows'] : ['tcp.flows', `${perShard}flows`];
     case 'stateless_tcp_queued_bytes':
       return ['tcp.queued_bytes'];
     case 'stateless_tcp_capture_packets_total':
-      return [`pcap.${labels['result']}`];
+      return [`pcap.${labels.result}`];
     case 'stateless_tcp_capture_established_dropped_total':
       return ['pcap.established_dropped'];
     case 'stateless_tcp_packets_sent_total': {
-      const name = labels['result'] === 'sent' ? 'sent' : 'send_failed';
+      const name = labels.result === 'sent' ? 'sent' : 'send_failed';
       return perShard !== null && name === 'sent' ? [name, `${perShard}replies_out`] : [name];
     }
     case 'stateless_tcp_ring_frames_total':
-      return perShard === null ? [] : [`${perShard}${labels['result'] === 'in' ? 'packets_in' : 'ring_drops'}`];
+      return perShard === null ? [] : [`${perShard}${labels.result === 'in' ? 'packets_in' : 'ring_drops'}`];
     case 'stateless_tcp_shard_restarts_total':
       return perShard === null ? [] : [`${perShard}restarts`];
     case 'stateless_tcp_connections_accepted_total':
