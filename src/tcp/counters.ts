@@ -19,9 +19,12 @@ export const Outcome = {
   OUT_OF_ORDER: 7,
   DUPLICATE: 8,
   CHALLENGE_ACK: 9,
+  /** The client's RST at exactly RCV.NXT: the flow is dropped (RFC 5961 §3.2). */
   RESET: 10,
   /** New data refused because the soft-state bounds are reached: dropped unacknowledged. */
   SOFT_STATE_FULL: 11,
+  /** Data after our FIN (it can never be answered): we send RST, as a kernel does for data after close(2). */
+  DATA_AFTER_FIN: 12,
 } as const;
 export type Outcome = (typeof Outcome)[keyof typeof Outcome];
 export const OUTCOME_NAMES = counterNames(Outcome);

@@ -339,7 +339,7 @@ export class Responder implements Transport<Flow> {
     if (ourFinSent) {
       // A request after our FIN can never be answered (as on a flow, below).
       this.sendStateless(seg, sndNxt, 0, TcpFlag.RST);
-      return Outcome.RESET;
+      return Outcome.DATA_AFTER_FIN;
     }
     // New bytes from RCV.NXT on. The flow starts at what the client has acknowledged by now, not
     // at this segment's possibly older ACK.
@@ -434,7 +434,7 @@ export class Responder implements Transport<Flow> {
         // We closed our side (--close-after-response, or no timestamps): a request arriving now
         // can never be answered. Say so with RST, as a kernel does for data after close(2).
         this.abort(flow, nowMs);
-        return Outcome.RESET;
+        return Outcome.DATA_AFTER_FIN;
       }
       if (this.queuedBytes >= this.config.maxQueuedBytes) {
         this.settle(flow, nowMs);
