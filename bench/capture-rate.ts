@@ -28,7 +28,7 @@ const CLOCK_TICKS_PER_SECOND = 100;
 const SENDS_PER_CLOCK_READ = 4096;
 /** Upper bound on packets the flooder sends, whatever the clock says. */
 const MAX_PACKETS = 50_000_000;
-/** Long enough that the capture thread hands every frame to a shard (workers/capture.ts SHORT_FRAME_BYTES). */
+/** Long enough that the capture thread hands every frame to a shard (workers/capture/thread.ts SHORT_FRAME_BYTES). */
 const FLOOD_PAYLOAD = new Uint8Array(120);
 
 function flood(seconds: number, flows: number, client: string, server: string): void {

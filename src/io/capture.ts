@@ -1,6 +1,6 @@
 /**
  * Packet capture with libpcap, through our Node-API addon (native/capture.c), for a thread that
- * does nothing else (workers/capture.ts).
+ * does nothing else (workers/capture/thread.ts).
  *
  * The capture thread pulls packets: `next` copies the next packet into one buffer owned by this
  * object and returns, or waits in poll(2) for at most `timeoutMs` when none is ready. Packets

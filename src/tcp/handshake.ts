@@ -1,6 +1,6 @@
 /**
  * Our SYN+ACK: the one reply that needs no state at all, so the capture thread sends it itself
- * (workers/capture.ts) for every SYN that no shard holds a flow for, and a shard's responder for
+ * (workers/capture/thread.ts) for every SYN that no shard holds a flow for, and a shard's responder for
  * the rest (a SYN on a live connection gets a challenge ACK there instead, RFC 5961 §4.2).
  */
 import { ReplyHeader, TcpFlag, type Segment } from '../wire/segment.js';

@@ -64,7 +64,7 @@ describe('config file, logs and metrics', () => {
 
   test('/metrics: per-shard counters summing to what was done, the capture and rings, upstream latency', () => {
     const perShard = (name: string): number => sample(metricsText, name.replace('SHARD', '0')) + sample(metricsText, name.replace('SHARD', '1'));
-    // SYNs are answered by the capture thread itself (workers/capture.ts), in the same series.
+    // SYNs are answered by the capture thread itself (workers/capture/thread.ts), in the same series.
     const withCapture = (name: string): number => perShard(name) + sample(metricsText, name.replace('SHARD', 'capture'));
     assert.equal(withCapture('stateless_tcp_segments_total{shard="SHARD",outcome="syn_answered"}'), 4, metricsText);
     assert.equal(sample(metricsText, 'stateless_tcp_segments_total{shard="capture",outcome="syn_answered"}'), 4, 'no flow lives for these 4-tuples: the capture thread answers');

@@ -1,6 +1,6 @@
 /**
  * Issue 7: a million random, truncated and mutated frames through the capture → responder path
- * (the real `DnsPipeline`: decodeFrame, Responder, DnsRelay, emitReply), made by fast-check from
+ * (the real `TcpPipeline` with the DNS relay: decodeFrame, Responder, DnsRelay, emitReply), made by fast-check from
  * the real captured frames of every link type. The properties:
  *   - nothing throws;
  *   - a frame that does not decode gets no reply at all;

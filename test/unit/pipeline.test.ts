@@ -1,5 +1,5 @@
 /**
- * DnsPipeline reading frames in place in a ring slot, as a shard worker does: real captured SYNs
+ * TcpPipeline reading frames in place in a ring slot, as a shard worker does: real captured SYNs
  * (test/fixtures) pushed through a real ring, drained into `handleFrame(ringBytes, slotOffset, …)`,
  * and the SYN+ACKs it sends checked field by field with their checksums.
  */
