@@ -6,11 +6,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import { writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
-import { CLI, startFrontEnd, type RunningFrontEnd } from './front-end.js';
-
-const DNS_CLIENT = fileURLToPath(new URL('./dns-client.js', import.meta.url));
+import { DNS_CLIENT } from '../../lab/client-scripts.js';
+import { createLab, type Lab } from '../../lab/lab.js';
+import { CLI, startFrontEnd, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
+import { requireTools } from '../../lab/tools.js';
+import { LAB_ZONE } from '../../lab/zone.js';
 
 async function dig(lab: Lab, server: string, ...args: string[]): Promise<string> {
   const result = await lab.exec('client', ['dig', '+tcp', '+tries=1', '+time=3', `@${server}`, ...args]);

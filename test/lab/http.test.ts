@@ -7,10 +7,11 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createLab, requireTools, type Lab } from './lab.js';
-import { startHttpFrontEnd, type RunningFrontEnd, summaryCounter as counter } from './front-end.js';
-import { serveFile, startNginx, type Nginx } from './nginx.js';
-import { parseWrk } from './wrk.js';
+import { createLab, type Lab } from '../../lab/lab.js';
+import { serveFile, startNginx, type Nginx } from '../../lab/nginx.js';
+import { startHttpFrontEnd, type RunningFrontEnd, summaryCounter as counter } from '../../lab/stateless-tcp.js';
+import { requireTools } from '../../lab/tools.js';
+import { parseWrk } from '../../lab/wrk.js';
 
 const MIB = 1024 * 1024;
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');

@@ -17,8 +17,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
-import { startCli, type RunningFrontEnd, summaryCounter as counter } from './front-end.js';
+import { createLab, type Lab } from '../../lab/lab.js';
+import { startCli, type RunningFrontEnd, summaryCounter as counter } from '../../lab/stateless-tcp.js';
+import { requireTools } from '../../lab/tools.js';
+import { LAB_ZONE } from '../../lab/zone.js';
 
 const SERVICE = '198.18.0.53';
 const QUERIES = 100;

@@ -21,17 +21,16 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
-import { createLab, LAB_ZONE, requireTools, type Lab, type Side } from './lab.js';
-import { startFrontEnd, summaryCounter as counter, type RunningFrontEnd } from './front-end.js';
-import { checkAnswer, encodeQuery, framed, type Question } from './answers.js';
-import type { ExchangeSpec, LoadReport, LoadSpec } from './tcp-client.js';
-import type { RawSegment } from './raw-client.js';
-import type { WireImpairment } from './wire.js';
-
-const TCP_CLIENT = fileURLToPath(new URL('./tcp-client.js', import.meta.url));
-const RAW_CLIENT = fileURLToPath(new URL('./raw-client.js', import.meta.url));
+import { checkAnswer, encodeQuery, framed, type Question } from '../../lab/answers.js';
+import { RAW_CLIENT, TCP_CLIENT } from '../../lab/client-scripts.js';
+import type { WireImpairment } from '../../lab/impaired-link.js';
+import { createLab, type Lab, type Side } from '../../lab/lab.js';
+import type { RawSegment } from '../../lab/raw-client.js';
+import { startFrontEnd, summaryCounter as counter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
+import type { ExchangeSpec, LoadReport, LoadSpec } from '../../lab/tcp-client.js';
+import { requireTools } from '../../lab/tools.js';
+import { LAB_ZONE } from '../../lab/zone.js';
 
 const WWW_A: Question = { name: LAB_ZONE.www.name, type: 'A' };
 const WWW_AAAA: Question = { name: LAB_ZONE.www.name, type: 'AAAA' };

@@ -1,13 +1,13 @@
 /**
- * Running the real `stateless-tcp` binary (dns or http) inside a lab's server namespace, for integration
- * tests, the demo and benchmarks.
+ * Running the real `stateless-tcp` command (src/cli.ts: dns or http) inside a lab's server
+ * namespace, for integration tests, the demo and benchmarks, and reading its counter summary.
  */
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Lab } from './lab.js';
 
-/** The compiled CLI (dist/src/cli.js), found from this file's place in dist/test/lab/. */
-export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+/** The compiled CLI (dist/src/cli.js), found from this file's place in dist/lab/. */
+export const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 /** How long the CLI may take to say it is listening. */
 const START_TIMEOUT_MS = 20_000;
 
