@@ -3,7 +3,7 @@
  *
  *   npm run bench [-- --quick] [-- --scenarios transaction,big,idle,http] [-- --contenders stateless,dnsdist]
  *
- * Every run gets a fresh lab (test/lab/lab.ts: client and server namespaces joined by veth, unbound
+ * Every run gets a fresh lab (lab/lab.ts: client and server namespaces joined by veth, unbound
  * behind the server), so TIME_WAIT and other leftovers of one run cannot slow the next. dnsperf
  * loads each contender from the client namespace; the server's CPU, peak memory and TIME_WAIT
  * sockets are read around the run. The idle scenario holds many idle connections and reports the
@@ -16,7 +16,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { createLab, requireTools, type Lab } from '../test/lab/lab.js';
+import { createLab, type Lab } from '../lab/lab.js';
+import { requireTools } from '../lab/tools.js';
 import { CONTENDER_NAMES, CONTENDERS, SERVICE_PORT, SHARED_UNBOUND_CONFIG, statelessAcceptsWorkers, waitUntilAnswering, type ContenderName, type StartMode } from './lib/contenders.js';
 import { runDnsperf, type DnsperfResult } from './lib/dnsperf.js';
 import { SCENARIO_NAMES, SCENARIOS, type ScenarioName } from './lib/scenarios.js';

@@ -20,8 +20,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { RawSender } from '../src/io/raw-send.js';
 import { emitReply, replyLength } from '../src/wire/emit.js';
 import { ReplyHeader, TcpFlag } from '../src/wire/segment.js';
-import { createLab } from '../test/lab/lab.js';
-import { startFrontEnd, summaryCounter } from '../test/lab/front-end.js';
+import { createLab } from '../lab/lab.js';
+import { startFrontEnd, summaryCounter } from '../lab/stateless-tcp.js';
 
 const CLOCK_TICKS_PER_SECOND = 100;
 /** Sends between clock reads in the flooder. */

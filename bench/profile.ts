@@ -13,7 +13,8 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { basename, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { createLab, requireTools } from '../test/lab/lab.js';
+import { createLab } from '../lab/lab.js';
+import { requireTools } from '../lab/tools.js';
 import { CONTENDERS, SERVICE_PORT, SHARED_UNBOUND_CONFIG, statelessAcceptsWorkers, waitUntilAnswering } from './lib/contenders.js';
 import { runDnsperf, type DnsperfResult } from './lib/dnsperf.js';
 import { SCENARIO_NAMES, SCENARIOS, type ScenarioName } from './lib/scenarios.js';

@@ -16,9 +16,11 @@
 import { availableParallelism, cpus } from 'node:os';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createLab, LAB_ZONE, requireTools, type Lab } from '../test/lab/lab.js';
-import { startFrontEnd } from '../test/lab/front-end.js';
-import { startDnsperf } from '../test/lab/dnsperf.js';
+import { startDnsperf } from '../lab/dnsperf.js';
+import { createLab, type Lab } from '../lab/lab.js';
+import { startFrontEnd } from '../lab/stateless-tcp.js';
+import { requireTools } from '../lab/tools.js';
+import { LAB_ZONE } from '../lab/zone.js';
 
 const rounds = Number(process.argv[2] ?? 3);
 const seconds = Number(process.argv[3] ?? 10);

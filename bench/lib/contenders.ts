@@ -6,8 +6,9 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { LAB_ZONE, type Lab } from '../../test/lab/lab.js';
-import { CLI } from '../../test/lab/front-end.js';
+import type { Lab } from '../../lab/lab.js';
+import { CLI } from '../../lab/stateless-tcp.js';
+import { LAB_ZONE } from '../../lab/zone.js';
 
 export const CONTENDER_NAMES = ['stateless', 'kernel', 'dnsdist', 'unbound'] as const;
 export type ContenderName = (typeof CONTENDER_NAMES)[number];

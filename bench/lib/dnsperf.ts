@@ -6,7 +6,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Lab } from '../../test/lab/lab.js';
+import type { Lab } from '../../lab/lab.js';
 
 export interface DnsperfLoad {
   /** Lines of the query file: `name type`, sent in order, over and over. */

@@ -9,10 +9,11 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createLab, requireTools, type Lab } from '../../test/lab/lab.js';
-import { startHttpFrontEnd } from '../../test/lab/front-end.js';
-import { NGINX_PORT, nginxPreamble, serveFile, startNginx } from '../../test/lab/nginx.js';
-import { parseWrk } from '../../test/lab/wrk.js';
+import { createLab, type Lab } from '../../lab/lab.js';
+import { NGINX_PORT, nginxPreamble, serveFile, startNginx } from '../../lab/nginx.js';
+import { startHttpFrontEnd } from '../../lab/stateless-tcp.js';
+import { requireTools } from '../../lab/tools.js';
+import { parseWrk } from '../../lab/wrk.js';
 import { cpuSeconds, peakRssBytes } from './proc-stats.js';
 
 export const HTTP_CONTENDER_NAMES = ['stateless', 'kernel', 'nginx-proxy', 'backend'] as const;

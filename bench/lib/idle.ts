@@ -12,7 +12,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { Lab } from '../../test/lab/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import { type Contender, type StartMode, SERVICE_PORT, openFilesHardLimit, waitUntilAnswering } from './contenders.js';
 import { rssBytes, slabBytes } from './proc-stats.js';
 

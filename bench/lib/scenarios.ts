@@ -1,7 +1,7 @@
 /**
  * The throughput scenarios: what dnsperf asks for, and how the servers treat connections.
  */
-import { LAB_ZONE } from '../../test/lab/lab.js';
+import { LAB_ZONE } from '../../lab/zone.js';
 import type { DnsperfLoad } from './dnsperf.js';
 
 export const SCENARIO_NAMES = ['transaction', 'persistent', 'big'] as const;

@@ -6,11 +6,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import { writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
-import { CLI, startFrontEnd, type RunningFrontEnd } from './front-end.js';
-
-const DNS_CLIENT = fileURLToPath(new URL('./dns-client.js', import.meta.url));
+import { DNS_CLIENT } from '../../lab/client-scripts.js';
+import { createLab, type Lab } from '../../lab/lab.js';
+import { CLI, startFrontEnd, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
+import { requireTools } from '../../lab/tools.js';
+import { LAB_ZONE } from '../../lab/zone.js';
 
 async function dig(lab: Lab, server: string, ...args: string[]): Promise<string> {
   const result = await lab.exec('client', ['dig', '+tcp', '+tries=1', '+time=3', `@${server}`, ...args]);
@@ -289,12 +289,29 @@ describe('stateless-tcp start-up errors are one line naming the fix', () => {
     assert.match(line, /nft not found: install nftables \(apt-get install nftables\)/);
   });
 
+  // Still root, so the checkout stays readable wherever it is (another uid cannot read one inside
+  // a mode-700 directory such as /root, and node would fail on `Cannot find module` instead), but
+  // with no capabilities: an empty bounding set means no exec can give any back, and `noroot`
+  // (locked) means uid 0 gets no full set on exec either.
+  const WITHOUT_CAPABILITIES = [
+    'setpriv', '--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-all', '--securebits=+noroot,+noroot_locked', '--',
+  ];
+
   test('no privilege for raw sockets', async () => {
     requireTools('setpriv');
+    const status = await lab.exec('server', [...WITHOUT_CAPABILITIES, 'cat', '/proc/self/status']);
+    assert.equal(status.code, 0, status.stderr);
+    // The fields, whitespace-separated values after the name (Uid: real, effective, saved, filesystem).
+    const field = (name: string): string | undefined => new RegExp(`^${name}:\\s+(.*)$`, 'm').exec(status.stdout)?.[1]?.split(/\s+/).join(' ');
+    assert.deepEqual(
+      ['Uid', 'CapPrm', 'CapEff', 'CapAmb', 'CapBnd'].map((name) => [name, field(name)]),
+      [['Uid', '0 0 0 0'], ...['CapPrm', 'CapEff', 'CapAmb', 'CapBnd'].map((name) => [name, '0000000000000000'])],
+      `the command runs as root without any capability:\n${status.stdout}`,
+    );
     const line = await failingStart(
       ['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:53`, '--upstream', upstream()],
-      ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'],
+      WITHOUT_CAPABILITIES,
     );
-    assert.match(line, /run as root, or give node CAP_NET_RAW/);
+    assert.match(line, /cannot open a raw socket \(.*\): run as root, or give node CAP_NET_RAW/);
   });
 });

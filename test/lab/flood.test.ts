@@ -10,8 +10,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
-import { startFrontEnd, type RunningFrontEnd, summaryCounter as counter } from './front-end.js';
+import { createLab, type Lab } from '../../lab/lab.js';
+import { startFrontEnd, type RunningFrontEnd, summaryCounter as counter } from '../../lab/stateless-tcp.js';
+import { requireTools } from '../../lab/tools.js';
+import { LAB_ZONE } from '../../lab/zone.js';
 
 const QUERIES = 100;
 

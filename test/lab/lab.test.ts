@@ -8,9 +8,11 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  type ExecResult, type Lab, LAB_UPSTREAM, LAB_ZONE, TXT_STRING_BYTES, createLab, isProcessRunning, requireTools,
-} from './lab.js';
+import { type Lab, createLab } from '../../lab/lab.js';
+import { type ExecResult, isProcessRunning } from '../../lab/processes.js';
+import { requireTools } from '../../lab/tools.js';
+import { LAB_UPSTREAM, UNBOUND_CONFIG_FILE } from '../../lab/unbound.js';
+import { LAB_ZONE, TXT_STRING_BYTES } from '../../lab/zone.js';
 
 requireTools('ip', 'ethtool', 'unbound', 'unbound-checkconf', 'dig', 'ping');
 
@@ -99,7 +101,7 @@ describe('lab', () => {
   });
 
   test('the generated unbound.conf passes unbound-checkconf', async () => {
-    const result = await lab.exec('server', ['unbound-checkconf', join(lab.tempDir, 'unbound.conf')]);
+    const result = await lab.exec('server', ['unbound-checkconf', join(lab.tempDir, UNBOUND_CONFIG_FILE)]);
     assert.equal(result.code, 0, result.stdout + result.stderr);
   });
 
@@ -216,7 +218,7 @@ describe('lab setup and cleanup paths', () => {
 
   // A child process builds a lab, then dies by SIGTERM or by an uncaught exception; its exit hooks
   // must remove the namespaces, unbound and the temp dir.
-  const labModule = new URL('./lab.js', import.meta.url).href;
+  const labModule = new URL('../../lab/lab.js', import.meta.url).href;
   for (const ending of ['SIGTERM', 'uncaught exception'] as const) {
     test(`a process that dies by ${ending} cleans up its lab`, async () => {
       const script = [

@@ -5,8 +5,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
-import { startCli, type RunningFrontEnd } from './front-end.js';
+import { createLab, type Lab } from '../../lab/lab.js';
+import { startCli, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
+import { requireTools } from '../../lab/tools.js';
+import { LAB_ZONE } from '../../lab/zone.js';
 
 /** The value of one series in Prometheus text (0 when absent). */
 function sample(text: string, series: string): number {

@@ -10,15 +10,20 @@
  *
  * First with per-flow hashing (fib_multipath_hash_policy=1, the usual ECMP): connections spread
  * over both. Then with every packet of a connection alternating between the two (nftables numgen
- * + fwmark routes: ECMP at its worst, as after a route change): transactions still complete.
+ * + fwmark routes: ECMP at its worst, as after a route change): transactions still complete, and
+ * a capture on each instance's link shows each connection's packets split between the two.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
-import { startCli, type RunningFrontEnd, summaryCounter as counter } from './front-end.js';
+import { TcpFlag } from '../../src/wire/segment.js';
+import { type CapturedSegment, readSegments, startPcapCapture } from '../support/tcpdump.js';
+import { createLab, type Lab } from '../../lab/lab.js';
+import { startCli, type RunningFrontEnd, summaryCounter as counter } from '../../lab/stateless-tcp.js';
+import { requireTools } from '../../lab/tools.js';
+import { LAB_ZONE } from '../../lab/zone.js';
 
 const SERVICE = '198.18.0.53';
 const QUERIES = 100;
@@ -26,6 +31,36 @@ const QUERIES = 100;
 async function run(lab: Lab, side: 'client' | 'server', command: string): Promise<void> {
   const result = await lab.exec(side, ['sh', '-c', command]);
   assert.equal(result.code, 0, `${command}: ${result.stderr}`);
+}
+
+/**
+ * The client's packets per connection on each link, from captures of what reached the service
+ * address over link 1 and link 2: merged in time order, a connection runs from its SYN to the
+ * next new SYN from the same port (dig's random ports can repeat over a hundred connections).
+ *
+ * RSTs are left out: they are not the connection's own packets but the client's kernel answering,
+ * after dig has gone, the instance that sent our FIN and resends it because the client's ACK of
+ * it went to the other instance. They come later, among other connections' packets.
+ */
+function packetsPerConnection(links: readonly [CapturedSegment[], CapturedSegment[]]): Array<[number, number]> {
+  const merged = links.flatMap((segments, link) => segments.map((segment) => ({ segment, link })));
+  merged.sort((a, b) => a.segment.timeUs - b.segment.timeUs);
+  const connections: Array<{ isn: number; packets: [number, number] }> = [];
+  const byPort = new Map<number, { isn: number; packets: [number, number] }>();
+  for (const { segment, link } of merged) {
+    if ((segment.flags & TcpFlag.RST) !== 0) continue;
+    let connection = byPort.get(segment.srcPort);
+    // A SYN with another sequence number opens a new connection; the same one is a retransmission.
+    if ((segment.flags & TcpFlag.SYN) !== 0 && connection?.isn !== segment.seq) {
+      connection = { isn: segment.seq, packets: [0, 0] };
+      connections.push(connection);
+      byPort.set(segment.srcPort, connection);
+    }
+    // Without a SYN in the capture: a connection of the test before, still closing.
+    if (connection === undefined) continue;
+    connection.packets[link]!++;
+  }
+  return connections.map((c) => c.packets);
 }
 
 /** `QUERIES` sequential dig +tcp queries to the service address; returns how many were answered. */
@@ -43,7 +78,7 @@ describe('two instances behind an ECMP route, sharing the cookie secret', () => 
   let instances: RunningFrontEnd[] = [];
 
   before(async () => {
-    requireTools('dig', 'nft');
+    requireTools('dig', 'nft', 'tcpdump');
     lab = await createLab();
     // The second link; its ends live in the lab's namespaces and go with them.
     await run(lab, 'client', `ip link add ecmp-c type veth peer name ecmp-s netns ${lab.serverNamespace}`);
@@ -104,7 +139,21 @@ describe('two instances behind an ECMP route, sharing the cookie secret', () => 
       ].join('\n'),
     });
     assert.equal(nft.code, 0, nft.stderr);
+    // What reaches each instance's link from the client, captured beside the instance itself.
+    const captureFiles = [join(lab.tempDir, 'link-1.pcap'), join(lab.tempDir, 'link-2.pcap')] as const;
+    const captures = [
+      await startPcapCapture(lab, 'server', lab.serverInterface, captureFiles[0], `tcp and dst host ${SERVICE} and dst port 53`),
+      await startPcapCapture(lab, 'server', 'ecmp-s', captureFiles[1], `tcp and dst host ${SERVICE} and dst port 53`),
+    ];
     assert.equal(await digs(lab), QUERIES);
+    for (const capture of captures) await capture.stop();
+    const perConnection = packetsPerConnection([readSegments(captureFiles[0]), readSegments(captureFiles[1])]);
+    t.diagnostic(`client packets per connection on link 1 / link 2: ${perConnection.map(([a, b]) => `${a}/${b}`).join(' ')}`);
+    assert.equal(perConnection.length, QUERIES, `${perConnection.length} connections captured for ${QUERIES} digs`);
+    // numgen alternates every packet to the service address (the RSTs above included, so a
+    // connection's own packets need not split exactly evenly): each connection reached both.
+    const onOneInstance = perConnection.filter(([a, b]) => a === 0 || b === 0);
+    assert.deepEqual(onOneInstance, [], 'every connection sent packets to both instances');
 
     const summaries: string[] = [];
     for (const instance of instances) summaries.push(await instance.stop());

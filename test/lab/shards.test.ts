@@ -14,12 +14,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
-import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
-import { startFrontEnd, summaryCounter as counter } from './front-end.js';
-import { dnsperf } from './dnsperf.js';
-
-const HELD_CONNECTION = fileURLToPath(new URL('./held-connection.js', import.meta.url));
+import { HELD_CONNECTION } from '../../lab/client-scripts.js';
+import { dnsperf } from '../../lab/dnsperf.js';
+import { createLab, type Lab } from '../../lab/lab.js';
+import { startFrontEnd, summaryCounter as counter } from '../../lab/stateless-tcp.js';
+import { requireTools } from '../../lab/tools.js';
+import { LAB_ZONE } from '../../lab/zone.js';
 
 /** A counter from the front end's stop summary (absent means zero). */
 

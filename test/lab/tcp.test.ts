@@ -21,17 +21,21 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { createLab, LAB_ZONE, requireTools, type Lab, type Side } from './lab.js';
-import { startFrontEnd, summaryCounter as counter, type RunningFrontEnd } from './front-end.js';
-import { checkAnswer, encodeQuery, framed, type Question } from './answers.js';
-import type { ExchangeSpec, LoadReport, LoadSpec } from './tcp-client.js';
-import type { RawSegment } from './raw-client.js';
-import type { WireImpairment } from './wire.js';
-
-const TCP_CLIENT = fileURLToPath(new URL('./tcp-client.js', import.meta.url));
-const RAW_CLIENT = fileURLToPath(new URL('./raw-client.js', import.meta.url));
+import { checkAnswer, encodeQuery, framed, type Question } from '../../lab/answers.js';
+import { RAW_CLIENT, TCP_CLIENT } from '../../lab/client-scripts.js';
+import type { WireImpairment } from '../../lab/impaired-link.js';
+import { createLab, type Lab, type Side } from '../../lab/lab.js';
+import type { RawSegment } from '../../lab/raw-client.js';
+import {
+  METRICS_ENDPOINT, startFrontEnd, summaryCounter as counter, type RunningFrontEnd, waitUntilNoSoftState,
+} from '../../lab/stateless-tcp.js';
+import type { ExchangeSpec, LoadReport, LoadSpec } from '../../lab/tcp-client.js';
+import { requireTools } from '../../lab/tools.js';
+import { LAB_ZONE } from '../../lab/zone.js';
+import { TcpFlag } from '../../src/wire/segment.js';
+import { type CapturedSegment, NOT_A_BARE_ACK_V4, readSegments, startPcapCapture } from '../support/tcpdump.js';
 
 const WWW_A: Question = { name: LAB_ZONE.www.name, type: 'A' };
 const WWW_AAAA: Question = { name: LAB_ZONE.www.name, type: 'AAAA' };
@@ -256,11 +260,103 @@ async function dnsperf(lab: Lab, queryFile: string, args: string[]): Promise<Dns
   };
 }
 
+/** One connection to port 53 as the server's interface saw it, from the client's SYN to the next SYN from its port. */
+interface DnsConnection {
+  /** DNS messages in the client's data, each counted once (retransmissions skipped). */
+  queries: number;
+  /** DNS messages in our data sent before any RST of ours: answers that could still reach the client. */
+  answers: number;
+  ourFin: boolean;
+  /** Whether we sent RST, and whether our FIN had gone out before it. */
+  ourReset: boolean;
+  ourResetAfterOurFin: boolean;
+  /** The next sequence number expected from the client and from us (null before any data). */
+  clientNext: number | null;
+  serverNext: number | null;
+}
+
+/** How many whole DNS messages (RFC 1035 §4.2.2 length-prefixed) a segment's payload starts with. */
+function framedMessages(payload: Uint8Array): number {
+  let count = 0;
+  for (let at = 0; at + 2 <= payload.length; at += 2 + ((payload[at]! << 8) | payload[at + 1]!)) count++;
+  return count;
+}
+
+/**
+ * The connections in a capture of port-53 traffic on the server's interface (bare ACKs may be
+ * left out). Data that starts before what the same side already sent is a retransmission.
+ */
+function dnsConnections(segments: readonly CapturedSegment[]): DnsConnection[] {
+  const all: DnsConnection[] = [];
+  const byClientPort = new Map<number, DnsConnection>();
+  /** The messages in new data; advances `next`. */
+  const newMessages = (payload: Uint8Array, seq: number, next: number | null): [number, number | null] => {
+    if (payload.length === 0) return [0, next];
+    if (next !== null && ((seq - next) | 0) < 0) return [0, next];
+    return [framedMessages(payload), (seq + payload.length) >>> 0];
+  };
+  for (const s of segments) {
+    const fromServer = s.srcPort === 53;
+    const clientPort = fromServer ? s.dstPort : s.srcPort;
+    if (!fromServer && (s.flags & TcpFlag.SYN) !== 0) {
+      const fresh: DnsConnection = { queries: 0, answers: 0, ourFin: false, ourReset: false, ourResetAfterOurFin: false, clientNext: null, serverNext: null };
+      all.push(fresh);
+      byClientPort.set(clientPort, fresh);
+      continue;
+    }
+    const connection = byClientPort.get(clientPort);
+    if (connection === undefined) continue; // begun before the capture
+    if (fromServer) {
+      if (connection.ourReset) continue;
+      const [answers, next] = newMessages(s.payload, s.seq, connection.serverNext);
+      connection.answers += answers;
+      connection.serverNext = next;
+      if ((s.flags & TcpFlag.FIN) !== 0) connection.ourFin = true;
+      if ((s.flags & TcpFlag.RST) !== 0) {
+        connection.ourReset = true;
+        connection.ourResetAfterOurFin = connection.ourFin;
+      }
+    } else {
+      const [queries, next] = newMessages(s.payload, s.seq, connection.clientNext);
+      connection.queries += queries;
+      connection.clientNext = next;
+    }
+  }
+  return all;
+}
+
+function tallyDnsConnections(connections: readonly DnsConnection[]): {
+  connections: number;
+  queries: number;
+  answers: number;
+  /** Queries without an answer on connections we never reset: none may be. */
+  unansweredWithoutOurReset: number;
+  /** Connections we reset after our FIN; the queries on them, and those we never answered. */
+  resetAfterOurFin: number;
+  queriesOnConnectionsResetAfterOurFin: number;
+  refusedAfterOurFin: number;
+  resetsBeforeOurFin: number;
+} {
+  const sum = (of: readonly DnsConnection[], value: (c: DnsConnection) => number): number => of.reduce((total, c) => total + value(c), 0);
+  const reset = connections.filter((c) => c.ourReset);
+  const resetAfterFin = reset.filter((c) => c.ourResetAfterOurFin);
+  return {
+    connections: connections.length,
+    queries: sum(connections, (c) => c.queries),
+    answers: sum(connections, (c) => c.answers),
+    unansweredWithoutOurReset: sum(connections.filter((c) => !c.ourReset), (c) => Math.max(0, c.queries - c.answers)),
+    resetAfterOurFin: resetAfterFin.length,
+    queriesOnConnectionsResetAfterOurFin: sum(resetAfterFin, (c) => c.queries),
+    refusedAfterOurFin: sum(resetAfterFin, (c) => Math.max(0, c.queries - c.answers)),
+    resetsBeforeOurFin: reset.length - resetAfterFin.length,
+  };
+}
+
 describe('dnsperf over TCP', () => {
   let lab: Lab;
   let queryFile: string;
   before(async () => {
-    requireTools('dnsperf');
+    requireTools('dnsperf', 'tcpdump', 'curl');
     lab = await createLab();
     queryFile = `${lab.tempDir}/queries`;
     writeFileSync(queryFile, `${LAB_ZONE.www.name} A\n${LAB_ZONE.missing} A\n`);
@@ -289,23 +385,45 @@ describe('dnsperf over TCP', () => {
 
   // dnsperf sometimes writes its next query on a connection whose answer and FIN it has already
   // received (prior-art.md); that query arrives after our FIN, can never be answered, and gets
-  // RST (docs/tcp-behaviour.md) — dnsperf counts it lost. Every lost query must be one of those:
-  // none sent before our FIN may be lost.
-  test('transaction mode (--close-after-response, -c 20 -q 20): dnsperf reconnects; only queries sent after our FIN are lost', async (t) => {
-    const frontEnd = await startFrontEnd(lab, ['--close-after-response']);
+  // RST (docs/tcp-behaviour.md) — dnsperf counts it lost. The RST also makes dnsperf reconnect,
+  // and its sender thread then closes the old socket whether or not its receiver thread has read
+  // the answer waiting there (dnsperf's net_tcp.c): on a busy machine that answer, sent and
+  // acknowledged, is lost too (seen: 13 lost, 12 refused, one answer on the wire that dnsperf
+  // never counted). So every query is answered except on connections we reset after our FIN, and
+  // only queries on those may be lost. The server's counters cannot tell these apart: `tcp.reset`
+  // counts the RSTs we send for data after our FIN together with the RSTs we receive, and
+  // `tcp.flows_aborted` counts every RST of ours sent on a flow (idle or retransmission give-ups
+  // too) but not the one for data reaching a connection whose flow was already released. A
+  // capture on the server's interface counts them connection by connection.
+  test('transaction mode (--close-after-response, -c 20 -q 20): dnsperf reconnects; queries are lost only on connections reset for data after our FIN', async (t) => {
+    const frontEnd = await startFrontEnd(lab, ['--close-after-response', '--metrics', METRICS_ENDPOINT]);
     t.after(() => frontEnd.stop());
+    const captureFile = join(lab.tempDir, 'transaction-mode.pcap');
+    const capture = await startPcapCapture(lab, 'server', lab.serverInterface, captureFile, `tcp port 53 and ${NOT_A_BARE_ACK_V4}`);
     const result = await dnsperf(lab, queryFile, ['-c', '20', '-q', '20', '-l', '5']);
+    // dnsperf ends once every query is answered or has timed out (5 s): nothing more is coming.
+    await capture.stop();
+    const wire = tallyDnsConnections(dnsConnections(readSegments(captureFile)));
+    await waitUntilNoSoftState(lab);
     const summary = await frontEnd.stop();
     t.diagnostic(`transaction mode: ${result.qps} qps, ${result.completed}/${result.sent} completed (${result.completedPercent} %), ${result.lost} lost`);
+    t.diagnostic(`on the wire: ${JSON.stringify(wire)}`);
     t.diagnostic(summary);
-    assert.ok(result.lost <= counter(summary, 'tcp.reset'), `${result.lost} lost, ${counter(summary, 'tcp.reset')} sent after our FIN: ${summary}`);
+    assert.equal(wire.unansweredWithoutOurReset, 0, 'every query on a connection we did not reset was answered');
+    assert.equal(wire.resetsBeforeOurFin, 0, 'we reset no connection we had not closed first');
+    assert.ok(wire.queries <= result.sent, `${wire.queries} queries on the wire, ${result.sent} sent by dnsperf`);
+    // A query dnsperf wrote but the wire never carried went into a socket that was reset first.
+    const neverSent = result.sent - wire.queries;
+    assert.ok(result.lost <= wire.queriesOnConnectionsResetAfterOurFin + neverSent,
+      `${result.lost} lost; ${wire.queriesOnConnectionsResetAfterOurFin} queries on ${wire.resetAfterOurFin} connections reset ` +
+      `after our FIN (${wire.refusedAfterOurFin} of them refused), ${neverSent} never left the client: ${summary}`);
     assert.ok(result.completed >= 0.99 * result.sent, result.output);
     assert.ok(result.completed > 500, `a real load: ${result.completed} queries`);
     // Every answer closed its connection: about one handshake per query. (Not exactly: a second
     // query that dnsperf writes while the first is still being answered is answered too, before
     // our FIN — a few in ten thousand.)
     assert.ok(counter(summary, 'tcp.syn_answered') >= 0.99 * result.completed, summary);
-    assert.equal(counter(summary, 'tcp.flows'), 0);
+    assert.equal(counter(summary, 'tcp.flows'), 0, summary);
   });
 });
 
@@ -320,9 +438,9 @@ describe('through a wire that loses, duplicates, delays and reorders both ways',
   let lab: Lab;
   let frontEnd: RunningFrontEnd;
   before(async () => {
-    requireTools('dig');
+    requireTools('dig', 'curl');
     lab = await createLab({ wire: IMPAIRMENT });
-    frontEnd = await startFrontEnd(lab);
+    frontEnd = await startFrontEnd(lab, ['--metrics', METRICS_ENDPOINT]);
   });
   after(async () => {
     await lab?.close();
@@ -360,13 +478,17 @@ describe('through a wire that loses, duplicates, delays and reorders both ways',
       assert.ok(s.dropped > 0 && s.duplicated > 0 && s.reordered > 0, `${direction} really was impaired: ${JSON.stringify(s)}`);
       assert.equal(s.injectFailed, 0);
     }
+    // dig has the whole answer, but the ACK of our last segment may have been lost on the way:
+    // then the flow holds that segment and resends it until an ACK comes. Soft state must go,
+    // but only once that exchange is over.
+    await waitUntilNoSoftState(lab);
     const summary = await frontEnd.stop();
     t.diagnostic(summary);
     const recovered = counter(summary, 'tcp.retransmit_timeouts') + counter(summary, 'tcp.fast_retransmits');
     assert.ok(recovered > 0, `the server retransmitted: ${summary}`);
     assert.equal(counter(summary, 'send_failed'), 0, 'every loss was in the wire, none at the sender');
-    assert.equal(counter(summary, 'tcp.flows'), 0, 'no soft state left');
-    assert.equal(counter(summary, 'tcp.queued_bytes'), 0);
+    assert.equal(counter(summary, 'tcp.flows'), 0, `no soft state left: ${summary}`);
+    assert.equal(counter(summary, 'tcp.queued_bytes'), 0, summary);
   });
 });
 

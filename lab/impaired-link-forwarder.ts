@@ -1,7 +1,9 @@
 /**
- * An impairing wire between two veth ends, in userspace: netem for a kernel without netem.
+ * The impaired link's forwarder: an impairing wire between two veth ends, in userspace — netem
+ * for a kernel without netem. (impaired-link.ts is the lab's side: it starts this process and
+ * reads its counters.)
  *
- *   node dist/test/lab/wire.js SPEC_JSON        (run by the lab inside its wire namespace)
+ *   node dist/lab/impaired-link-forwarder.js SPEC_JSON   (run by the lab inside its wire namespace)
  *
  * This kernel has no sch_netem (CONFIG_NET_SCH_NETEM is not set, and it has no loadable modules).
  * Impairing with nftables on a sender's own output is not the same thing: a packet dropped there
@@ -20,50 +22,9 @@
  * requests) and on SIGTERM before exiting. Without arguments it prints this usage and exits.
  */
 import { createRequire } from 'node:module';
+import type { DirectionStats, WireSpec, WireStats } from './impaired-link.js';
 
 const require = createRequire(import.meta.url);
-
-export interface WireImpairment {
-  lossPercent: number;
-  duplicatePercent: number;
-  reorderPercent: number;
-  delayMs: number;
-  jitterMs: number;
-  /**
-   * Deterministic loss: the first TCP frame toward the server that contains one of these byte
-   * strings (hex) is dropped; its retransmission passes. Applied before the random impairment.
-   */
-  dropOnceToServer?: string[];
-}
-
-export interface WireSpec extends WireImpairment {
-  /** The end facing the client, and the client's MAC (frames from it are captured there). */
-  clientSideInterface: string;
-  clientMac: string;
-  serverSideInterface: string;
-  serverMac: string;
-  /** Exit on its own after this long, whatever happens (a bound, not the normal way to stop). */
-  maxLifetimeMs: number;
-}
-
-export interface DirectionStats {
-  /** Frames captured, and TCP frames among them. */
-  frames: number;
-  tcp: number;
-  dropped: number;
-  /** Frames dropped by `dropOnceToServer`. */
-  droppedByRule: number;
-  duplicated: number;
-  /** Frames sent ahead of one captured before them. */
-  reordered: number;
-  sent: number;
-  injectFailed: number;
-}
-
-export interface WireStats {
-  toServer: DirectionStats;
-  toClient: DirectionStats;
-}
 
 interface PcapSession {
   open_live(
@@ -193,7 +154,7 @@ function run(spec: WireSpec): void {
 
 const argument = process.argv[2];
 if (argument === undefined) {
-  console.log('usage: node wire.js SPEC_JSON (the lab runs it in its wire namespace; see the comment at the top)');
+  console.log('usage: node impaired-link-forwarder.js SPEC_JSON (the lab runs it in its wire namespace; see the comment at the top)');
 } else {
   run(JSON.parse(argument) as WireSpec);
 }

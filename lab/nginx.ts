@@ -6,7 +6,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { requireTools, type Lab } from './lab.js';
+import type { Lab } from './lab.js';
+import { requireTools } from './tools.js';
 
 export const NGINX_PORT = 8080;
 

@@ -2,15 +2,16 @@
  * Builds a lab for trying things by hand, prints how to use it, and tears it down on SIGINT/SIGTERM
  * or after `--for SECONDS` (default and maximum: one hour, so a forgotten lab never lingers).
  *
- *   node dist/test/lab/cli.js [--for SECONDS] [--mtu BYTES] [--no-unbound]
+ *   node dist/lab/open-lab.js [--for SECONDS] [--mtu BYTES] [--no-unbound]
  */
 import { parseArgs } from 'node:util';
-import { type Lab, LAB_ZONE, createLab } from './lab.js';
+import { type Lab, createLab } from './lab.js';
+import { LAB_ZONE } from './zone.js';
 
 const MAX_SECONDS = 3600;
 
 function usageError(message: string): never {
-  console.error(`lab: ${message}\nusage: node dist/test/lab/cli.js [--for SECONDS (1-${MAX_SECONDS})] [--mtu BYTES] [--no-unbound]`);
+  console.error(`lab: ${message}\nusage: node dist/lab/open-lab.js [--for SECONDS (1-${MAX_SECONDS})] [--mtu BYTES] [--no-unbound]`);
   process.exit(2);
 }
 
@@ -74,13 +75,6 @@ async function main(): Promise<void> {
   await lab.close();
   console.log(`${ending.reason}: lab removed in ${Math.round(performance.now() - teardownStart)} ms`);
   process.exit(ending.status);
-}
-
-// `node --test dist/test` (npm test) runs every .js file under a directory named test, this one
-// included; a lab held open for an hour is no test, so under the test runner do nothing.
-if (process.env.NODE_TEST_CONTEXT !== undefined) {
-  console.log('lab cli: not a test, skipped under node --test');
-  process.exit(0);
 }
 
 main().catch((error: unknown) => {

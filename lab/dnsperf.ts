@@ -1,6 +1,6 @@
 /**
  * dnsperf over TCP from the lab's client namespace, and its report read into numbers, for lab
- * tests and benchmarks. (A helper module: it registers no tests and does nothing on import.)
+ * tests and benchmarks.
  */
 import type { ChildProcess } from 'node:child_process';
 import type { Lab } from './lab.js';

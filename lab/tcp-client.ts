@@ -2,7 +2,7 @@
  * DNS-over-TCP clients for the lab's TCP tests, on ordinary kernel sockets, run inside the client
  * namespace. Without a known mode it prints its usage and exits.
  *
- *   node dist/test/lab/tcp-client.js exchange SPEC_JSON
+ *   node dist/lab/tcp-client.js exchange SPEC_JSON
  *     SPEC: { host, writes: hex[], gapMs, gapsMs?, expected, holdBefore?, timeoutMs }
  *     Connects to host port 53 with TCP_NODELAY and prints `port N` (its local port). Writes each
  *     chunk separately, gapMs apart, so that each is its own segment; before chunk `holdBefore`
@@ -10,7 +10,7 @@
  *     `answers ["hex", …]` once `expected` framed answers arrived, and exits 0; exits 1 after
  *     timeoutMs.
  *
- *   node dist/test/lab/tcp-client.js load SPEC_JSON
+ *   node dist/lab/tcp-client.js load SPEC_JSON
  *     SPEC: { servers: string[], connectionsPerServer, queriesPerConnection, inFlight,
  *             questions: Question[], perQueryTimeoutMs }
  *     Persistent connections, each pipelining up to `inFlight` queries (question i of a

@@ -1,10 +1,10 @@
 /**
  * What the lab's unbound must answer, as a check of whole DNS messages: for a query the lab zone
  * knows (LAB_ZONE), whether an answer is exactly right — ID, flags, rcode, question, and every
- * record's data, in order. Shared by the lab's TCP tests and their client helper.
+ * record's data, in order. Shared by the lab's TCP tests and their client (tcp-client.ts).
  */
 import dnsPacket from 'dns-packet';
-import { LAB_ZONE } from './lab.js';
+import { LAB_ZONE } from './zone.js';
 
 export type QueryType = 'A' | 'AAAA' | 'TXT';
 

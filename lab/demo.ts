@@ -5,8 +5,10 @@
  * UDP query and answer on the server's loopback, the answer segment(s) with FIN, and the close.
  * Then it cleans everything up.
  */
-import { createLab, LAB_ZONE, requireTools, type Lab } from './lab.js';
-import { startFrontEnd } from './front-end.js';
+import { createLab, type Lab } from './lab.js';
+import { startFrontEnd } from './stateless-tcp.js';
+import { requireTools } from './tools.js';
+import { LAB_ZONE } from './zone.js';
 
 /**
  * `quiet` keeps tcpdump from decoding payloads: it reads every TCP segment to port 53 as the start

@@ -2,7 +2,7 @@
  * One DNS-over-TCP connection held open across something the test does to the server in
  * between. Run inside the client namespace:
  *
- *   node dist/test/lab/held-connection.js HOST PORT NAME GO_FILE
+ *   node dist/lab/held-connection.js HOST PORT NAME GO_FILE
  *
  * Connects, asks NAME A and prints `answer 1 <rcode>`; then waits (polling, at most 20 s) until
  * GO_FILE exists, asks again on the same connection and prints `answer 2 <rcode>`, and exits 0.

@@ -3,15 +3,15 @@
  * wire layer (emitReply works for client-to-server packets too: it writes whatever header it is
  * given) and sent with its raw sender (an IPPROTO_RAW socket):
  *
- *   node dist/test/lab/raw-client.js SEGMENTS_JSON
+ *   node dist/lab/raw-client.js SEGMENTS_JSON
  *
  * SEGMENTS: RawSegment[]; each is sent once, in order. Prints the number sent. What comes back is
  * for the test to capture (tcpdump in the client namespace). Without arguments it prints its usage.
  */
-import { emitReply, replyLength } from '../../src/wire/emit.js';
-import { ReplyHeader, TcpFlag } from '../../src/wire/segment.js';
-import { RawSender } from '../../src/io/raw-send.js';
-import { addressBytes, addressFamily } from '../support/address.js';
+import { emitReply, replyLength } from '../src/wire/emit.js';
+import { ReplyHeader, TcpFlag } from '../src/wire/segment.js';
+import { RawSender } from '../src/io/raw-send.js';
+import { addressBytes, addressFamily } from '../test/support/address.js';
 
 export interface RawSegment {
   src: string;

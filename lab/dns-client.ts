@@ -2,7 +2,7 @@
  * A DNS-over-TCP client for the odd cases dig cannot produce: malformed messages, several
  * messages in one write, one message over several writes. Run inside the client namespace:
  *
- *   node dist/test/lab/dns-client.js HOST PORT WRITES_JSON [EXPECTED_ANSWERS]
+ *   node dist/lab/dns-client.js HOST PORT WRITES_JSON [EXPECTED_ANSWERS]
  *
  * WRITES_JSON is an array of hex strings, each written separately (TCP_NODELAY, 50 ms apart) so
  * each becomes its own segment. Prints a JSON array of the answers received (hex) once
