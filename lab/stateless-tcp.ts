@@ -6,7 +6,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { STATS_INTERVAL_MS } from '../src/shard-protocol.js';
+import { METRICS_INTERVAL_MS } from '../workers/shard/protocol.js';
 import type { Lab } from './lab.js';
 
 /** The compiled CLI (dist/src/cli.js), found from this file's place in dist/lab/. */
@@ -90,13 +90,13 @@ export function metricTotal(text: string, metric: string): number {
  * `stateless_tcp_queued_bytes` zero in every shard — for the CLI started with `--metrics
  * METRICS_ENDPOINT`. After traffic that met loss, the last segments may still be retransmitted
  * for a while (RTO 200 ms, doubling) before the client's ACK releases the flow; the summary
- * written at stop would show such a flow. Shards report every STATS_INTERVAL_MS, so a reading only
+ * written at stop would show such a flow. Shards report every METRICS_INTERVAL_MS, so a reading only
  * counts once two intervals have passed since the wait began: an earlier one may describe the time
  * before the last exchange. Polls every 100 ms; throws with the last reading after `timeoutMs`.
  */
 export async function waitUntilNoSoftState(lab: Lab, timeoutMs = 30_000): Promise<void> {
   const began = Date.now();
-  const trustedFrom = began + 2 * STATS_INTERVAL_MS;
+  const trustedFrom = began + 2 * METRICS_INTERVAL_MS;
   let reading = '';
   for (;;) {
     const asked = Date.now();

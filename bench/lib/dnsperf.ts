@@ -1,6 +1,6 @@
 /**
  * Running dnsperf (`-m tcp`) in the lab's client namespace and reading its statistics.
- * See /work/shared/docs/prior-art.md for how dnsperf 2.10 behaves over TCP: queries go round-robin
+ * See docs/background.md for how dnsperf 2.10 behaves over TCP: queries go round-robin
  * over `-c` connections with `-q` in flight in total, and when the server closes a connection
  * dnsperf reconnects at once, counting queries still in flight on it as lost.
  */

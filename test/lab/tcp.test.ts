@@ -384,17 +384,16 @@ describe('dnsperf over TCP', () => {
   });
 
   // dnsperf sometimes writes its next query on a connection whose answer and FIN it has already
-  // received (prior-art.md); that query arrives after our FIN, can never be answered, and gets
+  // received (docs/background.md); that query arrives after our FIN, can never be answered, and gets
   // RST (docs/tcp-behaviour.md) — dnsperf counts it lost. The RST also makes dnsperf reconnect,
   // and its sender thread then closes the old socket whether or not its receiver thread has read
   // the answer waiting there (dnsperf's net_tcp.c): on a busy machine that answer, sent and
   // acknowledged, is lost too (seen: 13 lost, 12 refused, one answer on the wire that dnsperf
   // never counted). So every query is answered except on connections we reset after our FIN, and
-  // only queries on those may be lost. The server's counters cannot tell these apart: `tcp.reset`
-  // counts the RSTs we send for data after our FIN together with the RSTs we receive, and
-  // `tcp.flows_aborted` counts every RST of ours sent on a flow (idle or retransmission give-ups
-  // too) but not the one for data reaching a connection whose flow was already released. A
-  // capture on the server's interface counts them connection by connection.
+  // only queries on those may be lost. The server counts the RSTs it sends for data after its FIN
+  // (`tcp.data_after_fin`, apart from the client's RSTs in `tcp.reset`), but not which queries
+  // rode on those connections: a capture on the server's interface counts them connection by
+  // connection.
   test('transaction mode (--close-after-response, -c 20 -q 20): dnsperf reconnects; queries are lost only on connections reset for data after our FIN', async (t) => {
     const frontEnd = await startFrontEnd(lab, ['--close-after-response', '--metrics', METRICS_ENDPOINT]);
     t.after(() => frontEnd.stop());
