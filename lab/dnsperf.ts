@@ -5,11 +5,22 @@
 import type { ChildProcess } from 'node:child_process';
 import type { Lab } from './lab.js';
 
-export interface DnsperfResult {
+/** The numbers of dnsperf's "Statistics:" report. */
+export interface DnsperfStats {
   sent: number;
   completed: number;
   lost: number;
+  completedPercent: number;
+  reconnections: number;
+  runSeconds: number;
   qps: number;
+  averageLatencyMs: number;
+  maxLatencyMs: number;
+  /** Response codes as dnsperf prints them, e.g. { NOERROR: 123 }. */
+  responseCodes: Record<string, number>;
+}
+
+export interface DnsperfResult extends DnsperfStats {
   /** dnsperf's whole report. */
   output: string;
 }
@@ -41,16 +52,33 @@ export function startDnsperf(lab: Lab, queryFile: string, args: readonly string[
 }
 
 export function parseDnsperf(output: string): DnsperfResult {
-  const number = (pattern: RegExp): number => {
-    const m = pattern.exec(output);
-    if (m === null) throw new Error(`no ${pattern} in dnsperf's report:\n${output}`);
-    return Number(m[1]);
+  return { ...parseDnsperfStats(output), output };
+}
+
+/** The "Statistics:" block dnsperf prints at the end of a run; throws if a number is missing. */
+export function parseDnsperfStats(output: string): DnsperfStats {
+  const number = (label: string): number => {
+    const match = new RegExp(`^\\s*${label}:\\s+([\\d.]+)`, 'm').exec(output);
+    if (match === null) throw new Error(`dnsperf output has no "${label}" line: ${output.trim().split('\n').slice(-12).join(' | ')}`);
+    return Number(match[1]);
   };
+  const latency = /^\s*Average Latency \(s\):\s+([\d.]+) \(min ([\d.]+), max ([\d.]+)\)/m.exec(output);
+  const codes: Record<string, number> = {};
+  const codesLine = /^\s*Response codes:\s+(.*)$/m.exec(output);
+  for (const [, code, count] of codesLine?.[1]?.matchAll(/([A-Z]+) (\d+)/g) ?? []) codes[code!] = Number(count);
+  const sent = number('Queries sent');
+  const completed = number('Queries completed');
+  const reconnections = /^\s*Reconnections:\s+(\d+)/m.exec(output);
   return {
-    sent: number(/Queries sent:\s+(\d+)/),
-    completed: number(/Queries completed:\s+(\d+)/),
-    lost: number(/Queries lost:\s+(\d+)/),
-    qps: number(/Queries per second:\s+([\d.]+)/),
-    output,
+    sent,
+    completed,
+    lost: number('Queries lost'),
+    completedPercent: sent === 0 ? 0 : (100 * completed) / sent,
+    reconnections: reconnections === null ? 0 : Number(reconnections[1]),
+    runSeconds: number('Run time \\(s\\)'),
+    qps: number('Queries per second'),
+    averageLatencyMs: latency === null ? NaN : Number(latency[1]) * 1000,
+    maxLatencyMs: latency === null ? NaN : Number(latency[3]) * 1000,
+    responseCodes: codes,
   };
 }

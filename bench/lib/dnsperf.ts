@@ -6,6 +6,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parseDnsperfStats, type DnsperfStats } from '../../lab/dnsperf.js';
 import type { Lab } from '../../lab/lab.js';
 
 export interface DnsperfLoad {
@@ -19,18 +20,7 @@ export interface DnsperfLoad {
   seconds: number;
 }
 
-export interface DnsperfResult {
-  sent: number;
-  completed: number;
-  lost: number;
-  completedPercent: number;
-  reconnections: number;
-  runSeconds: number;
-  qps: number;
-  averageLatencyMs: number;
-  maxLatencyMs: number;
-  /** Response codes as dnsperf prints them, e.g. { NOERROR: 123 }. */
-  responseCodes: Record<string, number>;
+export interface DnsperfResult extends DnsperfStats {
   /**
    * User + system CPU seconds dnsperf itself used: near `runSeconds` (one core; dnsperf runs one
    * sending thread) means the client, not the server, set the pace.
@@ -58,33 +48,5 @@ export async function runDnsperf(lab: Lab, server: string, port: number, load: D
     throw new Error(`dnsperf failed (${argv.join(' ')}): ${reason}`);
   }
   const cpu = /^dnsperf_cpu ([\d.]+) ([\d.]+)$/m.exec(result.stderr);
-  return { ...parseDnsperfOutput(result.stdout), clientCpuSeconds: cpu === null ? NaN : Number(cpu[1]) + Number(cpu[2]) };
-}
-
-/** The "Statistics:" block dnsperf prints at the end of a run. */
-export function parseDnsperfOutput(output: string): Omit<DnsperfResult, 'clientCpuSeconds'> {
-  const number = (label: string): number => {
-    const match = new RegExp(`^\\s*${label}:\\s+([\\d.]+)`, 'm').exec(output);
-    if (match === null) throw new Error(`dnsperf output has no "${label}" line: ${output.trim().split('\n').slice(-12).join(' | ')}`);
-    return Number(match[1]);
-  };
-  const latency = /^\s*Average Latency \(s\):\s+([\d.]+) \(min ([\d.]+), max ([\d.]+)\)/m.exec(output);
-  const codes: Record<string, number> = {};
-  const codesLine = /^\s*Response codes:\s+(.*)$/m.exec(output);
-  for (const [, code, count] of codesLine?.[1]?.matchAll(/([A-Z]+) (\d+)/g) ?? []) codes[code!] = Number(count);
-  const sent = number('Queries sent');
-  const completed = number('Queries completed');
-  const reconnections = /^\s*Reconnections:\s+(\d+)/m.exec(output);
-  return {
-    sent,
-    completed,
-    lost: number('Queries lost'),
-    completedPercent: sent === 0 ? 0 : (100 * completed) / sent,
-    reconnections: reconnections === null ? 0 : Number(reconnections[1]),
-    runSeconds: number('Run time \\(s\\)'),
-    qps: number('Queries per second'),
-    averageLatencyMs: latency === null ? NaN : Number(latency[1]) * 1000,
-    maxLatencyMs: latency === null ? NaN : Number(latency[3]) * 1000,
-    responseCodes: codes,
-  };
+  return { ...parseDnsperfStats(result.stdout), clientCpuSeconds: cpu === null ? NaN : Number(cpu[1]) + Number(cpu[2]) };
 }

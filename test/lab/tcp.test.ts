@@ -33,6 +33,7 @@ import {
 } from '../../lab/stateless-tcp.js';
 import type { ExchangeSpec, LoadReport, LoadSpec } from '../../lab/tcp-client.js';
 import { requireTools } from '../../lab/tools.js';
+import { dnsperf } from '../../lab/dnsperf.js';
 import { LAB_ZONE } from '../../lab/zone.js';
 import { TcpFlag } from '../../src/wire/segment.js';
 import { type CapturedSegment, NOT_A_BARE_ACK_V4, readSegments, startPcapCapture } from '../support/tcpdump.js';
@@ -232,33 +233,6 @@ describe('pipelined and split requests from real clients', () => {
 // ---------------------------------------------------------------------------------------------
 // 2. dnsperf
 // ---------------------------------------------------------------------------------------------
-
-interface DnsperfResult {
-  sent: number;
-  completed: number;
-  completedPercent: number;
-  lost: number;
-  qps: number;
-  output: string;
-}
-
-async function dnsperf(lab: Lab, queryFile: string, args: string[]): Promise<DnsperfResult> {
-  const run = await lab.exec('client', ['dnsperf', '-m', 'tcp', '-s', lab.serverV4, '-d', queryFile, ...args], { timeoutMs: 30_000 });
-  assert.equal(run.code, 0, `dnsperf: ${run.stderr}${run.stdout}`);
-  const number = (pattern: RegExp): number => {
-    const m = pattern.exec(run.stdout);
-    assert.ok(m !== null, `${pattern} in dnsperf output:\n${run.stdout}`);
-    return Number(m[1]);
-  };
-  return {
-    sent: number(/Queries sent:\s+(\d+)/),
-    completed: number(/Queries completed:\s+(\d+)/),
-    completedPercent: number(/Queries completed:\s+\d+ \(([\d.]+)%\)/),
-    lost: number(/Queries lost:\s+(\d+)/),
-    qps: number(/Queries per second:\s+([\d.]+)/),
-    output: run.stdout,
-  };
-}
 
 /** One connection to port 53 as the server's interface saw it, from the client's SYN to the next SYN from its port. */
 interface DnsConnection {
