@@ -23,7 +23,7 @@ import {
   sequenceTimestampSeconds,
   sequenceWireLength,
   writeSequenceFrame,
-} from './frame-sequence.js';
+} from '../../support/frame-sequence.js';
 
 /**
  * A ring with both ends, pushing sequence frames from one reused staging buffer (as the capture
