@@ -23,7 +23,7 @@ import {
   sequenceTimestampSeconds,
   sequenceWireLength,
   writeSequenceFrame,
-} from './frame-sequence.js';
+} from '../../support/frame-sequence.js';
 
 /**
  * A ring with both ends, pushing sequence frames from one reused staging buffer (as the capture
@@ -82,34 +82,6 @@ class Harness {
     }, max);
   }
 }
-
-describe('ring layout', () => {
-  it('puts the fields of different writers more than a cache line apart', () => {
-    const groups = [
-      [HeaderWord.WRITE_INDEX, HeaderWord.DROPPED, HeaderWord.WAKEUPS],
-      [HeaderWord.READ_INDEX, HeaderWord.SLEEPS],
-      [HeaderWord.CONSUMER_SLEEPING],
-    ];
-    for (let a = 0; a < groups.length; a++) {
-      for (let b = a + 1; b < groups.length; b++) {
-        for (const x of groups[a]!) {
-          for (const y of groups[b]!) {
-            // Bytes [4x, 4x + 4) and [4y, 4y + 4) can share no 64-byte line wherever the buffer starts.
-            assert.ok(Math.abs(4 * y - 4 * x) - 4 >= CACHE_LINE_BYTES, `words ${x} and ${y}`);
-          }
-        }
-      }
-    }
-    for (const word of Object.values(HeaderWord)) assert.ok(4 * word + 4 <= HEADER_BYTES);
-  });
-
-  it('sizes slots as whole cache lines holding the slot header and the data', () => {
-    assert.equal(slotStrideBytes(2048), 2112);
-    assert.equal(slotStrideBytes(48), 64);
-    assert.equal(slotStrideBytes(49), 128);
-    assert.equal(ringByteLength(1024, 2048), HEADER_BYTES + 1024 * 2112);
-  });
-});
 
 describe('ring in one thread', () => {
   it('goes around the ring ~100 times with random push and drain sizes, every frame intact and in order', () => {

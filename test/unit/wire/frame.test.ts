@@ -233,3 +233,27 @@ describe('decodeFrame contract', () => {
     }
   });
 });
+
+describe('decodeFrame on raw IP (LINKTYPE_RAW)', () => {
+  function decode(linkType: number, buf: Uint8Array): { result: DecodeResult; seg: Segment } {
+    const seg = new Segment();
+    return { result: decodeFrame(linkType, buf, 0, buf.length, ChecksumPolicy.VERIFY, seg), seg };
+  }
+
+  it('picks IPv4 or IPv6 by the version nibble', () => {
+    const v4 = decode(LinkType.RAW, ipPacket(Packet.V4_SYN));
+    assert.equal(v4.result, DecodeResult.OK);
+    assert.equal(v4.seg.family, 4);
+    assert.equal(v4.seg.ipOffset, 0);
+    const v6 = decode(LinkType.RAW, ipPacket(Packet.V6_SYN));
+    assert.equal(v6.result, DecodeResult.OK);
+    assert.equal(v6.seg.family, 6);
+  });
+
+  it('rejects other versions as a bad IP header and an empty capture as truncated', () => {
+    const packet = ipPacket(Packet.V4_SYN);
+    packet[0] = 0x55;
+    assert.equal(decode(LinkType.RAW, packet).result, DecodeResult.BAD_IP_HEADER);
+    assert.equal(decode(LinkType.RAW, new Uint8Array(0)).result, DecodeResult.TRUNCATED);
+  });
+});

@@ -1,15 +1,15 @@
 /**
- * The consumer half of cross-thread.test.ts, run as a worker thread: drains the ring with
- * `RingConsumer.run` and verifies every frame against its sequence number. Not a test file
- * itself (node --test runs every .js under test/ when given a directory): in the main thread it
- * does nothing.
+ * The consumer half of test/unit/ring/ring.fuzz.test.ts, run as a worker thread: drains the
+ * ring with `RingConsumer.run` and verifies every frame against its sequence number. Not a test
+ * file itself (node --test runs every .js under test/ when given a directory): in the main thread
+ * it does nothing.
  *
  * Protocol: workerData is a `ConsumerWorkerData`; the worker posts 'ready' once attached, then one
  * `ConsumerWorkerReport` when every frame is accounted for (delivered here or dropped by the
  * producer), and exits.
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { type FrameHandler, RingConsumer, type RingRegion, type WakeReason } from '../../../src/ring/ring.js';
+import { type FrameHandler, RingConsumer, type RingRegion, type WakeReason } from '../../src/ring/ring.js';
 import {
   sequenceFrameLength,
   sequenceFrameMismatch,

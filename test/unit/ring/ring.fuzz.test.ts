@@ -1,9 +1,9 @@
 /**
  * The ring between two real threads: the test's main thread produces, a worker_threads Worker
- * (ring-consumer-worker.ts) consumes with `RingConsumer.run`. The producer pushes a million
- * sequence frames in bursts of random size with pauses between some, so the consumer both falls
- * behind (the ring fills and frames are dropped) and runs dry (it sleeps and must be notified).
- * Every frame must arrive exactly once, in order, intact, or be counted as dropped.
+ * (test/support/ring-consumer-worker.ts) consumes with `RingConsumer.run`. The producer pushes a
+ * million sequence frames in bursts of random size with pauses between some, so the consumer both
+ * falls behind (the ring fills and frames are dropped) and runs dry (it sleeps and must be
+ * notified). Every frame must arrive exactly once, in order, intact, or be counted as dropped.
  */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
@@ -17,8 +17,8 @@ import {
   sequenceTimestampSeconds,
   sequenceWireLength,
   writeSequenceFrame,
-} from './frame-sequence.js';
-import type { ConsumerWorkerData, ConsumerWorkerReport } from './ring-consumer-worker.js';
+} from '../../support/frame-sequence.js';
+import type { ConsumerWorkerData, ConsumerWorkerReport } from '../../support/ring-consumer-worker.js';
 
 const TOTAL = 1_000_000;
 const MAX_FRAME_LENGTH = 200;
@@ -40,7 +40,7 @@ it('a million frames from the main thread to a worker: in order, exactly once, o
     dropped: droppedMarks,
     tickIntervalMs: TICK_INTERVAL_MS,
   };
-  const worker = new Worker(new URL('./ring-consumer-worker.js', import.meta.url), { workerData });
+  const worker = new Worker(new URL('../../support/ring-consumer-worker.js', import.meta.url), { workerData });
   try {
     const messages = workerMessages(worker);
     assert.equal(await messages.next(), 'ready');

@@ -11,8 +11,9 @@ import { CAPTURES, frame, ipPacket, Packet, PACKET_COUNT } from '../../support/f
 import { insertBytes } from '../../support/packets.js';
 import { Prng } from '../../support/prng.js';
 import { writeU16 } from '../../../src/wire/bytes.js';
-import { flowHash, UNPARSED_FLOW_HASH } from '../../../src/wire/flow-hash.js';
-import { LinkType } from '../../../src/wire/segment.js';
+import { flowHash, segmentFlowHash, UNPARSED_FLOW_HASH } from '../../../src/wire/flow-hash.js';
+import { decodeFrame } from '../../../src/wire/frame.js';
+import { ChecksumPolicy, DecodeResult, LinkType, Segment } from '../../../src/wire/segment.js';
 
 /** The three connections in the captures (fixtures.ts): packet index ranges. */
 const CONNECTIONS = [
@@ -69,6 +70,21 @@ describe('flowHash on the captured connections', () => {
     withOptions[6] = 60;
     writeU16(withOptions, 4, v6.length - 40 + 8);
     assert.equal(hashOf(LinkType.RAW, withOptions), connectionHash(CONNECTIONS[1]), 'destination options');
+  });
+
+  it('agrees with segmentFlowHash of the decoded segment, by which shards publish their flows', () => {
+    // The capture thread looks a frame up in tcp/live-flows.ts by flowHash; a shard adds its flow
+    // there by segmentFlowHash (tcp/flow.ts): they must be the same number.
+    const seg = new Segment();
+    for (let index = 0; index < PACKET_COUNT; index++) {
+      for (const { label, linkType, bytes } of capturedForms(index)) {
+        assert.equal(decodeFrame(linkType, bytes, 0, bytes.length, ChecksumPolicy.VERIFY, seg), DecodeResult.OK, label);
+        assert.equal(segmentFlowHash(seg), hashOf(linkType, bytes), label);
+      }
+    }
+    const tagged = insertBytes(frame('ethernet', Packet.V6_QUERY), 12, [0x81, 0x00, 0x00, 0x64]);
+    assert.equal(decodeFrame(LinkType.ETHERNET, tagged, 0, tagged.length, ChecksumPolicy.VERIFY, seg), DecodeResult.OK);
+    assert.equal(segmentFlowHash(seg), hashOf(LinkType.ETHERNET, tagged), 'VLAN-tagged IPv6');
   });
 
   it('hashes to 0 what the decoder drops before the ports: not IP, not TCP, fragments, unknown link types', () => {
