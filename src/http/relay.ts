@@ -93,7 +93,9 @@ export class HttpRelay<C> implements Relay<C> {
       const n = requestLength(buf, p, end);
       const size = n > 0 ? n : end - p; // unusable bytes: one "request" that gets its error
       if (!pending.closing) {
-        pending.queue.push(buf.slice(p, p + size));
+        // A copy (Uint8Array's slice, not a Buffer's, which would be a view): the transport
+        // reuses `buf` once this returns.
+        pending.queue.push(Uint8Array.prototype.slice.call(buf, p, p + size));
         this.sink!.expectAnswer(connection);
         this.counts[HttpCounter.REQUESTS]!++;
       }

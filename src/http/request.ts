@@ -263,7 +263,7 @@ export function parseRequest(buf: Uint8Array, offset: number, length: number): H
   } else {
     if (framing > MAX_BODY_BYTES) return { status: 413 };
     if (headEnd + framing !== end) return { status: 400 };
-    body = buf.slice(headEnd, end);
+    body = Uint8Array.prototype.slice.call(buf, headEnd, end); // a copy even if `buf` is a Buffer
   }
   const tokens = connection.split(',').map((t) => t.trim());
   const keepAlive = minorVersion === 1 ? !tokens.includes('close') : tokens.includes('keep-alive');

@@ -107,6 +107,8 @@ export class KernelTransport implements Transport<KernelConnection> {
 
   closeWhenAnswered(connection: KernelConnection): void {
     connection.closeRequested = true;
+    // Part of a request after the closing one can never be answered: it no longer holds the FIN back.
+    connection.received.consume(connection.received.length);
     this.closeIfDone(connection);
   }
 
@@ -130,6 +132,8 @@ export class KernelTransport implements Transport<KernelConnection> {
       if (connection.answersOwed === 0) socket.destroy();
     });
     socket.on('data', (chunk: Buffer) => {
+      // The application asked to close (transport.ts closeWhenAnswered): read, not delivered.
+      if (connection.closeRequested) return;
       const queue = connection.received;
       queue.append(chunk, 0, chunk.length);
       const whole = this.framer(queue.bytes, queue.start, queue.length);

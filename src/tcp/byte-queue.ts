@@ -11,8 +11,9 @@ const INITIAL_BUFFER = 512;
 const NO_BYTES = new Uint8Array(0);
 
 /**
- * A byte queue: appended at the end, consumed from the start. Grows by doubling; compacts when
- * the consumed prefix is at least half of it, so steady use does not allocate.
+ * A byte queue: appended at the end, consumed from the start. Grows by doubling; compacts in
+ * place when the consumed prefix is at least as long as what is left, so steady use does not
+ * allocate.
  */
 export class ByteQueue {
   bytes: Uint8Array = NO_BYTES;
@@ -36,10 +37,13 @@ export class ByteQueue {
 
   private makeRoom(length: number): void {
     const used = this.end - this.start;
-    if (this.start > 0 && used + length <= this.bytes.length && this.start >= this.bytes.length / 2) {
+    // Compact when it fits and moves no more bytes than it frees; otherwise grow to at least
+    // twice the size. Either way a copy is paid for by as many appended bytes, so a queue kept
+    // more than half full (a flow's send queue while a body streams) does not reallocate each time.
+    if (used + length <= this.bytes.length && this.start >= used) {
       this.bytes.copyWithin(0, this.start, this.end);
     } else {
-      let size = Math.max(this.bytes.length, INITIAL_BUFFER);
+      let size = Math.max(2 * this.bytes.length, INITIAL_BUFFER);
       while (size < used + length) size *= 2;
       const grown = new Uint8Array(size);
       grown.set(this.bytes.subarray(this.start, this.end));

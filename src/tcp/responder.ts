@@ -198,6 +198,9 @@ export class Responder implements Transport<Flow> {
   /** Close our side once every owed answer is sent (HTTP `Connection: close`). */
   closeWhenAnswered(flow: Flow, nowMs: number): void {
     flow.closeRequested = true;
+    // Part of a request after the closing one can never be answered: it no longer holds the FIN back.
+    this.queuedBytes -= flow.receiveQueue.length;
+    flow.receiveQueue.consume(flow.receiveQueue.length);
     this.settle(flow, nowMs);
   }
 
@@ -485,6 +488,8 @@ export class Responder implements Transport<Flow> {
   private receive(flow: Flow, buf: Uint8Array, offset: number, length: number, nowMs: number): void {
     flow.rcvNxt = (flow.rcvNxt + length) >>> 0;
     flow.lastReceiveMs = nowMs;
+    // The application asked to close (transport.ts closeWhenAnswered): acknowledged, not delivered.
+    if (flow.closeRequested) return;
     const queue = flow.receiveQueue;
     if (queue.length === 0) {
       // The usual case: the segment holds whole messages; hand them over without copying. Any

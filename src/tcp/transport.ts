@@ -30,7 +30,11 @@ export interface Transport<C> {
   answerPart(connection: C, data: Uint8Array, offset: number, length: number): boolean;
   /** The (last bytes of an) answer owed on `connection`; dropped and counted if it was closed meanwhile. */
   answer(connection: C, data: Uint8Array, offset: number, length: number): void;
-  /** Close our side once every owed answer is sent (HTTP `Connection: close`). */
+  /**
+   * Close our side once every owed answer is sent (HTTP `Connection: close`). What the client
+   * sends after this is acknowledged but never delivered: RFC 9112 §9.6, a server "MUST NOT
+   * process any further requests received on that connection".
+   */
   closeWhenAnswered(connection: C, nowMs: number): void;
   /** Gives up on the connection with RST (a response that broke off mid-body). */
   reset(connection: C, nowMs: number): void;

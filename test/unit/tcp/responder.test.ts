@@ -617,6 +617,26 @@ test('a streamed answer: answerPart fills the send buffer, onDrain comes once AC
   assert.equal(h.responder.queuedBytes, 0);
 });
 
+test('after closeWhenAnswered, what the client sends is acknowledged but not delivered (RFC 9112 §9.6), and a partial request does not hold back the FIN', () => {
+  const h = new Harness();
+  h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  const flow = h.messages[0]!.flow;
+  const late = framedQuery('www.lab.test', 2);
+  h.send(late.subarray(0, 5)); // half a request, held in the receive queue
+  assert.ok(h.responder.queuedBytes > 0);
+  h.responder.closeWhenAnswered(flow, h.nowMs);
+  assert.equal(h.responder.queuedBytes, 0, 'the partial request is dropped');
+  h.take();
+  h.send(late.subarray(5));
+  h.send(framedQuery('www.lab.test', 3));
+  assert.equal(h.messages.length, 1, 'nothing after the close request reaches the application');
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq)));
+  const answer = h.answerFor(h.messages[0]!.bytes.subarray(2));
+  h.responder.answer(flow, answer, 0, answer.length);
+  assert.ok(decode(h.take().at(-1)!).flags & TcpFlag.FIN, 'FIN after the answer');
+});
+
 test('after the secret is rotated, a connection opened before keeps the TSval it had (a new key\'s could be smaller: the client\'s PAWS would drop us)', () => {
   const h = new Harness({ answerAtOnce: true });
   h.handshake();
