@@ -18,7 +18,16 @@ import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { createLab, type Lab } from '../lab/lab.js';
 import { requireTools } from '../lab/tools.js';
-import { CONTENDER_NAMES, CONTENDERS, SERVICE_PORT, SHARED_UNBOUND_CONFIG, statelessAcceptsWorkers, waitUntilAnswering, type ContenderName, type StartMode } from './lib/contenders.js';
+import {
+  CONTENDER_NAMES,
+  CONTENDERS,
+  SERVICE_PORT,
+  SHARED_UNBOUND_CONFIG,
+  statelessAcceptsWorkers,
+  waitUntilAnswering,
+  type ContenderName,
+  type StartMode,
+} from './lib/contenders.js';
 import { runDnsperf, type DnsperfResult } from './lib/dnsperf.js';
 import { SCENARIO_NAMES, SCENARIOS, type ScenarioName } from './lib/scenarios.js';
 import { measureIdleConnections, type IdleResult } from './lib/idle.js';
@@ -91,7 +100,10 @@ interface Results {
 
 function list<T extends string>(allowed: readonly T[]) {
   return (value: string): T[] => {
-    const items = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    const items = value
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
     for (const item of items) {
       if (!allowed.includes(item as T)) throw new InvalidArgumentError(`"${item}" is not one of ${allowed.join(', ')}`);
     }
@@ -114,7 +126,11 @@ function ensureDnsdist(): void {
     console.log('dnsdist not found: installing it (apt-get install -y dnsdist) for the benchmark');
   }
   try {
-    execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'dnsdist'], { stdio: 'inherit', timeout: 300_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'dnsdist'], {
+      stdio: 'inherit',
+      timeout: 300_000,
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
   } catch {
     throw new Error('dnsdist could not be installed: run apt-get update && apt-get install -y dnsdist, or leave it out with --contenders');
   }
@@ -135,7 +151,12 @@ async function withLab<T>(unboundExtraConfig: readonly string[], body: (lab: Lab
   }
 }
 
-async function throughputRun(scenarioName: ScenarioName, contenderName: ContenderName, seconds: number, workers: number | null): Promise<ThroughputRun> {
+async function throughputRun(
+  scenarioName: ScenarioName,
+  contenderName: ContenderName,
+  seconds: number,
+  workers: number | null,
+): Promise<ThroughputRun> {
   const scenario = SCENARIOS[scenarioName];
   const contender = CONTENDERS[contenderName];
   const mode: StartMode = { closeAfterEachAnswer: scenario.closeAfterEachAnswer, holdIdleConnections: false, workers };
@@ -179,8 +200,10 @@ async function throughputRun(scenarioName: ScenarioName, contenderName: Contende
 // ---------------------------------------------------------------------------------------------
 
 const mib = (bytes: number | null | undefined): string => (bytes == null ? '–' : (bytes / 2 ** 20).toFixed(0));
-const fixed = (value: number | null | undefined, digits: number): string => (value == null || !Number.isFinite(value) ? '–' : value.toFixed(digits));
-const ratio = (a: number | undefined, b: number | undefined): string => (a === undefined || b === undefined || b === 0 ? '–' : `${(a / b).toFixed(2)}×`);
+const fixed = (value: number | null | undefined, digits: number): string =>
+  value == null || !Number.isFinite(value) ? '–' : value.toFixed(digits);
+const ratio = (a: number | undefined, b: number | undefined): string =>
+  a === undefined || b === undefined || b === 0 ? '–' : `${(a / b).toFixed(2)}×`;
 
 /** Answers that were not NOERROR (the lab's names all exist): SERVFAILs from upstream timeouts, mostly. */
 function notNoError(d: DnsperfResult): string {
@@ -203,7 +226,8 @@ function throughputTable(runs: readonly ThroughputRun[]): string {
   ];
   for (const scenario of SCENARIO_NAMES) {
     const inScenario = runs.filter((r) => r.scenario === scenario);
-    const qpsOf = (name: ContenderName): number | undefined => inScenario.find((r) => r.contender === name && r.status === 'ok')?.dnsperf?.qps;
+    const qpsOf = (name: ContenderName): number | undefined =>
+      inScenario.find((r) => r.contender === name && r.status === 'ok')?.dnsperf?.qps;
     for (const run of inScenario) {
       const who = CONTENDERS[run.contender].title;
       if (run.status !== 'ok') {
@@ -263,8 +287,13 @@ function chart(results: Results): string {
       unit: 'CPU s / 10k',
       groups: scenarios.map((s) => SCENARIOS[s].title),
       series: titles,
-      values: scenarios.map((s) => contenders.map((c) => value(s, c, (r) =>
-        r.serverCpuSeconds == null || !r.dnsperf?.completed ? null : (r.serverCpuSeconds * 10_000) / r.dnsperf.completed))),
+      values: scenarios.map((s) =>
+        contenders.map((c) =>
+          value(s, c, (r) =>
+            r.serverCpuSeconds == null || !r.dnsperf?.completed ? null : (r.serverCpuSeconds * 10_000) / r.dnsperf.completed,
+          ),
+        ),
+      ),
     });
   }
   if (results.idle.some((r) => r.status === 'ok')) {
@@ -279,8 +308,12 @@ function chart(results: Results): string {
       series: titles,
       values: [
         contenders.map((c) => idleValue(c, (r) => Math.max(0, r.rssBytesPerConnection))),
-        contenders.map((c) => idleValue(c, (r) => (r.serverKernelBytesPerConnection === null ? null : Math.max(0, r.serverKernelBytesPerConnection)))),
-        contenders.map((c) => idleValue(c, (r) => Math.max(0, r.rssBytesPerConnection) + Math.max(0, r.serverKernelBytesPerConnection ?? 0))),
+        contenders.map((c) =>
+          idleValue(c, (r) => (r.serverKernelBytesPerConnection === null ? null : Math.max(0, r.serverKernelBytesPerConnection))),
+        ),
+        contenders.map((c) =>
+          idleValue(c, (r) => Math.max(0, r.rssBytesPerConnection) + Math.max(0, r.serverKernelBytesPerConnection ?? 0)),
+        ),
       ],
     });
   }
@@ -290,16 +323,23 @@ function chart(results: Results): string {
       unit: 'requests/s',
       groups: HTTP_BODIES.map((b) => b.title),
       series: HTTP_CONTENDER_NAMES.map((c) => HTTP_CONTENDER_TITLES[c]),
-      values: HTTP_BODIES.map((b) => HTTP_CONTENDER_NAMES.map((c) => results.http.find((r) => r.body === b.title && r.contender === c && r.status === 'ok')?.requestsPerSecond ?? null)),
+      values: HTTP_BODIES.map((b) =>
+        HTTP_CONTENDER_NAMES.map(
+          (c) => results.http.find((r) => r.body === b.title && r.contender === c && r.status === 'ok')?.requestsPerSecond ?? null,
+        ),
+      ),
     });
   }
   const m = results.machine;
-  return renderChart(panels, `${results.startedAt.slice(0, 16)}Z · ${m.cpus}× ${m.cpuModel} · Linux ${m.kernel} · Node ${m.node} · ${results.options.seconds} s per run${results.options.quick ? ' (quick)' : ''}`);
+  return renderChart(
+    panels,
+    `${results.startedAt.slice(0, 16)}Z · ${m.cpus}× ${m.cpuModel} · Linux ${m.kernel} · Node ${m.node} · ${results.options.seconds} s per run${results.options.quick ? ' (quick)' : ''}`,
+  );
 }
 
 function save(results: Results, outDir: string): void {
   mkdirSync(outDir, { recursive: true });
-  writeFileSync(join(outDir, 'latest.json'), JSON.stringify(results, null, 2) + '\n');
+  writeFileSync(join(outDir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(outDir, 'latest.svg'), chart(results));
   writeFileSync(join(outDir, 'latest.md'), markdownReport(results));
 }
@@ -330,7 +370,8 @@ async function main(options: BenchOptions): Promise<void> {
   requireTools('ip', 'ethtool', 'unbound', 'dig', 'dnsperf', 'nft', 'ss');
   if (options.contenders.includes('dnsdist')) ensureDnsdist();
   const workersPassed = options.workers !== undefined && statelessAcceptsWorkers();
-  if (options.workers !== undefined && !workersPassed) console.log(`note: this stateless-tcp has no --workers option; --workers ${options.workers} is ignored`);
+  if (options.workers !== undefined && !workersPassed)
+    console.log(`note: this stateless-tcp has no --workers option; --workers ${options.workers} is ignored`);
   const startedMs = Date.now();
   const deadlineMs = startedMs + options.budgetMinutes * 60_000;
   const results: Results = {
@@ -349,7 +390,9 @@ async function main(options: BenchOptions): Promise<void> {
     http: [],
   };
   const elapsed = (): string => `${((Date.now() - startedMs) / 1000).toFixed(0)} s`;
-  console.log(`bench: ${seconds} s per run, a fresh lab for each; machine: ${results.machine.cpus}× ${results.machine.cpuModel}, load ${results.machine.loadAverage}`);
+  console.log(
+    `bench: ${seconds} s per run, a fresh lab for each; machine: ${results.machine.cpus}× ${results.machine.cpuModel}, load ${results.machine.loadAverage}`,
+  );
 
   for (const scenario of SCENARIO_NAMES.filter((s) => options.scenarios.includes(s))) {
     for (const contender of options.contenders) {
@@ -358,10 +401,13 @@ async function main(options: BenchOptions): Promise<void> {
         run = { scenario, contender, status: 'failed', reason: `skipped: past the ${options.budgetMinutes}-minute budget` };
       } else {
         try {
-          const runOnce = (): Promise<ThroughputRun> => throughputRun(scenario, contender, seconds, workersPassed ? options.workers! : null);
+          const runOnce = (): Promise<ThroughputRun> =>
+            throughputRun(scenario, contender, seconds, workersPassed ? options.workers! : null);
           run = await runOnce();
           if (dnsperfStalled(run)) {
-            console.log(`[${elapsed()}] ${scenario} / ${contender}: dnsperf stalled (${run.dnsperf!.sent} queries sent); once more in a fresh lab`);
+            console.log(
+              `[${elapsed()}] ${scenario} / ${contender}: dnsperf stalled (${run.dnsperf!.sent} queries sent); once more in a fresh lab`,
+            );
             run = { ...(await runOnce()), stalledTry: run.dnsperf };
           }
         } catch (error) {
@@ -370,9 +416,13 @@ async function main(options: BenchOptions): Promise<void> {
       }
       results.throughput.push(run);
       const d = run.dnsperf;
-      console.log(`[${elapsed()}] ${scenario} / ${contender}: ` + (d === undefined ? `${run.status}: ${run.reason}` :
-        `${d.qps.toFixed(0)} qps, ${d.completedPercent.toFixed(2)} % completed, avg ${d.averageLatencyMs.toFixed(2)} ms, ` +
-        `CPU ${fixed(run.serverCpuSeconds, 1)} s, peak RSS ${mib(run.serverPeakRssBytes)} MiB, TIME_WAIT ${run.serverTimeWait}`));
+      console.log(
+        `[${elapsed()}] ${scenario} / ${contender}: ` +
+          (d === undefined
+            ? `${run.status}: ${run.reason}`
+            : `${d.qps.toFixed(0)} qps, ${d.completedPercent.toFixed(2)} % completed, avg ${d.averageLatencyMs.toFixed(2)} ms, ` +
+              `CPU ${fixed(run.serverCpuSeconds, 1)} s, peak RSS ${mib(run.serverPeakRssBytes)} MiB, TIME_WAIT ${run.serverTimeWait}`),
+      );
       save(results, options.out);
     }
   }
@@ -383,22 +433,47 @@ async function main(options: BenchOptions): Promise<void> {
     for (const name of IDLE_CONTENDERS.filter((c) => options.contenders.includes(c))) {
       const contender = CONTENDERS[name];
       let result: IdleResult;
-      const empty = { commandLine: '', serverSummary: '', requested: idleConnections, held: 0, failed: 0, closedByServer: 0, serverKernelSockets: 0, secondsToOpen: 0, rssBeforeBytes: 0, rssAfterBytes: 0, rssBytesPerConnection: 0, slabBytesPerConnection: 0, serverKernelBytesPerConnection: null };
+      const empty = {
+        commandLine: '',
+        serverSummary: '',
+        requested: idleConnections,
+        held: 0,
+        failed: 0,
+        closedByServer: 0,
+        serverKernelSockets: 0,
+        secondsToOpen: 0,
+        rssBeforeBytes: 0,
+        rssAfterBytes: 0,
+        rssBytesPerConnection: 0,
+        slabBytesPerConnection: 0,
+        serverKernelBytesPerConnection: null,
+      };
       if (Date.now() > deadlineMs) {
         result = { ...empty, contender: name, status: 'failed', reason: `skipped: past the ${options.budgetMinutes}-minute budget` };
       } else {
         try {
           result = await withLab(contender.unboundExtraConfig, (lab) =>
-            measureIdleConnections(lab, contender, idleConnections, { closeAfterEachAnswer: false, holdIdleConnections: true, workers: workersPassed ? options.workers! : null }, rawSlab));
+            measureIdleConnections(
+              lab,
+              contender,
+              idleConnections,
+              { closeAfterEachAnswer: false, holdIdleConnections: true, workers: workersPassed ? options.workers! : null },
+              rawSlab,
+            ),
+          );
           if (name === 'stateless') rawSlab = result.slabBytesPerConnection;
         } catch (error) {
           result = { ...empty, contender: name, status: 'failed', reason: (error as Error).message.split('\n')[0]! };
         }
       }
       results.idle.push(result);
-      console.log(`[${elapsed()}] idle / ${name}: ` + (result.status !== 'ok' ? `${result.status}: ${result.reason}` :
-        `${result.held} held in ${result.secondsToOpen.toFixed(1)} s, RSS ${result.rssBytesPerConnection.toFixed(0)} B/conn, ` +
-        `slab ${result.slabBytesPerConnection.toFixed(0)} B/conn, server kernel est. ${fixed(result.serverKernelBytesPerConnection, 0)} B/conn, closed by server ${result.closedByServer}`));
+      console.log(
+        `[${elapsed()}] idle / ${name}: ` +
+          (result.status !== 'ok'
+            ? `${result.status}: ${result.reason}`
+            : `${result.held} held in ${result.secondsToOpen.toFixed(1)} s, RSS ${result.rssBytesPerConnection.toFixed(0)} B/conn, ` +
+              `slab ${result.slabBytesPerConnection.toFixed(0)} B/conn, server kernel est. ${fixed(result.serverKernelBytesPerConnection, 0)} B/conn, closed by server ${result.closedByServer}`),
+      );
       save(results, options.out);
     }
   }
@@ -417,8 +492,12 @@ async function main(options: BenchOptions): Promise<void> {
           }
         }
         results.http.push(run);
-        console.log(`[${elapsed()}] http ${body.title} / ${contender}: ` + (run.status !== 'ok' ? `${run.status}: ${run.reason}` :
-          `${run.requestsPerSecond!.toFixed(0)} requests/s, ${run.errors} errors, avg ${fixed(run.averageLatencyMs, 2)} ms, CPU ${fixed(run.serverCpuSeconds, 1)} s`));
+        console.log(
+          `[${elapsed()}] http ${body.title} / ${contender}: ` +
+            (run.status !== 'ok'
+              ? `${run.status}: ${run.reason}`
+              : `${run.requestsPerSecond!.toFixed(0)} requests/s, ${run.errors} errors, avg ${fixed(run.averageLatencyMs, 2)} ms, CPU ${fixed(run.serverCpuSeconds, 1)} s`),
+        );
         save(results, options.out);
       }
     }
@@ -428,20 +507,31 @@ async function main(options: BenchOptions): Promise<void> {
   results.elapsedSeconds = Math.round((Date.now() - startedMs) / 1000);
   save(results, options.out);
   console.log('');
-  if (results.throughput.length > 0) console.log(throughputTable(results.throughput) + '\n');
-  if (results.idle.length > 0) console.log(idleTable(results.idle) + '\n');
-  if (results.http.length > 0) console.log(httpTable(results.http) + '\n');
+  if (results.throughput.length > 0) console.log(`${throughputTable(results.throughput)}\n`);
+  if (results.idle.length > 0) console.log(`${idleTable(results.idle)}\n`);
+  if (results.http.length > 0) console.log(`${httpTable(results.http)}\n`);
   console.log(`finished in ${elapsed()}; wrote ${join(options.out, 'latest.json')} and ${join(options.out, 'latest.svg')}`);
 }
 
 const program = new Command('bench')
   .description('dnsperf against stateless-tcp, its kernel transport, dnsdist and unbound, each in a fresh lab; plus idle-connection memory')
   .option('--quick', '5 s per run and 5,000 idle connections (a smoke run of the whole harness)', false)
-  .option('--scenarios <list>', `comma-separated: ${[...SCENARIO_NAMES, IDLE, HTTP].join(',')}`, list<BenchScenario>([...SCENARIO_NAMES, IDLE, HTTP]), [...SCENARIO_NAMES, IDLE, HTTP])
-  .option('--contenders <list>', `comma-separated: ${CONTENDER_NAMES.join(',')}`, list<ContenderName>(CONTENDER_NAMES), [...CONTENDER_NAMES])
+  .option(
+    '--scenarios <list>',
+    `comma-separated: ${[...SCENARIO_NAMES, IDLE, HTTP].join(',')}`,
+    list<BenchScenario>([...SCENARIO_NAMES, IDLE, HTTP]),
+    [...SCENARIO_NAMES, IDLE, HTTP],
+  )
+  .option('--contenders <list>', `comma-separated: ${CONTENDER_NAMES.join(',')}`, list<ContenderName>(CONTENDER_NAMES), [
+    ...CONTENDER_NAMES,
+  ])
   .option('--seconds <n>', 'seconds of dnsperf load per run (default 20, quick 5)', positiveInteger)
   .option('--idle-connections <n>', 'connections held in the idle scenario (default 50000, quick 5000)', positiveInteger)
-  .option('--workers <n>', 'shard workers for the raw transport, passed only if its CLI has --workers (default: its own default)', positiveInteger)
+  .option(
+    '--workers <n>',
+    'shard workers for the raw transport, passed only if its CLI has --workers (default: its own default)',
+    positiveInteger,
+  )
   .option('--budget-minutes <n>', 'skip runs that would start after this many minutes', positiveInteger, 15)
   .option('--out <dir>', 'where latest.json and latest.svg go', RESULTS_DIR)
   .action((options: BenchOptions) => main(options));

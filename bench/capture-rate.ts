@@ -80,13 +80,23 @@ function threadTicks(pid: number): Map<string, number> {
 }
 
 async function main(seconds: number, flows: number): Promise<void> {
-  console.log(`${availableParallelism()} CPUs (${cpus()[0]?.model ?? 'unknown'}), Node ${process.version}; ${seconds} s flood of 120-byte data segments from ${flows} flows\n`);
+  console.log(
+    `${availableParallelism()} CPUs (${cpus()[0]?.model ?? 'unknown'}), Node ${process.version}; ${seconds} s flood of 120-byte data segments from ${flows} flows\n`,
+  );
   const lab = await createLab();
   try {
     for (const workers of [1, 2]) {
       const frontEnd = await startFrontEnd(lab, ['--workers', String(workers)]);
       try {
-        const flooder = lab.spawn('client', [process.execPath, process.argv[1]!, 'flood', String(seconds), String(flows), lab.clientV4, lab.serverV4]);
+        const flooder = lab.spawn('client', [
+          process.execPath,
+          process.argv[1]!,
+          'flood',
+          String(seconds),
+          String(flows),
+          lab.clientV4,
+          lab.serverV4,
+        ]);
         let output = '';
         flooder.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
         const exited = new Promise<void>((resolve) => flooder.once('exit', () => resolve()));
@@ -106,7 +116,9 @@ async function main(seconds: number, flows: number): Promise<void> {
         const delivered = [...summary.matchAll(/shard\d+\.packets_in=(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
         const rate = received / seconds;
         const cpu = (name: string): number => ((after.get(name) ?? 0) - (before.get(name) ?? 0)) / CLOCK_TICKS_PER_SECOND / elapsed;
-        const shardCpu = [...after.keys()].filter((n) => n.startsWith('stcp-shard')).map((n) => `${n.slice(5)} ${(100 * cpu(n)).toFixed(0)}%`);
+        const shardCpu = [...after.keys()]
+          .filter((n) => n.startsWith('stcp-shard'))
+          .map((n) => `${n.slice(5)} ${(100 * cpu(n)).toFixed(0)}%`);
         console.log(
           `--workers ${workers}: flooder sent ${(sent / seconds / 1000).toFixed(0)}k pps; libpcap received ${(rate / 1000).toFixed(0)}k pps, ` +
             `kernel dropped ${counter('pcap.dropped')}; rings took ${delivered} (dropped ${ringDrops})\n` +

@@ -18,7 +18,15 @@ import { requireTools } from '../lab/tools.js';
 import { CONTENDERS, SERVICE_PORT, SHARED_UNBOUND_CONFIG, statelessAcceptsWorkers, waitUntilAnswering } from './lib/contenders.js';
 import { runDnsperf, type DnsperfResult } from './lib/dnsperf.js';
 import { SCENARIO_NAMES, SCENARIOS, type ScenarioName } from './lib/scenarios.js';
-import { flamegraphSvg, foldedStacks, frameTree, selfTimes, type CpuProfile, type FrameTree, type SelfTimeEntry } from './lib/flamegraph.js';
+import {
+  flamegraphSvg,
+  foldedStacks,
+  frameTree,
+  selfTimes,
+  type CpuProfile,
+  type FrameTree,
+  type SelfTimeEntry,
+} from './lib/flamegraph.js';
 import { describeMachine } from './lib/machine.js';
 
 const PROFILES_DIR = fileURLToPath(new URL('../../bench/profiles/', import.meta.url));
@@ -88,7 +96,9 @@ function byFile(entries: readonly SelfTimeEntry[]): SelfTimeEntry[] {
 }
 
 function analyse(dir: string, subtitle: string): ThreadReport[] {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).sort();
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .sort();
   const folded: string[] = [];
   const reports = files.map((file) => {
     const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile;
@@ -99,9 +109,17 @@ function analyse(dir: string, subtitle: string): ThreadReport[] {
     writeFileSync(join(dir, svg), flamegraphSvg(tree, `stateless-tcp, ${thread}`, subtitle));
     folded.push(...foldedStacks(tree, slug));
     const times = selfTimes(tree);
-    return { file, thread, svg, busyMs: times.busyUs / 1000, idleMs: times.idleUs / 1000, top: times.entries.slice(0, TOP_ENTRIES), byFile: byFile(times.entries).slice(0, 10) };
+    return {
+      file,
+      thread,
+      svg,
+      busyMs: times.busyUs / 1000,
+      idleMs: times.idleUs / 1000,
+      top: times.entries.slice(0, TOP_ENTRIES),
+      byFile: byFile(times.entries).slice(0, 10),
+    };
   });
-  writeFileSync(join(dir, 'stacks.folded'), folded.join('\n') + '\n');
+  writeFileSync(join(dir, 'stacks.folded'), `${folded.join('\n')}\n`);
   return reports;
 }
 
@@ -121,17 +139,19 @@ function summaryText(reports: readonly ThreadReport[], header: string): string {
 }
 
 function indexHtml(reports: readonly ThreadReport[], header: string): string {
-  const escape = (s: string): string => s.replace(/[<>&]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;' })[c]!);
-  const sections = reports.map((r) => `
-<h2>${escape(r.thread)} <small>busy ${(r.busyMs / 1000).toFixed(1)} s, idle ${(r.idleMs / 1000).toFixed(1)} s</small></h2>
+  const escapeHtml = (s: string): string => s.replace(/[<>&]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;' })[c]!);
+  const sections = reports.map(
+    (r) => `
+<h2>${escapeHtml(r.thread)} <small>busy ${(r.busyMs / 1000).toFixed(1)} s, idle ${(r.idleMs / 1000).toFixed(1)} s</small></h2>
 <object type="image/svg+xml" data="${r.svg}" style="width:100%"></object>
 <details><summary>top self time (share of busy time)</summary><table>
-${r.top.map((e) => `<tr><td align="right">${percent(e.busyShare)}</td><td><code>${escape(e.label)}</code></td></tr>`).join('\n')}
-</table></details>`);
+${r.top.map((e) => `<tr><td align="right">${percent(e.busyShare)}</td><td><code>${escapeHtml(e.label)}</code></td></tr>`).join('\n')}
+</table></details>`,
+  );
   return `<!doctype html>
 <html><head><meta charset="utf-8"><title>stateless-tcp CPU profile</title>
 <style>body{font-family:sans-serif;margin:1em 2em}small{color:#666;font-weight:normal}td{padding:0 .6em}</style></head>
-<body><h1>stateless-tcp CPU profile</h1><p>${escape(header)}</p>
+<body><h1>stateless-tcp CPU profile</h1><p>${escapeHtml(header)}</p>
 <p>One flamegraph per thread (node --cpu-prof). Hover a frame for its time. Orange: stateless-tcp's own code; green: Node's; blue: dependencies; red: V8 and native code; grey: idle. <code>stacks.folded</code> holds the same stacks in folded format; each <code>.cpuprofile</code> opens in Chrome DevTools or speedscope.</p>
 ${sections.join('\n')}
 </body></html>
@@ -169,7 +189,8 @@ async function main(options: ProfileOptions): Promise<void> {
     await lab.close();
   }
   const m = describeMachine();
-  const header = `${commandLine}; ${scenario.title}; dnsperf ${dnsperf.qps.toFixed(0)} qps, ${dnsperf.completedPercent.toFixed(2)} % completed; ` +
+  const header =
+    `${commandLine}; ${scenario.title}; dnsperf ${dnsperf.qps.toFixed(0)} qps, ${dnsperf.completedPercent.toFixed(2)} % completed; ` +
     `${m.cpus}× ${m.cpuModel}, Linux ${m.kernel}, Node ${m.node}, load ${m.loadAverage}; ${new Date().toISOString().slice(0, 16)}Z`;
   const reports = analyse(dir, header);
   if (reports.length === 0) throw new Error(`no .cpuprofile was written to ${dir}: did the server exit through process.exit?`);

@@ -139,9 +139,12 @@ async function consume(region: RingRegion): Promise<void> {
   let touched = 0;
   parentPort!.on('message', () => consumer.stop());
   parentPort!.postMessage('ready');
-  await consumer.run((bytes, offset, capturedLength) => {
-    touched ^= bytes[offset]! ^ bytes[offset + capturedLength - 1]!;
-  }, { batchSize: BATCH_SIZE, idleTimeoutMs: IDLE_TIMEOUT_MS });
+  await consumer.run(
+    (bytes, offset, capturedLength) => {
+      touched ^= bytes[offset]! ^ bytes[offset + capturedLength - 1]!;
+    },
+    { batchSize: BATCH_SIZE, idleTimeoutMs: IDLE_TIMEOUT_MS },
+  );
   // Reported so the reads above cannot be optimized away.
   parentPort!.postMessage(touched);
 }

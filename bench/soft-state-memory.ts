@@ -69,7 +69,12 @@ const setClient = (i: number): void => {
   client.srcPort = 1024 + (i % 60000);
 };
 
-const query = dnsPacket.encode({ type: 'query', id: 1, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'www.lab.test' }] });
+const query = dnsPacket.encode({
+  type: 'query',
+  id: 1,
+  flags: dnsPacket.RECURSION_DESIRED,
+  questions: [{ type: 'A', name: 'www.lab.test' }],
+});
 const framed = Buffer.concat([Buffer.from([0, query.length]), query]);
 const heap = (): number => {
   gc();
@@ -93,7 +98,12 @@ const inFlight = heap();
 let framedAnswerLength = 0;
 for (const d of datagrams) {
   const q = dnsPacket.decode(Buffer.from(d));
-  const answer = dnsPacket.encode({ type: 'response', id: q.id, questions: q.questions, answers: [{ type: 'A', name: 'www.lab.test', ttl: 60, data: '198.18.0.100' }] });
+  const answer = dnsPacket.encode({
+    type: 'response',
+    id: q.id,
+    questions: q.questions,
+    answers: [{ type: 'A', name: 'www.lab.test', ttl: 60, data: '198.18.0.100' }],
+  });
   framedAnswerLength = 2 + answer.length;
   clockMs = now;
   relay.handleUpstreamAnswer(answer, 0, answer.length);
@@ -116,8 +126,14 @@ const perTransaction = (inFlight - before - benchArrayBytes) / connections;
 console.log(`connections:                       ${connections}`);
 console.log(`flows while queries are pending:   ${connections} (measured ${answered} still unacknowledged after answers)`);
 console.log(`heap per in-flight transaction:    ${perTransaction.toFixed(0)} bytes (flow + pending upstream query)`);
-console.log(`flows after answers are acked:     ${responder.flows.size}, queued bytes ${responder.queuedBytes}, pending queries ${relay.pendingQueries}`);
+console.log(
+  `flows after answers are acked:     ${responder.flows.size}, queued bytes ${responder.queuedBytes}, pending queries ${relay.pendingQueries}`,
+);
 // What is left is compiled code and other one-time costs: the same total whatever `connections`
 // is (about 0.9 MB for 5,000, 20,000 or 60,000), i.e. nothing per idle connection.
-console.log(`heap left after all went idle:     ${((after - before) / 1024).toFixed(0)} KiB in total, ${((after - before) / connections).toFixed(1)} bytes per connection (run with another count: the total stays)`);
-console.log(`fixed table of recent connections: ${responder.recent.slots} slots, ${(responder.recent.slots * 25 / 1024 / 1024).toFixed(1)} MiB allocated at start, ${responder.recent.live(now)} in use`);
+console.log(
+  `heap left after all went idle:     ${((after - before) / 1024).toFixed(0)} KiB in total, ${((after - before) / connections).toFixed(1)} bytes per connection (run with another count: the total stays)`,
+);
+console.log(
+  `fixed table of recent connections: ${responder.recent.slots} slots, ${((responder.recent.slots * 25) / 1024 / 1024).toFixed(1)} MiB allocated at start, ${responder.recent.live(now)} in use`,
+);

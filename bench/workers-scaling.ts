@@ -69,7 +69,10 @@ function threadTicks(pid: number, prefix: string, into: Map<string, number>): vo
 function processTicks(pid: number, name: string, into: Map<string, number>): void {
   const perThread = new Map<string, number>();
   threadTicks(pid, '', perThread);
-  into.set(name, [...perThread.values()].reduce((a, b) => a + b, 0));
+  into.set(
+    name,
+    [...perThread.values()].reduce((a, b) => a + b, 0),
+  );
 }
 
 /** Busy ticks of the whole machine, all CPUs: the first line of /proc/stat less idle and iowait. */
@@ -138,7 +141,9 @@ watchdog.unref();
 
 requireTools('dnsperf');
 console.log(`${availableParallelism()} CPUs (${cpus()[0]?.model ?? 'unknown'}), Node ${process.version}`);
-console.log(`dnsperf -m tcp -c ${clients} -l ${seconds}, ${rounds} rounds; CPU in % of one core over the middle ${seconds - (2 * SAMPLE_MARGIN_MS) / 1000} s\n`);
+console.log(
+  `dnsperf -m tcp -c ${clients} -l ${seconds}, ${rounds} rounds; CPU in % of one core over the middle ${seconds - (2 * SAMPLE_MARGIN_MS) / 1000} s\n`,
+);
 const lab = await createLab();
 const runs: Run[] = [];
 try {
@@ -156,7 +161,10 @@ try {
         `round ${round + 1}, --workers ${workers}: ${run.qps.toFixed(0)} qps, ${run.completed}/${run.sent} completed, ` +
           `ring drops ${run.ringDrops}, pcap drops ${run.pcapDropped}\n  CPU: ${cpu.map(([n, p]) => `${n} ${p.toFixed(0)}%`).join(', ')}` +
           `\n  CPU per query: front end ${perQuery(frontEndPct)} (` +
-          [...run.cpu].filter(([name]) => name.startsWith('front end')).map(([n, p]) => `${n.slice(11)} ${perQuery(p)}`).join(', ') +
+          [...run.cpu]
+            .filter(([name]) => name.startsWith('front end'))
+            .map(([n, p]) => `${n.slice(11)} ${perQuery(p)}`)
+            .join(', ') +
           `), dnsperf ${perQuery(run.cpu.get('dnsperf') ?? 0)}, unbound ${perQuery(run.cpu.get('unbound') ?? 0)}`,
       );
     }
@@ -167,11 +175,19 @@ try {
 
 console.log('\nworkers  qps (min … max, median)');
 for (const workers of WORKER_COUNTS) {
-  const qps = runs.filter((r) => r.workers === workers).map((r) => r.qps).sort((a, b) => a - b);
-  console.log(`${String(workers).padStart(7)}  ${qps[0]!.toFixed(0)} … ${qps.at(-1)!.toFixed(0)}, ${qps[Math.floor(qps.length / 2)]!.toFixed(0)}`);
+  const qps = runs
+    .filter((r) => r.workers === workers)
+    .map((r) => r.qps)
+    .sort((a, b) => a - b);
+  console.log(
+    `${String(workers).padStart(7)}  ${qps[0]!.toFixed(0)} … ${qps.at(-1)!.toFixed(0)}, ${qps[Math.floor(qps.length / 2)]!.toFixed(0)}`,
+  );
 }
 const median = (workers: number): number => {
-  const qps = runs.filter((r) => r.workers === workers).map((r) => r.qps).sort((a, b) => a - b);
+  const qps = runs
+    .filter((r) => r.workers === workers)
+    .map((r) => r.qps)
+    .sort((a, b) => a - b);
   return qps[Math.floor(qps.length / 2)]!;
 };
 console.log(`2 workers / 1 worker (medians): ${(median(2) / median(1)).toFixed(2)}`);

@@ -32,7 +32,8 @@ function expected(q: Question): Expected {
   if (q.name === www.name && q.type === 'A') return { rcode: RCODE_NOERROR, type: 'A', data: [www.a] };
   if (q.name === www.name && q.type === 'AAAA') return { rcode: RCODE_NOERROR, type: 'AAAA', data: [www.aaaa] };
   for (const set of [mid, big]) {
-    if (q.name === set.name && q.type === 'TXT') return { rcode: RCODE_NOERROR, type: 'TXT', data: set.strings, bytes: set.responseBytes - OPT_BYTES };
+    if (q.name === set.name && q.type === 'TXT')
+      return { rcode: RCODE_NOERROR, type: 'TXT', data: set.strings, bytes: set.responseBytes - OPT_BYTES };
   }
   if (q.name === missing) return { rcode: RCODE_NXDOMAIN, type: q.type, data: [] };
   throw new Error(`no expected answer for ${q.name} ${q.type} in the lab zone`);
@@ -40,7 +41,12 @@ function expected(q: Question): Expected {
 
 /** A DNS query without EDNS, as bytes (no length prefix). */
 export function encodeQuery(id: number, q: Question): Buffer {
-  return dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: q.type, name: q.name.replace(/\.$/, '') }] });
+  return dnsPacket.encode({
+    type: 'query',
+    id,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type: q.type, name: q.name.replace(/\.$/, '') }],
+  });
 }
 
 /** With its 2-byte length prefix (RFC 1035 §4.2.2). */

@@ -17,7 +17,14 @@ import { LAB_ZONE } from './zone.js';
 async function traceDig(lab: Lab, server: string, query: string[], quiet: boolean): Promise<void> {
   // tcpdump on "any" in the server namespace sees the veth (client side) and lo (the UDP relay).
   const tcpdump = lab.spawn('server', [
-    'tcpdump', '-i', 'any', '-n', '-l', '-S', '--immediate-mode', ...(quiet ? ['-q'] : []),
+    'tcpdump',
+    '-i',
+    'any',
+    '-n',
+    '-l',
+    '-S',
+    '--immediate-mode',
+    ...(quiet ? ['-q'] : []),
     `(tcp port 53) or (udp port ${lab.upstream.v4.port}) or (tcp port ${lab.upstream.v4.port})`,
   ]);
   let trace = '';
@@ -48,8 +55,10 @@ async function main(): Promise<void> {
         `relaying each query over UDP to unbound at ${lab.upstream.v4.address}:${lab.upstream.v4.port}.`,
     );
     await traceDig(lab, lab.serverV4, [LAB_ZONE.www.name, 'A'], false);
-    console.log(`\nA ${LAB_ZONE.big.responseBytes}-byte answer over IPv6: unbound truncates it over UDP, so the front end asks again over TCP`);
-    console.log('and cuts the whole answer into segments of at most the client\'s MSS, with no IP fragments.');
+    console.log(
+      `\nA ${LAB_ZONE.big.responseBytes}-byte answer over IPv6: unbound truncates it over UDP, so the front end asks again over TCP`,
+    );
+    console.log("and cuts the whole answer into segments of at most the client's MSS, with no IP fragments.");
     await traceDig(lab, lab.serverV6, [LAB_ZONE.big.name, 'TXT', '+noall', '+comments', '+stats'], true);
     console.log(`\n${await frontEnd.stop()}`);
     console.log('\nIt worked! Cleaning up the lab.');

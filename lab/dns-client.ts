@@ -24,7 +24,7 @@ const answers: string[] = [];
 let received = Buffer.alloc(0);
 
 socket.on('connect', () => {
-  writes.forEach((w, i) => setTimeout(() => socket.write(w), 50 * i));
+  for (const [i, w] of writes.entries()) setTimeout(() => socket.write(w), 50 * i);
 });
 socket.on('data', (chunk: Buffer) => {
   received = Buffer.concat([received, chunk]);

@@ -38,7 +38,11 @@ export async function dnsperf(lab: Lab, queryFile: string, args: readonly string
 }
 
 /** Starts dnsperf in the background (for sampling it while it runs); `result` resolves when it ends. */
-export function startDnsperf(lab: Lab, queryFile: string, args: readonly string[]): { process: ChildProcess; result: Promise<DnsperfResult> } {
+export function startDnsperf(
+  lab: Lab,
+  queryFile: string,
+  args: readonly string[],
+): { process: ChildProcess; result: Promise<DnsperfResult> } {
   const child = lab.spawn('client', dnsperfArgv(lab, queryFile, args));
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));

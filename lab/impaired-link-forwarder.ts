@@ -28,8 +28,16 @@ const require = createRequire(import.meta.url);
 
 interface PcapSession {
   open_live(
-    device: string, filter: string, bufferSize: number, snapLength: number, outfile: string,
-    onPacket: () => void, monitor: boolean, bufferTimeout: number, onWarning: (message: string) => void, promiscuous: boolean,
+    device: string,
+    filter: string,
+    bufferSize: number,
+    snapLength: number,
+    outfile: string,
+    onPacket: () => void,
+    monitor: boolean,
+    bufferTimeout: number,
+    onWarning: (message: string) => void,
+    promiscuous: boolean,
   ): string;
   dispatch(buffer: Buffer, header: Buffer): number;
   start_polling(): void;
@@ -63,8 +71,18 @@ function run(spec: WireSpec): void {
     const header = Buffer.alloc(16);
     const header32 = new Uint32Array(header.buffer, header.byteOffset, 4);
     // Only frames the host behind this end sent: not the ones we inject here ourselves.
-    session.open_live(device, `ether src ${fromMac}`, BUFFER_BYTES, SNAP_LENGTH, '',
-      () => onFrame(Buffer.from(buffer.subarray(0, header32[2]!))), false, 0, () => {}, true);
+    session.open_live(
+      device,
+      `ether src ${fromMac}`,
+      BUFFER_BYTES,
+      SNAP_LENGTH,
+      '',
+      () => onFrame(Buffer.from(buffer.subarray(0, header32[2]!))),
+      false,
+      0,
+      () => {},
+      true,
+    );
     session.read_callback = () => {
       session.dispatch(buffer, header);
     };
@@ -129,8 +147,16 @@ function run(spec: WireSpec): void {
   // Each session captures what its host sends and injects what the other host sent.
   let clientSide: PcapSession | null = null;
   let serverSide: PcapSession | null = null;
-  clientSide = open(spec.clientSideInterface, spec.clientMac, forwarder(() => serverSide!, stats.toServer, dropOnce));
-  serverSide = open(spec.serverSideInterface, spec.serverMac, forwarder(() => clientSide!, stats.toClient, new Set()));
+  clientSide = open(
+    spec.clientSideInterface,
+    spec.clientMac,
+    forwarder(() => serverSide!, stats.toServer, dropOnce),
+  );
+  serverSide = open(
+    spec.serverSideInterface,
+    spec.serverMac,
+    forwarder(() => clientSide!, stats.toClient, new Set()),
+  );
 
   let requests = 0;
   const report = (): void => console.log(`wire stats ${++requests} ${JSON.stringify(stats)}`);

@@ -71,7 +71,10 @@ export class ImpairedLink {
   /** How many stats reports were asked of the forwarder (its reports are numbered). */
   private reports = 0;
 
-  private constructor(private readonly wire: WireNamespace, readonly forwarder: ChildProcess) {}
+  private constructor(
+    private readonly wire: WireNamespace,
+    readonly forwarder: ChildProcess,
+  ) {}
 
   /** Starts the forwarder in the wire namespace; resolves once it captures on both ends. */
   static async start(network: LabNetwork, impairment: WireImpairment, wire: WireNamespace): Promise<ImpairedLink> {

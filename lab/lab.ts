@@ -27,9 +27,7 @@ import { join } from 'node:path';
 import { closeOnExit, forgetOnExit } from './cleanup-on-exit.js';
 import { ImpairedLink, type WireImpairment, type WireStats } from './impaired-link.js';
 import { LAB_ADDRESSES, LabNetwork, type SetupSteps } from './network.js';
-import {
-  type ExecOptions, type ExecResult, type SpawnOptions, SpawnedProcesses, messageOf, runChecked, runCommand,
-} from './processes.js';
+import { type ExecOptions, type ExecResult, type SpawnOptions, SpawnedProcesses, messageOf, runChecked, runCommand } from './processes.js';
 import { requireTools } from './tools.js';
 import { LAB_UPSTREAM, startUnbound } from './unbound.js';
 
@@ -133,7 +131,10 @@ class NetworkLab implements Lab {
     assertOpen: () => this.assertOpen(),
   };
 
-  constructor(readonly mtu: number, private readonly impairment: WireImpairment | null) {
+  constructor(
+    readonly mtu: number,
+    private readonly impairment: WireImpairment | null,
+  ) {
     this.network = new LabNetwork(mtu, impairment !== null);
     closeOnExit(this);
   }
@@ -170,12 +171,16 @@ class NetworkLab implements Lab {
       });
     }
     if (withUnbound) {
-      this.unbound = await startUnbound({
-        spawn: (argv) => this.spawn('server', argv),
-        exec: (argv, options) => this.exec('server', argv, options),
-        assertOpen: () => this.assertOpen(),
-        recentOutput: (child) => this.processes.recentOutput(child),
-      }, this.tempDir, unboundServerConfig);
+      this.unbound = await startUnbound(
+        {
+          spawn: (argv) => this.spawn('server', argv),
+          exec: (argv, options) => this.exec('server', argv, options),
+          assertOpen: () => this.assertOpen(),
+          recentOutput: (child) => this.processes.recentOutput(child),
+        },
+        this.tempDir,
+        unboundServerConfig,
+      );
     }
   }
 
@@ -217,14 +222,16 @@ class NetworkLab implements Lab {
     // command in flight creates is known (and deleted) below.
     await this.settingUp?.catch(() => {});
     const failures: string[] = [];
-    await Promise.all(this.processes.running().map(async (child) => {
-      try {
-        await this.processes.stop(child);
-      } catch (error) {
-        failures.push(`stop pid ${child.pid}: ${messageOf(error)}`);
-      }
-    }));
-    failures.push(...await this.network.remove());
+    await Promise.all(
+      this.processes.running().map(async (child) => {
+        try {
+          await this.processes.stop(child);
+        } catch (error) {
+          failures.push(`stop pid ${child.pid}: ${messageOf(error)}`);
+        }
+      }),
+    );
+    failures.push(...(await this.network.remove()));
     if (this.tempDir !== '') {
       try {
         await rm(this.tempDir, { recursive: true, force: true });

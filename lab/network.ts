@@ -50,7 +50,10 @@ export class LabNetwork {
   /** Namespaces that exist now; only these are deleted. */
   private readonly namespaces: string[] = [];
 
-  constructor(readonly mtu: number, withImpairedLink: boolean) {
+  constructor(
+    readonly mtu: number,
+    withImpairedLink: boolean,
+  ) {
     // A namespace left by a killed process whose pid has been reused is skipped, not clobbered.
     let tag: string;
     do tag = `${process.pid}-${++networkCounter}`;
@@ -78,8 +81,21 @@ export class LabNetwork {
     }
     if (this.wireNamespace === null) {
       await setup.step(
-        ['ip', '-n', this.clientNamespace, 'link', 'add', this.clientInterface, 'type', 'veth',
-          'peer', 'name', this.serverInterface, 'netns', this.serverNamespace],
+        [
+          'ip',
+          '-n',
+          this.clientNamespace,
+          'link',
+          'add',
+          this.clientInterface,
+          'type',
+          'veth',
+          'peer',
+          'name',
+          this.serverInterface,
+          'netns',
+          this.serverNamespace,
+        ],
         'create veth pair',
       );
     } else {
@@ -142,12 +158,46 @@ export class LabNetwork {
    */
   private async createWireLinks(setup: SetupSteps, wireNs: string): Promise<void> {
     const { towardClient, towardServer } = this.wireInterfaces;
-    await setup.step(['ip', 'netns', 'exec', wireNs, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1',
-      'net.ipv6.conf.default.disable_ipv6=1'], 'disable IPv6 on the wire');
-    await setup.step(['ip', '-n', this.clientNamespace, 'link', 'add', this.clientInterface, 'type', 'veth',
-      'peer', 'name', towardClient, 'netns', wireNs], 'create client-wire veth pair');
-    await setup.step(['ip', '-n', this.serverNamespace, 'link', 'add', this.serverInterface, 'type', 'veth',
-      'peer', 'name', towardServer, 'netns', wireNs], 'create wire-server veth pair');
+    await setup.step(
+      ['ip', 'netns', 'exec', wireNs, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1'],
+      'disable IPv6 on the wire',
+    );
+    await setup.step(
+      [
+        'ip',
+        '-n',
+        this.clientNamespace,
+        'link',
+        'add',
+        this.clientInterface,
+        'type',
+        'veth',
+        'peer',
+        'name',
+        towardClient,
+        'netns',
+        wireNs,
+      ],
+      'create client-wire veth pair',
+    );
+    await setup.step(
+      [
+        'ip',
+        '-n',
+        this.serverNamespace,
+        'link',
+        'add',
+        this.serverInterface,
+        'type',
+        'veth',
+        'peer',
+        'name',
+        towardServer,
+        'netns',
+        wireNs,
+      ],
+      'create wire-server veth pair',
+    );
     for (const device of [towardClient, towardServer]) {
       await setup.step(['ip', 'netns', 'exec', wireNs, 'ethtool', '-K', device, 'tx', 'off', 'rx', 'off'], 'disable checksum offload');
       await setup.step(['ip', '-n', wireNs, 'link', 'set', device, 'mtu', String(this.mtu), 'up'], `bring up ${device}`);
@@ -175,7 +225,7 @@ export class LabNetwork {
       `addr add ${v6}/${LAB_ADDRESSES.v6PrefixLength} dev ${device} nodad`,
       `link set ${device} up`,
     ];
-    await setup.step(['ip', '-n', ns, '-batch', '-'], `configure ${device}`, batch.join('\n') + '\n');
+    await setup.step(['ip', '-n', ns, '-batch', '-'], `configure ${device}`, `${batch.join('\n')}\n`);
   }
 
   /**
@@ -195,7 +245,9 @@ export class LabNetwork {
         const shown = await runCommand(['ip', '-n', ns, '-j', 'addr', 'show', 'dev', device]);
         if (shown.code !== 0) return false;
         const [link] = JSON.parse(shown.stdout) as Array<{ operstate: string; addr_info: Array<Record<string, unknown>> }>;
-        const ready = link !== undefined && link.operstate === 'UP' &&
+        const ready =
+          link !== undefined &&
+          link.operstate === 'UP' &&
           link.addr_info.some((a) => a.family === 'inet6' && a.scope === 'global' && a.tentative !== true && a.dadfailed !== true);
         if (!ready) return false;
       }

@@ -70,12 +70,17 @@ ${nginxPreamble(dir, options.workers ?? 1)}
 `;
   await writeFile(join(dir, 'nginx.conf'), config);
   const check = await lab.exec('server', ['nginx', '-t', '-q', '-p', dir, '-c', join(dir, 'nginx.conf')]);
-  if (check.code !== 0) throw new Error(`nginx refuses its lab config (apt-get install nginx-light for the echo module): ${check.stderr.trim()}`);
+  if (check.code !== 0)
+    throw new Error(`nginx refuses its lab config (apt-get install nginx-light for the echo module): ${check.stderr.trim()}`);
   const child = lab.spawn('server', ['nginx', '-p', dir, '-c', join(dir, 'nginx.conf')]);
   // nginx prints nothing when it starts well: wait until it accepts connections.
   const deadline = Date.now() + 5000;
   for (;;) {
-    const probe = await lab.exec('server', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${NGINX_PORT}/echo-headers`], { timeoutMs: 2000 });
+    const probe = await lab.exec(
+      'server',
+      ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${NGINX_PORT}/echo-headers`],
+      { timeoutMs: 2000 },
+    );
     if (probe.stdout === '200') break;
     if (Date.now() > deadline || child.exitCode !== null) throw new Error(`nginx did not start: ${probe.stderr}`);
     await new Promise((resolve) => setTimeout(resolve, 50));

@@ -47,12 +47,14 @@ function describe(lab: Lab, seconds: number): string {
 }
 
 async function main(): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
+  const parse = () =>
+    parseArgs({
       options: { for: { type: 'string' }, mtu: { type: 'string' }, 'no-unbound': { type: 'boolean' } },
       strict: true,
     }).values;
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse();
   } catch (error) {
     usageError(error instanceof Error ? error.message : String(error));
   }

@@ -81,7 +81,7 @@ export function runCommand(argv: readonly string[], options: ExecOptions = {}): 
 export async function runChecked(argv: readonly string[], what: string, input?: string): Promise<void> {
   const result = await runCommand(argv, input === undefined ? {} : { input });
   if (result.code !== 0) {
-    const reason = result.timedOut ? 'timed out' : (result.stderr.trim() || `exit ${result.code ?? result.signal}`);
+    const reason = result.timedOut ? 'timed out' : result.stderr.trim() || `exit ${result.code ?? result.signal}`;
     throw new Error(`lab: ${what} failed: ${argv.join(' ')}: ${reason.replace(/\s*\n\s*/g, ' | ')}`);
   }
 }
@@ -159,7 +159,9 @@ export class SpawnedProcesses {
       };
       const onExit = (): void => {
         finish();
-        reject(new Error(`process ${child.pid} exited (${exitDescription(child)}) before printing ${pattern}: ${this.recentOutput(child)}`));
+        reject(
+          new Error(`process ${child.pid} exited (${exitDescription(child)}) before printing ${pattern}: ${this.recentOutput(child)}`),
+        );
       };
       const timer = setTimeout(() => {
         finish();
@@ -224,7 +226,10 @@ export function exitDescription(child: ChildProcess): string {
 
 /** SIGKILL each pid listed one per line (the output of `ip netns pids`), never this process. */
 export function killPids(listing: string): void {
-  for (const pid of listing.split('\n').map(Number).filter((n) => Number.isInteger(n) && n > 0 && n !== process.pid)) {
+  for (const pid of listing
+    .split('\n')
+    .map(Number)
+    .filter((n) => Number.isInteger(n) && n > 0 && n !== process.pid)) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {

@@ -27,7 +27,11 @@ export interface RunningFrontEnd {
  * `env` adds to the environment (e.g. STATELESS_TCP_TEST_HOOKS).
  */
 export function startFrontEnd(lab: Lab, extraArgs: readonly string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningFrontEnd> {
-  return startCli(lab, ['dns', '--upstream', `${lab.upstream.v4.address}:${lab.upstream.v4.port}`, ...listenArgs(lab, 53), ...extraArgs], env);
+  return startCli(
+    lab,
+    ['dns', '--upstream', `${lab.upstream.v4.address}:${lab.upstream.v4.port}`, ...listenArgs(lab, 53), ...extraArgs],
+    env,
+  );
 }
 
 /** `stateless-tcp http` on the lab's server interface, both addresses, port 80, relaying to `origin`. */

@@ -193,7 +193,16 @@ function loadConnection(server: string, spec: LoadSpec, firstId: number, report:
 
 async function load(spec: LoadSpec): Promise<void> {
   const report: LoadReport = {
-    connections: 0, sent: 0, answered: 0, correct: 0, timedOut: 0, problems: [], problemCount: 0, maxLatencyMs: 0, elapsedMs: 0, perName: {},
+    connections: 0,
+    sent: 0,
+    answered: 0,
+    correct: 0,
+    timedOut: 0,
+    problems: [],
+    problemCount: 0,
+    maxLatencyMs: 0,
+    elapsedMs: 0,
+    perName: {},
   };
   const started = Date.now();
   const runs: Promise<void>[] = [];

@@ -50,8 +50,9 @@ export async function startUnbound(server: ServerNamespace, directory: string, e
     if (hasExited(unbound)) {
       throw new Error(`unbound exited during lab setup (${exitDescription(unbound)}): ${server.recentOutput(unbound)}`);
     }
-    const answer = await server.exec(['dig', `@${address}`, '-p', String(port), '+time=1', '+tries=1', '+short', LAB_ZONE.www.name, 'A'],
-      { timeoutMs: 2_000 });
+    const answer = await server.exec(['dig', `@${address}`, '-p', String(port), '+time=1', '+tries=1', '+short', LAB_ZONE.www.name, 'A'], {
+      timeoutMs: 2_000,
+    });
     return answer.code === 0 && answer.stdout.trim() === LAB_ZONE.www.a;
   });
   return unbound;

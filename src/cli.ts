@@ -42,7 +42,8 @@ interface DnsCommandOptions extends RawCommandOptions {
 }
 
 async function runDns(options: DnsCommandOptions): Promise<void> {
-  if (options.upstream === undefined || options.upstream.length !== 1) throw new StartupError('give exactly one --upstream ADDR:PORT (or "upstream" in --config)');
+  if (options.upstream === undefined || options.upstream.length !== 1)
+    throw new StartupError('give exactly one --upstream ADDR:PORT (or "upstream" in --config)');
   const upstream = options.upstream[0]!;
   const running = await start(options, { kind: 'dns', upstream, timeoutMs: options.timeout }, options.closeAfterResponse);
   serve(options.log, options.listen, running, `upstream ${formatEndpoint(upstream)}`);
@@ -61,7 +62,11 @@ async function runHttp(options: HttpCommandOptions): Promise<void> {
 }
 
 /** Starts the front end on the chosen transport. */
-function start(options: RawCommandOptions, application: FrontEndOptions['application'], closeAfterResponse: boolean): Promise<RunningFrontEnd> {
+function start(
+  options: RawCommandOptions,
+  application: FrontEndOptions['application'],
+  closeAfterResponse: boolean,
+): Promise<RunningFrontEnd> {
   const common: FrontEndOptions = { application, listen: options.listen, closeAfterResponse, metrics: options.metrics };
   return options.transport === 'kernel' ? startKernelFrontEnd(common) : startRawFrontEnd({ ...common, ...rawOptions(options) });
 }
@@ -81,7 +86,8 @@ interface RawCommandOptions {
 }
 
 function rawOptions(options: RawCommandOptions) {
-  if (options.interface === undefined) throw new StartupError('the raw transport needs --interface IF (the interface the listen addresses are on)');
+  if (options.interface === undefined)
+    throw new StartupError('the raw transport needs --interface IF (the interface the listen addresses are on)');
   return {
     interface: options.interface,
     checksumPolicy: options.checksums === 'ignore' ? ChecksumPolicy.IGNORE : ChecksumPolicy.VERIFY,
@@ -177,12 +183,11 @@ function checkRawOptions(options: RawCommandOptions, command: Command): void {
   }
 }
 
-const program = new Command('stateless-tcp')
-  .description('A TCP front end that keeps no per-connection state: answers from raw packets, relays to a backend.');
+const program = new Command('stateless-tcp').description(
+  'A TCP front end that keeps no per-connection state: answers from raw packets, relays to a backend.',
+);
 
-withRawOptions(
-  program.command('dns').description('DNS over TCP front end relaying each query over UDP to a resolver'),
-)
+withRawOptions(program.command('dns').description('DNS over TCP front end relaying each query over UDP to a resolver'))
   .option('-u, --upstream <addr:port>', 'UDP resolver to relay queries to', endpointArgument)
   .option('--timeout <ms>', 'answer SERVFAIL when the upstream has not answered within this time', positiveInteger, 2000)
   .option(
@@ -195,9 +200,7 @@ withRawOptions(
     await runDns(options);
   });
 
-withRawOptions(
-  program.command('http').description('HTTP/1.x front end relaying each request to a backend web server (keep-alive pool)'),
-)
+withRawOptions(program.command('http').description('HTTP/1.x front end relaying each request to a backend web server (keep-alive pool)'))
   .option('-u, --upstream <url>', 'backend web server, http://HOST:PORT')
   .option('--timeout <ms>', 'answer 504 when the backend has sent no headers (or no body data) for this long', positiveInteger, 10_000)
   .action(async (options: HttpCommandOptions, command: Command) => {

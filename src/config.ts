@@ -26,7 +26,8 @@ export function applyConfigFile(command: Command, file: string): void {
     throw new ConfigError(`--config ${file} is not YAML or JSON: ${(error as Error).message.split('\n')[0]}`);
   }
   if (data === null || data === undefined) return; // an empty file
-  if (typeof data !== 'object' || Array.isArray(data)) throw new ConfigError(`--config ${file} must hold an object of option names to values`);
+  if (typeof data !== 'object' || Array.isArray(data))
+    throw new ConfigError(`--config ${file} must hold an object of option names to values`);
 
   for (const [key, value] of Object.entries(data as Record<string, unknown>)) {
     const option = command.options.find((o) => o.long === `--${key}` || o.attributeName() === key);
@@ -43,7 +44,8 @@ export function applyConfigFile(command: Command, file: string): void {
     } else {
       const values = Array.isArray(value) ? value : [value];
       for (const v of values) {
-        if (typeof v !== 'string' && typeof v !== 'number') throw new ConfigError(`${where} takes ${Array.isArray(value) ? 'a list of values' : 'a value'}, not ${JSON.stringify(v)}`);
+        if (typeof v !== 'string' && typeof v !== 'number')
+          throw new ConfigError(`${where} takes ${Array.isArray(value) ? 'a list of values' : 'a value'}, not ${JSON.stringify(v)}`);
         try {
           parsed = option.parseArg === undefined ? String(v) : option.parseArg(String(v), parsed);
         } catch (error) {

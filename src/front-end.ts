@@ -118,7 +118,8 @@ export async function startRawFrontEnd(options: RawFrontEndOptions): Promise<Run
   if (options.interface !== 'any' && !existsSync(`/sys/class/net/${options.interface}`)) {
     throw new StartupError(`interface ${options.interface} does not exist: pick one from \`ip link show\``);
   }
-  if (!Number.isInteger(options.workers) || options.workers < 1) throw new StartupError(`--workers takes a positive integer, not ${options.workers}`);
+  if (!Number.isInteger(options.workers) || options.workers < 1)
+    throw new StartupError(`--workers takes a positive integer, not ${options.workers}`);
   const hostProblem = listenAddressProblem(options.listen) ?? kernelListenerProblem(options.listen);
   if (hostProblem !== null) throw new StartupError(hostProblem);
 
@@ -141,7 +142,10 @@ export async function startRawFrontEnd(options: RawFrontEndOptions): Promise<Run
   // Start-up normally takes a second or two; on a starved machine say what it is waiting for.
   let startingStep = 'probing the backend';
   let slowReports = 0;
-  const slowStart = setInterval(() => log(`still starting after ${SLOW_START_REPORT_MS * ++slowReports} ms: ${startingStep}`), SLOW_START_REPORT_MS);
+  const slowStart = setInterval(
+    () => log(`still starting after ${SLOW_START_REPORT_MS * ++slowReports} ms: ${startingStep}`),
+    SLOW_START_REPORT_MS,
+  );
   const teardown = new Teardown();
   try {
     return await assemble(teardown, () => startStatelessParts(options, secret, log, teardown, (step) => (startingStep = step)));

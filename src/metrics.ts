@@ -36,7 +36,15 @@ export interface PipelineMetrics {
 }
 
 /** A counter family whose values are copied from `counts` (indexed like `names`) at each scrape. */
-function countersFrom(registry: Registry, name: string, help: string, label: string, names: readonly string[], counts: () => Float64Array, shard: string): void {
+function countersFrom(
+  registry: Registry,
+  name: string,
+  help: string,
+  label: string,
+  names: readonly string[],
+  counts: () => Float64Array,
+  shard: string,
+): void {
   new Counter({
     name,
     help,
@@ -82,9 +90,25 @@ function latencyHistogram(registry: Registry, shard: string): (seconds: number) 
 export function pipelineMetrics(shard: number, source: PipelineCounters): PipelineMetrics {
   const registry = new Registry();
   const label = String(shard);
-  countersFrom(registry, 'stateless_tcp_frames_total', 'Captured frames by decode result (ok, or why dropped).', 'result', DECODE_RESULT_NAMES, () => source.decodeCounts, label);
+  countersFrom(
+    registry,
+    'stateless_tcp_frames_total',
+    'Captured frames by decode result (ok, or why dropped).',
+    'result',
+    DECODE_RESULT_NAMES,
+    () => source.decodeCounts,
+    label,
+  );
   countersFrom(registry, 'stateless_tcp_segments_total', SEGMENTS_HELP, 'outcome', OUTCOME_NAMES, () => source.outcomeCounts, label);
-  countersFrom(registry, 'stateless_tcp_events_total', 'Retransmissions, flows created and released, and other TCP events.', 'event', TCP_EVENT_NAMES, () => source.events, label);
+  countersFrom(
+    registry,
+    'stateless_tcp_events_total',
+    'Retransmissions, flows created and released, and other TCP events.',
+    'event',
+    TCP_EVENT_NAMES,
+    () => source.events,
+    label,
+  );
   relayCounters(registry, source.protocol, () => source.relayCounts, label);
   gaugeFrom(registry, 'stateless_tcp_flows', 'Connections holding soft state now.', source.flows, label);
   gaugeFrom(registry, 'stateless_tcp_queued_bytes', 'Bytes held in send and receive queues now.', source.queuedBytes, label);
@@ -103,7 +127,12 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
 }
 
 /** `stateless_tcp_dns_total` or `stateless_tcp_http_total`: the relay's counters. */
-function relayCounters(registry: Registry, protocol: Pick<Protocol, 'kind' | 'counterNames'>, counts: () => Float64Array, shard: string): void {
+function relayCounters(
+  registry: Registry,
+  protocol: Pick<Protocol, 'kind' | 'counterNames'>,
+  counts: () => Float64Array,
+  shard: string,
+): void {
   const help = `${protocol.kind.toUpperCase()} relay counters.`;
   countersFrom(registry, `stateless_tcp_${protocol.kind}_total`, help, 'counter', protocol.counterNames, counts, shard);
 }

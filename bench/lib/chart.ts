@@ -49,7 +49,9 @@ function panel(p: ChartPanel, top: number): string[] {
   const step = niceStep(max, 5);
   const axisMax = Math.ceil(max / step) * step;
   const y = (v: number): number => top + MARGIN.top + plotHeight - (v / axisMax) * plotHeight;
-  const out: string[] = [`<text x="${WIDTH / 2}" y="${top + 22}" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(p.title)}</text>`];
+  const out: string[] = [
+    `<text x="${WIDTH / 2}" y="${top + 22}" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(p.title)}</text>`,
+  ];
   for (let tick = 0; tick <= axisMax + step / 2; tick += step) {
     out.push(`<line x1="${MARGIN.left}" x2="${WIDTH - MARGIN.right}" y1="${y(tick)}" y2="${y(tick)}" stroke="#ddd"/>`);
     out.push(`<text x="${MARGIN.left - 6}" y="${y(tick) + 4}" text-anchor="end" font-size="11">${formatValue(tick)}</text>`);
@@ -65,12 +67,18 @@ function panel(p: ChartPanel, top: number): string[] {
         out.push(`<text x="${x + barWidth / 2}" y="${y(0) - 4}" text-anchor="middle" font-size="10" fill="#888">n/a</text>`);
         return;
       }
-      out.push(`<rect x="${x + 1}" y="${y(value)}" width="${barWidth - 2}" height="${y(0) - y(value)}" fill="${SERIES_COLOURS[s % SERIES_COLOURS.length]}"><title>${escapeXml(`${p.series[s]}, ${group}: ${value} ${p.unit}`)}</title></rect>`);
+      out.push(
+        `<rect x="${x + 1}" y="${y(value)}" width="${barWidth - 2}" height="${y(0) - y(value)}" fill="${SERIES_COLOURS[s % SERIES_COLOURS.length]}"><title>${escapeXml(`${p.series[s]}, ${group}: ${value} ${p.unit}`)}</title></rect>`,
+      );
       out.push(`<text x="${x + barWidth / 2}" y="${y(value) - 4}" text-anchor="middle" font-size="10">${formatValue(value)}</text>`);
     });
-    out.push(`<text x="${groupLeft + groupWidth * 0.4}" y="${top + PANEL_HEIGHT - MARGIN.bottom + 18}" text-anchor="middle" font-size="12">${escapeXml(group)}</text>`);
+    out.push(
+      `<text x="${groupLeft + groupWidth * 0.4}" y="${top + PANEL_HEIGHT - MARGIN.bottom + 18}" text-anchor="middle" font-size="12">${escapeXml(group)}</text>`,
+    );
   });
-  out.push(`<text x="16" y="${top + MARGIN.top + plotHeight / 2}" transform="rotate(-90 16 ${top + MARGIN.top + plotHeight / 2})" text-anchor="middle" font-size="12">${escapeXml(p.unit)}</text>`);
+  out.push(
+    `<text x="16" y="${top + MARGIN.top + plotHeight / 2}" transform="rotate(-90 16 ${top + MARGIN.top + plotHeight / 2})" text-anchor="middle" font-size="12">${escapeXml(p.unit)}</text>`,
+  );
   return out;
 }
 
@@ -88,8 +96,8 @@ export function renderChart(panels: readonly ChartPanel[], caption: string): str
     out.push(`<text x="${legendX + 16}" y="21" font-size="12">${escapeXml(name)}</text>`);
     legendX += 24 + name.length * 7;
   }
-  panels.forEach((p, i) => out.push(...panel(p, LEGEND_HEIGHT + i * PANEL_HEIGHT)));
+  for (const [i, p] of panels.entries()) out.push(...panel(p, LEGEND_HEIGHT + i * PANEL_HEIGHT));
   out.push(`<text x="${WIDTH / 2}" y="${height - 8}" text-anchor="middle" font-size="11" fill="#555">${escapeXml(caption)}</text>`);
   out.push('</svg>');
-  return out.join('\n') + '\n';
+  return `${out.join('\n')}\n`;
 }

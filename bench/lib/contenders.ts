@@ -99,7 +99,12 @@ function spawnServer(lab: Lab, argv: readonly string[]): { child: ChildProcess; 
   const child = lab.spawn('server', argv);
   const output: string[] = [];
   const keep = (chunk: Buffer): void => {
-    output.push(...chunk.toString().split('\n').filter((line) => line.trim() !== ''));
+    output.push(
+      ...chunk
+        .toString()
+        .split('\n')
+        .filter((line) => line.trim() !== ''),
+    );
     if (output.length > 200) output.splice(0, output.length - 200);
   };
   child.stdout?.on('data', keep);
@@ -132,11 +137,18 @@ export async function waitUntilAnswering(lab: Lab, contender: RunningContender, 
     if (contender.process.exitCode !== null || contender.process.signalCode !== null) {
       throw new Error(`${contender.commandLine} exited before answering: ${contender.recentOutput()}`);
     }
-    const a = await lab.exec('client', ['dig', '+tcp', '+time=1', '+tries=1', `@${lab.serverV4}`, LAB_ZONE.www.name, 'A', '+short'], { timeoutMs: 3_000 });
+    const a = await lab.exec('client', ['dig', '+tcp', '+time=1', '+tries=1', `@${lab.serverV4}`, LAB_ZONE.www.name, 'A', '+short'], {
+      timeoutMs: 3_000,
+    });
     if (a.code === 0 && a.stdout.trim() === LAB_ZONE.www.a) {
-      const big = await lab.exec('client', ['dig', '+tcp', '+time=2', '+tries=1', `@${lab.serverV4}`, LAB_ZONE.big.name, 'TXT'], { timeoutMs: 4_000 });
+      const big = await lab.exec('client', ['dig', '+tcp', '+time=2', '+tries=1', `@${lab.serverV4}`, LAB_ZONE.big.name, 'TXT'], {
+        timeoutMs: 4_000,
+      });
       if (new RegExp(`MSG SIZE\\s+rcvd: ${LAB_ZONE.big.responseBytes}$`, 'm').test(big.stdout)) return;
-      lastProblem = `4 KB TXT not whole: ${big.stdout.split('\n').filter((l) => l.includes('MSG SIZE') || l.includes('status')).join(' ')}`;
+      lastProblem = `4 KB TXT not whole: ${big.stdout
+        .split('\n')
+        .filter((l) => l.includes('MSG SIZE') || l.includes('status'))
+        .join(' ')}`;
     } else {
       lastProblem = `dig: ${(a.stdout + a.stderr).trim().split('\n').at(-1) ?? ''}`;
     }
@@ -160,9 +172,15 @@ function statelessContender(name: 'stateless' | 'kernel'): Contender {
         ...(!kernel && mode.workers != null && statelessAcceptsWorkers() ? ['--workers', String(mode.workers)] : []),
       ];
       const args = [
-        'dns', '--interface', lab.serverInterface,
-        '--listen', `${lab.serverV4}:${SERVICE_PORT}`, '--listen', `[${lab.serverV6}]:${SERVICE_PORT}`,
-        '--upstream', `${lab.upstream.v4.address}:${lab.upstream.v4.port}`,
+        'dns',
+        '--interface',
+        lab.serverInterface,
+        '--listen',
+        `${lab.serverV4}:${SERVICE_PORT}`,
+        '--listen',
+        `[${lab.serverV6}]:${SERVICE_PORT}`,
+        '--upstream',
+        `${lab.upstream.v4.address}:${lab.upstream.v4.port}`,
         ...variant,
       ];
       const { child, output } = spawnServer(lab, [process.execPath, ...(mode.nodeFlags ?? []), CLI, ...args]);
@@ -198,7 +216,7 @@ const dnsdistContender: Contender = {
       ...(mode.holdIdleConnections ? ['setTCPRecvTimeout(600)'] : []),
     ];
     const file = join(lab.tempDir, `dnsdist-${Date.now()}.conf`);
-    await writeFile(file, config.join('\n') + '\n');
+    await writeFile(file, `${config.join('\n')}\n`);
     const { child, output } = spawnServer(lab, ['dnsdist', '--supervised', '--disable-syslog', '-C', file]);
     return running(lab, child, output, `dnsdist${mode.closeAfterEachAnswer ? ' setMaxTCPQueriesPerConnection(1)' : ''}`);
   },
@@ -213,9 +231,11 @@ const unboundContender: Contender = {
   title: 'unbound answering TCP (ceiling)',
   unboundExtraConfig: [`interface: 198.18.0.2@${SERVICE_PORT}`, `interface: 2001:2::2@${SERVICE_PORT}`],
   unsupported: (mode) =>
-    mode.closeAfterEachAnswer ? 'unbound has no close-after-answer option'
-    : mode.holdIdleConnections ? 'not measured: unbound drops idle TCP after tcp-idle-timeout and caps connections at incoming-num-tcp'
-    : null,
+    mode.closeAfterEachAnswer
+      ? 'unbound has no close-after-answer option'
+      : mode.holdIdleConnections
+        ? 'not measured: unbound drops idle TCP after tcp-idle-timeout and caps connections at incoming-num-tcp'
+        : null,
   async start(lab) {
     const unbound = lab.unbound;
     if (unbound === null || unbound.pid === undefined) throw new Error('the lab has no unbound');

@@ -33,11 +33,25 @@ const QUERY_TIMEOUT_SECONDS = 5;
 
 export async function runDnsperf(lab: Lab, server: string, port: number, load: DnsperfLoad): Promise<DnsperfResult> {
   const dataFile = join(lab.tempDir, `dnsperf-${load.queries.length}-${Date.now()}.txt`);
-  await writeFile(dataFile, load.queries.join('\n') + '\n');
+  await writeFile(dataFile, `${load.queries.join('\n')}\n`);
   const argv = [
-    'dnsperf', '-m', 'tcp', '-s', server, '-p', String(port), '-d', dataFile,
-    '-l', String(load.seconds), '-c', String(load.connections), '-q', String(load.inFlight),
-    '-t', String(QUERY_TIMEOUT_SECONDS),
+    'dnsperf',
+    '-m',
+    'tcp',
+    '-s',
+    server,
+    '-p',
+    String(port),
+    '-d',
+    dataFile,
+    '-l',
+    String(load.seconds),
+    '-c',
+    String(load.connections),
+    '-q',
+    String(load.inFlight),
+    '-t',
+    String(QUERY_TIMEOUT_SECONDS),
   ];
   // bash's `time` reports dnsperf's own CPU time on stderr in the format asked for.
   const timed = ['bash', '-c', 'TIMEFORMAT="dnsperf_cpu %U %S"; time "$@"', 'bash', ...argv];

@@ -164,7 +164,8 @@ export function flamegraphSvg(tree: FrameTree, title: string, subtitle: string):
     if (width < 0.5) return;
     const y = height - 10 - (d + 1) * ROW;
     const share = tree.totalUs === 0 ? 0 : (100 * frame.totalUs) / tree.totalUs;
-    const text = frame.label.length * CHAR_WIDTH < width - 6 ? frame.label : frame.label.slice(0, Math.floor((width - 6) / CHAR_WIDTH) - 2) + '..';
+    const text =
+      frame.label.length * CHAR_WIDTH < width - 6 ? frame.label : `${frame.label.slice(0, Math.floor((width - 6) / CHAR_WIDTH) - 2)}..`;
     rects.push(
       `<g><title>${escapeXml(`${frame.label}\n${(frame.totalUs / 1000).toFixed(1)} ms, ${share.toFixed(2)} % (self ${(frame.selfUs / 1000).toFixed(1)} ms)`)}</title>` +
         `<rect x="${(10 + x).toFixed(2)}" y="${y}" width="${width.toFixed(2)}" height="${ROW - 1}" fill="${colour(frame.label)}" rx="2"/>` +
@@ -178,12 +179,12 @@ export function flamegraphSvg(tree: FrameTree, title: string, subtitle: string):
     }
   };
   draw(tree, 0, 0);
-  return [
+  return `${[
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" font-family="monospace" font-size="11">`,
     `<rect width="${WIDTH}" height="${height}" fill="#fdfdf6"/>`,
     `<text x="${WIDTH / 2}" y="20" text-anchor="middle" font-size="15" font-family="sans-serif" font-weight="bold">${escapeXml(title)}</text>`,
     `<text x="${WIDTH / 2}" y="38" text-anchor="middle" font-size="12" font-family="sans-serif" fill="#555">${escapeXml(subtitle)}</text>`,
     ...rects,
     '</svg>',
-  ].join('\n') + '\n';
+  ].join('\n')}\n`;
 }

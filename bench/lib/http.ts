@@ -66,7 +66,12 @@ async function nginxWorker(lab: Lab, masterPid: number): Promise<number> {
 }
 
 /** One contender and body size in a fresh lab. */
-export async function httpRun(contender: HttpContenderName, body: (typeof HTTP_BODIES)[number], seconds: number, workers: number | null): Promise<HttpRun> {
+export async function httpRun(
+  contender: HttpContenderName,
+  body: (typeof HTTP_BODIES)[number],
+  seconds: number,
+  workers: number | null,
+): Promise<HttpRun> {
   requireTools('nginx', 'wrk');
   const lab = await createLab({ unbound: false });
   try {
@@ -85,7 +90,9 @@ export async function httpRun(contender: HttpContenderName, body: (typeof HTTP_B
     } else if (contender === 'nginx-proxy') {
       const dir = join(lab.tempDir, 'proxy');
       mkdirSync(dir, { recursive: true });
-      writeFileSync(join(dir, 'nginx.conf'), `
+      writeFileSync(
+        join(dir, 'nginx.conf'),
+        `
 ${nginxPreamble(dir, 1)}
   upstream backend { server 127.0.0.1:${NGINX_PORT}; keepalive 64; }
   server {
@@ -99,7 +106,8 @@ ${nginxPreamble(dir, 1)}
     }
   }
 }
-`);
+`,
+      );
       const proxy = lab.spawn('server', ['nginx', '-p', dir, '-c', join(dir, 'nginx.conf')]);
       serverPid = await nginxWorker(lab, proxy.pid!);
       url = `http://${lab.serverV4}:${PROXY_PORT}/${body.name}`;
@@ -114,7 +122,11 @@ ${nginxPreamble(dir, 1)}
     if (check.stdout !== `200 ${body.bytes}`) throw new Error(`${url} answered ${check.stdout} ${check.stderr.trim()}`);
     const cpuBefore = cpuSeconds(serverPid);
     const backendBefore = contender === 'backend' ? null : cpuSeconds(backendWorker);
-    const wrk = await lab.exec('client', ['wrk', `-t${WRK_THREADS}`, `-c${WRK_CONNECTIONS}`, `-d${seconds}s`, '--timeout', '5s', '--latency', url], { timeoutMs: (seconds + 30) * 1000 });
+    const wrk = await lab.exec(
+      'client',
+      ['wrk', `-t${WRK_THREADS}`, `-c${WRK_CONNECTIONS}`, `-d${seconds}s`, '--timeout', '5s', '--latency', url],
+      { timeoutMs: (seconds + 30) * 1000 },
+    );
     const cpuAfter = cpuSeconds(serverPid);
     const backendAfter = contender === 'backend' ? null : cpuSeconds(backendWorker);
     const peak = peakRssBytes(serverPid);

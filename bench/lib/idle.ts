@@ -62,7 +62,7 @@ async function prepareClientSide(lab: Lab, addresses: readonly string[]): Promis
     const result = await lab.exec(where, argv);
     if (result.code !== 0) throw new Error(`${argv.join(' ')}: ${result.stderr.trim()}`);
   };
-  const batch = addresses.map((a) => `addr add ${a}/32 dev ${lab.clientInterface}`).join('\n') + '\n';
+  const batch = `${addresses.map((a) => `addr add ${a}/32 dev ${lab.clientInterface}`).join('\n')}\n`;
   const added = await lab.exec('client', ['ip', '-batch', '-'], { input: batch });
   if (added.code !== 0) throw new Error(`adding client addresses: ${added.stderr.trim()}`);
   await run('server', ['ip', 'route', 'add', '198.18.1.0/24', 'dev', lab.serverInterface]);
@@ -153,8 +153,8 @@ export async function measureIdleConnections(
       serverSummary,
       slabBytesPerConnection: slabPerConnection,
       // No kernel socket on the service port (the raw transport): nothing of the slab growth is the server's.
-      serverKernelBytesPerConnection: serverKernelSockets === 0 ? 0
-        : rawSlabBytesPerConnection === null ? null : slabPerConnection - rawSlabBytesPerConnection,
+      serverKernelBytesPerConnection:
+        serverKernelSockets === 0 ? 0 : rawSlabBytesPerConnection === null ? null : slabPerConnection - rawSlabBytesPerConnection,
     };
   } finally {
     await Promise.allSettled(clients.map((client) => lab.stop(client, 10_000)));

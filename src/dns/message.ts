@@ -118,14 +118,7 @@ export function isRelayableQuery(buf: Uint8Array, offset: number, length: number
  * Whether two messages carry the same question section, comparing names case-insensitively
  * (RFC 4343): how we tell that an upstream answer belongs to the query it claims to.
  */
-export function sameQuestion(
-  a: Uint8Array,
-  aOffset: number,
-  aLength: number,
-  b: Uint8Array,
-  bOffset: number,
-  bLength: number,
-): boolean {
+export function sameQuestion(a: Uint8Array, aOffset: number, aLength: number, b: Uint8Array, bOffset: number, bLength: number): boolean {
   const aEnd = questionEnd(a, aOffset, aLength);
   if (aEnd < 0 || aEnd !== questionEnd(b, bOffset, bLength)) return false;
   if (a[aOffset + QDCOUNT] !== b[bOffset + QDCOUNT] || a[aOffset + QDCOUNT + 1] !== b[bOffset + QDCOUNT + 1]) {

@@ -14,16 +14,7 @@
  * No I/O here: the upstream socket, the transport and the clock are injected (tcp/transport.ts).
  * The connection type is a parameter, so the same relay serves either transport.
  */
-import {
-  HEADER_LENGTH,
-  Rcode,
-  errorAnswer,
-  isRelayableQuery,
-  isTruncated,
-  readId,
-  sameQuestion,
-  writeId,
-} from './message.js';
+import { HEADER_LENGTH, Rcode, errorAnswer, isRelayableQuery, isTruncated, readId, sameQuestion, writeId } from './message.js';
 import { TruncatedQuestions } from './truncated.js';
 import { counterNames } from '../counter-names.js';
 import type { Relay, Transport } from '../tcp/transport.js';

@@ -38,7 +38,17 @@ export const HttpCounter = {
 export const HTTP_COUNTER_NAMES = counterNames(HttpCounter);
 
 /** Hop-by-hop fields (RFC 9110 §7.6.1) and framing fields we set ourselves. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-authenticate',
+  'proxy-authorization',
+]);
 
 /** A connection's requests waiting for their responses. */
 interface Pending {

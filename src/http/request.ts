@@ -103,7 +103,7 @@ function bodyFraming(buf: Uint8Array, start: number, headEnd: number): number {
   }
   if (otherCoding || (chunked && contentLength >= 0)) return FRAMING_INVALID;
   if (chunked) return FRAMING_CHUNKED;
-  return contentLength < 0 ? 0 : contentLength;
+  return Math.max(contentLength, 0);
 }
 
 /**
@@ -225,6 +225,7 @@ export function parseRequest(buf: Uint8Array, offset: number, length: number): H
   const requestLine = lines[0]!.split(' ');
   if (requestLine.length !== 3) return { status: 400 };
   const [method, target, version] = requestLine as [string, string, string];
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: RFC 9112 §3.2: a request target has no controls, spaces or DEL.
   if (!TOKEN_CHARS.test(method) || target.length === 0 || /[\x00-\x20\x7f]/.test(target)) return { status: 400 };
   const versionMatch = /^HTTP\/1\.([01])$/.exec(version);
   if (versionMatch === null) return { status: /^HTTP\/\d\.\d$/.test(version) ? 505 : 400 };
@@ -240,6 +241,7 @@ export function parseRequest(buf: Uint8Array, offset: number, length: number): H
     if (colon <= 0 || !TOKEN_CHARS.test(line.slice(0, colon))) return { status: 400 };
     const name = line.slice(0, colon);
     const value = line.slice(colon + 1).trim();
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: RFC 9110 §5.5: NUL, CR and LF in a field value are invalid.
     if (/[\x00\r\n]/.test(value)) return { status: 400 };
     const lower = name.toLowerCase();
     if (lower === 'connection') connection += `,${value.toLowerCase()}`;

@@ -17,7 +17,14 @@ import { LinkType } from '../wire/segment.js';
 const require = createRequire(import.meta.url);
 
 interface CaptureAddon {
-  open(device: string, filters: string[], bufferBytes: number[], snapLength: number, frame: Uint8Array, header: Uint32Array): { handle: object; linkType: number };
+  open(
+    device: string,
+    filters: string[],
+    bufferBytes: number[],
+    snapLength: number,
+    frame: Uint8Array,
+    header: Uint32Array,
+  ): { handle: object; linkType: number };
   next(handle: object, timeoutMs: number): number;
   /** [received, dropped] per lane. */
   stats(handle: object): number[];
@@ -165,7 +172,9 @@ export interface LaneStats {
  * `tcp[…]` reads IPv4 only (pcap-filter(7)); for IPv6 the flags are at byte 40 + 13 behind a
  * fixed header with TCP next, which is also all that `tcp dst port` matches.
  */
-export function captureLanes(endpoints: readonly { address: string; port: number }[]): [established: CaptureLane, syn: CaptureLane, rest: CaptureLane] {
+export function captureLanes(
+  endpoints: readonly { address: string; port: number }[],
+): [established: CaptureLane, syn: CaptureLane, rest: CaptureLane] {
   const terms = endpoints.map((e) => `(dst host ${e.address} and tcp dst port ${e.port})`);
   const toEndpoints = `tcp and (${terms.join(' or ')})`;
   // The flags byte (RFC 9293 §3.1): SYN 0x02, RST 0x04, ACK 0x10.

@@ -20,9 +20,7 @@ export class KernelTcpGuard {
 
   /** Installs the drop rules; throws an Error with a one-line message naming the fix. */
   install(): void {
-    const rules = this.endpoints
-      .map((e) => `    ${e.family === 6 ? 'ip6' : 'ip'} daddr ${e.address} tcp dport ${e.port} drop`)
-      .join('\n');
+    const rules = this.endpoints.map((e) => `    ${e.family === 6 ? 'ip6' : 'ip'} daddr ${e.address} tcp dport ${e.port} drop`).join('\n');
     const script = [
       `table inet ${this.table} {`,
       '  chain prerouting {',

@@ -86,7 +86,10 @@ class ResponseBody implements AsyncIterable<Uint8Array>, AsyncIterator<Uint8Arra
 
   push(chunk: Uint8Array): void {
     if (this.ended) return;
-    if (this.waiting !== null) return this.settle({ value: chunk, done: false });
+    if (this.waiting !== null) {
+      this.settle({ value: chunk, done: false });
+      return;
+    }
     this.chunks.push(chunk);
     if (this.chunks.length >= BODY_HIGH_WATER_CHUNKS && !this.controller.paused) this.controller.pause();
   }

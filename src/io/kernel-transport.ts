@@ -70,10 +70,13 @@ export class KernelTransport implements Transport<KernelConnection> {
         server.once('error', (error: NodeJS.ErrnoException) => {
           const where = formatEndpoint(endpoint);
           const fix =
-            error.code === 'EADDRINUSE' ? 'another server listens there: stop it or pick another --listen'
-            : error.code === 'EADDRNOTAVAIL' ? 'no interface has that address: pick one from `ip address show`'
-            : error.code === 'EACCES' ? 'ports below 1024 need root or CAP_NET_BIND_SERVICE'
-            : error.message;
+            error.code === 'EADDRINUSE'
+              ? 'another server listens there: stop it or pick another --listen'
+              : error.code === 'EADDRNOTAVAIL'
+                ? 'no interface has that address: pick one from `ip address show`'
+                : error.code === 'EACCES'
+                  ? 'ports below 1024 need root or CAP_NET_BIND_SERVICE'
+                  : error.message;
           reject(new Error(`cannot listen on ${where}: ${fix}`));
         });
         server.listen({ host: endpoint.address, port: endpoint.port, backlog: 4096 }, resolve);

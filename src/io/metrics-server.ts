@@ -25,9 +25,11 @@ export async function startMetricsServer(endpoint: Endpoint, exposition: () => P
     server.once('error', (error: NodeJS.ErrnoException) => {
       const where = formatEndpoint(endpoint);
       const fix =
-        error.code === 'EADDRINUSE' ? 'another server listens there: pick another --metrics'
-        : error.code === 'EADDRNOTAVAIL' ? 'no interface has that address: pick one from `ip address show`'
-        : error.message;
+        error.code === 'EADDRINUSE'
+          ? 'another server listens there: pick another --metrics'
+          : error.code === 'EADDRNOTAVAIL'
+            ? 'no interface has that address: pick one from `ip address show`'
+            : error.message;
       reject(new Error(`cannot serve metrics on ${where}: ${fix}`));
     });
     server.listen({ host: endpoint.address, port: endpoint.port }, resolve);

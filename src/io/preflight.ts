@@ -60,7 +60,10 @@ function listeningSockets(file: string, family: 4 | 6): { address: string; port:
         const word = parseInt(hex.slice(w, w + 8), 16);
         bytes.push(word & 0xff, (word >>> 8) & 0xff, (word >>> 16) & 0xff, word >>> 24);
       }
-      const address = family === 4 ? bytes.join('.') : canonical(Array.from({ length: 8 }, (_, i) => ((bytes[2 * i]! << 8) | bytes[2 * i + 1]!).toString(16)).join(':'));
+      const address =
+        family === 4
+          ? bytes.join('.')
+          : canonical(Array.from({ length: 8 }, (_, i) => ((bytes[2 * i]! << 8) | bytes[2 * i + 1]!).toString(16)).join(':'));
       return { address, port: parseInt(portHex, 16) };
     });
 }

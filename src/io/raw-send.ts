@@ -23,7 +23,15 @@ const require = createRequire(import.meta.url);
 interface RawSendAddon {
   open(family: 4 | 6): number;
   /** Packets sent; the ones refused are counted in failure[0], the last errno in failure[1]. */
-  sendBatch(fd: number, family: 4 | 6, packets: Uint8Array, lengths: Uint32Array, dstAddrs: Uint8Array, count: number, failure: Int32Array): number;
+  sendBatch(
+    fd: number,
+    family: 4 | 6,
+    packets: Uint8Array,
+    lengths: Uint32Array,
+    dstAddrs: Uint8Array,
+    count: number,
+    failure: Int32Array,
+  ): number;
   close(fd: number): void;
   errorName(errno: number): string;
 }
@@ -126,13 +134,26 @@ export class RawSender {
       this.prefixesOf = packet;
       this.prefixes = [];
     }
-    return (this.prefixes[length] ??= packet.subarray(0, length));
+    let prefix = this.prefixes[length];
+    if (prefix === undefined) {
+      prefix = packet.subarray(0, length);
+      this.prefixes[length] = prefix;
+    }
+    return prefix;
   }
 
   private sendBatch(batch: Batch): void {
     const failure = this.failure;
     failure[0] = 0;
-    this.stats.sent += this.addon.sendBatch(batch.family === 4 ? this.v4 : this.v6, batch.family, batch.packets, batch.lengths, batch.dstAddrs, batch.count, failure);
+    this.stats.sent += this.addon.sendBatch(
+      batch.family === 4 ? this.v4 : this.v6,
+      batch.family,
+      batch.packets,
+      batch.lengths,
+      batch.dstAddrs,
+      batch.count,
+      failure,
+    );
     if (failure[0]! > 0) {
       this.stats.failed += failure[0]!;
       this.stats.lastError = this.addon.errorName(failure[1]!);

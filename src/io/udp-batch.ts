@@ -69,9 +69,18 @@ export class BatchedUdpSocket {
   constructor(options: BatchedUdpOptions) {
     const { recvSlots, recvLengths } = this;
     const onDatagram = options.onDatagram;
-    this.handle = this.addon.open(options.host, options.port, options.receiveBufferBytes, recvSlots, recvLengths, this.sendBuffer, this.sendLengths, (count) => {
-      for (let i = 0; i < count; i++) onDatagram(recvSlots, i * RECEIVE_SLOT_BYTES, recvLengths[i]!);
-    });
+    this.handle = this.addon.open(
+      options.host,
+      options.port,
+      options.receiveBufferBytes,
+      recvSlots,
+      recvLengths,
+      this.sendBuffer,
+      this.sendLengths,
+      (count) => {
+        for (let i = 0; i < count; i++) onDatagram(recvSlots, i * RECEIVE_SLOT_BYTES, recvLengths[i]!);
+      },
+    );
   }
 
   /**

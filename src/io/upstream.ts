@@ -36,7 +36,12 @@ export class UdpTcpUpstream implements UpstreamTransport {
     // Answers come in bursts while the event loop works through a batch of captured packets; the
     // default 208 KiB receive buffer overflowed under dnsperf (each lost answer is a SERVFAIL
     // after --timeout).
-    this.udp = new BatchedUdpSocket({ host: address.address, port: address.port, receiveBufferBytes: UDP_RECEIVE_BUFFER_BYTES, onDatagram: onAnswer });
+    this.udp = new BatchedUdpSocket({
+      host: address.address,
+      port: address.port,
+      receiveBufferBytes: UDP_RECEIVE_BUFFER_BYTES,
+      onDatagram: onAnswer,
+    });
   }
 
   sendDatagram(query: Uint8Array): void {
@@ -80,7 +85,10 @@ class TcpUpstreamConnection {
   private nextId = 0;
   private closed = false;
 
-  constructor(address: Endpoint, private readonly onClose: () => void) {
+  constructor(
+    address: Endpoint,
+    private readonly onClose: () => void,
+  ) {
     this.socket = net.connect({ host: address.address, port: address.port });
     this.socket.setNoDelay(true);
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));

@@ -235,7 +235,7 @@ export class RingProducer {
     }
 
     const slot = HEADER_BYTES + (write & ring.mask) * ring.slotStrideBytes;
-    const stored = capturedLength < ring.slotDataBytes ? capturedLength : ring.slotDataBytes;
+    const stored = Math.min(capturedLength, ring.slotDataBytes);
     ring.bytes.set(this.sourceView(frame, offset, stored), slot + SLOT_HEADER_BYTES);
     const word = slot >>> 2;
     const words = ring.words;
@@ -259,7 +259,9 @@ export class RingProducer {
   private wakeConsumer(): void {
     const control = this.ring.control;
     // The consumer may have woken by itself since the load; then there is nobody to notify.
-    if (Atomics.compareExchange(control, HeaderWord.CONSUMER_SLEEPING, ConsumerState.SLEEPING, ConsumerState.AWAKE) !== ConsumerState.SLEEPING) {
+    if (
+      Atomics.compareExchange(control, HeaderWord.CONSUMER_SLEEPING, ConsumerState.SLEEPING, ConsumerState.AWAKE) !== ConsumerState.SLEEPING
+    ) {
       return;
     }
     Atomics.notify(control, HeaderWord.CONSUMER_SLEEPING);
@@ -310,7 +312,7 @@ export class RingConsumer {
     const ring = this.ring;
     const first = this.readIndex;
     const waiting = (Atomics.load(ring.control, HeaderWord.WRITE_INDEX) - first) | 0;
-    const count = waiting < max ? waiting : max;
+    const count = Math.min(waiting, max);
     if (count === 0) return 0;
     const end = (first + count) | 0;
     const { bytes, words, mask, slotStrideBytes } = ring;
@@ -405,7 +407,9 @@ export class RingConsumer {
   /** End our own sleep, the way the producer would (a notify from the sleeping thread works too). */
   private wakeSelf(): void {
     const control = this.ring.control;
-    if (Atomics.compareExchange(control, HeaderWord.CONSUMER_SLEEPING, ConsumerState.SLEEPING, ConsumerState.AWAKE) === ConsumerState.SLEEPING) {
+    if (
+      Atomics.compareExchange(control, HeaderWord.CONSUMER_SLEEPING, ConsumerState.SLEEPING, ConsumerState.AWAKE) === ConsumerState.SLEEPING
+    ) {
       Atomics.notify(control, HeaderWord.CONSUMER_SLEEPING);
     }
   }

@@ -166,9 +166,11 @@ export class SynCookies {
     const mssIndex = isn & 3;
     this.fromSegment(seg, Domain.ISN, nowPeriod - age, mssIndex, (seg.seq - 1) >>> 0);
     const wanted = (isn & ISN_MAC_MASK) >>> 0;
-    if (((this.hash(seg.addrLength, this.key) & ISN_MAC_MASK) >>> 0) === wanted) return this.provedBy(this.generation, mssIndex);
+    if ((this.hash(seg.addrLength, this.key) & ISN_MAC_MASK) >>> 0 === wanted) return this.provedBy(this.generation, mssIndex);
     if (this.previousKey === null) return -1;
-    return ((this.hash(seg.addrLength, this.previousKey) & ISN_MAC_MASK) >>> 0) === wanted ? this.provedBy(this.generation - 1, mssIndex) : -1;
+    return (this.hash(seg.addrLength, this.previousKey) & ISN_MAC_MASK) >>> 0 === wanted
+      ? this.provedBy(this.generation - 1, mssIndex)
+      : -1;
   }
 
   /** Our TSval for segments of the connection of `seg` (a client segment). */
@@ -202,7 +204,9 @@ export class SynCookies {
     this.fromSegment(seg, Domain.TOKEN, period, mssIndex, 0);
     if (this.token(period, mssIndex, seg.addrLength, this.key) === token >>> 0) return this.provedBy(this.generation, mssIndex);
     if (this.previousKey === null) return -1;
-    return this.token(period, mssIndex, seg.addrLength, this.previousKey) === token >>> 0 ? this.provedBy(this.generation - 1, mssIndex) : -1;
+    return this.token(period, mssIndex, seg.addrLength, this.previousKey) === token >>> 0
+      ? this.provedBy(this.generation - 1, mssIndex)
+      : -1;
   }
 
   private provedBy(keyGeneration: number, mssIndex: number): number {

@@ -3,7 +3,7 @@
  * (workers/capture/thread.ts) for every SYN that no shard holds a flow for, and a shard's responder for
  * the rest (a SYN on a live connection gets a challenge ACK there instead, RFC 5961 §4.2).
  */
-import { ReplyHeader, TcpFlag, type Segment } from '../wire/segment.js';
+import { type ReplyHeader, TcpFlag, type Segment } from '../wire/segment.js';
 import { SynCookies } from './cookie.js';
 
 /** What our SYN+ACK offers: the receive window and the MSS (responder.ts ResponderConfig). */

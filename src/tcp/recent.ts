@@ -38,7 +38,10 @@ export class RecentConnections {
   private readonly writtenMs: Float64Array;
 
   /** `slots` is rounded up to four times a power of two; 25 bytes each. 0: remember nothing. */
-  constructor(slots: number, private readonly lifetimeMs: number) {
+  constructor(
+    slots: number,
+    private readonly lifetimeMs: number,
+  ) {
     let sets = slots > 0 ? 1 : 0;
     while (sets * WAYS < slots) sets *= 2;
     this.sets = sets;

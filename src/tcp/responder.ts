@@ -453,7 +453,7 @@ export class Responder implements Transport<Flow> {
       }
       mustAck = true;
     }
-    if (hasFin && ((seg.seq + length) >>> 0) === flow.rcvNxt && !flow.clientFin) {
+    if (hasFin && (seg.seq + length) >>> 0 === flow.rcvNxt && !flow.clientFin) {
       flow.clientFin = true;
       flow.rcvNxt = (flow.rcvNxt + 1) >>> 0;
       // A message cut off by the FIN can never complete.
@@ -603,7 +603,15 @@ export class Responder implements Transport<Flow> {
     if (flow.inFlight === 0) flow.lastSendMs = nowMs; // RFC 6298 (5.1): start the timer
     const offset = flow.sendQueue.start + flow.inFlight;
     const last = length === flow.unsent;
-    this.emit(flow, flow.sndNxt, TcpFlag.ACK | (last && length > 0 ? TcpFlag.PSH : 0) | (fin ? TcpFlag.FIN : 0), flow.sendQueue.bytes, offset, length, nowMs);
+    this.emit(
+      flow,
+      flow.sndNxt,
+      TcpFlag.ACK | (last && length > 0 ? TcpFlag.PSH : 0) | (fin ? TcpFlag.FIN : 0),
+      flow.sendQueue.bytes,
+      offset,
+      length,
+      nowMs,
+    );
     flow.sndNxt = (flow.sndNxt + length) >>> 0;
     if (fin) {
       flow.finSent = true;

@@ -11,7 +11,14 @@
 export type SipKey = Uint32Array;
 
 // State v0..v3, each as (high, low) unsigned 32-bit halves.
-let v0h = 0, v0l = 0, v1h = 0, v1l = 0, v2h = 0, v2l = 0, v3h = 0, v3l = 0;
+let v0h = 0,
+  v0l = 0,
+  v1h = 0,
+  v1l = 0,
+  v2h = 0,
+  v2l = 0,
+  v3h = 0,
+  v3l = 0;
 
 function sipRound(): void {
   // v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32)
@@ -72,7 +79,10 @@ function readLe32(buf: Uint8Array, off: number): number {
  * [low 32 bits, high 32 bits] and returns the low half.
  */
 export function sipHash24(key: SipKey, buf: Uint8Array, off: number, len: number, out: Uint32Array): number {
-  const k0l = key[0]!, k0h = key[1]!, k1l = key[2]!, k1h = key[3]!;
+  const k0l = key[0]!,
+    k0h = key[1]!,
+    k1l = key[2]!,
+    k1h = key[3]!;
   // The constants "somepseudorandomlygeneratedbytes", split in 32-bit halves.
   v0h = (k0h ^ 0x736f6d65) >>> 0;
   v0l = (k0l ^ 0x70736575) >>> 0;

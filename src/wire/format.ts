@@ -105,9 +105,7 @@ function formatOption(buf: Uint8Array, position: number, kind: number, length: n
     case TcpOptionKind.SACK_PERMITTED:
       return length === TcpOptionLength.SACK_PERMITTED ? 'sackOK' : '[bad opt]';
     case TcpOptionKind.TIMESTAMPS:
-      return length === TcpOptionLength.TIMESTAMPS
-        ? `TS val ${readU32(buf, position + 2)} ecr ${readU32(buf, position + 6)}`
-        : '[bad opt]';
+      return length === TcpOptionLength.TIMESTAMPS ? `TS val ${readU32(buf, position + 2)} ecr ${readU32(buf, position + 6)}` : '[bad opt]';
     case TcpOptionKind.SACK: {
       // RFC 2018 §3: pairs of 32-bit left/right edges after kind and length.
       if ((length - 2) % 8 !== 0) return '[bad opt]';

@@ -64,13 +64,7 @@ export function isUnanswerableIpv4Address(buf: Uint8Array, offset: number): bool
  * [`out.tcpOffset`, `offset + ipv4TotalLength`). Bytes past Total Length (Ethernet padding) are
  * ignored.
  */
-export function decodeIpv4(
-  buf: Uint8Array,
-  offset: number,
-  end: number,
-  policy: ChecksumPolicy,
-  out: Segment,
-): DecodeResult {
+export function decodeIpv4(buf: Uint8Array, offset: number, end: number, policy: ChecksumPolicy, out: Segment): DecodeResult {
   const captured = end - offset;
   if (captured < IPV4_HEADER_LENGTH) return DecodeResult.TRUNCATED;
   const versionIhl = buf[offset + Ipv4Field.VERSION_IHL]!;

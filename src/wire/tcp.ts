@@ -120,13 +120,7 @@ function decodeTcpOptions(buf: Uint8Array, start: number, end: number, out: Segm
  * must already carry the IP layer's family and address offsets (for the pseudo-header) and have
  * its option fields at their defaults. On `OK` every TCP field of `out` is set.
  */
-export function decodeTcp(
-  buf: Uint8Array,
-  offset: number,
-  end: number,
-  policy: ChecksumPolicy,
-  out: Segment,
-): DecodeResult {
+export function decodeTcp(buf: Uint8Array, offset: number, end: number, policy: ChecksumPolicy, out: Segment): DecodeResult {
   const segmentLength = end - offset;
   if (segmentLength < TCP_HEADER_LENGTH) return DecodeResult.BAD_TCP_HEADER;
   // Checked before the header is interpreted, so a segment damaged in transit is counted as such

@@ -21,7 +21,12 @@ async function dig(lab: Lab, server: string, ...args: string[]): Promise<string>
 /** Sends raw framed messages with the test client; returns the decoded answers. */
 async function rawExchange(lab: Lab, server: string, writes: Buffer[], expected = 1): Promise<dnsPacket.DecodedPacket[]> {
   const result = await lab.exec('client', [
-    process.execPath, DNS_CLIENT, server, '53', JSON.stringify(writes.map((w) => w.toString('hex'))), String(expected),
+    process.execPath,
+    DNS_CLIENT,
+    server,
+    '53',
+    JSON.stringify(writes.map((w) => w.toString('hex'))),
+    String(expected),
   ]);
   assert.equal(result.code, 0, `dns-client failed: ${result.stderr}`);
   return (JSON.parse(result.stdout) as string[]).map((hex) => dnsPacket.decode(Buffer.from(hex, 'hex')));
@@ -89,15 +94,38 @@ describe('stateless-tcp dns with real clients and unbound', () => {
   });
 
   test('two queries in one segment get two answers, in order', async () => {
-    const q1 = dnsPacket.encode({ type: 'query', id: 101, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'www.lab.test' }] });
-    const q2 = dnsPacket.encode({ type: 'query', id: 102, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'AAAA', name: 'www.lab.test' }] });
+    const q1 = dnsPacket.encode({
+      type: 'query',
+      id: 101,
+      flags: dnsPacket.RECURSION_DESIRED,
+      questions: [{ type: 'A', name: 'www.lab.test' }],
+    });
+    const q2 = dnsPacket.encode({
+      type: 'query',
+      id: 102,
+      flags: dnsPacket.RECURSION_DESIRED,
+      questions: [{ type: 'AAAA', name: 'www.lab.test' }],
+    });
     const answers = await rawExchange(lab, lab.serverV4, [Buffer.concat([framed(q1), framed(q2)])], 2);
-    assert.deepEqual(answers.map((a) => [a.id, a.answers![0]!.type]), [[101, 'A'], [102, 'AAAA']]);
+    assert.deepEqual(
+      answers.map((a) => [a.id, a.answers![0]!.type]),
+      [
+        [101, 'A'],
+        [102, 'AAAA'],
+      ],
+    );
   });
 
   test('a query split over three segments, the length prefix alone first, is answered (IPv4 and IPv6)', async () => {
     for (const server of [lab.serverV4, lab.serverV6]) {
-      const query = framed(dnsPacket.encode({ type: 'query', id: 303, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'TXT', name: 'mid.lab.test' }] }));
+      const query = framed(
+        dnsPacket.encode({
+          type: 'query',
+          id: 303,
+          flags: dnsPacket.RECURSION_DESIRED,
+          questions: [{ type: 'TXT', name: 'mid.lab.test' }],
+        }),
+      );
       const [answer] = await rawExchange(lab, server, [query.subarray(0, 2), query.subarray(2, 9), query.subarray(9)]);
       assert.equal(answer!.id, 303);
       assert.equal(answer!.answers!.length, LAB_ZONE.mid.strings.length, `via ${server}`);
@@ -105,7 +133,20 @@ describe('stateless-tcp dns with real clients and unbound', () => {
   });
 
   test('several sequential queries on one connection (dig +keepopen) are all answered', async () => {
-    const out = await dig(lab, lab.serverV6, '+keepopen', '+short', LAB_ZONE.www.name, 'A', LAB_ZONE.www.name, 'AAAA', LAB_ZONE.missing, 'A', LAB_ZONE.www.name, 'A');
+    const out = await dig(
+      lab,
+      lab.serverV6,
+      '+keepopen',
+      '+short',
+      LAB_ZONE.www.name,
+      'A',
+      LAB_ZONE.www.name,
+      'AAAA',
+      LAB_ZONE.missing,
+      'A',
+      LAB_ZONE.www.name,
+      'A',
+    );
     assert.deepEqual(out.trim().split('\n'), [LAB_ZONE.www.a, LAB_ZONE.www.aaaa, LAB_ZONE.www.a]);
   });
 
@@ -258,34 +299,59 @@ describe('stateless-tcp start-up errors are one line naming the fix', () => {
   test('a cookie secret file that is not 32 hex digits', async () => {
     const file = `${lab.tempDir}/bad-secret`;
     writeFileSync(file, 'secret\n');
-    const line = await failingStart(['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:53`, '--upstream', upstream(), '--cookie-secret-file', file]);
+    const line = await failingStart([
+      '--interface',
+      lab.serverInterface,
+      '--listen',
+      `${lab.serverV4}:53`,
+      '--upstream',
+      upstream(),
+      '--cookie-secret-file',
+      file,
+    ]);
     assert.match(line, /must hold 32 hexadecimal digits/);
   });
 
   test('a listen address this host does not have', async () => {
     const line = await failingStart(['--interface', lab.serverInterface, '--listen', '198.18.0.99:53', '--upstream', upstream()]);
-    assert.match(line, /listen address 198\.18\.0\.99 is not on this host: add it \(ip address add 198\.18\.0\.99\/32 dev <interface>\) or correct --listen/);
+    assert.match(
+      line,
+      /listen address 198\.18\.0\.99 is not on this host: add it \(ip address add 198\.18\.0\.99\/32 dev <interface>\) or correct --listen/,
+    );
   });
 
   test('a port a kernel socket already serves', async () => {
-    const server = lab.spawn('server', [process.execPath, '-e', `require('net').createServer().listen(5353, '${lab.serverV4}', () => console.log('up'))`]);
+    const server = lab.spawn('server', [
+      process.execPath,
+      '-e',
+      `require('net').createServer().listen(5353, '${lab.serverV4}', () => console.log('up'))`,
+    ]);
     await lab.waitForLine(server, /^up$/, 5000);
     const line = await failingStart(['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:5353`, '--upstream', upstream()]);
-    assert.match(line, /a kernel socket already listens on 198\.18\.0\.2:5353, .*: stop that server \(ss -ltnp 'sport = :5353' shows it\) or pick another --listen/);
+    assert.match(
+      line,
+      /a kernel socket already listens on 198\.18\.0\.2:5353, .*: stop that server \(ss -ltnp 'sport = :5353' shows it\) or pick another --listen/,
+    );
     await lab.stop(server);
   });
 
   test('a config file with an unknown option, or a bad value', async () => {
     const file = `${lab.tempDir}/bad.yaml`;
     writeFileSync(file, `listen: ${lab.serverV4}:53\nupstreams: ${upstream()}\n`);
-    assert.match(await failingStart(['--config', file]), /--config .*bad\.yaml: unknown option "upstreams" \(see dns --help for the names\)/);
+    assert.match(
+      await failingStart(['--config', file]),
+      /--config .*bad\.yaml: unknown option "upstreams" \(see dns --help for the names\)/,
+    );
     writeFileSync(file, `listen: ${lab.serverV4}:53\nupstream: ${upstream()}\nworkers: none\n`);
     assert.match(await failingStart(['--config', file]), /--config .*bad\.yaml: workers: "none" is not a positive integer/);
   });
 
   test('nftables missing', async () => {
     // No nft on PATH (node itself is started by its full path).
-    const line = await failingStart(['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:53`, '--upstream', upstream()], ['env', 'PATH=/nonexistent']);
+    const line = await failingStart(
+      ['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:53`, '--upstream', upstream()],
+      ['env', 'PATH=/nonexistent'],
+    );
     assert.match(line, /nft not found: install nftables \(apt-get install nftables\)/);
   });
 
@@ -294,7 +360,12 @@ describe('stateless-tcp start-up errors are one line naming the fix', () => {
   // with no capabilities: an empty bounding set means no exec can give any back, and `noroot`
   // (locked) means uid 0 gets no full set on exec either.
   const WITHOUT_CAPABILITIES = [
-    'setpriv', '--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-all', '--securebits=+noroot,+noroot_locked', '--',
+    'setpriv',
+    '--inh-caps=-all',
+    '--ambient-caps=-all',
+    '--bounding-set=-all',
+    '--securebits=+noroot,+noroot_locked',
+    '--',
   ];
 
   test('no privilege for raw sockets', async () => {
@@ -302,7 +373,8 @@ describe('stateless-tcp start-up errors are one line naming the fix', () => {
     const status = await lab.exec('server', [...WITHOUT_CAPABILITIES, 'cat', '/proc/self/status']);
     assert.equal(status.code, 0, status.stderr);
     // The fields, whitespace-separated values after the name (Uid: real, effective, saved, filesystem).
-    const field = (name: string): string | undefined => new RegExp(`^${name}:\\s+(.*)$`, 'm').exec(status.stdout)?.[1]?.split(/\s+/).join(' ');
+    const field = (name: string): string | undefined =>
+      new RegExp(`^${name}:\\s+(.*)$`, 'm').exec(status.stdout)?.[1]?.split(/\s+/).join(' ');
     assert.deepEqual(
       ['Uid', 'CapPrm', 'CapEff', 'CapAmb', 'CapBnd'].map((name) => [name, field(name)]),
       [['Uid', '0 0 0 0'], ...['CapPrm', 'CapEff', 'CapAmb', 'CapBnd'].map((name) => [name, '0000000000000000'])],

@@ -49,7 +49,9 @@ describe('under a SYN flood', () => {
     await lab.stop(flood);
     const answered = digs.stdout.split('\n').filter((line) => line === LAB_ZONE.www.a).length;
     const summary = await frontEnd.stop();
-    t.diagnostic(`answered ${answered}/${QUERIES}; RSS kB from ${samples[0]} to ${samples.at(-1)} (max ${Math.max(...samples)}); ${summary}`);
+    t.diagnostic(
+      `answered ${answered}/${QUERIES}; RSS kB from ${samples[0]} to ${samples.at(-1)} (max ${Math.max(...samples)}); ${summary}`,
+    );
     assert.ok(answered >= 0.99 * QUERIES, `answered ${answered} of ${QUERIES}`);
     const synAnswered = counter(summary, 'tcp.syn_answered');
     assert.ok(synAnswered > 20 * QUERIES, `a real flood: ${synAnswered} SYN+ACKs`);

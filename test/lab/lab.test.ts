@@ -33,16 +33,21 @@ function parseDig(result: ExecResult): DigAnswer {
   const size = /MSG SIZE\s+rcvd: (\d+)/.exec(out)?.[1];
   assert.ok(status !== undefined && flags !== undefined && size !== undefined, `unexpected dig output:\n${out}`);
   const section = out.split(';; ANSWER SECTION:\n')[1]?.split('\n\n')[0] ?? '';
-  const records = section.split('\n').filter((line) => line !== '').map((line) => {
-    const [name = '', , , type = '', ...rdata] = line.split(/\s+/);
-    return { name, type, rdata: rdata.join(' ') };
-  });
+  const records = section
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => {
+      const [name = '', , , type = '', ...rdata] = line.split(/\s+/);
+      return { name, type, rdata: rdata.join(' ') };
+    });
   return { status, flags: new Set(flags.split(' ')), records, messageBytes: Number(size) };
 }
 
 /** Queries the lab's unbound from inside the server namespace. */
 async function askUnbound(lab: Lab, server: string, name: string, type: string, ...options: string[]): Promise<DigAnswer> {
-  return parseDig(await lab.exec('server', ['dig', `@${server}`, '-p', String(lab.upstream.v4.port), '+time=2', '+tries=1', ...options, name, type]));
+  return parseDig(
+    await lab.exec('server', ['dig', `@${server}`, '-p', String(lab.upstream.v4.port), '+time=2', '+tries=1', ...options, name, type]),
+  );
 }
 
 function namespaceList(): string {
@@ -51,7 +56,9 @@ function namespaceList(): string {
 
 /** Anything of this process's labs still present: namespaces (named with our pid) and temp dirs. */
 function leftoversOf(pid: number): string[] {
-  const namespaces = namespaceList().split('\n').filter((line) => new RegExp(`^stcp-[cs]-${pid}-`).test(line));
+  const namespaces = namespaceList()
+    .split('\n')
+    .filter((line) => new RegExp(`^stcp-[cs]-${pid}-`).test(line));
   const tempDirs = readdirSync(tmpdir()).filter((entry) => entry.startsWith(`stcp-lab-${pid}-`));
   return [...namespaces, ...tempDirs];
 }
@@ -82,7 +89,10 @@ describe('lab', () => {
 
   test('ping works both ways over IPv4 and IPv6', async () => {
     const pings: Array<['client' | 'server', string]> = [
-      ['client', lab.serverV4], ['client', lab.serverV6], ['server', lab.clientV4], ['server', lab.clientV6],
+      ['client', lab.serverV4],
+      ['client', lab.serverV6],
+      ['server', lab.clientV4],
+      ['server', lab.clientV6],
     ];
     for (const [from, to] of pings) {
       const result = await lab.exec(from, ['ping', '-c1', '-W2', to]);
@@ -91,7 +101,10 @@ describe('lab', () => {
   });
 
   test('veth ends have checksum offload off and the MTU set', async () => {
-    const ends: Array<['client' | 'server', string]> = [['client', lab.clientInterface], ['server', lab.serverInterface]];
+    const ends: Array<['client' | 'server', string]> = [
+      ['client', lab.clientInterface],
+      ['server', lab.serverInterface],
+    ];
     for (const [where, device] of ends) {
       const features = (await lab.exec(where, ['ethtool', '-k', device])).stdout;
       assert.match(features, /^tx-checksumming: off/m);
@@ -127,7 +140,10 @@ describe('lab', () => {
         assert.equal(tcp.status, 'NOERROR');
         assert.ok(!tcp.flags.has('tc'));
         assert.equal(tcp.messageBytes, set.responseBytes);
-        assert.deepEqual(tcp.records.map((r) => r.rdata), set.strings.map((s) => `"${s}"`));
+        assert.deepEqual(
+          tcp.records.map((r) => r.rdata),
+          set.strings.map((s) => `"${s}"`),
+        );
         assert.equal(set.strings.join('').length, set.textBytes);
         assert.ok(set.strings.every((s) => s.length === TXT_STRING_BYTES));
       }
@@ -195,10 +211,7 @@ describe('lab setup and cleanup paths', () => {
   });
 
   test('a failure late in setup (unbound refusing its config) removes everything created', async () => {
-    await assert.rejects(
-      createLab({ unboundServerConfig: ['no-such-option: yes'] }),
-      /unbound exited during lab setup .*no-such-option/,
-    );
+    await assert.rejects(createLab({ unboundServerConfig: ['no-such-option: yes'] }), /unbound exited during lab setup .*no-such-option/);
     assert.deepEqual(leftoversOf(process.pid), []);
   });
 

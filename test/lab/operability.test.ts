@@ -25,17 +25,20 @@ describe('config file, logs and metrics', () => {
     requireTools('dig', 'curl');
     lab = await createLab();
     const config = `${lab.tempDir}/stateless-tcp.yaml`;
-    writeFileSync(config, [
-      `interface: ${lab.serverInterface}`,
-      'listen:',
-      `  - ${lab.serverV4}:53`,
-      `  - "[${lab.serverV6}]:53"`,
-      `upstream: ${lab.upstream.v4.address}:${lab.upstream.v4.port}`,
-      'workers: 1',
-      'metrics: 127.0.0.1:9100',
-      'close-after-response: true',
-      '',
-    ].join('\n'));
+    writeFileSync(
+      config,
+      [
+        `interface: ${lab.serverInterface}`,
+        'listen:',
+        `  - ${lab.serverV4}:53`,
+        `  - "[${lab.serverV6}]:53"`,
+        `upstream: ${lab.upstream.v4.address}:${lab.upstream.v4.port}`,
+        'workers: 1',
+        'metrics: 127.0.0.1:9100',
+        'close-after-response: true',
+        '',
+      ].join('\n'),
+    );
     // The command line wins over the file.
     frontEnd = await startCli(lab, ['dns', '--config', config, '--workers', '2']);
     for (const server of [lab.serverV4, lab.serverV6, lab.serverV4, lab.serverV6]) {
@@ -65,19 +68,37 @@ describe('config file, logs and metrics', () => {
   });
 
   test('/metrics: per-shard counters summing to what was done, the capture and rings, upstream latency', () => {
-    const perShard = (name: string): number => sample(metricsText, name.replace('SHARD', '0')) + sample(metricsText, name.replace('SHARD', '1'));
+    const perShard = (name: string): number =>
+      sample(metricsText, name.replace('SHARD', '0')) + sample(metricsText, name.replace('SHARD', '1'));
     // SYNs are answered by the capture thread itself (workers/capture/thread.ts), in the same series.
     const withCapture = (name: string): number => perShard(name) + sample(metricsText, name.replace('SHARD', 'capture'));
     assert.equal(withCapture('stateless_tcp_segments_total{shard="SHARD",outcome="syn_answered"}'), 4, metricsText);
-    assert.equal(sample(metricsText, 'stateless_tcp_segments_total{shard="capture",outcome="syn_answered"}'), 4, 'no flow lives for these 4-tuples: the capture thread answers');
+    assert.equal(
+      sample(metricsText, 'stateless_tcp_segments_total{shard="capture",outcome="syn_answered"}'),
+      4,
+      'no flow lives for these 4-tuples: the capture thread answers',
+    );
     assert.equal(perShard('stateless_tcp_dns_total{shard="SHARD",counter="queries"}'), 4);
     assert.equal(perShard('stateless_tcp_upstream_latency_seconds_count{shard="SHARD"}'), 4);
-    assert.ok(withCapture('stateless_tcp_packets_sent_total{shard="SHARD",result="sent"}') >= 12, 'SYN+ACK, answer+FIN, ACK of FIN per query');
+    assert.ok(
+      withCapture('stateless_tcp_packets_sent_total{shard="SHARD",result="sent"}') >= 12,
+      'SYN+ACK, answer+FIN, ACK of FIN per query',
+    );
     assert.ok(sample(metricsText, 'stateless_tcp_capture_packets_total{result="received"}') >= 16);
     assert.equal(sample(metricsText, 'stateless_tcp_capture_packets_total{result="dropped"}'), 0);
-    assert.match(metricsText, /^stateless_tcp_capture_established_dropped_total 0$/m, 'reported, and nothing of an open connection dropped');
-    assert.ok(perShard('stateless_tcp_ring_frames_total{shard="SHARD",result="in"}') >= 8, 'the query and the FIN of each: the capture thread handles SYNs and the bare ACKs of connections without a flow');
-    assert.ok(sample(metricsText, 'stateless_tcp_segments_total{shard="capture",outcome="ignored"}') >= 4, 'the ACK that completes each handshake');
+    assert.match(
+      metricsText,
+      /^stateless_tcp_capture_established_dropped_total 0$/m,
+      'reported, and nothing of an open connection dropped',
+    );
+    assert.ok(
+      perShard('stateless_tcp_ring_frames_total{shard="SHARD",result="in"}') >= 8,
+      'the query and the FIN of each: the capture thread handles SYNs and the bare ACKs of connections without a flow',
+    );
+    assert.ok(
+      sample(metricsText, 'stateless_tcp_segments_total{shard="capture",outcome="ignored"}') >= 4,
+      'the ACK that completes each handshake',
+    );
     assert.equal(sample(metricsText, 'stateless_tcp_shard_restarts_total{shard="0"}'), 0);
     assert.match(metricsText, /^# TYPE stateless_tcp_upstream_latency_seconds histogram$/m);
   });

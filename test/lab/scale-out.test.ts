@@ -82,20 +82,41 @@ describe('two instances behind an ECMP route, sharing the cookie secret', () => 
     lab = await createLab();
     // The second link; its ends live in the lab's namespaces and go with them.
     await run(lab, 'client', `ip link add ecmp-c type veth peer name ecmp-s netns ${lab.serverNamespace}`);
-    for (const [side, device, address] of [['client', 'ecmp-c', '198.18.2.1'], ['server', 'ecmp-s', '198.18.2.2']] as const) {
-      await run(lab, side, `ethtool -K ${device} tx off rx off >/dev/null && ip addr add ${address}/24 dev ${device} && ip link set ${device} up`);
+    for (const [side, device, address] of [
+      ['client', 'ecmp-c', '198.18.2.1'],
+      ['server', 'ecmp-s', '198.18.2.2'],
+    ] as const) {
+      await run(
+        lab,
+        side,
+        `ethtool -K ${device} tx off rx off >/dev/null && ip addr add ${address}/24 dev ${device} && ip link set ${device} up`,
+      );
     }
     await run(lab, 'server', `ip addr add ${SERVICE}/32 dev lo`);
     await run(lab, 'client', 'sysctl -q -w net.ipv4.fib_multipath_hash_policy=1');
-    await run(lab, 'client', `ip route add ${SERVICE}/32 nexthop via ${lab.serverV4} dev ${lab.clientInterface} nexthop via 198.18.2.2 dev ecmp-c`);
+    await run(
+      lab,
+      'client',
+      `ip route add ${SERVICE}/32 nexthop via ${lab.serverV4} dev ${lab.clientInterface} nexthop via 198.18.2.2 dev ecmp-c`,
+    );
 
     const secretFile = join(lab.tempDir, 'cookie-secret');
     writeFileSync(secretFile, `${randomBytes(16).toString('hex')}\n`);
     const upstream = `${lab.upstream.v4.address}:${lab.upstream.v4.port}`;
     for (const device of [lab.serverInterface, 'ecmp-s']) {
       instances.push(
-        await startCli(lab, ['dns', '--interface', device, '--listen', `${SERVICE}:53`, '--upstream', upstream,
-          '--cookie-secret-file', secretFile, '--close-after-response']),
+        await startCli(lab, [
+          'dns',
+          '--interface',
+          device,
+          '--listen',
+          `${SERVICE}:53`,
+          '--upstream',
+          upstream,
+          '--cookie-secret-file',
+          secretFile,
+          '--close-after-response',
+        ]),
       );
     }
   });
@@ -120,12 +141,16 @@ describe('two instances behind an ECMP route, sharing the cookie secret', () => 
   });
 
   test(`every packet alternating between the instances: ${QUERIES} transactions still all answered, no cookie refused`, async (t) => {
-    await run(lab, 'client', [
-      `ip route add ${SERVICE}/32 via ${lab.serverV4} dev ${lab.clientInterface} table 101`,
-      `ip route add ${SERVICE}/32 via 198.18.2.2 dev ecmp-c table 102`,
-      'ip rule add fwmark 1 table 101',
-      'ip rule add fwmark 2 table 102',
-    ].join(' && '));
+    await run(
+      lab,
+      'client',
+      [
+        `ip route add ${SERVICE}/32 via ${lab.serverV4} dev ${lab.clientInterface} table 101`,
+        `ip route add ${SERVICE}/32 via 198.18.2.2 dev ecmp-c table 102`,
+        'ip rule add fwmark 1 table 101',
+        'ip rule add fwmark 2 table 102',
+      ].join(' && '),
+    );
     // A route-type output chain: marking re-routes each packet (nft(8), "route" chains).
     const nft = await lab.exec('client', ['nft', '-f', '-'], {
       input: [

@@ -29,7 +29,11 @@ import type { WireImpairment } from '../../lab/impaired-link.js';
 import { createLab, type Lab, type Side } from '../../lab/lab.js';
 import type { RawSegment } from '../../lab/raw-client.js';
 import {
-  METRICS_ENDPOINT, startFrontEnd, summaryCounter as counter, type RunningFrontEnd, waitUntilNoSoftState,
+  METRICS_ENDPOINT,
+  startFrontEnd,
+  summaryCounter as counter,
+  type RunningFrontEnd,
+  waitUntilNoSoftState,
 } from '../../lab/stateless-tcp.js';
 import type { ExchangeSpec, LoadReport, LoadSpec } from '../../lab/tcp-client.js';
 import { requireTools } from '../../lab/tools.js';
@@ -45,7 +49,6 @@ const BIG_TXT: Question = { name: LAB_ZONE.big.name, type: 'TXT' };
 const MISSING_A: Question = { name: LAB_ZONE.missing, type: 'A' };
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
 
 // ---------------------------------------------------------------------------------------------
 // Watching the wire: tcpdump lines as segments
@@ -67,15 +70,23 @@ interface WireSegment {
   line: string;
 }
 
-const SEGMENT_LINE = /\bIP6? (\S+)\.(\d+) > (\S+)\.(\d+): Flags \[([^\]]*)\],(?: seq (\d+)(?::(\d+))?,)?(?: ack (\d+),)? win \d+,.* length (\d+)/;
+const SEGMENT_LINE =
+  /\bIP6? (\S+)\.(\d+) > (\S+)\.(\d+): Flags \[([^\]]*)\],(?: seq (\d+)(?::(\d+))?,)?(?: ack (\d+),)? win \d+,.* length (\d+)/;
 
 function parseSegment(line: string): WireSegment | null {
   const m = SEGMENT_LINE.exec(line);
   if (m === null) return null;
   return {
-    src: m[1]!, srcPort: Number(m[2]), dst: m[3]!, dstPort: Number(m[4]), flags: m[5]!,
-    seq: m[6] === undefined ? null : Number(m[6]), seqEnd: m[7] === undefined ? null : Number(m[7]),
-    ack: m[8] === undefined ? null : Number(m[8]), length: Number(m[9]), line,
+    src: m[1]!,
+    srcPort: Number(m[2]),
+    dst: m[3]!,
+    dstPort: Number(m[4]),
+    flags: m[5]!,
+    seq: m[6] === undefined ? null : Number(m[6]),
+    seqEnd: m[7] === undefined ? null : Number(m[7]),
+    ack: m[8] === undefined ? null : Number(m[8]),
+    length: Number(m[9]),
+    line,
   };
 }
 
@@ -117,7 +128,9 @@ async function startTrace(lab: Lab, side: Side, device: string, filter: string):
 
 /** A tcp-client exchange that runs to its end; returns its local port and answers. */
 async function exchange(lab: Lab, spec: ExchangeSpec): Promise<{ port: number; answers: Buffer[] }> {
-  const run = await lab.exec('client', [process.execPath, TCP_CLIENT, 'exchange', JSON.stringify(spec)], { timeoutMs: spec.timeoutMs + 5000 });
+  const run = await lab.exec('client', [process.execPath, TCP_CLIENT, 'exchange', JSON.stringify(spec)], {
+    timeoutMs: spec.timeoutMs + 5000,
+  });
   assert.equal(run.code, 0, `tcp-client exchange failed: ${run.stderr}${run.stdout}`);
   const port = Number(/^port (\d+)$/m.exec(run.stdout)?.[1]);
   const answers = JSON.parse(/^answers (.*)$/m.exec(run.stdout)![1]!) as string[];
@@ -153,7 +166,10 @@ function assertAnswers(answers: Buffer[], queries: Map<number, Question>): void 
 const dataSentFrom = (segments: WireSegment[], port: number): number[] =>
   segments.filter((s) => s.srcPort === port && s.dstPort === 53 && s.length > 0).map((s) => s.length);
 
-const FAMILIES = [['IPv4', 'serverV4'], ['IPv6', 'serverV6']] as const;
+const FAMILIES = [
+  ['IPv4', 'serverV4'],
+  ['IPv6', 'serverV6'],
+] as const;
 
 // ---------------------------------------------------------------------------------------------
 // 1. Pipelining and splitting
@@ -178,7 +194,13 @@ describe('pipelined and split requests from real clients', () => {
       const questions = [WWW_A, WWW_AAAA, MISSING_A, MID_TXT];
       const queries = new Map(questions.map((q, i) => [1000 + i, q] as const));
       const segment = Buffer.concat([...queries].map(([id, q]) => framed(encodeQuery(id, q))));
-      const { port, answers } = await exchange(lab, { host: lab[serverKey], writes: [segment.toString('hex')], gapMs: 50, expected: 4, timeoutMs: 5000 });
+      const { port, answers } = await exchange(lab, {
+        host: lab[serverKey],
+        writes: [segment.toString('hex')],
+        gapMs: 50,
+        expected: 4,
+        timeoutMs: 5000,
+      });
       assertAnswers(answers, queries);
       const sent = dataSentFrom(await trace.until((s) => dataSentFrom(s, port).length >= 1), port);
       assert.deepEqual(sent, [segment.length], 'all four queries in one segment');
@@ -206,13 +228,47 @@ describe('pipelined and split requests from real clients', () => {
     test(`${family}: dig and kdig +keepopen send several queries on one connection, all answered`, async () => {
       const server = lab[serverKey];
       const synsBefore = trace.segments().filter((s) => s.flags === 'S').length;
-      const dig = await lab.exec('client', ['dig', '+tcp', '+keepopen', '+short', '+tries=1', '+time=3', `@${server}`,
-        LAB_ZONE.www.name, 'A', LAB_ZONE.www.name, 'AAAA', LAB_ZONE.missing, 'A', LAB_ZONE.mid.name, 'TXT', LAB_ZONE.www.name, 'A']);
+      const dig = await lab.exec('client', [
+        'dig',
+        '+tcp',
+        '+keepopen',
+        '+short',
+        '+tries=1',
+        '+time=3',
+        `@${server}`,
+        LAB_ZONE.www.name,
+        'A',
+        LAB_ZONE.www.name,
+        'AAAA',
+        LAB_ZONE.missing,
+        'A',
+        LAB_ZONE.mid.name,
+        'TXT',
+        LAB_ZONE.www.name,
+        'A',
+      ]);
       assert.equal(dig.code, 0, dig.stderr);
-      assert.deepEqual(dig.stdout.trim().split('\n'),
-        [LAB_ZONE.www.a, LAB_ZONE.www.aaaa, ...LAB_ZONE.mid.strings.map((s) => `"${s}"`), LAB_ZONE.www.a]);
-      const kdig = await lab.exec('client', ['kdig', '+tcp', '+keepopen', '+short', '+timeout=3', '+retry=0', `@${server}`,
-        LAB_ZONE.www.name, 'A', LAB_ZONE.www.name, 'AAAA', LAB_ZONE.big.name, 'TXT']);
+      assert.deepEqual(dig.stdout.trim().split('\n'), [
+        LAB_ZONE.www.a,
+        LAB_ZONE.www.aaaa,
+        ...LAB_ZONE.mid.strings.map((s) => `"${s}"`),
+        LAB_ZONE.www.a,
+      ]);
+      const kdig = await lab.exec('client', [
+        'kdig',
+        '+tcp',
+        '+keepopen',
+        '+short',
+        '+timeout=3',
+        '+retry=0',
+        `@${server}`,
+        LAB_ZONE.www.name,
+        'A',
+        LAB_ZONE.www.name,
+        'AAAA',
+        LAB_ZONE.big.name,
+        'TXT',
+      ]);
       assert.equal(kdig.code, 0, kdig.stderr);
       assert.deepEqual(kdig.stdout.trim().split('\n'), [LAB_ZONE.www.a, LAB_ZONE.www.aaaa, ...LAB_ZONE.big.strings.map((s) => `"${s}"`)]);
       const segments = await trace.until((s) => s.filter((x) => x.flags === 'S').length >= synsBefore + 2);
@@ -273,7 +329,15 @@ function dnsConnections(segments: readonly CapturedSegment[]): DnsConnection[] {
     const fromServer = s.srcPort === 53;
     const clientPort = fromServer ? s.dstPort : s.srcPort;
     if (!fromServer && (s.flags & TcpFlag.SYN) !== 0) {
-      const fresh: DnsConnection = { queries: 0, answers: 0, ourFin: false, ourReset: false, ourResetAfterOurFin: false, clientNext: null, serverNext: null };
+      const fresh: DnsConnection = {
+        queries: 0,
+        answers: 0,
+        ourFin: false,
+        ourReset: false,
+        ourResetAfterOurFin: false,
+        clientNext: null,
+        serverNext: null,
+      };
       all.push(fresh);
       byClientPort.set(clientPort, fresh);
       continue;
@@ -318,7 +382,10 @@ function tallyDnsConnections(connections: readonly DnsConnection[]): {
     connections: connections.length,
     queries: sum(connections, (c) => c.queries),
     answers: sum(connections, (c) => c.answers),
-    unansweredWithoutOurReset: sum(connections.filter((c) => !c.ourReset), (c) => Math.max(0, c.queries - c.answers)),
+    unansweredWithoutOurReset: sum(
+      connections.filter((c) => !c.ourReset),
+      (c) => Math.max(0, c.queries - c.answers),
+    ),
     resetAfterOurFin: resetAfterFin.length,
     queriesOnConnectionsResetAfterOurFin: sum(resetAfterFin, (c) => c.queries),
     refusedAfterOurFin: sum(resetAfterFin, (c) => Math.max(0, c.queries - c.answers)),
@@ -343,7 +410,9 @@ describe('dnsperf over TCP', () => {
     const frontEnd = await startFrontEnd(lab);
     t.after(() => frontEnd.stop());
     const result = await dnsperf(lab, queryFile, ['-c', '20', '-q', '100', '-l', '5']);
-    t.diagnostic(`persistent: ${result.qps} qps, ${result.completed}/${result.sent} completed (${result.completedPercent} %), ${result.lost} lost`);
+    t.diagnostic(
+      `persistent: ${result.qps} qps, ${result.completed}/${result.sent} completed (${result.completedPercent} %), ${result.lost} lost`,
+    );
     assert.equal(result.lost, 0, result.output);
     assert.equal(result.completed, result.sent, result.output);
     assert.equal(result.completedPercent, 100);
@@ -379,7 +448,9 @@ describe('dnsperf over TCP', () => {
     const wire = tallyDnsConnections(dnsConnections(readSegments(captureFile)));
     await waitUntilNoSoftState(lab);
     const summary = await frontEnd.stop();
-    t.diagnostic(`transaction mode: ${result.qps} qps, ${result.completed}/${result.sent} completed (${result.completedPercent} %), ${result.lost} lost`);
+    t.diagnostic(
+      `transaction mode: ${result.qps} qps, ${result.completed}/${result.sent} completed (${result.completedPercent} %), ${result.lost} lost`,
+    );
     t.diagnostic(`on the wire: ${JSON.stringify(wire)}`);
     t.diagnostic(summary);
     assert.equal(wire.unansweredWithoutOurReset, 0, 'every query on a connection we did not reset was answered');
@@ -387,9 +458,11 @@ describe('dnsperf over TCP', () => {
     assert.ok(wire.queries <= result.sent, `${wire.queries} queries on the wire, ${result.sent} sent by dnsperf`);
     // A query dnsperf wrote but the wire never carried went into a socket that was reset first.
     const neverSent = result.sent - wire.queries;
-    assert.ok(result.lost <= wire.queriesOnConnectionsResetAfterOurFin + neverSent,
+    assert.ok(
+      result.lost <= wire.queriesOnConnectionsResetAfterOurFin + neverSent,
       `${result.lost} lost; ${wire.queriesOnConnectionsResetAfterOurFin} queries on ${wire.resetAfterOurFin} connections reset ` +
-      `after our FIN (${wire.refusedAfterOurFin} of them refused), ${neverSent} never left the client: ${summary}`);
+        `after our FIN (${wire.refusedAfterOurFin} of them refused), ${neverSent} never left the client: ${summary}`,
+    );
     assert.ok(result.completed >= 0.99 * result.sent, result.output);
     assert.ok(result.completed > 500, `a real load: ${result.completed} queries`);
     // Every answer closed its connection: about one handshake per query. (Not exactly: a second
@@ -439,11 +512,16 @@ describe('through a wire that loses, duplicates, delays and reorders both ways',
   });
 
   test('dig gets the 4 KB answer over IPv6 through the same wire; both directions were impaired and the server retransmitted', async (t) => {
-    const dig = await lab.exec('client', ['dig', '+tcp', '+tries=1', '+time=20', `@${lab.serverV6}`, LAB_ZONE.big.name, 'TXT'], { timeoutMs: 30_000 });
+    const dig = await lab.exec('client', ['dig', '+tcp', '+tries=1', '+time=20', `@${lab.serverV6}`, LAB_ZONE.big.name, 'TXT'], {
+      timeoutMs: 30_000,
+    });
     assert.equal(dig.code, 0, dig.stderr);
     assert.match(dig.stdout, /flags: qr aa rd ra;/, 'no TC');
     assert.match(dig.stdout, new RegExp(`MSG SIZE\\s+rcvd: ${LAB_ZONE.big.responseBytes}$`, 'm'));
-    assert.deepEqual([...dig.stdout.matchAll(/IN\s+TXT\s+"([^"]+)"/g)].map((m) => m[1]), LAB_ZONE.big.strings);
+    assert.deepEqual(
+      [...dig.stdout.matchAll(/IN\s+TXT\s+"([^"]+)"/g)].map((m) => m[1]),
+      LAB_ZONE.big.strings,
+    );
 
     const wire = await lab.wireStats();
     t.diagnostic(`wire: ${JSON.stringify(wire)}`);
@@ -487,11 +565,21 @@ describe('segments that no handshake preceded, and stray RST and SYN on a connec
     const forged: RawSegment[] = [];
     const query = framed(encodeQuery(4242, BIG_TXT)).toString('hex');
     let port = 20_000 + randomInt(10_000);
-    for (const [client, server] of [[lab.clientV4, lab.serverV4], [lab.clientV6, lab.serverV6]] as const) {
+    for (const [client, server] of [
+      [lab.clientV4, lab.serverV4],
+      [lab.clientV6, lab.serverV6],
+    ] as const) {
       for (const withTimestamps of [false, true]) {
         forged.push({
-          src: client, dst: server, srcPort: port++, dstPort: 53, seq: randomInt(2 ** 32), ack: randomInt(2 ** 32),
-          flags: 'PA', window: 64_000, payloadHex: query,
+          src: client,
+          dst: server,
+          srcPort: port++,
+          dstPort: 53,
+          seq: randomInt(2 ** 32),
+          ack: randomInt(2 ** 32),
+          flags: 'PA',
+          window: 64_000,
+          payloadHex: query,
           ...(withTimestamps ? { timestamps: { tsVal: randomInt(2 ** 32), tsEcr: randomInt(2 ** 32) } } : {}),
         });
       }
@@ -521,25 +609,43 @@ describe('segments that no handshake preceded, and stray RST and SYN on a connec
       const server = lab[serverKey];
       const query = framed(encodeQuery(5000, MID_TXT));
       const spec: ExchangeSpec = {
-        host: server, writes: [query.subarray(0, 9).toString('hex'), query.subarray(9).toString('hex')],
-        gapMs: 50, expected: 1, holdBefore: 1, timeoutMs: 10_000,
+        host: server,
+        writes: [query.subarray(0, 9).toString('hex'), query.subarray(9).toString('hex')],
+        gapMs: 50,
+        expected: 1,
+        holdBefore: 1,
+        timeoutMs: 10_000,
       };
       const client = lab.spawn('client', [process.execPath, TCP_CLIENT, 'exchange', JSON.stringify(spec)]);
       const port = Number((await lab.waitForLine(client, /^port (\d+)$/, 5000))[1]);
       await lab.waitForLine(client, /^holding$/, 5000);
       // The first 9 bytes, and the server's ACK of them: the server now holds half a message.
       const ofConnection = (s: WireSegment): boolean => s.srcPort === port || s.dstPort === port;
-      const first = (await trace.until((s) => s.some((x) => x.dstPort === port && x.ack !== null && x.flags === '.'
-        && s.some((y) => y.srcPort === port && y.length === 9 && x.ack === y.seqEnd))))
-        .filter(ofConnection);
+      const first = (
+        await trace.until((s) =>
+          s.some(
+            (x) =>
+              x.dstPort === port &&
+              x.ack !== null &&
+              x.flags === '.' &&
+              s.some((y) => y.srcPort === port && y.length === 9 && x.ack === y.seqEnd),
+          ),
+        )
+      ).filter(ofConnection);
       const data = first.find((s) => s.srcPort === port && s.length === 9);
       assert.ok(data !== undefined && data.seqEnd !== null, `the first 9 bytes went out: ${first.map((s) => s.line).join('\n')}`);
       const rcvNxt = data.seqEnd;
       const serverNxt = data.ack!;
       const acksToClient = (): WireSegment[] => trace.segments().filter((s) => s.dstPort === port && s.flags === '.' && s.length === 0);
       const stray = (seq: number, flags: string): RawSegment => ({
-        src: server === lab.serverV4 ? lab.clientV4 : lab.clientV6, dst: server, srcPort: port, dstPort: 53,
-        seq: seq >>> 0, ack: flags === 'S' ? 0 : serverNxt, flags, window: 64_000,
+        src: server === lab.serverV4 ? lab.clientV4 : lab.clientV6,
+        dst: server,
+        srcPort: port,
+        dstPort: 53,
+        seq: seq >>> 0,
+        ack: flags === 'S' ? 0 : serverNxt,
+        flags,
+        window: 64_000,
       });
 
       const before = acksToClient().length;
@@ -557,8 +663,14 @@ describe('segments that no handshake preceded, and stray RST and SYN on a connec
       const afterSyn = (await trace.until(() => acksToClient().length > before + 1)).filter((s) => s.dstPort === port && s.flags === '.');
       assert.equal(acksToClient().length, before + 2, 'a SYN on the connection gets one challenge ACK (RFC 5961 §4.2)');
       assert.equal(afterSyn.at(-1)!.ack, rcvNxt);
-      const replies = trace.segments().slice(traced).filter((s) => s.dstPort === port);
-      assert.ok(!replies.some((s) => s.flags !== '.' || s.length > 0), `nothing but the two challenge ACKs:\n${replies.map((s) => s.line).join('\n')}`);
+      const replies = trace
+        .segments()
+        .slice(traced)
+        .filter((s) => s.dstPort === port);
+      assert.ok(
+        !replies.some((s) => s.flags !== '.' || s.length > 0),
+        `nothing but the two challenge ACKs:\n${replies.map((s) => s.line).join('\n')}`,
+      );
 
       client.kill('SIGUSR2');
       const [, answersJson] = await lab.waitForLine(client, /^answers (.*)$/, 5000);
@@ -586,7 +698,9 @@ describe('a request lost in the network while its connection is idle', () => {
   let lab: Lab;
   before(async () => {
     requireTools('tcpdump');
-    lab = await createLab({ wire: { lossPercent: 0, duplicatePercent: 0, reorderPercent: 0, delayMs: 0, jitterMs: 0, dropOnceToServer: [lost.toString('hex')] } });
+    lab = await createLab({
+      wire: { lossPercent: 0, duplicatePercent: 0, reorderPercent: 0, delayMs: 0, jitterMs: 0, dropOnceToServer: [lost.toString('hex')] },
+    });
   });
   after(async () => {
     await lab?.close();
@@ -596,24 +710,36 @@ describe('a request lost in the network while its connection is idle', () => {
    * Without the remembered RCV.NXT (src/tcp/recent.ts), Q3 would start a new flow at its own
    * sequence number and its ACK would cover Q2, which the client's TCP would then never resend.
    */
-  test('the next request is not taken for the stream\'s next bytes: the lost one is resent by TCP and both are answered', async (t) => {
+  test("the next request is not taken for the stream's next bytes: the lost one is resent by TCP and both are answered", async (t) => {
     const frontEnd = await startFrontEnd(lab);
     t.after(() => frontEnd.stop());
     const trace = await startTrace(lab, 'client', lab.clientInterface, 'tcp port 53');
     t.after(() => trace.stop());
-    const queries = new Map<number, Question>([[6001, WWW_A], [6002, WWW_AAAA], [6003, MID_TXT]]);
+    const queries = new Map<number, Question>([
+      [6001, WWW_A],
+      [6002, WWW_AAAA],
+      [6003, MID_TXT],
+    ]);
     // Q1 is answered and acknowledged (the server then holds nothing); Q2 is lost in the wire;
     // Q3 follows 20 ms later, before the client's retransmission timer (≥ 200 ms) resends Q2.
     const spec: ExchangeSpec = {
-      host: lab.serverV4, writes: [...queries].map(([id, q]) => framed(encodeQuery(id, q)).toString('hex')),
-      gapMs: 20, gapsMs: [300, 20], expected: 3, timeoutMs: 3000,
+      host: lab.serverV4,
+      writes: [...queries].map(([id, q]) => framed(encodeQuery(id, q)).toString('hex')),
+      gapMs: 20,
+      gapsMs: [300, 20],
+      expected: 3,
+      timeoutMs: 3000,
     };
     const run = await lab.exec('client', [process.execPath, TCP_CLIENT, 'exchange', JSON.stringify(spec)], { timeoutMs: 8000 });
     const port = Number(/^port (\d+)$/m.exec(run.stdout)?.[1]);
     const segments = trace.segments().filter((s) => s.srcPort === port || s.dstPort === port);
     const wire = await lab.wireStats();
     assert.equal(wire.toServer.droppedByRule, 1, 'the wire dropped Q2 once');
-    assert.equal(run.code, 0, `all three answered; got: ${run.stderr}\n${segments.map((s) => s.line).join('\n')}\n${await frontEnd.stop()}`);
+    assert.equal(
+      run.code,
+      0,
+      `all three answered; got: ${run.stderr}\n${segments.map((s) => s.line).join('\n')}\n${await frontEnd.stop()}`,
+    );
     const answers = (JSON.parse(/^answers (.*)$/m.exec(run.stdout)![1]!) as string[]).map((hex) => Buffer.from(hex, 'hex'));
     assertAnswers(answers, queries);
   });

@@ -53,7 +53,16 @@ if (!isMainThread) {
   const words = controlFlags(data.control);
   const secret = controlSecret(data.control);
   const done = new Int32Array(data.done);
-  const report: SecretReaderReport = { kept: 0, retried: 0, odd: 0, torn: 0, firstTorn: null, monotonic: true, unlockedMixed: 0, lastGeneration: 0 };
+  const report: SecretReaderReport = {
+    kept: 0,
+    retried: 0,
+    odd: 0,
+    torn: 0,
+    firstTorn: null,
+    monotonic: true,
+    unlockedMixed: 0,
+    lastGeneration: 0,
+  };
   parentPort!.postMessage('ready');
   const deadline = performance.now() + data.maxMs;
   for (let i = 0; ; i++) {

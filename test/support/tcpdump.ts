@@ -78,7 +78,8 @@ export async function startPcapCapture(lab: Lab, side: Side, device: string, fil
         while (latest().reports === asked && Date.now() < deadline) await sleep(20);
         const now = latest();
         if (now.reports > asked && now.captured === now.receivedByFilter) break;
-        if (Date.now() >= deadline) throw new Error(`tcpdump on ${device} did not catch up within ${CATCH_UP_TIMEOUT_MS} ms: ${stderr.trim()}`);
+        if (Date.now() >= deadline)
+          throw new Error(`tcpdump on ${device} did not catch up within ${CATCH_UP_TIMEOUT_MS} ms: ${stderr.trim()}`);
         await sleep(100);
       }
       await lab.stop(tcpdump);

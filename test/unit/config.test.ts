@@ -72,7 +72,17 @@ describe('applyConfigFile', () => {
     const command = parsed();
     applyConfigFile(
       command,
-      file(['interface: veth0', 'listen:', '  - 198.18.0.2:53', '  - "[2001:2::2]:53"', 'cookieSecretFile: /etc/stcp/secret', 'workers: 2', 'close-after-response: true'].join('\n')),
+      file(
+        [
+          'interface: veth0',
+          'listen:',
+          '  - 198.18.0.2:53',
+          '  - "[2001:2::2]:53"',
+          'cookieSecretFile: /etc/stcp/secret',
+          'workers: 2',
+          'close-after-response: true',
+        ].join('\n'),
+      ),
     );
     assert.deepEqual(command.opts(), {
       interface: 'veth0',
@@ -93,27 +103,30 @@ describe('applyConfigFile', () => {
 
   it('reads JSON, and a single value for an option that repeats', () => {
     const command = parsed();
-    applyConfigFile(command, file(JSON.stringify({ listen: '198.18.0.2:53', 'log-level': 'debug', workers: '3', 'close-after-response': false }), 'json'));
-    assert.deepEqual(command.opts()['listen'], [{ address: '198.18.0.2', port: 53, family: 4 }]);
-    assert.equal(command.opts()['logLevel'], 'debug');
-    assert.equal(command.opts()['workers'], 3);
-    assert.equal(command.opts()['closeAfterResponse'], false);
+    applyConfigFile(
+      command,
+      file(JSON.stringify({ listen: '198.18.0.2:53', 'log-level': 'debug', workers: '3', 'close-after-response': false }), 'json'),
+    );
+    assert.deepEqual(command.opts().listen, [{ address: '198.18.0.2', port: 53, family: 4 }]);
+    assert.equal(command.opts().logLevel, 'debug');
+    assert.equal(command.opts().workers, 3);
+    assert.equal(command.opts().closeAfterResponse, false);
   });
 
   it('turns numbers into strings for options that take text', () => {
     const command = parsed();
     applyConfigFile(command, file('interface: 42\ncookie-secret-file: 7'));
-    assert.equal(command.opts()['interface'], '42');
-    assert.equal(command.opts()['cookieSecretFile'], '7');
+    assert.equal(command.opts().interface, '42');
+    assert.equal(command.opts().cookieSecretFile, '7');
   });
 
   it('lets the command line win over the file, option by option', () => {
     const command = parsed(['--workers', '8', '--listen', '[::1]:53']);
     applyConfigFile(command, file('workers: 2\nlisten: [198.18.0.2:53, 198.18.0.3:53]\ninterface: veth0'));
-    assert.equal(command.opts()['workers'], 8);
-    assert.deepEqual(command.opts()['listen'], [{ address: '::1', port: 53, family: 6 }]);
+    assert.equal(command.opts().workers, 8);
+    assert.deepEqual(command.opts().listen, [{ address: '::1', port: 53, family: 6 }]);
     assert.equal(command.getOptionValueSource('workers'), 'cli');
-    assert.equal(command.opts()['interface'], 'veth0');
+    assert.equal(command.opts().interface, 'veth0');
   });
 
   it('changes nothing for an empty file or one holding only a comment', () => {
@@ -126,8 +139,14 @@ describe('applyConfigFile', () => {
 
   it('says when the file cannot be read', () => {
     const missing = join(dir, 'missing.yaml');
-    assert.throws(() => applyConfigFile(parsed(), missing), (error: Error) => error instanceof ConfigError && error.message === `cannot read --config ${missing}: ENOENT`);
-    assert.throws(() => applyConfigFile(parsed(), dir), (error: Error) => error instanceof ConfigError && error.message === `cannot read --config ${dir}: EISDIR`);
+    assert.throws(
+      () => applyConfigFile(parsed(), missing),
+      (error: Error) => error instanceof ConfigError && error.message === `cannot read --config ${missing}: ENOENT`,
+    );
+    assert.throws(
+      () => applyConfigFile(parsed(), dir),
+      (error: Error) => error instanceof ConfigError && error.message === `cannot read --config ${dir}: EISDIR`,
+    );
   });
 
   it('says when the file is not YAML, in one line', () => {
@@ -181,6 +200,6 @@ describe('applyConfigFile', () => {
   it('skips, unchecked, the value the file gives for an option the command line gives', () => {
     const command = parsed(['--workers', '8']);
     applyConfigFile(command, file('workers: 0\n'));
-    assert.equal(command.opts()['workers'], 8);
+    assert.equal(command.opts().workers, 8);
   });
 });

@@ -44,7 +44,11 @@ describe("the project's counter families", () => {
       const keys = Object.keys(indices);
       assert.equal(names.length, keys.length);
       const values = Object.values(indices).sort((a, b) => a - b);
-      assert.deepEqual(values, keys.map((_, i) => i), 'indices are 0 … n-1, each once');
+      assert.deepEqual(
+        values,
+        keys.map((_, i) => i),
+        'indices are 0 … n-1, each once',
+      );
       for (const [key, index] of Object.entries(indices)) assert.equal(names[index], key.toLowerCase(), key);
       assert.equal(new Set(names).size, names.length, 'no name twice');
       for (const name of names) assert.match(name, /^[a-z][a-z0-9_]*$/, 'usable as a Prometheus label value and a summary name');

@@ -18,7 +18,19 @@ describe('parseEndpoint', () => {
 
   it('says to bracket an IPv6 address, and what ADDR:PORT looks like', () => {
     const hint = '(write IPv6 addresses in brackets: [2001:2::2]:53)';
-    for (const text of ['2001:2::2:53', '198.18.0.2', '198.18.0.2:', ':53', '[]:53', '[2001:2::2]', '[2001:2::2]53', '198.18.0.2:0x35', '198.18.0.2:-1', '198.18.0.2:53 ', '']) {
+    for (const text of [
+      '2001:2::2:53',
+      '198.18.0.2',
+      '198.18.0.2:',
+      ':53',
+      '[]:53',
+      '[2001:2::2]',
+      '[2001:2::2]53',
+      '198.18.0.2:0x35',
+      '198.18.0.2:-1',
+      '198.18.0.2:53 ',
+      '',
+    ]) {
       assert.throws(() => parseEndpoint(text), { message: `"${text}" is not ADDR:PORT ${hint}` }, text);
     }
   });
@@ -33,12 +45,17 @@ describe('parseEndpoint', () => {
   it('names a port outside 1-65535', () => {
     assert.throws(() => parseEndpoint('198.18.0.2:0'), { message: 'port 0 in "198.18.0.2:0" is not 1-65535' });
     assert.throws(() => parseEndpoint('198.18.0.2:65536'), { message: 'port 65536 in "198.18.0.2:65536" is not 1-65535' });
-    assert.throws(() => parseEndpoint('[::1]:99999999999999999999'), { message: 'port 99999999999999999999 in "[::1]:99999999999999999999" is not 1-65535' });
+    assert.throws(() => parseEndpoint('[::1]:99999999999999999999'), {
+      message: 'port 99999999999999999999 in "[::1]:99999999999999999999" is not 1-65535',
+    });
   });
 
   it('gives one-line messages', () => {
     for (const text of ['x', 'localhost:53', '198.18.0.2:0', '2001:2::2:53']) {
-      assert.throws(() => parseEndpoint(text), (error: Error) => error instanceof Error && !error.message.includes('\n'));
+      assert.throws(
+        () => parseEndpoint(text),
+        (error: Error) => error instanceof Error && !error.message.includes('\n'),
+      );
     }
   });
 });

@@ -32,9 +32,15 @@ function counters(frames: number, flows: number): PipelineCounters {
   const applicationCounts = new Float64Array(RELAY_COUNTER_NAMES.length);
   applicationCounts[RelayCounter.QUERIES] = frames;
   return {
-    decodeCounts, outcomeCounts, events: new Float64Array(TCP_EVENT_NAMES.length),
-    protocol: DNS_PROTOCOL, relayCounts: applicationCounts,
-    flows: () => flows, queuedBytes: () => 0, packetsSent: () => frames, sendFailures: () => 0,
+    decodeCounts,
+    outcomeCounts,
+    events: new Float64Array(TCP_EVENT_NAMES.length),
+    protocol: DNS_PROTOCOL,
+    relayCounts: applicationCounts,
+    flows: () => flows,
+    queuedBytes: () => 0,
+    packetsSent: () => frames,
+    sendFailures: () => 0,
   };
 }
 
@@ -78,8 +84,15 @@ function shardCounters(base: number, flows: number): PipelineCounters {
   relayCounts[RelayCounter.QUERIES] = base + 7;
   relayCounts[RelayCounter.ANSWERS] = base + 8;
   return {
-    decodeCounts, outcomeCounts, events, protocol: DNS_PROTOCOL, relayCounts,
-    flows: () => flows, queuedBytes: () => base + 9, packetsSent: () => base + 10, sendFailures: () => base + 11,
+    decodeCounts,
+    outcomeCounts,
+    events,
+    protocol: DNS_PROTOCOL,
+    relayCounts,
+    flows: () => flows,
+    queuedBytes: () => base + 9,
+    packetsSent: () => base + 10,
+    sendFailures: () => base + 11,
   };
 }
 
@@ -184,9 +197,15 @@ test('the stop summary of the kernel transport: its connections and the relay co
 
 test('the stop summary of an idle front end: gauges, capture and per-shard pairs at 0, no counter family', async () => {
   const idle = (): PipelineCounters => ({
-    decodeCounts: new Float64Array(DECODE_RESULT_NAMES.length), outcomeCounts: new Float64Array(OUTCOME_NAMES.length),
-    events: new Float64Array(TCP_EVENT_NAMES.length), protocol: DNS_PROTOCOL, relayCounts: new Float64Array(RELAY_COUNTER_NAMES.length),
-    flows: () => 0, queuedBytes: () => 0, packetsSent: () => 0, sendFailures: () => 0,
+    decodeCounts: new Float64Array(DECODE_RESULT_NAMES.length),
+    outcomeCounts: new Float64Array(OUTCOME_NAMES.length),
+    events: new Float64Array(TCP_EVENT_NAMES.length),
+    protocol: DNS_PROTOCOL,
+    relayCounts: new Float64Array(RELAY_COUNTER_NAMES.length),
+    flows: () => 0,
+    queuedBytes: () => 0,
+    packetsSent: () => 0,
+    sendFailures: () => 0,
   });
   const main = frontEndMetrics({
     capture: () => ({ received: 0, dropped: 0, establishedDropped: 0, synAnswered: 0, sendFailed: 0, ignored: 0 }),
@@ -194,9 +213,22 @@ test('the stop summary of an idle front end: gauges, capture and per-shard pairs
   });
   const summary = pairs(summaryLine([await snapshot(pipelineMetrics(0, idle()).registry), await snapshot(main)]));
   assert.deepEqual(summary.map(([name]) => name).sort(), [
-    'capture.ignored', 'capture.syn_answered', 'pcap.dropped', 'pcap.established_dropped', 'pcap.received',
-    'send_failed', 'sent', 'shard0.flows', 'shard0.packets_in', 'shard0.replies_out', 'shard0.restarts', 'shard0.ring_drops',
-    'tcp.flows', 'tcp.ignored', 'tcp.queued_bytes', 'tcp.syn_answered',
+    'capture.ignored',
+    'capture.syn_answered',
+    'pcap.dropped',
+    'pcap.established_dropped',
+    'pcap.received',
+    'send_failed',
+    'sent',
+    'shard0.flows',
+    'shard0.packets_in',
+    'shard0.replies_out',
+    'shard0.restarts',
+    'shard0.ring_drops',
+    'tcp.flows',
+    'tcp.ignored',
+    'tcp.queued_bytes',
+    'tcp.syn_answered',
   ]);
   for (const [name, value] of summary) assert.equal(value, 0, name);
 });

@@ -90,20 +90,23 @@ for (const policy of [ChecksumPolicy.VERIFY, ChecksumPolicy.IGNORE]) {
         const { pipeline, sent } = pipelines.get(linkType)!;
         const before = sent.packets;
         const undecodable = pipeline.decodeCounts[DecodeResult.OK]!;
-        pipeline.handleFrame(bytes, 0, bytes.length, (nowMs += 3));
-        if (pipeline.decodeCounts[DecodeResult.OK] === undecodable) assert.equal(sent.packets, before, 'no reply to a frame that does not decode');
+        nowMs += 3;
+        pipeline.handleFrame(bytes, 0, bytes.length, nowMs);
+        if (pipeline.decodeCounts[DecodeResult.OK] === undecodable)
+          assert.equal(sent.packets, before, 'no reply to a frame that does not decode');
         assert.equal(sent.data, 0, 'no data to anyone');
         assert.equal(pipeline.responder.flows.size, 0, 'no soft state');
       }),
       { numRuns: RUNS / 2, seed: policy === ChecksumPolicy.VERIFY ? 7 : 8 },
     );
-    const total = (pick: (p: TcpPipeline) => number): number => [...pipelines.values()].reduce((sum, { pipeline }) => sum + pick(pipeline), 0);
+    const total = (pick: (p: TcpPipeline) => number): number =>
+      [...pipelines.values()].reduce((sum, { pipeline }) => sum + pick(pipeline), 0);
     const decoded = total((p) => p.decodeCounts[DecodeResult.OK]!);
     const synAnswered = total((p) => p.outcomeCounts[Outcome.SYN_ANSWERED]!);
     const refused = total((p) => p.outcomeCounts[Outcome.COOKIE_FAILED]!);
     t.diagnostic(`decoded ${decoded} of ${RUNS / 2}; SYN+ACK ${synAnswered}; RST for unproved data ${refused}`);
     // The mutations must reach the responder, not only the decoder.
-    assert.ok(decoded > RUNS / 200 && synAnswered > 0 && refused > 0, "at least 1 % decode");
+    assert.ok(decoded > RUNS / 200 && synAnswered > 0 && refused > 0, 'at least 1 % decode');
     for (const { pipeline, relay } of pipelines.values()) {
       pipeline.tick(nowMs + 60_000);
       assert.equal(relay.pendingQueries, 0);

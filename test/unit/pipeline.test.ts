@@ -32,7 +32,13 @@ test('handleFrame decodes and answers frames in place at their ring slot offsets
     now: () => NOW_MS,
   });
   const pipeline = new TcpPipeline(
-    { linkType: LinkType.ETHERNET, checksumPolicy: ChecksumPolicy.VERIFY, cookies: new SynCookies(new Uint8Array(16).fill(9)), tcp: DEFAULT_RESPONDER_CONFIG, sender },
+    {
+      linkType: LinkType.ETHERNET,
+      checksumPolicy: ChecksumPolicy.VERIFY,
+      cookies: new SynCookies(new Uint8Array(16).fill(9)),
+      tcp: DEFAULT_RESPONDER_CONFIG,
+      sender,
+    },
     DNS_PROTOCOL,
     relay,
   );
@@ -49,7 +55,10 @@ test('handleFrame decodes and answers frames in place at their ring slot offsets
   }, 4);
 
   assert.equal(drained, 2);
-  assert.ok(offsets.every((offset) => offset > 0), `slots are past the ring header: ${offsets.join(', ')}`);
+  assert.ok(
+    offsets.every((offset) => offset > 0),
+    `slots are past the ring header: ${offsets.join(', ')}`,
+  );
   assert.equal(pipeline.decodeCounts[DecodeResult.OK], 2);
   assert.equal(sent.length, 2);
   syns.forEach((syn, i) => {

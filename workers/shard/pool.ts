@@ -189,7 +189,8 @@ export class ShardPool {
           const current = this.secrets.at(-1)!;
           if (current !== secrets.at(-1)) this.command(shard, { type: 'rotate', secret: current });
           if (this.stopping) this.command(shard, { type: 'stop' });
-          if (!initial) this.log(`shard ${shard.index}: worker thread ${report.threadId} took over its ring after ${Date.now() - started} ms`);
+          if (!initial)
+            this.log(`shard ${shard.index}: worker thread ${report.threadId} took over its ring after ${Date.now() - started} ms`);
           resolve();
         } else if (report.type === 'metrics') {
           shard.latest = report.metrics;

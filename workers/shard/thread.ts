@@ -105,7 +105,11 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
     let batchStartMs = Date.now();
     const handleFrame = (bytes: Uint8Array, offset: number, capturedLength: number): void =>
       pipeline.handleFrame(bytes, offset, capturedLength, batchStartMs);
-    await consumer.run(handleFrame, { batchSize: BATCH_SIZE, idleTimeoutMs: IDLE_TIMEOUT_MS, beforeBatch: () => (batchStartMs = Date.now()) });
+    await consumer.run(handleFrame, {
+      batchSize: BATCH_SIZE,
+      idleTimeoutMs: IDLE_TIMEOUT_MS,
+      beforeBatch: () => (batchStartMs = Date.now()),
+    });
     // Stopped: the capture thread stopped first, so what is left in the ring (at most a ring's
     // worth) is all there will be. Handle it, so that the final counters include every packet
     // that arrived before the stop.

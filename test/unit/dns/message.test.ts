@@ -57,7 +57,14 @@ test('isRelayableQuery: responses, several questions and garbage are format erro
   assert.ok(isRelayableQuery(query('www.lab.test'), 0, query('www.lab.test').length));
   const response = dnsPacket.encode({ type: 'response', id: 1, questions: [{ type: 'A', name: 'x.test' }] });
   assert.equal(isRelayableQuery(response, 0, response.length), false);
-  const twoQuestions = dnsPacket.encode({ type: 'query', id: 1, questions: [{ type: 'A', name: 'a.test' }, { type: 'A', name: 'b.test' }] });
+  const twoQuestions = dnsPacket.encode({
+    type: 'query',
+    id: 1,
+    questions: [
+      { type: 'A', name: 'a.test' },
+      { type: 'A', name: 'b.test' },
+    ],
+  });
   assert.equal(isRelayableQuery(twoQuestions, 0, twoQuestions.length), false);
   assert.equal(isRelayableQuery(Buffer.from('hello, world'), 0, 12), false);
   assert.equal(isRelayableQuery(Buffer.alloc(5), 0, 5), false);

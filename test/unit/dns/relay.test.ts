@@ -57,7 +57,10 @@ const framed = (...messages: Buffer[]): Buffer =>
 const answerTo = (relayed: Buffer, address = '198.18.0.100', flags = 0): Buffer => {
   const q = dnsPacket.decode(relayed);
   return dnsPacket.encode({
-    type: 'response', id: q.id, flags: dnsPacket.RECURSION_DESIRED | flags, questions: q.questions,
+    type: 'response',
+    id: q.id,
+    flags: dnsPacket.RECURSION_DESIRED | flags,
+    questions: q.questions,
     answers: [{ type: 'A', name: q.questions![0]!.name, ttl: 60, data: address }],
   });
 };
@@ -74,7 +77,10 @@ function setup() {
   const connections = new RecordingConnections();
   let counter = 0;
   const fillRandom = (b: Uint8Array): void => {
-    for (let i = 0; i < b.length; i++) b[i] = (counter = (counter * 1103515245 + 12345) >>> 0) >>> 16;
+    for (let i = 0; i < b.length; i++) {
+      counter = (counter * 1103515245 + 12345) >>> 0;
+      b[i] = counter >>> 16;
+    }
   };
   const relay = new DnsRelay<string>({ timeoutMs: 1000, upstream, fillRandom, now: () => clockMs });
   relay.attach(connections);
@@ -112,7 +118,11 @@ test('pipelined queries each get their answer as it arrives, on the right connec
   fromUpstream(relay, answerTo(upstream.datagrams[0]!, '198.18.0.1'), 1);
   assert.deepEqual(
     connections.answers.map((a) => [a.connection, a.message.id, addressOf(a.message.answers![0]!)]),
-    [['c2', 1, '198.18.0.3'], ['c1', 2, '198.18.0.2'], ['c1', 1, '198.18.0.1']],
+    [
+      ['c2', 1, '198.18.0.3'],
+      ['c1', 2, '198.18.0.2'],
+      ['c1', 1, '198.18.0.1'],
+    ],
   );
 });
 
@@ -127,10 +137,13 @@ test('the relayed query is a copy: reusing the request buffer (as capture does) 
   relay.onMessages('c2', buffer, 0, second.length, 0);
   fromUpstream(relay, answerTo(upstream.datagrams[0]!), 1);
   fromUpstream(relay, answerTo(upstream.datagrams[1]!), 1);
-  assert.deepEqual(connections.answers.map((a) => [a.connection, a.message.id, a.message.questions![0]!.name]), [
-    ['c1', 10, 'www.lab.test'],
-    ['c2', 11, 'missing.lab.test'],
-  ]);
+  assert.deepEqual(
+    connections.answers.map((a) => [a.connection, a.message.id, a.message.questions![0]!.name]),
+    [
+      ['c1', 10, 'www.lab.test'],
+      ['c2', 11, 'missing.lab.test'],
+    ],
+  );
   assert.equal(relay.counts[RelayCounter.UNEXPECTED_ANSWERS], 0);
 });
 
@@ -200,11 +213,18 @@ test('a truncated UDP answer is fetched again over TCP and the client gets the w
   relay.onMessages('c1', request, 0, request.length, 0);
   const relayed = upstream.datagrams[0]!;
   const full = dnsPacket.encode({
-    type: 'response', id: readId(relayed, 0), questions: [{ type: 'TXT', name: 'big.lab.test' }],
+    type: 'response',
+    id: readId(relayed, 0),
+    questions: [{ type: 'TXT', name: 'big.lab.test' }],
     answers: Array.from({ length: 16 }, (_, i) => ({ type: 'TXT' as const, name: 'big.lab.test', ttl: 60, data: `${i}`.padEnd(250, 'x') })),
   });
   upstream.tcpAnswer = (q) => (readId(q, 0) === readId(relayed, 0) ? full : null);
-  const truncated = dnsPacket.encode({ type: 'response', id: readId(relayed, 0), flags: dnsPacket.TRUNCATED_RESPONSE, questions: [{ type: 'TXT', name: 'big.lab.test' }] });
+  const truncated = dnsPacket.encode({
+    type: 'response',
+    id: readId(relayed, 0),
+    flags: dnsPacket.TRUNCATED_RESPONSE,
+    questions: [{ type: 'TXT', name: 'big.lab.test' }],
+  });
   fromUpstream(relay, truncated, 1);
   await new Promise((resolve) => setImmediate(resolve));
   const { message } = connections.answers[0]!;
@@ -219,8 +239,15 @@ test('a question truncated over UDP lately goes to the upstream over TCP at once
   const fullAnswerTo = (q: Uint8Array): Buffer => {
     const { id, questions } = dnsPacket.decode(Buffer.from(q));
     return dnsPacket.encode({
-      type: 'response', id, questions,
-      answers: Array.from({ length: 16 }, (_, i) => ({ type: 'TXT' as const, name: questions![0]!.name, ttl: 60, data: `${i}`.padEnd(250, 'x') })),
+      type: 'response',
+      id,
+      questions,
+      answers: Array.from({ length: 16 }, (_, i) => ({
+        type: 'TXT' as const,
+        name: questions![0]!.name,
+        ttl: 60,
+        data: `${i}`.padEnd(250, 'x'),
+      })),
     });
   };
   const asked: string[] = [];
@@ -235,7 +262,16 @@ test('a question truncated over UDP lately goes to the upstream over TCP at once
 
   ask('c1', 'big.lab.test', 1, 'TXT', 0);
   const relayed = upstream.datagrams[0]!;
-  fromUpstream(relay, dnsPacket.encode({ type: 'response', id: readId(relayed, 0), flags: dnsPacket.TRUNCATED_RESPONSE, questions: [{ type: 'TXT', name: 'big.lab.test' }] }), 1);
+  fromUpstream(
+    relay,
+    dnsPacket.encode({
+      type: 'response',
+      id: readId(relayed, 0),
+      flags: dnsPacket.TRUNCATED_RESPONSE,
+      questions: [{ type: 'TXT', name: 'big.lab.test' }],
+    }),
+    1,
+  );
   // The same question (names are case-insensitive, RFC 4343), on another connection: no datagram.
   ask('c2', 'BIG.lab.test', 2, 'TXT', 1000);
   // Another type, or the same question a minute later: UDP first again.
@@ -243,7 +279,10 @@ test('a question truncated over UDP lately goes to the upstream over TCP at once
   ask('c4', 'big.lab.test', 4, 'TXT', 61_001);
   await new Promise((resolve) => setImmediate(resolve));
 
-  assert.deepEqual(upstream.datagrams.map((d) => dnsPacket.decode(d).questions![0]!.type), ['TXT', 'A', 'TXT']);
+  assert.deepEqual(
+    upstream.datagrams.map((d) => dnsPacket.decode(d).questions![0]!.type),
+    ['TXT', 'A', 'TXT'],
+  );
   assert.deepEqual(asked, ['big.lab.test', 'BIG.lab.test']);
   assert.equal(relay.counts[RelayCounter.SENT_OVER_TCP], 1);
   const c2 = connections.answers.find((a) => a.connection === 'c2')!.message;

@@ -280,7 +280,10 @@ describe('HttpRelay: the request to the backend', () => {
     send(relay, 'c', 'POST /up HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n');
     await until(() => backend.requests.length === 1, 'the backend request');
     assert.equal(Buffer.from(backend.requests[0]!.body!).toString(), 'hello world');
-    assert.deepEqual(backend.requests[0]!.headers.map(([name]) => name), ['Host', 'x-forwarded-for']);
+    assert.deepEqual(
+      backend.requests[0]!.headers.map(([name]) => name),
+      ['Host', 'x-forwarded-for'],
+    );
   });
 });
 
@@ -315,7 +318,12 @@ describe('HttpRelay: responses re-framed for the client', () => {
     const { relay, backend, transport } = setup();
     send(relay, 'c', get());
     await until(() => backend.requests.length === 1, 'the backend request');
-    backend.respond(0, 200, [['content-type', 'text/html']]).push('<p>').push(new Uint8Array(0)).push('hello, world</p>').end();
+    backend
+      .respond(0, 200, [['content-type', 'text/html']])
+      .push('<p>')
+      .push(new Uint8Array(0))
+      .push('hello, world</p>')
+      .end();
     await until(() => transport.owed.get('c') === 0, 'the answer');
     assert.equal(
       transport.text('c'),
@@ -328,7 +336,10 @@ describe('HttpRelay: responses re-framed for the client', () => {
     const { relay, backend, transport } = setup();
     send(relay, 'c', 'GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n');
     await until(() => backend.requests.length === 1, 'the backend request');
-    backend.respond(0, 200, [['content-type', 'text/plain']]).push('all of it').end();
+    backend
+      .respond(0, 200, [['content-type', 'text/plain']])
+      .push('all of it')
+      .end();
     await until(() => transport.owed.get('c') === 0, 'the answer');
     assert.equal(transport.text('c'), 'HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nall of it');
     assert.equal(transport.closing.has('c'), true);
@@ -338,7 +349,10 @@ describe('HttpRelay: responses re-framed for the client', () => {
     const { relay, backend, transport } = setup();
     send(relay, 'c', 'GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n');
     await until(() => backend.requests.length === 1, 'the backend request');
-    backend.respond(0, 200, [['content-length', '2']]).push('ok').end();
+    backend
+      .respond(0, 200, [['content-length', '2']])
+      .push('ok')
+      .end();
     await until(() => transport.owed.get('c') === 0, 'the answer');
     assert.equal(transport.text('c'), 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok');
     assert.equal(transport.closing.has('c'), false);
@@ -348,7 +362,10 @@ describe('HttpRelay: responses re-framed for the client', () => {
     const { relay, backend, transport } = setup();
     send(relay, 'c', 'GET / HTTP/1.0\r\n\r\n');
     await until(() => backend.requests.length === 1, 'the backend request');
-    backend.respond(0, 200, [['content-length', '2']]).push('ok').end();
+    backend
+      .respond(0, 200, [['content-length', '2']])
+      .push('ok')
+      .end();
     await until(() => transport.owed.get('c') === 0, 'the answer');
     assert.equal(transport.text('c'), 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok');
     assert.equal(transport.closing.has('c'), true);
@@ -377,7 +394,10 @@ describe('HttpRelay: responses re-framed for the client', () => {
     const { relay, backend, transport } = setup();
     send(relay, 'c', get('/', 'Connection: close\r\n'));
     await until(() => backend.requests.length === 1, 'the backend request');
-    backend.respond(0, 200, [['content-length', '2']]).push('ok').end();
+    backend
+      .respond(0, 200, [['content-length', '2']])
+      .push('ok')
+      .end();
     await until(() => transport.owed.get('c') === 0, 'the answer');
     assert.equal(transport.text('c'), 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok');
     // Closing is asked for before the head goes out; the last (empty) answer ends it.
@@ -406,16 +426,28 @@ describe('HttpRelay: pipelined requests', () => {
     await until(() => backend.requests.length === 1, 'the first backend request');
     await turns();
     assert.equal(backend.requests.length, 1, 'the second waits for the first response');
-    backend.respond(0, 200, [['content-length', '3']]).push('one').end();
+    backend
+      .respond(0, 200, [['content-length', '3']])
+      .push('one')
+      .end();
     await until(() => backend.requests.length === 2, 'the second backend request');
     assert.equal(backend.requests[1]!.path, '/2');
-    backend.respond(1, 200, [['content-length', '3']]).push('two').end();
+    backend
+      .respond(1, 200, [['content-length', '3']])
+      .push('two')
+      .end();
     await until(() => backend.requests.length === 3, 'the third backend request');
-    backend.respond(2, 200, [['content-length', '5']]).push('three').end();
+    backend
+      .respond(2, 200, [['content-length', '5']])
+      .push('three')
+      .end();
     await until(() => transport.owed.get('c') === 0, 'every answer');
     const text = transport.text('c');
     assert.deepEqual(
-      text.split('HTTP/1.1 ').filter(Boolean).map((r) => parseResponse(`HTTP/1.1 ${r}`).body),
+      text
+        .split('HTTP/1.1 ')
+        .filter(Boolean)
+        .map((r) => parseResponse(`HTTP/1.1 ${r}`).body),
       ['one', 'two', 'three'],
     );
     assert.equal(relay.counts[HttpCounter.REQUESTS], 3);
@@ -428,10 +460,16 @@ describe('HttpRelay: pipelined requests', () => {
     send(relay, 'fast', get('/fast'));
     await until(() => backend.requests.length === 2, 'both backend requests');
     const fast = backend.requests.findIndex((r) => r.path === '/fast');
-    backend.respond(fast, 200, [['content-length', '4']]).push('fast').end();
+    backend
+      .respond(fast, 200, [['content-length', '4']])
+      .push('fast')
+      .end();
     await until(() => transport.owed.get('fast') === 0, 'the fast answer');
     assert.equal(transport.owed.get('slow'), 1);
-    backend.respond(1 - fast, 200, [['content-length', '4']]).push('slow').end();
+    backend
+      .respond(1 - fast, 200, [['content-length', '4']])
+      .push('slow')
+      .end();
     await until(() => transport.owed.get('slow') === 0, 'the slow answer');
     assert.equal(parseResponse(transport.text('slow')).body, 'slow');
     assert.equal(parseResponse(transport.text('fast')).body, 'fast');
@@ -481,10 +519,13 @@ describe('HttpRelay: requests it cannot relay', () => {
   it('answers a request pipelined behind a bad one with nothing', async () => {
     const { relay, backend, transport } = setup();
     // As the framer hands them over: a request, then bytes that can never be one.
-    send(relay, 'c', get('/ok') + 'POST / HTTP/1.1\r\nHost: example.test\r\nContent-Length: x\r\n\r\n');
+    send(relay, 'c', `${get('/ok')}POST / HTTP/1.1\r\nHost: example.test\r\nContent-Length: x\r\n\r\n`);
     assert.equal(transport.owed.get('c'), 2);
     await until(() => backend.requests.length === 1, 'the backend request');
-    backend.respond(0, 200, [['content-length', '2']]).push('ok').end();
+    backend
+      .respond(0, 200, [['content-length', '2']])
+      .push('ok')
+      .end();
     await until(() => transport.owed.get('c') === 0, 'both answers');
     assert.equal(transport.text('c'), `HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok${errorResponse(400, 'Bad Request')}`);
     assert.equal(transport.closing.has('c'), true);
@@ -542,7 +583,12 @@ describe('HttpRelay: backpressure and closed connections', () => {
     transport.room = () => !full;
     send(relay, 'c', get());
     await until(() => backend.requests.length === 1, 'the backend request');
-    const body = backend.respond(0, 200, [['content-length', '9']]).push('abc').push('def').push('ghi').end();
+    const body = backend
+      .respond(0, 200, [['content-length', '9']])
+      .push('abc')
+      .push('def')
+      .push('ghi')
+      .end();
     await until(() => transport.events.length === 1, 'the head');
     await turns();
     // The head filled the buffer: at most the chunk the relay holds is taken, nothing sent.
@@ -580,7 +626,10 @@ describe('HttpRelay: backpressure and closed connections', () => {
     transport.room = () => false;
     send(relay, 'c', get());
     await until(() => backend.requests.length === 1, 'the backend request');
-    const body = backend.respond(0, 200, [['content-length', '6']]).push('abc').push('def');
+    const body = backend
+      .respond(0, 200, [['content-length', '6']])
+      .push('abc')
+      .push('def');
     await until(() => transport.events.length === 1, 'the head');
     transport.closed.add('c');
     relay.onClosed('c');

@@ -5,7 +5,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { MAX_BODY_BYTES, MAX_HEAD_BYTES, parseRequest, plausibleRequestStart, wholeRequests, type HttpRequest } from '../../../src/http/request.js';
+import {
+  MAX_BODY_BYTES,
+  MAX_HEAD_BYTES,
+  parseRequest,
+  plausibleRequestStart,
+  wholeRequests,
+  type HttpRequest,
+} from '../../../src/http/request.js';
 
 const REAL = new Map(
   readFileSync(new URL('../../../../test/fixtures/http-requests.txt', import.meta.url), 'utf8')
@@ -94,7 +101,9 @@ test('a head past 16 KiB is whole (to be answered 431) and a body past the windo
 });
 
 test('a chunked body with extensions and trailers is whole only after the trailer section', () => {
-  const bytes = text('POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n');
+  const bytes = text(
+    'POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n',
+  );
   for (let cut = 0; cut < bytes.length; cut++) assert.equal(wholeRequests(bytes, 0, cut), 0, `cut at ${cut}`);
   assert.equal(wholeRequests(bytes, 0, bytes.length), bytes.length);
   assert.equal(Buffer.from(parsed(bytes).body).toString(), 'hello world');

@@ -25,7 +25,10 @@ function selected(capture: string, filter: string): string[] {
   const file = capture.includes('/') ? capture : fileURLToPath(new URL(`../../../../test/fixtures/${capture}.pcap`, import.meta.url));
   const output = execFileSync('tcpdump', ['-n', '-S', '-t', '-r', file, filter], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   // "[ifb0  Out ]IP6 a > b: Flags …, length 54 42392 [1au] AAAA? …" → "a > b: Flags …, length 54"
-  return output.split('\n').filter(Boolean).map((line) => /IP6? (.*?, length \d+)/.exec(line)![1]!);
+  return output
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => /IP6? (.*?, length \d+)/.exec(line)![1]!);
 }
 
 test('the capture lanes split the packets to the server by SYN and RST, on every link type', () => {
@@ -36,7 +39,11 @@ test('the capture lanes split the packets to the server by SYN and RST, on every
   const [established, syn, rest] = captureLanes(SERVER).map((lane) => lane.filter);
   for (const { name } of CAPTURES) {
     assert.deepEqual(selected(name, syn), syns, name);
-    assert.deepEqual(selected(name, established), toServer.filter((line) => !syns.includes(line)), name);
+    assert.deepEqual(
+      selected(name, established),
+      toServer.filter((line) => !syns.includes(line)),
+      name,
+    );
     assert.deepEqual(selected(name, rest), [], name);
   }
 });
@@ -69,17 +76,28 @@ test('a client RST with ACK (an aborted connection) is in the first lane, one wi
   };
   const RST = 0x04;
   const RST_ACK = 0x14;
-  const frames = [withFlags(Packet.V4_HANDSHAKE_ACK, 20, RST_ACK), withFlags(Packet.V4_HANDSHAKE_ACK, 20, RST), withFlags(Packet.V6_HANDSHAKE_ACK, 40, RST_ACK), withFlags(Packet.V6_HANDSHAKE_ACK, 40, RST)];
+  const frames = [
+    withFlags(Packet.V4_HANDSHAKE_ACK, 20, RST_ACK),
+    withFlags(Packet.V4_HANDSHAKE_ACK, 20, RST),
+    withFlags(Packet.V6_HANDSHAKE_ACK, 40, RST_ACK),
+    withFlags(Packet.V6_HANDSHAKE_ACK, 40, RST),
+  ];
   const dir = mkdtempSync(join(tmpdir(), 'stcp-lanes-'));
   try {
     const file = join(dir, 'resets.pcap');
     writeFileSync(file, pcapFile(frames));
     const [established, syn, rest] = captureLanes(SERVER).map((lane) => selected(file, lane.filter));
     assert.equal(established!.length, 2);
-    assert.ok(established!.every((line) => line.includes('Flags [R.]')), established!.join('\n'));
+    assert.ok(
+      established!.every((line) => line.includes('Flags [R.]')),
+      established!.join('\n'),
+    );
     assert.deepEqual(syn, []);
     assert.equal(rest!.length, 2);
-    assert.ok(rest!.every((line) => line.includes('Flags [R]')), rest!.join('\n'));
+    assert.ok(
+      rest!.every((line) => line.includes('Flags [R]')),
+      rest!.join('\n'),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

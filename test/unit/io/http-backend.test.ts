@@ -119,7 +119,9 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 }
 
 describe('UndiciBackend', () => {
-  it('relays method, path, fields and body, and gives the response fields lower-cased, repeated ones apart', { timeout: 10_000 }, async () => {
+  it('relays method, path, fields and body, and gives the response fields lower-cased, repeated ones apart', {
+    timeout: 10_000,
+  }, async () => {
     let seen: { method?: string; url?: string; headers: http.IncomingHttpHeaders; body: string } | null = null;
     await withBackend(
       (req, res, body) => {
@@ -134,24 +136,43 @@ describe('UndiciBackend', () => {
         const response = await backend.request({
           method: 'POST',
           path: '/things?x=1',
-          headers: [['Host', 'example.test'], ['X-Forwarded-For', '198.18.0.1'], ['Content-Type', 'text/plain']],
+          headers: [
+            ['Host', 'example.test'],
+            ['X-Forwarded-For', '198.18.0.1'],
+            ['Content-Type', 'text/plain'],
+          ],
           body: Buffer.from('hello'),
         });
         assert.equal(response.status, 201);
         const checker: Uint8Array[] = [];
         for await (const chunk of response.body) checker.push(chunk);
         assert.equal(Buffer.concat(checker).toString(), 'made');
-        assert.ok(response.headers.every(([name]) => name === name.toLowerCase()), JSON.stringify(response.headers));
-        assert.deepEqual(response.headers.filter(([name]) => name === 'set-cookie'), [['set-cookie', 'a=1'], ['set-cookie', 'b=2']]);
-        assert.deepEqual(response.headers.find(([name]) => name === 'x-backend'), ['x-backend', 'node']);
-        assert.deepEqual(response.headers.find(([name]) => name === 'content-type'), ['content-type', 'text/plain']);
+        assert.ok(
+          response.headers.every(([name]) => name === name.toLowerCase()),
+          JSON.stringify(response.headers),
+        );
+        assert.deepEqual(
+          response.headers.filter(([name]) => name === 'set-cookie'),
+          [
+            ['set-cookie', 'a=1'],
+            ['set-cookie', 'b=2'],
+          ],
+        );
+        assert.deepEqual(
+          response.headers.find(([name]) => name === 'x-backend'),
+          ['x-backend', 'node'],
+        );
+        assert.deepEqual(
+          response.headers.find(([name]) => name === 'content-type'),
+          ['content-type', 'text/plain'],
+        );
       },
     );
     assert.ok(seen !== null);
     const request = seen as { method?: string; url?: string; headers: http.IncomingHttpHeaders; body: string };
     assert.equal(request.method, 'POST');
     assert.equal(request.url, '/things?x=1');
-    assert.equal(request.headers['host'], 'example.test');
+    assert.equal(request.headers.host, 'example.test');
     assert.equal(request.headers['x-forwarded-for'], '198.18.0.1');
     assert.equal(request.headers['content-length'], '5');
     assert.equal(request.body, 'hello');
@@ -186,7 +207,10 @@ describe('UndiciBackend', () => {
         async (backend) => {
           const response = await backend.request(GET);
           assert.equal(response.status, 200);
-          assert.equal(response.headers.some(([name, value]) => name === 'transfer-encoding' && value === 'chunked'), framing === 'chunked');
+          assert.equal(
+            response.headers.some(([name, value]) => name === 'transfer-encoding' && value === 'chunked'),
+            framing === 'chunked',
+          );
           const checker = new PatternChecker();
           await readAll(response, checker);
           assert.equal(checker.firstMismatch, -1, `byte ${checker.firstMismatch} out of order or wrong`);
@@ -227,7 +251,9 @@ describe('UndiciBackend', () => {
           assert.equal(state.waitingForDrain, true, `the server was drained at ${state.written} bytes though nobody read`);
         }
         assert.equal(state.written, writtenWhenSettled, 'the server wrote more though nobody read');
-        t.diagnostic(`server blocked after ${state.written} bytes, ${state.written - checker.received} of them held between server and reader`);
+        t.diagnostic(
+          `server blocked after ${state.written} bytes, ${state.written - checker.received} of them held between server and reader`,
+        );
         assert.ok(state.written <= 64 * 1024 * 1024, `the server wrote ${state.written} of ${total} bytes with nobody reading`);
         assert.equal(state.finished, false);
 

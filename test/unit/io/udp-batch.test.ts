@@ -33,7 +33,9 @@ test('datagrams queued together all arrive, and every answer is handed over in p
   const echo = await peer((d) => Buffer.concat([Buffer.from('re:'), d]));
   const answers: string[] = [];
   const udp = new BatchedUdpSocket({
-    host: '127.0.0.1', port: echo.port, receiveBufferBytes: 1 << 20,
+    host: '127.0.0.1',
+    port: echo.port,
+    receiveBufferBytes: 1 << 20,
     onDatagram: (bytes, offset, length) => answers.push(Buffer.from(bytes.subarray(offset, offset + length)).toString()),
   });
   try {
@@ -54,7 +56,9 @@ test('an answer longer than a receive slot arrives cut to the slot with the DNS 
   const big = await peer(() => Buffer.alloc(6000, 0x41).fill(0, 0, 12));
   let got: Buffer | undefined;
   const udp = new BatchedUdpSocket({
-    host: '127.0.0.1', port: big.port, receiveBufferBytes: 1 << 20,
+    host: '127.0.0.1',
+    port: big.port,
+    receiveBufferBytes: 1 << 20,
     onDatagram: (bytes, offset, length) => (got = Buffer.from(bytes.subarray(offset, offset + length))),
   });
   try {

@@ -28,7 +28,9 @@ const MAX_BURST = 4 * SLOT_COUNT;
 const TICK_INTERVAL_MS = 10;
 const TEST_TIMEOUT_MS = 20_000;
 
-it('a million frames from the main thread to a worker: in order, exactly once, or counted as dropped', { timeout: TEST_TIMEOUT_MS }, async () => {
+it('a million frames from the main thread to a worker: in order, exactly once, or counted as dropped', {
+  timeout: TEST_TIMEOUT_MS,
+}, async () => {
   const region = createRing({ slotCount: SLOT_COUNT, slotDataBytes: MAX_FRAME_LENGTH });
   const received = new SharedArrayBuffer(TOTAL);
   const droppedMarks = new SharedArrayBuffer(TOTAL);

@@ -41,7 +41,12 @@ class Harness {
   private readonly staging: Uint8Array;
 
   /** Frames are up to `maxFrameLength` bytes, which may exceed the slot (they are then truncated). */
-  constructor(options: RingOptions, readonly maxFrameLength: number, buffer?: SharedArrayBuffer, byteOffset?: number) {
+  constructor(
+    options: RingOptions,
+    readonly maxFrameLength: number,
+    buffer?: SharedArrayBuffer,
+    byteOffset?: number,
+  ) {
     this.region = buffer === undefined ? createRing(options) : createRing(options, buffer, byteOffset);
     this.producer = new RingProducer(this.region);
     this.consumer = new RingConsumer(this.region);

@@ -39,8 +39,16 @@ function firstData(syn: Segment, cookie: number): Segment {
 test('a cookie checks for its own flow and carries the MSS class', () => {
   const cookies = new SynCookies(SECRET);
   for (const [family, mss, expectedIndex] of [
-    [4, 1460, 3], [4, 1400, 1], [4, 536, 0], [4, 0, 0], [4, 100, 0], [4, 9000, 3],
-    [6, 1440, 2], [6, 1220, 0], [6, 0, 0], [6, 9000, 3],
+    [4, 1460, 3],
+    [4, 1400, 1],
+    [4, 536, 0],
+    [4, 0, 0],
+    [4, 100, 0],
+    [4, 9000, 3],
+    [6, 1440, 2],
+    [6, 1220, 0],
+    [6, 0, 0],
+    [6, 9000, 3],
   ] as const) {
     const seg = flow(family, 40000, mss);
     const isn = cookies.issue(seg, NOW);

@@ -46,7 +46,7 @@ function withClient(index: number, port: number, addressLastByte: number): Segme
   const packet = ipPacket(index);
   assert.equal(packet[0]! >>> 4, 4);
   const ihl = (packet[0]! & 0x0f) * 4;
-  const fromClient = (packet[ihl + 2]! << 8 | packet[ihl + 3]!) === 53;
+  const fromClient = ((packet[ihl + 2]! << 8) | packet[ihl + 3]!) === 53;
   const addressOffset = fromClient ? 12 : 16;
   const portOffset = ihl + (fromClient ? 0 : 2);
   packet[addressOffset + 3] = addressLastByte;
@@ -138,7 +138,7 @@ describe('FlowTable', () => {
 
     const table = new FlowTable();
     const flows = segments.map(flowFor);
-    flows.forEach((flow, i) => table.add(flow, segments[i]!));
+    for (const [i, flow] of flows.entries()) table.add(flow, segments[i]!);
     assert.equal(table.size, 4);
     // Each added flow becomes the head: the chain is 3 → 2 → 1 → 0.
     assert.equal(flows[3]!.nextInBucket, flows[2]);
@@ -150,7 +150,11 @@ describe('FlowTable', () => {
       for (let i = 0; i < 4; i++) {
         const reply = present.includes(i) ? flows[i] : null;
         // A fresh decoding of the same packet: found by the tuple, not by object identity.
-        const again = withClient(i % 2 === 0 ? Packet.V4_CLIENT_FIN : Packet.V4_SERVER_FIN, i < 2 ? a.port : b.port, i < 2 ? a.last : b.last);
+        const again = withClient(
+          i % 2 === 0 ? Packet.V4_CLIENT_FIN : Packet.V4_SERVER_FIN,
+          i < 2 ? a.port : b.port,
+          i < 2 ? a.last : b.last,
+        );
         assert.equal(table.find(again), reply, `flow ${i} with ${present} in the table`);
       }
       assert.equal(table.size, present.length);
@@ -202,7 +206,7 @@ describe('FlowTable', () => {
     for (const removeEvery of [1, 2, 3]) {
       const table = new FlowTable();
       const flows = segments.map(flowFor);
-      flows.forEach((flow, i) => table.add(flow, segments[i]!));
+      for (const [i, flow] of flows.entries()) table.add(flow, segments[i]!);
       const yielded: Flow[] = [];
       const removed: Flow[] = [];
       for (const flow of table) {

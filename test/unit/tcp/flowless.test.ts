@@ -56,8 +56,10 @@ describe('flowlessAction on the captured frames', () => {
       const { flags, length } = tcpdumpFlags(lines[index]!);
       let expected: FlowlessAction;
       if (flags === 'S') expected = FlowlessAction.ANSWER_SYN;
-      else if (flags === 'S.') expected = FlowlessAction.IGNORE; // a SYN+ACK starts nothing with us
-      else if (flags === '.' && length === 0) expected = FlowlessAction.IGNORE; // a bare ACK asks for nothing
+      else if (flags === 'S.')
+        expected = FlowlessAction.IGNORE; // a SYN+ACK starts nothing with us
+      else if (flags === '.' && length === 0)
+        expected = FlowlessAction.IGNORE; // a bare ACK asks for nothing
       else expected = FlowlessAction.VERIFY; // data ('P.', or '.' with a length) and FINs ('F.')
       seen.add(expected);
       for (const capture of CAPTURES) {

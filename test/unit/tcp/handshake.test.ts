@@ -13,7 +13,23 @@ import { writeU32 } from '../../../src/wire/bytes.js';
 import { emitReply, replyLength } from '../../../src/wire/emit.js';
 import { decodeFrame } from '../../../src/wire/frame.js';
 import { ChecksumPolicy, DecodeResult, LinkType, ReplyHeader, Segment, TcpFlag } from '../../../src/wire/segment.js';
-import { ackNum, checkPacket, dst, dstPort, flags, ipv4, ipv6, mss, payloadLength, seqNum, src, srcPort, tcp, timestamps, window } from '../../support/checkers.js';
+import {
+  ackNum,
+  checkPacket,
+  dst,
+  dstPort,
+  flags,
+  ipv4,
+  ipv6,
+  mss,
+  payloadLength,
+  seqNum,
+  src,
+  srcPort,
+  tcp,
+  timestamps,
+  window,
+} from '../../support/checkers.js';
 import { ipPacket, Packet } from '../../support/fixtures.js';
 import { fixTcpChecksum, withTcpOptions } from '../../support/packets.js';
 
@@ -51,9 +67,14 @@ describe('synAckFor', () => {
       emit(reply),
       ipv4(src('198.18.0.2'), dst('198.18.0.1')),
       tcp(
-        srcPort(53), dstPort(45483), flags(TcpFlag.SYN | TcpFlag.ACK),
-        seqNum(cookies.issue(syn, NOW_MS / 1000)), ackNum(3154750377 + 1),
-        window(65535), mss(1220), payloadLength(0),
+        srcPort(53),
+        dstPort(45483),
+        flags(TcpFlag.SYN | TcpFlag.ACK),
+        seqNum(cookies.issue(syn, NOW_MS / 1000)),
+        ackNum(3154750377 + 1),
+        window(65535),
+        mss(1220),
+        payloadLength(0),
         timestamps({ val: cookies.tokenForSegment(syn, SynCookies.mssIndex(4, 1220), NOW_MS / 1000), ecr: 760932315 }),
       ),
     );
@@ -67,7 +88,15 @@ describe('synAckFor', () => {
     checkPacket(
       emit(reply),
       ipv6(src('2001:2::2'), dst('2001:2::1')),
-      tcp(srcPort(53), dstPort(39511), flags(TcpFlag.SYN | TcpFlag.ACK), ackNum(631299356 + 1), window(1000), mss(1200), seqNum(cookies.issue(syn, NOW_MS / 1000))),
+      tcp(
+        srcPort(53),
+        dstPort(39511),
+        flags(TcpFlag.SYN | TcpFlag.ACK),
+        ackNum(631299356 + 1),
+        window(1000),
+        mss(1200),
+        seqNum(cookies.issue(syn, NOW_MS / 1000)),
+      ),
     );
   });
 

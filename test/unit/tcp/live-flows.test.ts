@@ -65,7 +65,10 @@ describe('LiveFlows', () => {
     const shards = [0, 1, 2, 3].map((shard) => new LiveFlows(buffer, shard));
     const hash = hashOf(Packet.V6_SYN);
     shards[2]!.add(hash);
-    assert.deepEqual(shards.map((s) => s.mayHold(hash)), [false, false, true, false]);
+    assert.deepEqual(
+      shards.map((s) => s.mayHold(hash)),
+      [false, false, true, false],
+    );
     const captureView = new LiveFlows(buffer, 2); // what the capture thread builds from the same buffer
     assert.equal(captureView.mayHold(hash), true);
     captureView.remove(hash);

@@ -33,30 +33,38 @@ test('thousands of random, replayed and forged segments: no exception, no data t
   let nowMs = 1_764_000_000_000;
   let pushWanted = false;
   const liveFlows = new LiveFlows(LiveFlows.allocate(1), 0);
-  const responder = new Responder(config, cookies, {
-    send: (h, data, offset, length) => {
-      if (length > 0) assert.ok(connected.has(h.dstPort), `data sent to port ${h.dstPort}, which never connected`);
-      const out = new Uint8Array(replyLength(h, length));
-      assert.equal(emitReply(h, data, offset, length, out, 0), out.length);
-      packets.push(out);
+  const responder = new Responder(
+    config,
+    cookies,
+    {
+      send: (h, data, offset, length) => {
+        if (length > 0) assert.ok(connected.has(h.dstPort), `data sent to port ${h.dstPort}, which never connected`);
+        const out = new Uint8Array(replyLength(h, length));
+        assert.equal(emitReply(h, data, offset, length, out, 0), out.length);
+        packets.push(out);
+      },
+      // Pushed at random later steps (below), so segments and ticks also meet answers not yet sent.
+      pushWanted: () => {
+        pushWanted = true;
+      },
     },
-    // Pushed at random later steps (below), so segments and ticks also meet answers not yet sent.
-    pushWanted: () => void (pushWanted = true),
-  }, {
-    onMessages: (flow, buf, offset, length) => {
-      for (let p = offset; p < offset + length; ) {
-        messages++;
-        const n = (buf[p]! << 8) | buf[p + 1]!;
-        responder.expectAnswer(flow);
-        const answer = Buffer.alloc(2 + 40 + random(3000), 0x61);
-        answer.writeUInt16BE(answer.length - 2, 0);
-        // Some answers now, some later, some never within the run (the flow keeps them owed).
-        if (random(3) > 0) responder.answer(flow, answer, 0, answer.length);
-        else pendingAnswers.push({ flow, answer });
-        p += 2 + n;
-      }
+    {
+      onMessages: (flow, buf, offset, length) => {
+        for (let p = offset; p < offset + length; ) {
+          messages++;
+          const n = (buf[p]! << 8) | buf[p + 1]!;
+          responder.expectAnswer(flow);
+          const answer = Buffer.alloc(2 + 40 + random(3000), 0x61);
+          answer.writeUInt16BE(answer.length - 2, 0);
+          // Some answers now, some later, some never within the run (the flow keeps them owed).
+          if (random(3) > 0) responder.answer(flow, answer, 0, answer.length);
+          else pendingAnswers.push({ flow, answer });
+          p += 2 + n;
+        }
+      },
     },
-  }, liveFlows);
+    liveFlows,
+  );
   let messages = 0;
   const pendingAnswers: { flow: Parameters<Responder['answer']>[0]; answer: Buffer }[] = [];
 
@@ -73,7 +81,12 @@ test('thousands of random, replayed and forged segments: no exception, no data t
     responder.handleSegment(seg, nowMs);
   };
   let payload: Uint8Array = new Uint8Array(0);
-  const query = dnsPacket.encode({ type: 'query', id: 7, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'www.lab.test' }] });
+  const query = dnsPacket.encode({
+    type: 'query',
+    id: 7,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type: 'A', name: 'www.lab.test' }],
+  });
   const framed = Buffer.concat([Buffer.from([0, query.length]), query]);
 
   // Real clients: port → their sequence state.
@@ -98,7 +111,11 @@ test('thousands of random, replayed and forged segments: no exception, no data t
       const before = packets.length;
       play();
       const synAck = new Segment();
-      if (packets.length > before && decodeFrame(LinkType.RAW, packets.at(-1)!, 0, packets.at(-1)!.length, ChecksumPolicy.VERIFY, synAck) === DecodeResult.OK && synAck.flags === (TcpFlag.SYN | TcpFlag.ACK)) {
+      if (
+        packets.length > before &&
+        decodeFrame(LinkType.RAW, packets.at(-1)!, 0, packets.at(-1)!.length, ChecksumPolicy.VERIFY, synAck) === DecodeResult.OK &&
+        synAck.flags === (TcpFlag.SYN | TcpFlag.ACK)
+      ) {
         connected.add(port);
         clients.set(port, { seq: (client.seq + 1) >>> 0, ack: (synAck.seq + 1) >>> 0, token: synAck.tsVal });
       }

@@ -14,7 +14,22 @@ import { plausibleQueryStart, wholeMessages } from '../../../src/dns/message.js'
 import { decodeFrame } from '../../../src/wire/frame.js';
 import { emitReply, replyLength } from '../../../src/wire/emit.js';
 import { ChecksumPolicy, DecodeResult, LinkType, ReplyHeader, Segment, TcpFlag } from '../../../src/wire/segment.js';
-import { ackNum, checkPacket, dst, flags, ipv4, ipv6, mss, payload, payloadLength, seqNum, src, tcp, timestamps, window } from '../../support/checkers.js';
+import {
+  ackNum,
+  checkPacket,
+  dst,
+  flags,
+  ipv4,
+  ipv6,
+  mss,
+  payload,
+  payloadLength,
+  seqNum,
+  src,
+  tcp,
+  timestamps,
+  window,
+} from '../../support/checkers.js';
 import { ipPacket, Packet } from '../../support/fixtures.js';
 
 const NOW_MS = 1_764_000_000_000;
@@ -110,7 +125,9 @@ class Harness {
   answerFor(query: Buffer, size = 0): Buffer {
     const q = dnsPacket.decode(query);
     const a = dnsPacket.encode({
-      type: 'response', id: q.id, questions: q.questions,
+      type: 'response',
+      id: q.id,
+      questions: q.questions,
       answers: [{ type: 'TXT', name: q.questions![0]!.name, ttl: 60, data: 'x'.repeat(Math.max(1, size)) }],
     });
     return Buffer.concat([Buffer.from([a.length >> 8, a.length & 0xff]), a]);
@@ -148,7 +165,11 @@ class Harness {
   handshake(): number {
     assert.equal(this.segment({ flags: TcpFlag.SYN, ack: 0, tsEcr: 0 }), Outcome.SYN_ANSWERED);
     const [synAck] = this.take();
-    const seg = checkPacket(synAck!, this.ip(), tcp(flags(TcpFlag.SYN | TcpFlag.ACK), ackNum((this.clientSeq + 1) >>> 0), mss(1220), window(65535)));
+    const seg = checkPacket(
+      synAck!,
+      this.ip(),
+      tcp(flags(TcpFlag.SYN | TcpFlag.ACK), ackNum((this.clientSeq + 1) >>> 0), mss(1220), window(65535)),
+    );
     this.clientSeq = (this.clientSeq + 1) >>> 0;
     this.clientAck = (seg.seq + 1) >>> 0;
     this.token = seg.tsVal;
@@ -182,7 +203,11 @@ test('SYN → SYN+ACK: cookie ISN, MSS 1220, window 65535, timestamps echoing th
     const syn = decode(ipPacket(synIndex));
     assert.equal(h.responder.handleSegment(syn, h.nowMs), Outcome.SYN_ANSWERED);
     const [synAck] = h.take();
-    const seg = checkPacket(synAck!, h.ip(), tcp(flags(TcpFlag.SYN | TcpFlag.ACK), ackNum((syn.seq + 1) >>> 0), mss(1220), window(65535), payloadLength(0)));
+    const seg = checkPacket(
+      synAck!,
+      h.ip(),
+      tcp(flags(TcpFlag.SYN | TcpFlag.ACK), ackNum((syn.seq + 1) >>> 0), mss(1220), window(65535), payloadLength(0)),
+    );
     assert.equal(seg.tsEcr, syn.tsVal);
     assert.ok(h.cookies.checkToken(syn, seg.tsVal, NOW_MS / 1000) >= 0, 'TSval is our token');
     assert.equal(h.responder.flows.size, 0, 'a SYN creates no state');
@@ -197,7 +222,17 @@ test('a query is acknowledged, answered at the right sequence number, and the id
   assert.equal(h.messages.length, 1);
   const [answerSegment] = h.take();
   const answer = h.answerFor(query.subarray(2));
-  checkPacket(answerSegment!, h.ip(), tcp(flags(TcpFlag.ACK | TcpFlag.PSH), seqNum((isn + 1) >>> 0), ackNum(h.clientSeq), payload(answer), timestamps({ val: h.token, ecr: h.clientTsVal - 1 })));
+  checkPacket(
+    answerSegment!,
+    h.ip(),
+    tcp(
+      flags(TcpFlag.ACK | TcpFlag.PSH),
+      seqNum((isn + 1) >>> 0),
+      ackNum(h.clientSeq),
+      payload(answer),
+      timestamps({ val: h.token, ecr: h.clientTsVal - 1 }),
+    ),
+  );
   assert.equal(h.responder.flows.size, 1, 'state while the answer is unacknowledged');
   assert.equal(h.ackTo(isn + 1 + answer.length), Outcome.ACK);
   assert.equal(h.responder.flows.size, 0, 'no state once everything is acknowledged');
@@ -216,7 +251,10 @@ test('several queries in one segment, and one query split over three segments (l
   const a = framedQuery('a.lab.test', 1);
   const b = framedQuery('b.lab.test', 2);
   h.send(Buffer.concat([a, b]));
-  assert.deepEqual(h.messages.map((m) => m.bytes), [a, b]);
+  assert.deepEqual(
+    h.messages.map((m) => m.bytes),
+    [a, b],
+  );
   h.take();
   const c = framedQuery('c.lab.test', 3);
   assert.equal(h.send(c.subarray(0, 2)), Outcome.DATA);
@@ -224,7 +262,10 @@ test('several queries in one segment, and one query split over three segments (l
   checkPacket(ack1!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq), payloadLength(0)));
   h.send(c.subarray(2, 10));
   h.send(c.subarray(10));
-  assert.deepEqual(h.messages.map((m) => m.bytes), [a, b, c]);
+  assert.deepEqual(
+    h.messages.map((m) => m.bytes),
+    [a, b, c],
+  );
 });
 
 test('out of order: the gap gets a duplicate ACK, nothing is delivered until it is filled', () => {
@@ -240,7 +281,10 @@ test('out of order: the gap gets a duplicate ACK, nothing is delivered until it 
   assert.equal(h.messages.length, 0);
   h.send(q.subarray(5, 15));
   h.send(q.subarray(15)); // the retransmission of the segment that came early
-  assert.deepEqual(h.messages.map((m) => m.bytes), [q]);
+  assert.deepEqual(
+    h.messages.map((m) => m.bytes),
+    [q],
+  );
   // A duplicate of data already received is acknowledged again and not delivered twice.
   assert.equal(h.segment({ flags: TcpFlag.ACK, data: q.subarray(15), seq: start + 10 }), Outcome.DUPLICATE);
   assert.equal(h.messages.length, 1);
@@ -282,7 +326,10 @@ test("the client's window is honoured and the rest is sent as it acknowledges; t
   const firstFlight = h.take().map((p) => decode(p));
   const sentBytes = firstFlight.reduce((n, s) => n + s.payloadLength, 0);
   assert.ok(sentBytes <= 2000, `${sentBytes} bytes sent into a 2000-byte window`);
-  assert.ok(firstFlight.every((s) => s.payloadLength <= 1460 - 12), 'segments fit the MSS less the timestamps option');
+  assert.ok(
+    firstFlight.every((s) => s.payloadLength <= 1460 - 12),
+    'segments fit the MSS less the timestamps option',
+  );
   // Three duplicate ACKs: the first segment again.
   for (let i = 0; i < 3; i++) h.ackTo(isn + 1, 2000);
   const [retransmitted] = h.take();
@@ -290,7 +337,9 @@ test("the client's window is honoured and the rest is sent as it acknowledges; t
   // Acknowledge everything sent, with a big window: the rest arrives, the last with PSH.
   h.ackTo(isn + 1 + sentBytes, 64000);
   const rest = h.take().map((p) => decode(p));
-  const all = Buffer.concat([...firstFlight, ...rest].map((s) => Buffer.from(s.buf.subarray(s.payloadOffset, s.payloadOffset + s.payloadLength))));
+  const all = Buffer.concat(
+    [...firstFlight, ...rest].map((s) => Buffer.from(s.buf.subarray(s.payloadOffset, s.payloadOffset + s.payloadLength))),
+  );
   assert.deepEqual(all, answer);
   assert.equal(rest.at(-1)!.flags & TcpFlag.PSH, TcpFlag.PSH);
 });
@@ -312,7 +361,11 @@ test('answers given together for one connection leave together: one segment at t
   h.responder.push(h.nowMs);
   const sent = h.take();
   assert.equal(sent.length, 1);
-  checkPacket(sent[0]!, h.ip(), tcp(flags(TcpFlag.ACK | TcpFlag.PSH), seqNum((isn + 1) >>> 0), ackNum(h.clientSeq), payload(Buffer.concat(answers))));
+  checkPacket(
+    sent[0]!,
+    h.ip(),
+    tcp(flags(TcpFlag.ACK | TcpFlag.PSH), seqNum((isn + 1) >>> 0), ackNum(h.clientSeq), payload(Buffer.concat(answers))),
+  );
   assert.equal(h.ackTo(isn + 1 + Buffer.concat(answers).length), Outcome.ACK);
   assert.equal(h.responder.flows.size, 0);
 });
@@ -417,7 +470,7 @@ test('a flow-less segment after a lost one gets a duplicate ACK at the remembere
   checkPacket(h.take()[0]!, h.ip(), tcp(seqNum(h.clientAck), ackNum(h.clientSeq), payload(h.answerFor(next.subarray(2)))));
 });
 
-test('a lost query followed by the next one: the next is not taken for the stream\'s next bytes, so its ACK cannot cover the lost one', () => {
+test("a lost query followed by the next one: the next is not taken for the stream's next bytes, so its ACK cannot cover the lost one", () => {
   const h = new Harness({ answerAtOnce: true });
   h.handshake();
   h.send(framedQuery('www.lab.test', 1));
@@ -431,7 +484,10 @@ test('a lost query followed by the next one: the next is not taken for the strea
   // The client's TCP resends both (RFC 5681 §3.2: fast retransmit, or its timer): both answered.
   h.clientSeq = lostSeq;
   assert.equal(h.send(Buffer.concat([lost, third])), Outcome.DATA);
-  assert.deepEqual(h.messages.slice(1).map((m) => m.bytes.readUInt16BE(2)), [2, 3]);
+  assert.deepEqual(
+    h.messages.slice(1).map((m) => m.bytes.readUInt16BE(2)),
+    [2, 3],
+  );
 });
 
 test('without the remembered numbers, a flow-less segment that starts mid-message is still not read as a new query', () => {
@@ -478,7 +534,7 @@ test('the numbers remembered for an earlier connection on the same 4-tuple are i
   checkPacket(h.take()[0]!, h.ip(), tcp(seqNum((isn + 1) >>> 0), ackNum(h.clientSeq)));
 });
 
-test('transaction mode: a request after our FIN was acknowledged gets RST; the client\'s FIN gets a bare ACK', () => {
+test("transaction mode: a request after our FIN was acknowledged gets RST; the client's FIN gets a bare ACK", () => {
   const h = new Harness({ answerAtOnce: true, config: { closeAfterResponse: true } });
   const isn = h.handshake();
   h.send(framedQuery('www.lab.test', 1));
@@ -543,7 +599,11 @@ for (const remembered of [true, false]) {
     if (remembered) {
       // Known to be old: acknowledged where the stream stands, nothing more (RFC 9293 §3.10.7.4).
       assert.equal(duplicate, Outcome.DUPLICATE);
-      checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.ACK), seqNum((isn + 1 + answerLength + secondLength) >>> 0), ackNum(h.clientSeq), payloadLength(0)));
+      checkPacket(
+        h.take()[0]!,
+        h.ip(),
+        tcp(flags(TcpFlag.ACK), seqNum((isn + 1 + answerLength + secondLength) >>> 0), ackNum(h.clientSeq), payloadLength(0)),
+      );
       assert.equal(h.messages.length, 2);
     } else {
       // It looks like a new request; its answer goes to sequence numbers the client already holds.
@@ -554,7 +614,11 @@ for (const remembered of [true, false]) {
     const third = framedQuery('www.lab.test', 3);
     assert.equal(h.send(third), Outcome.DATA);
     const [answer] = h.take();
-    checkPacket(answer!, h.ip(), tcp(seqNum((isn + 1 + answerLength + secondLength) >>> 0), ackNum(h.clientSeq), payload(h.answerFor(third.subarray(2)))));
+    checkPacket(
+      answer!,
+      h.ip(),
+      tcp(seqNum((isn + 1 + answerLength + secondLength) >>> 0), ackNum(h.clientSeq), payload(h.answerFor(third.subarray(2)))),
+    );
     assert.equal(h.responder.events[TcpEvent.STALE_FLOWS], remembered ? 0 : 1);
   });
 }
@@ -601,12 +665,17 @@ test('a streamed answer: answerPart fills the send buffer, onDrain comes once AC
   assert.equal(h.responder.answerPart(flow, part, 0, part.length), true);
   assert.equal(h.responder.answerPart(flow, part, 0, part.length), false, '9000 bytes queued ≥ 8000');
   const sent = h.take().map(decode);
-  assert.ok(sent.every((seg) => seg.payloadLength <= 1448), 'segments of the client MSS');
+  assert.ok(
+    sent.every((seg) => seg.payloadLength <= 1448),
+    'segments of the client MSS',
+  );
   let acked = isn + 1;
   // ACK the first 4000 bytes: 5000 left, more than half the buffer: no drain yet.
-  h.ackTo((acked += 4000));
+  acked += 4000;
+  h.ackTo(acked);
   assert.equal(h.drains.length, 0);
-  h.ackTo((acked += 1000));
+  acked += 1000;
+  h.ackTo(acked);
   assert.deepEqual(h.drains, [flow], 'drained to 4000 = half');
   h.responder.closeWhenAnswered(flow, h.nowMs);
   h.responder.answer(flow, part, 0, 100);
@@ -637,7 +706,7 @@ test('after closeWhenAnswered, what the client sends is acknowledged but not del
   assert.ok(decode(h.take().at(-1)!).flags & TcpFlag.FIN, 'FIN after the answer');
 });
 
-test('after the secret is rotated, a connection opened before keeps the TSval it had (a new key\'s could be smaller: the client\'s PAWS would drop us)', () => {
+test("after the secret is rotated, a connection opened before keeps the TSval it had (a new key's could be smaller: the client's PAWS would drop us)", () => {
   const h = new Harness({ answerAtOnce: true });
   h.handshake();
   const before = h.token;

@@ -80,10 +80,7 @@ function headerFromCapture(packet: Uint8Array): { hdr: ReplyHeader; seg: Segment
 describe('emitReply', () => {
   // Golden packets; tcpdump -vv reads them as "cksum ... (correct)" with no IP checksum complaint.
   it('writes an IPv4 SYN-ACK with MSS byte for byte', () => {
-    assert.equal(
-      hex(emit(header(4))),
-      '4500002c000040004006aea4c6120002c6120001' + '0035b1ab89abcdefbc09abaa6012ffff9bae0000020404c4',
-    );
+    assert.equal(hex(emit(header(4))), '4500002c000040004006aea4c6120002c6120001' + '0035b1ab89abcdefbc09abaa6012ffff9bae0000020404c4');
   });
 
   it('writes an IPv6 SYN-ACK with MSS byte for byte', () => {
@@ -209,8 +206,14 @@ describe('emitReply', () => {
         // A byte the emitter skipped would still be 0xa5 in one buffer and 0x00 in the other.
         const label = `family ${family} mss ${withMss}`;
         assert.deepEqual(dirty.subarray(7, 7 + length), clean.subarray(7, 7 + length), label);
-        assert.ok(dirty.subarray(0, 7).every((b) => b === 0xa5), 'bytes before the packet');
-        assert.ok(dirty.subarray(7 + length).every((b) => b === 0xa5), 'bytes after the packet');
+        assert.ok(
+          dirty.subarray(0, 7).every((b) => b === 0xa5),
+          'bytes before the packet',
+        );
+        assert.ok(
+          dirty.subarray(7 + length).every((b) => b === 0xa5),
+          'bytes after the packet',
+        );
         decodeRaw(dirty.subarray(7, 7 + length));
       }
     }

@@ -45,7 +45,8 @@ describe('flowHash on the captured connections', () => {
       const expected = connectionHash(c);
       assert.notEqual(expected, UNPARSED_FLOW_HASH);
       for (let index = c.first; index < c.end; index++) {
-        for (const { label, linkType, bytes } of capturedForms(index)) assert.equal(hashOf(linkType, bytes), expected, `${c.name}: ${label}`);
+        for (const { label, linkType, bytes } of capturedForms(index))
+          assert.equal(hashOf(linkType, bytes), expected, `${c.name}: ${label}`);
       }
     }
   });

@@ -64,9 +64,23 @@ describe('formatSegment', () => {
 
   it('prints options in wire order, including SACK blocks, unknown kinds, bad lengths and EOL', () => {
     const packet = withTcpOptions(ipPacket(Packet.V4_SYN), [
-      5, 10, 0, 0, 0, 1, 0, 0, 0, 2, // SACK {1:2}
-      254, 4, 0xab, 0xcd, // experimental (RFC 6994)
-      2, 3, 9, // MSS with a wrong length
+      5,
+      10,
+      0,
+      0,
+      0,
+      1,
+      0,
+      0,
+      0,
+      2, // SACK {1:2}
+      254,
+      4,
+      0xab,
+      0xcd, // experimental (RFC 6994)
+      2,
+      3,
+      9, // MSS with a wrong length
       0, // End of Option List
     ]);
     assert.equal(

@@ -116,14 +116,7 @@ describe('decodeFrame contract', () => {
 
   it('resets the reused Segment: options of one packet never leak into the next', () => {
     const reused = new Segment();
-    const order = [
-      Packet.V4_SYN,
-      Packet.V4_QUERY,
-      Packet.V6_SYN_ACK,
-      Packet.V6_ANSWER,
-      Packet.V4_SYN,
-      Packet.BIG_ANSWER_FIRST,
-    ];
+    const order = [Packet.V4_SYN, Packet.V4_QUERY, Packet.V6_SYN_ACK, Packet.V6_ANSWER, Packet.V4_SYN, Packet.BIG_ANSWER_FIRST];
     for (const index of order) {
       const f = frame('ethernet', index);
       const fresh = new Segment();

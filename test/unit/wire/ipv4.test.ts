@@ -8,10 +8,7 @@ import { addressBytes } from '../../support/address.js';
 import { ipPacket, Packet } from '../../support/fixtures.js';
 import { fixIpv4Checksum, fixTcpChecksum, insertBytes } from '../../support/packets.js';
 
-function decodeRaw(
-  packet: Uint8Array,
-  policy: ChecksumPolicy = ChecksumPolicy.VERIFY,
-): { result: DecodeResult; seg: Segment } {
+function decodeRaw(packet: Uint8Array, policy: ChecksumPolicy = ChecksumPolicy.VERIFY): { result: DecodeResult; seg: Segment } {
   const seg = new Segment();
   return { result: decodeFrame(LinkType.RAW, packet, 0, packet.length, policy, seg), seg };
 }
@@ -92,7 +89,7 @@ describe('IPv4', () => {
   it('drops fragments: MF set, or a fragment offset', () => {
     const firstFragment = modifiedSyn((p) => (p[6] = 0x20)); // MF, offset 0
     const laterFragment = modifiedSyn((p) => (p[7] = 0x01)); // DF, offset 8
-    const lastFragment = modifiedSyn((p) => ((p[6] = 0x00), (p[7] = 0xb9))); // offset 1480
+    const lastFragment = modifiedSyn((p) => p.set([0x00, 0xb9], 6)); // offset 1480
     for (const packet of [firstFragment, laterFragment, lastFragment]) {
       assert.equal(decodeRaw(packet).result, DecodeResult.FRAGMENT);
     }

@@ -7,10 +7,7 @@ import { TcpField } from '../../../src/wire/tcp.js';
 import { ipPacket, Packet } from '../../support/fixtures.js';
 import { fixIpv4Checksum, fixTcpChecksum, withTcpOptions } from '../../support/packets.js';
 
-function decodeRaw(
-  packet: Uint8Array,
-  policy: ChecksumPolicy = ChecksumPolicy.VERIFY,
-): { result: DecodeResult; seg: Segment } {
+function decodeRaw(packet: Uint8Array, policy: ChecksumPolicy = ChecksumPolicy.VERIFY): { result: DecodeResult; seg: Segment } {
   const seg = new Segment();
   return { result: decodeFrame(LinkType.RAW, packet, 0, packet.length, policy, seg), seg };
 }
@@ -113,10 +110,7 @@ describe('TCP options', () => {
     const { result, seg } = synWithOptions();
     assert.equal(result, DecodeResult.OK);
     assert.equal(seg.tcpHeaderLength, 20);
-    assert.deepEqual(
-      [seg.mss, seg.windowScale, seg.sackPermitted, seg.hasTimestamps, seg.tsVal, seg.tsEcr],
-      [0, -1, false, false, 0, 0],
-    );
+    assert.deepEqual([seg.mss, seg.windowScale, seg.sackPermitted, seg.hasTimestamps, seg.tsVal, seg.tsEcr], [0, -1, false, false, 0, 0]);
   });
 
   it('rejects option lengths 0 and 1, a length running past the header, and a missing length byte', () => {

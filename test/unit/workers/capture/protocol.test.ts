@@ -62,7 +62,10 @@ describe('publishCaptureSecret', () => {
     assert.equal(Atomics.load(flags, CaptureFlag.SECRET_GENERATION), 2);
     assert.deepEqual(Array.from(controlSecret(control)), Array.from(first));
     first.fill(0); // the block holds a copy
-    assert.deepEqual(Array.from(controlSecret(control)), Array.from({ length: SECRET_BYTES }, (_, i) => i + 1));
+    assert.deepEqual(
+      Array.from(controlSecret(control)),
+      Array.from({ length: SECRET_BYTES }, (_, i) => i + 1),
+    );
     publishCaptureSecret(control, secretOf(0x5a));
     assert.equal(Atomics.load(flags, CaptureFlag.SECRET_GENERATION), 4);
     assert.deepEqual(Array.from(controlSecret(control)), Array.from(secretOf(0x5a)));
@@ -104,7 +107,9 @@ describe('publishCaptureSecret', () => {
       assert.equal(report.lastGeneration, 2 * published, 'the last secret is seen, with an even generation');
       assert.equal(Atomics.load(controlFlags(control), CaptureFlag.SECRET_GENERATION), 2 * published);
       // How much the lock had to do (varies by machine; not asserted): reads that met a write.
-      t.diagnostic(`published ${published}, kept ${report.kept}, retried ${report.retried}, odd ${report.odd}, mixed without the lock ${report.unlockedMixed}`);
+      t.diagnostic(
+        `published ${published}, kept ${report.kept}, retried ${report.retried}, odd ${report.odd}, mixed without the lock ${report.unlockedMixed}`,
+      );
     } finally {
       await worker.terminate();
     }
