@@ -227,14 +227,21 @@ async function startStatelessParts(
   const snapshots = async (): Promise<RegistrySnapshot[]> => [...shards.metricsSnapshots(), await snapshot(mainRegistry)];
   await serveMetrics(teardown, options.metrics, snapshots);
 
+  let currentSecret = secret.secret;
   return {
     description: `at ${options.interface} with ${options.workers} shard worker${options.workers === 1 ? '' : 's'}, cookie secret ${secret.source}`,
     summary: async () => summaryLine(await snapshots()),
     async rotateSecret() {
       if (options.cookieSecretFile === undefined) throw new Error('no --cookie-secret-file to re-read');
       const rotated = loadCookieSecret(options.cookieSecretFile).secret;
-      capture.rotateSecret(rotated);
+      // Rotating to the secret in use would push the previous one out of the history early:
+      // connections it proved would get RST.
+      if (Buffer.from(rotated).equals(currentSecret)) throw new Error(`${options.cookieSecretFile} holds the secret already in use`);
+      currentSecret = rotated;
+      // The shards accept the new secret before the capture thread issues cookies with it, so no
+      // client can hold a cookie that its shard does not know yet.
       const confirmed = await shards.rotate(rotated, STOP_TIMEOUT_MS);
+      capture.rotateSecret(rotated);
       return `in ${confirmed} of ${shards.size} shard workers`;
     },
     stop: () => teardown.run(),

@@ -225,7 +225,7 @@ describe('stateless-tcp dns with a shared cookie secret file', () => {
     await lab?.close();
   });
 
-  test('SIGHUP rotates the secret and answers keep coming', async () => {
+  test('SIGHUP rotates the secret and answers keep coming; a file holding the secret in use rotates nothing', async () => {
     const file = `${lab.tempDir}/secret`;
     writeFileSync(file, `${'1f'.repeat(16)}\n`);
     const frontEnd = await startFrontEnd(lab, ['--cookie-secret-file', file]);
@@ -235,6 +235,10 @@ describe('stateless-tcp dns with a shared cookie secret file', () => {
     frontEnd.process.kill('SIGHUP');
     await lab.waitForLine(frontEnd.process, /cookie secret rotated/, 5000);
     assert.equal((await dig(lab, lab.serverV6, LAB_ZONE.www.name, 'AAAA', '+short')).trim(), LAB_ZONE.www.aaaa);
+    // The file unchanged: rotating to the secret in use would push the previous one out early.
+    frontEnd.process.kill('SIGHUP');
+    await lab.waitForLine(frontEnd.process, /cookie secret not rotated: .* holds the secret already in use/, 5000);
+    assert.equal((await dig(lab, lab.serverV4, LAB_ZONE.www.name, '+short')).trim(), LAB_ZONE.www.a);
     await frontEnd.stop();
   });
 });
