@@ -6,6 +6,7 @@
  * and a string per name for every query). dns-packet builds the rare error answers.
  */
 import dnsPacket from 'dns-packet';
+import { readU16 } from '../wire/bytes.js';
 
 /** RFC 1035 §4.1.1 header layout. */
 export const HEADER_LENGTH = 12;
@@ -144,9 +145,14 @@ export function errorAnswer(buf: Uint8Array, offset: number, length: number, rco
   const flagsWord = length >= 4 ? (buf[offset + FLAGS]! << 8) | buf[offset + FLAGS + 1]! : 0;
   const flags = (flagsWord & ((0xf << OPCODE_SHIFT) | RD)) | rcode;
   let questions: dnsPacket.Question[] = [];
-  if (questionEnd(buf, offset, length) > 0) {
+  const end = length >= HEADER_LENGTH && readU16(buf, offset + QDCOUNT) === 1 ? questionEnd(buf, offset, length) : -1;
+  if (end > 0) {
+    // Only the header and the one question are decoded (the other counts zeroed in a copy): a
+    // malformed message of thousands of records costs no more than a short one.
+    const head = Buffer.from(buf.subarray(offset, end));
+    head.fill(0, QDCOUNT + 2, HEADER_LENGTH);
     try {
-      questions = dnsPacket.decode(Buffer.from(buf.buffer, buf.byteOffset + offset, length)).questions ?? [];
+      questions = dnsPacket.decode(head).questions ?? [];
     } catch {
       // A question we can walk but dns-packet cannot decode: answer without echoing it.
     }

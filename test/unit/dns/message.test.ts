@@ -96,6 +96,17 @@ test('errorAnswer echoes ID, opcode, RD and the question with the given RCODE', 
   assert.equal(formerr.questions?.length, 0);
 });
 
+test('errorAnswer reads only the header and the question: a query followed by 64 KB that claims 5,000 records still gets its question echoed', () => {
+  const q = query('www.lab.test', 0x1234);
+  const message = Buffer.concat([q, Buffer.alloc(65_000 - q.length, 0xc0)]);
+  message.writeUInt16BE(5000, 10); // ARCOUNT: records that are not there
+  const answer = dnsPacket.decode(errorAnswer(message, 0, message.length, Rcode.FORMERR));
+  assert.equal(answer.id, 0x1234);
+  assert.equal(answer.flags! & 0xf, Rcode.FORMERR);
+  assert.deepEqual(answer.questions, [{ name: 'www.lab.test', type: 'A', class: 'IN' }]);
+  assert.equal(answer.additionals?.length ?? 0, 0);
+});
+
 test('plausibleQueryStart accepts real query starts and refuses the same bytes from later offsets', () => {
   const q = frame(query('www.lab.test', 0x8000));
   for (let cut = 0; cut <= q.length; cut++) assert.ok(plausibleQueryStart(q, 0, cut), `prefix of ${cut} bytes`);
