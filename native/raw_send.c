@@ -19,8 +19,12 @@
  *                                                exception on the hot path) is skipped and
  *                                                counted in failure[0], its errno in failure[1];
  *                                                the rest are still sent.
- *   close(fd)
+ *   close(fd)                                 (only a socket this thread opened)
  *   errorName(errno)                          -> strerror text, for counters and logs
+ *
+ * The sockets a thread opened and has not closed are closed when its Node-API environment is
+ * torn down: a worker thread that ends without running its `finally` (terminated, or out of
+ * heap) would otherwise leave them open in the process for good.
  *
  * IPPROTO_RAW implies IP_HDRINCL (raw(7)); for AF_INET6 Linux sets it the same way, so the
  * kernel sends our IP header as written. Such a socket is never handed incoming packets.
@@ -34,6 +38,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <stdio.h>
@@ -54,6 +59,30 @@ static napi_value make_int(napi_env env, int32_t n) {
   return result;
 }
 
+/* The most sockets one thread holds open at once: a RawSender has two (IPv4 and IPv6). */
+#define MAX_OPEN 64
+
+/* The environment's instance data: the sockets it opened and has not closed. */
+typedef struct {
+  int fds[MAX_OPEN];
+  int count;
+} open_sockets;
+
+static open_sockets *sockets_of(napi_env env) {
+  void *data = NULL;
+  napi_get_instance_data(env, &data);
+  return data;
+}
+
+/* Instance data finalizer: runs when the environment (the thread's Node instance) goes away. */
+static void close_all(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  open_sockets *sockets = data;
+  for (int i = 0; i < sockets->count; i++) close(sockets->fds[i]);
+  free(sockets);
+}
+
 static napi_value open_socket(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -63,6 +92,11 @@ static napi_value open_socket(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "open(family): family is 4 or 6");
     return NULL;
   }
+  open_sockets *sockets = sockets_of(env);
+  if (sockets == NULL || sockets->count == MAX_OPEN) {
+    napi_throw_error(env, NULL, "socket: this thread holds too many raw sockets");
+    return NULL;
+  }
   int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
   if (fd < 0) {
     char message[160];
@@ -70,6 +104,7 @@ static napi_value open_socket(napi_env env, napi_callback_info info) {
     napi_throw_error(env, errno == EPERM || errno == EACCES ? "EPERM" : NULL, message);
     return NULL;
   }
+  sockets->fds[sockets->count++] = fd;
   return make_int(env, fd);
 }
 
@@ -156,7 +191,14 @@ static napi_value close_socket(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int32_t fd;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc >= 1 && int_arg(env, argv[0], &fd) && fd >= 0) close(fd);
+  open_sockets *sockets = sockets_of(env);
+  if (argc < 1 || !int_arg(env, argv[0], &fd) || sockets == NULL) return NULL;
+  for (int i = 0; i < sockets->count; i++) {
+    if (sockets->fds[i] != fd) continue;
+    close(fd);
+    sockets->fds[i] = sockets->fds[--sockets->count];
+    break;
+  }
   return NULL;
 }
 
@@ -179,5 +221,11 @@ NAPI_MODULE_INIT() {
       {"errorName", NULL, error_name, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions) != napi_ok) return NULL;
+  open_sockets *sockets = calloc(1, sizeof *sockets);
+  if (sockets == NULL) return NULL;
+  if (napi_set_instance_data(env, sockets, close_all, NULL) != napi_ok) {
+    free(sockets);
+    return NULL;
+  }
   return exports;
 }
