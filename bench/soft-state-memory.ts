@@ -14,7 +14,7 @@ import { DEFAULT_RESPONDER_CONFIG, Responder } from '../src/tcp/responder.js';
 import { SynCookies } from '../src/tcp/cookie.js';
 import type { Flow } from '../src/tcp/flow.js';
 import { DnsRelay } from '../src/dns/relay.js';
-import { plausibleQueryStart, wholeMessages } from '../src/dns/message.js';
+import { dnsMessageLength, plausibleQueryStart } from '../src/dns/message.js';
 import { decodeFrame } from '../src/wire/frame.js';
 import { emitReply } from '../src/wire/emit.js';
 import { ChecksumPolicy, DecodeResult, LinkType, ReplyHeader, Segment, TcpFlag } from '../src/wire/segment.js';
@@ -36,7 +36,7 @@ const relay = new DnsRelay<Flow>({
 });
 let last = { seq: 0, ack: 0, tsVal: 0, length: 0 };
 const responder = new Responder(
-  { ...DEFAULT_RESPONDER_CONFIG, framer: wholeMessages, plausibleStart: plausibleQueryStart },
+  { ...DEFAULT_RESPONDER_CONFIG, messageLength: dnsMessageLength, plausibleStart: plausibleQueryStart },
   new SynCookies(new Uint8Array(16).fill(1)),
   { send: (h, _p, _o, n) => (last = { seq: h.seq, ack: h.ack, tsVal: h.tsVal, length: n }), pushWanted: () => responder.push(Date.now()) },
   relay,

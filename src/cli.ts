@@ -67,7 +67,13 @@ function start(
   application: FrontEndOptions['application'],
   closeAfterResponse: boolean,
 ): Promise<RunningFrontEnd> {
-  const common: FrontEndOptions = { application, listen: options.listen, closeAfterResponse, metrics: options.metrics };
+  const common: FrontEndOptions = {
+    application,
+    listen: options.listen,
+    closeAfterResponse,
+    maxPipelined: options.maxPipelined,
+    metrics: options.metrics,
+  };
   return options.transport === 'kernel' ? startKernelFrontEnd(common) : startRawFrontEnd({ ...common, ...rawOptions(options) });
 }
 
@@ -79,6 +85,7 @@ interface RawCommandOptions {
   checksums: 'verify' | 'ignore';
   cookieSecretFile?: string;
   workers: number;
+  maxPipelined?: number;
   metrics?: Endpoint;
   logLevel: string;
   /** Made from --log-level before the command runs. */
@@ -163,6 +170,12 @@ function withRawOptions(command: Command): Command {
       '--checksums <verify|ignore>',
       'verify checksums of captured packets; "ignore" when clients on the same host send with checksum offload',
       'verify',
+    )
+    .option(
+      '--max-pipelined <n>',
+      'most answers one connection may owe; its further queries or requests stay unread until answers go out ' +
+        '(default: 100 for dns, 16 for http)',
+      positiveInteger,
     )
     .option('--metrics <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics', oneEndpoint)
     .option('--log-level <level>', `how much to log: ${LOG_LEVELS.join(', ')}`, 'info');

@@ -30,6 +30,8 @@ export interface FrontEndOptions {
   application: ApplicationSettings;
   listen: Endpoint[];
   closeAfterResponse: boolean;
+  /** Most answers a connection may owe before its further messages are held back (default: the protocol's). */
+  maxPipelined?: number | undefined;
   /** Serve Prometheus metrics at http://ADDR:PORT/metrics. */
   metrics?: Endpoint | undefined;
 }
@@ -204,6 +206,7 @@ async function startStatelessParts(
       linkType: capture.linkType,
       checksumPolicy: options.checksumPolicy,
       closeAfterResponse: options.closeAfterResponse,
+      maxPipelined: options.maxPipelined ?? applicationFor(options.application).maxPipelined,
       application: options.application,
       liveFlows,
     },
@@ -261,7 +264,11 @@ export async function startKernelFrontEnd(options: FrontEndOptions): Promise<Run
     if (problem !== null) throw new StartupError(problem);
     const relay = application.open<KernelConnection>();
     teardown.push(() => relay.close());
-    const transport = new KernelTransport(relay, application.framer, options.closeAfterResponse);
+    const transport = new KernelTransport(relay, {
+      messageLength: application.messageLength,
+      maxPipelined: options.maxPipelined ?? application.maxPipelined,
+      closeAfterResponse: options.closeAfterResponse,
+    });
     relay.attach(transport);
     teardown.push(() => transport.close());
     await transport.listen(options.listen);

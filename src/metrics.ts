@@ -73,6 +73,7 @@ function gaugeFrom(registry: Registry, name: string, help: string, read: () => n
 /** Series that both a shard's registry and the main thread's (for the capture thread) report. */
 const SEGMENTS_HELP = 'Decoded segments by what the responder did with them.';
 const PACKETS_SENT_HELP = 'Packets written to the raw socket, and writes that failed.';
+const EVENTS_HELP = 'Retransmissions, flows created and released, and other TCP events.';
 
 /** The upstream latency histogram in `registry`; returns its observer for one shard. */
 function latencyHistogram(registry: Registry, shard: string): (seconds: number) => void {
@@ -100,15 +101,7 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
     label,
   );
   countersFrom(registry, 'stateless_tcp_segments_total', SEGMENTS_HELP, 'outcome', OUTCOME_NAMES, () => source.outcomeCounts, label);
-  countersFrom(
-    registry,
-    'stateless_tcp_events_total',
-    'Retransmissions, flows created and released, and other TCP events.',
-    'event',
-    TCP_EVENT_NAMES,
-    () => source.events,
-    label,
-  );
+  countersFrom(registry, 'stateless_tcp_events_total', EVENTS_HELP, 'event', TCP_EVENT_NAMES, () => source.events, label);
   relayCounters(registry, source.protocol, () => source.relayCounts, label);
   gaugeFrom(registry, 'stateless_tcp_flows', 'Connections holding soft state now.', source.flows, label);
   gaugeFrom(registry, 'stateless_tcp_queued_bytes', 'Bytes held in send and receive queues now.', source.queuedBytes, label);
@@ -141,7 +134,7 @@ function relayCounters(
 export function kernelTransportMetrics(
   protocol: Pick<Protocol, 'kind' | 'counterNames'>,
   counts: Float64Array,
-  connections: () => { accepted: number; open: number; answersDropped: number },
+  connections: () => { accepted: number; open: number; answersDropped: number; pipelineFull: number },
 ): PipelineMetrics {
   const registry = new Registry();
   relayCounters(registry, protocol, () => counts, 'kernel');
@@ -155,6 +148,17 @@ export function kernelTransportMetrics(
     },
   });
   gaugeFrom(registry, 'stateless_tcp_connections_open', 'Kernel sockets open now.', () => connections().open, 'kernel');
+  new Counter({
+    name: 'stateless_tcp_events_total',
+    help: EVENTS_HELP,
+    labelNames: ['shard', 'event'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const pipelineFull = connections().pipelineFull;
+      if (pipelineFull > 0) this.inc({ shard: 'kernel', event: 'pipeline_full' }, pipelineFull);
+    },
+  });
   new Counter({
     name: 'stateless_tcp_answers_dropped_total',
     help: 'Answers that came after their connection was closed.',

@@ -64,7 +64,7 @@ export class TcpPipeline implements SegmentSink {
     this.checksumPolicy = options.checksumPolicy;
     this.sender = options.sender;
     this.responder = new Responder(
-      { ...options.tcp, framer: protocol.framer, plausibleStart: protocol.plausibleStart },
+      { ...options.tcp, messageLength: protocol.messageLength, plausibleStart: protocol.plausibleStart },
       options.cookies,
       this,
       relay,

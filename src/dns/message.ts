@@ -44,12 +44,15 @@ const MAX_LABEL = 63;
  */
 export function wholeMessages(buf: Uint8Array, offset: number, length: number): number {
   let p = 0;
-  while (length - p >= 2) {
-    const n = (buf[offset + p]! << 8) | buf[offset + p + 1]!;
-    if (length - p - 2 < n) break;
-    p += 2 + n;
-  }
+  for (let n = dnsMessageLength(buf, offset, length); n > 0; n = dnsMessageLength(buf, offset + p, length - p)) p += n;
   return p;
+}
+
+/** The length of the whole framed message (2-byte length + message) at the start, or 0. */
+export function dnsMessageLength(buf: Uint8Array, offset: number, length: number): number {
+  if (length < 2) return 0;
+  const n = 2 + ((buf[offset]! << 8) | buf[offset + 1]!);
+  return n <= length ? n : 0;
 }
 
 export function readId(buf: Uint8Array, offset: number): number {

@@ -6,7 +6,7 @@
 import { UndiciBackend, probeHttpBackend } from '../io/http-backend.js';
 import type { Application, Protocol, Relay } from '../tcp/transport.js';
 import { HTTP_COUNTER_NAMES, HttpRelay } from './relay.js';
-import { plausibleRequestStart, wholeRequests } from './request.js';
+import { plausibleRequestStart, wholeRequestLength } from './request.js';
 
 /** What each HTTP front end relays to; plain data, so that it crosses to the shard threads. */
 export interface HttpSettings {
@@ -22,7 +22,9 @@ const PROBE_TIMEOUT_MS = 2000;
 
 export const HTTP_PROTOCOL: Protocol = {
   kind: 'http',
-  framer: wholeRequests,
+  messageLength: wholeRequestLength,
+  // A browser pipelines a handful at most; each queued request is a copy held until answered.
+  maxPipelined: 16,
   plausibleStart: plausibleRequestStart,
   counterNames: HTTP_COUNTER_NAMES,
 };

@@ -5,8 +5,8 @@
  * treat as one request are exactly the bytes we relay as one — a framer and a parser that
  * disagreed would let a client smuggle a request past us:
  *
- * - `wholeRequests` runs on every segment (the responder's framer): it only finds where requests
- *   end, reading the buffer in place, allocating nothing.
+ * - `wholeRequestLength` runs on every segment (the transports' `messageLength`): it only finds
+ *   where a request ends, reading the buffer in place, allocating nothing.
  * - `parseRequest` runs once per whole request, for the relay: method, target, headers, body.
  *
  * Written here rather than taken from a parser library because the framer must work on the
@@ -28,20 +28,14 @@ const HTAB = 9;
 const COLON = 58;
 
 /**
- * How many bytes at the start of `buf[offset, offset+length)` are whole requests. Bytes that can
- * never become a valid request (a head past `MAX_HEAD_BYTES`, a malformed length) count as whole:
- * the relay then answers them with an error and closes the connection.
+ * The length of the whole request at the start of `buf[offset, offset+length)`, or 0 while it is
+ * not whole (the transports' `messageLength`). Bytes that can never become a valid request (a head
+ * past `MAX_HEAD_BYTES`, a malformed length) count as one whole request, all of them: the relay
+ * then answers them with an error and closes the connection.
  */
-export function wholeRequests(buf: Uint8Array, offset: number, length: number): number {
-  const end = offset + length;
-  let p = offset;
-  while (p < end) {
-    const n = requestLength(buf, p, end);
-    if (n === 0) break;
-    if (n < 0) return end - offset; // unusable: hand over everything, the relay answers and closes
-    p += n;
-  }
-  return p - offset;
+export function wholeRequestLength(buf: Uint8Array, offset: number, length: number): number {
+  const n = requestLength(buf, offset, offset + length);
+  return n < 0 ? length : n;
 }
 
 /**
@@ -215,7 +209,7 @@ export interface RequestError {
 
 const TOKEN_CHARS = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
-/** Parses one whole request as `wholeRequests` delimited it. */
+/** Parses one whole request as `wholeRequestLength` delimited it. */
 export function parseRequest(buf: Uint8Array, offset: number, length: number): HttpRequest | RequestError {
   const end = offset + length;
   const headEnd = findHeadEnd(buf, offset, Math.min(end, offset + MAX_HEAD_BYTES));

@@ -5,7 +5,7 @@
  * TIME_WAIT — which is exactly the cost the stateless transport avoids.
  */
 import net from 'node:net';
-import type { MessageFramer, StreamApplication, Transport } from '../tcp/transport.js';
+import type { MessageLength, StreamApplication, Transport } from '../tcp/transport.js';
 import { ByteQueue } from '../tcp/byte-queue.js';
 import { formatEndpoint, type Endpoint } from '../endpoint.js';
 
@@ -13,7 +13,7 @@ import { formatEndpoint, type Endpoint } from '../endpoint.js';
 const IDLE_TIMEOUT_MS = 10_000;
 
 export class KernelConnection {
-  /** Bytes received that do not yet make a whole message. */
+  /** Bytes received and not yet handed over: a partial message, or messages held back by the limits. */
   readonly received = new ByteQueue();
   answersOwed = 0;
   clientEnded = false;
@@ -21,6 +21,10 @@ export class KernelConnection {
   closeRequested = false;
   /** Writes are corked until the end of this turn of the event loop (`write`). */
   corked = false;
+  /** Messages are being handed to the application (`deliver`). */
+  delivering = false;
+  /** A whole message is held back, and the socket paused, until the connection may take more. */
+  held = false;
   constructor(readonly socket: net.Socket) {}
 }
 
@@ -49,17 +53,26 @@ export interface KernelTransportStats {
   accepted: number;
   open: number;
   answersDropped: number;
+  /** Times a connection's messages were held back by its limits (as the responder's `pipeline_full`). */
+  pipelineFull: number;
+}
+
+export interface KernelTransportOptions {
+  /** The protocol's framing (transport.ts Protocol). */
+  messageLength: MessageLength;
+  /** Most answers a connection may owe; further messages stay unread (the socket is paused). */
+  maxPipelined: number;
+  /** Close our side once every answer is sent (`--close-after-response`). */
+  closeAfterResponse: boolean;
 }
 
 export class KernelTransport implements Transport<KernelConnection> {
-  readonly stats: KernelTransportStats = { accepted: 0, open: 0, answersDropped: 0 };
+  readonly stats: KernelTransportStats = { accepted: 0, open: 0, answersDropped: 0, pipelineFull: 0 };
   private readonly servers: net.Server[] = [];
 
-  /** `framer` says how many bytes of what arrived are whole messages (as for the responder). */
   constructor(
     private readonly app: StreamApplication<KernelConnection>,
-    private readonly framer: MessageFramer,
-    private readonly closeAfterResponse: boolean,
+    private readonly options: KernelTransportOptions,
   ) {}
 
   /** Listens on every endpoint; throws an Error with a one-line message naming the fix. */
@@ -100,6 +113,7 @@ export class KernelTransport implements Transport<KernelConnection> {
       return;
     }
     if (length > 0) write(connection, data, offset, length);
+    this.deliver(connection);
     this.closeIfDone(connection);
   }
 
@@ -110,8 +124,9 @@ export class KernelTransport implements Transport<KernelConnection> {
 
   closeWhenAnswered(connection: KernelConnection): void {
     connection.closeRequested = true;
-    // Part of a request after the closing one can never be answered: it no longer holds the FIN back.
-    connection.received.consume(connection.received.length);
+    // What came after the closing request is never answered: it no longer holds the FIN back.
+    // (While messages are being handed over, `deliver` drops it after.)
+    if (!connection.delivering) connection.received.consume(connection.received.length);
     this.closeIfDone(connection);
   }
 
@@ -137,19 +152,25 @@ export class KernelTransport implements Transport<KernelConnection> {
     socket.on('data', (chunk: Buffer) => {
       // The application asked to close (transport.ts closeWhenAnswered): read, not delivered.
       if (connection.closeRequested) return;
-      const queue = connection.received;
-      queue.append(chunk, 0, chunk.length);
-      const whole = this.framer(queue.bytes, queue.start, queue.length);
-      if (whole > 0) {
-        this.app.onMessages(connection, queue.bytes, queue.start, whole, Date.now());
-        queue.consume(whole);
-      }
+      connection.received.append(chunk, 0, chunk.length);
+      this.deliver(connection);
     });
     socket.on('end', () => {
       connection.clientEnded = true;
+      // A message cut off by the client's FIN can never complete; whole ones held back still get answers.
+      const queue = connection.received;
+      let whole = 0;
+      for (let n = this.options.messageLength(queue.bytes, queue.start, queue.length); n > 0; ) {
+        whole += n;
+        n = this.options.messageLength(queue.bytes, queue.start + whole, queue.length - whole);
+      }
+      queue.truncate(whole);
       this.closeIfDone(connection);
     });
-    socket.on('drain', () => this.app.onDrain?.(connection, Date.now()));
+    socket.on('drain', () => {
+      this.app.onDrain?.(connection, Date.now());
+      this.deliver(connection);
+    });
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
       this.stats.open--;
@@ -157,9 +178,40 @@ export class KernelTransport implements Transport<KernelConnection> {
     });
   }
 
+  /**
+   * Hands the whole messages received to the application, one at a time, while the connection
+   * owes fewer than `maxPipelined` answers and its socket's send buffer has room; past that the
+   * socket is paused, so the kernel's receive buffer fills and the client's TCP holds the rest.
+   */
+  private deliver(connection: KernelConnection): void {
+    if (connection.delivering) return; // the loop below looks again after each message
+    connection.delivering = true;
+    const queue = connection.received;
+    let held = false;
+    while (!connection.closeRequested && !this.isClosed(connection)) {
+      const n = this.options.messageLength(queue.bytes, queue.start, queue.length);
+      if (n === 0) break;
+      if (connection.answersOwed >= this.options.maxPipelined || connection.socket.writableNeedDrain) {
+        held = true;
+        break;
+      }
+      this.app.onMessages(connection, queue.bytes, queue.start, n, Date.now());
+      queue.consume(n);
+    }
+    connection.delivering = false;
+    if (connection.closeRequested) queue.consume(queue.length);
+    if (held && !connection.held) {
+      this.stats.pipelineFull++;
+      connection.socket.pause();
+    } else if (!held && connection.held) {
+      connection.socket.resume();
+    }
+    connection.held = held;
+  }
+
   /** Half-close our side once no answer is owed and nothing partial is held (as the stateless transport). */
   private closeIfDone(connection: KernelConnection): void {
     if (connection.answersOwed > 0 || connection.received.length > 0) return;
-    if (this.closeAfterResponse || connection.clientEnded || connection.closeRequested) connection.socket.end();
+    if (this.options.closeAfterResponse || connection.clientEnded || connection.closeRequested) connection.socket.end();
   }
 }

@@ -30,6 +30,12 @@ export class ByteQueue {
     this.end += length;
   }
 
+  /** Drops the last bytes, keeping the first `length`. */
+  truncate(length: number): void {
+    this.end = this.start + length;
+    if (length === 0) this.start = this.end = 0;
+  }
+
   consume(length: number): void {
     this.start += length;
     if (this.start === this.end) this.start = this.end = 0;

@@ -46,5 +46,10 @@ export const TcpEvent = {
   OLD_ACKS_RAISED: 9,
   /** Remembered numbers that did not fit the segment (an earlier connection on the same 4-tuple): forgotten. */
   RECALLED_MISMATCHED: 10,
+  /**
+   * A flow's messages held back (unread, out of its window) because it owed `maxPipelined`
+   * answers or its send buffer was full; counted once each time it starts.
+   */
+  PIPELINE_FULL: 11,
 } as const;
 export const TCP_EVENT_NAMES = counterNames(TcpEvent);

@@ -78,6 +78,10 @@ export class Flow {
   drainWanted = false;
   /** Answers were queued since the responder's last `push`. */
   pushPending = false;
+  /** The responder is handing this flow's messages to the application (see Responder.deliver). */
+  delivering = false;
+  /** A whole message is held back: the flow owes its limit of answers, or its send buffer is full. */
+  pipelineHeld = false;
   /** Out of the flow table: the connection went idle (or was closed); this object is done with. */
   released = false;
 

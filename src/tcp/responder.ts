@@ -30,7 +30,7 @@ import { synAckFor } from './handshake.js';
 import type { LiveFlows } from './live-flows.js';
 import { FlowlessAction, flowlessAction } from './flowless.js';
 import { Outcome, TCP_EVENT_NAMES, TcpEvent } from './counters.js';
-import type { MessageFramer, StreamApplication, Transport } from './transport.js';
+import type { MessageLength, StreamApplication, Transport } from './transport.js';
 import { formatAddress } from '../wire/format.js';
 
 /** Receives the segments we send, one header and payload slice at a time. */
@@ -50,8 +50,10 @@ export interface ResponderConfig {
   /** Receive window advertised in every segment (no window scaling is offered). */
   window: number;
   /** The protocol's framing (transport.ts Protocol). */
-  framer: MessageFramer;
+  messageLength: MessageLength;
   plausibleStart: (buf: Uint8Array, offset: number, length: number) => boolean;
+  /** Most answers a flow may owe; further messages wait in its receive queue, out of its window. */
+  maxPipelined: number;
   /** Close our side once every answer is sent (the talk's transaction mode). */
   closeAfterResponse: boolean;
   /** Most flows with soft state at once; past it new data is not acknowledged (the client retries). */
@@ -73,11 +75,12 @@ export interface ResponderConfig {
 }
 
 /** The TCP settings of a responder; the framing comes with the protocol (transport.ts Protocol). */
-export type TcpSettings = Omit<ResponderConfig, 'framer' | 'plausibleStart'>;
+export type TcpSettings = Omit<ResponderConfig, 'messageLength' | 'plausibleStart'>;
 
 export const DEFAULT_RESPONDER_CONFIG: TcpSettings = {
   mssOffer: 1220,
   window: 65535,
+  maxPipelined: 100,
   closeAfterResponse: false,
   maxFlows: 65536,
   maxQueuedBytes: 256 * 1024 * 1024,
@@ -198,9 +201,9 @@ export class Responder implements Transport<Flow> {
   /** Close our side once every owed answer is sent (HTTP `Connection: close`). */
   closeWhenAnswered(flow: Flow, nowMs: number): void {
     flow.closeRequested = true;
-    // Part of a request after the closing one can never be answered: it no longer holds the FIN back.
-    this.queuedBytes -= flow.receiveQueue.length;
-    flow.receiveQueue.consume(flow.receiveQueue.length);
+    // What came after the closing request is never answered: it no longer holds the FIN back.
+    // (While the flow's messages are being handed over, `deliverQueued` drops it after.)
+    if (!flow.delivering) this.discardReceived(flow);
     this.settle(flow, nowMs);
   }
 
@@ -456,9 +459,11 @@ export class Responder implements Transport<Flow> {
     if (hasFin && (seg.seq + length) >>> 0 === flow.rcvNxt && !flow.clientFin) {
       flow.clientFin = true;
       flow.rcvNxt = (flow.rcvNxt + 1) >>> 0;
-      // A message cut off by the FIN can never complete.
-      this.queuedBytes -= flow.receiveQueue.length;
-      flow.receiveQueue.consume(flow.receiveQueue.length);
+      // A message cut off by the FIN can never complete; whole ones held back still get answers.
+      const queue = flow.receiveQueue;
+      const whole = this.wholePrefix(queue.bytes, queue.start, queue.length);
+      this.queuedBytes -= queue.length - whole;
+      queue.truncate(whole);
       mustAck = true;
       outcome = Outcome.FIN;
     }
@@ -484,7 +489,7 @@ export class Responder implements Transport<Flow> {
     return (fromNext >= 0 && fromNext < window) || (lastFromNext >= 0 && lastFromNext < window);
   }
 
-  /** Appends in-order bytes and hands every whole message to the application. */
+  /** Takes in-order bytes: whole messages go to the application as the flow's limits allow, the rest waits. */
   private receive(flow: Flow, buf: Uint8Array, offset: number, length: number, nowMs: number): void {
     flow.rcvNxt = (flow.rcvNxt + length) >>> 0;
     flow.lastReceiveMs = nowMs;
@@ -492,24 +497,72 @@ export class Responder implements Transport<Flow> {
     if (flow.closeRequested) return;
     const queue = flow.receiveQueue;
     if (queue.length === 0) {
-      // The usual case: the segment holds whole messages; hand them over without copying. Any
-      // partial message after them is queued first, so the flow is not closed under it.
-      const whole = this.config.framer(buf, offset, length);
-      if (whole < length) {
-        queue.append(buf, offset + whole, length - whole);
-        this.queuedBytes += length - whole;
+      // The usual case: the segment's whole messages are handed over without copying; what the
+      // flow may not take yet, and a partial message, are queued.
+      const used = this.deliver(flow, buf, offset, length, nowMs);
+      if (used < length && !flow.released && !flow.closeRequested) {
+        queue.append(buf, offset + used, length - used);
+        this.queuedBytes += length - used;
       }
-      if (whole > 0) this.app.onMessages(flow, buf, offset, whole, nowMs);
       return;
     }
     queue.append(buf, offset, length);
     this.queuedBytes += length;
-    const whole = this.config.framer(queue.bytes, queue.start, queue.length);
-    if (whole > 0) {
-      this.app.onMessages(flow, queue.bytes, queue.start, whole, nowMs);
-      queue.consume(whole);
-      this.queuedBytes -= whole;
+    this.deliverQueued(flow, nowMs);
+  }
+
+  /**
+   * Hands the whole messages at the start of `buf[offset, offset+length)` to the application, one
+   * at a time, while the flow may take more (`mayTakeMore`); returns the bytes handed over. A
+   * client that pipelines past the limit finds its messages held in the receive queue, and the
+   * window we advertise shrinks by as much (`emit`), so its own TCP holds the rest back.
+   */
+  private deliver(flow: Flow, buf: Uint8Array, offset: number, length: number, nowMs: number): number {
+    let used = 0;
+    flow.delivering = true;
+    while (used < length) {
+      const n = this.config.messageLength(buf, offset + used, length - used);
+      if (n === 0) break;
+      if (!this.mayTakeMore(flow)) {
+        if (!flow.pipelineHeld) this.events[TcpEvent.PIPELINE_FULL]!++;
+        flow.pipelineHeld = true;
+        break;
+      }
+      flow.pipelineHeld = false;
+      this.app.onMessages(flow, buf, offset + used, n, nowMs);
+      used += n;
+      if (flow.released || flow.closeRequested) break;
     }
+    flow.delivering = false;
+    return used;
+  }
+
+  /** Hands over what the receive queue holds, as far as the flow's limits allow now. */
+  private deliverQueued(flow: Flow, nowMs: number): void {
+    const queue = flow.receiveQueue;
+    if (flow.delivering || queue.length === 0 || !this.mayTakeMore(flow)) return;
+    const used = this.deliver(flow, queue.bytes, queue.start, queue.length, nowMs);
+    if (flow.released) return; // its queues were let go with it
+    queue.consume(used);
+    this.queuedBytes -= used;
+    if (flow.closeRequested) this.discardReceived(flow);
+  }
+
+  /** Whether the flow may be handed another message: it owes fewer than its limit of answers and its send buffer has room. */
+  private mayTakeMore(flow: Flow): boolean {
+    return flow.answersOwed < this.config.maxPipelined && flow.sendQueue.length < this.config.sendBufferBytes;
+  }
+
+  /** The bytes of the whole messages at the start of `buf[offset, offset+length)`. */
+  private wholePrefix(buf: Uint8Array, offset: number, length: number): number {
+    let p = 0;
+    for (let n = this.config.messageLength(buf, offset, length); n > 0; n = this.config.messageLength(buf, offset + p, length - p)) p += n;
+    return p;
+  }
+
+  private discardReceived(flow: Flow): void {
+    this.queuedBytes -= flow.receiveQueue.length;
+    flow.receiveQueue.consume(flow.receiveQueue.length);
   }
 
   private onNewAck(flow: Flow, ack: number, nowMs: number): void {
@@ -564,7 +617,11 @@ export class Responder implements Transport<Flow> {
   /** After anything changed: decide on our FIN, send what the windows allow, release if done. */
   private settle(flow: Flow, nowMs: number): void {
     // Released already: a flow waiting for its push can be released meanwhile (an empty answer
-    // was its last, and an ACK settled it).
+    // was its last, and an ACK settled it). While its messages are handed over, the caller of
+    // `deliver` settles it after.
+    if (flow.closed || flow.released || flow.delivering) return;
+    // Messages held back by the flow's limits go on once answers are given and ACKs make room.
+    this.deliverQueued(flow, nowMs);
     if (flow.closed || flow.released) return;
     const nothingOwed = flow.answersOwed === 0 && flow.receiveQueue.length === 0;
     // Without timestamps an idle connection cannot be recognised later, so it closes like one
@@ -660,6 +717,9 @@ export class Responder implements Transport<Flow> {
     r.seq = seq;
     r.ack = flow.rcvNxt;
     r.flags = flags;
+    // What the receive queue holds is out of the window: its right edge stays put as bytes
+    // arrive (RFC 9293 §3.8.6.2.2: no shrinking) and moves on as they are handed over.
+    r.window = this.config.window - flow.receiveQueue.length;
     if (flow.useTimestamps) {
       const period = this.cookies.period(nowMs / 1000);
       if (period !== flow.tokenPeriod) {

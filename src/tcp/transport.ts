@@ -13,10 +13,13 @@
  */
 
 /**
- * How many bytes at the start of `buf[offset, offset+length)` hold whole application messages
- * (DNS: 2-byte length prefix + message, RFC 1035 §4.2.2; HTTP: whole requests, RFC 9112 §6).
+ * The length of the whole message at the start of `buf[offset, offset+length)`, or 0 while it is
+ * not whole yet (DNS: 2-byte length prefix + message, RFC 1035 §4.2.2; HTTP: a request, RFC 9112
+ * §6). Bytes that can never start a message count as one whole message: the application answers
+ * it with an error. Transports hand messages over one at a time, so that a connection never has
+ * more than its limit of answers owed (`maxPipelined`).
  */
-export type MessageFramer = (buf: Uint8Array, offset: number, length: number) => number;
+export type MessageLength = (buf: Uint8Array, offset: number, length: number) => number;
 
 /** What a transport offers the application for each connection of type `C`. */
 export interface Transport<C> {
@@ -47,9 +50,12 @@ export interface Transport<C> {
 /** What the transport calls on the application. */
 export interface StreamApplication<C> {
   /**
-   * Whole messages `buf[offset, offset+length)` (as the framer counted them) arrived on
-   * `connection`; the bytes are valid only during the call. For each answer it will give, the
-   * application calls `expectAnswer(connection)` before returning.
+   * A whole message `buf[offset, offset+length)` (as the protocol's `messageLength` found it)
+   * arrived on `connection`; the bytes are valid only during the call. For each answer it will
+   * give, the application calls `expectAnswer(connection)` before returning. A transport holds
+   * further messages back (unread, and out of the client's window) while the connection owes
+   * `maxPipelined` answers or its send buffer is full, so one client's pipelining cannot take
+   * what the others need.
    */
   onMessages(connection: C, buf: Uint8Array, offset: number, length: number, nowMs: number): void;
   /** After `answerPart` returned false: the connection's send queue has drained to half its bound. */
@@ -75,7 +81,9 @@ export interface Relay<C> extends StreamApplication<C> {
 /** What the transport needs to know of a protocol, and what its counters are called. */
 export interface Protocol {
   readonly kind: 'dns' | 'http';
-  readonly framer: MessageFramer;
+  readonly messageLength: MessageLength;
+  /** Most answers a connection may owe before further messages are held back (`--max-pipelined`). */
+  readonly maxPipelined: number;
   /**
    * Whether bytes could be the start of a message. The responder asks when a connection without
    * soft state sends data that its cookie does not prove to be the stream's first byte: if an

@@ -16,6 +16,8 @@ export interface ShardTask {
   linkType: LinkType;
   checksumPolicy: ChecksumPolicy;
   closeAfterResponse: boolean;
+  /** Most answers a connection may owe before its further messages are held back. */
+  maxPipelined: number;
   /** What the shard relays to (src/application.ts). */
   application: ApplicationSettings;
   /**

@@ -61,7 +61,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
         linkType: task.linkType,
         checksumPolicy: task.checksumPolicy,
         cookies,
-        tcp: { ...DEFAULT_RESPONDER_CONFIG, closeAfterResponse: task.closeAfterResponse },
+        tcp: { ...DEFAULT_RESPONDER_CONFIG, closeAfterResponse: task.closeAfterResponse, maxPipelined: task.maxPipelined },
         sender,
         liveFlows,
       },

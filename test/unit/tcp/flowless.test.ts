@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { plausibleQueryStart, wholeMessages } from '../../../src/dns/message.js';
+import { dnsMessageLength, plausibleQueryStart } from '../../../src/dns/message.js';
 import { SynCookies } from '../../../src/tcp/cookie.js';
 import { Outcome } from '../../../src/tcp/counters.js';
 import { FlowlessAction, flowlessAction } from '../../../src/tcp/flowless.js';
@@ -116,7 +116,7 @@ describe('flowlessAction and the responder agree', () => {
   function freshResponder(): { responder: Responder; sent: Uint8Array[] } {
     const sent: Uint8Array[] = [];
     const responder: Responder = new Responder(
-      { ...DEFAULT_RESPONDER_CONFIG, framer: wholeMessages, plausibleStart: plausibleQueryStart, recentConnections: 16 },
+      { ...DEFAULT_RESPONDER_CONFIG, messageLength: dnsMessageLength, plausibleStart: plausibleQueryStart, recentConnections: 16 },
       new SynCookies(SECRET),
       {
         send: (header, payload, offset, length) => {

@@ -16,7 +16,7 @@ import { DEFAULT_RESPONDER_CONFIG, Responder } from '../../../src/tcp/responder.
 import { TcpEvent } from '../../../src/tcp/counters.js';
 import { SynCookies } from '../../../src/tcp/cookie.js';
 import { LiveFlows } from '../../../src/tcp/live-flows.js';
-import { plausibleQueryStart, wholeMessages } from '../../../src/dns/message.js';
+import { dnsMessageLength, plausibleQueryStart } from '../../../src/dns/message.js';
 import { decodeFrame } from '../../../src/wire/frame.js';
 import { emitReply, replyLength } from '../../../src/wire/emit.js';
 import { ChecksumPolicy, DecodeResult, LinkType, ReplyHeader, Segment, TcpFlag } from '../../../src/wire/segment.js';
@@ -29,7 +29,7 @@ test('thousands of random, replayed and forged segments: no exception, no data t
   /** Client ports that completed a handshake, and what we sent to whom. */
   const connected = new Set<number>();
   const packets: Uint8Array[] = [];
-  const config = { ...DEFAULT_RESPONDER_CONFIG, maxFlows: 64, framer: wholeMessages, plausibleStart: plausibleQueryStart };
+  const config = { ...DEFAULT_RESPONDER_CONFIG, maxFlows: 64, messageLength: dnsMessageLength, plausibleStart: plausibleQueryStart };
   let nowMs = 1_764_000_000_000;
   let pushWanted = false;
   const liveFlows = new LiveFlows(LiveFlows.allocate(1), 0);

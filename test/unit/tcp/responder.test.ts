@@ -10,7 +10,7 @@ import { DEFAULT_RESPONDER_CONFIG, Responder, type ResponderConfig } from '../..
 import { Outcome, TcpEvent } from '../../../src/tcp/counters.js';
 import { SynCookies } from '../../../src/tcp/cookie.js';
 import type { Flow } from '../../../src/tcp/flow.js';
-import { plausibleQueryStart, wholeMessages } from '../../../src/dns/message.js';
+import { dnsMessageLength, plausibleQueryStart } from '../../../src/dns/message.js';
 import { decodeFrame } from '../../../src/wire/frame.js';
 import { emitReply, replyLength } from '../../../src/wire/emit.js';
 import { ChecksumPolicy, DecodeResult, LinkType, ReplyHeader, Segment, TcpFlag } from '../../../src/wire/segment.js';
@@ -84,7 +84,7 @@ class Harness {
 
   constructor(options: Options = {}) {
     this.responder = new Responder(
-      { ...DEFAULT_RESPONDER_CONFIG, framer: wholeMessages, plausibleStart: plausibleQueryStart, ...options.config },
+      { ...DEFAULT_RESPONDER_CONFIG, messageLength: dnsMessageLength, plausibleStart: plausibleQueryStart, ...options.config },
       this.cookies,
       {
         send: (h, p, o, n) => this.capture(h, p, o, n),
@@ -684,6 +684,65 @@ test('a streamed answer: answerPart fills the send buffer, onDrain comes once AC
   h.ackTo(isn + 1 + 9100 + 1);
   assert.equal(h.responder.flows.size, 0);
   assert.equal(h.responder.queuedBytes, 0);
+});
+
+test('a flow owes at most maxPipelined answers: further queries wait out of the window and go on as answers are given', () => {
+  const h = new Harness({ config: { maxPipelined: 3 } });
+  h.handshake();
+  const queries = [1, 2, 3, 4, 5].map((id) => framedQuery('www.lab.test', id));
+  h.send(Buffer.concat(queries));
+  assert.equal(h.messages.length, 3, 'three handed over, two held');
+  assert.equal(h.responder.events[TcpEvent.PIPELINE_FULL], 1);
+  assert.equal(h.responder.queuedBytes, queries[3]!.length + queries[4]!.length);
+  const flow = h.messages[0]!.flow;
+  const answer = h.answerFor(h.messages[0]!.bytes.subarray(2));
+  h.responder.answer(flow, answer, 0, answer.length);
+  assert.equal(h.messages.length, 4, 'an answer given: the next query goes on');
+  // The answer's segment advertises the window less the query still held (RFC 9293 §3.8.6.2.2).
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(window(65535 - queries[4]!.length), payloadLength(answer.length)));
+  for (let i = 1; i < 4; i++) {
+    const next = h.answerFor(h.messages[i]!.bytes.subarray(2));
+    h.responder.answer(flow, next, 0, next.length);
+  }
+  assert.equal(h.messages.length, 5);
+  assert.equal(flow.receiveQueue.length, 0, 'nothing held any more');
+  assert.deepEqual(
+    h.messages.map((m) => m.bytes),
+    queries,
+    'in order',
+  );
+});
+
+test('a flow whose send buffer is full is handed no more queries until the client acknowledges', () => {
+  const h = new Harness({ config: { sendBufferBytes: 200 } });
+  const isn = h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  const flow = h.messages[0]!.flow;
+  const big = h.answerFor(h.messages[0]!.bytes.subarray(2), 500);
+  h.responder.answer(flow, big, 0, big.length);
+  h.take();
+  h.send(framedQuery('www.lab.test', 2));
+  assert.equal(h.messages.length, 1, 'held: 500 unacknowledged bytes ≥ the 200-byte send buffer');
+  h.ackTo(isn + 1 + big.length);
+  assert.equal(h.messages.length, 2, 'the ACK made room: the query goes on');
+});
+
+test('a client FIN after pipelined queries: the whole ones held back are still answered, a partial one is dropped', () => {
+  const h = new Harness({ config: { maxPipelined: 1 }, answerAtOnce: false });
+  h.handshake();
+  const queries = [1, 2].map((id) => framedQuery('www.lab.test', id));
+  const partial = framedQuery('www.lab.test', 3).subarray(0, 6);
+  h.send(Buffer.concat([...queries, partial]), TcpFlag.FIN);
+  assert.equal(h.messages.length, 1);
+  assert.equal(h.responder.queuedBytes, queries[1]!.length, 'the partial query is gone, the whole one waits');
+  const flow = h.messages[0]!.flow;
+  const first = h.answerFor(h.messages[0]!.bytes.subarray(2));
+  h.responder.answer(flow, first, 0, first.length);
+  assert.equal(h.messages.length, 2);
+  const second = h.answerFor(h.messages[1]!.bytes.subarray(2));
+  h.responder.answer(flow, second, 0, second.length);
+  const sent = h.take().map(decode);
+  assert.ok(sent.at(-1)!.flags & TcpFlag.FIN, 'our FIN after the last answer');
 });
 
 test('after closeWhenAnswered, what the client sends is acknowledged but not delivered (RFC 9112 §9.6), and a partial request does not hold back the FIN', () => {
