@@ -1,0 +1,94 @@
+/**
+ * Issue 13: no client can take what the others need. With one shard worker (`--workers 1`), so
+ * that the abusive client and the others share a shard, a client that pipelines queries as fast
+ * as its kernel lets it and never reads an answer (a 2 KB receive buffer) is held to its
+ * per-connection limits: the server stops taking its queries once it owes `--max-pipelined`
+ * answers or its send queue is full, and its window closes. Meanwhile other clients get their
+ * answers, and the server's memory hardly moves.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createLab, type Lab } from '../../lab/lab.js';
+import { METRICS_ENDPOINT, metricTotal, scrapeMetrics, startFrontEnd, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
+import { requireTools } from '../../lab/tools.js';
+import { LAB_ZONE } from '../../lab/zone.js';
+
+/** Resident memory of the front end's node process (kB); `ip netns exec` execs it, so the PID is the same. */
+const rssKb = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+
+/**
+ * The abusive client: one connection with a 2 KB receive buffer that writes framed queries for
+ * `name` for `seconds` (as fast as its kernel takes them) and never reads; prints how many it
+ * wrote, then holds the connection open until killed.
+ */
+const PIPELINER = `
+import socket, struct, sys, time
+host, port, name, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+qname = b''.join(bytes([len(label)]) + label.encode() for label in name.rstrip('.').split('.')) + b'\\0'
+query = struct.pack('!HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0) + qname + struct.pack('!HH', 1, 1)
+framed = struct.pack('!H', len(query)) + query
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+s.connect((host, port))
+s.setblocking(False)
+burst = framed * 512
+sent = 0
+deadline = time.time() + seconds
+while time.time() < deadline:
+    try:
+        sent += s.send(burst)
+    except BlockingIOError:
+        time.sleep(0.01)
+print('wrote', sent // len(framed), 'queries', flush=True)
+time.sleep(120)
+`;
+
+describe('one client pipelining without reading', () => {
+  let lab: Lab;
+  let frontEnd: RunningFrontEnd;
+  before(async () => {
+    requireTools('dig', 'python3');
+    lab = await createLab();
+    frontEnd = await startFrontEnd(lab, ['--workers', '1', '--metrics', METRICS_ENDPOINT]);
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('is held to its limits: its window closes, others are answered, memory stays flat', async (t) => {
+    const pid = frontEnd.process.pid!;
+    const warm = await lab.exec('client', ['dig', '+tcp', '+short', `@${lab.serverV4}`, LAB_ZONE.www.name, 'A']);
+    assert.equal(warm.stdout.trim(), LAB_ZONE.www.a);
+    const rssBefore = rssKb(pid);
+
+    const abuser = lab.spawn('client', ['python3', '-c', PIPELINER, lab.serverV4, '53', LAB_ZONE.www.name, '3']);
+    t.after(() => abuser.kill('SIGKILL'));
+    const [, wrote] = await lab.waitForLine(abuser, /wrote (\d+) queries/, 15_000);
+    t.diagnostic(`the abusive client wrote ${wrote} queries into its socket`);
+
+    // Another client (another address: IPv6) while the abusive connection is held open.
+    for (const [server, type, expected] of [
+      [lab.serverV6, 'AAAA', LAB_ZONE.www.aaaa],
+      [lab.serverV4, 'A', LAB_ZONE.www.a],
+    ] as const) {
+      const dig = await lab.exec('client', ['dig', '+tcp', '+short', '+tries=1', '+time=2', `@${server}`, LAB_ZONE.www.name, type]);
+      assert.equal(dig.stdout.trim(), expected, `dig ${type} while the abusive client holds its connection: ${dig.stdout}${dig.stderr}`);
+    }
+
+    // Shards report their metrics every second: wait for a report from after the burst.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const metrics = await scrapeMetrics(lab);
+    const queued = metricTotal(metrics, 'stateless_tcp_queued_bytes');
+    const queries = metricTotal(metrics, 'stateless_tcp_dns_total{shard="0",counter="queries"}');
+    const held = metricTotal(metrics, 'stateless_tcp_events_total{shard="0",event="pipeline_full"}');
+    const rssGrowthKb = rssKb(pid) - rssBefore;
+    t.diagnostic(`server: ${queries} queries taken, ${queued} bytes queued, pipeline_full ${held}, RSS +${rssGrowthKb} kB`);
+    assert.ok(held >= 1, `the abusive connection was held back: ${metrics}`);
+    assert.ok(queries < Number(wrote), `the server took ${queries} of the ${wrote} queries written`);
+    // At most its send buffer (128 KiB) of answers, the answers to the queries it was handed
+    // last (100 owed, under 100 bytes each here), and its receive window (64 KiB) of queries.
+    assert.ok(queued <= 128 * 1024 + 100 * 100 + 65_535, `${queued} bytes queued`);
+    assert.ok(rssGrowthKb < 16 * 1024, `server RSS grew by ${rssGrowthKb} kB`);
+  });
+});
