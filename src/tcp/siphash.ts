@@ -40,7 +40,7 @@ export function sipHash24(key: SipKey, buf: Uint8Array, off: number, len: number
   let p = off;
   // Each pass: one message block m (the last one carries len mod 256 in its top byte), or, after
   // it, the finalisation (v2 ^= 0xff and 4 rounds instead of 2).
-  for (let pass = 0; ; pass++) {
+  for (;;) {
     let mh = 0;
     let ml = 0;
     let rounds = 2;
@@ -69,7 +69,7 @@ export function sipHash24(key: SipKey, buf: Uint8Array, off: number, len: number
       let tl: number;
       // v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32)
       lo = (v0l + v1l) | 0;
-      v0h = (v0h + v1h + ((lo >>> 0) < (v0l >>> 0) ? 1 : 0)) | 0;
+      v0h = (v0h + v1h + (lo >>> 0 < v0l >>> 0 ? 1 : 0)) | 0;
       v0l = lo;
       th = (v1h << 13) | (v1l >>> 19);
       tl = (v1l << 13) | (v1h >>> 19);
@@ -80,7 +80,7 @@ export function sipHash24(key: SipKey, buf: Uint8Array, off: number, len: number
       v0l = th;
       // v2 += v3; v3 = rotl(v3, 16); v3 ^= v2
       lo = (v2l + v3l) | 0;
-      v2h = (v2h + v3h + ((lo >>> 0) < (v2l >>> 0) ? 1 : 0)) | 0;
+      v2h = (v2h + v3h + (lo >>> 0 < v2l >>> 0 ? 1 : 0)) | 0;
       v2l = lo;
       th = (v3h << 16) | (v3l >>> 16);
       tl = (v3l << 16) | (v3h >>> 16);
@@ -88,7 +88,7 @@ export function sipHash24(key: SipKey, buf: Uint8Array, off: number, len: number
       v3l = tl ^ v2l;
       // v0 += v3; v3 = rotl(v3, 21); v3 ^= v0
       lo = (v0l + v3l) | 0;
-      v0h = (v0h + v3h + ((lo >>> 0) < (v0l >>> 0) ? 1 : 0)) | 0;
+      v0h = (v0h + v3h + (lo >>> 0 < v0l >>> 0 ? 1 : 0)) | 0;
       v0l = lo;
       th = (v3h << 21) | (v3l >>> 11);
       tl = (v3l << 21) | (v3h >>> 11);
@@ -96,7 +96,7 @@ export function sipHash24(key: SipKey, buf: Uint8Array, off: number, len: number
       v3l = tl ^ v0l;
       // v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32)
       lo = (v2l + v1l) | 0;
-      v2h = (v2h + v1h + ((lo >>> 0) < (v2l >>> 0) ? 1 : 0)) | 0;
+      v2h = (v2h + v1h + (lo >>> 0 < v2l >>> 0 ? 1 : 0)) | 0;
       v2l = lo;
       th = (v1h << 17) | (v1l >>> 15);
       tl = (v1l << 17) | (v1h >>> 15);
