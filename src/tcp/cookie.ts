@@ -100,6 +100,7 @@ export class SynCookies {
   /** Hash input: domain, MSS class, 2 zero, period (4), client ISN (4), ports (4), two addresses (≤ 32). */
   private readonly scratch = new Uint8Array(48);
   private readonly digest = new Uint32Array(2);
+  private readonly tableKeyScratch = new Uint32Array(2);
 
   /** `secret` is 16 bytes: the SipHash key. */
   constructor(secret: Uint8Array, options: CookieOptions = DEFAULT_COOKIE_OPTIONS) {
@@ -221,6 +222,16 @@ export class SynCookies {
   connectionId(seg: Segment, out: Uint32Array): void {
     this.fromSegment(seg, Domain.CONNECTION, 0, 0, 0);
     sipHash24(this.connectionKey, this.scratch, 0, 16 + 2 * seg.addrLength, out);
+  }
+
+  /**
+   * The flow table's bucket key for client segment `seg` (31 bits of its connection id, a small
+   * integer for V8): keyed, so that a client choosing its addresses and ports cannot aim its
+   * connections at one bucket and turn lookups into a walk along one chain.
+   */
+  tableKey(seg: Segment): number {
+    this.connectionId(seg, this.tableKeyScratch);
+    return this.tableKeyScratch[0]! & 0x7fff_ffff;
   }
 
   private token(period: number, mssIndex: number, addrLength: number, key: SipKey = this.key): number {

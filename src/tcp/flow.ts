@@ -6,18 +6,20 @@
  * next segment is recognised by its cookie or timestamp token (cookie.ts).
  */
 import { ReplyHeader, type Segment } from '../wire/segment.js';
-import { segmentFlowHash } from '../wire/flow-hash.js';
 import { ByteQueue } from './byte-queue.js';
 
 export class Flow {
   /** Header template for everything we send: addresses and ports in the reply direction. */
   readonly reply = new ReplyHeader();
-  /**
-   * Hash of the 4-tuple (wire/flow-hash.ts: the one the capture thread routes by, and publishes
-   * flows by in live-flows.ts), and the next flow with the same hash in the table.
-   */
+  /** The flow table's bucket key of the 4-tuple (FlowTable), and the next flow with the same key. */
   hash = 0;
   nextInBucket: Flow | null = null;
+  /**
+   * The capture thread's routing hash of the 4-tuple (wire/flow-hash.ts), by which the flow is
+   * published in live-flows.ts. Another hash than `hash`: shared by the threads, so not keyed
+   * per shard, and symmetric.
+   */
+  routeHash = 0;
   /** The connection's 64-bit key in the table of idle connections (recent.ts). */
   idLow = 0;
   idHigh = 0;
@@ -101,19 +103,25 @@ export class Flow {
   }
 }
 
-/** Flows by 4-tuple: a Map of hash buckets chained through `Flow.nextInBucket`. */
+/** Flows by 4-tuple: a Map of buckets chained through `Flow.nextInBucket`. */
 export class FlowTable {
   private readonly buckets = new Map<number, Flow>();
   size = 0;
 
+  /**
+   * `keyOf` gives a client segment's bucket key, a 31-bit integer; the responder's is keyed with a
+   * secret (SynCookies.tableKey), so that chains stay short whatever tuples clients choose.
+   */
+  constructor(private readonly keyOf: (seg: Segment) => number) {}
+
   find(seg: Segment): Flow | null {
-    let flow = this.buckets.get(segmentFlowHash(seg)) ?? null;
+    let flow = this.buckets.get(this.keyOf(seg)) ?? null;
     while (flow !== null && !sameFlow(flow, seg)) flow = flow.nextInBucket;
     return flow;
   }
 
   add(flow: Flow, seg: Segment): void {
-    flow.hash = segmentFlowHash(seg);
+    flow.hash = this.keyOf(seg);
     flow.nextInBucket = this.buckets.get(flow.hash) ?? null;
     this.buckets.set(flow.hash, flow);
     this.size++;

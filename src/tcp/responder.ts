@@ -32,6 +32,7 @@ import { FlowlessAction, flowlessAction } from './flowless.js';
 import { Outcome, TCP_EVENT_NAMES, TcpEvent } from './counters.js';
 import type { MessageLength, StreamApplication, Transport } from './transport.js';
 import { formatAddress } from '../wire/format.js';
+import { segmentFlowHash } from '../wire/flow-hash.js';
 
 /** Receives the segments we send, one header and payload slice at a time. */
 export interface SegmentSink {
@@ -105,7 +106,7 @@ const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
 
 export class Responder implements Transport<Flow> {
   readonly events = new Float64Array(TCP_EVENT_NAMES.length);
-  readonly flows = new FlowTable();
+  readonly flows: FlowTable;
   /** Sequence numbers of connections gone idle (recent.ts). */
   readonly recent: RecentConnections;
   /** Scratch for `SynCookies.connectionId`: [low, high]. */
@@ -127,6 +128,7 @@ export class Responder implements Transport<Flow> {
     private readonly liveFlows: LiveFlows | null = null,
   ) {
     this.recent = new RecentConnections(config.recentConnections, cookies.maxIdleSeconds * 1000);
+    this.flows = new FlowTable((seg) => cookies.tableKey(seg));
   }
 
   handleSegment(seg: Segment, nowMs: number): Outcome {
@@ -382,7 +384,10 @@ export class Responder implements Transport<Flow> {
     flow.rtoMs = this.config.initialRtoMs;
     flow.lastReceiveMs = nowMs;
     this.flows.add(flow, seg);
-    this.liveFlows?.add(flow.hash);
+    if (this.liveFlows !== null) {
+      flow.routeHash = segmentFlowHash(seg);
+      this.liveFlows.add(flow.routeHash);
+    }
     this.events[TcpEvent.FLOWS_CREATED]!++;
     return flow;
   }
@@ -769,7 +774,7 @@ export class Responder implements Transport<Flow> {
     flow.released = true;
     this.queuedBytes -= flow.sendQueue.length + flow.receiveQueue.length;
     this.flows.remove(flow);
-    this.liveFlows?.remove(flow.hash);
+    this.liveFlows?.remove(flow.routeHash);
     this.events[TcpEvent.FLOWS_RELEASED]!++;
     // Everything sent is acknowledged and nothing is owed: the connection goes idle. Remember
     // where it stands (recent.ts), unless it is over — reset, aborted, or closed by the client.

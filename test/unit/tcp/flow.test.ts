@@ -5,9 +5,14 @@
  * packets and a client whose port was chosen to collide share the bucket); removal from the head,
  * middle and tail of a chain; iteration that lets the flow just yielded be removed.
  * Flow: the sequence-space arithmetic (in flight, FIN in flight, unsent) across 2^32.
+ *
+ * The mechanics are tested with the unkeyed routing hash as the bucket key (its collisions can be
+ * searched for, so chains can be built); the responder keys its table with a secret, and one test
+ * shows that clients colliding under the unkeyed hash do not collide there.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { SynCookies } from '../../../src/tcp/cookie.js';
 import { Flow, FlowTable } from '../../../src/tcp/flow.js';
 import { segmentFlowHash } from '../../../src/wire/flow-hash.js';
 import { decodeFrame } from '../../../src/wire/frame.js';
@@ -86,7 +91,7 @@ function collidingClients(): [{ port: number; last: number }, { port: number; la
 
 describe('FlowTable', () => {
   it('finds a flow by every client segment of its connection, IPv4 and IPv6, and by nothing else', () => {
-    const table = new FlowTable();
+    const table = new FlowTable(segmentFlowHash);
     const v4 = flowFor(segmentOf(Packet.V4_SYN));
     const v6 = flowFor(segmentOf(Packet.V6_SYN));
     assert.equal(table.find(segmentOf(Packet.V4_SYN)), null);
@@ -109,7 +114,7 @@ describe('FlowTable', () => {
   });
 
   it('tells apart the two directions of one connection, which share a bucket', () => {
-    const table = new FlowTable();
+    const table = new FlowTable(segmentFlowHash);
     const clientSide = segmentOf(Packet.V4_QUERY);
     const serverSide = segmentOf(Packet.V4_ANSWER);
     assert.equal(segmentFlowHash(clientSide), segmentFlowHash(serverSide), 'the hash is symmetric');
@@ -124,6 +129,22 @@ describe('FlowTable', () => {
     assert.equal(table.find(segmentOf(Packet.V6_QUERY)), null);
   });
 
+  it('keyed as the responder keys it (SynCookies.tableKey), connections that collide unkeyed get buckets of their own', () => {
+    const [a, b] = collidingClients();
+    const segments = [withClient(Packet.V4_QUERY, a.port, a.last), withClient(Packet.V4_QUERY, b.port, b.last)];
+    assert.equal(segmentFlowHash(segments[0]!), segmentFlowHash(segments[1]!), 'the clients collide unkeyed');
+    const cookies = new SynCookies(Uint8Array.from({ length: 16 }, (_, i) => 0x30 + i));
+    const table = new FlowTable((seg) => cookies.tableKey(seg));
+    const flows = segments.map(flowFor);
+    for (const [i, flow] of flows.entries()) table.add(flow, segments[i]!);
+    assert.notEqual(flows[0]!.hash, flows[1]!.hash);
+    assert.equal(flows[0]!.nextInBucket, null);
+    assert.equal(flows[1]!.nextInBucket, null);
+    assert.equal(table.find(withClient(Packet.V4_CLIENT_FIN, a.port, a.last)), flows[0]);
+    assert.equal(table.find(withClient(Packet.V4_CLIENT_FIN, b.port, b.last)), flows[1]);
+    for (const flow of flows) assert.ok(Number.isInteger(flow.hash) && flow.hash >= 0 && flow.hash < 2 ** 31, 'a small integer key');
+  });
+
   it('chains connections whose hashes collide and removes from the middle, tail and head', () => {
     const [a, b] = collidingClients();
     // Four flows in one bucket: two clients that collide, each in both directions.
@@ -136,7 +157,7 @@ describe('FlowTable', () => {
     const hash = segmentFlowHash(segments[0]!);
     for (const seg of segments) assert.equal(segmentFlowHash(seg), hash);
 
-    const table = new FlowTable();
+    const table = new FlowTable(segmentFlowHash);
     const flows = segments.map(flowFor);
     for (const [i, flow] of flows.entries()) table.add(flow, segments[i]!);
     assert.equal(table.size, 4);
@@ -174,7 +195,7 @@ describe('FlowTable', () => {
   });
 
   it('ignores the removal of a flow that is not in the table', () => {
-    const table = new FlowTable();
+    const table = new FlowTable(segmentFlowHash);
     const v4 = segmentOf(Packet.V4_QUERY);
     const flow = flowFor(v4);
     table.add(flow, v4);
@@ -204,7 +225,7 @@ describe('FlowTable', () => {
       withClient(Packet.V4_QUERY, b.port, b.last),
     ];
     for (const removeEvery of [1, 2, 3]) {
-      const table = new FlowTable();
+      const table = new FlowTable(segmentFlowHash);
       const flows = segments.map(flowFor);
       for (const [i, flow] of flows.entries()) table.add(flow, segments[i]!);
       const yielded: Flow[] = [];
