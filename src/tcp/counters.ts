@@ -51,5 +51,7 @@ export const TcpEvent = {
    * answers or its send buffer was full; counted once each time it starts.
    */
   PIPELINE_FULL: 11,
+  /** Challenge ACKs not sent: the flow had sent its burst within the interval (RFC 5961 §7). */
+  CHALLENGE_ACKS_LIMITED: 12,
 } as const;
 export const TCP_EVENT_NAMES = counterNames(TcpEvent);

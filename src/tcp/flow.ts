@@ -84,6 +84,9 @@ export class Flow {
   delivering = false;
   /** A whole message is held back: the flow owes its limit of answers, or its send buffer is full. */
   pipelineHeld = false;
+  /** Challenge ACKs sent in the interval that began at `challengeIntervalStartMs` (RFC 5961 §7). */
+  challengeAcks = 0;
+  challengeIntervalStartMs = 0;
   /** Out of the flow table: the connection went idle (or was closed); this object is done with. */
   released = false;
 

@@ -100,6 +100,10 @@ export const DEFAULT_RESPONDER_CONFIG: TcpSettings = {
 /** RFC 7323 Appendix A: NOP, NOP, timestamps = 12 bytes of options on every segment. */
 const TIMESTAMP_OPTION_BYTES = 12;
 
+/** RFC 5961 §7 challenge-ACK limit per flow: this many in each interval (Linux's tcp_invalid_ratelimit is 500 ms). */
+const CHALLENGE_ACK_BURST = 2;
+const CHALLENGE_ACK_INTERVAL_MS = 500;
+
 /** Sequence-number comparison modulo 2^32 (RFC 9293 §3.4). */
 const seqLt = (a: number, b: number): boolean => ((a - b) | 0) < 0;
 const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
@@ -140,8 +144,7 @@ export class Responder implements Transport<Flow> {
       // A SYN+ACK or SYN+FIN is not the start of a connection to us.
       if (flags & (TcpFlag.ACK | TcpFlag.FIN)) return Outcome.IGNORED;
       // RFC 5961 §4.2: a SYN on a synchronised connection gets a challenge ACK.
-      this.sendAck(flow, nowMs);
-      return Outcome.CHALLENGE_ACK;
+      return this.challengeAck(flow, nowMs);
     }
     // RFC 9293 §3.10.7.4: "if the ACK bit is off, drop the segment and return".
     if (!(flags & TcpFlag.ACK)) return Outcome.IGNORED;
@@ -420,10 +423,7 @@ export class Responder implements Transport<Flow> {
     if (seg.hasTimestamps && seqLeq(seg.seq, flow.rcvNxt)) flow.tsRecent = seg.tsVal;
 
     // The acknowledgment. RFC 5961 §5.2: acceptable only within [SND.UNA − MAX.SND.WND, SND.MAX].
-    if (seqLt(flow.sndMax, seg.ack) || seqLt(seg.ack, (flow.sndUna - 65535) >>> 0)) {
-      this.sendAck(flow, nowMs);
-      return Outcome.CHALLENGE_ACK;
-    }
+    if (seqLt(flow.sndMax, seg.ack) || seqLt(seg.ack, (flow.sndUna - 65535) >>> 0)) return this.challengeAck(flow, nowMs);
     let outcome: Outcome = Outcome.ACK;
     if (seqLt(flow.sndUna, seg.ack)) {
       this.onNewAck(flow, seg.ack, nowMs);
@@ -483,6 +483,27 @@ export class Responder implements Transport<Flow> {
       else this.sendAck(flow, nowMs);
     }
     return outcome;
+  }
+
+  /**
+   * A challenge ACK (RFC 5961 §3.2, §4.2, §5.2): the real peer answers it, a blind attacker does
+   * not see it. Rate-limited per flow (RFC 5961 §7) to a burst of CHALLENGE_ACK_BURST in each
+   * CHALLENGE_ACK_INTERVAL_MS, so that forged segments cannot make us send the client a stream of
+   * ACKs; per flow rather than for the whole shard, so that the limit tells an off-path attacker
+   * nothing about other connections (the side channel of CVE-2016-5696).
+   */
+  private challengeAck(flow: Flow, nowMs: number): Outcome {
+    if (nowMs - flow.challengeIntervalStartMs >= CHALLENGE_ACK_INTERVAL_MS) {
+      flow.challengeIntervalStartMs = nowMs;
+      flow.challengeAcks = 0;
+    }
+    if (flow.challengeAcks >= CHALLENGE_ACK_BURST) {
+      this.events[TcpEvent.CHALLENGE_ACKS_LIMITED]!++;
+      return Outcome.IGNORED;
+    }
+    flow.challengeAcks++;
+    this.sendAck(flow, nowMs);
+    return Outcome.CHALLENGE_ACK;
   }
 
   /** RFC 9293 §3.10.7.4 acceptance test with RCV.WND = our advertised window. */
@@ -599,10 +620,7 @@ export class Responder implements Transport<Flow> {
       this.release(flow, nowMs);
       return Outcome.RESET;
     }
-    if (this.acceptable(flow, seg.seq, 1)) {
-      this.sendAck(flow, nowMs);
-      return Outcome.CHALLENGE_ACK;
-    }
+    if (this.acceptable(flow, seg.seq, 1)) return this.challengeAck(flow, nowMs);
     return Outcome.IGNORED;
   }
 

@@ -395,6 +395,20 @@ test('a forged data segment (no handshake) gets RST and no data; the application
   assert.equal(h.responder.flows.size, 0);
 });
 
+test('challenge ACKs are limited per flow to 2 in 500 ms (RFC 5961 §7); the rest of the forged segments get nothing', () => {
+  const h = new Harness();
+  h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  h.take();
+  const outcomes = [100, 200, 300, 400, 500].map((ahead) => h.segment({ flags: TcpFlag.RST, seq: h.clientSeq + ahead }));
+  assert.deepEqual(outcomes, [Outcome.CHALLENGE_ACK, Outcome.CHALLENGE_ACK, Outcome.IGNORED, Outcome.IGNORED, Outcome.IGNORED]);
+  assert.equal(h.take().length, 2);
+  assert.equal(h.responder.events[TcpEvent.CHALLENGE_ACKS_LIMITED], 3);
+  h.nowMs += 500;
+  assert.equal(h.segment({ flags: TcpFlag.SYN, ack: 0 }), Outcome.CHALLENGE_ACK, 'a new interval');
+  assert.equal(h.take().length, 1);
+});
+
 test('RST: exactly at RCV.NXT drops the flow and its pending answers; elsewhere in the window gets a challenge ACK', () => {
   const h = new Harness();
   h.handshake();
