@@ -53,5 +53,10 @@ export const TcpEvent = {
   PIPELINE_FULL: 11,
   /** Challenge ACKs not sent: the flow had sent its burst within the interval (RFC 5961 §7). */
   CHALLENGE_ACKS_LIMITED: 12,
+  /**
+   * Flows dropped with RST for a deadline: a message not whole within messageDeadlineMs of its
+   * first byte, or a window kept closed for zeroWindowLimitMs (also in flows_aborted).
+   */
+  DEADLINES_MISSED: 13,
 } as const;
 export const TCP_EVENT_NAMES = counterNames(TcpEvent);

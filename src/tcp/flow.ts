@@ -57,7 +57,10 @@ export class Flow {
   /** Bytes received in order that do not yet make a whole message. */
   readonly receiveQueue = new ByteQueue();
   clientFin = false;
-  lastReceiveMs = 0;
+  /** When the first byte still in the receive queue arrived (the message deadline counts from it). */
+  partialSinceMs = 0;
+  /** Since when the client's window has been closed on data waiting for it (-1: open). */
+  windowClosedSinceMs = -1;
   /** Since when an ACK is owed that we hold back for an answer to carry (-1: none). */
   ackDelayedSinceMs = -1;
 

@@ -69,8 +69,16 @@ export interface ResponderConfig {
   initialRtoMs: number;
   maxRtoMs: number;
   maxRetransmits: number;
-  /** A flow holding only part of a message is dropped (with RST) after this long without data. */
-  idleTimeoutMs: number;
+  /**
+   * A message must be whole within this long of its first byte's arrival, however the client
+   * trickles it; a flow holding part of one for longer (and owing nothing) is dropped with RST.
+   */
+  messageDeadlineMs: number;
+  /**
+   * The longest a client may keep its window closed on answers waiting for it (probed all the
+   * while); then the flow is dropped with RST.
+   */
+  zeroWindowLimitMs: number;
   /** How long an ACK may wait for an owed answer to carry it (RFC 9293 §3.8.6.3: < 0.5 s). */
   delayedAckMs: number;
 }
@@ -92,7 +100,11 @@ export const DEFAULT_RESPONDER_CONFIG: TcpSettings = {
   initialRtoMs: 200,
   maxRtoMs: 8000,
   maxRetransmits: 8,
-  idleTimeoutMs: 10_000,
+  // RFC 7766 §6.2.3 leaves idle timeouts to the server; RFC 9210 §3.4 suggests seconds, not minutes.
+  messageDeadlineMs: 10_000,
+  // Long enough for a client that pauses reading; short enough that a peer which never reads
+  // cannot hold its answers (up to the send buffer) for longer than a minute.
+  zeroWindowLimitMs: 60_000,
   // An upstream on the same network answers well within it; the client's RTO is ≥ 200 ms.
   delayedAckMs: 20,
 };
@@ -228,15 +240,26 @@ export class Responder implements Transport<Flow> {
   /** Timers: delayed ACKs, retransmission and window probes (RFC 6298, RFC 9293 §3.8.6.1), idle eviction. */
   tick(nowMs: number): void {
     for (const flow of this.flows) {
+      if (flow.windowClosedSinceMs >= 0 && nowMs - flow.windowClosedSinceMs >= this.config.zeroWindowLimitMs) {
+        this.events[TcpEvent.DEADLINES_MISSED]!++;
+        this.abort(flow, nowMs);
+        continue;
+      }
       if (flow.ackDelayedSinceMs >= 0 && nowMs - flow.ackDelayedSinceMs >= this.config.delayedAckMs) this.sendAck(flow, nowMs);
       if (flow.inFlight > 0) {
         if (nowMs - flow.lastSendMs >= flow.rtoMs) this.onRetransmitTimeout(flow, nowMs);
       } else if (flow.unsent > 0 && !flow.pushPending && nowMs - flow.lastSendMs >= flow.rtoMs) {
-        // The client's window is closed: probe it with one byte so its ACK reopens it.
+        // The client's window is closed: probe it with one byte so its ACK reopens it (RFC 9293
+        // §3.8.6.1) — for at most zeroWindowLimitMs (checked above) from the first probe, until
+        // the client takes data again. RFC 1122 §4.2.2.17 would probe for as long as the probes
+        // are acknowledged; the cap keeps a client that never reads from holding its answers for ever.
+        if (flow.windowClosedSinceMs < 0) flow.windowClosedSinceMs = nowMs;
         this.events[TcpEvent.WINDOW_PROBES]!++;
         this.sendFromQueue(flow, 1, false, nowMs);
         flow.rtoMs = Math.min(flow.rtoMs * 2, this.config.maxRtoMs);
-      } else if (flow.receiveQueue.length > 0 && flow.answersOwed === 0 && nowMs - flow.lastReceiveMs >= this.config.idleTimeoutMs) {
+      } else if (flow.receiveQueue.length > 0 && flow.answersOwed === 0 && nowMs - flow.partialSinceMs >= this.config.messageDeadlineMs) {
+        // Part of a message, begun messageDeadlineMs ago and still not whole (trickled, or cut off).
+        this.events[TcpEvent.DEADLINES_MISSED]!++;
         this.abort(flow, nowMs);
       }
     }
@@ -385,7 +408,7 @@ export class Responder implements Transport<Flow> {
     flow.cwnd = Math.min(10 * flow.payloadMss, Math.max(2 * flow.payloadMss, 14600));
     flow.ssthresh = 65535;
     flow.rtoMs = this.config.initialRtoMs;
-    flow.lastReceiveMs = nowMs;
+    flow.partialSinceMs = nowMs;
     this.flows.add(flow, seg);
     if (this.liveFlows !== null) {
       flow.routeHash = segmentFlowHash(seg);
@@ -518,7 +541,6 @@ export class Responder implements Transport<Flow> {
   /** Takes in-order bytes: whole messages go to the application as the flow's limits allow, the rest waits. */
   private receive(flow: Flow, buf: Uint8Array, offset: number, length: number, nowMs: number): void {
     flow.rcvNxt = (flow.rcvNxt + length) >>> 0;
-    flow.lastReceiveMs = nowMs;
     // The application asked to close (transport.ts closeWhenAnswered): acknowledged, not delivered.
     if (flow.closeRequested) return;
     const queue = flow.receiveQueue;
@@ -529,6 +551,7 @@ export class Responder implements Transport<Flow> {
       if (used < length && !flow.released && !flow.closeRequested) {
         queue.append(buf, offset + used, length - used);
         this.queuedBytes += length - used;
+        flow.partialSinceMs = nowMs;
       }
       return;
     }
@@ -571,6 +594,8 @@ export class Responder implements Transport<Flow> {
     if (flow.released) return; // its queues were let go with it
     queue.consume(used);
     this.queuedBytes -= used;
+    // A message was completed: the deadline of what follows counts from now.
+    if (used > 0) flow.partialSinceMs = nowMs;
     if (flow.closeRequested) this.discardReceived(flow);
   }
 
@@ -604,6 +629,7 @@ export class Responder implements Transport<Flow> {
     flow.cwnd += flow.cwnd < flow.ssthresh ? Math.min(acked, mss) : Math.max(1, Math.floor((mss * mss) / flow.cwnd));
     flow.dupAcks = 0;
     flow.retransmits = 0;
+    flow.windowClosedSinceMs = -1; // the client took data: its window was open
     flow.rtoMs = this.config.initialRtoMs;
     flow.lastSendMs = nowMs; // RFC 6298 (5.3): restart the timer on an ACK of new data
     if (flow.drainWanted && flow.sendQueue.length <= this.config.sendBufferBytes / 2) {

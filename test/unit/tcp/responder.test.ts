@@ -580,17 +580,56 @@ test('soft-state bounds: past maxFlows new data is neither acknowledged nor deli
   assert.equal(h.messages.length, 0);
 });
 
-test('a flow holding half a message is evicted with RST after the idle timeout', () => {
-  const h = new Harness({ config: { idleTimeoutMs: 1000 } });
+test('a message must be whole within messageDeadlineMs of its first byte, however it is trickled', () => {
+  const h = new Harness({ config: { messageDeadlineMs: 1000 } });
   h.handshake();
-  h.send(framedQuery('www.lab.test', 1).subarray(0, 5));
+  const query = framedQuery('www.lab.test', 1);
+  h.send(query.subarray(0, 5));
   h.take();
   assert.equal(h.responder.flows.size, 1);
-  h.nowMs += 1000;
+  // A byte every 400 ms keeps the flow busy, not alive.
+  for (let at = 6; at <= 7; at++) {
+    h.nowMs += 400;
+    h.send(query.subarray(at - 1, at));
+    h.responder.tick(h.nowMs);
+    assert.equal(h.responder.flows.size, 1, `${at} bytes in`);
+  }
+  h.take();
+  h.nowMs += 200;
   h.responder.tick(h.nowMs);
   checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.RST)));
   assert.equal(h.responder.flows.size, 0);
   assert.equal(h.responder.queuedBytes, 0);
+  assert.equal(h.responder.events[TcpEvent.DEADLINES_MISSED], 1);
+});
+
+test('a client that keeps its window closed on its answers is probed, then dropped after zeroWindowLimitMs', () => {
+  const h = new Harness({ config: { zeroWindowLimitMs: 5000 } });
+  const isn = h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  const flow = h.messages[0]!.flow;
+  const big = h.answerFor(h.messages[0]!.bytes.subarray(2), 3000);
+  h.responder.answer(flow, big, 0, big.length);
+  const first = decode(h.take()[0]!);
+  // The client takes the first segment and closes its window.
+  h.ackTo(isn + 1 + first.payloadLength, 0);
+  h.take();
+  let probes = 0;
+  for (let step = 0; step < 100 && h.responder.flows.size > 0; step++) {
+    h.nowMs += 100;
+    h.responder.tick(h.nowMs);
+    for (const packet of h.take().map(decode)) {
+      if (packet.flags & TcpFlag.RST) continue;
+      probes++;
+      h.ackTo(isn + 1 + first.payloadLength, 0); // acknowledged, window still 0
+    }
+  }
+  assert.ok(probes >= 2, `${probes} window probes`);
+  assert.equal(h.responder.flows.size, 0, 'dropped after the limit');
+  assert.equal(h.responder.events[TcpEvent.DEADLINES_MISSED], 1);
+  // The limit counts from the first probe, one RTO (200 ms, doubled once by the answer's own timer) after the window closed.
+  const elapsed = h.nowMs - NOW_MS;
+  assert.ok(elapsed >= 5000 && elapsed <= 5000 + 1000, `dropped ${elapsed} ms after the window closed`);
 });
 
 for (const remembered of [true, false]) {
