@@ -326,7 +326,11 @@ export class Responder implements Transport<Flow> {
     if (!first && !this.config.plausibleStart(seg.buf, seg.payloadOffset, length)) {
       if (this.cookies.checkFirstSegment(seg, now) < 0) return Outcome.MISALIGNED;
     }
-    return this.startFlow(seg, mssIndex, seg.seq, seg.ack, nowMs);
+    // Proved by its token alone — not the first segment after the handshake, and with no entry in
+    // the table of recent connections: an off-path sender who learned a client's token could
+    // forge it, so the flow starts with a window of two segments and grows only as the client's
+    // ACKs show it receives them. A forged segment never draws much more than it cost.
+    return this.startFlow(seg, mssIndex, seg.seq, seg.ack, nowMs, !first && !this.isFirstSegment(seg, now));
   }
 
   /**
@@ -380,11 +384,22 @@ export class Responder implements Transport<Flow> {
     return this.startFlow(seg, mssIndex, rcvNxt, sndNxt, nowMs);
   }
 
-  private startFlow(seg: Segment, mssIndex: number, rcvNxt: number, sndNxt: number, nowMs: number): Outcome {
+  /** Whether `seg` is the first after the handshake (its cookie checks), keeping the key that proved it. */
+  private isFirstSegment(seg: Segment, now: number): boolean {
+    const provedBy = this.cookies.lastKeyGeneration;
+    const first = this.cookies.checkFirstSegment(seg, now) >= 0;
+    this.cookies.lastKeyGeneration = provedBy;
+    return first;
+  }
+
+  /** `provedByTokenOnly`: the flow starts with a congestion window of two segments (verifyFlowless). */
+  private startFlow(seg: Segment, mssIndex: number, rcvNxt: number, sndNxt: number, nowMs: number, provedByTokenOnly = false): Outcome {
     if (this.flows.size >= this.config.maxFlows || this.queuedBytes >= this.config.maxQueuedBytes) {
       return Outcome.SOFT_STATE_FULL;
     }
-    return this.onSegment(this.createFlow(seg, mssIndex, rcvNxt, sndNxt, nowMs), seg, nowMs);
+    const flow = this.createFlow(seg, mssIndex, rcvNxt, sndNxt, nowMs);
+    if (provedByTokenOnly) flow.cwnd = 2 * flow.payloadMss;
+    return this.onSegment(flow, seg, nowMs);
   }
 
   private createFlow(seg: Segment, mssIndex: number, rcvNxt: number, sndNxt: number, nowMs: number): Flow {

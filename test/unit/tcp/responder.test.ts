@@ -580,6 +580,31 @@ test('soft-state bounds: past maxFlows new data is neither acknowledged nor deli
   assert.equal(h.messages.length, 0);
 });
 
+test('a flow proved by its token alone starts with two segments of window; the first request after the handshake with the full initial window', () => {
+  const h = new Harness({ config: { recentConnections: 0 } });
+  const isn = h.handshake();
+  const firstQuery = framedQuery('www.lab.test', 1);
+  h.send(firstQuery);
+  const bigFor = (i: number): Buffer => h.answerFor(h.messages[i]!.bytes.subarray(2), 5000);
+  const first = bigFor(0);
+  h.responder.answer(h.messages[0]!.flow, first, 0, first.length);
+  const initial = h.take().map(decode);
+  assert.ok(initial.length >= 4, `after the handshake: ${initial.length} segments at once`);
+  let acked = isn + 1 + first.length;
+  h.ackTo(acked);
+  assert.equal(h.responder.flows.size, 0, 'idle: no flow, and no table entry (recentConnections 0)');
+
+  // The next request proves itself by its token only.
+  h.send(framedQuery('www.lab.test', 2));
+  const second = bigFor(1);
+  h.responder.answer(h.messages[1]!.flow, second, 0, second.length);
+  const burst = h.take().map(decode);
+  assert.equal(burst.length, 2, 'two segments until the client acknowledges');
+  acked += burst[0]!.payloadLength + burst[1]!.payloadLength;
+  h.ackTo(acked);
+  assert.ok(h.take().length >= 2, 'the ACK opens the window');
+});
+
 test('a message must be whole within messageDeadlineMs of its first byte, however it is trickled', () => {
   const h = new Harness({ config: { messageDeadlineMs: 1000 } });
   h.handshake();
