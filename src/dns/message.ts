@@ -148,11 +148,11 @@ export function errorAnswer(buf: Uint8Array, offset: number, length: number, rco
   const flagsWord = length >= 4 ? (buf[offset + FLAGS]! << 8) | buf[offset + FLAGS + 1]! : 0;
   const flags = (flagsWord & ((0xf << OPCODE_SHIFT) | RD)) | rcode;
   let questions: dnsPacket.Question[] = [];
-  const end = length >= HEADER_LENGTH && readU16(buf, offset + QDCOUNT) === 1 ? questionEnd(buf, offset, length) : -1;
-  if (end > 0) {
+  const questionLength = length >= HEADER_LENGTH && readU16(buf, offset + QDCOUNT) === 1 ? questionEnd(buf, offset, length) : -1;
+  if (questionLength > 0) {
     // Only the header and the one question are decoded (the other counts zeroed in a copy): a
     // malformed message of thousands of records costs no more than a short one.
-    const head = Buffer.from(buf.subarray(offset, end));
+    const head = Buffer.from(buf.subarray(offset, offset + questionLength));
     head.fill(0, QDCOUNT + 2, HEADER_LENGTH);
     try {
       questions = dnsPacket.decode(head).questions ?? [];

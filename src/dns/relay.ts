@@ -95,11 +95,14 @@ export class DnsRelay<Connection> implements Relay<Connection> {
   /** An answer framed for the wire: 2-byte length + message (RFC 1035 §4.2.2). */
   private framed = new Uint8Array(2 + 4096);
   private answers: Transport<Connection> | null = null;
-  private readonly truncated = new TruncatedQuestions();
+  private readonly truncated: TruncatedQuestions;
   private readonly upstream: UpstreamTransport;
 
   constructor(private readonly config: DnsRelayOptions) {
     this.upstream = config.upstream;
+    const seed = new Uint8Array(4);
+    config.fillRandom(seed);
+    this.truncated = new TruncatedQuestions((seed[0]! << 24) | (seed[1]! << 16) | (seed[2]! << 8) | seed[3]!);
   }
 
   attach(answers: Transport<Connection>): void {

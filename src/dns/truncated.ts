@@ -8,7 +8,8 @@
  * A fixed direct-mapped table: a 32-bit hash of the question (the name case-folded, RFC 4343;
  * type and class) and when the entry expires. Nothing is allocated and nothing grows. Questions
  * that share a slot evict each other, and a false match only sends one small answer over TCP:
- * a slower answer, never a wrong one.
+ * a slower answer, never a wrong one. The hash starts from a random seed, so that clients cannot
+ * choose names that evict a popular question's entry.
  */
 import { HEADER_LENGTH, questionEnd } from './message.js';
 
@@ -21,9 +22,12 @@ export class TruncatedQuestions {
   /** 0: an empty slot. */
   private readonly expiresAtMs = new Float64Array(SLOTS);
 
+  /** `seed`: 32 random bits (the relay draws them from its random source). */
+  constructor(private readonly seed = 0) {}
+
   /** The UDP answer to the query `query[offset, offset+length)` was truncated. */
   remember(query: Uint8Array, offset: number, length: number, nowMs: number): void {
-    const hash = questionHash(query, offset, length);
+    const hash = questionHash(query, offset, length, this.seed);
     const slot = hash & (SLOTS - 1);
     this.hashes[slot] = hash;
     this.expiresAtMs[slot] = nowMs + TRUNCATION_MEMORY_MS;
@@ -31,16 +35,16 @@ export class TruncatedQuestions {
 
   /** Whether the question of `query[offset, offset+length)` was truncated within the memory. */
   isRecent(query: Uint8Array, offset: number, length: number, nowMs: number): boolean {
-    const hash = questionHash(query, offset, length);
+    const hash = questionHash(query, offset, length, this.seed);
     const slot = hash & (SLOTS - 1);
     return this.hashes[slot] === hash && this.expiresAtMs[slot]! > nowMs;
   }
 }
 
-/** FNV-1a over the question section, ASCII letters folded to lower case. */
-function questionHash(buf: Uint8Array, offset: number, length: number): number {
+/** FNV-1a over the question section from the seed, ASCII letters folded to lower case. */
+function questionHash(buf: Uint8Array, offset: number, length: number, seed: number): number {
   const end = questionEnd(buf, offset, length);
-  let hash = 0x811c9dc5 | 0;
+  let hash = (0x811c9dc5 ^ seed) | 0;
   for (let i = offset + HEADER_LENGTH; i < offset + end; i++) {
     let byte = buf[i]!;
     if (byte >= 0x41 && byte <= 0x5a) byte |= 0x20;

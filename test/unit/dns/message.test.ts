@@ -107,6 +107,14 @@ test('errorAnswer reads only the header and the question: a query followed by 64
   assert.equal(answer.additionals?.length ?? 0, 0);
 });
 
+test('errorAnswer reads the query where it lies in a larger buffer', () => {
+  const q = query('www.lab.test', 0x4321);
+  const buf = Buffer.concat([Buffer.alloc(37, 0xee), q, Buffer.alloc(11, 0xee)]);
+  const answer = dnsPacket.decode(errorAnswer(buf, 37, q.length, Rcode.SERVFAIL));
+  assert.equal(answer.id, 0x4321);
+  assert.deepEqual(answer.questions, [{ name: 'www.lab.test', type: 'A', class: 'IN' }]);
+});
+
 test('plausibleQueryStart accepts real query starts and refuses the same bytes from later offsets', () => {
   const q = frame(query('www.lab.test', 0x8000));
   for (let cut = 0; cut <= q.length; cut++) assert.ok(plausibleQueryStart(q, 0, cut), `prefix of ${cut} bytes`);
