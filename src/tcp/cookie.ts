@@ -68,7 +68,7 @@ const TOKEN_PERIOD_SHIFT = 24;
 const TOKEN_MAC_MASK = 0x00fffffc;
 
 /** Hash input domains, so an ISN can never be replayed as a token or the reverse. */
-const Domain = { ISN: 1, TOKEN: 2, CONNECTION: 3 } as const;
+const Domain = { ISN: 1, TOKEN: 2, CONNECTION: 3, SOURCE: 4 } as const;
 
 export const SECRET_BYTES = 16;
 
@@ -231,6 +231,18 @@ export class SynCookies {
    */
   tableKey(seg: Segment): number {
     this.connectionId(seg, this.tableKeyScratch);
+    return this.tableKeyScratch[0]! & 0x7fff_ffff;
+  }
+
+  /**
+   * 31 keyed bits of the client's network — its IPv4 address, or its IPv6 /64, which one host
+   * may fill with addresses of its own: the key of the responder's flow count per source.
+   */
+  sourceKey(seg: Segment): number {
+    this.header(Domain.SOURCE, 0, 0, 0);
+    const prefix = seg.family === 4 ? 4 : 8;
+    for (let i = 0; i < prefix; i++) this.scratch[12 + i] = seg.buf[seg.srcAddrOffset + i]!;
+    sipHash24(this.connectionKey, this.scratch, 0, 12 + prefix, this.tableKeyScratch);
     return this.tableKeyScratch[0]! & 0x7fff_ffff;
   }
 

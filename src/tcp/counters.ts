@@ -58,5 +58,7 @@ export const TcpEvent = {
    * first byte, or a window kept closed for zeroWindowLimitMs (also in flows_aborted).
    */
   DEADLINES_MISSED: 13,
+  /** New data refused (unacknowledged) because its source (IPv4 address, IPv6 /64) holds maxFlowsPerSource flows. */
+  SOURCE_FULL: 14,
 } as const;
 export const TCP_EVENT_NAMES = counterNames(TcpEvent);

@@ -20,6 +20,8 @@ export class Flow {
    * per shard, and symmetric.
    */
   routeHash = 0;
+  /** The client's source network (SynCookies.sourceKey), whose flows the responder counts. */
+  sourceKey = 0;
   /** The connection's 64-bit key in the table of idle connections (recent.ts). */
   idLow = 0;
   idHigh = 0;

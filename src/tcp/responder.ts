@@ -59,6 +59,11 @@ export interface ResponderConfig {
   closeAfterResponse: boolean;
   /** Most flows with soft state at once; past it new data is not acknowledged (the client retries). */
   maxFlows: number;
+  /**
+   * Most flows of one source (an IPv4 address, an IPv6 /64) at once, so that one client cannot
+   * take the whole of maxFlows; past it its new data is not acknowledged.
+   */
+  maxFlowsPerSource: number;
   /** Most bytes queued in all flows at once; past it new data is not acknowledged. */
   maxQueuedBytes: number;
   /** Bytes queued on one flow above which `answerPart` asks the application to wait (`onDrain`). */
@@ -92,6 +97,9 @@ export const DEFAULT_RESPONDER_CONFIG: TcpSettings = {
   maxPipelined: 100,
   closeAfterResponse: false,
   maxFlows: 65536,
+  // A sixteenth of the table: a carrier-grade NAT's address may carry many clients, but no one
+  // source takes all the flows.
+  maxFlowsPerSource: 4096,
   maxQueuedBytes: 256 * 1024 * 1024,
   recentConnections: 65536,
   // Twice the largest window a client can offer us without window scaling.
@@ -123,6 +131,8 @@ const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
 export class Responder implements Transport<Flow> {
   readonly events = new Float64Array(TCP_EVENT_NAMES.length);
   readonly flows: FlowTable;
+  /** Flows per source network (SynCookies.sourceKey), for maxFlowsPerSource. */
+  private readonly flowsBySource = new Map<number, number>();
   /** Sequence numbers of connections gone idle (recent.ts). */
   readonly recent: RecentConnections;
   /** Scratch for `SynCookies.connectionId`: [low, high]. */
@@ -397,7 +407,15 @@ export class Responder implements Transport<Flow> {
     if (this.flows.size >= this.config.maxFlows || this.queuedBytes >= this.config.maxQueuedBytes) {
       return Outcome.SOFT_STATE_FULL;
     }
+    const source = this.cookies.sourceKey(seg);
+    const sourceFlows = this.flowsBySource.get(source) ?? 0;
+    if (sourceFlows >= this.config.maxFlowsPerSource) {
+      this.events[TcpEvent.SOURCE_FULL]!++;
+      return Outcome.SOFT_STATE_FULL;
+    }
     const flow = this.createFlow(seg, mssIndex, rcvNxt, sndNxt, nowMs);
+    flow.sourceKey = source;
+    this.flowsBySource.set(source, sourceFlows + 1);
     if (provedByTokenOnly) flow.cwnd = 2 * flow.payloadMss;
     return this.onSegment(flow, seg, nowMs);
   }
@@ -834,6 +852,9 @@ export class Responder implements Transport<Flow> {
     this.queuedBytes -= flow.sendQueue.length + flow.receiveQueue.length;
     this.flows.remove(flow);
     this.liveFlows?.remove(flow.routeHash);
+    const sourceFlows = this.flowsBySource.get(flow.sourceKey)! - 1;
+    if (sourceFlows > 0) this.flowsBySource.set(flow.sourceKey, sourceFlows);
+    else this.flowsBySource.delete(flow.sourceKey);
     this.events[TcpEvent.FLOWS_RELEASED]!++;
     // Everything sent is acknowledged and nothing is owed: the connection goes idle. Remember
     // where it stands (recent.ts), unless it is over — reset, aborted, or closed by the client.

@@ -186,6 +186,13 @@ class Harness {
     return outcome;
   }
 
+  /** Starts another connection from the same client address: its source port moves by `portStep`, its ISN on. */
+  reconnect(portStep = 1): void {
+    this.header.srcPort = (this.header.srcPort + portStep) & 0xffff;
+    this.clientSeq = (this.clientSeq + 1_000_000) >>> 0;
+    this.clientAck = 0;
+  }
+
   /** Acknowledges everything of ours it has seen so far (`upTo`). */
   ackTo(upTo: number, window = 64000): Outcome {
     this.clientAck = upTo >>> 0;
@@ -603,6 +610,27 @@ test('a flow proved by its token alone starts with two segments of window; the f
   acked += burst[0]!.payloadLength + burst[1]!.payloadLength;
   h.ackTo(acked);
   assert.ok(h.take().length >= 2, 'the ACK opens the window');
+});
+
+test('one source holds at most maxFlowsPerSource flows; more of its data waits, unacknowledged, until one is released', () => {
+  const h = new Harness({ config: { maxFlowsPerSource: 2 } });
+  for (let connection = 0; connection < 2; connection++) {
+    if (connection > 0) h.reconnect();
+    h.handshake();
+    assert.equal(h.send(framedQuery('www.lab.test', connection)), Outcome.DATA, `connection ${connection}`);
+  }
+  assert.equal(h.responder.flows.size, 2, 'both owe an answer');
+  h.reconnect();
+  h.handshake();
+  h.take();
+  const third = framedQuery('www.lab.test', 3);
+  assert.equal(h.segment({ flags: TcpFlag.ACK | TcpFlag.PSH, data: third }), Outcome.SOFT_STATE_FULL);
+  assert.equal(h.take().length, 0, 'not acknowledged: the client will send it again');
+  assert.equal(h.responder.events[TcpEvent.SOURCE_FULL], 1);
+  h.responder.reset(h.messages[0]!.flow, h.nowMs); // the first connection ends
+  h.take();
+  assert.equal(h.send(third), Outcome.DATA, 'the retransmission is taken');
+  assert.equal(h.messages.length, 3);
 });
 
 test('a message must be whole within messageDeadlineMs of its first byte, however it is trickled', () => {
