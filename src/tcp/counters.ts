@@ -58,7 +58,10 @@ export const TcpEvent = {
    * first byte, or a window kept closed for zeroWindowLimitMs (also in flows_aborted).
    */
   DEADLINES_MISSED: 13,
-  /** New data refused (unacknowledged) because its source (IPv4 address, IPv6 /64) holds maxFlowsPerSource flows. */
+  /**
+   * New data refused (unacknowledged) because its source (IPv4 address, IPv6 /64) holds
+   * maxFlowsPerSource flows or maxQueuedBytesPerSource bytes.
+   */
   SOURCE_FULL: 14,
 } as const;
 export const TCP_EVENT_NAMES = counterNames(TcpEvent);

@@ -8,6 +8,13 @@
 import { ReplyHeader, type Segment } from '../wire/segment.js';
 import { ByteQueue } from './byte-queue.js';
 
+/** The flows and queued bytes of one source network (an IPv4 address, an IPv6 /64) in one shard. */
+export class SourceUsage {
+  flows = 0;
+  bytes = 0;
+  constructor(readonly key: number) {}
+}
+
 export class Flow {
   /** Header template for everything we send: addresses and ports in the reply direction. */
   readonly reply = new ReplyHeader();
@@ -20,8 +27,8 @@ export class Flow {
    * per shard, and symmetric.
    */
   routeHash = 0;
-  /** The client's source network (SynCookies.sourceKey), whose flows the responder counts. */
-  sourceKey = 0;
+  /** What the client's source network holds (the responder's per-source bounds); set when the flow starts. */
+  source: SourceUsage | null = null;
   /** The connection's 64-bit key in the table of idle connections (recent.ts). */
   idLow = 0;
   idHigh = 0;

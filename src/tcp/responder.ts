@@ -24,7 +24,7 @@
  */
 import { ReplyHeader, TcpFlag, type Segment } from '../wire/segment.js';
 import { SynCookies } from './cookie.js';
-import { Flow, FlowTable } from './flow.js';
+import { Flow, FlowTable, SourceUsage } from './flow.js';
 import { RecentConnections } from './recent.js';
 import { synAckFor } from './handshake.js';
 import type { LiveFlows } from './live-flows.js';
@@ -66,6 +66,8 @@ export interface ResponderConfig {
   maxFlowsPerSource: number;
   /** Most bytes queued in all flows at once; past it new data is not acknowledged. */
   maxQueuedBytes: number;
+  /** Most bytes queued in the flows of one source; past it its new data is not acknowledged. */
+  maxQueuedBytesPerSource: number;
   /** Bytes queued on one flow above which `answerPart` asks the application to wait (`onDrain`). */
   sendBufferBytes: number;
   /** Slots of the table remembering where idle connections left their sequence numbers (recent.ts; 25 bytes each). */
@@ -101,6 +103,8 @@ export const DEFAULT_RESPONDER_CONFIG: TcpSettings = {
   // source takes all the flows.
   maxFlowsPerSource: 4096,
   maxQueuedBytes: 256 * 1024 * 1024,
+  // A sixteenth, as for flows: one source cannot fill the shard's queues.
+  maxQueuedBytesPerSource: 16 * 1024 * 1024,
   recentConnections: 65536,
   // Twice the largest window a client can offer us without window scaling.
   sendBufferBytes: 2 * 65535,
@@ -131,8 +135,8 @@ const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
 export class Responder implements Transport<Flow> {
   readonly events = new Float64Array(TCP_EVENT_NAMES.length);
   readonly flows: FlowTable;
-  /** Flows per source network (SynCookies.sourceKey), for maxFlowsPerSource. */
-  private readonly flowsBySource = new Map<number, number>();
+  /** What each source network holds (SynCookies.sourceKey), for the per-source bounds. */
+  private readonly sources = new Map<number, SourceUsage>();
   /** Sequence numbers of connections gone idle (recent.ts). */
   readonly recent: RecentConnections;
   /** Scratch for `SynCookies.connectionId`: [low, high]. */
@@ -407,15 +411,19 @@ export class Responder implements Transport<Flow> {
     if (this.flows.size >= this.config.maxFlows || this.queuedBytes >= this.config.maxQueuedBytes) {
       return Outcome.SOFT_STATE_FULL;
     }
-    const source = this.cookies.sourceKey(seg);
-    const sourceFlows = this.flowsBySource.get(source) ?? 0;
-    if (sourceFlows >= this.config.maxFlowsPerSource) {
+    const key = this.cookies.sourceKey(seg);
+    let source = this.sources.get(key);
+    if (source !== undefined && (source.flows >= this.config.maxFlowsPerSource || source.bytes >= this.config.maxQueuedBytesPerSource)) {
       this.events[TcpEvent.SOURCE_FULL]!++;
       return Outcome.SOFT_STATE_FULL;
     }
+    if (source === undefined) {
+      source = new SourceUsage(key);
+      this.sources.set(key, source);
+    }
     const flow = this.createFlow(seg, mssIndex, rcvNxt, sndNxt, nowMs);
-    flow.sourceKey = source;
-    this.flowsBySource.set(source, sourceFlows + 1);
+    flow.source = source;
+    source.flows++;
     if (provedByTokenOnly) flow.cwnd = 2 * flow.payloadMss;
     return this.onSegment(flow, seg, nowMs);
   }
@@ -503,7 +511,8 @@ export class Responder implements Transport<Flow> {
         this.abort(flow, nowMs);
         return Outcome.DATA_AFTER_FIN;
       }
-      if (this.queuedBytes >= this.config.maxQueuedBytes) {
+      if (this.queuedBytes >= this.config.maxQueuedBytes || flow.source!.bytes >= this.config.maxQueuedBytesPerSource) {
+        if (flow.source!.bytes >= this.config.maxQueuedBytesPerSource) this.events[TcpEvent.SOURCE_FULL]!++;
         this.settle(flow, nowMs);
         return Outcome.SOFT_STATE_FULL;
       }
@@ -523,7 +532,7 @@ export class Responder implements Transport<Flow> {
       // A message cut off by the FIN can never complete; whole ones held back still get answers.
       const queue = flow.receiveQueue;
       const whole = this.wholePrefix(queue.bytes, queue.start, queue.length);
-      this.queuedBytes -= queue.length - whole;
+      this.account(flow, -(queue.length - whole));
       queue.truncate(whole);
       mustAck = true;
       outcome = Outcome.FIN;
@@ -583,13 +592,13 @@ export class Responder implements Transport<Flow> {
       const used = this.deliver(flow, buf, offset, length, nowMs);
       if (used < length && !flow.released && !flow.closeRequested) {
         queue.append(buf, offset + used, length - used);
-        this.queuedBytes += length - used;
+        this.account(flow, length - used);
         flow.partialSinceMs = nowMs;
       }
       return;
     }
     queue.append(buf, offset, length);
-    this.queuedBytes += length;
+    this.account(flow, length);
     this.deliverQueued(flow, nowMs);
   }
 
@@ -626,7 +635,7 @@ export class Responder implements Transport<Flow> {
     const used = this.deliver(flow, queue.bytes, queue.start, queue.length, nowMs);
     if (flow.released) return; // its queues were let go with it
     queue.consume(used);
-    this.queuedBytes -= used;
+    this.account(flow, -used);
     // A message was completed: the deadline of what follows counts from now.
     if (used > 0) flow.partialSinceMs = nowMs;
     if (flow.closeRequested) this.discardReceived(flow);
@@ -644,8 +653,14 @@ export class Responder implements Transport<Flow> {
     return p;
   }
 
+  /** Bytes queued on `flow` changed by `delta`: in all flows, and in its source's. */
+  private account(flow: Flow, delta: number): void {
+    this.queuedBytes += delta;
+    flow.source!.bytes += delta;
+  }
+
   private discardReceived(flow: Flow): void {
-    this.queuedBytes -= flow.receiveQueue.length;
+    this.account(flow, -flow.receiveQueue.length);
     flow.receiveQueue.consume(flow.receiveQueue.length);
   }
 
@@ -654,7 +669,7 @@ export class Responder implements Transport<Flow> {
     if (flow.finInFlight && seqLt(flow.finSeq, ack)) acked--; // the FIN's sequence number holds no byte
     acked = Math.min(acked, flow.sendQueue.length);
     flow.sendQueue.consume(acked);
-    this.queuedBytes -= acked;
+    this.account(flow, -acked);
     flow.sndUna = ack;
     if (seqLt(flow.sndNxt, ack)) flow.sndNxt = ack; // after going back, the client had more than we resent
     // RFC 5681 §3.1: slow start below ssthresh, congestion avoidance above.
@@ -689,7 +704,7 @@ export class Responder implements Transport<Flow> {
 
   private queueAnswer(flow: Flow, data: Uint8Array, offset: number, length: number): void {
     flow.sendQueue.append(data, offset, length);
-    this.queuedBytes += length;
+    this.account(flow, length);
     if (flow.pushPending) return;
     flow.pushPending = true;
     this.unpushed.push(flow);
@@ -849,12 +864,11 @@ export class Responder implements Transport<Flow> {
 
   private release(flow: Flow, nowMs: number): void {
     flow.released = true;
-    this.queuedBytes -= flow.sendQueue.length + flow.receiveQueue.length;
+    this.account(flow, -(flow.sendQueue.length + flow.receiveQueue.length));
     this.flows.remove(flow);
     this.liveFlows?.remove(flow.routeHash);
-    const sourceFlows = this.flowsBySource.get(flow.sourceKey)! - 1;
-    if (sourceFlows > 0) this.flowsBySource.set(flow.sourceKey, sourceFlows);
-    else this.flowsBySource.delete(flow.sourceKey);
+    const source = flow.source!;
+    if (--source.flows === 0) this.sources.delete(source.key);
     this.events[TcpEvent.FLOWS_RELEASED]!++;
     // Everything sent is acknowledged and nothing is owed: the connection goes idle. Remember
     // where it stands (recent.ts), unless it is over — reset, aborted, or closed by the client.

@@ -633,6 +633,26 @@ test('one source holds at most maxFlowsPerSource flows; more of its data waits, 
   assert.equal(h.messages.length, 3);
 });
 
+test('one source holds at most maxQueuedBytesPerSource: past it, its new data waits unacknowledged, on any of its connections', () => {
+  const h = new Harness({ config: { maxQueuedBytesPerSource: 10 } });
+  h.handshake();
+  const query = framedQuery('www.lab.test', 1);
+  assert.equal(h.send(query.subarray(0, 5)), Outcome.DATA);
+  assert.equal(h.send(query.subarray(5, 11)), Outcome.DATA, '5 bytes held: still below the bound');
+  assert.equal(h.responder.queuedBytes, 11);
+  h.take();
+  assert.equal(h.segment({ flags: TcpFlag.ACK | TcpFlag.PSH, data: query.subarray(11) }), Outcome.SOFT_STATE_FULL);
+  assert.equal(h.take().length, 0, 'not acknowledged');
+  h.reconnect();
+  h.handshake();
+  assert.equal(
+    h.segment({ flags: TcpFlag.ACK | TcpFlag.PSH, data: framedQuery('www.lab.test', 2) }),
+    Outcome.SOFT_STATE_FULL,
+    'nor a new connection of the same source',
+  );
+  assert.equal(h.responder.events[TcpEvent.SOURCE_FULL], 2);
+});
+
 test('a message must be whole within messageDeadlineMs of its first byte, however it is trickled', () => {
   const h = new Harness({ config: { messageDeadlineMs: 1000 } });
   h.handshake();
