@@ -53,7 +53,21 @@ export class UdpTcpUpstream implements UpstreamTransport {
    * answers are common with DNSSEC, and a connection per retry would cost a handshake and leave
    * a TIME_WAIT socket behind each time.
    */
-  queryOverTcp(query: Uint8Array, timeoutMs: number): Promise<Uint8Array | null> {
+  async queryOverTcp(query: Uint8Array, timeoutMs: number): Promise<Uint8Array | null> {
+    const deadline = Date.now() + timeoutMs;
+    // A resolver closes TCP connections it finds idle or has too many of (unbound: tcp-idle-timeout,
+    // incoming-num-tcp), and may do so just as a query is sent: that is no answer, so the query is
+    // asked once more on another connection (RFC 7766 §6.2.1: a closed connection's outstanding
+    // queries are retried), within the same time.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const answer = await this.connectionForQuery().ask(query, Math.max(1, deadline - Date.now()));
+      if (answer !== CONNECTION_CLOSED) return answer;
+    }
+    return null;
+  }
+
+  /** An idle connection, else a new one (up to TCP_CONNECTIONS), else the least busy. */
+  private connectionForQuery(): TcpUpstreamConnection {
     let connection = this.tcp.find((c) => c.pending.size === 0 && c.usable);
     if (connection === undefined && this.tcp.length < TCP_CONNECTIONS) {
       const added: TcpUpstreamConnection = new TcpUpstreamConnection(this.address, () => {
@@ -64,7 +78,7 @@ export class UdpTcpUpstream implements UpstreamTransport {
       connection = added;
     }
     connection ??= this.tcp.reduce((a, b) => (b.usable && b.pending.size < a.pending.size ? b : a));
-    return connection.ask(query, timeoutMs);
+    return connection;
   }
 
   close(): void {
@@ -77,8 +91,11 @@ export class UdpTcpUpstream implements UpstreamTransport {
  * One persistent TCP connection to the resolver. Each query gets an ID of this connection's own
  * (the relay restores the client's ID), so answers may come in any order (RFC 7766 §7).
  */
+/** What `TcpUpstreamConnection.ask` resolves to when the connection closed before the answer came. */
+const CONNECTION_CLOSED = Symbol('connection closed');
+
 class TcpUpstreamConnection {
-  readonly pending = new Map<number, { resolve: (answer: Uint8Array | null) => void; timer: NodeJS.Timeout }>();
+  readonly pending = new Map<number, { resolve: (answer: Uint8Array | null | typeof CONNECTION_CLOSED) => void; timer: NodeJS.Timeout }>();
   private readonly socket: net.Socket;
   /** Bytes received that do not yet make a whole message. */
   private readonly received = new ByteQueue();
@@ -101,9 +118,10 @@ class TcpUpstreamConnection {
     return !this.closed;
   }
 
-  ask(query: Uint8Array, timeoutMs: number): Promise<Uint8Array | null> {
-    // Closed, or every ID of this connection in use: the relay answers SERVFAIL.
-    if (this.closed || this.pending.size === ID_SPACE) return Promise.resolve(null);
+  /** The answer; null after `timeoutMs` or with every ID in use; CONNECTION_CLOSED if the connection closed first. */
+  ask(query: Uint8Array, timeoutMs: number): Promise<Uint8Array | null | typeof CONNECTION_CLOSED> {
+    if (this.closed) return Promise.resolve(CONNECTION_CLOSED);
+    if (this.pending.size === ID_SPACE) return Promise.resolve(null);
     let id = this.nextId;
     while (this.pending.has(id)) id = (id + 1) & 0xffff;
     this.nextId = (id + 1) & 0xffff;
@@ -146,7 +164,7 @@ class TcpUpstreamConnection {
     this.socket.destroy();
     for (const { resolve, timer } of this.pending.values()) {
       clearTimeout(timer);
-      resolve(null);
+      resolve(CONNECTION_CLOSED);
     }
     this.pending.clear();
     this.onClose();
