@@ -80,24 +80,7 @@ export class LabNetwork {
       this.namespaces.push(ns);
     }
     if (this.wireNamespace === null) {
-      await setup.step(
-        [
-          'ip',
-          '-n',
-          this.clientNamespace,
-          'link',
-          'add',
-          this.clientInterface,
-          'type',
-          'veth',
-          'peer',
-          'name',
-          this.serverInterface,
-          'netns',
-          this.serverNamespace,
-        ],
-        'create veth pair',
-      );
+      await vethPair(setup, this.clientNamespace, this.clientInterface, this.serverInterface, this.serverNamespace, 'create veth pair');
     } else {
       await this.createWireLinks(setup, this.wireNamespace);
     }
@@ -162,42 +145,8 @@ export class LabNetwork {
       ['ip', 'netns', 'exec', wireNs, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1'],
       'disable IPv6 on the wire',
     );
-    await setup.step(
-      [
-        'ip',
-        '-n',
-        this.clientNamespace,
-        'link',
-        'add',
-        this.clientInterface,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        towardClient,
-        'netns',
-        wireNs,
-      ],
-      'create client-wire veth pair',
-    );
-    await setup.step(
-      [
-        'ip',
-        '-n',
-        this.serverNamespace,
-        'link',
-        'add',
-        this.serverInterface,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        towardServer,
-        'netns',
-        wireNs,
-      ],
-      'create wire-server veth pair',
-    );
+    await vethPair(setup, this.clientNamespace, this.clientInterface, towardClient, wireNs, 'create client-wire veth pair');
+    await vethPair(setup, this.serverNamespace, this.serverInterface, towardServer, wireNs, 'create wire-server veth pair');
     for (const device of [towardClient, towardServer]) {
       await setup.step(['ip', 'netns', 'exec', wireNs, 'ethtool', '-K', device, 'tx', 'off', 'rx', 'off'], 'disable checksum offload');
       await setup.step(['ip', '-n', wireNs, 'link', 'set', device, 'mtu', String(this.mtu), 'up'], `bring up ${device}`);
@@ -254,4 +203,16 @@ export class LabNetwork {
       return true;
     });
   }
+}
+
+/** A veth pair: `name` in namespace `namespace`, its peer `peerName` in `peerNamespace`. */
+function vethPair(
+  setup: SetupSteps,
+  namespace: string,
+  name: string,
+  peerName: string,
+  peerNamespace: string,
+  what: string,
+): Promise<void> {
+  return setup.step(['ip', '-n', namespace, 'link', 'add', name, 'type', 'veth', 'peer', 'name', peerName, 'netns', peerNamespace], what);
 }

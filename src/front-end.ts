@@ -163,7 +163,8 @@ async function startStatelessParts(
   teardown: Teardown,
   step: (what: string) => void,
 ): Promise<RunningFrontEnd> {
-  const problem = await applicationFor(options.application).probe();
+  const application = applicationFor(options.application);
+  const problem = await application.probe();
   if (problem !== null) throw new StartupError(problem);
 
   step('installing the nftables table');
@@ -206,7 +207,7 @@ async function startStatelessParts(
       linkType: capture.linkType,
       checksumPolicy: options.checksumPolicy,
       closeAfterResponse: options.closeAfterResponse,
-      maxPipelined: options.maxPipelined ?? applicationFor(options.application).maxPipelined,
+      maxPipelined: options.maxPipelined ?? application.maxPipelined,
       application: options.application,
       liveFlows,
     },

@@ -7,6 +7,7 @@
  */
 import dnsPacket from 'dns-packet';
 import { readU16 } from '../wire/bytes.js';
+import { wholeMessagesBy } from '../tcp/transport.js';
 
 /** RFC 1035 §4.1.1 header layout. */
 export const HEADER_LENGTH = 12;
@@ -43,9 +44,7 @@ const MAX_LABEL = 63;
  * as 2 bytes. Returns how many bytes at `buf[offset, offset+length)` are whole framed messages.
  */
 export function wholeMessages(buf: Uint8Array, offset: number, length: number): number {
-  let p = 0;
-  for (let n = dnsMessageLength(buf, offset, length); n > 0; n = dnsMessageLength(buf, offset + p, length - p)) p += n;
-  return p;
+  return wholeMessagesBy(dnsMessageLength, buf, offset, length);
 }
 
 /** The length of the whole framed message (2-byte length + message) at the start, or 0. */

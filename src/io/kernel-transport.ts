@@ -5,7 +5,7 @@
  * TIME_WAIT — which is exactly the cost the stateless transport avoids.
  */
 import net from 'node:net';
-import type { MessageLength, StreamApplication, Transport } from '../tcp/transport.js';
+import { wholeMessagesBy, type MessageLength, type StreamApplication, type Transport } from '../tcp/transport.js';
 import { ByteQueue } from '../tcp/byte-queue.js';
 import { formatEndpoint, type Endpoint } from '../endpoint.js';
 
@@ -159,12 +159,7 @@ export class KernelTransport implements Transport<KernelConnection> {
       connection.clientEnded = true;
       // A message cut off by the client's FIN can never complete; whole ones held back still get answers.
       const queue = connection.received;
-      let whole = 0;
-      for (let n = this.options.messageLength(queue.bytes, queue.start, queue.length); n > 0; ) {
-        whole += n;
-        n = this.options.messageLength(queue.bytes, queue.start + whole, queue.length - whole);
-      }
-      queue.truncate(whole);
+      queue.truncate(wholeMessagesBy(this.options.messageLength, queue.bytes, queue.start, queue.length));
       this.closeIfDone(connection);
     });
     socket.on('drain', () => {

@@ -100,7 +100,6 @@ export class SynCookies {
   /** Hash input: domain, MSS class, 2 zero, period (4), client ISN (4), ports (4), two addresses (≤ 32). */
   private readonly scratch = new Uint8Array(48);
   private readonly digest = new Uint32Array(2);
-  private readonly tableKeyScratch = new Uint32Array(2);
 
   /** `secret` is 16 bytes: the SipHash key. */
   constructor(secret: Uint8Array, options: CookieOptions = DEFAULT_COOKIE_OPTIONS) {
@@ -225,13 +224,12 @@ export class SynCookies {
   }
 
   /**
-   * The flow table's bucket key for client segment `seg` (31 bits of its connection id, a small
-   * integer for V8): keyed, so that a client choosing its addresses and ports cannot aim its
+   * The flow table's bucket key from a connection id (`connectionId`'s `out`): 31 bits of it, a
+   * small integer for V8. Keyed, so that a client choosing its addresses and ports cannot aim its
    * connections at one bucket and turn lookups into a walk along one chain.
    */
-  tableKey(seg: Segment): number {
-    this.connectionId(seg, this.tableKeyScratch);
-    return this.tableKeyScratch[0]! & 0x7fff_ffff;
+  static tableKey(id: Uint32Array): number {
+    return id[0]! & 0x7fff_ffff;
   }
 
   /**
@@ -242,8 +240,7 @@ export class SynCookies {
     this.header(Domain.SOURCE, 0, 0, 0);
     const prefix = seg.family === 4 ? 4 : 8;
     for (let i = 0; i < prefix; i++) this.scratch[12 + i] = seg.buf[seg.srcAddrOffset + i]!;
-    sipHash24(this.connectionKey, this.scratch, 0, 12 + prefix, this.tableKeyScratch);
-    return this.tableKeyScratch[0]! & 0x7fff_ffff;
+    return sipHash24(this.connectionKey, this.scratch, 0, 12 + prefix, this.digest) & 0x7fff_ffff;
   }
 
   private token(period: number, mssIndex: number, addrLength: number, key: SipKey = this.key): number {

@@ -30,7 +30,7 @@ import { synAckFor } from './handshake.js';
 import type { LiveFlows } from './live-flows.js';
 import { FlowlessAction, flowlessAction } from './flowless.js';
 import { Outcome, TCP_EVENT_NAMES, TcpEvent } from './counters.js';
-import type { MessageLength, StreamApplication, Transport } from './transport.js';
+import { wholeMessagesBy, type MessageLength, type StreamApplication, type Transport } from './transport.js';
 import { formatAddress } from '../wire/format.js';
 import { segmentFlowHash } from '../wire/flow-hash.js';
 
@@ -139,7 +139,7 @@ export class Responder implements Transport<Flow> {
   private readonly sources = new Map<number, SourceUsage>();
   /** Sequence numbers of connections gone idle (recent.ts). */
   readonly recent: RecentConnections;
-  /** Scratch for `SynCookies.connectionId`: [low, high]. */
+  /** The connection id of the segment at hand, [low, high]: the flow table computes it for its key. */
   private readonly connectionId = new Uint32Array(2);
   /** Bytes held in all flows' send and receive queues. */
   queuedBytes = 0;
@@ -158,7 +158,12 @@ export class Responder implements Transport<Flow> {
     private readonly liveFlows: LiveFlows | null = null,
   ) {
     this.recent = new RecentConnections(config.recentConnections, cookies.maxIdleSeconds * 1000);
-    this.flows = new FlowTable((seg) => cookies.tableKey(seg));
+    // The key is the connection id, which the table of recent connections wants too: computed
+    // once per segment, here, and read by verifyFlowless from `connectionId`.
+    this.flows = new FlowTable((seg) => {
+      cookies.connectionId(seg, this.connectionId);
+      return SynCookies.tableKey(this.connectionId);
+    });
   }
 
   handleSegment(seg: Segment, nowMs: number): Outcome {
@@ -323,8 +328,8 @@ export class Responder implements Transport<Flow> {
     }
 
     // Where the connection stood when its last flow was released, if we still know (recent.ts).
+    // `connectionId` holds this segment's id: the flow table's lookup computed it.
     const id = this.connectionId;
-    this.cookies.connectionId(seg, id);
     const slot = this.recent.find(id[1]!, id[0]!, nowMs);
     if (slot >= 0) return this.onRecalledSegment(seg, slot, mssIndex, nowMs);
 
@@ -531,7 +536,7 @@ export class Responder implements Transport<Flow> {
       flow.rcvNxt = (flow.rcvNxt + 1) >>> 0;
       // A message cut off by the FIN can never complete; whole ones held back still get answers.
       const queue = flow.receiveQueue;
-      const whole = this.wholePrefix(queue.bytes, queue.start, queue.length);
+      const whole = wholeMessagesBy(this.config.messageLength, queue.bytes, queue.start, queue.length);
       this.account(flow, -(queue.length - whole));
       queue.truncate(whole);
       mustAck = true;
@@ -644,13 +649,6 @@ export class Responder implements Transport<Flow> {
   /** Whether the flow may be handed another message: it owes fewer than its limit of answers and its send buffer has room. */
   private mayTakeMore(flow: Flow): boolean {
     return flow.answersOwed < this.config.maxPipelined && flow.sendQueue.length < this.config.sendBufferBytes;
-  }
-
-  /** The bytes of the whole messages at the start of `buf[offset, offset+length)`. */
-  private wholePrefix(buf: Uint8Array, offset: number, length: number): number {
-    let p = 0;
-    for (let n = this.config.messageLength(buf, offset, length); n > 0; n = this.config.messageLength(buf, offset + p, length - p)) p += n;
-    return p;
   }
 
   /** Bytes queued on `flow` changed by `delta`: in all flows, and in its source's. */

@@ -21,6 +21,13 @@
  */
 export type MessageLength = (buf: Uint8Array, offset: number, length: number) => number;
 
+/** The bytes of the whole messages at the start of `buf[offset, offset+length)`, by `messageLength`. */
+export function wholeMessagesBy(messageLength: MessageLength, buf: Uint8Array, offset: number, length: number): number {
+  let p = 0;
+  for (let n = messageLength(buf, offset, length); n > 0; n = messageLength(buf, offset + p, length - p)) p += n;
+  return p;
+}
+
 /** What a transport offers the application for each connection of type `C`. */
 export interface Transport<C> {
   /** One more answer will be given on `connection`: the transport keeps its state until then. */

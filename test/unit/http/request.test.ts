@@ -13,13 +13,10 @@ import {
   wholeRequestLength,
   type HttpRequest,
 } from '../../../src/http/request.js';
+import { wholeMessagesBy } from '../../../src/tcp/transport.js';
 
 /** The bytes of the whole requests at the start, as a transport hands them over one by one. */
-function wholeRequests(buf: Uint8Array, offset: number, length: number): number {
-  let p = 0;
-  for (let n = wholeRequestLength(buf, offset, length); n > 0; n = wholeRequestLength(buf, offset + p, length - p)) p += n;
-  return p;
-}
+const wholeRequests = (buf: Uint8Array, offset: number, length: number): number => wholeMessagesBy(wholeRequestLength, buf, offset, length);
 
 const REAL = new Map(
   readFileSync(new URL('../../../../test/fixtures/http-requests.txt', import.meta.url), 'utf8')

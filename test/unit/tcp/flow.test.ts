@@ -134,7 +134,11 @@ describe('FlowTable', () => {
     const segments = [withClient(Packet.V4_QUERY, a.port, a.last), withClient(Packet.V4_QUERY, b.port, b.last)];
     assert.equal(segmentFlowHash(segments[0]!), segmentFlowHash(segments[1]!), 'the clients collide unkeyed');
     const cookies = new SynCookies(Uint8Array.from({ length: 16 }, (_, i) => 0x30 + i));
-    const table = new FlowTable((seg) => cookies.tableKey(seg));
+    const id = new Uint32Array(2);
+    const table = new FlowTable((seg) => {
+      cookies.connectionId(seg, id);
+      return SynCookies.tableKey(id);
+    });
     const flows = segments.map(flowFor);
     for (const [i, flow] of flows.entries()) table.add(flow, segments[i]!);
     assert.notEqual(flows[0]!.hash, flows[1]!.hash);
