@@ -9,28 +9,38 @@
  * validates only if its sequence number is the client's ISN + 1, which also proves it is the
  * first byte of the client's stream.
  *
- *     31                                8 7          2 1     0
- *    +-----------------------------------+------------+-------+
- *    |  MAC: 24 bits of SipHash-2-4 over |  period    |  MSS  |
- *    |  (period, MSS, client ISN, tuple) |  mod 64    | class |
- *    +-----------------------------------+------------+-------+
+ *     31                                          4 3     2 1     0
+ *    +---------------------------------------------+-------+-------+
+ *    |  MAC: 28 bits of SipHash-2-4 over           | period|  MSS  |
+ *    |  (period, MSS, client ISN, tuple)           | mod 4 | class |
+ *    +---------------------------------------------+-------+-------+
  *
  * **The timestamp token.** A later request on an idle connection acknowledges ISN + 1 + however
  * many bytes we sent, which we no longer know. When the client negotiated TCP timestamps
  * (RFC 7323), every segment it sends echoes our last TSval in TSecr, so we make our TSval a token:
  *
- *     31           24 23                              2 1     0
- *    +---------------+---------------------------------+-------+
- *    | period mod 256|  MAC: 22 bits over              |  MSS  |
- *    |               |  (period, MSS, tuple)           | class |
- *    +---------------+---------------------------------+-------+
+ *     31 30 29                                    2 1     0
+ *    +-----+----------------------------------------+-------+
+ *    | per.|  MAC: 28 bits of SipHash-2-4 over      |  MSS  |
+ *    | mod4|  (period, MSS, tuple)                  | class |
+ *    +-----+----------------------------------------+-------+
  *
- * The token is constant within a period and its top byte grows with the period, so our TSvals
- * never decrease and the client's PAWS check (RFC 7323 §5) accepts every segment we send.
+ * The token is constant within a period, and the client's PAWS check (RFC 7323 §5) drops any
+ * segment of ours whose TSval is below the last one it kept (compared modulo 2^32, so "below"
+ * means less than 2^31 behind). With the period in the top two bits, the token of the next
+ * period is 2^30 ± 2^30 ahead of this one's: always ahead, never by 2^31 or more. Two periods
+ * on it could seem behind, so a token is accepted for at most one period after the one it was
+ * issued in (`maxAgePeriods` ≤ 1), and a flow that sent nothing for longer steps its tokens
+ * forward one period at a time (`tokenForReply`). That is why the MAC is 28 bits and not the 32
+ * the 32-bit TSval would hold: two bits keep our TSvals increasing, two carry the MSS class.
+ * Guessing a token takes 2^27 forged segments on average within its at most two periods, and
+ * a flow proved by a token alone starts with a window of two segments (responder.ts).
  *
- * `period` counts `periodSeconds`; a cookie or token is accepted while at most `maxAgePeriods`
- * old. Tokens are refreshed by every segment we send, so that bounds how long a connection may
- * stay idle; an ISN cookie is only ever checked on the first request.
+ * `period` counts `periodSeconds` (128 s); a cookie or token is accepted while at most
+ * `maxAgePeriods` (1) old, so between 128 and 256 s. Tokens are refreshed by every segment we
+ * send, so that bounds how long a connection may stay idle — longer than unbound's and BIND's
+ * 30 s TCP idle timeouts and nginx's 75 s keep-alive; an ISN cookie is only ever checked on the
+ * first request.
  *
  * **The secret.** 128 bits, the SipHash key. Instances that share it recognise each other's
  * connections (scale-out behind ECMP or anycast). Since the period is hashed too, every period
@@ -55,17 +65,18 @@ export const DEFAULT_MSS_V6 = 1220;
 export interface CookieOptions {
   /** Length of one period in seconds. */
   periodSeconds: number;
-  /** How many periods old a cookie or token may be (0 … 62). */
+  /** How many periods old a cookie or token may be: 0 or 1 (a token any older could fail the client's PAWS check). */
   maxAgePeriods: number;
 }
 
-export const DEFAULT_COOKIE_OPTIONS: CookieOptions = { periodSeconds: 64, maxAgePeriods: 15 };
+export const DEFAULT_COOKIE_OPTIONS: CookieOptions = { periodSeconds: 128, maxAgePeriods: 1 };
 
-const ISN_PERIOD_BITS = 6;
-const ISN_PERIOD_MASK = (1 << ISN_PERIOD_BITS) - 1;
-const ISN_MAC_MASK = 0xffffff00;
-const TOKEN_PERIOD_SHIFT = 24;
-const TOKEN_MAC_MASK = 0x00fffffc;
+const ISN_PERIOD_MASK = 3;
+const ISN_MAC_MASK = 0xfffffff0;
+const TOKEN_PERIOD_SHIFT = 30;
+const TOKEN_MAC_MASK = 0x3ffffffc;
+/** Tokens stay increasing across one period only (see above). */
+const MAX_TOKEN_AGE_PERIODS = 1;
 
 /** Hash input domains, so an ISN can never be replayed as a token or the reverse. */
 const Domain = { ISN: 1, TOKEN: 2, CONNECTION: 3, SOURCE: 4 } as const;
@@ -103,8 +114,8 @@ export class SynCookies {
 
   /** `secret` is 16 bytes: the SipHash key. */
   constructor(secret: Uint8Array, options: CookieOptions = DEFAULT_COOKIE_OPTIONS) {
-    if (!(options.maxAgePeriods >= 0 && options.maxAgePeriods < ISN_PERIOD_MASK)) {
-      throw new RangeError(`maxAgePeriods must be 0 … ${ISN_PERIOD_MASK - 1}`);
+    if (!(options.maxAgePeriods >= 0 && options.maxAgePeriods <= MAX_TOKEN_AGE_PERIODS)) {
+      throw new RangeError(`maxAgePeriods must be 0 … ${MAX_TOKEN_AGE_PERIODS}`);
     }
     this.key = this.connectionKey = sipKey(secret);
     this.periodSeconds = options.periodSeconds;
@@ -181,11 +192,12 @@ export class SynCookies {
   }
 
   /**
-   * Our TSval for segments sent with `reply` (addresses and ports in the reply direction), under
-   * the key of `keyGeneration` while that key is still held (else the current one).
+   * Our TSval for segments sent with `reply` (addresses and ports in the reply direction) in
+   * `period`, under the key of `keyGeneration` while that key is still held (else the current
+   * one). A flow that last sent a token of period p sends p + 1's next, however much later: the
+   * client's PAWS check accepts a token one period on, not always one two periods on.
    */
-  tokenForReply(reply: ReplyHeader, mssIndex: number, nowSeconds: number, keyGeneration: number): number {
-    const period = this.period(nowSeconds);
+  tokenForReply(reply: ReplyHeader, mssIndex: number, period: number, keyGeneration: number): number {
     this.fromReply(reply, period, mssIndex);
     const key = keyGeneration === this.generation - 1 && this.previousKey !== null ? this.previousKey : this.key;
     return this.token(period, mssIndex, reply.family === 4 ? 4 : 16, key);
@@ -197,7 +209,7 @@ export class SynCookies {
    */
   checkToken(seg: Segment, token: number, nowSeconds: number): number {
     const nowPeriod = this.period(nowSeconds);
-    const age = (nowPeriod - (token >>> TOKEN_PERIOD_SHIFT)) & 0xff;
+    const age = (nowPeriod - (token >>> TOKEN_PERIOD_SHIFT)) & 3;
     if (age > this.maxAgePeriods) return -1;
     const mssIndex = token & 3;
     const period = nowPeriod - age;
@@ -245,7 +257,7 @@ export class SynCookies {
 
   private token(period: number, mssIndex: number, addrLength: number, key: SipKey = this.key): number {
     const mac = this.hash(addrLength, key);
-    return (((period & 0xff) << TOKEN_PERIOD_SHIFT) | (mac & TOKEN_MAC_MASK) | mssIndex) >>> 0;
+    return (((period & 3) << TOKEN_PERIOD_SHIFT) | (mac & TOKEN_MAC_MASK) | mssIndex) >>> 0;
   }
 
   private header(domain: number, period: number, mssIndex: number, clientIsn: number): void {

@@ -818,8 +818,9 @@ export class Responder implements Transport<Flow> {
     if (flow.useTimestamps) {
       const period = this.cookies.period(nowMs / 1000);
       if (period !== flow.tokenPeriod) {
-        flow.token = this.cookies.tokenForReply(r, flow.mssIndex, nowMs / 1000, flow.keyGeneration);
-        flow.tokenPeriod = period;
+        // One period on at most from the token the client holds (cookie.ts: its PAWS check).
+        flow.tokenPeriod = flow.tokenPeriod >= 0 && period - flow.tokenPeriod > 1 ? flow.tokenPeriod + 1 : period;
+        flow.token = this.cookies.tokenForReply(r, flow.mssIndex, flow.tokenPeriod, flow.keyGeneration);
       }
       r.tsVal = flow.token;
       r.tsEcr = flow.tsRecent;

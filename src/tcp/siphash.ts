@@ -4,7 +4,7 @@
  * Written by hand rather than taken from a package because it runs for every SYN and every data
  * segment: the npm implementations use BigInt or allocate per call, while this one keeps the
  * 64-bit state as pairs of 32-bit halves in local integers and allocates nothing.
- * The 64-bit result is written as two 32-bit halves; cookies use 24 bits of the low half.
+ * The 64-bit result is written as two 32-bit halves; cookies and tokens use 28 bits of the low half.
  */
 
 /** A 128-bit SipHash key as four little-endian 32-bit words: k0 = (w1:w0), k1 = (w3:w2). */

@@ -98,28 +98,46 @@ test('a timestamp token checks for its flow, carries the MSS class and never dec
   reply.dstAddr.set(seg.buf.subarray(0, 16));
   reply.srcPort = 53;
   reply.dstPort = 50000;
-  assert.equal(cookies.tokenForReply(reply, 2, NOW, 0), token);
+  assert.equal(cookies.tokenForReply(reply, 2, cookies.period(NOW), 0), token);
   // Constant within a period, larger in the next (RFC 7323 §5 PAWS on the client).
-  const periodStart = Math.floor(NOW / 64) * 64;
-  assert.equal(cookies.tokenForSegment(seg, 2, periodStart + 63), cookies.tokenForSegment(seg, 2, periodStart));
-  const next = cookies.tokenForSegment(seg, 2, periodStart + 64);
-  assert.ok(((next - token) | 0) > 0, 'next period token compares greater modulo 2^32');
+  const periodStart = Math.floor(NOW / 128) * 128;
+  assert.equal(cookies.tokenForSegment(seg, 2, periodStart + 127), cookies.tokenForSegment(seg, 2, periodStart));
 });
 
-test('a cookie expires after maxAgePeriods', () => {
-  const cookies = new SynCookies(SECRET, { periodSeconds: 64, maxAgePeriods: 2 });
+test("the next period's token always compares greater modulo 2^32 (the client's PAWS check)", () => {
+  const cookies = new SynCookies(SECRET);
+  const seg = flow(4, 40000, 1460);
+  const first = cookies.period(NOW);
+  for (let port = 1024; port < 1024 + 2000; port++) {
+    seg.srcPort = port;
+    for (let period = first; period < first + 8; period++) {
+      const token = cookies.tokenForSegment(seg, 3, period * 128);
+      const next = cookies.tokenForSegment(seg, 3, (period + 1) * 128);
+      const ahead = (next - token) | 0;
+      assert.ok(ahead > 0, `port ${port} period ${period}: ${ahead}`);
+    }
+  }
+});
+
+test('a cookie or token is accepted for the period it was issued in and the next, not after', () => {
+  const cookies = new SynCookies(SECRET);
   const seg = flow(6, 50000, 1440);
-  const isn = cookies.issue(seg, NOW);
-  assert.equal(cookies.checkFirstSegment(firstData(seg, isn), NOW + 64 * 2), 2);
-  assert.equal(cookies.checkFirstSegment(firstData(seg, isn), NOW + 64 * 3), -1);
+  const periodStart = cookies.period(NOW) * 128;
+  const isn = cookies.issue(seg, periodStart + 127);
+  assert.equal(cookies.checkFirstSegment(firstData(seg, isn), periodStart + 255), 2);
+  assert.equal(cookies.checkFirstSegment(firstData(seg, isn), periodStart + 256), -1);
+  // Four periods on, the period bits (mod 4) read "this period" again, but the MAC covers the whole period.
+  assert.equal(cookies.checkFirstSegment(firstData(seg, isn), periodStart + 4 * 128), -1);
   // Before it was issued (clock stepped back by a period) it is not valid either.
-  assert.equal(cookies.checkFirstSegment(firstData(seg, isn), NOW - 64), -1);
-  const token = cookies.tokenForSegment(seg, 2, NOW);
-  assert.equal(cookies.checkToken(seg, token, NOW + 64 * 2), 2);
-  assert.equal(cookies.checkToken(seg, token, NOW + 64 * 3), -1);
+  assert.equal(cookies.checkFirstSegment(firstData(seg, isn), periodStart - 1), -1);
+  const token = cookies.tokenForSegment(seg, 2, periodStart);
+  assert.equal(cookies.checkToken(seg, token, periodStart + 255), 2);
+  assert.equal(cookies.checkToken(seg, token, periodStart + 256), -1);
+  assert.equal(cookies.checkToken(seg, token, periodStart + 4 * 128), -1);
+  assert.throws(() => new SynCookies(SECRET, { periodSeconds: 64, maxAgePeriods: 2 }), RangeError);
 });
 
-test('random guesses almost never pass (24-bit MAC)', () => {
+test('random guesses almost never pass (28-bit MACs)', () => {
   const cookies = new SynCookies(SECRET);
   const seg = flow(4, 40000);
   let passed = 0;
@@ -130,7 +148,7 @@ test('random guesses almost never pass (24-bit MAC)', () => {
     if (cookies.checkFirstSegment(seg, NOW) >= 0) passed++;
     if (cookies.checkToken(seg, x, NOW) >= 0) passed++;
   }
-  // Expected 200000 × (16/64 × 2^-24 + 16/256 × 2^-22) ≈ 0.006.
+  // Expected 200000 × 2 × (2/4 × 2^-28) ≈ 0.0007.
   assert.ok(passed <= 1, `${passed} random ISNs passed`);
 });
 
@@ -151,8 +169,12 @@ test('rotating the secret: new cookies use the new one, the previous one is stil
   reply.dstAddr.set(seg.buf.subarray(seg.srcAddrOffset, seg.srcAddrOffset + 4));
   reply.srcPort = seg.dstPort;
   reply.dstPort = seg.srcPort;
-  assert.equal(cookies.tokenForReply(reply, 3, NOW, 0), oldToken);
-  assert.equal(cookies.tokenForReply(reply, 3, NOW, 1), cookies.tokenForSegment(seg, 3, NOW), 'new connections: the new key');
+  assert.equal(cookies.tokenForReply(reply, 3, cookies.period(NOW), 0), oldToken);
+  assert.equal(
+    cookies.tokenForReply(reply, 3, cookies.period(NOW), 1),
+    cookies.tokenForSegment(seg, 3, NOW),
+    'new connections: the new key',
+  );
   assert.equal(cookies.checkToken(seg, cookies.tokenForSegment(seg, 3, NOW), NOW), 3);
   assert.equal(cookies.lastKeyGeneration, 1);
   // Another instance given the same new secret recognises connections issued after the rotation.

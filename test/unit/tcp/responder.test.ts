@@ -908,3 +908,24 @@ test("after the secret is rotated, a connection opened before keeps the TSval it
   fresh.handshake();
   assert.notEqual(fresh.token, before);
 });
+
+test('a flow silent for several periods steps its TSval one period at a time, so the client never sees it go back (RFC 7323 §5 PAWS)', () => {
+  const h = new Harness();
+  h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  h.send(framedQuery('www.lab.test', 2));
+  h.take();
+  const [first, second] = h.messages;
+  let last = h.token;
+  // The answers come three and four periods (128 s) later: each carries the next period's token.
+  for (const [i, message] of [first!, second!].entries()) {
+    h.nowMs += 3 * 128_000;
+    const answer = h.answerFor(message.bytes.subarray(2));
+    h.responder.answer(message.flow, answer, 0, answer.length);
+    const [segment] = h.take();
+    const tsVal = decode(segment!).tsVal;
+    assert.ok(((tsVal - last) | 0) > 0, `answer ${i}: TSval ahead of the client's last`);
+    assert.equal(tsVal >>> 30, ((last >>> 30) + 1) & 3, `answer ${i}: one period on`);
+    last = tsVal;
+  }
+});
