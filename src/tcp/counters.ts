@@ -63,5 +63,10 @@ export const TcpEvent = {
    * maxFlowsPerSource flows or maxQueuedBytesPerSource bytes.
    */
   SOURCE_FULL: 14,
+  /**
+   * Flows dropped with RST to make room when the shard was full of flows or queued bytes: flows
+   * of a heavier source than the newcomer's (responder.ts shedFor; also in flows_aborted).
+   */
+  FLOWS_SHED: 15,
 } as const;
 export const TCP_EVENT_NAMES = counterNames(TcpEvent);

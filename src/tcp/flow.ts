@@ -21,6 +21,8 @@ export class Flow {
   /** The flow table's bucket key of the 4-tuple (FlowTable), and the next flow with the same key. */
   hash = 0;
   nextInBucket: Flow | null = null;
+  /** Where the flow stands in FlowTable's dense list of all flows (for `sample`). */
+  tableIndex = -1;
   /**
    * The capture thread's routing hash of the 4-tuple (wire/flow-hash.ts), by which the flow is
    * published in live-flows.ts. Another hash than `hash`: shared by the threads, so not keyed
@@ -118,10 +120,13 @@ export class Flow {
   }
 }
 
-/** Flows by 4-tuple: a Map of buckets chained through `Flow.nextInBucket`. */
+/**
+ * Flows by 4-tuple: a Map of buckets chained through `Flow.nextInBucket`, and a dense list of
+ * all of them, so that one can be picked at random (`sample`) and all walked without the Map.
+ */
 export class FlowTable {
   private readonly buckets = new Map<number, Flow>();
-  size = 0;
+  private readonly all: Flow[] = [];
 
   /**
    * `keyOf` gives a client segment's bucket key, a 31-bit integer; the responder's is keyed with a
@@ -139,7 +144,18 @@ export class FlowTable {
     flow.hash = this.keyOf(seg);
     flow.nextInBucket = this.buckets.get(flow.hash) ?? null;
     this.buckets.set(flow.hash, flow);
-    this.size++;
+    flow.tableIndex = this.all.length;
+    this.all.push(flow);
+  }
+
+  get size(): number {
+    return this.all.length;
+  }
+
+  /** The flow at `random` modulo the number of flows (a uniform pick for a uniform `random`); null if none. */
+  sample(random: number): Flow | null {
+    const n = this.all.length;
+    return n === 0 ? null : this.all[(random >>> 0) % n]!;
   }
 
   remove(flow: Flow): void {
@@ -153,17 +169,19 @@ export class FlowTable {
       head.nextInBucket = flow.nextInBucket;
     }
     flow.nextInBucket = null;
-    this.size--;
+    // Swap-remove from the dense list.
+    const last = this.all.pop()!;
+    if (last !== flow) {
+      this.all[flow.tableIndex] = last;
+      last.tableIndex = flow.tableIndex;
+    }
+    flow.tableIndex = -1;
   }
 
-  /** Every flow; removing the flow just yielded is allowed. */
+  /** Every flow; removing the flow just yielded is allowed (the walk goes from the end, where removal swaps from). */
   *[Symbol.iterator](): IterableIterator<Flow> {
-    for (const head of this.buckets.values()) {
-      for (let flow: Flow | null = head; flow !== null; ) {
-        const next: Flow | null = flow.nextInBucket;
-        yield flow;
-        flow = next;
-      }
+    for (let i = this.all.length - 1; i >= 0; i--) {
+      if (i < this.all.length) yield this.all[i]!;
     }
   }
 }

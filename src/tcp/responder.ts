@@ -128,6 +128,11 @@ const TIMESTAMP_OPTION_BYTES = 12;
 const CHALLENGE_ACK_BURST = 2;
 const CHALLENGE_ACK_INTERVAL_MS = 500;
 
+/** Flows sampled to find a heavy source when the shard is full (`shedFor`). */
+const SHED_SAMPLES = 8;
+/** Flows dropped at most to make room for one new flow: bounds the work a newcomer causes. */
+const MAX_SHED_PER_FLOW = 4;
+
 /** Sequence-number comparison modulo 2^32 (RFC 9293 §3.4). */
 const seqLt = (a: number, b: number): boolean => ((a - b) | 0) < 0;
 const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
@@ -413,15 +418,14 @@ export class Responder implements Transport<Flow> {
 
   /** `provedByTokenOnly`: the flow starts with a congestion window of two segments (verifyFlowless). */
   private startFlow(seg: Segment, mssIndex: number, rcvNxt: number, sndNxt: number, nowMs: number, provedByTokenOnly = false): Outcome {
-    if (this.flows.size >= this.config.maxFlows || this.queuedBytes >= this.config.maxQueuedBytes) {
-      return Outcome.SOFT_STATE_FULL;
-    }
     const key = this.cookies.sourceKey(seg);
     let source = this.sources.get(key);
     if (source !== undefined && (source.flows >= this.config.maxFlowsPerSource || source.bytes >= this.config.maxQueuedBytesPerSource)) {
       this.events[TcpEvent.SOURCE_FULL]!++;
       return Outcome.SOFT_STATE_FULL;
     }
+    if (this.flows.size >= this.config.maxFlows && !this.shedFor(source, false, nowMs)) return Outcome.SOFT_STATE_FULL;
+    if (this.queuedBytes >= this.config.maxQueuedBytes && !this.shedFor(source, true, nowMs)) return Outcome.SOFT_STATE_FULL;
     if (source === undefined) {
       source = new SourceUsage(key);
       this.sources.set(key, source);
@@ -431,6 +435,45 @@ export class Responder implements Transport<Flow> {
     source.flows++;
     if (provedByTokenOnly) flow.cwnd = 2 * flow.payloadMss;
     return this.onSegment(flow, seg, nowMs);
+  }
+
+  /**
+   * The shard is full (of flows, or `byBytes` of queued bytes) as a flow of `source` wants to
+   * start: drop flows of sources heavier than it, with RST, until there is room, and say whether
+   * there is. A source with no flow always gets its first (unless the shard holds only sources
+   * with no more than that); another one only at the expense of a source that stays at least as
+   * heavy. The heavy sources are found by sampling flows at random (SHED_SAMPLES per drop): a
+   * source holding a share s of the flows is missed with probability (1 − s)^SHED_SAMPLES, and
+   * no walk over all sources or flows is needed. The random numbers come from the newcomer's
+   * keyed connection id, which clients cannot predict.
+   */
+  private shedFor(source: SourceUsage | undefined, byBytes: boolean, nowMs: number): boolean {
+    const own = source === undefined ? 0 : byBytes ? source.bytes : source.flows;
+    // Heavier than `own` after the exchange: a newcomer's first flow may take a one-flow source's.
+    const lightestVictim = own === 0 ? 1 : byBytes ? own + 1 : own + 2;
+    let random = this.connectionId[0]! | 1;
+    for (let dropped = 0; dropped < MAX_SHED_PER_FLOW; dropped++) {
+      let victim: Flow | null = null;
+      let victimWeight = lightestVictim - 1;
+      for (let i = 0; i < SHED_SAMPLES; i++) {
+        // xorshift32 (Marsaglia 2003): enough to spread picks; the seed is what must be secret.
+        random ^= random << 13;
+        random ^= random >>> 17;
+        random ^= random << 5;
+        const flow = this.flows.sample(random);
+        if (flow === null) return false;
+        const weight = byBytes ? flow.source!.bytes : flow.source!.flows;
+        if (weight > victimWeight) {
+          victim = flow;
+          victimWeight = weight;
+        }
+      }
+      if (victim === null) return false;
+      this.events[TcpEvent.FLOWS_SHED]!++;
+      this.abort(victim, nowMs);
+      if (byBytes ? this.queuedBytes < this.config.maxQueuedBytes : this.flows.size < this.config.maxFlows) return true;
+    }
+    return false;
   }
 
   private createFlow(seg: Segment, mssIndex: number, rcvNxt: number, sndNxt: number, nowMs: number): Flow {

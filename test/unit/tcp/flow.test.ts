@@ -113,6 +113,30 @@ describe('FlowTable', () => {
     }
   });
 
+  it('samples every flow it holds, and a walk may remove the flow it is at (the dense list behind both)', () => {
+    const table = new FlowTable(segmentFlowHash);
+    const flows: Flow[] = [];
+    for (let port = 20000; port < 20010; port++) {
+      const seg = withClient(Packet.V4_QUERY, port, 1);
+      const flow = flowFor(seg);
+      table.add(flow, seg);
+      flows.push(flow);
+    }
+    const sampled = new Set<Flow>();
+    for (let i = 0; i < 10; i++) sampled.add(table.sample(i)!);
+    assert.equal(sampled.size, 10, 'sample(0 … n−1) picks each flow once');
+    let walked = 0;
+    for (const flow of table) {
+      walked++;
+      if (flows.indexOf(flow) % 2 === 0) table.remove(flow);
+    }
+    assert.equal(walked, 10);
+    assert.equal(table.size, 5);
+    assert.deepEqual(new Set(table), new Set(flows.filter((_, i) => i % 2 === 1)));
+    for (const flow of flows.filter((_, i) => i % 2 === 1)) table.remove(flow);
+    assert.equal(table.sample(7), null);
+  });
+
   it('tells apart the two directions of one connection, which share a bucket', () => {
     const table = new FlowTable(segmentFlowHash);
     const clientSide = segmentOf(Packet.V4_QUERY);

@@ -13,6 +13,7 @@ import type { Flow } from '../../../src/tcp/flow.js';
 import { dnsMessageLength, plausibleQueryStart } from '../../../src/dns/message.js';
 import { decodeFrame } from '../../../src/wire/frame.js';
 import { emitReply, replyLength } from '../../../src/wire/emit.js';
+import { formatAddress } from '../../../src/wire/format.js';
 import { ChecksumPolicy, DecodeResult, LinkType, ReplyHeader, Segment, TcpFlag } from '../../../src/wire/segment.js';
 import {
   ackNum,
@@ -193,14 +194,24 @@ class Harness {
     this.clientAck = 0;
   }
 
+  /** Moves the client to another address (another source): the last byte of its address changes. */
+  moveAddress(lastByte: number): void {
+    const n = this.family === 4 ? 4 : 16;
+    this.header.srcAddr[n - 1] = lastByte;
+    this.reconnect();
+  }
+
   /** Acknowledges everything of ours it has seen so far (`upTo`). */
   ackTo(upTo: number, window = 64000): Outcome {
     this.clientAck = upTo >>> 0;
     return this.segment({ flags: TcpFlag.ACK, window });
   }
 
+  /** What our replies' IP header must say: from the server to the client's present address. */
   ip() {
-    return this.family === 4 ? ipv4(src('198.18.0.2'), dst('198.18.0.1')) : ipv6(src('2001:2::2'), dst('2001:2::1'));
+    const server = formatAddress(this.header.dstAddr, 0, this.family);
+    const client = formatAddress(this.header.srcAddr, 0, this.family);
+    return this.family === 4 ? ipv4(src(server), dst(client)) : ipv6(src(server), dst(client));
   }
 }
 
@@ -610,6 +621,44 @@ test('a flow proved by its token alone starts with two segments of window; the f
   acked += burst[0]!.payloadLength + burst[1]!.payloadLength;
   h.ackTo(acked);
   assert.ok(h.take().length >= 2, 'the ACK opens the window');
+});
+
+test("a full shard sheds a heavy source's flows for a newcomer's first query, never the newcomer's; a source as light as the rest is refused", () => {
+  const h = new Harness({ config: { maxFlows: 8 } });
+  // One source holds seven flows (answers owed), another one.
+  for (let connection = 0; connection < 8; connection++) {
+    if (connection === 7) h.moveAddress(77);
+    else if (connection > 0) h.reconnect();
+    h.handshake();
+    assert.equal(h.send(framedQuery('www.lab.test', connection)), Outcome.DATA, `connection ${connection}`);
+  }
+  h.take();
+  const heavy = h.messages[0]!.flow.source!;
+  const light = h.messages[7]!.flow.source!;
+  assert.equal(heavy.flows, 7);
+  // Newcomers from five other addresses: each first query is taken, a flow of the heavy source goes with RST.
+  for (let newcomer = 0; newcomer < 5; newcomer++) {
+    h.moveAddress(100 + newcomer);
+    h.handshake();
+    assert.equal(h.send(framedQuery('www.lab.test', 100 + newcomer)), Outcome.DATA, `newcomer ${newcomer}`);
+    const sent = h.take().map(decode);
+    assert.ok(
+      sent.some((seg) => (seg.flags & TcpFlag.RST) !== 0),
+      `newcomer ${newcomer}: a flow was reset`,
+    );
+    assert.equal(h.responder.flows.size, 8);
+  }
+  assert.equal(h.responder.events[TcpEvent.FLOWS_SHED], 5);
+  assert.equal(heavy.flows, 2, 'the five went from the heavy source');
+  assert.equal(light.flows, 1, 'the light source kept its flow');
+  // Now every source holds one or two flows: a second flow of a one-flow source finds none heavier
+  // than it would be, and is refused, unacknowledged.
+  h.moveAddress(100);
+  h.handshake();
+  h.take();
+  assert.equal(h.segment({ flags: TcpFlag.ACK | TcpFlag.PSH, data: framedQuery('www.lab.test', 200) }), Outcome.SOFT_STATE_FULL);
+  assert.equal(h.take().length, 0);
+  assert.equal(h.responder.events[TcpEvent.FLOWS_SHED], 5);
 });
 
 test('one source holds at most maxFlowsPerSource flows; more of its data waits, unacknowledged, until one is released', () => {
