@@ -57,6 +57,11 @@ export class Flow {
   lastSendMs = 0;
   rtoMs = 0;
   retransmits = 0;
+  /**
+   * Proved by a timestamp token alone, and nothing of ours acknowledged yet: perhaps a forged
+   * segment (responder.ts verifyFlowless), so it sends little and gives up soon.
+   */
+  unproven = false;
   /** Our FIN: wanted once everything is sent; its sequence number once sent. */
   finQueued = false;
   finSent = false;

@@ -128,6 +128,8 @@ const TIMESTAMP_OPTION_BYTES = 12;
 const CHALLENGE_ACK_BURST = 2;
 const CHALLENGE_ACK_INTERVAL_MS = 500;
 
+/** Retransmissions of a flow proved by its token alone before the client acknowledged anything. */
+const UNPROVEN_MAX_RETRANSMITS = 1;
 /** Flows sampled to find a heavy source when the shard is full (`shedFor`). */
 const SHED_SAMPLES = 8;
 /** Flows dropped at most to make room for one new flow: bounds the work a newcomer causes. */
@@ -433,7 +435,10 @@ export class Responder implements Transport<Flow> {
     const flow = this.createFlow(seg, mssIndex, rcvNxt, sndNxt, nowMs);
     flow.source = source;
     source.flows++;
-    if (provedByTokenOnly) flow.cwnd = 2 * flow.payloadMss;
+    if (provedByTokenOnly) {
+      flow.cwnd = 2 * flow.payloadMss;
+      flow.unproven = true;
+    }
     return this.onSegment(flow, seg, nowMs);
   }
 
@@ -718,6 +723,7 @@ export class Responder implements Transport<Flow> {
     flow.cwnd += flow.cwnd < flow.ssthresh ? Math.min(acked, mss) : Math.max(1, Math.floor((mss * mss) / flow.cwnd));
     flow.dupAcks = 0;
     flow.retransmits = 0;
+    flow.unproven = false;
     flow.windowClosedSinceMs = -1; // the client took data: its window was open
     flow.rtoMs = this.config.initialRtoMs;
     flow.lastSendMs = nowMs; // RFC 6298 (5.3): restart the timer on an ACK of new data
@@ -828,7 +834,9 @@ export class Responder implements Transport<Flow> {
   }
 
   private onRetransmitTimeout(flow: Flow, nowMs: number): void {
-    if (flow.retransmits >= this.config.maxRetransmits) {
+    // A flow nobody has acknowledged, proved only by a token someone may have learned, resends
+    // once: a forged request then draws at most its two segments and one again toward its victim.
+    if (flow.retransmits >= (flow.unproven ? UNPROVEN_MAX_RETRANSMITS : this.config.maxRetransmits)) {
       this.abort(flow, nowMs);
       return;
     }

@@ -978,3 +978,27 @@ test('a flow silent for several periods steps its TSval one period at a time, so
     last = tsVal;
   }
 });
+
+test('a flow proved by its token alone that nobody acknowledges resends once and gives up: a forged request draws three segments', () => {
+  const h = new Harness({ config: { recentConnections: 0 } });
+  const isn = h.handshake();
+  h.send(framedQuery('www.lab.test', 1));
+  const firstAnswer = h.answerFor(h.messages[0]!.bytes.subarray(2));
+  h.responder.answer(h.messages[0]!.flow, firstAnswer, 0, firstAnswer.length);
+  h.ackTo(isn + 1 + firstAnswer.length);
+  h.take();
+  // A segment on the idle connection with its token, from someone who does not receive what we send.
+  h.send(framedQuery('www.lab.test', 2));
+  const big = h.answerFor(h.messages[1]!.bytes.subarray(2), 5000);
+  h.responder.answer(h.messages[1]!.flow, big, 0, big.length);
+  const sent = h.take().map(decode);
+  for (let step = 0; step < 200; step++) {
+    h.nowMs += 100;
+    h.responder.tick(h.nowMs);
+    sent.push(...h.take().map(decode));
+  }
+  const data = sent.filter((seg) => seg.payloadLength > 0);
+  assert.equal(data.length, 3, 'two segments, one resent');
+  assert.ok((sent.at(-1)!.flags & TcpFlag.RST) !== 0, 'then RST');
+  assert.equal(h.responder.flows.size, 0);
+});
