@@ -14,6 +14,8 @@
  * 4. Segments without a handshake (data with a random ACK, with and without a random TSecr) get a
  *    bare RST, never data; on a connection with soft state, an RST outside the window is ignored
  *    and an RST inside it or a SYN get a challenge ACK (RFC 5961), and the connection carries on.
+ * 4b. A forged request with a real client's timestamp token (learned by an attacker) draws at
+ *    most three segments toward that client, and the client's connection carries on.
  * 5. A request lost while its connection holds no state, followed by the next: both answered.
  * 6. IPv6 at a 1280-byte MTU: a 4 KB answer in unfragmented packets of at most 1280 bytes.
  */
@@ -686,6 +688,98 @@ describe('segments that no handshake preceded, and stray RST and SYN on a connec
     assert.equal(counter(summary, 'tcp.challenge_ack'), 4, summary);
     assert.equal(counter(summary, 'dns.queries'), 4, `two digs and two split queries: ${summary}`);
     assert.equal(counter(summary, 'tcp.flows'), 0, summary);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// 4b. A forged request carrying a real client's token (issue 13: reflection)
+// ---------------------------------------------------------------------------------------------
+
+describe("a forged request carrying a victim's valid token", () => {
+  let lab: Lab;
+  let trace: Trace;
+  before(async () => {
+    requireTools('tcpdump');
+    lab = await createLab();
+    await startFrontEnd(lab);
+    trace = await startTrace(lab, 'client', lab.clientInterface, 'tcp port 53');
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('draws at most three segments toward the victim (two, one resent, then RST), and the victim carries on', async (t) => {
+    // The victim: a real connection that asks once, gets its answer and goes idle.
+    const spec: ExchangeSpec = {
+      host: lab.serverV4,
+      writes: [framed(encodeQuery(7001, WWW_A)).toString('hex'), framed(encodeQuery(7002, MID_TXT)).toString('hex')],
+      gapMs: 50,
+      expected: 2,
+      holdBefore: 1,
+      timeoutMs: 15_000,
+    };
+    const victim = lab.spawn('client', [process.execPath, TCP_CLIENT, 'exchange', JSON.stringify(spec)]);
+    t.after(() => victim.kill('SIGKILL'));
+    const port = Number((await lab.waitForLine(victim, /^port (\d+)$/, 5000))[1]);
+    await lab.waitForLine(victim, /^holding$/, 5000);
+    const toVictim = (): WireSegment[] => trace.segments().filter((s) => s.dstPort === port);
+    await trace.until(() => toVictim().some((s) => s.length > 0));
+    await sleep(300); // the victim's ACK: the flow is released, the connection idle
+    // The token an attacker would have learned: our TSval on the victim's connection.
+    const token = Number(
+      /TS val (\d+)/.exec(
+        toVictim()
+          .filter((s) => s.length > 0)
+          .at(-1)!.line,
+      )?.[1],
+    );
+    assert.ok(Number.isInteger(token), 'our segments carry timestamps');
+
+    const before = toVictim().length;
+    await sendRaw(lab, [
+      {
+        src: lab.clientV4,
+        dst: lab.serverV4,
+        srcPort: port,
+        dstPort: 53,
+        seq: randomInt(2 ** 32),
+        ack: randomInt(2 ** 32),
+        flags: 'PA',
+        window: 64_000,
+        timestamps: { tsVal: randomInt(2 ** 32), tsEcr: token },
+        payloadHex: framed(encodeQuery(7003, BIG_TXT)).toString('hex'),
+      },
+    ]);
+    // The flow the forged request starts resends after 200 ms, gives up at 600 ms.
+    await trace.until(
+      () =>
+        toVictim()
+          .slice(before)
+          .some((s) => s.flags.includes('R')),
+      5000,
+    );
+    await sleep(500);
+    const drawn = toVictim().slice(before);
+    const data = drawn.filter((s) => s.length > 0);
+    t.diagnostic(`drawn by the forged segment:\n${drawn.map((s) => s.line).join('\n')}`);
+    assert.ok(data.length >= 1, 'the token was accepted: the forged request was answered');
+    assert.ok(data.length <= 3, `${data.length} data segments toward the victim`);
+    assert.ok(
+      drawn.some((s) => s.flags.includes('R')),
+      'then RST',
+    );
+
+    // The victim's own next request on its connection is answered.
+    victim.kill('SIGUSR2');
+    const [, answersJson] = await lab.waitForLine(victim, /^answers (.*)$/, 10_000);
+    const answers = (JSON.parse(answersJson!) as string[]).map((hex) => Buffer.from(hex, 'hex'));
+    assertAnswers(
+      answers,
+      new Map([
+        [7001, WWW_A],
+        [7002, MID_TXT],
+      ]),
+    );
   });
 });
 
