@@ -4,13 +4,22 @@
  * as its kernel lets it and never reads an answer (a 2 KB receive buffer) is held to its
  * per-connection limits: the server stops taking its queries once it owes `--max-pipelined`
  * answers or its send queue is full, and its window closes. Meanwhile other clients get their
- * answers, and the server's memory hardly moves.
+ * answers, and the server's memory hardly moves. The same holds for HTTP: a client pipelining
+ * requests to a backend that takes 30 s per answer, never reading.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createLab, type Lab } from '../../lab/lab.js';
-import { METRICS_ENDPOINT, metricTotal, scrapeMetrics, startFrontEnd, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
+import { startNginx } from '../../lab/nginx.js';
+import {
+  METRICS_ENDPOINT,
+  metricTotal,
+  scrapeMetrics,
+  startFrontEnd,
+  startHttpFrontEnd,
+  type RunningFrontEnd,
+} from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
 import { LAB_ZONE } from '../../lab/zone.js';
 
@@ -41,6 +50,30 @@ while time.time() < deadline:
     except BlockingIOError:
         time.sleep(0.01)
 print('wrote', sent // len(framed), 'queries', flush=True)
+time.sleep(120)
+`;
+
+/**
+ * The abusive HTTP client: one connection with a 2 KB receive buffer that writes `GET path`
+ * requests for `seconds` and never reads; prints how many it wrote, then holds on until killed.
+ */
+const HTTP_PIPELINER = `
+import socket, sys, time
+host, port, path, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+request = ('GET %s HTTP/1.1\\r\\nHost: lab\\r\\n\\r\\n' % path).encode()
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+s.connect((host, port))
+s.setblocking(False)
+burst = request * 1024
+sent = 0
+deadline = time.time() + seconds
+while time.time() < deadline:
+    try:
+        sent += s.send(burst)
+    except BlockingIOError:
+        time.sleep(0.01)
+print('wrote', sent // len(request), 'requests', flush=True)
 time.sleep(120)
 `;
 
@@ -89,6 +122,53 @@ describe('one client pipelining without reading', () => {
     // At most its send buffer (128 KiB) of answers, the answers to the queries it was handed
     // last (100 owed, under 100 bytes each here), and its receive window (64 KiB) of queries.
     assert.ok(queued <= 128 * 1024 + 100 * 100 + 65_535, `${queued} bytes queued`);
+    assert.ok(rssGrowthKb < 16 * 1024, `server RSS grew by ${rssGrowthKb} kB`);
+  });
+});
+
+describe('one HTTP client pipelining to a slow backend without reading', () => {
+  let lab: Lab;
+  let frontEnd: RunningFrontEnd;
+  before(async () => {
+    requireTools('nginx', 'curl', 'python3');
+    lab = await createLab({ unbound: false });
+    const nginx = await startNginx(lab);
+    frontEnd = await startHttpFrontEnd(lab, nginx.origin, ['--workers', '1', '--metrics', METRICS_ENDPOINT, '--timeout', '20000']);
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('is held to --max-pipelined requests: others get 200 meanwhile, memory stays flat', async (t) => {
+    const pid = frontEnd.process.pid!;
+    const curl = (url: string) => lab.exec('client', ['curl', '-sS', '--max-time', '5', '-o', '/dev/null', '-w', '%{http_code}', url]);
+    assert.equal((await curl(`http://${lab.serverV4}/echo-headers`)).stdout, '200');
+    const rssBefore = rssKb(pid);
+
+    // /slow answers after 30 s: every request the front end takes stays owed.
+    const abuser = lab.spawn('client', ['python3', '-c', HTTP_PIPELINER, lab.serverV4, '80', '/slow', '3']);
+    t.after(() => abuser.kill('SIGKILL'));
+    const [, wrote] = await lab.waitForLine(abuser, /wrote (\d+) requests/, 15_000);
+    t.diagnostic(`the abusive client wrote ${wrote} requests into its socket`);
+
+    for (const url of [`http://[${lab.serverV6}]/echo-headers`, `http://${lab.serverV4}/echo-headers`]) {
+      const started = Date.now();
+      const run = await curl(url);
+      assert.equal(run.stdout, '200', `curl ${url} while the abusive client holds its connection: ${run.stderr}`);
+      t.diagnostic(`curl ${url}: ${Date.now() - started} ms`);
+    }
+
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const metrics = await scrapeMetrics(lab);
+    const requests = metricTotal(metrics, 'stateless_tcp_http_total{shard="0",counter="requests"}');
+    const held = metricTotal(metrics, 'stateless_tcp_events_total{shard="0",event="pipeline_full"}');
+    const queued = metricTotal(metrics, 'stateless_tcp_queued_bytes');
+    const rssGrowthKb = rssKb(pid) - rssBefore;
+    t.diagnostic(`server: ${requests} requests taken, ${queued} bytes queued, pipeline_full ${held}, RSS +${rssGrowthKb} kB`);
+    assert.ok(held >= 1, `the abusive connection was held back: ${metrics}`);
+    // The two curls, the warm-up, and at most --max-pipelined (16) of the abusive connection's.
+    assert.ok(requests <= 3 + 16, `the server took ${requests} of the ${wrote} requests written`);
+    assert.ok(queued <= 65_535 + 16 * 1024, `${queued} bytes queued`);
     assert.ok(rssGrowthKb < 16 * 1024, `server RSS grew by ${rssGrowthKb} kB`);
   });
 });
