@@ -114,7 +114,10 @@ test('a loopback upstream gets one socket that keeps its port; any other address
   assert.deepEqual(upstreamPortsFor(settings('::ffff:198.18.1.1', 6)), pool);
 });
 
-test('queries leave from several source ports at random, and each answer comes back on the socket its query left from', async (t) => {
+/** A turn of the event loop: queries sent before and after it are in different batches. */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+test('each batch of queries leaves from a socket chosen at random, and each answer comes back on the socket its query left from', async (t) => {
   const server = await resolver(true);
   const { upstream, arrived } = upstreamTo(server.port, { sockets: 8, queriesPerPort: Infinity, portLifetimeMs: Infinity });
   t.after(() => {
@@ -122,10 +125,17 @@ test('queries leave from several source ports at random, and each answer comes b
     server.close();
   });
   const sentFrom = new Map<number, number>();
-  for (let id = 0; id < 400; id++) sentFrom.set(id, upstream.sendDatagram(query(id), 0));
+  // One batch: the queries of one piece of JavaScript leave together, from one socket.
+  for (let id = 0; id < 50; id++) sentFrom.set(id, upstream.sendDatagram(query(id), 0));
+  assert.equal(new Set(sentFrom.values()).size, 1, 'one socket for the batch');
+  // Then 400 batches of one.
+  for (let id = 50; id < 450; id++) {
+    await nextTurn();
+    sentFrom.set(id, upstream.sendDatagram(query(id), 0));
+  }
   await until(
-    () => arrived.length === 400,
-    () => `400 answers (got ${arrived.length})`,
+    () => arrived.length === 450,
+    () => `450 answers (got ${arrived.length})`,
   );
   for (const { id, socket } of arrived) {
     assert.equal(socket, sentFrom.get(id), `answer ${id} on the socket its query left from`);
@@ -138,7 +148,9 @@ test('queries leave from several source ports at random, and each answer comes b
     portOfSocket.set(socket, port);
   }
   assert.equal(new Set(server.received.map((r) => r.port)).size, 8, 'eight source ports');
-  const perSocket = [...sentFrom.values()].reduce((n, socket) => n.set(socket, (n.get(socket) ?? 0) + 1), new Map<number, number>());
+  const perSocket = [...sentFrom.entries()]
+    .filter(([id]) => id >= 50)
+    .reduce((n, [, socket]) => n.set(socket, (n.get(socket) ?? 0) + 1), new Map<number, number>());
   // 50 each on average; 400 uniform choices put fewer than 20 on one of 8 sockets with probability below 1e-8.
   assert.ok(
     [...perSocket.values()].every((n) => n >= 20),
@@ -224,10 +236,13 @@ test('an answer from the resolver to another of our ports is dropped and counted
     relay.close();
     server.close();
   });
-  // Queries until both sockets have sent one (each pick is random; 64 all on one socket: 2^-63).
+  // 64 queries, each in a batch of its own, so that both sockets send some (all on one: 2^-63).
   const requests = Array.from({ length: 64 }, (_, i) => query(i, `q${i}.lab.test`));
-  const framed = Buffer.concat(requests.flatMap((m) => [Buffer.from([m.length >> 8, m.length & 0xff]), m]));
-  relay.onMessages('c1', framed, 0, framed.length, Date.now());
+  for (const request of requests) {
+    const framed = Buffer.concat([Buffer.from([request.length >> 8, request.length & 0xff]), request]);
+    relay.onMessages('c1', framed, 0, framed.length, Date.now());
+    await nextTurn();
+  }
   await until(
     () => server.received.length === 64,
     () => `64 queries (got ${server.received.length})`,
