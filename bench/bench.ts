@@ -1,13 +1,14 @@
 /**
  * `npm run bench`: stateless-tcp against what users would run instead, side by side on one machine.
  *
- *   npm run bench [-- --quick] [-- --scenarios transaction,big,idle,http] [-- --contenders stateless,dnsdist]
+ *   npm run bench [-- --quick] [-- --scenarios transaction,big,idle,http] [-- --contenders stateless,dnsdist] [-- --remote-resolver]
  *
  * Every run gets a fresh lab (lab/lab.ts: client and server namespaces joined by veth, unbound
  * behind the server), so TIME_WAIT and other leftovers of one run cannot slow the next. dnsperf
  * loads each contender from the client namespace; the server's CPU, peak memory and TIME_WAIT
  * sockets are read around the run. The idle scenario holds many idle connections and reports the
- * server's memory per connection. The http scenario runs wrk against the HTTP front end, nginx as
+ * server's memory per connection. With --remote-resolver, unbound runs in a namespace of its own
+ * behind the server (another host, as far as the relays can tell) instead of on its loopback. The http scenario runs wrk against the HTTP front end, nginx as
  * a reverse proxy and the nginx backend itself (bench/lib/http.ts). Results: a table on stdout, bench/results/latest.json and
  * bench/results/latest.svg. docs/performance.md explains the scenarios and the numbers.
  */
@@ -52,6 +53,7 @@ interface BenchOptions {
   workers?: number;
   budgetMinutes: number;
   out: string;
+  remoteResolver: boolean;
 }
 
 interface ThroughputRun {
@@ -92,7 +94,15 @@ interface Results {
   finishedAt?: string;
   elapsedSeconds?: number;
   machine: MachineInfo;
-  options: { quick: boolean; seconds: number; idleConnections: number; workers: string; scenarios: string[]; contenders: string[] };
+  options: {
+    quick: boolean;
+    seconds: number;
+    idleConnections: number;
+    workers: string;
+    scenarios: string[];
+    contenders: string[];
+    remoteResolver: boolean;
+  };
   throughput: ThroughputRun[];
   idle: IdleResult[];
   http: HttpRun[];
@@ -142,8 +152,8 @@ async function countTimeWait(lab: Lab): Promise<number> {
   return result.stdout.split('\n').filter((line) => line.trim() !== '').length;
 }
 
-async function withLab<T>(unboundExtraConfig: readonly string[], body: (lab: Lab) => Promise<T>): Promise<T> {
-  const lab = await createLab({ unboundServerConfig: [...SHARED_UNBOUND_CONFIG, ...unboundExtraConfig] });
+async function withLab<T>(unboundExtraConfig: readonly string[], body: (lab: Lab) => Promise<T>, remoteResolver = false): Promise<T> {
+  const lab = await createLab({ unboundServerConfig: [...SHARED_UNBOUND_CONFIG, ...unboundExtraConfig], remoteResolver });
   try {
     return await body(lab);
   } finally {
@@ -156,43 +166,51 @@ async function throughputRun(
   contenderName: ContenderName,
   seconds: number,
   workers: number | null,
+  remoteResolver: boolean,
 ): Promise<ThroughputRun> {
   const scenario = SCENARIOS[scenarioName];
   const contender = CONTENDERS[contenderName];
   const mode: StartMode = { closeAfterEachAnswer: scenario.closeAfterEachAnswer, holdIdleConnections: false, workers };
-  const unsupported = contender.unsupported(mode);
+  const unsupported =
+    remoteResolver && contenderName === 'unbound'
+      ? 'unbound answers in the server namespace; here it is the remote resolver'
+      : contender.unsupported(mode);
   if (unsupported !== null) return { scenario: scenarioName, contender: contenderName, status: 'n/a', reason: unsupported };
-  return withLab(contender.unboundExtraConfig, async (lab) => {
-    const server = await contender.start(lab, mode);
-    let summary = '';
-    try {
-      await waitUntilAnswering(lab, server);
-      const backendPid = lab.unbound!.pid!;
-      const cpuBefore = cpuSeconds(server.pid);
-      const backendBefore = cpuSeconds(backendPid);
-      const dnsperf = await runDnsperf(lab, lab.serverV4, SERVICE_PORT, scenario.load(seconds));
-      const cpuAfter = cpuSeconds(server.pid);
-      const backendAfter = cpuSeconds(backendPid);
-      const peak = peakRssBytes(server.pid);
-      const timeWait = await countTimeWait(lab);
-      summary = await server.stop();
-      const delta = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : b - a);
-      return {
-        scenario: scenarioName,
-        contender: contenderName,
-        status: 'ok' as const,
-        commandLine: server.commandLine,
-        dnsperf,
-        serverCpuSeconds: delta(cpuBefore, cpuAfter),
-        backendCpuSeconds: delta(backendBefore, backendAfter),
-        serverPeakRssBytes: peak,
-        serverTimeWait: timeWait,
-        serverSummary: summary,
-      };
-    } finally {
-      await server.stop();
-    }
-  });
+  return withLab(
+    contender.unboundExtraConfig,
+    async (lab) => {
+      const server = await contender.start(lab, mode);
+      let summary = '';
+      try {
+        await waitUntilAnswering(lab, server);
+        const backendPid = lab.unbound!.pid!;
+        const cpuBefore = cpuSeconds(server.pid);
+        const backendBefore = cpuSeconds(backendPid);
+        const dnsperf = await runDnsperf(lab, lab.serverV4, SERVICE_PORT, scenario.load(seconds));
+        const cpuAfter = cpuSeconds(server.pid);
+        const backendAfter = cpuSeconds(backendPid);
+        const peak = peakRssBytes(server.pid);
+        const timeWait = await countTimeWait(lab);
+        summary = await server.stop();
+        const delta = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : b - a);
+        return {
+          scenario: scenarioName,
+          contender: contenderName,
+          status: 'ok' as const,
+          commandLine: server.commandLine,
+          dnsperf,
+          serverCpuSeconds: delta(cpuBefore, cpuAfter),
+          backendCpuSeconds: delta(backendBefore, backendAfter),
+          serverPeakRssBytes: peak,
+          serverTimeWait: timeWait,
+          serverSummary: summary,
+        };
+      } finally {
+        await server.stop();
+      }
+    },
+    remoteResolver,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,7 +367,8 @@ function markdownReport(results: Results): string {
   const m = results.machine;
   return [
     `Run ${results.startedAt}${results.elapsedSeconds === undefined ? ' (unfinished)' : `, ${results.elapsedSeconds} s`}; ` +
-      `${results.options.seconds} s of load per run${results.options.quick ? ' (--quick)' : ''}; stateless-tcp workers: ${results.options.workers}.`,
+      `${results.options.seconds} s of load per run${results.options.quick ? ' (--quick)' : ''}; stateless-tcp workers: ${results.options.workers}` +
+      `${results.options.remoteResolver ? '; unbound in its own namespace behind the server (--remote-resolver)' : ''}.`,
     '',
     `Machine: ${m.cpus}× ${m.cpuModel}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}; dnsperf ${m.dnsperf}, dnsdist ${m.dnsdist}, unbound ${m.unbound}; ` +
       `load average at start ${m.loadAverage}.`,
@@ -384,6 +403,7 @@ async function main(options: BenchOptions): Promise<void> {
       workers: workersPassed ? String(options.workers) : statelessAcceptsWorkers() ? 'default' : 'n/a (single thread)',
       scenarios: options.scenarios,
       contenders: options.contenders,
+      remoteResolver: options.remoteResolver,
     },
     throughput: [],
     idle: [],
@@ -402,7 +422,7 @@ async function main(options: BenchOptions): Promise<void> {
       } else {
         try {
           const runOnce = (): Promise<ThroughputRun> =>
-            throughputRun(scenario, contender, seconds, workersPassed ? options.workers! : null);
+            throughputRun(scenario, contender, seconds, workersPassed ? options.workers! : null, options.remoteResolver);
           run = await runOnce();
           if (dnsperfStalled(run)) {
             console.log(
@@ -534,6 +554,7 @@ const program = new Command('bench')
   )
   .option('--budget-minutes <n>', 'skip runs that would start after this many minutes', positiveInteger, 15)
   .option('--out <dir>', 'where latest.json and latest.svg go', RESULTS_DIR)
+  .option('--remote-resolver', 'unbound in a namespace of its own behind the server, not on its loopback (throughput scenarios)', false)
   .action((options: BenchOptions) => main(options));
 
 program.parseAsync().catch((error: unknown) => {

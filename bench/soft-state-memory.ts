@@ -30,7 +30,16 @@ const datagrams: Uint8Array[] = [];
 let clockMs = Date.now();
 const relay = new DnsRelay<Flow>({
   timeoutMs: 3_600_000,
-  upstream: { sendDatagram: (q) => datagrams.push(q), queryOverTcp: () => Promise.resolve(null), close: () => {} },
+  upstream: {
+    sendDatagram: (q) => {
+      datagrams.push(q);
+      return 0;
+    },
+    resendDatagram: () => {},
+    queryDone: () => {},
+    queryOverTcp: () => Promise.resolve(null),
+    close: () => {},
+  },
   fillRandom: (b) => randomFillSync(b),
   now: () => clockMs,
 });
@@ -106,7 +115,7 @@ for (const d of datagrams) {
   });
   framedAnswerLength = 2 + answer.length;
   clockMs = now;
-  relay.handleUpstreamAnswer(answer, 0, answer.length);
+  relay.handleUpstreamAnswer(answer, 0, answer.length, 0);
 }
 const answered = responder.flows.size;
 for (let i = 0; i < connections; i++) {

@@ -13,6 +13,9 @@
  * With the `wire` option a third namespace sits between them (client ↔ wire ↔ server, two veth
  * pairs): a userspace forwarder there (impaired-link.ts) loses, duplicates, delays and reorders
  * TCP as netem would, since this kernel has no netem. Addresses and interface names stay the same.
+ * With `remoteResolver`, unbound runs in a namespace of its own behind the server (server ↔
+ * resolver, a second veth pair; 198.18.1.1@5300): a resolver on another host, whose traffic
+ * leaves the server's loopback.
  *
  * This module puts those parts together behind one handle, `Lab`, and owns their lifetime:
  * everything a lab creates (namespaces, child processes, its temp dir) is removed by `close()`,
@@ -29,9 +32,10 @@ import { ImpairedLink, type WireImpairment, type WireStats } from './impaired-li
 import { LAB_ADDRESSES, LabNetwork, type SetupSteps } from './network.js';
 import { type ExecOptions, type ExecResult, type SpawnOptions, SpawnedProcesses, messageOf, runChecked, runCommand } from './processes.js';
 import { requireTools } from './tools.js';
-import { LAB_UPSTREAM, startUnbound } from './unbound.js';
+import { LAB_UPSTREAM, REMOTE_UPSTREAM, type UpstreamEndpoints, startUnbound } from './unbound.js';
 
-export type Side = 'client' | 'server';
+/** The namespaces commands run in; 'resolver' only with the option `remoteResolver`. */
+export type Side = 'client' | 'server' | 'resolver';
 
 export interface LabOptions {
   /** MTU of both veth ends (default 1500; at least 1280, the IPv6 minimum). */
@@ -47,6 +51,12 @@ export interface LabOptions {
    * netem would. Both directions, invisible to both ends.
    */
   wire?: WireImpairment;
+  /**
+   * Run unbound in a namespace of its own, reached from the server over a second veth pair
+   * (`upstream` is then 198.18.1.1@5300 and [2001:2:0:1::1]@5300), rather than on the server's
+   * loopback: a resolver on another host.
+   */
+  remoteResolver?: boolean;
 }
 
 export interface Lab {
@@ -54,6 +64,10 @@ export interface Lab {
   readonly serverNamespace: string;
   /** The namespace of the impairing wire (option `wire`), else null. */
   readonly wireNamespace: string | null;
+  /** The resolver's own namespace (option `remoteResolver`), else null. */
+  readonly resolverNamespace: string | null;
+  /** The resolver's end of its link to the server (option `remoteResolver`), else null. */
+  readonly resolverInterface: string | null;
   readonly clientInterface: string;
   readonly serverInterface: string;
   readonly clientV4: string;
@@ -61,8 +75,8 @@ export interface Lab {
   readonly clientV6: string;
   readonly serverV6: string;
   readonly mtu: number;
-  /** The resolver address inside the server namespace (served by `unbound` unless disabled). */
-  readonly upstream: typeof LAB_UPSTREAM;
+  /** The resolver's addresses as the server reaches them (served by `unbound` unless disabled). */
+  readonly upstream: UpstreamEndpoints;
   /** The unbound process, or null with `unbound: false`. */
   readonly unbound: ChildProcess | null;
   /** Private temp dir (unbound.conf, unbound.pid); removed on close. */
@@ -93,7 +107,7 @@ export async function createLab(options: LabOptions = {}): Promise<Lab> {
   const withUnbound = options.unbound ?? true;
   requireTools('ip', 'ethtool', ...(withUnbound ? ['unbound', 'dig'] : []));
 
-  const lab = new NetworkLab(mtu, options.wire ?? null);
+  const lab = new NetworkLab(mtu, options.wire ?? null, options.remoteResolver ?? false);
   try {
     await lab.setUp(withUnbound, options.unboundServerConfig ?? []);
   } catch (setupError) {
@@ -112,7 +126,7 @@ class NetworkLab implements Lab {
   readonly serverV4 = LAB_ADDRESSES.serverV4;
   readonly clientV6 = LAB_ADDRESSES.clientV6;
   readonly serverV6 = LAB_ADDRESSES.serverV6;
-  readonly upstream = LAB_UPSTREAM;
+  readonly upstream: UpstreamEndpoints;
   unbound: ChildProcess | null = null;
   tempDir = '';
 
@@ -134,8 +148,10 @@ class NetworkLab implements Lab {
   constructor(
     readonly mtu: number,
     private readonly impairment: WireImpairment | null,
+    remoteResolver: boolean,
   ) {
-    this.network = new LabNetwork(mtu, impairment !== null);
+    this.network = new LabNetwork(mtu, impairment !== null, remoteResolver);
+    this.upstream = remoteResolver ? REMOTE_UPSTREAM : LAB_UPSTREAM;
     closeOnExit(this);
   }
 
@@ -147,6 +163,12 @@ class NetworkLab implements Lab {
   }
   get wireNamespace(): string | null {
     return this.network.wireNamespace;
+  }
+  get resolverNamespace(): string | null {
+    return this.network.resolverNamespace;
+  }
+  get resolverInterface(): string | null {
+    return this.network.resolverNamespace === null ? null : this.network.resolverInterface;
   }
   get clientInterface(): string {
     return this.network.clientInterface;
@@ -171,15 +193,17 @@ class NetworkLab implements Lab {
       });
     }
     if (withUnbound) {
+      const where: Side = this.resolverNamespace === null ? 'server' : 'resolver';
       this.unbound = await startUnbound(
         {
-          spawn: (argv) => this.spawn('server', argv),
-          exec: (argv, options) => this.exec('server', argv, options),
+          spawn: (argv) => this.spawn(where, argv),
+          exec: (argv, options) => this.exec(where, argv, options),
           assertOpen: () => this.assertOpen(),
           recentOutput: (child) => this.processes.recentOutput(child),
         },
         this.tempDir,
         unboundServerConfig,
+        this.upstream,
       );
     }
   }
@@ -256,6 +280,9 @@ class NetworkLab implements Lab {
   }
 
   private namespaceOf(where: Side): string {
-    return where === 'client' ? this.clientNamespace : this.serverNamespace;
+    if (where === 'client') return this.clientNamespace;
+    if (where === 'server') return this.serverNamespace;
+    if (this.resolverNamespace === null) throw new Error('this lab has no resolver namespace (option `remoteResolver`)');
+    return this.resolverNamespace;
   }
 }

@@ -10,6 +10,10 @@
  *
  *   client ns ── veth ── wire ns ── veth ── server ns          (with an impaired link)
  *
+ *   server ns ── veth ── resolver ns                            (with a remote resolver)
+ *   serverToResolverInterface            resolverInterface
+ *   198.18.1.2/24, 2001:2:0:1::2/64      198.18.1.1/24, 2001:2:0:1::1/64
+ *
  * Addresses come only from the benchmarking ranges 198.18.0.0/15 (RFC 2544) and 2001:2::/48
  * (RFC 5180). The root namespace's network is never touched: each veth pair is created inside one
  * namespace with its peer placed straight into the other.
@@ -23,6 +27,11 @@ export const LAB_ADDRESSES = {
   serverV4: '198.18.0.2',
   clientV6: '2001:2::1',
   serverV6: '2001:2::2',
+  /** The server's end of the link to the resolver's namespace, and the resolver's (option `remoteResolver`). */
+  serverToResolverV4: '198.18.1.2',
+  resolverV4: '198.18.1.1',
+  serverToResolverV6: '2001:2:0:1::2',
+  resolverV6: '2001:2:0:1::1',
   v4PrefixLength: 24,
   v6PrefixLength: 64,
 } as const;
@@ -45,26 +54,35 @@ export class LabNetwork {
   readonly serverNamespace: string;
   /** The namespace of the impaired link, else null. */
   readonly wireNamespace: string | null;
+  /** The namespace of a remote resolver, else null. */
+  readonly resolverNamespace: string | null;
   readonly clientInterface: string;
   readonly serverInterface: string;
+  /** The server's end of its link to the resolver's namespace, and the resolver's end (a remote resolver only). */
+  readonly serverToResolverInterface: string;
+  readonly resolverInterface: string;
   /** Namespaces that exist now; only these are deleted. */
   private readonly namespaces: string[] = [];
 
   constructor(
     readonly mtu: number,
     withImpairedLink: boolean,
+    withRemoteResolver: boolean,
   ) {
     // A namespace left by a killed process whose pid has been reused is skipped, not clobbered.
     let tag: string;
     do tag = `${process.pid}-${++networkCounter}`;
-    while (['c', 's', 'w'].some((side) => existsSync(`/run/netns/stcp-${side}-${tag}`)));
+    while (['c', 's', 'w', 'r'].some((side) => existsSync(`/run/netns/stcp-${side}-${tag}`)));
     this.tag = tag;
     this.clientNamespace = `stcp-c-${tag}`;
     this.serverNamespace = `stcp-s-${tag}`;
     this.wireNamespace = withImpairedLink ? `stcp-w-${tag}` : null;
+    this.resolverNamespace = withRemoteResolver ? `stcp-r-${tag}` : null;
     // At most 2 + 7 (pid_max 4194304) + 1 + 5 = 15 bytes, the interface name limit (IFNAMSIZ - 1).
     this.clientInterface = `vc${tag}`;
     this.serverInterface = `vs${tag}`;
+    this.serverToResolverInterface = `vu${tag}`;
+    this.resolverInterface = `vr${tag}`;
     if (this.serverInterface.length > 15) throw new Error(`interface name ${this.serverInterface} is longer than 15 bytes`);
   }
 
@@ -75,7 +93,8 @@ export class LabNetwork {
 
   /** Namespaces, veth pairs, addresses; resolves once both ends are up with usable addresses. */
   async build(setup: SetupSteps): Promise<void> {
-    for (const ns of [this.clientNamespace, this.serverNamespace, ...(this.wireNamespace === null ? [] : [this.wireNamespace])]) {
+    const optional = [this.wireNamespace, this.resolverNamespace].filter((ns) => ns !== null);
+    for (const ns of [this.clientNamespace, this.serverNamespace, ...optional]) {
       await setup.step(['ip', 'netns', 'add', ns], 'create namespace');
       this.namespaces.push(ns);
     }
@@ -86,6 +105,18 @@ export class LabNetwork {
     }
     await this.configureEnd(setup, this.clientNamespace, this.clientInterface, LAB_ADDRESSES.clientV4, LAB_ADDRESSES.clientV6);
     await this.configureEnd(setup, this.serverNamespace, this.serverInterface, LAB_ADDRESSES.serverV4, LAB_ADDRESSES.serverV6);
+    if (this.resolverNamespace !== null) {
+      const { serverNamespace, serverToResolverInterface, resolverInterface, resolverNamespace } = this;
+      await vethPair(setup, serverNamespace, serverToResolverInterface, resolverInterface, resolverNamespace, 'create resolver veth pair');
+      await this.configureEnd(
+        setup,
+        serverNamespace,
+        serverToResolverInterface,
+        LAB_ADDRESSES.serverToResolverV4,
+        LAB_ADDRESSES.serverToResolverV6,
+      );
+      await this.configureEnd(setup, resolverNamespace, resolverInterface, LAB_ADDRESSES.resolverV4, LAB_ADDRESSES.resolverV6);
+    }
     await this.waitForLinks(setup);
   }
 
@@ -188,6 +219,9 @@ export class LabNetwork {
       [this.clientNamespace, this.clientInterface],
       [this.serverNamespace, this.serverInterface],
     ];
+    if (this.resolverNamespace !== null) {
+      ends.push([this.serverNamespace, this.serverToResolverInterface], [this.resolverNamespace, this.resolverInterface]);
+    }
     await waitUntil(`veth links up with usable addresses`, LINK_READY_TIMEOUT_MS, async () => {
       setup.assertOpen();
       for (const [ns, device] of ends) {

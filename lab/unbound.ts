@@ -1,11 +1,13 @@
 /**
- * The lab's resolver: unbound on the server namespace's loopback, serving the static zone of
- * zone.ts and nothing else, run in the foreground as a child of the lab (no daemon, chroot,
- * privilege drop or syslog), with its configuration in the lab's temp dir.
+ * The lab's resolver: unbound on the server namespace's loopback — or, for a resolver on another
+ * host, in a namespace of its own (LabOptions.remoteResolver) — serving the static zone of zone.ts
+ * and nothing else, run in the foreground as a child of the lab (no daemon, chroot, privilege drop
+ * or syslog), with its configuration in the lab's temp dir.
  */
 import type { ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { LAB_ADDRESSES } from './network.js';
 import { type ExecOptions, type ExecResult, exitDescription, hasExited, waitUntil } from './processes.js';
 import { LAB_ZONE, zoneRecords } from './zone.js';
 
@@ -14,10 +16,21 @@ export interface UpstreamEndpoint {
   port: number;
 }
 
+export interface UpstreamEndpoints {
+  readonly v4: UpstreamEndpoint;
+  readonly v6: UpstreamEndpoint;
+}
+
 /** Where the lab's unbound listens (UDP and TCP) inside the server namespace. */
-export const LAB_UPSTREAM: { readonly v4: UpstreamEndpoint; readonly v6: UpstreamEndpoint } = {
+export const LAB_UPSTREAM: UpstreamEndpoints = {
   v4: { address: '127.0.0.1', port: 5300 },
   v6: { address: '::1', port: 5300 },
+};
+
+/** Where it listens in a namespace of its own (LabOptions.remoteResolver), reached from the server over a veth pair. */
+export const REMOTE_UPSTREAM: UpstreamEndpoints = {
+  v4: { address: LAB_ADDRESSES.resolverV4, port: 5300 },
+  v6: { address: LAB_ADDRESSES.resolverV6, port: 5300 },
 };
 
 /** The configuration file's name in the lab's temp dir (tests check it with unbound-checkconf). */
@@ -25,8 +38,8 @@ export const UNBOUND_CONFIG_FILE = 'unbound.conf';
 
 const UNBOUND_READY_TIMEOUT_MS = 10_000;
 
-/** What starting unbound needs of the lab: running things in its server namespace while setup may go on. */
-export interface ServerNamespace {
+/** What starting unbound needs of the lab: running things in its namespace while setup may go on. */
+export interface ResolverNamespace {
   spawn(argv: readonly string[]): ChildProcess;
   exec(argv: readonly string[], options?: ExecOptions): Promise<ExecResult>;
   /** Throws once the lab is closing, which ends the wait for unbound. */
@@ -36,15 +49,20 @@ export interface ServerNamespace {
 }
 
 /**
- * Writes the configuration to `directory` and starts unbound in the server namespace. Unbound logs
- * to stderr (kept for error messages). It is ready once it answers www.lab.test correctly over
- * UDP; if it exits first, this fails with its last log lines.
+ * Writes the configuration to `directory` and starts unbound in its namespace, listening on
+ * `upstream`. Unbound logs to stderr (kept for error messages). It is ready once it answers
+ * www.lab.test correctly over UDP; if it exits first, this fails with its last log lines.
  */
-export async function startUnbound(server: ServerNamespace, directory: string, extraServerLines: readonly string[]): Promise<ChildProcess> {
+export async function startUnbound(
+  server: ResolverNamespace,
+  directory: string,
+  extraServerLines: readonly string[],
+  upstream: UpstreamEndpoints = LAB_UPSTREAM,
+): Promise<ChildProcess> {
   const configFile = join(directory, UNBOUND_CONFIG_FILE);
-  await writeFile(configFile, unboundConfig(directory, extraServerLines));
+  await writeFile(configFile, unboundConfig(directory, extraServerLines, upstream));
   const unbound = server.spawn(['unbound', '-c', configFile]);
-  const { address, port } = LAB_UPSTREAM.v4;
+  const { address, port } = upstream.v4;
   await waitUntil('unbound answering www.lab.test', UNBOUND_READY_TIMEOUT_MS, async () => {
     server.assertOpen();
     if (hasExited(unbound)) {
@@ -58,9 +76,11 @@ export async function startUnbound(server: ServerNamespace, directory: string, e
   return unbound;
 }
 
-function unboundConfig(directory: string, extraServerLines: readonly string[]): string {
+function unboundConfig(directory: string, extraServerLines: readonly string[], upstream: UpstreamEndpoints): string {
   const server = [
-    ...Object.values(LAB_UPSTREAM).map((e) => `interface: ${e.address}@${e.port}`),
+    ...Object.values(upstream).map((e) => `interface: ${e.address}@${e.port}`),
+    // Off loopback, unbound refuses everyone until told otherwise: let the lab's ranges ask.
+    ...(upstream === LAB_UPSTREAM ? [] : ['access-control: 198.18.0.0/15 allow', 'access-control: 2001:2::/48 allow']),
     // Run in the foreground as a child we own: no daemon, chroot, privilege drop or syslog.
     'do-daemonize: no',
     'chroot: ""',

@@ -15,6 +15,7 @@ import { formatEndpoint, parseEndpoint, type Endpoint } from './endpoint.js';
 import { StartupError, startKernelFrontEnd, startRawFrontEnd, type FrontEndOptions, type RunningFrontEnd } from './front-end.js';
 import { applyConfigFile } from './config.js';
 import { createLogger, LOG_LEVELS, type Logger } from './log.js';
+import { DEFAULT_PORT_LIFETIME_SECONDS, DEFAULT_QUERIES_PER_PORT, DEFAULT_UPSTREAM_PORTS, type DnsSettings } from './dns/application.js';
 
 function oneEndpoint(value: string): Endpoint {
   try {
@@ -35,17 +36,37 @@ function positiveInteger(value: string): number {
   return n;
 }
 
+/** Each socket's buffers take 64 KiB, and each worker holds up to twice this many open (draining ones). */
+const MAX_UPSTREAM_PORTS = 64;
+
+function upstreamPortCount(value: string): number {
+  const n = positiveInteger(value);
+  if (n > MAX_UPSTREAM_PORTS) throw new InvalidArgumentError(`"${value}" is more than ${MAX_UPSTREAM_PORTS}`);
+  return n;
+}
+
 interface DnsCommandOptions extends RawCommandOptions {
   upstream?: Endpoint[];
   timeout: number;
   closeAfterResponse: boolean;
+  upstreamPorts: number;
+  upstreamPortQueries: number;
+  upstreamPortSeconds: number;
 }
 
 async function runDns(options: DnsCommandOptions): Promise<void> {
   if (options.upstream === undefined || options.upstream.length !== 1)
     throw new StartupError('give exactly one --upstream ADDR:PORT (or "upstream" in --config)');
   const upstream = options.upstream[0]!;
-  const running = await start(options, { kind: 'dns', upstream, timeoutMs: options.timeout }, options.closeAfterResponse);
+  const settings: DnsSettings = {
+    kind: 'dns',
+    upstream,
+    timeoutMs: options.timeout,
+    upstreamPorts: options.upstreamPorts,
+    queriesPerPort: options.upstreamPortQueries,
+    portLifetimeMs: options.upstreamPortSeconds * 1000,
+  };
+  const running = await start(options, settings, options.closeAfterResponse);
   serve(options.log, options.listen, running, `upstream ${formatEndpoint(upstream)}`);
 }
 
@@ -207,6 +228,25 @@ withRawOptions(program.command('dns').description('DNS over TCP front end relayi
     '--close-after-response',
     "close each connection once its answers are sent (the talk's transaction mode); default: keep it open until the client closes",
     false,
+  )
+  .option(
+    '--upstream-ports <n>',
+    'UDP sockets, each on its own random source port, that each shard worker spreads its queries over ' +
+      `(RFC 5452; at most ${MAX_UPSTREAM_PORTS}; an upstream on loopback gets one)`,
+    upstreamPortCount,
+    DEFAULT_UPSTREAM_PORTS,
+  )
+  .option(
+    '--upstream-port-queries <n>',
+    'replace an upstream socket by one on a new random port after it has sent this many queries',
+    positiveInteger,
+    DEFAULT_QUERIES_PER_PORT,
+  )
+  .option(
+    '--upstream-port-seconds <n>',
+    'replace an upstream socket by one on a new random port after this many seconds at most',
+    positiveInteger,
+    DEFAULT_PORT_LIFETIME_SECONDS,
   )
   .action(async (options: DnsCommandOptions, command: Command) => {
     checkRawOptions(options, command);

@@ -25,3 +25,13 @@ export function parseEndpoint(text: string): Endpoint {
 export function formatEndpoint(e: { address: string; port: number }): string {
   return net.isIPv6(e.address) ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
 }
+
+/** 127.0.0.0/8 and ::1 (RFC 1122 §3.2.1.3, RFC 4291 §2.5.3); BlockList also matches IPv4-mapped IPv6. */
+const LOOPBACK = new net.BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+
+/** Whether the endpoint's address is a loopback address: traffic to it never leaves the host. */
+export function isLoopback(e: Endpoint): boolean {
+  return LOOPBACK.check(e.address, e.family === 4 ? 'ipv4' : 'ipv6');
+}

@@ -4,8 +4,8 @@
  * io/upstream.ts. This file is where the protocol meets its I/O; relay.ts does none.
  */
 import { randomFillSync } from 'node:crypto';
-import type { Endpoint } from '../endpoint.js';
-import { UdpTcpUpstream, probeUpstream } from '../io/upstream.js';
+import { isLoopback, type Endpoint } from '../endpoint.js';
+import { UdpTcpUpstream, probeUpstream, type UpstreamPorts } from '../io/upstream.js';
 import type { Application, Protocol, Relay } from '../tcp/transport.js';
 import { dnsMessageLength, plausibleQueryStart } from './message.js';
 import { DnsRelay, RELAY_COUNTER_NAMES } from './relay.js';
@@ -17,6 +17,31 @@ export interface DnsSettings {
   upstream: Endpoint;
   /** How long the upstream may take before the client gets SERVFAIL. */
   timeoutMs: number;
+  /** UDP sockets (source ports) per relay for a resolver off this host (`--upstream-ports`). */
+  upstreamPorts: number;
+  /** Queries a socket sends before it is replaced by one on a new port (`--upstream-port-queries`). */
+  queriesPerPort: number;
+  /** How long a socket keeps its port at most, in ms (`--upstream-port-seconds`). */
+  portLifetimeMs: number;
+}
+
+/** The defaults of the options above (cli.ts). */
+export const DEFAULT_UPSTREAM_PORTS = 8;
+export const DEFAULT_QUERIES_PER_PORT = 1000;
+export const DEFAULT_PORT_LIFETIME_SECONDS = 10;
+
+/**
+ * The UDP sockets for `settings.upstream`. A resolver on loopback gets one socket that keeps its
+ * port: no off-path sender can put a datagram on lo — loopback addresses never appear outside a
+ * host, and the kernel drops packets from another interface that carry them (RFC 1122
+ * §3.2.1.3(g), RFC 4291 §2.5.3) — and a sender on this host can read every socket's port in
+ * /proc/net/udp anyway; so ports guard nothing there, while each socket of a pool costs its own
+ * receive system calls once answers are spread over several. Elsewhere, a pool of sockets on
+ * random ports, each replaced now and then (RFC 5452 §9.2; udp-port-pool.ts).
+ */
+export function upstreamPortsFor(settings: DnsSettings): UpstreamPorts {
+  if (isLoopback(settings.upstream)) return { sockets: 1, queriesPerPort: Infinity, portLifetimeMs: Infinity };
+  return { sockets: settings.upstreamPorts, queriesPerPort: settings.queriesPerPort, portLifetimeMs: settings.portLifetimeMs };
 }
 
 /** How long the start-up probe waits for the resolver's answer. */
@@ -39,8 +64,20 @@ export function dnsApplication(settings: DnsSettings): Application {
     open<C>(): Relay<C> {
       // Answers arrive from the event loop, once `relay` is set.
       let relay: DnsRelay<C> | undefined;
-      const upstream = new UdpTcpUpstream(settings.upstream, (bytes, offset, length) => relay!.handleUpstreamAnswer(bytes, offset, length));
-      relay = new DnsRelay<C>({ timeoutMs: settings.timeoutMs, upstream, fillRandom: (bytes) => randomFillSync(bytes), now: Date.now });
+      const counts = new Float64Array(RELAY_COUNTER_NAMES.length);
+      const upstream = new UdpTcpUpstream(settings.upstream, {
+        ports: upstreamPortsFor(settings),
+        onAnswer: (bytes, offset, length, socket) => relay!.handleUpstreamAnswer(bytes, offset, length, socket),
+        counts,
+        nowMs: Date.now(),
+      });
+      relay = new DnsRelay<C>({
+        timeoutMs: settings.timeoutMs,
+        upstream,
+        fillRandom: (bytes) => randomFillSync(bytes),
+        now: Date.now,
+        counts,
+      });
       return relay;
     },
   };

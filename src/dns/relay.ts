@@ -8,8 +8,9 @@
  *
  * Upstream IDs: clients choose their query IDs independently, so each relayed query gets a fresh
  * random ID of ours (the client's is restored in the answer). Random IDs also make it hard for an
- * off-path forger to inject an answer (RFC 5452 §9.2), and an answer is accepted only if its
- * question matches the query's.
+ * off-path forger to inject an answer (RFC 5452 §9.2): an answer is accepted only with the ID and
+ * question of a pending query, arriving on the upstream socket (our random port) the query left
+ * from.
  *
  * No I/O here: the upstream socket, the transport and the clock are injected (tcp/transport.ts).
  * The connection type is a parameter, so the same relay serves either transport.
@@ -19,9 +20,24 @@ import { TruncatedQuestions } from './truncated.js';
 import { counterNames } from '../counter-names.js';
 import type { Relay, Transport } from '../tcp/transport.js';
 
+/**
+ * The resolver as the relay sees it. UDP queries leave from one of several sockets, each on its own
+ * random port (RFC 5452 §9.2); the relay keeps which one for each query, since only that socket may
+ * bring its answer (RFC 5452 §9.1: the answer's destination port must be the query's source port).
+ */
 export interface UpstreamTransport {
-  /** Sends one query datagram to the upstream resolver. */
-  sendDatagram(query: Uint8Array): void;
+  /**
+   * Sends one query datagram to the upstream resolver from a socket of the transport's choosing;
+   * returns that socket's number, for `resendDatagram`, `queryDone` and matching the answer.
+   */
+  sendDatagram(query: Uint8Array, nowMs: number): number;
+  /** Sends a query again from the socket it first left from (`sendDatagram`'s number). */
+  resendDatagram(query: Uint8Array, socket: number): void;
+  /**
+   * The query sent from `socket` is answered or given up: once a socket that is being replaced
+   * owes no answers it closes (each `sendDatagram` is followed by exactly one call).
+   */
+  queryDone(socket: number): void;
   /** Asks the query over TCP; resolves to the answer, or null on any failure or after `timeoutMs`. */
   queryOverTcp(query: Uint8Array, timeoutMs: number): Promise<Uint8Array | null>;
   close(): void;
@@ -35,6 +51,11 @@ export interface DnsRelayOptions {
   fillRandom: (bytes: Uint8Array) => void;
   /** The clock for the relay's own events: upstream answers, TCP retries. */
   now: () => number;
+  /**
+   * The relay's counters (`RELAY_COUNTER_NAMES.length` of them), when the upstream counts its own
+   * events (`PORT_REBINDS`, `PORT_REBINDS_POSTPONED`) into the same array; else the relay makes one.
+   */
+  counts?: Float64Array;
 }
 
 /**
@@ -57,6 +78,15 @@ export const RelayCounter = {
   UDP_RETRIES: 8,
   /** Queries sent to the upstream over TCP at once: their question was truncated over UDP lately (truncated.ts). */
   SENT_OVER_TCP: 9,
+  /**
+   * Answers with the ID and question of a pending query that arrived on another of the upstream
+   * sockets than the query left from: dropped (RFC 5452 §9.1), the query still waits for its own.
+   */
+  ANSWERS_WRONG_PORT: 10,
+  /** Upstream sockets replaced by a fresh one on a new random port (counted by the upstream). */
+  PORT_REBINDS: 11,
+  /** Replacements put off: as many old sockets were still draining as the limit allows (counted by the upstream). */
+  PORT_REBINDS_POSTPONED: 12,
 } as const;
 export const RELAY_COUNTER_NAMES = counterNames(RelayCounter);
 
@@ -72,6 +102,8 @@ class PendingQuery<Connection> {
     /** The query as sent upstream (our ID), kept to check the answer's question and for a TCP retry. */
     public query: Uint8Array,
     readonly deadline: number,
+    /** The upstream socket it left from (`UpstreamTransport.sendDatagram`), −1 if sent over TCP only. */
+    readonly socket: number,
   ) {}
 }
 
@@ -80,7 +112,7 @@ const ID_SPACE = 65536;
 const RANDOM_POOL_BYTES = 4096;
 
 export class DnsRelay<Connection> implements Relay<Connection> {
-  readonly counts = new Float64Array(RELAY_COUNTER_NAMES.length);
+  readonly counts: Float64Array;
   /** Pending queries by upstream ID. */
   private readonly pending: (PendingQuery<Connection> | undefined)[] = new Array(ID_SPACE);
   private pendingCount = 0;
@@ -100,6 +132,7 @@ export class DnsRelay<Connection> implements Relay<Connection> {
 
   constructor(private readonly config: DnsRelayOptions) {
     this.upstream = config.upstream;
+    this.counts = config.counts ?? new Float64Array(RELAY_COUNTER_NAMES.length);
     const seed = new Uint8Array(4);
     config.fillRandom(seed);
     this.truncated = new TruncatedQuestions((seed[0]! << 24) | (seed[1]! << 16) | (seed[2]! << 8) | seed[3]!);
@@ -143,7 +176,7 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     const deadline = nowMs + this.config.timeoutMs;
     if (this.truncated.isRecent(query, 0, length, nowMs)) {
       this.counts[RelayCounter.SENT_OVER_TCP]!++;
-      this.askOverTcp(new PendingQuery(connection, clientId, -1, query, deadline));
+      this.askOverTcp(new PendingQuery(connection, clientId, -1, query, deadline, -1));
       return;
     }
     const upstreamId = this.freeId();
@@ -153,18 +186,20 @@ export class DnsRelay<Connection> implements Relay<Connection> {
       return;
     }
     writeId(query, 0, upstreamId);
-    const pending = new PendingQuery(connection, clientId, upstreamId, query, deadline);
+    const socket = this.upstream.sendDatagram(query, nowMs);
+    const pending = new PendingQuery(connection, clientId, upstreamId, query, deadline, socket);
     this.pending[upstreamId] = pending;
     this.pendingCount++;
     this.deadlines.push(pending);
-    this.upstream.sendDatagram(query);
   }
 
   /**
-   * An answer datagram from the upstream resolver, `buf[offset, offset+length)`: read, and its ID
-   * rewritten, in place; done with when this returns.
+   * An answer datagram from the upstream resolver, `buf[offset, offset+length)`, received on
+   * upstream socket `socket`: read, and its ID rewritten, in place; done with when this returns.
+   * (The socket is connected to the resolver, so the kernel has already refused datagrams from any
+   * other address or port; RFC 5452 §9.1 asks the rest: our port, the ID and the question.)
    */
-  handleUpstreamAnswer(buf: Uint8Array, offset: number, length: number): void {
+  handleUpstreamAnswer(buf: Uint8Array, offset: number, length: number, socket: number): void {
     const nowMs = this.config.now();
     if (length < HEADER_LENGTH) {
       this.counts[RelayCounter.UNEXPECTED_ANSWERS]!++;
@@ -173,6 +208,12 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     const pending = this.pending[readId(buf, offset)];
     if (pending === undefined || !sameQuestion(buf, offset, length, pending.query, 0, pending.query.length)) {
       this.counts[RelayCounter.UNEXPECTED_ANSWERS]!++;
+      return;
+    }
+    if (pending.socket !== socket) {
+      // Right ID and question, wrong port: a forger who guessed the ID but not which of our ports
+      // the query left from. The query keeps waiting for the answer on its own socket.
+      this.counts[RelayCounter.ANSWERS_WRONG_PORT]!++;
       return;
     }
     this.release(pending);
@@ -211,7 +252,7 @@ export class DnsRelay<Connection> implements Relay<Connection> {
         const pending = d[i]!;
         if (this.pending[pending.upstreamId] !== pending) continue;
         this.counts[RelayCounter.UDP_RETRIES]!++;
-        this.upstream.sendDatagram(pending.query);
+        this.upstream.resendDatagram(pending.query, pending.socket);
       }
       this.resendHeads[k] = i;
     }
@@ -230,9 +271,11 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     }
   }
 
+  /** A query sent over UDP is answered or given up: its ID is free, and its socket owes one answer less. */
   private release(pending: PendingQuery<Connection>): void {
     this.pending[pending.upstreamId] = undefined;
     this.pendingCount--;
+    this.upstream.queryDone(pending.socket);
   }
 
   private deliverError(pending: PendingQuery<Connection>, nowMs: number): void {

@@ -4,7 +4,9 @@
  * native/udp.c, which says why node:dgram is not used for this).
  *
  * Nothing is allocated per datagram: queued datagrams are copied into one send buffer, and
- * received ones are read in place in slots of one receive buffer, both allocated here once.
+ * received ones are read in place in slots of one receive buffer, both allocated once. Several
+ * sockets of one thread may share the receive slots (`UdpReceiveSlots`): each socket's batch is
+ * handed over and done with in one call before any other socket's is read.
  */
 import { createRequire } from 'node:module';
 
@@ -40,6 +42,12 @@ const RECEIVE_SLOT_BYTES = 4096;
 /** Room for a full batch of the largest DNS queries clients send (a few hundred bytes at most). */
 const SEND_BUFFER_BYTES = 64 * 1024;
 
+/** Where received datagrams land: a batch of slots, read in place. */
+export class UdpReceiveSlots {
+  readonly bytes = new Uint8Array(BATCH * RECEIVE_SLOT_BYTES);
+  readonly lengths = new Uint32Array(BATCH);
+}
+
 export interface BatchedUdpOptions {
   host: string;
   port: number;
@@ -47,15 +55,17 @@ export interface BatchedUdpOptions {
   receiveBufferBytes: number;
   /** Each datagram received: `bytes[offset, offset+length)`, valid only during the call. */
   onDatagram: (bytes: Uint8Array, offset: number, length: number) => void;
+  /** Receive slots shared with other sockets of this thread; by default the socket has its own. */
+  receiveSlots?: UdpReceiveSlots;
 }
 
 export class BatchedUdpSocket {
   private readonly addon = require(ADDON_PATH) as UdpAddon;
-  private readonly handle: object;
-  private readonly recvSlots = new Uint8Array(BATCH * RECEIVE_SLOT_BYTES);
-  private readonly recvLengths = new Uint32Array(BATCH);
+  private handle: object;
+  private readonly slots: UdpReceiveSlots;
   private readonly sendBuffer = new Uint8Array(SEND_BUFFER_BYTES);
   private readonly sendLengths = new Uint32Array(BATCH);
+  private readonly onDatagrams: (count: number) => void;
   private queued = 0;
   private queuedBytes = 0;
   private flushQueued = false;
@@ -65,22 +75,46 @@ export class BatchedUdpSocket {
     this.flush();
   };
 
-  /** Opens and connects the socket; throws an Error naming the failed call. */
-  constructor(options: BatchedUdpOptions) {
-    const { recvSlots, recvLengths } = this;
+  /**
+   * Opens and connects the socket, from a local port the kernel picks at random from the ephemeral
+   * range (net.ipv4.ip_local_port_range); throws an Error naming the failed call.
+   */
+  constructor(private readonly options: BatchedUdpOptions) {
+    this.slots = options.receiveSlots ?? new UdpReceiveSlots();
+    const { bytes, lengths } = this.slots;
     const onDatagram = options.onDatagram;
-    this.handle = this.addon.open(
+    this.onDatagrams = (count) => {
+      for (let i = 0; i < count; i++) onDatagram(bytes, i * RECEIVE_SLOT_BYTES, lengths[i]!);
+    };
+    this.handle = this.open();
+  }
+
+  private open(): object {
+    const { options, slots } = this;
+    return this.addon.open(
       options.host,
       options.port,
       options.receiveBufferBytes,
-      recvSlots,
-      recvLengths,
+      slots.bytes,
+      slots.lengths,
       this.sendBuffer,
       this.sendLengths,
-      (count) => {
-        for (let i = 0; i < count; i++) onDatagram(recvSlots, i * RECEIVE_SLOT_BYTES, recvLengths[i]!);
-      },
+      this.onDatagrams,
     );
+  }
+
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
+  /**
+   * After `close`: a new socket to the same peer, from a new random local port, with the same
+   * buffers and callback. Throws an Error naming the failed call (and stays closed).
+   */
+  reopen(): void {
+    if (!this.closed) throw new Error('reopen: the socket is open');
+    this.handle = this.open();
+    this.closed = false;
   }
 
   /**
@@ -100,9 +134,12 @@ export class BatchedUdpSocket {
     }
   }
 
+  /** Closes the socket; datagrams still queued are dropped. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.queued = 0;
+    this.queuedBytes = 0;
     this.addon.close(this.handle);
   }
 

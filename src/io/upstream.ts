@@ -1,15 +1,16 @@
 /**
- * Sockets to the upstream DNS resolver: one connected UDP socket for queries (batched both ways:
+ * Sockets to the upstream DNS resolver: connected UDP sockets for queries, each on its own random
+ * port (a pool of them for a resolver off this host, udp-port-pool.ts; batched both ways,
  * udp-batch.ts), and a few persistent TCP connections for queries whose UDP answer was truncated.
  */
 import { randomInt } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
-import type { UpstreamTransport } from '../dns/relay.js';
+import { RelayCounter, type UpstreamTransport } from '../dns/relay.js';
 import { readId, wholeMessages, writeId } from '../dns/message.js';
 import { ByteQueue } from '../tcp/byte-queue.js';
-import { BatchedUdpSocket } from './udp-batch.js';
+import { UdpPortPool } from './udp-port-pool.js';
 import { formatEndpoint, type Endpoint } from '../endpoint.js';
 
 const UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
@@ -20,32 +21,70 @@ const ID_SPACE = 65536;
 /** Persistent TCP connections to the upstream, for truncated answers. */
 const TCP_CONNECTIONS = 4;
 
+/** How the UDP queries leave: from how many sockets, and how long each keeps its port. */
+export interface UpstreamPorts {
+  /** Sockets (ports) queries are spread over at random. */
+  sockets: number;
+  /** A socket is replaced by one on a new random port after this many queries (Infinity: never for that reason)… */
+  queriesPerPort: number;
+  /** … or after this long, whichever comes first (Infinity: never for that reason). */
+  portLifetimeMs: number;
+}
+
+export interface UdpTcpUpstreamOptions {
+  ports: UpstreamPorts;
+  /** Each UDP answer in place, `bytes[offset, offset+length)`, and the number of the socket it came on. */
+  onAnswer: (bytes: Uint8Array, offset: number, length: number, socket: number) => void;
+  /** The relay's counters: the upstream counts its port re-binds into them (RelayCounter.PORT_REBINDS…). */
+  counts: Float64Array;
+  /** The clock at start (the first sockets' age counts from it). */
+  nowMs: number;
+}
+
 export class UdpTcpUpstream implements UpstreamTransport {
-  private readonly udp: BatchedUdpSocket;
+  private readonly udp: UdpPortPool;
   private readonly tcp: TcpUpstreamConnection[] = [];
 
   /**
-   * Connects the UDP socket, from a random source port (RFC 5452 §9.2) so that only the
-   * resolver's datagrams arrive; `onAnswer` gets each of them in place, `bytes[offset, offset+length)`.
-   * Throws an Error naming the failed call.
+   * Opens the UDP sockets, each connected from a random source port (RFC 5452 §9.2) so that only
+   * the resolver's datagrams arrive. Throws an Error naming the failed call.
    */
   constructor(
     private readonly address: Endpoint,
-    onAnswer: (bytes: Uint8Array, offset: number, length: number) => void,
+    options: UdpTcpUpstreamOptions,
   ) {
+    const { counts } = options;
     // Answers come in bursts while the event loop works through a batch of captured packets; the
     // default 208 KiB receive buffer overflowed under dnsperf (each lost answer is a SERVFAIL
     // after --timeout).
-    this.udp = new BatchedUdpSocket({
-      host: address.address,
-      port: address.port,
-      receiveBufferBytes: UDP_RECEIVE_BUFFER_BYTES,
-      onDatagram: onAnswer,
-    });
+    this.udp = new UdpPortPool(
+      {
+        host: address.address,
+        port: address.port,
+        receiveBufferBytes: UDP_RECEIVE_BUFFER_BYTES,
+        ...options.ports,
+        onDatagram: options.onAnswer,
+        onRebind: (postponed) => counts[postponed ? RelayCounter.PORT_REBINDS_POSTPONED : RelayCounter.PORT_REBINDS]!++,
+      },
+      options.nowMs,
+    );
   }
 
-  sendDatagram(query: Uint8Array): void {
-    this.udp.send(query);
+  sendDatagram(query: Uint8Array, nowMs: number): number {
+    return this.udp.send(query, nowMs);
+  }
+
+  resendDatagram(query: Uint8Array, socket: number): void {
+    this.udp.resend(query, socket);
+  }
+
+  queryDone(socket: number): void {
+    this.udp.queryDone(socket);
+  }
+
+  /** UDP sockets open now, those in use and those draining after their replacement (for tests). */
+  get openUdpSockets(): number {
+    return this.udp.openSockets;
   }
 
   /**

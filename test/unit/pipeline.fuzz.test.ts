@@ -38,6 +38,8 @@ function pipelineUnderTest(linkType: LinkType, policy: ChecksumPolicy) {
   };
   const upstream = {
     sendDatagram: () => assert.fail('nothing may reach the upstream'),
+    resendDatagram: () => assert.fail('nothing may reach the upstream'),
+    queryDone: () => assert.fail('nothing may reach the upstream'),
     queryOverTcp: () => Promise.reject(new Error('nothing may reach the upstream')),
     close: () => {},
   };

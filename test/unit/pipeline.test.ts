@@ -27,7 +27,13 @@ test('handleFrame decodes and answers frames in place at their ring slot offsets
   };
   const relay = new DnsRelay<Flow>({
     timeoutMs: 1000,
-    upstream: { sendDatagram: () => assert.fail('no query was sent'), queryOverTcp: () => Promise.resolve(null), close: () => {} },
+    upstream: {
+      sendDatagram: () => assert.fail('no query was sent'),
+      resendDatagram: () => assert.fail('no query was sent'),
+      queryDone: () => assert.fail('no query was sent'),
+      queryOverTcp: () => Promise.resolve(null),
+      close: () => {},
+    },
     fillRandom: (bytes) => bytes.fill(1),
     now: () => NOW_MS,
   });

@@ -5,12 +5,34 @@ import { DnsRelay, RelayCounter, type UpstreamTransport } from '../../../src/dns
 import type { Transport } from '../../../src/tcp/transport.js';
 import { Rcode, readId } from '../../../src/dns/message.js';
 
-/** The upstream side as the relay sees it: datagrams out, and what a TCP retry returns. */
+/**
+ * The upstream side as the relay sees it: datagrams out, each from one of three sockets in turn,
+ * how many queries each socket was told are done, and what a TCP retry returns.
+ */
 class RecordingUpstream implements UpstreamTransport {
   readonly datagrams: Buffer[] = [];
+  /** The socket each datagram left from. */
+  readonly sockets: number[] = [];
+  readonly done = [0, 0, 0];
+  private sentQueries = 0;
   tcpAnswer: (query: Uint8Array) => Uint8Array | null = () => null;
-  sendDatagram(query: Uint8Array): void {
+  sendDatagram(query: Uint8Array): number {
+    const socket = this.sentQueries++ % 3;
     this.datagrams.push(Buffer.from(query));
+    this.sockets.push(socket);
+    return socket;
+  }
+  resendDatagram(query: Uint8Array, socket: number): void {
+    this.datagrams.push(Buffer.from(query));
+    this.sockets.push(socket);
+  }
+  queryDone(socket: number): void {
+    this.done[socket]!++;
+  }
+  /** The socket the query with upstream ID `id` left from (its answer comes back on it). */
+  socketOf(id: number): number {
+    const index = this.datagrams.findIndex((d) => readId(d, 0) === id);
+    return index < 0 ? 0 : this.sockets[index]!;
   }
   queryOverTcp(query: Uint8Array): Promise<Uint8Array | null> {
     return Promise.resolve(this.tcpAnswer(query));
@@ -65,15 +87,21 @@ const answerTo = (relayed: Buffer, address = '198.18.0.100', flags = 0): Buffer 
   });
 };
 const addressOf = (a: dnsPacket.Answer): unknown => (a as dnsPacket.StringAnswer).data;
-/** Hands the relay an upstream datagram, as the upstream socket does: a whole buffer. */
 /** The relay's clock (DnsRelayOptions.now), set by `fromUpstream`. */
 let clockMs = 0;
-const fromUpstream = (relay: DnsRelay<string>, answer: Uint8Array, nowMs: number): void => {
+/** The upstream of the latest `setup`. */
+let currentUpstream: RecordingUpstream;
+/**
+ * Hands the relay an upstream datagram, as the upstream socket does: a whole buffer, on the
+ * socket its query left from unless `socket` says otherwise.
+ */
+const fromUpstream = (relay: DnsRelay<string>, answer: Uint8Array, nowMs: number, socket?: number): void => {
   clockMs = nowMs;
-  relay.handleUpstreamAnswer(answer, 0, answer.length);
+  relay.handleUpstreamAnswer(answer, 0, answer.length, socket ?? (answer.length < 2 ? 0 : currentUpstream.socketOf(readId(answer, 0))));
 };
 function setup() {
   const upstream = new RecordingUpstream();
+  currentUpstream = upstream;
   const connections = new RecordingConnections();
   let counter = 0;
   const fillRandom = (b: Uint8Array): void => {
@@ -196,6 +224,7 @@ test('an unanswered query is sent again at each quarter of the timeout (UDP lose
   relay.tick(10_250);
   assert.equal(upstream.datagrams.length, 2);
   assert.deepEqual(upstream.datagrams[1], upstream.datagrams[0], 'the same query, same upstream ID');
+  assert.equal(upstream.sockets[1], upstream.sockets[0], 'from the same socket, where its answer is expected');
   relay.tick(10_600);
   assert.equal(upstream.datagrams.length, 3);
   fromUpstream(relay, answerTo(upstream.datagrams[2]!), 10_601);
@@ -205,6 +234,7 @@ test('an unanswered query is sent again at each quarter of the timeout (UDP lose
   assert.equal(upstream.datagrams.length, 3, 'no resend once answered');
   assert.equal(connections.answers.length, 1);
   assert.equal(relay.counts[RelayCounter.UDP_RETRIES], 2);
+  assert.deepEqual(upstream.done, [1, 0, 0], 'its socket is told once that the query is done');
 });
 
 test('a truncated UDP answer is fetched again over TCP and the client gets the whole answer', async () => {
@@ -289,4 +319,55 @@ test('a question truncated over UDP lately goes to the upstream over TCP at once
   assert.equal(c2.id, 2, 'the client ID is kept');
   assert.equal(c2.answers!.length, 16);
   assert.equal(connections.owed.get('c2'), 0);
+});
+
+test('an answer with the ID and question of a pending query, on another upstream socket, is dropped and counted', () => {
+  const { upstream, connections, relay } = setup();
+  const request = framed(query('www.lab.test', 5), query('www.lab.test', 6));
+  relay.onMessages('c1', request, 0, request.length, 0);
+  const [first, second] = upstream.datagrams;
+  assert.deepEqual(upstream.sockets, [0, 1]);
+  // A forger who guessed the first query's ID but sent to the second query's port.
+  fromUpstream(relay, answerTo(first!, '203.0.113.66'), 1, 1);
+  fromUpstream(relay, answerTo(first!, '203.0.113.66'), 1, 2);
+  assert.equal(connections.answers.length, 0);
+  assert.equal(relay.counts[RelayCounter.ANSWERS_WRONG_PORT], 2);
+  assert.equal(relay.pendingQueries, 2, 'both still wait for their own answers');
+  assert.deepEqual(upstream.done, [0, 0, 0]);
+  fromUpstream(relay, answerTo(second!, '198.18.0.6'), 2);
+  fromUpstream(relay, answerTo(first!, '198.18.0.5'), 2);
+  assert.deepEqual(
+    connections.answers.map((a) => [a.message.id, addressOf(a.message.answers![0]!)]),
+    [
+      [6, '198.18.0.6'],
+      [5, '198.18.0.5'],
+    ],
+  );
+  assert.deepEqual(upstream.done, [1, 1, 0]);
+  assert.equal(relay.counts[RelayCounter.UNEXPECTED_ANSWERS], 0);
+});
+
+test('every query sent over UDP is reported done to its socket exactly once: answered, timed out, or moved to TCP', async () => {
+  const { upstream, relay } = setup();
+  const request = framed(query('www.lab.test', 1), query('missing.lab.test', 2), query('big.lab.test', 3, 'TXT'));
+  relay.onMessages('c1', request, 0, request.length, 0);
+  const [answered, , truncated] = upstream.datagrams;
+  fromUpstream(relay, answerTo(answered!), 1);
+  fromUpstream(relay, answerTo(answered!), 2); // a duplicate: not done twice
+  fromUpstream(
+    relay,
+    dnsPacket.encode({
+      type: 'response',
+      id: readId(truncated!, 0),
+      flags: dnsPacket.TRUNCATED_RESPONSE,
+      questions: [{ type: 'TXT', name: 'big.lab.test' }],
+    }),
+    3,
+  );
+  assert.deepEqual(upstream.done, [1, 0, 1], 'answered on socket 0; truncated on socket 2, then asked over TCP');
+  relay.tick(1000);
+  assert.deepEqual(upstream.done, [1, 1, 1], 'the unanswered one on socket 1, at its timeout');
+  await new Promise((resolve) => setImmediate(resolve));
+  relay.tick(5000);
+  assert.deepEqual(upstream.done, [1, 1, 1]);
 });

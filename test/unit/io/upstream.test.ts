@@ -8,6 +8,7 @@ import net from 'node:net';
 import { test } from 'node:test';
 import dnsPacket from 'dns-packet';
 import { UdpTcpUpstream } from '../../../src/io/upstream.js';
+import { RELAY_COUNTER_NAMES } from '../../../src/dns/relay.js';
 
 test('a query on a TCP connection the resolver closes is asked again on a new one', async (t) => {
   let connections = 0;
@@ -25,7 +26,15 @@ test('a query on a TCP connection the resolver closes is asked again on a new on
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as net.AddressInfo;
-  const upstream = new UdpTcpUpstream({ address: '127.0.0.1', port, family: 4 }, () => {});
+  const upstream = new UdpTcpUpstream(
+    { address: '127.0.0.1', port, family: 4 },
+    {
+      ports: { sockets: 1, queriesPerPort: Infinity, portLifetimeMs: Infinity },
+      onAnswer: () => {},
+      counts: new Float64Array(RELAY_COUNTER_NAMES.length),
+      nowMs: 0,
+    },
+  );
   t.after(() => {
     upstream.close();
     server.close();
