@@ -68,5 +68,11 @@ export const TcpEvent = {
    * of a heavier source than the newcomer's (responder.ts shedFor; also in flows_aborted).
    */
   FLOWS_SHED: 15,
+  /**
+   * Flows the timers looked at (timer-wheel.ts): those whose earliest timer came due, and the
+   * few sharing a wheel slot with them whose timers are not due yet. Grows with the timers that
+   * come due, not with the flows held.
+   */
+  TIMER_VISITS: 16,
 } as const;
 export const TCP_EVENT_NAMES = counterNames(TcpEvent);

@@ -7,6 +7,7 @@
  */
 import { ReplyHeader, type Segment } from '../wire/segment.js';
 import { ByteQueue } from './byte-queue.js';
+import type { TimerEntry } from './timer-wheel.js';
 
 /** The flows and queued bytes of one source network (an IPv4 address, an IPv6 /64) in one shard. */
 export class SourceUsage {
@@ -15,7 +16,7 @@ export class SourceUsage {
   constructor(readonly key: number) {}
 }
 
-export class Flow {
+export class Flow implements TimerEntry<Flow> {
   /** Header template for everything we send: addresses and ports in the reply direction. */
   readonly reply = new ReplyHeader();
   /** The flow table's bucket key of the 4-tuple (FlowTable), and the next flow with the same key. */
@@ -108,6 +109,12 @@ export class Flow {
   challengeIntervalStartMs = 0;
   /** Out of the flow table: the connection went idle (or was closed); this object is done with. */
   released = false;
+
+  /** Its earliest timer, and its links in the responder's timer wheel (timer-wheel.ts). */
+  timerDueMs = 0;
+  timerList = -1;
+  timerPrev: Flow | null = null;
+  timerNext: Flow | null = null;
 
   /** Sequence space in flight: bytes and FIN sent but not acknowledged. */
   get inFlight(): number {

@@ -20,12 +20,15 @@
  *
  * The responder does no I/O: segments go to a `SegmentSink`, messages to the application on top
  * (it is one of the two transports of transport.ts), and time is passed in. `tick` drives the
- * timers (delayed ACK, retransmission, window probes, idle eviction).
+ * timers (delayed ACK, retransmission, window probes, deadlines): each flow is filed in a timer
+ * wheel (timer-wheel.ts) at its earliest deadline whenever what they depend on changes, so a tick
+ * looks at the flows whose timers are due, not at every flow held.
  */
 import { ReplyHeader, TcpFlag, type Segment } from '../wire/segment.js';
 import { SynCookies } from './cookie.js';
 import { Flow, FlowTable, SourceUsage } from './flow.js';
 import { RecentConnections } from './recent.js';
+import { TimerWheel } from './timer-wheel.js';
 import { synAckFor } from './handshake.js';
 import type { LiveFlows } from './live-flows.js';
 import { FlowlessAction, flowlessAction } from './flowless.js';
@@ -135,6 +138,12 @@ const SHED_SAMPLES = 8;
 /** Flows dropped at most to make room for one new flow: bounds the work a newcomer causes. */
 const MAX_SHED_PER_FLOW = 4;
 
+/**
+ * The timer wheel's slot: finer than the shard worker's 10 ms tick, so that few of the timers in
+ * the slot at hand are looked at before they are due (and again at the next tick).
+ */
+const TIMER_SLOT_MS = 4;
+
 /** Sequence-number comparison modulo 2^32 (RFC 9293 §3.4). */
 const seqLt = (a: number, b: number): boolean => ((a - b) | 0) < 0;
 const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
@@ -155,6 +164,9 @@ export class Responder implements Transport<Flow> {
   /** Segments sent so far (tells whether an ACK already went out while handling a segment). */
   private segmentsSent = 0;
   private readonly control = new ReplyHeader();
+  /** Flows by their earliest deadline (`armTimer`). */
+  private readonly timers: TimerWheel<Flow>;
+  private readonly onTimer = (flow: Flow, nowMs: number): void => this.runTimers(flow, nowMs);
 
   constructor(
     private readonly config: ResponderConfig,
@@ -165,6 +177,10 @@ export class Responder implements Transport<Flow> {
     private readonly liveFlows: LiveFlows | null = null,
   ) {
     this.recent = new RecentConnections(config.recentConnections, cookies.maxIdleSeconds * 1000);
+    this.timers = new TimerWheel(
+      TIMER_SLOT_MS,
+      Math.max(config.delayedAckMs, config.maxRtoMs, config.messageDeadlineMs, config.zeroWindowLimitMs),
+    );
     // The key is the connection id, which the table of recent connections wants too: computed
     // once per segment, here, and read by verifyFlowless from `connectionId`.
     this.flows = new FlowTable((seg) => {
@@ -206,6 +222,8 @@ export class Responder implements Transport<Flow> {
       return;
     }
     this.queueAnswer(flow, data, offset, length);
+    // Owing nothing now, a partial message behind the answered ones is under its deadline again.
+    this.armTimer(flow);
   }
 
   /**
@@ -237,6 +255,7 @@ export class Responder implements Transport<Flow> {
       const flow = flows[i]!;
       flow.pushPending = false;
       this.settle(flow, nowMs);
+      this.armTimer(flow);
     }
     flows.length = 0;
   }
@@ -248,6 +267,7 @@ export class Responder implements Transport<Flow> {
     // (While the flow's messages are being handed over, `deliverQueued` drops it after.)
     if (!flow.delivering) this.discardReceived(flow);
     this.settle(flow, nowMs);
+    this.armTimer(flow);
   }
 
   /** Gives up on the connection: RST, state dropped (an answer that broke off half-way). */
@@ -263,32 +283,67 @@ export class Responder implements Transport<Flow> {
     return formatAddress(flow.reply.dstAddr, 0, flow.reply.family);
   }
 
-  /** Timers: delayed ACKs, retransmission and window probes (RFC 6298, RFC 9293 §3.8.6.1), idle eviction. */
+  /**
+   * Timers: delayed ACKs, retransmission and window probes (RFC 6298, RFC 9293 §3.8.6.1), the
+   * deadlines. Looks only at the flows whose earliest deadline has come (`armTimer`).
+   */
   tick(nowMs: number): void {
-    for (const flow of this.flows) {
-      if (flow.windowClosedSinceMs >= 0 && nowMs - flow.windowClosedSinceMs >= this.config.zeroWindowLimitMs) {
-        this.events[TcpEvent.DEADLINES_MISSED]!++;
-        this.abort(flow, nowMs);
-        continue;
-      }
-      if (flow.ackDelayedSinceMs >= 0 && nowMs - flow.ackDelayedSinceMs >= this.config.delayedAckMs) this.sendAck(flow, nowMs);
-      if (flow.inFlight > 0) {
-        if (nowMs - flow.lastSendMs >= flow.rtoMs) this.onRetransmitTimeout(flow, nowMs);
-      } else if (flow.unsent > 0 && !flow.pushPending && nowMs - flow.lastSendMs >= flow.rtoMs) {
-        // The client's window is closed: probe it with one byte so its ACK reopens it (RFC 9293
-        // §3.8.6.1) — for at most zeroWindowLimitMs (checked above) from the first probe, until
-        // the client takes data again. RFC 1122 §4.2.2.17 would probe for as long as the probes
-        // are acknowledged; the cap keeps a client that never reads from holding its answers for ever.
-        if (flow.windowClosedSinceMs < 0) flow.windowClosedSinceMs = nowMs;
-        this.events[TcpEvent.WINDOW_PROBES]!++;
-        this.sendFromQueue(flow, 1, false, nowMs);
-        flow.rtoMs = Math.min(flow.rtoMs * 2, this.config.maxRtoMs);
-      } else if (flow.receiveQueue.length > 0 && flow.answersOwed === 0 && nowMs - flow.partialSinceMs >= this.config.messageDeadlineMs) {
-        // Part of a message, begun messageDeadlineMs ago and still not whole (trickled, or cut off).
-        this.events[TcpEvent.DEADLINES_MISSED]!++;
-        this.abort(flow, nowMs);
-      }
+    this.events[TcpEvent.TIMER_VISITS]! += this.timers.expire(nowMs, this.onTimer);
+  }
+
+  /** A flow's timer came due: whatever of it is due now is done, and the flow filed again at its next deadline. */
+  private runTimers(flow: Flow, nowMs: number): void {
+    if (flow.windowClosedSinceMs >= 0 && nowMs - flow.windowClosedSinceMs >= this.config.zeroWindowLimitMs) {
+      this.events[TcpEvent.DEADLINES_MISSED]!++;
+      this.abort(flow, nowMs);
+      return;
     }
+    if (flow.ackDelayedSinceMs >= 0 && nowMs - flow.ackDelayedSinceMs >= this.config.delayedAckMs) this.sendAck(flow, nowMs);
+    if (flow.inFlight > 0) {
+      if (nowMs - flow.lastSendMs >= flow.rtoMs) this.onRetransmitTimeout(flow, nowMs);
+    } else if (flow.unsent > 0 && !flow.pushPending && nowMs - flow.lastSendMs >= flow.rtoMs) {
+      // The client's window is closed: probe it with one byte so its ACK reopens it (RFC 9293
+      // §3.8.6.1) — for at most zeroWindowLimitMs (checked above) from the first probe, until
+      // the client takes data again. RFC 1122 §4.2.2.17 would probe for as long as the probes
+      // are acknowledged; the cap keeps a client that never reads from holding its answers for ever.
+      if (flow.windowClosedSinceMs < 0) flow.windowClosedSinceMs = nowMs;
+      this.events[TcpEvent.WINDOW_PROBES]!++;
+      this.sendFromQueue(flow, 1, false, nowMs);
+      flow.rtoMs = Math.min(flow.rtoMs * 2, this.config.maxRtoMs);
+    } else if (flow.receiveQueue.length > 0 && flow.answersOwed === 0 && nowMs - flow.partialSinceMs >= this.config.messageDeadlineMs) {
+      // Part of a message, begun messageDeadlineMs ago and still not whole (trickled, or cut off).
+      this.events[TcpEvent.DEADLINES_MISSED]!++;
+      this.abort(flow, nowMs);
+      return;
+    }
+    this.armTimer(flow);
+  }
+
+  /**
+   * When `runTimers` next has something to do for the flow: the earliest of the deadlines it
+   * checks, under the same conditions (a flow looked at with nothing due must get a later time,
+   * or it would be looked at again every tick); Infinity if none.
+   */
+  nextDeadline(flow: Flow): number {
+    const config = this.config;
+    let dueMs = Number.POSITIVE_INFINITY;
+    if (flow.windowClosedSinceMs >= 0) dueMs = flow.windowClosedSinceMs + config.zeroWindowLimitMs;
+    if (flow.ackDelayedSinceMs >= 0) dueMs = Math.min(dueMs, flow.ackDelayedSinceMs + config.delayedAckMs);
+    if (flow.inFlight > 0) return Math.min(dueMs, flow.lastSendMs + flow.rtoMs);
+    if (flow.unsent > 0 && !flow.pushPending) dueMs = Math.min(dueMs, flow.lastSendMs + flow.rtoMs);
+    if (flow.receiveQueue.length > 0 && flow.answersOwed === 0) dueMs = Math.min(dueMs, flow.partialSinceMs + config.messageDeadlineMs);
+    return dueMs;
+  }
+
+  /**
+   * Files the flow in the timer wheel at its next deadline. Called at the end of everything that
+   * changes what the deadlines depend on: a segment, an answer, a push, a close, the timers.
+   */
+  private armTimer(flow: Flow): void {
+    if (flow.released) return;
+    const dueMs = this.nextDeadline(flow);
+    if (dueMs === Number.POSITIVE_INFINITY) this.timers.cancel(flow);
+    else this.timers.schedule(flow, dueMs);
   }
 
   // ----------------------------------------------------------------------------------------
@@ -517,6 +572,12 @@ export class Responder implements Transport<Flow> {
   // ----------------------------------------------------------------------------------------
 
   private onSegment(flow: Flow, seg: Segment, nowMs: number): Outcome {
+    const outcome = this.takeSegment(flow, seg, nowMs);
+    this.armTimer(flow);
+    return outcome;
+  }
+
+  private takeSegment(flow: Flow, seg: Segment, nowMs: number): Outcome {
     const length = seg.payloadLength;
     const hasFin = (seg.flags & TcpFlag.FIN) !== 0;
 
@@ -914,6 +975,7 @@ export class Responder implements Transport<Flow> {
 
   private release(flow: Flow, nowMs: number): void {
     flow.released = true;
+    this.timers.cancel(flow);
     this.account(flow, -(flow.sendQueue.length + flow.receiveQueue.length));
     this.flows.remove(flow);
     this.liveFlows?.remove(flow.routeHash);

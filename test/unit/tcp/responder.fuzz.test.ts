@@ -7,7 +7,9 @@
  *   - nothing we send carries data to a connection that never completed a handshake;
  *   - every emitted packet is well formed (checksums verify);
  *   - soft state stays within its bounds and drains to nothing once the clients go quiet, and
- *     the flows published for the capture thread (tcp/live-flows.ts) always match it.
+ *     the flows published for the capture thread (tcp/live-flows.ts) always match it;
+ *   - every flow's timer is set no later than its earliest deadline, so no timer is missed
+ *     although a tick looks only at the flows whose timers came due.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -152,6 +154,10 @@ test('thousands of random, replayed and forged segments: no exception, no data t
     if (pushWanted && random(3) === 0) {
       pushWanted = false;
       responder.push(nowMs);
+    }
+    for (const flow of responder.flows) {
+      const dueMs = responder.nextDeadline(flow);
+      if (dueMs !== Number.POSITIVE_INFINITY) assert.ok(flow.timerList >= 0 && flow.timerDueMs <= dueMs, `step ${step}: timer late`);
     }
   }
   for (const { flow, answer } of pendingAnswers.splice(0)) responder.answer(flow, answer, 0, answer.length);

@@ -201,6 +201,11 @@ class Harness {
     this.reconnect();
   }
 
+  /** The client port of the connection played now. */
+  get clientPort(): number {
+    return this.header.srcPort;
+  }
+
   /** Acknowledges everything of ours it has seen so far (`upTo`). */
   ackTo(upTo: number, window = 64000): Outcome {
     this.clientAck = upTo >>> 0;
@@ -752,6 +757,125 @@ test('a client that keeps its window closed on its answers is probed, then dropp
   // The limit counts from the first probe, one RTO (200 ms, doubled once by the answer's own timer) after the window closed.
   const elapsed = h.nowMs - NOW_MS;
   assert.ok(elapsed >= 5000 && elapsed <= 5000 + 1000, `dropped ${elapsed} ms after the window closed`);
+});
+
+/** The answer to the last message the application got, given at once. */
+function answerLast(h: Harness): void {
+  const { flow, bytes } = h.messages.at(-1)!;
+  const answer = h.answerFor(bytes.subarray(2));
+  h.responder.answer(flow, answer, 0, answer.length);
+}
+
+/** What a client does after its handshake, and then nothing more: each leaves its flow one kind of timer to run. */
+const TIMER_SCENARIOS: Record<string, (h: Harness) => void> = {
+  // An answer owed and never given: the ACK held back for it goes alone after delayedAckMs.
+  'delayed ACK': (h) => void h.send(framedQuery('www.lab.test', 1)),
+  // An answer never acknowledged: retransmitted with back-off, then the flow is aborted.
+  retransmission: (h) => {
+    h.send(framedQuery('www.lab.test', 1));
+    answerLast(h);
+  },
+  // The client's window closed from its query on: probed, then dropped after zeroWindowLimitMs.
+  'window probe': (h) => {
+    const query = framedQuery('www.lab.test', 1);
+    h.segment({ flags: TcpFlag.ACK | TcpFlag.PSH, data: query, window: 0 });
+    h.clientSeq += query.length;
+    answerLast(h);
+  },
+  // Part of a query and never the rest: dropped messageDeadlineMs after its first byte.
+  'message deadline': (h) => void h.send(framedQuery('www.lab.test', 1).subarray(0, 5)),
+};
+const TIMER_CONFIG: Partial<ResponderConfig> = {
+  messageDeadlineMs: 1000,
+  zeroWindowLimitMs: 2000,
+  maxRetransmits: 4,
+  maxFlowsPerSource: 1000,
+};
+/** Long enough for every scenario's flow to be gone (the retransmissions' back-off ends at 6.2 s). */
+const TIMER_SCENARIO_MS = 7000;
+
+/**
+ * Runs the scenarios on connections that start `startsMs` apart (scenario i % 4 on the i-th),
+ * ticking every millisecond; returns each connection's packets after its handshake as
+ * "ms since its start: flags, sequence number from its ISN, payload length".
+ */
+function timerTraces(connections: number, startsMs: number): { scenario: string; trace: string[] }[] {
+  const h = new Harness({ config: TIMER_CONFIG });
+  const names = Object.keys(TIMER_SCENARIOS);
+  const byPort = new Map<number, { scenario: string; startMs: number; isn: number; trace: string[] }>();
+  const record = (): void => {
+    for (const seg of h.take().map(decode)) {
+      const c = byPort.get(seg.dstPort)!;
+      c.trace.push(`${h.nowMs - c.startMs}: ${seg.flags} ${(seg.seq - c.isn) >>> 0} ${seg.payloadLength}`);
+    }
+  };
+  const endMs = NOW_MS + (connections - 1) * startsMs + TIMER_SCENARIO_MS;
+  for (let i = 0; h.nowMs <= endMs; h.nowMs++) {
+    for (; i < connections && NOW_MS + i * startsMs === h.nowMs; i++) {
+      if (i > 0) h.reconnect();
+      const isn = h.handshake();
+      const scenario = names[i % names.length]!;
+      byPort.set(h.clientPort, { scenario, startMs: h.nowMs, isn, trace: [] });
+      TIMER_SCENARIOS[scenario]!(h);
+      record();
+    }
+    h.responder.tick(h.nowMs);
+    record();
+  }
+  const traces = [...byPort.values()];
+  const owed = traces.filter((c) => c.scenario === 'delayed ACK').length;
+  assert.equal(h.responder.flows.size, owed, 'every flow is gone but those still owed an answer');
+  return traces;
+}
+
+test('each timer fires at its time: delayed ACK, retransmission with back-off, window probes, message deadline', () => {
+  const solo = new Map(timerTraces(4, TIMER_SCENARIO_MS).map(({ scenario, trace }) => [scenario, trace]));
+  const [ACK, PSH_ACK, RST] = [TcpFlag.ACK, TcpFlag.ACK | TcpFlag.PSH, TcpFlag.RST];
+  assert.deepEqual(solo.get('delayed ACK'), [`20: ${ACK} 1 0`]);
+  const answer = Number(solo.get('retransmission')![0]!.split(' ').at(-1));
+  assert.deepEqual(
+    solo.get('retransmission'),
+    [0, 200, 600, 1400, 3000].map((ms) => `${ms}: ${PSH_ACK} 1 ${answer}`).concat(`6200: ${RST} ${1 + answer} 0`),
+  );
+  // The first probe at the first tick (nothing was sent before: the RTO counts from time 0); at
+  // its RTO (400 ms) the flow goes back and finds the window still closed, so it sends nothing;
+  // the next probe one RTO (800 ms) later; RST zeroWindowLimitMs after the first probe.
+  assert.deepEqual(solo.get('window probe'), [`0: ${ACK} 1 1`, `1200: ${ACK} 1 1`, `2000: ${RST} 2 0`]);
+  assert.deepEqual(solo.get('message deadline'), [`0: ${ACK} 1 0`, `1000: ${RST} 1 0`]);
+
+  // 200 connections started 7 ms apart, their timers in every slot of the wheel and sharing
+  // slots with each other: each connection's packets come at the same times as when alone.
+  for (const { scenario, trace } of timerTraces(200, 7)) assert.deepEqual(trace, solo.get(scenario), scenario);
+});
+
+test('a tick looks at the flows whose timers are due, however many flows are held', () => {
+  const visits = (held: number): number => {
+    const h = new Harness({ config: { maxFlows: held + 10, maxFlowsPerSource: held + 10 } });
+    // `held` clients send the start of a query over one second, then nothing: their deadlines
+    // (messageDeadlineMs, 10 s) are far off.
+    for (let i = 0; i < held; i++) {
+      h.nowMs = NOW_MS + Math.floor((i * 1000) / held);
+      if (i > 0) h.reconnect();
+      h.handshake();
+      h.send(framedQuery('www.lab.test', i).subarray(0, 5));
+      h.take(); // its ACK
+    }
+    // Five more send whole queries whose answers do not come: their held ACKs come due 20 ms later.
+    h.nowMs = NOW_MS + 2000;
+    for (let i = 0; i < 5; i++) {
+      h.reconnect();
+      h.handshake();
+      h.send(framedQuery('www.lab.test', i));
+    }
+    assert.equal(h.take().length, 0, 'their ACKs wait for the answers');
+    const before = h.responder.events[TcpEvent.TIMER_VISITS]!;
+    for (let at = h.nowMs; at < h.nowMs + 1000; at += 10) h.responder.tick(at);
+    assert.equal(h.take().length, 5, 'the five held ACKs');
+    assert.equal(h.responder.flows.size, held + 5);
+    return h.responder.events[TcpEvent.TIMER_VISITS]! - before;
+  };
+  assert.equal(visits(10_000), 5);
+  assert.equal(visits(10), 5);
 });
 
 for (const remembered of [true, false]) {
