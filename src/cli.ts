@@ -11,6 +11,7 @@
 import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import { ChecksumPolicy } from './wire/segment.js';
+import { DEFAULT_RESPONDER_CONFIG } from './tcp/responder.js';
 import { formatEndpoint, parseEndpoint, type Endpoint } from './endpoint.js';
 import { StartupError, startKernelFrontEnd, startRawFrontEnd, type FrontEndOptions, type RunningFrontEnd } from './front-end.js';
 import { applyConfigFile } from './config.js';
@@ -93,6 +94,7 @@ function start(
     listen: options.listen,
     closeAfterResponse,
     maxPipelined: options.maxPipelined,
+    messageDeadlineMs: options.messageDeadline,
     metrics: options.metrics,
   };
   return options.transport === 'kernel' ? startKernelFrontEnd(common) : startRawFrontEnd({ ...common, ...rawOptions(options) });
@@ -107,6 +109,7 @@ interface RawCommandOptions {
   cookieSecretFile?: string;
   workers: number;
   maxPipelined?: number;
+  messageDeadline: number;
   metrics?: Endpoint;
   logLevel: string;
   /** Made from --log-level before the command runs. */
@@ -197,6 +200,13 @@ function withRawOptions(command: Command): Command {
       'most answers one connection may owe; its further queries or requests stay unread until answers go out ' +
         '(default: 100 for dns, 16 for http)',
       positiveInteger,
+    )
+    .option(
+      '--message-deadline <ms>',
+      'a query or request must arrive whole within this time of its first byte, however it is trickled; ' +
+        'past it the connection is reset',
+      positiveInteger,
+      DEFAULT_RESPONDER_CONFIG.messageDeadlineMs,
     )
     .option('--metrics <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics', oneEndpoint)
     .option('--log-level <level>', `how much to log: ${LOG_LEVELS.join(', ')}`, 'info');

@@ -10,6 +10,7 @@
 import { existsSync } from 'node:fs';
 import type { ChecksumPolicy } from './wire/segment.js';
 import { LiveFlows } from './tcp/live-flows.js';
+import { DEFAULT_RESPONDER_CONFIG } from './tcp/responder.js';
 import { createRing } from './ring/ring.js';
 import { applicationFor, type ApplicationSettings } from './application.js';
 import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
@@ -32,6 +33,8 @@ export interface FrontEndOptions {
   closeAfterResponse: boolean;
   /** Most answers a connection may owe before its further messages are held back (default: the protocol's). */
   maxPipelined?: number | undefined;
+  /** A message must be whole within this long of its first byte (default: DEFAULT_RESPONDER_CONFIG's, 10 s). */
+  messageDeadlineMs?: number | undefined;
   /** Serve Prometheus metrics at http://ADDR:PORT/metrics. */
   metrics?: Endpoint | undefined;
 }
@@ -77,7 +80,7 @@ const SNAP_LENGTH = 2048;
  * drops; 4096 measurably dropped on a busy 2-core machine (bench/capture-rate.ts).
  */
 const RING_SLOTS = 16384;
-/** Timer resolution for upstream timeouts (the kernel transport; shard workers have their own). */
+/** Timer resolution for upstream timeouts and the deadlines (the kernel transport; shard workers have their own). */
 const TICK_INTERVAL_MS = 10;
 /** Start-up taking longer than this is reported, and again after each such interval. */
 const SLOW_START_REPORT_MS = 5000;
@@ -208,6 +211,7 @@ async function startStatelessParts(
       checksumPolicy: options.checksumPolicy,
       closeAfterResponse: options.closeAfterResponse,
       maxPipelined: options.maxPipelined ?? application.maxPipelined,
+      messageDeadlineMs: options.messageDeadlineMs ?? DEFAULT_RESPONDER_CONFIG.messageDeadlineMs,
       application: options.application,
       liveFlows,
     },
@@ -269,6 +273,9 @@ export async function startKernelFrontEnd(options: FrontEndOptions): Promise<Run
       messageLength: application.messageLength,
       maxPipelined: options.maxPipelined ?? application.maxPipelined,
       closeAfterResponse: options.closeAfterResponse,
+      // The responder's deadlines, so that either transport holds a client to the same rules.
+      messageDeadlineMs: options.messageDeadlineMs ?? DEFAULT_RESPONDER_CONFIG.messageDeadlineMs,
+      zeroWindowLimitMs: DEFAULT_RESPONDER_CONFIG.zeroWindowLimitMs,
     });
     relay.attach(transport);
     teardown.push(() => transport.close());
@@ -277,7 +284,11 @@ export async function startKernelFrontEnd(options: FrontEndOptions): Promise<Run
     relay.observeLatency = metrics.observeUpstreamLatency;
     const snapshots = async (): Promise<RegistrySnapshot[]> => [await snapshot(metrics.registry)];
     await serveMetrics(teardown, options.metrics, snapshots);
-    const ticker = setInterval(() => relay.tick(Date.now()), TICK_INTERVAL_MS);
+    const ticker = setInterval(() => {
+      const nowMs = Date.now();
+      transport.tick(nowMs);
+      relay.tick(nowMs);
+    }, TICK_INTERVAL_MS);
     teardown.push(() => clearInterval(ticker));
     return {
       description: 'over kernel TCP sockets',

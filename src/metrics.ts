@@ -11,6 +11,7 @@ import { AggregatorRegistry, Counter, Gauge, Histogram, Registry } from 'prom-cl
 import { DECODE_RESULT_NAMES } from './wire/segment.js';
 import { OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/counters.js';
 import type { Protocol } from './tcp/transport.js';
+import type { KernelTransportStats } from './io/kernel-transport.js';
 
 /** What a pipeline's registry reads when scraped. */
 export interface PipelineCounters {
@@ -134,7 +135,7 @@ function relayCounters(
 export function kernelTransportMetrics(
   protocol: Pick<Protocol, 'kind' | 'counterNames'>,
   counts: Float64Array,
-  connections: () => { accepted: number; open: number; answersDropped: number; pipelineFull: number },
+  connections: () => KernelTransportStats,
 ): PipelineMetrics {
   const registry = new Registry();
   relayCounters(registry, protocol, () => counts, 'kernel');
@@ -155,8 +156,9 @@ export function kernelTransportMetrics(
     registers: [registry],
     collect() {
       this.reset();
-      const pipelineFull = connections().pipelineFull;
+      const { pipelineFull, deadlinesMissed } = connections();
       if (pipelineFull > 0) this.inc({ shard: 'kernel', event: 'pipeline_full' }, pipelineFull);
+      if (deadlinesMissed > 0) this.inc({ shard: 'kernel', event: 'deadlines_missed' }, deadlinesMissed);
     },
   });
   new Counter({

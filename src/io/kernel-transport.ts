@@ -7,12 +7,15 @@
 import net from 'node:net';
 import { wholeMessagesBy, type MessageLength, type StreamApplication, type Transport } from '../tcp/transport.js';
 import { ByteQueue } from '../tcp/byte-queue.js';
+import { TimerWheel, type TimerEntry } from '../tcp/timer-wheel.js';
 import { formatEndpoint, type Endpoint } from '../endpoint.js';
 
 /** RFC 7766 §6.2.3 leaves the idle timeout to the server; RFC 9210 §3.4 suggests about 10 s. */
 const IDLE_TIMEOUT_MS = 10_000;
+/** The deadlines' timer wheel slot (as the responder's): finer than the front end's 10 ms tick. */
+const TIMER_SLOT_MS = 4;
 
-export class KernelConnection {
+export class KernelConnection implements TimerEntry<KernelConnection> {
   /** Bytes received and not yet handed over: a partial message, or messages held back by the limits. */
   readonly received = new ByteQueue();
   answersOwed = 0;
@@ -25,7 +28,27 @@ export class KernelConnection {
   delivering = false;
   /** A whole message is held back, and the socket paused, until the connection may take more. */
   held = false;
+  /** When the first byte still in `received` arrived (the message deadline counts from it). */
+  partialSinceMs = 0;
+  /** Bytes given to the socket to write so far; less its `writableLength`, the bytes it has written. */
+  bytesQueued = 0;
+  /**
+   * Since when the socket's write buffer has been full (`write` returned false: the kernel's send
+   * buffer is full, the client is not reading), -1 if it is not; and the bytes written by then.
+   */
+  stalledSinceMs = -1;
+  writtenWhenStalled = 0;
+  /** Its earliest deadline, and its links in the transport's timer wheel. */
+  timerDueMs = 0;
+  timerList = -1;
+  timerPrev: KernelConnection | null = null;
+  timerNext: KernelConnection | null = null;
   constructor(readonly socket: net.Socket) {}
+
+  /** Bytes the socket has written into the kernel. */
+  get bytesWritten(): number {
+    return this.bytesQueued - this.socket.writableLength;
+  }
 }
 
 /**
@@ -41,6 +64,7 @@ function write(connection: KernelConnection, data: Uint8Array, offset: number, l
     connection.socket.cork();
     process.nextTick(uncork, connection);
   }
+  connection.bytesQueued += length;
   return connection.socket.write(Buffer.from(data.subarray(offset, offset + length)));
 }
 
@@ -55,6 +79,11 @@ export interface KernelTransportStats {
   answersDropped: number;
   /** Times a connection's messages were held back by its limits (as the responder's `pipeline_full`). */
   pipelineFull: number;
+  /**
+   * Connections reset for a deadline (as the responder's `deadlines_missed`): a message not whole
+   * within messageDeadlineMs of its first byte, or answers not taken for zeroWindowLimitMs.
+   */
+  deadlinesMissed: number;
 }
 
 export interface KernelTransportOptions {
@@ -64,16 +93,28 @@ export interface KernelTransportOptions {
   maxPipelined: number;
   /** Close our side once every answer is sent (`--close-after-response`). */
   closeAfterResponse: boolean;
+  /**
+   * A message must be whole within this long of its first byte, however the client trickles it
+   * (the responder's rule; the idle timeout, which every byte restarts, does not catch it).
+   */
+  messageDeadlineMs: number;
+  /** The longest a client may leave its answers unread (the socket's write buffer full, none written): then RST. */
+  zeroWindowLimitMs: number;
 }
 
 export class KernelTransport implements Transport<KernelConnection> {
-  readonly stats: KernelTransportStats = { accepted: 0, open: 0, answersDropped: 0, pipelineFull: 0 };
+  readonly stats: KernelTransportStats = { accepted: 0, open: 0, answersDropped: 0, pipelineFull: 0, deadlinesMissed: 0 };
   private readonly servers: net.Server[] = [];
+  /** Connections by their earliest deadline (`armTimer`), as the responder's flows. */
+  private readonly timers: TimerWheel<KernelConnection>;
+  private readonly onTimer = (connection: KernelConnection, nowMs: number): void => this.runTimers(connection, nowMs);
 
   constructor(
     private readonly app: StreamApplication<KernelConnection>,
     private readonly options: KernelTransportOptions,
-  ) {}
+  ) {
+    this.timers = new TimerWheel(TIMER_SLOT_MS, Math.max(options.messageDeadlineMs, options.zeroWindowLimitMs));
+  }
 
   /** Listens on every endpoint; throws an Error with a one-line message naming the fix. */
   async listen(endpoints: readonly Endpoint[]): Promise<void> {
@@ -112,14 +153,16 @@ export class KernelTransport implements Transport<KernelConnection> {
       this.stats.answersDropped++;
       return;
     }
-    if (length > 0) write(connection, data, offset, length);
+    if (length > 0) this.send(connection, data, offset, length);
     this.deliver(connection);
     this.closeIfDone(connection);
+    // Owing nothing now, a partial message behind the answered ones is under its deadline again.
+    this.armTimer(connection);
   }
 
   answerPart(connection: KernelConnection, data: Uint8Array, offset: number, length: number): boolean {
     if (this.isClosed(connection)) return false;
-    return write(connection, data, offset, length);
+    return this.send(connection, data, offset, length);
   }
 
   closeWhenAnswered(connection: KernelConnection): void {
@@ -142,6 +185,11 @@ export class KernelTransport implements Transport<KernelConnection> {
     return connection.socket.remoteAddress ?? '';
   }
 
+  /** The deadlines; call every few milliseconds. Looks only at the connections whose earliest deadline has come. */
+  tick(nowMs: number): void {
+    this.timers.expire(nowMs, this.onTimer);
+  }
+
   private accept(socket: net.Socket): void {
     this.stats.accepted++;
     this.stats.open++;
@@ -152,8 +200,10 @@ export class KernelTransport implements Transport<KernelConnection> {
     socket.on('data', (chunk: Buffer) => {
       // The application asked to close (transport.ts closeWhenAnswered): read, not delivered.
       if (connection.closeRequested) return;
+      if (connection.received.length === 0) connection.partialSinceMs = Date.now();
       connection.received.append(chunk, 0, chunk.length);
       this.deliver(connection);
+      this.armTimer(connection);
     });
     socket.on('end', () => {
       connection.clientEnded = true;
@@ -163,11 +213,14 @@ export class KernelTransport implements Transport<KernelConnection> {
       this.closeIfDone(connection);
     });
     socket.on('drain', () => {
+      connection.stalledSinceMs = -1;
       this.app.onDrain?.(connection, Date.now());
       this.deliver(connection);
+      this.armTimer(connection);
     });
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
+      this.timers.cancel(connection);
       this.stats.open--;
       if (connection.answersOwed > 0) this.app.onClosed?.(connection);
     });
@@ -190,8 +243,11 @@ export class KernelTransport implements Transport<KernelConnection> {
         held = true;
         break;
       }
-      this.app.onMessages(connection, queue.bytes, queue.start, n, Date.now());
+      const nowMs = Date.now();
+      this.app.onMessages(connection, queue.bytes, queue.start, n, nowMs);
       queue.consume(n);
+      // A message was completed: the deadline of what follows counts from now.
+      connection.partialSinceMs = nowMs;
     }
     connection.delivering = false;
     if (connection.closeRequested) queue.consume(queue.length);
@@ -208,5 +264,54 @@ export class KernelTransport implements Transport<KernelConnection> {
   private closeIfDone(connection: KernelConnection): void {
     if (connection.answersOwed > 0 || connection.received.length > 0) return;
     if (this.options.closeAfterResponse || connection.clientEnded || connection.closeRequested) connection.socket.end();
+  }
+
+  /** Queues an answer's bytes; a full write buffer starts the clock of zeroWindowLimitMs. False once the buffer is full. */
+  private send(connection: KernelConnection, data: Uint8Array, offset: number, length: number): boolean {
+    if (write(connection, data, offset, length)) return true;
+    if (connection.stalledSinceMs < 0) {
+      connection.stalledSinceMs = Date.now();
+      connection.writtenWhenStalled = connection.bytesWritten;
+      this.armTimer(connection);
+    }
+    return false;
+  }
+
+  /** A connection's timer came due: the responder's deadlines, over a socket. */
+  private runTimers(connection: KernelConnection, nowMs: number): void {
+    if (connection.socket.destroyed) return;
+    if (connection.stalledSinceMs >= 0 && nowMs - connection.stalledSinceMs >= this.options.zeroWindowLimitMs) {
+      // The write buffer has stayed full: if the client took some of it meanwhile (as an ACK of
+      // new data reopens the responder's window), its clock starts again; if none, it goes.
+      const written = connection.bytesWritten;
+      if (written === connection.writtenWhenStalled) {
+        this.missedDeadline(connection);
+        return;
+      }
+      connection.stalledSinceMs = nowMs;
+      connection.writtenWhenStalled = written;
+    }
+    if (this.partialDeadline(connection) <= nowMs) this.missedDeadline(connection);
+    else this.armTimer(connection);
+  }
+
+  /** When the partial message held (owing nothing) must be whole; Infinity if none is held. */
+  private partialDeadline(connection: KernelConnection): number {
+    if (connection.received.length === 0 || connection.answersOwed > 0) return Number.POSITIVE_INFINITY;
+    return connection.partialSinceMs + this.options.messageDeadlineMs;
+  }
+
+  /** Files the connection in the timer wheel at its next deadline, or takes it out if it has none. */
+  private armTimer(connection: KernelConnection): void {
+    let dueMs = this.partialDeadline(connection);
+    if (connection.stalledSinceMs >= 0) dueMs = Math.min(dueMs, connection.stalledSinceMs + this.options.zeroWindowLimitMs);
+    if (dueMs === Number.POSITIVE_INFINITY || connection.socket.destroyed) this.timers.cancel(connection);
+    else this.timers.schedule(connection, dueMs);
+  }
+
+  /** RST, as the responder drops a flow that missed a deadline. */
+  private missedDeadline(connection: KernelConnection): void {
+    this.stats.deadlinesMissed++;
+    connection.socket.resetAndDestroy();
   }
 }

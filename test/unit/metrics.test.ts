@@ -184,12 +184,19 @@ test('the stop summary of the kernel transport: its connections and the relay co
   const counts = new Float64Array(HTTP_COUNTER_NAMES.length);
   counts[HttpCounter.REQUESTS] = 12;
   counts[HttpCounter.BACKEND_TIMEOUTS] = 1;
-  const metrics = kernelTransportMetrics(HTTP_PROTOCOL, counts, () => ({ accepted: 9, open: 2, answersDropped: 1, pipelineFull: 3 }));
+  const metrics = kernelTransportMetrics(HTTP_PROTOCOL, counts, () => ({
+    accepted: 9,
+    open: 2,
+    answersDropped: 1,
+    pipelineFull: 3,
+    deadlinesMissed: 4,
+  }));
   metrics.observeUpstreamLatency(0.01);
   assert.deepEqual(Object.fromEntries(pairs(summaryLine([await snapshot(metrics.registry)]))), {
     'http.requests': 12,
     'http.backend_timeouts': 1,
     'tcp.pipeline_full': 3,
+    'tcp.deadlines_missed': 4,
     'tcp.accepted': 9,
     'tcp.open': 2,
     'tcp.answers_dropped': 1,

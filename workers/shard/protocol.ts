@@ -18,6 +18,8 @@ export interface ShardTask {
   closeAfterResponse: boolean;
   /** Most answers a connection may owe before its further messages are held back. */
   maxPipelined: number;
+  /** A message must be whole within this long of its first byte (ResponderConfig.messageDeadlineMs). */
+  messageDeadlineMs: number;
   /** What the shard relays to (src/application.ts). */
   application: ApplicationSettings;
   /**

@@ -61,7 +61,12 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
         linkType: task.linkType,
         checksumPolicy: task.checksumPolicy,
         cookies,
-        tcp: { ...DEFAULT_RESPONDER_CONFIG, closeAfterResponse: task.closeAfterResponse, maxPipelined: task.maxPipelined },
+        tcp: {
+          ...DEFAULT_RESPONDER_CONFIG,
+          closeAfterResponse: task.closeAfterResponse,
+          maxPipelined: task.maxPipelined,
+          messageDeadlineMs: task.messageDeadlineMs,
+        },
         sender,
         liveFlows,
       },

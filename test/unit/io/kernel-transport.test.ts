@@ -1,11 +1,13 @@
 /**
  * The kernel transport over real sockets on 127.0.0.1: messages are handed over one at a time,
- * at most `maxPipelined` answers owed per connection (the rest stays unread), and nothing after
- * closeWhenAnswered reaches the application (RFC 9112 §9.6).
+ * at most `maxPipelined` answers owed per connection (the rest stays unread), nothing after
+ * closeWhenAnswered reaches the application (RFC 9112 §9.6), and the responder's deadlines hold:
+ * a message trickled for longer than messageDeadlineMs, or answers left unread for
+ * zeroWindowLimitMs, cost the client its connection (RST).
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { dnsMessageLength } from '../../../src/dns/message.js';
 import { KernelTransport, type KernelConnection } from '../../../src/io/kernel-transport.js';
 
@@ -29,7 +31,17 @@ async function until(condition: () => boolean, what: string): Promise<void> {
   }
 }
 
-async function setup(maxPipelined: number) {
+interface Setup {
+  maxPipelined?: number;
+  messageDeadlineMs?: number;
+  zeroWindowLimitMs?: number;
+  /** What the application does with each message after `expectAnswer` (default: nothing yet). */
+  onMessage?: (transport: KernelTransport, connection: KernelConnection) => void;
+  onDrain?: (transport: KernelTransport, connection: KernelConnection) => void;
+}
+
+/** A transport on a free port of 127.0.0.1, its timers ticking every 10 ms as in the front end, and one client connected. */
+async function setup(t: TestContext, options: Setup = {}) {
   const messages: { connection: KernelConnection; first: number }[] = [];
   let transport: KernelTransport;
   transport = new KernelTransport(
@@ -38,23 +50,33 @@ async function setup(maxPipelined: number) {
         assert.equal(dnsMessageLength(buf, offset, length), length, 'one whole message per call');
         messages.push({ connection, first: buf[offset + 2]! });
         transport.expectAnswer(connection);
+        options.onMessage?.(transport, connection);
       },
+      onDrain: (connection) => options.onDrain?.(transport, connection),
     },
-    { messageLength: dnsMessageLength, maxPipelined, closeAfterResponse: false },
+    {
+      messageLength: dnsMessageLength,
+      maxPipelined: options.maxPipelined ?? 100,
+      closeAfterResponse: false,
+      messageDeadlineMs: options.messageDeadlineMs ?? 10_000,
+      zeroWindowLimitMs: options.zeroWindowLimitMs ?? 60_000,
+    },
   );
+  const ticker = setInterval(() => transport.tick(Date.now()), 10);
   const port = await freePort();
   await transport.listen([{ address: '127.0.0.1', port, family: 4 }]);
   const client = net.connect({ host: '127.0.0.1', port });
+  t.after(() => {
+    clearInterval(ticker);
+    client.destroy();
+    transport.close();
+  });
   await new Promise<void>((resolve) => client.once('connect', resolve));
   return { transport, messages, client };
 }
 
 test('at most maxPipelined answers owed: further messages stay unread until answers go out', async (t) => {
-  const { transport, messages, client } = await setup(3);
-  t.after(() => {
-    client.destroy();
-    transport.close();
-  });
+  const { transport, messages, client } = await setup(t, { maxPipelined: 3 });
   client.write(Buffer.concat([1, 2, 3, 4, 5].map((i) => framed(i))));
   await until(() => messages.length === 3, 'three messages');
   await new Promise((resolve) => setTimeout(resolve, 100));
@@ -72,11 +94,7 @@ test('at most maxPipelined answers owed: further messages stay unread until answ
 });
 
 test('after closeWhenAnswered nothing more reaches the application, and the answer is followed by our FIN', async (t) => {
-  const { transport, messages, client } = await setup(100);
-  t.after(() => {
-    client.destroy();
-    transport.close();
-  });
+  const { transport, messages, client } = await setup(t);
   const received: Buffer[] = [];
   client.on('data', (chunk: Buffer) => received.push(chunk));
   const ended = new Promise<void>((resolve) => client.once('end', resolve));
@@ -90,4 +108,82 @@ test('after closeWhenAnswered nothing more reaches the application, and the answ
   await ended;
   assert.equal(messages.length, 1, 'nothing after the close request was handed over');
   assert.deepEqual(Buffer.concat(received), framed(0xa1));
+});
+
+/** Resolves when the client's connection is reset, with the time it took from `sinceMs`. */
+function resetAfter(client: net.Socket, sinceMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    client.once('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? resolve(Date.now() - sinceMs) : reject(error)));
+  });
+}
+
+test('a message trickled for longer than messageDeadlineMs is cut off with RST; messages whole within it are not', async (t) => {
+  const { transport, messages, client } = await setup(t, {
+    messageDeadlineMs: 400,
+    onMessage: (transport, connection) => transport.answer(connection, framed(0xa0, 3), 0, 5),
+  });
+  client.on('data', () => {});
+  // Three messages of 5 bytes, each trickled over 200 ms: 600 ms in all, each whole within its 400 ms.
+  const message = framed(1, 3);
+  for (let m = 0; m < 3; m++) {
+    for (const byte of message) {
+      client.write(Buffer.from([byte]));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  await until(() => messages.length === 3, 'three trickled messages');
+  assert.equal(transport.stats.deadlinesMissed, 0);
+  // Then one of 22 bytes at one byte every 50 ms: it would take 1.1 s.
+  const startedMs = Date.now();
+  const reset = resetAfter(client, startedMs);
+  for (const byte of framed(2)) {
+    if (client.destroyed) break;
+    client.write(Buffer.from([byte]));
+    await Promise.race([reset, new Promise((resolve) => setTimeout(resolve, 50))]);
+  }
+  const elapsedMs = await Promise.race([reset, new Promise<number>((resolve) => setTimeout(() => resolve(-1), 5000))]);
+  assert.ok(elapsedMs >= 400 && elapsedMs < 1100, `reset ${elapsedMs} ms after the first byte (-1: none within 5 s)`);
+  assert.equal(messages.length, 3, 'the cut-off message never reached the application');
+  assert.equal(transport.stats.deadlinesMissed, 1);
+});
+
+test('a client that leaves its answers unread is reset after zeroWindowLimitMs; one that reads again within it is not', async (t) => {
+  const chunk = new Uint8Array(64 * 1024);
+  /** Streams an answer that never ends, as an HTTP body does, part by part as the socket drains. */
+  const stream = (transport: KernelTransport, connection: KernelConnection): void => {
+    for (let parts = 0; parts < 16 && transport.answerPart(connection, chunk, 0, chunk.length); parts++);
+  };
+  for (const readsAgain of [true, false]) {
+    const { transport, messages, client } = await setup(t, { zeroWindowLimitMs: 500, onMessage: stream, onDrain: stream });
+    client.pause();
+    client.write(framed(1));
+    await until(() => messages.length === 1, 'the message');
+    const connection = messages[0]!.connection;
+    // The client's receive buffer and our send buffer fill; then the socket's own buffer stays full.
+    await until(() => connection.stalledSinceMs >= 0, 'a full write buffer');
+    const stalledMs = connection.stalledSinceMs;
+    if (readsAgain) {
+      let read = 0;
+      client.on('data', (data: Buffer) => (read += data.length));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      client.resume();
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      assert.ok(read > 1024 * 1024, `${read} bytes read`);
+      assert.equal(transport.stats.deadlinesMissed, 0, 'a pause shorter than the limit');
+      assert.ok(!connection.socket.destroyed);
+    } else {
+      await until(() => transport.stats.deadlinesMissed === 1, 'the reset');
+      const elapsedMs = Date.now() - stalledMs;
+      assert.ok(elapsedMs >= 500 && elapsedMs < 1500, `reset ${elapsedMs} ms after the write buffer filled`);
+      assert.ok(connection.socket.destroyed);
+      // The client reads what its kernel holds and finds the connection gone: what was still
+      // queued here went with it (RST, no FIN after the rest).
+      let read = 0;
+      client.on('data', (data: Buffer) => (read += data.length));
+      client.on('error', () => {});
+      client.resume();
+      await until(() => client.destroyed, 'the client to see the connection end');
+      assert.ok(read < connection.bytesQueued, `the client read ${read} of the ${connection.bytesQueued} bytes answered`);
+    }
+  }
 });
