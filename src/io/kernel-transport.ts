@@ -12,8 +12,6 @@ import { formatEndpoint, type Endpoint } from '../endpoint.js';
 
 /** RFC 7766 §6.2.3 leaves the idle timeout to the server; RFC 9210 §3.4 suggests about 10 s. */
 const IDLE_TIMEOUT_MS = 10_000;
-/** The deadlines' timer wheel slot (as the responder's): finer than the front end's 10 ms tick. */
-const TIMER_SLOT_MS = 4;
 
 export class KernelConnection implements TimerEntry<KernelConnection> {
   /** Bytes received and not yet handed over: a partial message, or messages held back by the limits. */
@@ -113,7 +111,7 @@ export class KernelTransport implements Transport<KernelConnection> {
     private readonly app: StreamApplication<KernelConnection>,
     private readonly options: KernelTransportOptions,
   ) {
-    this.timers = new TimerWheel(TIMER_SLOT_MS, Math.max(options.messageDeadlineMs, options.zeroWindowLimitMs));
+    this.timers = new TimerWheel(Math.max(options.messageDeadlineMs, options.zeroWindowLimitMs));
   }
 
   /** Listens on every endpoint; throws an Error with a one-line message naming the fix. */

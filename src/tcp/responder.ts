@@ -138,12 +138,6 @@ const SHED_SAMPLES = 8;
 /** Flows dropped at most to make room for one new flow: bounds the work a newcomer causes. */
 const MAX_SHED_PER_FLOW = 4;
 
-/**
- * The timer wheel's slot: finer than the shard worker's 10 ms tick, so that few of the timers in
- * the slot at hand are looked at before they are due (and again at the next tick).
- */
-const TIMER_SLOT_MS = 4;
-
 /** Sequence-number comparison modulo 2^32 (RFC 9293 §3.4). */
 const seqLt = (a: number, b: number): boolean => ((a - b) | 0) < 0;
 const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
@@ -177,10 +171,7 @@ export class Responder implements Transport<Flow> {
     private readonly liveFlows: LiveFlows | null = null,
   ) {
     this.recent = new RecentConnections(config.recentConnections, cookies.maxIdleSeconds * 1000);
-    this.timers = new TimerWheel(
-      TIMER_SLOT_MS,
-      Math.max(config.delayedAckMs, config.maxRtoMs, config.messageDeadlineMs, config.zeroWindowLimitMs),
-    );
+    this.timers = new TimerWheel(Math.max(config.delayedAckMs, config.maxRtoMs, config.messageDeadlineMs, config.zeroWindowLimitMs));
     // The key is the connection id, which the table of recent connections wants too: computed
     // once per segment, here, and read by verifyFlowless from `connectionId`.
     this.flows = new FlowTable((seg) => {

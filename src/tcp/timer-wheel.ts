@@ -1,6 +1,6 @@
 /**
  * A hashed timing wheel (Varghese and Lauck, "Hashed and Hierarchical Timing Wheels", SOSP 1987,
- * scheme 6): an entry is linked into the slot of its due time, one slot per `slotMs`, the slot
+ * scheme 6): an entry is linked into the slot of its due time, one slot per 4 ms, the slot
  * number taken modulo the wheel's size. Expiring the timers due by now walks only the slots that
  * time has passed since the last call and the entries linked in them, so its work grows with the
  * timers that come due, not with the entries held. Each entry carries its own links (intrusive),
@@ -21,6 +21,13 @@ export interface TimerEntry<T> {
   timerNext: T | null;
 }
 
+/**
+ * A slot's length: finer than the 10 ms tick of the wheel's users (the responder, the kernel
+ * transport), so that few of the timers in the slot at hand are looked at before they are due
+ * (and again at the next tick).
+ */
+const SLOT_MS = 4;
+
 /** Most slots a wheel has: timers further ahead than this many slots are looked at once per turn. */
 const MAX_SLOTS = 1 << 16;
 
@@ -30,18 +37,15 @@ export class TimerWheel<T extends TimerEntry<T>> {
   private readonly mask: number;
   private readonly expiring: number;
   /**
-   * The slot number (time / slotMs, not reduced modulo the size) that the next `expire` starts
+   * The slot number (time / SLOT_MS, not reduced modulo the size) that the next `expire` starts
    * from: no entry is due in an earlier slot. A timer set for an earlier time moves it back.
    */
   private cursor = Number.POSITIVE_INFINITY;
 
   /** `horizonMs`: the furthest ahead a timer is usually set; the wheel turns once in at least that long. */
-  constructor(
-    private readonly slotMs: number,
-    horizonMs: number,
-  ) {
+  constructor(horizonMs: number) {
     let size = 1;
-    while (size * slotMs <= horizonMs && size < MAX_SLOTS) size *= 2;
+    while (size * SLOT_MS <= horizonMs && size < MAX_SLOTS) size *= 2;
     this.mask = size - 1;
     this.expiring = size;
     this.heads = new Array<T | null>(size + 1).fill(null);
@@ -49,9 +53,9 @@ export class TimerWheel<T extends TimerEntry<T>> {
 
   /** Sets (or moves) the entry's timer to `dueMs`; a time already past is looked at by the next `expire`. */
   schedule(entry: T, dueMs: number): void {
-    const slot = Math.floor(dueMs / this.slotMs);
+    const slot = Math.floor(dueMs / SLOT_MS);
     if (slot < this.cursor) this.cursor = slot;
-    // Slot numbers run past 2^31 (epoch milliseconds / slotMs); `&` reduces them modulo 2^32 first, exactly.
+    // Slot numbers run past 2^31 (epoch milliseconds / SLOT_MS); `&` reduces them modulo 2^32 first, exactly.
     const list = slot & this.mask;
     entry.timerDueMs = dueMs;
     if (entry.timerList === list) return;
@@ -66,11 +70,11 @@ export class TimerWheel<T extends TimerEntry<T>> {
   /**
    * Calls `fire` for every entry due by `nowMs`, each taken out of the wheel first (`fire`
    * schedules it again if it has another timer); returns how many entries were looked at. An
-   * entry that `fire` schedules for a time already past waits for the next call (or for a slot
-   * this call has yet to walk): one call looks at an entry at most twice.
+   * entry that `fire` schedules for a time already past is looked at again in this call if its
+   * slot is still ahead, else in the next.
    */
   expire(nowMs: number, fire: (entry: T, nowMs: number) => void): number {
-    const last = Math.floor(nowMs / this.slotMs);
+    const last = Math.floor(nowMs / SLOT_MS);
     // Once time has moved a whole turn, every slot has been passed.
     const first = Math.max(this.cursor, last - this.mask);
     // The last slot is walked again next time: timers in it may not be due yet.
