@@ -708,7 +708,7 @@ describe("a forged request carrying a victim's valid token", () => {
     await lab?.close();
   });
 
-  test('draws at most three segments toward the victim (two, one resent, then RST), and the victim carries on', async (t) => {
+  test('draws at most three segments toward the victim (two, perhaps one resent), and the victim carries on', async (t) => {
     // The victim: a real connection that asks once, gets its answer and goes idle.
     const spec: ExchangeSpec = {
       host: lab.serverV4,
@@ -750,23 +750,29 @@ describe("a forged request carrying a victim's valid token", () => {
         payloadHex: framed(encodeQuery(7003, BIG_TXT)).toString('hex'),
       },
     ]);
-    // The flow the forged request starts resends after 200 ms, gives up at 600 ms.
+    // The flow the forged request starts resends after 200 ms and gives up at 600 ms — sooner
+    // when the victim's own duplicate ACK shows the flow stale (it acknowledges more than the
+    // flow sent: the forged ACK number was random) and releases it.
     await trace.until(
       () =>
         toVictim()
           .slice(before)
-          .some((s) => s.flags.includes('R')),
-      5000,
+          .some((s) => s.length > 0),
+      3000,
     );
-    await sleep(500);
+    await sleep(1500);
     const drawn = toVictim().slice(before);
     const data = drawn.filter((s) => s.length > 0);
     t.diagnostic(`drawn by the forged segment:\n${drawn.map((s) => s.line).join('\n')}`);
     assert.ok(data.length >= 1, 'the token was accepted: the forged request was answered');
     assert.ok(data.length <= 3, `${data.length} data segments toward the victim`);
-    assert.ok(
-      drawn.some((s) => s.flags.includes('R')),
-      'then RST',
+    await sleep(1000);
+    assert.equal(
+      toVictim()
+        .slice(before)
+        .filter((s) => s.length > 0).length,
+      data.length,
+      'and nothing more later',
     );
 
     // The victim's own next request on its connection is answered.
