@@ -93,8 +93,15 @@ function start(
     application,
     listen: options.listen,
     closeAfterResponse,
-    maxPipelined: options.maxPipelined,
-    messageDeadlineMs: options.messageDeadline,
+    limits: {
+      maxPipelined: options.maxPipelined,
+      maxFlows: options.maxFlows,
+      maxFlowsPerSource: options.maxFlowsPerSource,
+      maxQueuedBytes: options.maxQueuedBytes,
+      maxQueuedBytesPerSource: options.maxQueuedBytesPerSource,
+      messageDeadlineMs: options.messageDeadline,
+      zeroWindowLimitMs: options.zeroWindowLimit,
+    },
     metrics: options.metrics,
   };
   return options.transport === 'kernel' ? startKernelFrontEnd(common) : startRawFrontEnd({ ...common, ...rawOptions(options) });
@@ -109,7 +116,12 @@ interface RawCommandOptions {
   cookieSecretFile?: string;
   workers: number;
   maxPipelined?: number;
+  maxFlows: number;
+  maxFlowsPerSource: number;
+  maxQueuedBytes: number;
+  maxQueuedBytesPerSource: number;
   messageDeadline: number;
+  zeroWindowLimit: number;
   metrics?: Endpoint;
   logLevel: string;
   /** Made from --log-level before the command runs. */
@@ -207,6 +219,36 @@ function withRawOptions(command: Command): Command {
         'past it the connection is reset',
       positiveInteger,
       DEFAULT_RESPONDER_CONFIG.messageDeadlineMs,
+    )
+    .option(
+      '--zero-window-limit <ms>',
+      'a client may keep its window closed on answers waiting for it this long (probed meanwhile); then the connection is reset',
+      positiveInteger,
+      DEFAULT_RESPONDER_CONFIG.zeroWindowLimitMs,
+    )
+    .option(
+      '--max-flows <n>',
+      'most connections with something in flight per shard worker; when full, a heavier source gives way to a newcomer',
+      positiveInteger,
+      DEFAULT_RESPONDER_CONFIG.maxFlows,
+    )
+    .option(
+      '--max-flows-per-source <n>',
+      'most of those from one IPv4 address or IPv6 /64, per shard worker',
+      positiveInteger,
+      DEFAULT_RESPONDER_CONFIG.maxFlowsPerSource,
+    )
+    .option(
+      '--max-queued-bytes <bytes>',
+      'most bytes queued (requests and answers) per shard worker',
+      positiveInteger,
+      DEFAULT_RESPONDER_CONFIG.maxQueuedBytes,
+    )
+    .option(
+      '--max-queued-bytes-per-source <bytes>',
+      'most of those for one IPv4 address or IPv6 /64, per shard worker',
+      positiveInteger,
+      DEFAULT_RESPONDER_CONFIG.maxQueuedBytesPerSource,
     )
     .option('--metrics <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics', oneEndpoint)
     .option('--log-level <level>', `how much to log: ${LOG_LEVELS.join(', ')}`, 'info');

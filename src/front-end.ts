@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import type { ChecksumPolicy } from './wire/segment.js';
 import { LiveFlows } from './tcp/live-flows.js';
-import { DEFAULT_RESPONDER_CONFIG } from './tcp/responder.js';
+import { type ConnectionLimits, DEFAULT_RESPONDER_CONFIG } from './tcp/responder.js';
 import { createRing } from './ring/ring.js';
 import { applicationFor, type ApplicationSettings } from './application.js';
 import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
@@ -31,10 +31,11 @@ export interface FrontEndOptions {
   application: ApplicationSettings;
   listen: Endpoint[];
   closeAfterResponse: boolean;
-  /** Most answers a connection may owe before its further messages are held back (default: the protocol's). */
-  maxPipelined?: number | undefined;
-  /** A message must be whole within this long of its first byte (default: DEFAULT_RESPONDER_CONFIG's, 10 s). */
-  messageDeadlineMs?: number | undefined;
+  /**
+   * Bounds on connections and sources; each one left out takes its default (DEFAULT_RESPONDER_CONFIG's,
+   * and for maxPipelined the protocol's).
+   */
+  limits: Partial<ConnectionLimits>;
   /** Serve Prometheus metrics at http://ADDR:PORT/metrics. */
   metrics?: Endpoint | undefined;
 }
@@ -210,8 +211,7 @@ async function startStatelessParts(
       linkType: capture.linkType,
       checksumPolicy: options.checksumPolicy,
       closeAfterResponse: options.closeAfterResponse,
-      maxPipelined: options.maxPipelined ?? application.maxPipelined,
-      messageDeadlineMs: options.messageDeadlineMs ?? DEFAULT_RESPONDER_CONFIG.messageDeadlineMs,
+      limits: limitsOf(options, application.maxPipelined),
       application: options.application,
       liveFlows,
     },
@@ -271,11 +271,9 @@ export async function startKernelFrontEnd(options: FrontEndOptions): Promise<Run
     teardown.push(() => relay.close());
     const transport = new KernelTransport(relay, {
       messageLength: application.messageLength,
-      maxPipelined: options.maxPipelined ?? application.maxPipelined,
       closeAfterResponse: options.closeAfterResponse,
-      // The responder's deadlines, so that either transport holds a client to the same rules.
-      messageDeadlineMs: options.messageDeadlineMs ?? DEFAULT_RESPONDER_CONFIG.messageDeadlineMs,
-      zeroWindowLimitMs: DEFAULT_RESPONDER_CONFIG.zeroWindowLimitMs,
+      // The responder's limits, so that either transport holds a client to the same rules.
+      ...limitsOf(options, application.maxPipelined),
     });
     relay.attach(transport);
     teardown.push(() => transport.close());
@@ -299,4 +297,13 @@ export async function startKernelFrontEnd(options: FrontEndOptions): Promise<Run
       stop: () => teardown.run(),
     };
   });
+}
+
+/** The options' limits, with every one left out at its default. */
+function limitsOf(options: FrontEndOptions, protocolMaxPipelined: number): ConnectionLimits {
+  const { maxFlows, maxFlowsPerSource, maxQueuedBytes, maxQueuedBytesPerSource, messageDeadlineMs, zeroWindowLimitMs } =
+    DEFAULT_RESPONDER_CONFIG;
+  const defaults = { maxFlows, maxFlowsPerSource, maxQueuedBytes, maxQueuedBytesPerSource, messageDeadlineMs, zeroWindowLimitMs };
+  const given = Object.fromEntries(Object.entries(options.limits).filter(([, value]) => value !== undefined));
+  return { ...defaults, maxPipelined: protocolMaxPipelined, ...given };
 }

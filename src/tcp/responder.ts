@@ -96,6 +96,18 @@ export interface ResponderConfig {
 /** The TCP settings of a responder; the framing comes with the protocol (transport.ts Protocol). */
 export type TcpSettings = Omit<ResponderConfig, 'messageLength' | 'plausibleStart'>;
 
+/** The bounds an operator sets (command line, config file); docs/security.md says what each guards. */
+export type ConnectionLimits = Pick<
+  TcpSettings,
+  | 'maxPipelined'
+  | 'maxFlows'
+  | 'maxFlowsPerSource'
+  | 'maxQueuedBytes'
+  | 'maxQueuedBytesPerSource'
+  | 'messageDeadlineMs'
+  | 'zeroWindowLimitMs'
+>;
+
 export const DEFAULT_RESPONDER_CONFIG: TcpSettings = {
   mssOffer: 1220,
   window: 65535,

@@ -8,6 +8,7 @@ import type { ApplicationSettings } from '../../src/application.js';
 import type { RegistrySnapshot } from '../../src/metrics.js';
 import type { RingRegion } from '../../src/ring/ring.js';
 import type { ChecksumPolicy, LinkType } from '../../src/wire/segment.js';
+import type { ConnectionLimits } from '../../src/tcp/responder.js';
 
 /** One shard worker's task (a piscina task that runs until told to stop). */
 export interface ShardTask {
@@ -17,9 +18,8 @@ export interface ShardTask {
   checksumPolicy: ChecksumPolicy;
   closeAfterResponse: boolean;
   /** Most answers a connection may owe before its further messages are held back. */
-  maxPipelined: number;
-  /** A message must be whole within this long of its first byte (ResponderConfig.messageDeadlineMs). */
-  messageDeadlineMs: number;
+  /** The operator's bounds on connections and their sources. */
+  limits: ConnectionLimits;
   /** What the shard relays to (src/application.ts). */
   application: ApplicationSettings;
   /**

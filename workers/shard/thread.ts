@@ -64,8 +64,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
         tcp: {
           ...DEFAULT_RESPONDER_CONFIG,
           closeAfterResponse: task.closeAfterResponse,
-          maxPipelined: task.maxPipelined,
-          messageDeadlineMs: task.messageDeadlineMs,
+          ...task.limits,
         },
         sender,
         liveFlows,
