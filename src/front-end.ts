@@ -17,7 +17,7 @@ import { KernelTransport, type KernelConnection } from './io/kernel-transport.js
 import { captureLanes } from './io/capture.js';
 import { KernelTcpGuard } from './io/firewall.js';
 import { RawSender, rawSocketProblem } from './io/raw-send.js';
-import { loadCookieSecret, type CookieSecret } from './io/secret.js';
+import { loadCookieSecret, randomRoutingKey, type CookieSecret } from './io/secret.js';
 import { startMetricsServer } from './io/metrics-server.js';
 import { kernelListenerProblem, listenAddressProblem } from './io/preflight.js';
 import { exposition, frontEndMetrics, kernelTransportMetrics, snapshot, summaryLine, type RegistrySnapshot } from './metrics.js';
@@ -184,6 +184,7 @@ async function startStatelessParts(
 
   const rings = Array.from({ length: options.workers }, () => createRing({ slotCount: RING_SLOTS, slotDataBytes: SNAP_LENGTH }));
   const liveFlows = LiveFlows.allocate(options.workers);
+  const routingKey = randomRoutingKey();
   step('opening libpcap in the capture thread');
   const capture = await startCaptureThread(
     {
@@ -194,6 +195,7 @@ async function startStatelessParts(
       checksumPolicy: options.checksumPolicy,
       secrets: [secret.secret],
       liveFlows,
+      routingKey,
     },
     STOP_TIMEOUT_MS,
   ).catch((error: Error) => {
@@ -214,6 +216,7 @@ async function startStatelessParts(
       limits: limitsOf(options, application.maxPipelined),
       application: options.application,
       liveFlows,
+      routingKey,
     },
     [secret.secret],
     log,

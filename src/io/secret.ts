@@ -1,11 +1,13 @@
 /**
  * Where the SYN cookie secret comes from: a file (`--cookie-secret-file`, re-read on SIGHUP to
  * rotate it), the environment (`STATELESS_TCP_COOKIE_SECRET`), or, for a lone instance, random.
- * Instances that should answer each other's connections share it.
+ * Instances that should answer each other's connections share it. And the routing key, which is
+ * always random.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { SECRET_BYTES } from '../tcp/cookie.js';
+import { ROUTING_KEY_BYTES } from '../wire/flow-hash.js';
 
 export const SECRET_ENVIRONMENT_VARIABLE = 'STATELESS_TCP_COOKIE_SECRET';
 
@@ -39,4 +41,13 @@ function parseSecret(text: string, where: string): Uint8Array {
   const hex = text.replace(/\s+/g, '');
   if (!new RegExp(`^[0-9a-fA-F]{${SECRET_BYTES * 2}}$`).test(hex)) throw new Error(`${where} must hold ${FORMAT}`);
   return Buffer.from(hex, 'hex');
+}
+
+/**
+ * The key of the flow hash (wire/flow-hash.ts), drawn once per process and kept for its life:
+ * the capture thread and every shard worker must route alike, whatever SIGHUP does to the cookie
+ * secret. Instances need not share it: ECMP or anycast picks the instance, each routes inside.
+ */
+export function randomRoutingKey(): Uint8Array {
+  return randomBytes(ROUTING_KEY_BYTES);
 }

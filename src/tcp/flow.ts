@@ -26,8 +26,8 @@ export class Flow implements TimerEntry<Flow> {
   tableIndex = -1;
   /**
    * The capture thread's routing hash of the 4-tuple (wire/flow-hash.ts), by which the flow is
-   * published in live-flows.ts. Another hash than `hash`: shared by the threads, so not keyed
-   * per shard, and symmetric.
+   * published in live-flows.ts. Another hash than `hash`: shared by the threads, so under the
+   * process's routing key rather than the cookie secret, and symmetric.
    */
   routeHash = 0;
   /** What the client's source network holds (the responder's per-source bounds); set when the flow starts. */

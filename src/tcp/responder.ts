@@ -35,7 +35,6 @@ import { FlowlessAction, flowlessAction } from './flowless.js';
 import { Outcome, TCP_EVENT_NAMES, TcpEvent } from './counters.js';
 import { wholeMessagesBy, type MessageLength, type StreamApplication, type Transport } from './transport.js';
 import { formatAddress } from '../wire/format.js';
-import { segmentFlowHash } from '../wire/flow-hash.js';
 
 /** Receives the segments we send, one header and payload slice at a time. */
 export interface SegmentSink {
@@ -563,7 +562,7 @@ export class Responder implements Transport<Flow> {
     flow.partialSinceMs = nowMs;
     this.flows.add(flow, seg);
     if (this.liveFlows !== null) {
-      flow.routeHash = segmentFlowHash(seg);
+      flow.routeHash = this.liveFlows.routeHashOf(seg);
       this.liveFlows.add(flow.routeHash);
     }
     this.events[TcpEvent.FLOWS_CREATED]!++;

@@ -17,6 +17,11 @@ export function readU32(buf: Uint8Array, offset: number): number {
   return ((buf[offset]! << 24) | (buf[offset + 1]! << 16) | (buf[offset + 2]! << 8) | buf[offset + 3]!) >>> 0;
 }
 
+/** Signed (−2^31 … 2^31−1), which V8 keeps as a small integer: for comparing and hashing words. */
+export function readI32(buf: Uint8Array, offset: number): number {
+  return (buf[offset]! << 24) | (buf[offset + 1]! << 16) | (buf[offset + 2]! << 8) | buf[offset + 3]!;
+}
+
 export function writeU16(buf: Uint8Array, offset: number, value: number): void {
   buf[offset] = value >>> 8;
   buf[offset + 1] = value;

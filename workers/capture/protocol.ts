@@ -40,6 +40,8 @@ export interface CaptureThreadData {
   secrets: Uint8Array[];
   /** The shards' flows by hash bucket (tcp/live-flows.ts). */
   liveFlows: SharedArrayBuffer;
+  /** The flow hash's key (wire/flow-hash.ts), the shards' too. */
+  routingKey: Uint8Array;
 }
 
 /** Int32 words at the start of the control block. */

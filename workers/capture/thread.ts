@@ -18,10 +18,10 @@
  *
  * It does nothing but capture, so it pulls packets in a loop and blocks in poll(2) when none is
  * waiting (io/capture.ts), without its event loop. Per packet it hashes the 4-tuple
- * (wire/flow-hash.ts: symmetric, so both directions of a connection meet on one shard) and copies
- * the frame into that shard's ring. It never waits for a shard: a full ring drops the frame and
- * counts it in the ring's DROPPED word, and TCP repairs it like any loss. Nothing is allocated
- * per packet: libpcap's copy lands in one buffer, and the ring copies from it.
+ * (wire/flow-hash.ts: keyed, and symmetric, so both directions of a connection meet on one shard)
+ * and copies the frame into that shard's ring. It never waits for a shard: a full ring drops the
+ * frame and counts it in the ring's DROPPED word, and TCP repairs it like any loss. Nothing is
+ * allocated per packet: libpcap's copy lands in one buffer, and the ring copies from it.
  *
  * The main thread stops it through a shared flag (the loop never reads messages), looked at
  * after every packet and at least every POLL_TIMEOUT_MS; packets already captured then are
@@ -39,7 +39,7 @@ import { synAckFor } from '../../src/tcp/handshake.js';
 import { LiveFlows } from '../../src/tcp/live-flows.js';
 import { DEFAULT_RESPONDER_CONFIG } from '../../src/tcp/responder.js';
 import { emitReply } from '../../src/wire/emit.js';
-import { flowHash } from '../../src/wire/flow-hash.js';
+import { FlowHash } from '../../src/wire/flow-hash.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { DecodeResult, ReplyHeader, Segment, type ChecksumPolicy, type LinkType } from '../../src/wire/segment.js';
 import {
@@ -84,10 +84,11 @@ class FlowlessShortcut {
   constructor(
     private readonly linkType: LinkType,
     data: CaptureThreadData,
+    routing: FlowHash,
   ) {
     this.checksumPolicy = data.checksumPolicy;
     this.cookies = SynCookies.fromHistory(data.secrets);
-    this.liveFlows = data.rings.map((_, shard) => new LiveFlows(data.liveFlows, shard));
+    this.liveFlows = data.rings.map((_, shard) => new LiveFlows(data.liveFlows, shard, routing));
     this.secretGeneration = controlFlags(data.control);
     this.secret = controlSecret(data.control);
     this.secretGenerationSeen = Atomics.load(this.secretGeneration, CaptureFlag.SECRET_GENERATION);
@@ -153,15 +154,16 @@ try {
   report({ type: 'failed', message: (error as Error).message });
 }
 if (capture !== undefined) {
+  const routing = new FlowHash(data.routingKey);
   let shortcut: FlowlessShortcut | undefined;
   try {
-    shortcut = new FlowlessShortcut(capture.linkType, data);
+    shortcut = new FlowlessShortcut(capture.linkType, data, routing);
   } catch (error) {
     report({ type: 'failed', message: (error as Error).message });
   }
   if (shortcut !== undefined) {
     report({ type: 'ready', linkType: capture.linkType });
-    captureLoop(capture, shortcut);
+    captureLoop(capture, shortcut, routing);
     shortcut.close();
     publishStats(capture, shortcut);
     report({ type: 'stopped' });
@@ -182,7 +184,7 @@ function publishStats(capture: Capture, shortcut: FlowlessShortcut): void {
   published[CaptureStat.SEND_FAILED] = shortcut.sendFailed;
 }
 
-function captureLoop(capture: Capture, shortcut: FlowlessShortcut): void {
+function captureLoop(capture: Capture, shortcut: FlowlessShortcut, routing: FlowHash): void {
   const producers = data.rings.map((region) => new RingProducer(region));
   const shardCount = producers.length;
   const { frame, linkType } = capture;
@@ -198,8 +200,8 @@ function captureLoop(capture: Capture, shortcut: FlowlessShortcut): void {
     if (result === NextResult.ERROR) throw new Error(`capture failed: ${capture.lastError}`);
     if (result !== NextResult.PACKET) return false;
     const length = capture.capturedLength;
-    // flowHash is below 2^31, so the shard number is a small integer.
-    const hash = flowHash(linkType, frame, 0, length);
+    // The flow hash is below 2^31, so the shard number is a small integer.
+    const hash = routing.ofFrame(linkType, frame, 0, length);
     const shard = hash % shardCount;
     if (!shortcut.handle(frame, length, hash, shard, nowMs)) {
       producers[shard]!.push(frame, 0, length, capture.wireLength, capture.timestampSeconds, capture.timestampMicros);

@@ -30,6 +30,8 @@ export interface ShardTask {
   secrets: Uint8Array[];
   /** The flows by hash bucket, shared with the capture thread (tcp/live-flows.ts). */
   liveFlows: SharedArrayBuffer;
+  /** The flow hash's key (wire/flow-hash.ts), the capture thread's: the same for the process's life. */
+  routingKey: Uint8Array;
   /** The main thread's line to this worker: ShardCommand in, ShardReport out. */
   control: MessagePort;
 }

@@ -16,6 +16,7 @@ import { TcpPipeline } from '../../src/pipeline.js';
 import { SynCookies } from '../../src/tcp/cookie.js';
 import { DEFAULT_RESPONDER_CONFIG } from '../../src/tcp/responder.js';
 import { LiveFlows } from '../../src/tcp/live-flows.js';
+import { FlowHash } from '../../src/wire/flow-hash.js';
 import type { Flow } from '../../src/tcp/flow.js';
 import type { Relay } from '../../src/tcp/transport.js';
 import { RingConsumer } from '../../src/ring/ring.js';
@@ -48,7 +49,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
   const cookies = SynCookies.fromHistory(task.secrets);
 
   const consumer = new RingConsumer(task.ring);
-  const liveFlows = new LiveFlows(task.liveFlows, task.shard);
+  const liveFlows = new LiveFlows(task.liveFlows, task.shard, new FlowHash(task.routingKey));
   liveFlows.clear();
   let ticker: NodeJS.Timeout | undefined;
   let reporter: NodeJS.Timeout | undefined;

@@ -6,19 +6,24 @@
  * middle and tail of a chain; iteration that lets the flow just yielded be removed.
  * Flow: the sequence-space arithmetic (in flight, FIN in flight, unsent) across 2^32.
  *
- * The mechanics are tested with the unkeyed routing hash as the bucket key (its collisions can be
- * searched for, so chains can be built); the responder keys its table with a secret, and one test
- * shows that clients colliding under the unkeyed hash do not collide there.
+ * The mechanics are tested with the routing hash under a key the test knows as the bucket key (its
+ * collisions can be searched for, so chains can be built); the responder keys its table with
+ * another secret, and one test shows that clients colliding under the routing hash do not collide
+ * there.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SynCookies } from '../../../src/tcp/cookie.js';
 import { Flow, FlowTable } from '../../../src/tcp/flow.js';
-import { segmentFlowHash } from '../../../src/wire/flow-hash.js';
+import { FlowHash } from '../../../src/wire/flow-hash.js';
 import { decodeFrame } from '../../../src/wire/frame.js';
 import { ChecksumPolicy, DecodeResult, LinkType, Segment } from '../../../src/wire/segment.js';
 import { ipPacket, Packet, PACKET_COUNT } from '../../support/fixtures.js';
 import { fixIpv4Checksum, fixTcpChecksum } from '../../support/packets.js';
+
+/** The routing hash under a key this test chose: a bucket key whose collisions it can find. */
+const routing = new FlowHash(Uint8Array.from({ length: 16 }, (_, i) => 0x70 + i));
+const routeHashOf = (seg: Segment): number => routing.ofSegment(seg);
 
 /** A raw IP packet decoded with its checksums verified (the Segment keeps the packet as its buffer). */
 function decode(packet: Uint8Array): Segment {
@@ -77,7 +82,7 @@ function collidingClients(): [{ port: number; last: number }, { port: number; la
       seg.buf[lastOffset] = last;
       for (let port = 1; port <= 65535; port++) {
         seg.srcPort = port;
-        const hash = segmentFlowHash(seg);
+        const hash = routeHashOf(seg);
         const earlier = seen.get(hash);
         if (earlier !== undefined) return [earlier, { port, last }];
         seen.set(hash, { port, last });
@@ -91,15 +96,15 @@ function collidingClients(): [{ port: number; last: number }, { port: number; la
 
 describe('FlowTable', () => {
   it('finds a flow by every client segment of its connection, IPv4 and IPv6, and by nothing else', () => {
-    const table = new FlowTable(segmentFlowHash);
+    const table = new FlowTable(routeHashOf);
     const v4 = flowFor(segmentOf(Packet.V4_SYN));
     const v6 = flowFor(segmentOf(Packet.V6_SYN));
     assert.equal(table.find(segmentOf(Packet.V4_SYN)), null);
     table.add(v4, segmentOf(Packet.V4_SYN));
     table.add(v6, segmentOf(Packet.V6_SYN));
     assert.equal(table.size, 2);
-    assert.equal(v4.hash, segmentFlowHash(segmentOf(Packet.V4_SYN)));
-    assert.equal(v6.hash, segmentFlowHash(segmentOf(Packet.V6_SYN)));
+    assert.equal(v4.hash, routeHashOf(segmentOf(Packet.V4_SYN)));
+    assert.equal(v6.hash, routeHashOf(segmentOf(Packet.V6_SYN)));
 
     for (let index = 0; index < PACKET_COUNT; index++) {
       const seg = segmentOf(index);
@@ -114,7 +119,7 @@ describe('FlowTable', () => {
   });
 
   it('samples every flow it holds, and a walk may remove the flow it is at (the dense list behind both)', () => {
-    const table = new FlowTable(segmentFlowHash);
+    const table = new FlowTable(routeHashOf);
     const flows: Flow[] = [];
     for (let port = 20000; port < 20010; port++) {
       const seg = withClient(Packet.V4_QUERY, port, 1);
@@ -138,10 +143,10 @@ describe('FlowTable', () => {
   });
 
   it('tells apart the two directions of one connection, which share a bucket', () => {
-    const table = new FlowTable(segmentFlowHash);
+    const table = new FlowTable(routeHashOf);
     const clientSide = segmentOf(Packet.V4_QUERY);
     const serverSide = segmentOf(Packet.V4_ANSWER);
-    assert.equal(segmentFlowHash(clientSide), segmentFlowHash(serverSide), 'the hash is symmetric');
+    assert.equal(routeHashOf(clientSide), routeHashOf(serverSide), 'the hash is symmetric');
     const ours = flowFor(clientSide);
     const mirrored = flowFor(serverSide);
     table.add(ours, clientSide);
@@ -153,10 +158,10 @@ describe('FlowTable', () => {
     assert.equal(table.find(segmentOf(Packet.V6_QUERY)), null);
   });
 
-  it('keyed as the responder keys it (SynCookies.tableKey), connections that collide unkeyed get buckets of their own', () => {
+  it('keyed as the responder keys it (SynCookies.tableKey), connections that collide under the routing hash get buckets of their own', () => {
     const [a, b] = collidingClients();
     const segments = [withClient(Packet.V4_QUERY, a.port, a.last), withClient(Packet.V4_QUERY, b.port, b.last)];
-    assert.equal(segmentFlowHash(segments[0]!), segmentFlowHash(segments[1]!), 'the clients collide unkeyed');
+    assert.equal(routeHashOf(segments[0]!), routeHashOf(segments[1]!), 'the clients collide under the routing hash');
     const cookies = new SynCookies(Uint8Array.from({ length: 16 }, (_, i) => 0x30 + i));
     const id = new Uint32Array(2);
     const table = new FlowTable((seg) => {
@@ -182,10 +187,10 @@ describe('FlowTable', () => {
       withClient(Packet.V4_QUERY, b.port, b.last),
       withClient(Packet.V4_ANSWER, b.port, b.last),
     ];
-    const hash = segmentFlowHash(segments[0]!);
-    for (const seg of segments) assert.equal(segmentFlowHash(seg), hash);
+    const hash = routeHashOf(segments[0]!);
+    for (const seg of segments) assert.equal(routeHashOf(seg), hash);
 
-    const table = new FlowTable(segmentFlowHash);
+    const table = new FlowTable(routeHashOf);
     const flows = segments.map(flowFor);
     for (const [i, flow] of flows.entries()) table.add(flow, segments[i]!);
     assert.equal(table.size, 4);
@@ -223,7 +228,7 @@ describe('FlowTable', () => {
   });
 
   it('ignores the removal of a flow that is not in the table', () => {
-    const table = new FlowTable(segmentFlowHash);
+    const table = new FlowTable(routeHashOf);
     const v4 = segmentOf(Packet.V4_QUERY);
     const flow = flowFor(v4);
     table.add(flow, v4);
@@ -231,7 +236,7 @@ describe('FlowTable', () => {
     mirrored.hash = flow.hash; // same bucket, never added
     table.remove(mirrored);
     const stranger = flowFor(segmentOf(Packet.V6_QUERY));
-    stranger.hash = segmentFlowHash(segmentOf(Packet.V6_QUERY)); // a bucket that does not exist
+    stranger.hash = routeHashOf(segmentOf(Packet.V6_QUERY)); // a bucket that does not exist
     table.remove(stranger);
     assert.equal(table.size, 1);
     assert.equal(table.find(v4), flow);
@@ -253,7 +258,7 @@ describe('FlowTable', () => {
       withClient(Packet.V4_QUERY, b.port, b.last),
     ];
     for (const removeEvery of [1, 2, 3]) {
-      const table = new FlowTable(segmentFlowHash);
+      const table = new FlowTable(routeHashOf);
       const flows = segments.map(flowFor);
       for (const [i, flow] of flows.entries()) table.add(flow, segments[i]!);
       const yielded: Flow[] = [];

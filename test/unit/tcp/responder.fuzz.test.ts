@@ -18,6 +18,7 @@ import { DEFAULT_RESPONDER_CONFIG, Responder } from '../../../src/tcp/responder.
 import { TcpEvent } from '../../../src/tcp/counters.js';
 import { SynCookies } from '../../../src/tcp/cookie.js';
 import { LiveFlows } from '../../../src/tcp/live-flows.js';
+import { FlowHash } from '../../../src/wire/flow-hash.js';
 import { dnsMessageLength, plausibleQueryStart } from '../../../src/dns/message.js';
 import { decodeFrame } from '../../../src/wire/frame.js';
 import { emitReply, replyLength } from '../../../src/wire/emit.js';
@@ -34,7 +35,7 @@ test('thousands of random, replayed and forged segments: no exception, no data t
   const config = { ...DEFAULT_RESPONDER_CONFIG, maxFlows: 64, messageLength: dnsMessageLength, plausibleStart: plausibleQueryStart };
   let nowMs = 1_764_000_000_000;
   let pushWanted = false;
-  const liveFlows = new LiveFlows(LiveFlows.allocate(1), 0);
+  const liveFlows = new LiveFlows(LiveFlows.allocate(1), 0, new FlowHash(Uint8Array.from({ length: 16 }, (_, i) => 5 * i + 2)));
   const responder = new Responder(
     config,
     cookies,
