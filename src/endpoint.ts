@@ -22,6 +22,36 @@ export function parseEndpoint(text: string): Endpoint {
   return { address, port, family: family as 4 | 6 };
 }
 
+/**
+ * The 4 or 16 bytes, in network order, of an IPv4 or IPv6 address in text (RFC 4291 §2.2, an
+ * IPv4 tail such as ::ffff:198.18.0.1 included, a zone such as %eth0 ignored: RFC 4007 §11 keeps
+ * it out of the address); throws an Error if it is not one.
+ */
+export function addressBytes(text: string): Uint8Array {
+  const family = net.isIP(text);
+  if (family === 4) return Uint8Array.from(text.split('.'), Number);
+  if (family !== 6) throw new Error(`"${text}" is not an IP address`);
+  const address = text.replace(/%.*$/, '');
+  // An IPv4 tail is the last two groups.
+  const tail = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
+  const groupsText =
+    tail === null
+      ? address
+      : `${tail[1]}${((Number(tail[2]) << 8) | Number(tail[3])).toString(16)}:${((Number(tail[4]) << 8) | Number(tail[5])).toString(16)}`;
+  const [head, rest] = groupsText.split('::') as [string, string | undefined];
+  const groupsOf = (part: string | undefined): number[] =>
+    part === undefined || part === '' ? [] : part.split(':').map((g) => parseInt(g, 16));
+  const before = groupsOf(head);
+  const after = groupsOf(rest);
+  const groups = [...before, ...new Array<number>(8 - before.length - after.length).fill(0), ...after];
+  const bytes = new Uint8Array(16);
+  groups.forEach((group, i) => {
+    bytes[2 * i] = group >>> 8;
+    bytes[2 * i + 1] = group & 0xff;
+  });
+  return bytes;
+}
+
 export function formatEndpoint(e: { address: string; port: number }): string {
   return net.isIPv6(e.address) ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
 }

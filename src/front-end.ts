@@ -18,6 +18,7 @@ import { captureLanes } from './io/capture.js';
 import { KernelTcpGuard } from './io/firewall.js';
 import { RawSender, rawSocketProblem } from './io/raw-send.js';
 import { loadCookieSecret, randomRoutingKey, type CookieSecret } from './io/secret.js';
+import { hostAddresses } from './io/host-addresses.js';
 import { startMetricsServer } from './io/metrics-server.js';
 import { kernelListenerProblem, listenAddressProblem } from './io/preflight.js';
 import { exposition, frontEndMetrics, kernelTransportMetrics, snapshot, summaryLine, type RegistrySnapshot } from './metrics.js';
@@ -185,6 +186,7 @@ async function startStatelessParts(
   const rings = Array.from({ length: options.workers }, () => createRing({ slotCount: RING_SLOTS, slotDataBytes: SNAP_LENGTH }));
   const liveFlows = LiveFlows.allocate(options.workers);
   const routingKey = randomRoutingKey();
+  const ownAddresses = hostAddresses(options.listen);
   step('opening libpcap in the capture thread');
   const capture = await startCaptureThread(
     {
@@ -196,6 +198,7 @@ async function startStatelessParts(
       secrets: [secret.secret],
       liveFlows,
       routingKey,
+      ownAddresses,
     },
     STOP_TIMEOUT_MS,
   ).catch((error: Error) => {
@@ -217,6 +220,7 @@ async function startStatelessParts(
       application: options.application,
       liveFlows,
       routingKey,
+      ownAddresses,
     },
     [secret.secret],
     log,

@@ -184,6 +184,8 @@ export interface CaptureCounters {
   sendFailed: number;
   /** Bare ACKs and RSTs of connections without a flow, which it dropped itself. */
   ignored: number;
+  /** SYNs and short segments from martian sources (wire/martian.ts), which it dropped unanswered. */
+  martianSource: number;
 }
 
 /** What the main thread knows that no shard does: the capture thread's and the rings' counters, restarts. */
@@ -226,6 +228,7 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
       const capture = source.capture();
       this.inc({ shard: 'capture', outcome: 'syn_answered' }, capture.synAnswered);
       this.inc({ shard: 'capture', outcome: 'ignored' }, capture.ignored);
+      this.inc({ shard: 'capture', outcome: 'martian_source' }, capture.martianSource);
     },
   });
   new Counter({

@@ -17,6 +17,7 @@ import { Responder, type SegmentSink, type TcpSettings } from './tcp/responder.j
 import type { SynCookies } from './tcp/cookie.js';
 import type { Flow } from './tcp/flow.js';
 import type { LiveFlows } from './tcp/live-flows.js';
+import type { MartianSources } from './wire/martian.js';
 import type { Protocol, Relay } from './tcp/transport.js';
 
 /** Sends one IP packet to `dst` (implemented by io/raw-send.ts). */
@@ -35,6 +36,8 @@ export interface TcpPipelineOptions {
   sender: PacketSender;
   /** Where the capture thread learns which connections have flows (omitted: no capture thread answers SYNs). */
   liveFlows?: LiveFlows | null;
+  /** Sources that get no answer (omitted: the martian ranges, no host addresses). */
+  martians?: MartianSources;
 }
 
 /** One shard's TCP path, whatever the protocol: decode, respond, relay, emit, send. */
@@ -69,6 +72,7 @@ export class TcpPipeline implements SegmentSink {
       this,
       relay,
       options.liveFlows ?? null,
+      options.martians,
     );
     relay.attach(this.responder);
   }

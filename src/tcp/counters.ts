@@ -25,6 +25,8 @@ export const Outcome = {
   SOFT_STATE_FULL: 11,
   /** Data after our FIN (it can never be answered): we send RST, as a kernel does for data after close(2). */
   DATA_AFTER_FIN: 12,
+  /** A SYN, data or a FIN without a flow from a martian source (wire/martian.ts): dropped unanswered. */
+  MARTIAN_SOURCE: 13,
 } as const;
 export type Outcome = (typeof Outcome)[keyof typeof Outcome];
 export const OUTCOME_NAMES = counterNames(Outcome);

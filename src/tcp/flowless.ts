@@ -6,7 +6,8 @@
  * itself when no shard holds a flow for the connection. Both call `flowlessAction`, so they cannot
  * disagree.
  */
-import { TcpFlag } from '../wire/segment.js';
+import type { MartianSources } from '../wire/martian.js';
+import { type Segment, TcpFlag } from '../wire/segment.js';
 
 export const FlowlessAction = {
   /** Dropped without an answer. */
@@ -15,11 +16,22 @@ export const FlowlessAction = {
   ANSWER_SYN: 1,
   /** Data or a FIN: it must prove itself by timestamp token or first-segment cookie (responder.ts). */
   VERIFY: 2,
+  /**
+   * A SYN, data or a FIN from a martian source (wire/martian.ts): dropped without an answer, which
+   * would go to this host itself, its loopback or a broadcast, and counted.
+   */
+  REFUSE_MARTIAN: 3,
 } as const;
 export type FlowlessAction = (typeof FlowlessAction)[keyof typeof FlowlessAction];
 
-/** What to do with a segment with these `flags` and `payloadLength` when its connection has no flow. */
-export function flowlessAction(flags: number, payloadLength: number): FlowlessAction {
+/** What to do with `seg` when its connection has no flow; `martians` says which sources get no answer. */
+export function flowlessAction(seg: Segment, martians: MartianSources): FlowlessAction {
+  const action = actionByFlags(seg.flags, seg.payloadLength);
+  // Only what would be answered is looked at: what is ignored gets no answer anyway.
+  return action !== FlowlessAction.IGNORE && martians.refuses(seg) ? FlowlessAction.REFUSE_MARTIAN : action;
+}
+
+function actionByFlags(flags: number, payloadLength: number): FlowlessAction {
   // RFC 9293 §3.10.7.1 (CLOSED): "An incoming segment containing a RST is discarded."
   if (flags & TcpFlag.RST) return FlowlessAction.IGNORE;
   if (flags & TcpFlag.SYN) {

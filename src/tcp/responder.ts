@@ -35,6 +35,7 @@ import { FlowlessAction, flowlessAction } from './flowless.js';
 import { Outcome, TCP_EVENT_NAMES, TcpEvent } from './counters.js';
 import { wholeMessagesBy, type MessageLength, type StreamApplication, type Transport } from './transport.js';
 import { formatAddress } from '../wire/format.js';
+import { MartianSources } from '../wire/martian.js';
 
 /** Receives the segments we send, one header and payload slice at a time. */
 export interface SegmentSink {
@@ -180,6 +181,8 @@ export class Responder implements Transport<Flow> {
     private readonly app: StreamApplication<Flow>,
     /** Where the capture thread learns which connections have flows (null: no capture thread answers SYNs). */
     private readonly liveFlows: LiveFlows | null = null,
+    /** Sources that get no answer (default: the martian ranges, no host addresses). */
+    private readonly martians = new MartianSources(),
   ) {
     this.recent = new RecentConnections(config.recentConnections, cookies.maxIdleSeconds * 1000);
     this.timers = new TimerWheel(Math.max(config.delayedAckMs, config.maxRtoMs, config.messageDeadlineMs, config.zeroWindowLimitMs));
@@ -358,12 +361,14 @@ export class Responder implements Transport<Flow> {
 
   /** The rule the capture thread applies too (flowless.ts). */
   private onFlowless(seg: Segment, nowMs: number): Outcome {
-    switch (flowlessAction(seg.flags, seg.payloadLength)) {
+    switch (flowlessAction(seg, this.martians)) {
       case FlowlessAction.IGNORE:
         return Outcome.IGNORED;
       case FlowlessAction.ANSWER_SYN:
         this.answerSyn(seg, nowMs);
         return Outcome.SYN_ANSWERED;
+      case FlowlessAction.REFUSE_MARTIAN:
+        return Outcome.MARTIAN_SOURCE;
       default:
         return this.verifyFlowless(seg, nowMs);
     }

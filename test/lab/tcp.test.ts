@@ -18,6 +18,8 @@
  *    most three segments toward that client, and the client's connection carries on.
  * 5. A request lost while its connection holds no state, followed by the next: both answered.
  * 6. IPv6 at a 1280-byte MTU: a 4 KB answer in unfragmented packets of at most 1280 bytes.
+ * 7. SYNs and data from martian sources (the server's own addresses, its subnet's broadcast,
+ *    loopback, ::ffff:0:0/96, …) get no answer at all.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -877,5 +879,59 @@ describe('IPv6 over a 1280-byte MTU', () => {
     const largest = Math.max(...frames.map((m) => Number(m[1]) - 14));
     assert.ok(largest <= 1280, `largest IPv6 packet ${largest} bytes`);
     assert.equal(largest, 1280, 'full-sized segments: 40 + 32 + 1208 bytes');
+  });
+});
+
+describe('segments from martian sources', () => {
+  let lab: Lab;
+  before(async () => {
+    requireTools('ping');
+    lab = await createLab();
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('SYNs, a SYN with data and data from martian sources get nothing back, and are counted', async () => {
+    const frontEnd = await startFrontEnd(lab);
+    const query = framed(encodeQuery(4343, WWW_A)).toString('hex');
+    const martians = [
+      [lab.serverV4, lab.serverV4], // the server itself
+      ['198.18.0.255', lab.serverV4], // its subnet's broadcast
+      ['127.0.0.1', lab.serverV4],
+      ['0.1.2.3', lab.serverV4],
+      ['240.0.0.1', lab.serverV4],
+      [lab.serverV6, lab.serverV6],
+      ['::1', lab.serverV6],
+      ['::ffff:198.18.0.1', lab.serverV6],
+    ] as const;
+    const syn = (src: string, dst: string, srcPort: number, payloadHex?: string): RawSegment => ({
+      src,
+      dst,
+      srcPort,
+      dstPort: 53,
+      seq: randomInt(2 ** 32),
+      ack: 0,
+      flags: 'S',
+      window: 64_000,
+      ...(payloadHex === undefined ? {} : { payloadHex }),
+    });
+    const forged: RawSegment[] = martians.map(([src, dst], i) => syn(src, dst, 30_000 + i));
+    // A SYN with data, and data without a flow too long for the capture thread to look at
+    // (workers/capture/thread.ts SHORT_FRAME_BYTES): its shard's.
+    forged.push(syn('127.0.0.1', lab.serverV4, 30_100, query));
+    forged.push({ ...syn('127.0.0.1', lab.serverV4, 30_101, query.padEnd(400, '0')), flags: 'PA', ack: randomInt(2 ** 32) });
+    // Neighbour discovery first: in a fresh lab the raw IPv6 packets sent while it was pending
+    // never arrived.
+    for (const server of [lab.serverV4, lab.serverV6])
+      assert.equal((await lab.exec('client', ['ping', '-c', '1', '-W', '2', server])).code, 0);
+    await sendRaw(lab, forged);
+    await sleep(300);
+    const summary = await frontEnd.stop();
+    assert.ok(counter(summary, 'pcap.received') >= forged.length, summary);
+    assert.equal(counter(summary, 'capture.martian_source'), forged.length - 1, `the SYNs, in the capture thread: ${summary}`);
+    assert.equal(counter(summary, 'tcp.martian_source'), forged.length, `and the data, in its shard: ${summary}`);
+    assert.equal(counter(summary, 'tcp.syn_answered'), 0, summary);
+    assert.equal(counter(summary, 'sent'), 0, `nothing sent anywhere: ${summary}`);
   });
 });

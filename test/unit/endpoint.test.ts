@@ -1,10 +1,11 @@
 /**
  * `ADDR:PORT` endpoints as the command line and --config take them (RFC 3986 §3.2.2 brackets for
- * IPv6), and the one-line messages for what is not one.
+ * IPv6), and the one-line messages for what is not one; addresses as bytes.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { formatEndpoint, parseEndpoint } from '../../src/endpoint.js';
+import { addressBytes, formatEndpoint, parseEndpoint } from '../../src/endpoint.js';
+import { formatAddress } from '../../src/wire/format.js';
 
 describe('parseEndpoint', () => {
   it('reads IPv4 ADDR:PORT and bracketed IPv6 [ADDR]:PORT', () => {
@@ -70,6 +71,37 @@ describe('formatEndpoint', () => {
   it('writes what parseEndpoint reads back', () => {
     for (const text of ['198.18.0.2:53', '[2001:2::2]:53', '[::1]:65535', '0.0.0.0:1']) {
       assert.equal(formatEndpoint(parseEndpoint(text)), text);
+    }
+  });
+});
+
+describe('addressBytes', () => {
+  it('gives the bytes in network order of IPv4 and IPv6 in each of RFC 4291 §2.2’s forms', () => {
+    assert.deepEqual(addressBytes('198.18.0.2'), Uint8Array.of(198, 18, 0, 2));
+    const v6 = (groups: number[]): Uint8Array => Uint8Array.from(groups.flatMap((g) => [g >>> 8, g & 0xff]));
+    assert.deepEqual(addressBytes('2001:2::2'), v6([0x2001, 2, 0, 0, 0, 0, 0, 2]));
+    assert.deepEqual(addressBytes('2001:0002:0:0:0:0:0:0002'), v6([0x2001, 2, 0, 0, 0, 0, 0, 2]));
+    assert.deepEqual(addressBytes('::'), new Uint8Array(16));
+    assert.deepEqual(addressBytes('::1'), v6([0, 0, 0, 0, 0, 0, 0, 1]));
+    assert.deepEqual(addressBytes('fe80::'), v6([0xfe80, 0, 0, 0, 0, 0, 0, 0]));
+    assert.deepEqual(addressBytes('::ffff:198.18.0.1'), v6([0, 0, 0, 0, 0, 0xffff, 0xc612, 0x0001]));
+    assert.deepEqual(addressBytes('64:ff9b::198.18.0.1'), v6([0x64, 0xff9b, 0, 0, 0, 0, 0xc612, 0x0001]));
+    assert.deepEqual(addressBytes('fe80::1%eth0'), v6([0xfe80, 0, 0, 0, 0, 0, 0, 1]), 'the zone is not part of the address');
+  });
+
+  it('reads back what formatAddress writes', () => {
+    for (const text of ['198.18.0.2', '2001:2::2', '::1', 'fe80::fc:ff:fe00:1', '2001:db8:1:2:3:4:5:6']) {
+      const bytes = addressBytes(text);
+      assert.equal(formatAddress(bytes, 0, bytes.length === 4 ? 4 : 6), text);
+    }
+  });
+
+  it('refuses what is not an address, in one line', () => {
+    for (const text of ['', '198.18.0', '198.18.0.256', '2001:2::2::1', 'example.net']) {
+      assert.throws(
+        () => addressBytes(text),
+        (error: Error) => error.message === `"${text}" is not an IP address`,
+      );
     }
   });
 });

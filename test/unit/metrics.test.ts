@@ -98,7 +98,15 @@ function shardCounters(base: number, flows: number): PipelineCounters {
 
 function frontEnd(): FrontEndCounters {
   return {
-    capture: () => ({ received: 5000, dropped: 30, establishedDropped: 3, synAnswered: 700, sendFailed: 2, ignored: 900 }),
+    capture: () => ({
+      received: 5000,
+      dropped: 30,
+      establishedDropped: 3,
+      synAnswered: 700,
+      sendFailed: 2,
+      ignored: 900,
+      martianSource: 40,
+    }),
     shards: () => [
       { shard: 0, ringIn: 1100, ringDropped: 4, restarts: 0 },
       { shard: 1, ringIn: 2200, ringDropped: 0, restarts: 1 },
@@ -144,6 +152,8 @@ test('the stop summary: shard counters summed, the capture thread and rings adde
     'pcap.established_dropped': 3,
     'capture.syn_answered': 700,
     'capture.ignored': 900,
+    'tcp.martian_source': 40,
+    'capture.martian_source': 40,
     'shard0.packets_in': 1100,
     'shard0.ring_drops': 4,
     'shard1.packets_in': 2200,
@@ -216,12 +226,13 @@ test('the stop summary of an idle front end: gauges, capture and per-shard pairs
     sendFailures: () => 0,
   });
   const main = frontEndMetrics({
-    capture: () => ({ received: 0, dropped: 0, establishedDropped: 0, synAnswered: 0, sendFailed: 0, ignored: 0 }),
+    capture: () => ({ received: 0, dropped: 0, establishedDropped: 0, synAnswered: 0, sendFailed: 0, ignored: 0, martianSource: 0 }),
     shards: () => [{ shard: 0, ringIn: 0, ringDropped: 0, restarts: 0 }],
   });
   const summary = pairs(summaryLine([await snapshot(pipelineMetrics(0, idle()).registry), await snapshot(main)]));
   assert.deepEqual(summary.map(([name]) => name).sort(), [
     'capture.ignored',
+    'capture.martian_source',
     'capture.syn_answered',
     'pcap.dropped',
     'pcap.established_dropped',
@@ -235,6 +246,7 @@ test('the stop summary of an idle front end: gauges, capture and per-shard pairs
     'shard0.ring_drops',
     'tcp.flows',
     'tcp.ignored',
+    'tcp.martian_source',
     'tcp.queued_bytes',
     'tcp.syn_answered',
   ]);

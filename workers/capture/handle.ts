@@ -94,6 +94,7 @@ export async function startCaptureThread(options: CaptureThreadOptions, stopTime
       synAnswered: published[CaptureStat.SYN_ANSWERED]!,
       sendFailed: published[CaptureStat.SEND_FAILED]!,
       ignored: published[CaptureStat.IGNORED]!,
+      martianSource: published[CaptureStat.MARTIAN_SOURCE]!,
     }),
     rotateSecret: (secret) => publishCaptureSecret(control, secret),
     stop: () => (stopped ??= stop()),

@@ -11,10 +11,10 @@
  *   Bytes      Field               Written by                 Read by
  *     0 -   3  STOP                main: 0 → 1                capture, after every packet and poll
  *     4 -   7  SECRET_GENERATION   main (sequence lock)       capture, at each SYN it answers
- *     8 -  55  counters            capture, about once a      main: metrics and the stop summary
- *              (CaptureStat, six   second and at stop
+ *     8 -  63  counters            capture, about once a      main: metrics and the stop summary
+ *              (CaptureStat, seven second and at stop
  *              float64s)
- *    56 -  71  SECRET              main, inside the lock      capture: the newest cookie secret
+ *    64 -  79  SECRET              main, inside the lock      capture: the newest cookie secret
  *
  * The secret is published under a sequence lock (`publishCaptureSecret`): SECRET_GENERATION is odd
  * while the main thread writes it and even once it is whole, so the capture thread copies it only
@@ -42,6 +42,8 @@ export interface CaptureThreadData {
   liveFlows: SharedArrayBuffer;
   /** The flow hash's key (wire/flow-hash.ts), the shards' too. */
   routingKey: Uint8Array;
+  /** This host's addresses (io/host-addresses.ts): martian sources, with the fixed ranges (wire/martian.ts). */
+  ownAddresses: Uint8Array[];
 }
 
 /** Int32 words at the start of the control block. */
@@ -67,6 +69,8 @@ export const CaptureStat = {
    * captureLanes), which a SYN flood alone cannot make the kernel drop.
    */
   ESTABLISHED_DROPPED: 5,
+  /** SYNs (and the rare short data segment) from martian sources (wire/martian.ts), dropped unanswered. */
+  MARTIAN_SOURCE: 6,
 } as const;
 const CAPTURE_STAT_COUNT = Object.keys(CaptureStat).length;
 const CAPTURE_STATS_OFFSET = 8;

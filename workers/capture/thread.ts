@@ -5,14 +5,15 @@
  * (docs/architecture.md, "Threads").
  *
  * Segments of a connection that its shard holds no flow for (tcp/live-flows.ts) are judged here
- * by the same rule the shard's responder applies (tcp/flowless.ts `flowlessAction`), and two
+ * by the same rule the shard's responder applies (tcp/flowless.ts `flowlessAction`), and three
  * kinds never reach the shard. A SYN gets its SYN+ACK here, from the cookie secret alone
  * (tcp/handshake.ts), through this thread's own raw socket: it needs no state, and every client
  * waits for it before it can send its request, so it should not wait for a second thread to wake
  * up (docs/performance.md: a client that opens connections one after another is paced by this
  * round trip). A segment the rule ignores — a bare ACK, an RST — is dropped here: the ACK that
  * completes every handshake is one, and so is the RST a client's kernel sends for a SYN+ACK it
- * did not ask for (a flood with forged sources). Data and FINs, which must prove themselves and
+ * did not ask for (a flood with forged sources). So is a SYN from a martian source
+ * (wire/martian.ts), which gets no answer at all. Data and FINs, which must prove themselves and
  * may start a flow, go to the shard. With a flow in the bucket everything goes to the shard: a
  * SYN on a live connection gets a challenge ACK (RFC 5961 §4.2), and ACKs and RSTs act on the flow.
  *
@@ -41,6 +42,7 @@ import { DEFAULT_RESPONDER_CONFIG } from '../../src/tcp/responder.js';
 import { emitReply } from '../../src/wire/emit.js';
 import { FlowHash } from '../../src/wire/flow-hash.js';
 import { decodeFrame } from '../../src/wire/frame.js';
+import { MartianSources } from '../../src/wire/martian.js';
 import { DecodeResult, ReplyHeader, Segment, type ChecksumPolicy, type LinkType } from '../../src/wire/segment.js';
 import {
   CaptureFlag,
@@ -69,8 +71,10 @@ const SHORT_FRAME_BYTES = 160;
 class FlowlessShortcut {
   synAnswered = 0;
   ignored = 0;
+  martianSources = 0;
   private readonly checksumPolicy: ChecksumPolicy;
   private readonly cookies: SynCookies;
+  private readonly martians: MartianSources;
   /** Each shard's flows, indexed like the rings. */
   private readonly liveFlows: LiveFlows[];
   private readonly sender = new RawSender();
@@ -88,6 +92,7 @@ class FlowlessShortcut {
   ) {
     this.checksumPolicy = data.checksumPolicy;
     this.cookies = SynCookies.fromHistory(data.secrets);
+    this.martians = new MartianSources(data.ownAddresses);
     this.liveFlows = data.rings.map((_, shard) => new LiveFlows(data.liveFlows, shard, routing));
     this.secretGeneration = controlFlags(data.control);
     this.secret = controlSecret(data.control);
@@ -95,17 +100,22 @@ class FlowlessShortcut {
   }
 
   /**
-   * Handles `frame[0, length)` here if it is a SYN, or a segment the responder would ignore, of a
-   * connection that `shard`, where its hash sends it, holds no flow for; false: it goes to that shard.
+   * Handles `frame[0, length)` here if it is a SYN, or a segment the responder would not answer,
+   * of a connection that `shard`, where its hash sends it, holds no flow for; false: it goes to
+   * that shard.
    */
   handle(frame: Uint8Array, length: number, hash: number, shard: number, nowMs: number): boolean {
     if (length > SHORT_FRAME_BYTES || this.liveFlows[shard]!.mayHold(hash)) return false;
     const seg = this.segment;
     // A frame that does not decode is the shard's to count.
     if (decodeFrame(this.linkType, frame, 0, length, this.checksumPolicy, seg) !== DecodeResult.OK) return false;
-    const action = flowlessAction(seg.flags, seg.payloadLength);
+    const action = flowlessAction(seg, this.martians);
     if (action === FlowlessAction.IGNORE) {
       this.ignored++;
+      return true;
+    }
+    if (action === FlowlessAction.REFUSE_MARTIAN) {
+      this.martianSources++;
       return true;
     }
     // Data or a FIN must prove itself against the cookie or token, and may start a flow: the shard's work.
@@ -181,6 +191,7 @@ function publishStats(capture: Capture, shortcut: FlowlessShortcut): void {
   published[CaptureStat.ESTABLISHED_DROPPED] = lanes[0]!.dropped;
   published[CaptureStat.SYN_ANSWERED] = shortcut.synAnswered;
   published[CaptureStat.IGNORED] = shortcut.ignored;
+  published[CaptureStat.MARTIAN_SOURCE] = shortcut.martianSources;
   published[CaptureStat.SEND_FAILED] = shortcut.sendFailed;
 }
 

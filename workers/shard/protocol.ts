@@ -32,6 +32,8 @@ export interface ShardTask {
   liveFlows: SharedArrayBuffer;
   /** The flow hash's key (wire/flow-hash.ts), the capture thread's: the same for the process's life. */
   routingKey: Uint8Array;
+  /** This host's addresses (io/host-addresses.ts): martian sources, with the fixed ranges (wire/martian.ts). */
+  ownAddresses: Uint8Array[];
   /** The main thread's line to this worker: ShardCommand in, ShardReport out. */
   control: MessagePort;
 }

@@ -17,6 +17,7 @@ import { SynCookies } from '../../src/tcp/cookie.js';
 import { DEFAULT_RESPONDER_CONFIG } from '../../src/tcp/responder.js';
 import { LiveFlows } from '../../src/tcp/live-flows.js';
 import { FlowHash } from '../../src/wire/flow-hash.js';
+import { MartianSources } from '../../src/wire/martian.js';
 import type { Flow } from '../../src/tcp/flow.js';
 import type { Relay } from '../../src/tcp/transport.js';
 import { RingConsumer } from '../../src/ring/ring.js';
@@ -69,6 +70,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
         },
         sender,
         liveFlows,
+        martians: new MartianSources(task.ownAddresses),
       },
       application,
       relay,

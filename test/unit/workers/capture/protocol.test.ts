@@ -23,7 +23,7 @@ import type { SecretReaderData, SecretReaderReport } from '../../../support/capt
 const secretOf = (value: number): Uint8Array => new Uint8Array(SECRET_BYTES).fill(value);
 
 describe('capture control block', () => {
-  it('holds two flags, the six counters and the secret, apart', () => {
+  it('holds two flags, the counters and the secret, apart', () => {
     const control = allocateCaptureControl();
     const flags = controlFlags(control);
     const stats = controlStats(control);
