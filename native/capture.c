@@ -20,8 +20,9 @@
  *       one lane per filter (1 to 3, lane 0 first) with the kernel buffer of the same index;
  *       each in immediate mode (TPACKET_V3 would otherwise hold packets until a block fills),
  *       not promiscuous, non-blocking. Each packet is copied into `frame` (a Uint8Array of
- *       ≥ snapLength bytes) and its header into `header` (a Uint32Array of 4: tv_sec, tv_usec,
- *       caplen, len), both kept referenced until close. Throws Error(pcap's text).
+ *       ≥ snapLength bytes) and its header into `header` (a Uint32Array of 5: tv_sec, tv_usec,
+ *       caplen, len, and the index of the lane it came from), both kept referenced until close.
+ *       Throws Error(pcap's text).
  *   next(handle, timeoutMs) -> 1: a packet is in frame/header; 0: none within timeoutMs;
  *       -1: error (lastError(handle) says which)
  *   stats(handle) -> [received, dropped] per lane, lane 0 first                (pcap_stats)
@@ -40,6 +41,8 @@
 #include <string.h>
 
 #define MAX_LANES 3
+/* The packet header `next` writes: tv_sec, tv_usec, caplen, len, lane. */
+#define HEADER_WORDS 5
 /*
  * While a lane below the first has packets, the lanes above it are looked at again only after
  * LANE_RUN of them: libpcap does a poll(2) when a look finds its buffer empty, so looking at
@@ -189,7 +192,7 @@ static napi_value open_capture(napi_env env, napi_callback_info info) {
       napi_get_array_length(env, argv[2], &buffer_count) != napi_ok || buffer_count != filter_count ||
       napi_get_value_int32(env, argv[3], &snap_length) != napi_ok ||
       !typed_array(env, argv[4], napi_uint8_array, &frame, &frame_bytes) ||
-      !typed_array(env, argv[5], napi_uint32_array, &header, &header_words) || header_words < 4 ||
+      !typed_array(env, argv[5], napi_uint32_array, &header, &header_words) || header_words < HEADER_WORDS ||
       snap_length <= 0 || frame_bytes < (size_t)snap_length) {
     napi_throw_type_error(env, NULL, "open(device, filters, bufferBytes, snapLength, frame, header)");
     return NULL;
@@ -257,6 +260,7 @@ static int take(Capture *c, int lane) {
     c->header[1] = (uint32_t)header->ts.tv_usec;
     c->header[2] = (uint32_t)n;
     c->header[3] = header->len;
+    c->header[4] = (uint32_t)lane;
     return 1;
   }
   if (status < 0) {

@@ -71,7 +71,8 @@ export class Capture {
   readonly linkType: LinkType;
   /** The last packet `next` returned: bytes `frame[0, capturedLength)`. */
   readonly frame: Uint8Array;
-  private readonly header = new Uint32Array(4);
+  /** Written by the addon per packet: tv_sec, tv_usec, caplen, len, lane. */
+  private readonly header = new Uint32Array(5);
   private readonly addon: CaptureAddon;
   private readonly handle: object;
   private closed = false;
@@ -124,6 +125,10 @@ export class Capture {
   get timestampMicros(): number {
     return this.header[1]!;
   }
+  /** Which of `options.lanes` the last packet came from (its index). */
+  get lane(): number {
+    return this.header[4]!;
+  }
 
   get lastError(): string {
     return this.addon.lastError(this.handle);
@@ -149,6 +154,9 @@ export interface LaneStats {
   received: number;
   dropped: number;
 }
+
+/** The index of the SYN lane in `captureLanes`: every packet from it is a SYN (without RST), whatever its length. */
+export const SYN_LANE = 1;
 
 /**
  * The capture's lanes, which together select the packets to the listen endpoints (TCP to one of

@@ -18,8 +18,10 @@
  *    most three segments toward that client, and the client's connection carries on.
  * 5. A request lost while its connection holds no state, followed by the next: both answered.
  * 6. IPv6 at a 1280-byte MTU: a 4 KB answer in unfragmented packets of at most 1280 bytes.
- * 7. SYNs and data from martian sources (the server's own addresses, its subnet's broadcast,
- *    loopback, ::ffff:0:0/96, …) get no answer at all.
+ * 7. A SYN that carries a padded query (TCP Fast Open without a cookie, kdig +fastopen): the capture
+ *    thread answers it, acknowledging the SYN alone, and the client's TCP sends the query again
+ *    after the handshake; SYNs and data from martian sources (the server's own addresses, its
+ *    subnet's broadcast, loopback, ::ffff:0:0/96, …) get no answer at all.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -882,14 +884,54 @@ describe('IPv6 over a 1280-byte MTU', () => {
   });
 });
 
-describe('segments from martian sources', () => {
+describe('a SYN that carries data, and segments from martian sources', () => {
   let lab: Lab;
   before(async () => {
-    requireTools('ping');
+    requireTools('tcpdump', 'kdig', 'sysctl', 'ping');
     lab = await createLab();
   });
   after(async () => {
     await lab?.close();
+  });
+
+  test('kdig +fastopen puts a padded query on the SYN: the capture thread answers the SYN alone, the query comes again and is answered', async () => {
+    // 0x1 | 0x4: the client side of TCP Fast Open, sending data on the SYN without a cookie
+    // (Linux ip-sysctl.rst); per network namespace, so the lab's client only.
+    const sysctl = await lab.exec('client', ['sysctl', '-w', 'net.ipv4.tcp_fastopen=5']);
+    assert.equal(sysctl.code, 0, sysctl.stderr);
+    const frontEnd = await startFrontEnd(lab);
+    const trace = await startTrace(lab, 'client', lab.clientInterface, 'tcp port 53');
+    for (const server of [lab.serverV4, lab.serverV6]) {
+      // EDNS padding (RFC 7830) makes the SYN longer than a frame the capture thread would decode
+      // outside the SYN lane (workers/capture/thread.ts SHORT_FRAME_BYTES).
+      const kdig = await lab.exec('client', [
+        'kdig',
+        '+tcp',
+        '+fastopen',
+        '+padding=256',
+        '+short',
+        '+retry=0',
+        `@${server}`,
+        LAB_ZONE.www.name,
+        'A',
+      ]);
+      assert.equal(kdig.stdout.trim(), LAB_ZONE.www.a, `${server}: ${kdig.stderr}`);
+    }
+    const segments = await trace.until((s) => s.filter((x) => x.flags === 'S.').length >= 2);
+    await trace.stop();
+    const summary = await frontEnd.stop();
+    const syns = segments.filter((x) => x.flags === 'S');
+    assert.equal(syns.length, 2, segments.map((x) => x.line).join('\n'));
+    for (const syn of syns) {
+      assert.ok(syn.length >= 256, `the padded query rides on the SYN: ${syn.line}`);
+      const synAck = segments.find((x) => x.flags === 'S.' && x.dstPort === syn.srcPort);
+      assert.ok(synAck !== undefined, `answered: ${syn.line}`);
+      assert.equal(synAck.ack, (syn.seq! + 1) % 2 ** 32, `the SYN alone acknowledged (RFC 7413 §4.2.2): ${synAck.line}`);
+    }
+    // Every SYN+ACK came from the capture thread; the shards only saw the handshakes' data.
+    assert.equal(counter(summary, 'capture.syn_answered'), 2, summary);
+    assert.equal(counter(summary, 'tcp.syn_answered'), 2, summary);
+    assert.equal(counter(summary, 'dns.answers'), 2, summary);
   });
 
   test('SYNs, a SYN with data and data from martian sources get nothing back, and are counted', async () => {
@@ -917,8 +959,8 @@ describe('segments from martian sources', () => {
       ...(payloadHex === undefined ? {} : { payloadHex }),
     });
     const forged: RawSegment[] = martians.map(([src, dst], i) => syn(src, dst, 30_000 + i));
-    // A SYN with data, and data without a flow too long for the capture thread to look at
-    // (workers/capture/thread.ts SHORT_FRAME_BYTES): its shard's.
+    // A SYN with data (the SYN lane, whatever its length), and data without a flow too long for
+    // the capture thread to look at (workers/capture/thread.ts SHORT_FRAME_BYTES): its shard's.
     forged.push(syn('127.0.0.1', lab.serverV4, 30_100, query));
     forged.push({ ...syn('127.0.0.1', lab.serverV4, 30_101, query.padEnd(400, '0')), flags: 'PA', ack: randomInt(2 ** 32) });
     // Neighbour discovery first: in a fresh lab the raw IPv6 packets sent while it was pending

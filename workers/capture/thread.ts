@@ -30,7 +30,7 @@
  * arrived before the stop is processed and counted.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { Capture, NextResult } from '../../src/io/capture.js';
+import { Capture, NextResult, SYN_LANE } from '../../src/io/capture.js';
 import { RawSender } from '../../src/io/raw-send.js';
 import { nameThisThread } from '../../src/io/thread-name.js';
 import { RingProducer } from '../../src/ring/ring.js';
@@ -61,9 +61,11 @@ const STATS_INTERVAL_MS = 1000;
 /** Most packets handed on after the stop flag: what a 16 MiB capture buffer holds of small ones. */
 const STOP_DRAIN_MAX_PACKETS = 200_000;
 /**
- * Frames longer than this carry data and always go to their shard: a SYN or a bare ACK is at
- * most a link header, an IP header and 60 bytes of TCP header (data on a SYN, TCP Fast Open, is
- * never accepted, so such a SYN may as well take the shard's path). Requests skip the decode.
+ * Frames longer than this carry data and go to their shard without being decoded here (requests
+ * skip the decode): a bare ACK is at most a link header, an IP header and 60 bytes of TCP header.
+ * Except SYNs: a frame from the SYN lane is a SYN whatever its length, and one carrying data (TCP
+ * Fast Open, or a flood of such SYNs) is answered here like any other — its data is not accepted
+ * (tcp/handshake.ts) — rather than sent through the ring of the shard's established traffic.
  */
 const SHORT_FRAME_BYTES = 160;
 
@@ -100,12 +102,12 @@ class FlowlessShortcut {
   }
 
   /**
-   * Handles `frame[0, length)` here if it is a SYN, or a segment the responder would not answer,
-   * of a connection that `shard`, where its hash sends it, holds no flow for; false: it goes to
-   * that shard.
+   * Handles `frame[0, length)`, captured in lane `lane`, here if it is a SYN, or a segment the
+   * responder would not answer, of a connection that `shard`, where its hash sends it, holds no
+   * flow for; false: it goes to that shard.
    */
-  handle(frame: Uint8Array, length: number, hash: number, shard: number, nowMs: number): boolean {
-    if (length > SHORT_FRAME_BYTES || this.liveFlows[shard]!.mayHold(hash)) return false;
+  handle(frame: Uint8Array, length: number, lane: number, hash: number, shard: number, nowMs: number): boolean {
+    if ((length > SHORT_FRAME_BYTES && lane !== SYN_LANE) || this.liveFlows[shard]!.mayHold(hash)) return false;
     const seg = this.segment;
     // A frame that does not decode is the shard's to count.
     if (decodeFrame(this.linkType, frame, 0, length, this.checksumPolicy, seg) !== DecodeResult.OK) return false;
@@ -214,7 +216,7 @@ function captureLoop(capture: Capture, shortcut: FlowlessShortcut, routing: Flow
     // The flow hash is below 2^31, so the shard number is a small integer.
     const hash = routing.ofFrame(linkType, frame, 0, length);
     const shard = hash % shardCount;
-    if (!shortcut.handle(frame, length, hash, shard, nowMs)) {
+    if (!shortcut.handle(frame, length, capture.lane, hash, shard, nowMs)) {
       producers[shard]!.push(frame, 0, length, capture.wireLength, capture.timestampSeconds, capture.timestampMicros);
     }
     return true;
