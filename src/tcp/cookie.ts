@@ -47,7 +47,7 @@
  * effectively has its own key; `rotate` replaces the secret itself, and the previous one stays
  * accepted for checking so that connections opened before the rotation live on.
  */
-import { sipHash24, type SipKey } from './siphash.js';
+import { sipHash24, type SipKey, sipKeyOf } from './siphash.js';
 import type { ReplyHeader, Segment } from '../wire/segment.js';
 
 /**
@@ -83,12 +83,6 @@ const Domain = { ISN: 1, TOKEN: 2, CONNECTION: 3, SOURCE: 4 } as const;
 
 export const SECRET_BYTES = 16;
 
-function sipKey(secret: Uint8Array): SipKey {
-  if (secret.length !== SECRET_BYTES) throw new RangeError(`a cookie secret is ${SECRET_BYTES} bytes`);
-  const words = new DataView(secret.buffer, secret.byteOffset, SECRET_BYTES);
-  return new Uint32Array([words.getUint32(0, true), words.getUint32(4, true), words.getUint32(8, true), words.getUint32(12, true)]);
-}
-
 export class SynCookies {
   /** The secret everything is issued with. */
   private key: SipKey;
@@ -117,7 +111,7 @@ export class SynCookies {
     if (!(options.maxAgePeriods >= 0 && options.maxAgePeriods <= MAX_TOKEN_AGE_PERIODS)) {
       throw new RangeError(`maxAgePeriods must be 0 … ${MAX_TOKEN_AGE_PERIODS}`);
     }
-    this.key = this.connectionKey = sipKey(secret);
+    this.key = this.connectionKey = sipKeyOf(secret);
     this.periodSeconds = options.periodSeconds;
     this.maxAgePeriods = options.maxAgePeriods;
     this.maxIdleSeconds = options.periodSeconds * (options.maxAgePeriods + 1);
@@ -132,7 +126,7 @@ export class SynCookies {
 
   /** Issues with `secret` from now on; the current secret is still accepted when checking. */
   rotate(secret: Uint8Array): void {
-    const next = sipKey(secret);
+    const next = sipKeyOf(secret);
     this.previousKey = this.key;
     this.key = next;
     this.generation++;
