@@ -15,9 +15,8 @@ import { SynCookies } from '../src/tcp/cookie.js';
 import type { Flow } from '../src/tcp/flow.js';
 import { DnsRelay } from '../src/dns/relay.js';
 import { dnsMessageLength, plausibleQueryStart } from '../src/dns/message.js';
-import { decodeFrame } from '../src/wire/frame.js';
-import { emitReply } from '../src/wire/emit.js';
-import { ChecksumPolicy, DecodeResult, LinkType, ReplyHeader, Segment, TcpFlag } from '../src/wire/segment.js';
+import { TcpFlag } from '../src/wire/segment.js';
+import { PlayedClients } from './played-clients.js';
 
 const connections = Number(process.argv[2] ?? 20000);
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -52,31 +51,8 @@ const responder = new Responder(
 );
 relay.attach(responder);
 
-const client = new ReplyHeader();
-client.family = 4;
-client.dstAddr.set([198, 18, 0, 2]);
-client.dstPort = 53;
-client.window = 64000;
-client.hasTimestamps = true;
-const packet = new Uint8Array(2048);
-const seg = new Segment();
+const clients = new PlayedClients(responder);
 const now = Date.now();
-function play(flags: number, seq: number, ack: number, tsEcr: number, data: Uint8Array | null): void {
-  client.flags = flags;
-  client.seq = seq;
-  client.ack = ack;
-  client.mss = flags & TcpFlag.SYN ? 1460 : 0;
-  client.tsVal = 1;
-  client.tsEcr = tsEcr;
-  const n = emitReply(client, data, 0, data?.length ?? 0, packet, 0);
-  if (decodeFrame(LinkType.RAW, packet, 0, n, ChecksumPolicy.IGNORE, seg) !== DecodeResult.OK) throw new Error('bad packet');
-  responder.handleSegment(seg, now);
-}
-const setClient = (i: number): void => {
-  client.srcAddr.set([198, 18, 1 + (i >> 16), (i >> 8) & 0xff]);
-  client.srcAddr[3] = i & 0xff;
-  client.srcPort = 1024 + (i % 60000);
-};
 
 const query = dnsPacket.encode({
   type: 'query',
@@ -94,11 +70,11 @@ const heap = (): number => {
 const before = heap();
 const state: { isn: number; token: number }[] = [];
 for (let i = 0; i < connections; i++) {
-  setClient(i);
-  play(TcpFlag.SYN, 1000, 0, 0, null);
+  clients.select(i);
+  clients.play(TcpFlag.SYN, 1000, 0, 0, null, now);
   const isn = last.seq;
   const token = last.tsVal;
-  play(TcpFlag.ACK | TcpFlag.PSH, 1001, isn + 1, token, framed);
+  clients.play(TcpFlag.ACK | TcpFlag.PSH, 1001, isn + 1, token, framed, now);
   state.push({ isn, token });
 }
 const inFlight = heap();
@@ -119,8 +95,8 @@ for (const d of datagrams) {
 }
 const answered = responder.flows.size;
 for (let i = 0; i < connections; i++) {
-  setClient(i);
-  play(TcpFlag.ACK, 1001 + framed.length, state[i]!.isn + 1 + framedAnswerLength, state[i]!.token, null);
+  clients.select(i);
+  clients.play(TcpFlag.ACK, 1001 + framed.length, state[i]!.isn + 1 + framedAnswerLength, state[i]!.token, null, now);
 }
 datagrams.length = 0;
 relay.tick(now + 3_600_000); // past every deadline, as the server's timer gets to

@@ -14,9 +14,8 @@ import { DEFAULT_RESPONDER_CONFIG, Responder } from '../src/tcp/responder.js';
 import { TcpEvent } from '../src/tcp/counters.js';
 import { SynCookies } from '../src/tcp/cookie.js';
 import { dnsMessageLength, plausibleQueryStart } from '../src/dns/message.js';
-import { decodeFrame } from '../src/wire/frame.js';
-import { emitReply } from '../src/wire/emit.js';
-import { ChecksumPolicy, DecodeResult, LinkType, ReplyHeader, Segment, TcpFlag } from '../src/wire/segment.js';
+import { TcpFlag } from '../src/wire/segment.js';
+import { PlayedClients } from './played-clients.js';
 
 const flowCount = Number(process.argv[2] ?? 65536);
 const ticks = Number(process.argv[3] ?? 500);
@@ -34,26 +33,8 @@ function assert(condition: boolean, what: string): asserts condition {
   if (!condition) throw new Error(what);
 }
 
-const client = new ReplyHeader();
-client.family = 4;
-client.dstAddr.set([198, 18, 0, 2]);
-client.dstPort = 53;
-client.window = 64000;
-client.hasTimestamps = true;
-const packet = new Uint8Array(2048);
-const seg = new Segment();
+const clients = new PlayedClients(responder);
 const startMs = Date.now();
-function play(flags: number, seq: number, ack: number, tsEcr: number, data: Uint8Array | null): void {
-  client.flags = flags;
-  client.seq = seq;
-  client.ack = ack;
-  client.mss = flags & TcpFlag.SYN ? 1460 : 0;
-  client.tsVal = 1;
-  client.tsEcr = tsEcr;
-  const n = emitReply(client, data, 0, data?.length ?? 0, packet, 0);
-  assert(decodeFrame(LinkType.RAW, packet, 0, n, ChecksumPolicy.IGNORE, seg) === DecodeResult.OK, 'bad packet');
-  responder.handleSegment(seg, startMs);
-}
 
 const query = dnsPacket.encode({
   type: 'query',
@@ -62,13 +43,10 @@ const query = dnsPacket.encode({
   questions: [{ type: 'A', name: 'www.lab.test' }],
 });
 const firstBytes = Buffer.concat([Buffer.from([0, query.length]), query]).subarray(0, 5);
-// 256 connections per source address, far below maxFlowsPerSource.
 for (let i = 0; i < flowCount; i++) {
-  client.srcAddr.set([198, 18, 1 + (i >> 16), (i >> 8) & 0xff]);
-  client.srcAddr[3] = i & 0xff;
-  client.srcPort = 1024 + (i % 60000);
-  play(TcpFlag.SYN, 1000, 0, 0, null);
-  play(TcpFlag.ACK | TcpFlag.PSH, 1001, synAck.seq + 1, synAck.tsVal, firstBytes);
+  clients.select(i);
+  clients.play(TcpFlag.SYN, 1000, 0, 0, null, startMs);
+  clients.play(TcpFlag.ACK | TcpFlag.PSH, 1001, synAck.seq + 1, synAck.tsVal, firstBytes, startMs);
 }
 assert(responder.flows.size === flowCount, `${responder.flows.size} flows held, not ${flowCount}`);
 

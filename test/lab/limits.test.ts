@@ -11,6 +11,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { encodeQuery, framed } from '../../lab/answers.js';
 import { createLab, type Lab } from '../../lab/lab.js';
 import { startNginx } from '../../lab/nginx.js';
 import {
@@ -28,45 +29,18 @@ import { LAB_ZONE } from '../../lab/zone.js';
 const rssKb = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
 
 /**
- * The abusive client: one connection with a 2 KB receive buffer that writes framed queries for
- * `name` for `seconds` (as fast as its kernel takes them) and never reads; prints how many it
- * wrote, then holds the connection open until killed.
+ * The abusive client: one connection with a 2 KB receive buffer that writes `message` (hex)
+ * over and over for `seconds` (as fast as its kernel takes it) and never reads; prints how many
+ * it wrote, then holds the connection open until killed.
  */
 const PIPELINER = `
-import socket, struct, sys, time
-host, port, name, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-qname = b''.join(bytes([len(label)]) + label.encode() for label in name.rstrip('.').split('.')) + b'\\0'
-query = struct.pack('!HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0) + qname + struct.pack('!HH', 1, 1)
-framed = struct.pack('!H', len(query)) + query
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-s.connect((host, port))
-s.setblocking(False)
-burst = framed * 512
-sent = 0
-deadline = time.time() + seconds
-while time.time() < deadline:
-    try:
-        sent += s.send(burst)
-    except BlockingIOError:
-        time.sleep(0.01)
-print('wrote', sent // len(framed), 'queries', flush=True)
-time.sleep(120)
-`;
-
-/**
- * The abusive HTTP client: one connection with a 2 KB receive buffer that writes `GET path`
- * requests for `seconds` and never reads; prints how many it wrote, then holds on until killed.
- */
-const HTTP_PIPELINER = `
 import socket, sys, time
-host, port, path, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-request = ('GET %s HTTP/1.1\\r\\nHost: lab\\r\\n\\r\\n' % path).encode()
+host, port, message, seconds = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3]), float(sys.argv[4])
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
 s.connect((host, port))
 s.setblocking(False)
-burst = request * 1024
+burst = message * 512
 sent = 0
 deadline = time.time() + seconds
 while time.time() < deadline:
@@ -74,7 +48,7 @@ while time.time() < deadline:
         sent += s.send(burst)
     except BlockingIOError:
         time.sleep(0.01)
-print('wrote', sent // len(request), 'requests', flush=True)
+print('wrote', sent // len(message), 'messages', flush=True)
 time.sleep(120)
 `;
 
@@ -96,9 +70,10 @@ describe('one client pipelining without reading', () => {
     assert.equal(warm.stdout.trim(), LAB_ZONE.www.a);
     const rssBefore = rssKb(pid);
 
-    const abuser = lab.spawn('client', ['python3', '-c', PIPELINER, lab.serverV4, '53', LAB_ZONE.www.name, '3']);
+    const query = framed(encodeQuery(0x4242, { name: LAB_ZONE.www.name, type: 'A' })).toString('hex');
+    const abuser = lab.spawn('client', ['python3', '-c', PIPELINER, lab.serverV4, '53', query, '3']);
     t.after(() => abuser.kill('SIGKILL'));
-    const [, wrote] = await lab.waitForLine(abuser, /wrote (\d+) queries/, 15_000);
+    const [, wrote] = await lab.waitForLine(abuser, /wrote (\d+) messages/, 15_000);
     t.diagnostic(`the abusive client wrote ${wrote} queries into its socket`);
 
     // Another client (another address: IPv6) while the abusive connection is held open.
@@ -147,9 +122,10 @@ describe('one HTTP client pipelining to a slow backend without reading', () => {
     const rssBefore = rssKb(pid);
 
     // /slow answers after 30 s: every request the front end takes stays owed.
-    const abuser = lab.spawn('client', ['python3', '-c', HTTP_PIPELINER, lab.serverV4, '80', '/slow', '3']);
+    const request = Buffer.from('GET /slow HTTP/1.1\r\nHost: lab\r\n\r\n').toString('hex');
+    const abuser = lab.spawn('client', ['python3', '-c', PIPELINER, lab.serverV4, '80', request, '3']);
     t.after(() => abuser.kill('SIGKILL'));
-    const [, wrote] = await lab.waitForLine(abuser, /wrote (\d+) requests/, 15_000);
+    const [, wrote] = await lab.waitForLine(abuser, /wrote (\d+) messages/, 15_000);
     t.diagnostic(`the abusive client wrote ${wrote} requests into its socket`);
 
     for (const url of [`http://[${lab.serverV6}]/echo-headers`, `http://${lab.serverV4}/echo-headers`]) {

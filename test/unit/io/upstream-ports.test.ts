@@ -13,11 +13,11 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { test } from 'node:test';
 import dnsPacket from 'dns-packet';
+import { RecordingConnections } from '../../support/recording-connections.js';
 import { readId } from '../../../src/dns/message.js';
 import { DnsRelay, RELAY_COUNTER_NAMES, RelayCounter } from '../../../src/dns/relay.js';
 import { upstreamPortsFor, type DnsSettings } from '../../../src/dns/application.js';
 import { UdpTcpUpstream, type UpstreamPorts } from '../../../src/io/upstream.js';
-import type { Transport } from '../../../src/tcp/transport.js';
 
 /** A query as the resolver saw it: its ID and the source port it came from. */
 interface Received {
@@ -191,31 +191,6 @@ test('a datagram from another port or address never arrives: the kernel answers 
   assert.deepEqual(arrived, [{ id: 0x1234, socket }]);
 });
 
-/** The client side as the relay sees it: each answer's client ID and first address. */
-class RecordedAnswers implements Transport<string> {
-  readonly answers: { id: number; address: string }[] = [];
-  expectAnswer(): void {}
-  answer(_connection: string, data: Uint8Array, offset: number, length: number): void {
-    const message = dnsPacket.decode(Buffer.from(data.subarray(offset + 2, offset + length)));
-    this.answers.push({ id: message.id!, address: String((message.answers?.[0] as dnsPacket.StringAnswer | undefined)?.data) });
-  }
-  answerPart(): boolean {
-    assert.fail('DNS answers are given whole');
-  }
-  closeWhenAnswered(): void {
-    assert.fail('the DNS relay never closes a connection');
-  }
-  reset(): void {
-    assert.fail('the DNS relay never resets a connection');
-  }
-  isClosed(): boolean {
-    return false;
-  }
-  clientAddress(connection: string): string {
-    return connection;
-  }
-}
-
 test('an answer from the resolver to another of our ports is dropped and counted; the query still gets its own', async (t) => {
   const server = await resolver(false);
   const counts = new Float64Array(RELAY_COUNTER_NAMES.length);
@@ -230,7 +205,7 @@ test('an answer from the resolver to another of our ports is dropped and counted
     },
   );
   relay = new DnsRelay<string>({ timeoutMs: 10_000, upstream, fillRandom: (b) => randomFillSync(b), now: Date.now, counts });
-  const client = new RecordedAnswers();
+  const client = new RecordingConnections();
   relay.attach(client);
   t.after(() => {
     relay.close();
@@ -263,11 +238,11 @@ test('an answer from the resolver to another of our ports is dropped and counted
     () => `64 answers (got ${client.answers.length})`,
   );
   assert.ok(
-    client.answers.every((a) => a.address === '198.18.0.100'),
+    client.answers.every((a) => (a.message.answers?.[0] as dnsPacket.StringAnswer | undefined)?.data === '198.18.0.100'),
     'no client got the forged address',
   );
   assert.deepEqual(
-    client.answers.map((a) => a.id).sort((a, b) => a - b),
+    client.answers.map((a) => a.message.id!).sort((a, b) => a - b),
     requests.map((_, i) => i),
   );
   assert.equal(counts[RelayCounter.UNEXPECTED_ANSWERS], 0);
