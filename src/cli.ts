@@ -37,6 +37,12 @@ function positiveInteger(value: string): number {
   return n;
 }
 
+function nonNegativeInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`"${value}" is not a whole number`);
+  return n;
+}
+
 /** Each socket's buffers take 64 KiB, and each worker holds up to twice this many open (draining ones). */
 const MAX_UPSTREAM_PORTS = 64;
 
@@ -53,6 +59,7 @@ interface DnsCommandOptions extends RawCommandOptions {
   upstreamPorts: number;
   upstreamPortQueries: number;
   upstreamPortSeconds: number;
+  cacheSize: number;
 }
 
 async function runDns(options: DnsCommandOptions): Promise<void> {
@@ -66,6 +73,7 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
     upstreamPorts: options.upstreamPorts,
     queriesPerPort: options.upstreamPortQueries,
     portLifetimeMs: options.upstreamPortSeconds * 1000,
+    cacheSize: options.cacheSize,
   };
   const running = await start(options, settings, options.closeAfterResponse);
   serve(options.log, options.listen, running, `upstream ${formatEndpoint(upstream)}`);
@@ -299,6 +307,12 @@ withRawOptions(program.command('dns').description('DNS over TCP front end relayi
     'replace an upstream socket by one on a new random port after this many seconds at most',
     positiveInteger,
     DEFAULT_PORT_LIFETIME_SECONDS,
+  )
+  .option(
+    '--cache-size <n>',
+    "answers kept in each shard worker's packet cache and served again until their TTL runs out (0: no cache)",
+    nonNegativeInteger,
+    0,
   )
   .action(async (options: DnsCommandOptions, command: Command) => {
     checkRawOptions(options, command);

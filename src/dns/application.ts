@@ -3,12 +3,13 @@
  * §4.2.2 length prefixes), its counters, and a relay to a UDP resolver with the sockets of
  * io/upstream.ts. This file is where the protocol meets its I/O; relay.ts does none.
  */
-import { randomFillSync } from 'node:crypto';
+import { randomBytes, randomFillSync } from 'node:crypto';
 import { isLoopback, type Endpoint } from '../endpoint.js';
 import { UdpTcpUpstream, probeUpstream, type UpstreamPorts } from '../io/upstream.js';
 import type { Application, Protocol, Relay } from '../tcp/transport.js';
 import { dnsMessageLength, plausibleQueryStart } from './message.js';
 import { DnsRelay, RELAY_COUNTER_NAMES } from './relay.js';
+import { PacketCache } from './cache.js';
 
 /** What each DNS front end relays to; plain data, so that it crosses to the shard threads. */
 export interface DnsSettings {
@@ -23,6 +24,8 @@ export interface DnsSettings {
   queriesPerPort: number;
   /** How long a socket keeps its port at most, in ms (`--upstream-port-seconds`). */
   portLifetimeMs: number;
+  /** Answers kept per shard worker's packet cache (`--cache-size`); 0: no cache. */
+  cacheSize: number;
 }
 
 /** The defaults of the options above (cli.ts). */
@@ -77,6 +80,7 @@ export function dnsApplication(settings: DnsSettings): Application {
         fillRandom: (bytes) => randomFillSync(bytes),
         now: Date.now,
         counts,
+        cache: settings.cacheSize > 0 ? new PacketCache(settings.cacheSize, randomBytes(16)) : null,
       });
       return relay;
     },

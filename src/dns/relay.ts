@@ -17,6 +17,7 @@
  */
 import { HEADER_LENGTH, Rcode, errorAnswer, isRelayableQuery, isTruncated, readId, sameQuestion, writeId } from './message.js';
 import { TruncatedQuestions } from './truncated.js';
+import type { PacketCache } from './cache.js';
 import { counterNames } from '../counter-names.js';
 import type { Relay, Transport } from '../tcp/transport.js';
 
@@ -56,6 +57,8 @@ export interface DnsRelayOptions {
    * events (`PORT_REBINDS`, `PORT_REBINDS_POSTPONED`) into the same array; else the relay makes one.
    */
   counts?: Float64Array;
+  /** Answers kept and served again (cache.ts); none when absent. */
+  cache?: PacketCache | null;
 }
 
 /**
@@ -87,6 +90,9 @@ export const RelayCounter = {
   PORT_REBINDS: 11,
   /** Replacements put off: as many old sockets were still draining as the limit allows (counted by the upstream). */
   PORT_REBINDS_POSTPONED: 12,
+  /** Queries answered from the packet cache, and those looked up there in vain (cache.ts). */
+  CACHE_HITS: 13,
+  CACHE_MISSES: 14,
 } as const;
 export const RELAY_COUNTER_NAMES = counterNames(RelayCounter);
 
@@ -167,6 +173,17 @@ export class DnsRelay<Connection> implements Relay<Connection> {
       this.counts[RelayCounter.FORMERR]!++;
       this.send(connection, errorAnswer(buf, offset, length, Rcode.FORMERR));
       return;
+    }
+    const cache = this.config.cache;
+    if (cache) {
+      const answerLength = cache.lookup(buf, offset, length, nowMs);
+      if (answerLength >= 0) {
+        this.counts[RelayCounter.CACHE_HITS]!++;
+        this.counts[RelayCounter.ANSWERS]!++;
+        this.send(connection, cache.out, 0, answerLength);
+        return;
+      }
+      this.counts[RelayCounter.CACHE_MISSES]!++;
     }
     // A copy: `buf` is the capture buffer, overwritten by the next packet. (Not `buf.slice`: on a
     // Node Buffer that is a view.)
@@ -284,6 +301,8 @@ export class DnsRelay<Connection> implements Relay<Connection> {
   }
 
   private deliver(pending: PendingQuery<Connection>, buf: Uint8Array, offset: number, length: number, nowMs: number): void {
+    // The query as sent upstream differs from the client's in its ID only, which the key leaves out.
+    this.config.cache?.store(pending.query, 0, pending.query.length, buf, offset, length, nowMs);
     writeId(buf, offset, pending.clientId);
     this.counts[RelayCounter.ANSWERS]!++;
     // Every query shares the timeout, so its deadline tells when it was relayed.

@@ -8,7 +8,7 @@ import dnsPacket from 'dns-packet';
 import { writeFileSync } from 'node:fs';
 import { DNS_CLIENT } from '../../lab/client-scripts.js';
 import { createLab, type Lab } from '../../lab/lab.js';
-import { CLI, startFrontEnd, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
+import { CLI, startFrontEnd, summaryCounter as counter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
 import { LAB_ZONE } from '../../lab/zone.js';
 
@@ -213,6 +213,33 @@ describe('stateless-tcp dns --transport kernel (ordinary TCP sockets)', () => {
     const frontEnd = await startFrontEnd(lab, ['--transport', 'kernel', '--close-after-response']);
     assert.equal((await dig(lab, lab.serverV4, LAB_ZONE.www.name, '+short')).trim(), LAB_ZONE.www.a);
     assert.match(await frontEnd.stop(), /tcp\.open=0 /);
+  });
+});
+
+describe('stateless-tcp dns --cache-size (the packet cache)', () => {
+  let lab: Lab;
+  before(async () => {
+    requireTools('dig', 'kdig');
+    lab = await createLab();
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('a question asked again is answered from the cache with its TTL counted down, on both transports, over both families', async () => {
+    for (const transport of ['raw', 'kernel']) {
+      const frontEnd = await startFrontEnd(lab, ['--transport', transport, '--cache-size', '1000', '--workers', '1']);
+      const first = await dig(lab, lab.serverV4, LAB_ZONE.www.name, 'A', '+nocookie');
+      assert.match(first, new RegExp(`^www\\.lab\\.test\\.\\s+${LAB_ZONE.ttl}\\s+IN\\s+A\\s+${LAB_ZONE.www.a}$`, 'm'));
+      await new Promise((resolve) => setTimeout(resolve, 2100));
+      // Another client (IPv6), the name in other letter case, with a DNS cookie (dig's default).
+      const again = await dig(lab, lab.serverV6, 'WWW.Lab.Test', 'A');
+      const ttl = Number(/^WWW\.Lab\.Test\.\s+(\d+)\s+IN\s+A\s+/m.exec(again)?.[1]);
+      assert.ok(ttl <= LAB_ZONE.ttl - 2 && ttl >= LAB_ZONE.ttl - 4, `served from the cache with TTL ${ttl}:\n${again}`);
+      const summary = await frontEnd.stop();
+      assert.equal(counter(summary, 'dns.cache_hits'), 1, `${transport}: ${summary}`);
+      assert.equal(counter(summary, 'dns.cache_misses'), 1, `${transport}: ${summary}`);
+    }
   });
 });
 

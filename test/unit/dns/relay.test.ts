@@ -4,6 +4,7 @@ import dnsPacket from 'dns-packet';
 import { RecordingConnections } from '../../support/recording-connections.js';
 import { DnsRelay, RelayCounter, type UpstreamTransport } from '../../../src/dns/relay.js';
 import { Rcode, readId } from '../../../src/dns/message.js';
+import { PacketCache } from '../../../src/dns/cache.js';
 
 /**
  * The upstream side as the relay sees it: datagrams out, each from one of three sockets in turn,
@@ -68,7 +69,7 @@ const fromUpstream = (relay: DnsRelay<string>, answer: Uint8Array, nowMs: number
   clockMs = nowMs;
   relay.handleUpstreamAnswer(answer, 0, answer.length, socket ?? (answer.length < 2 ? 0 : currentUpstream.socketOf(readId(answer, 0))));
 };
-function setup() {
+function setup(cache: PacketCache | null = null) {
   const upstream = new RecordingUpstream();
   currentUpstream = upstream;
   const connections = new RecordingConnections();
@@ -79,7 +80,7 @@ function setup() {
       b[i] = counter >>> 16;
     }
   };
-  const relay = new DnsRelay<string>({ timeoutMs: 1000, upstream, fillRandom, now: () => clockMs });
+  const relay = new DnsRelay<string>({ timeoutMs: 1000, upstream, fillRandom, now: () => clockMs, cache });
   relay.attach(connections);
   return { upstream, connections, relay };
 }
@@ -339,4 +340,29 @@ test('every query sent over UDP is reported done to its socket exactly once: ans
   await new Promise((resolve) => setImmediate(resolve));
   relay.tick(5000);
   assert.deepEqual(upstream.done, [1, 1, 1]);
+});
+
+test('with a packet cache, a question answered once is answered again from it, with the next ID, and never goes upstream', () => {
+  const { upstream, connections, relay } = setup(new PacketCache(16, new Uint8Array(16).fill(7)));
+  const first = framed(query('www.lab.test', 0x1111));
+  relay.onMessages('c1', first, 0, first.length, 0);
+  fromUpstream(relay, answerTo(upstream.datagrams[0]!), 10);
+  const second = framed(query('WWW.lab.test', 0x2222));
+  relay.onMessages('c2', second, 0, second.length, 2010);
+  assert.equal(upstream.datagrams.length, 1, 'answered from the cache');
+  const { connection, message } = connections.answers[1]!;
+  assert.equal(connection, 'c2');
+  assert.equal(message.id, 0x2222);
+  assert.equal(message.questions![0]!.name, 'WWW.lab.test');
+  assert.equal((message.answers![0] as dnsPacket.StringAnswer).ttl, 58);
+  assert.equal(connections.owed.get('c2'), 0);
+  assert.equal(relay.counts[RelayCounter.CACHE_HITS], 1);
+  assert.equal(relay.counts[RelayCounter.CACHE_MISSES], 1);
+  // A SERVFAIL (timeout) is not kept: the next asker goes upstream.
+  const other = framed(query('slow.lab.test', 5));
+  relay.onMessages('c1', other, 0, other.length, 3000);
+  relay.tick(3000 + 1000);
+  assert.equal((connections.answers.at(-1)!.message as { rcode?: string }).rcode, 'SERVFAIL');
+  relay.onMessages('c1', other, 0, other.length, 5000);
+  assert.equal(relay.counts[RelayCounter.CACHE_MISSES], 3);
 });

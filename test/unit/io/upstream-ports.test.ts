@@ -100,6 +100,7 @@ test('a loopback upstream gets one socket that keeps its port; any other address
     upstream: { address, port: 53, family },
     timeoutMs: 2000,
     upstreamPorts: 8,
+    cacheSize: 0,
     queriesPerPort: 1000,
     portLifetimeMs: 10_000,
   });
