@@ -21,6 +21,7 @@ import type { MartianSources } from './wire/martian.js';
 import type { Protocol, Relay } from './tcp/transport.js';
 import { MIN_MTU_V4, MIN_MTU_V6, type PathMtuSource, type RouteMtuLookup } from './tcp/path-mtu.js';
 import { quotedSegment } from './wire/quoted.js';
+import { decodeTooBig } from './wire/icmp.js';
 
 /** Sends one IP packet to `dst` (implemented by io/raw-send.ts). */
 export interface PacketSender {
@@ -58,6 +59,8 @@ export class TcpPipeline implements SegmentSink {
   /** A refused packet's header seen from the client's side (`sendRefused`), and its client's address. */
   private readonly quoted = new Segment();
   private readonly quotedAddress = new Uint8Array(16);
+  /** Scratch for an ICMP message's IP layer (`handleFrame`). */
+  private readonly icmpLayers = new Segment();
   private readonly routeMtu: RouteMtuLookup | null;
   private readonly packet = Buffer.alloc(MAX_PACKET);
   /** Whether a `Responder.push` is scheduled (see `pushWanted`). */
@@ -96,6 +99,15 @@ export class TcpPipeline implements SegmentSink {
   handleFrame(frame: Uint8Array, offset: number, length: number, nowMs: number): void {
     const seg = this.segment;
     const result = decodeFrame(this.linkType, frame, offset, length, this.checksumPolicy, seg);
+    // ICMP too-big messages quoting our segments (the capture's third lane; the capture thread
+    // routes each to the shard of the connection it quotes): path MTU discovery, RFC 1191/8201.
+    if (result === DecodeResult.NOT_TCP) {
+      const mtu = decodeTooBig(this.linkType, frame, offset, length, this.icmpLayers, this.quoted);
+      if (mtu > 0) {
+        this.responder.packetTooBig(this.quoted, mtu, false, nowMs);
+        return;
+      }
+    }
     this.decodeCounts[result]!++;
     if (result !== DecodeResult.OK) return;
     this.outcomeCounts[this.responder.handleSegment(seg, nowMs)]!++;

@@ -76,3 +76,94 @@ describe('server interface MTU below the client MSS', () => {
     assert.equal(counter(summary, 'tcp.flows_aborted'), 0, summary);
   });
 });
+
+/**
+ * Path MTU discovery through a router whose link toward the client is 1280 bytes, while both
+ * end hosts have 1500: the server's route says 1500, the client's MSS says 1460, and only the
+ * router knows. It answers our full-size segments with real ICMP "fragmentation needed" (IPv4)
+ * and "packet too big" (IPv6) (RFC 1191, RFC 8201), which the front end captures and takes.
+ */
+describe('path MTU discovery through a router with a 1280-byte link toward the client', () => {
+  let lab: Lab;
+  let frontEnd: RunningFrontEnd | undefined;
+
+  before(async () => {
+    requireTools('kdig', 'nft');
+    lab = await createLab({ router: { mtuTowardClient: 1280 } });
+  });
+  after(async () => {
+    if (frontEnd !== undefined) await frontEnd.stop().catch(() => undefined);
+    await lab?.close();
+  });
+
+  test('ICMP too-big from the router cuts the segments: the 4 KB TXT answer arrives over IPv4 and IPv6 without a timeout', async () => {
+    frontEnd = await startFrontEnd(lab);
+    for (const server of [lab.serverV4, lab.serverV6]) {
+      const records = await bigTxt(lab, server);
+      assert.equal(records.length, LAB_ZONE.big.strings.length, `every TXT record via ${server}`);
+    }
+    const summary = await frontEnd.stop();
+    frontEnd = undefined;
+    // One message per full-size segment of the initial window; those that arrive after the
+    // client acknowledged the resent bytes quote nothing unacknowledged any more and are refused.
+    assert.ok(counter(summary, 'tcp.too_big_taken') >= 2, summary);
+    assert.equal(counter(summary, 'tcp.retransmit_timeouts'), 0, summary);
+    assert.equal(counter(summary, 'tcp.segment_size_fallbacks'), 0, summary);
+    assert.equal(counter(summary, 'tcp.flows_aborted'), 0, summary);
+  });
+
+  test('a forged too-big quoting no live flow changes nothing: refused and counted, the next answer still starts full-size', async () => {
+    frontEnd = await startFrontEnd(lab);
+    // From the router (on the path, as an attacker would claim to be): frag-needed with MTU 576
+    // and packet-too-big with MTU 1280, quoting a segment from port 53 to the client on a port
+    // no connection uses, with a random sequence number.
+    const forge = `
+import socket, struct
+def csum(b):
+    if len(b) % 2: b += b'\\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+quoted4 = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 1500, 1, 0x4000, 64, 6, 0, socket.inet_aton('${lab.serverV4}'), socket.inet_aton('${lab.clientV4}')) + struct.pack('!HHI', 53, 40404, 123456789)
+body = struct.pack('!BBHHH', 3, 4, 0, 0, 576) + quoted4
+icmp4 = body[:2] + struct.pack('!H', csum(body)) + body[4:]
+s4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s4.sendto(icmp4, ('${lab.serverV4}', 0))
+quoted6 = struct.pack('!IHBB16s16s', 0x60000000, 1460, 6, 64, socket.inet_pton(socket.AF_INET6, '${lab.serverV6}'), socket.inet_pton(socket.AF_INET6, '${lab.clientV6}')) + struct.pack('!HHI', 53, 40404, 123456789)
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s6.sendto(struct.pack('!BBHI', 2, 0, 0, 1280) + quoted6, ('${lab.serverV6}', 0))
+`;
+    const sent = await lab.exec('router', ['python3', '-c', forge]);
+    assert.equal(sent.code, 0, sent.stderr);
+    // Then a real answer over IPv4: had the forged 576 been taken, its segments would fit the
+    // router's link and draw no ICMP; they start full-size, so the router's real ICMP is taken.
+    const records = await bigTxt(lab, lab.serverV4);
+    assert.equal(records.length, LAB_ZONE.big.strings.length);
+    const summary = await frontEnd.stop();
+    frontEnd = undefined;
+    assert.ok(counter(summary, 'tcp.too_big_refused') >= 2, summary);
+    assert.ok(counter(summary, 'tcp.too_big_taken') >= 1, summary);
+    assert.equal(counter(summary, 'decode.not_tcp'), 0, summary);
+  });
+
+  test('with ICMP dropped on the router, the RFC 4821 fallback gets the answers through after two timeouts', async () => {
+    const rules = [
+      'add table inet stcp_lab_drop_icmp',
+      'add chain inet stcp_lab_drop_icmp out { type filter hook output priority 0 ; }',
+      'add rule inet stcp_lab_drop_icmp out icmp type destination-unreachable drop',
+      'add rule inet stcp_lab_drop_icmp out icmpv6 type packet-too-big drop',
+    ];
+    const added = await lab.exec('router', ['nft', '-f', '-'], { input: `${rules.join('\n')}\n` });
+    assert.equal(added.code, 0, added.stderr);
+    frontEnd = await startFrontEnd(lab);
+    for (const server of [lab.serverV4, lab.serverV6]) {
+      const records = await bigTxt(lab, server);
+      assert.equal(records.length, LAB_ZONE.big.strings.length, `every TXT record via ${server}`);
+    }
+    const summary = await frontEnd.stop();
+    frontEnd = undefined;
+    assert.equal(counter(summary, 'tcp.too_big_taken'), 0, summary);
+    assert.equal(counter(summary, 'tcp.segment_size_fallbacks'), 2, summary);
+    assert.equal(counter(summary, 'tcp.flows_aborted'), 0, summary);
+  });
+});
