@@ -36,7 +36,7 @@ import { Outcome, TCP_EVENT_NAMES, TcpEvent } from './counters.js';
 import { wholeMessagesBy, type MessageLength, type StreamApplication, type Transport } from './transport.js';
 import { formatAddress } from '../wire/format.js';
 import { MartianSources } from '../wire/martian.js';
-import { MIN_MTU_V6, type PathMtuSource } from './path-mtu.js';
+import { MIN_MTU_V4, MIN_MTU_V6, type PathMtuSource } from './path-mtu.js';
 
 /** Receives the segments we send, one header and payload slice at a time. */
 export interface SegmentSink {
@@ -295,7 +295,10 @@ export class Responder implements Transport<Flow> {
       return false;
     }
     const family = flow.reply.family;
-    const pathMtu = this.pathMtus === null ? mtu : this.pathMtus.lower(family, flow.reply.dstAddr, mtu, nowMs);
+    const pathMtu =
+      this.pathMtus === null
+        ? Math.max(mtu, family === 4 ? MIN_MTU_V4 : MIN_MTU_V6)
+        : this.pathMtus.lower(family, flow.reply.dstAddr, mtu, nowMs);
     const fits = Math.max(1, this.payloadFor(family, pathMtu, flow.useTimestamps ? TIMESTAMP_OPTION_BYTES : 0));
     this.events[TcpEvent.TOO_BIG_TAKEN]!++;
     if (fits >= flow.payloadMss) return true; // the flow already sends small enough segments

@@ -6,8 +6,12 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createLab, type Lab } from '../../lab/lab.js';
-import { startFrontEnd, summaryCounter as counter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
+import { serveFile, startNginx, type Nginx } from '../../lab/nginx.js';
+import { startFrontEnd, startHttpFrontEnd, summaryCounter as counter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
 import { LAB_ZONE } from '../../lab/zone.js';
 
@@ -164,6 +168,52 @@ s6.sendto(struct.pack('!BBHI', 2, 0, 0, 1280) + quoted6, ('${lab.serverV6}', 0))
     frontEnd = undefined;
     assert.equal(counter(summary, 'tcp.too_big_taken'), 0, summary);
     assert.equal(counter(summary, 'tcp.segment_size_fallbacks'), 2, summary);
+    assert.equal(counter(summary, 'tcp.flows_aborted'), 0, summary);
+  });
+});
+
+describe('a 1 MiB HTTP body through the router with a 1280-byte link toward the client', () => {
+  let lab: Lab;
+  let nginx: Nginx | undefined;
+  let frontEnd: RunningFrontEnd | undefined;
+  const body = randomBytes(1024 * 1024);
+  const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+  before(async () => {
+    requireTools('nginx', 'curl');
+    lab = await createLab({ unbound: false, router: { mtuTowardClient: 1280 } });
+    nginx = await startNginx(lab);
+    await serveFile(nginx, 'one-mib.bin', body);
+  });
+  after(async () => {
+    if (frontEnd !== undefined) await frontEnd.stop().catch(() => undefined);
+    await nginx?.stop();
+    await lab?.close();
+  });
+
+  test('curl gets the body byte-identical over IPv4 and IPv6, its segments cut by ICMP, without a timeout', async () => {
+    frontEnd = await startHttpFrontEnd(lab, nginx!.origin);
+    for (const [family, url] of [
+      ['v4', `http://${lab.serverV4}`],
+      ['v6', `http://[${lab.serverV6}]`],
+    ] as const) {
+      const file = join(lab.tempDir, `one-mib-${family}.bin`);
+      const run = await lab.exec(
+        'client',
+        ['curl', '-sS', '--max-time', '20', '-o', file, '-w', '%{http_code} %{size_download}', `${url}/one-mib.bin`],
+        {
+          timeoutMs: 25_000,
+        },
+      );
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal(run.stdout, `200 ${body.length}`);
+      assert.equal(sha256(readFileSync(file)), sha256(body), `the body over ${family}`);
+    }
+    const summary = await frontEnd.stop();
+    frontEnd = undefined;
+    assert.ok(counter(summary, 'tcp.too_big_taken') >= 2, summary);
+    assert.equal(counter(summary, 'tcp.retransmit_timeouts'), 0, summary);
+    assert.equal(counter(summary, 'tcp.segment_size_fallbacks'), 0, summary);
     assert.equal(counter(summary, 'tcp.flows_aborted'), 0, summary);
   });
 });
