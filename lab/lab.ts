@@ -15,7 +15,10 @@
  * TCP as netem would, since this kernel has no netem. Addresses and interface names stay the same.
  * With `remoteResolver`, unbound runs in a namespace of its own behind the server (server ↔
  * resolver, a second veth pair; 198.18.1.1@5300): a resolver on another host, whose traffic
- * leaves the server's loopback.
+ * leaves the server's loopback. With `router`, a forwarding namespace sits between client and
+ * server, the client in a subnet of its own (198.18.2.1, 2001:2:0:2::1) and the router's link
+ * toward it narrower than the rest (`mtuTowardClient`): a path whose MTU only the router knows,
+ * which it tells the server with real ICMP too-big messages (path MTU discovery tests).
  *
  * This module puts those parts together behind one handle, `Lab`, and owns their lifetime:
  * everything a lab creates (namespaces, child processes, its temp dir) is removed by `close()`,
