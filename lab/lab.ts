@@ -15,7 +15,10 @@
  * TCP as netem would, since this kernel has no netem. Addresses and interface names stay the same.
  * With `remoteResolver`, unbound runs in a namespace of its own behind the server (server ↔
  * resolver, a second veth pair; 198.18.1.1@5300): a resolver on another host, whose traffic
- * leaves the server's loopback.
+ * leaves the server's loopback. With `router`, a forwarding namespace sits between client and
+ * server, the client in a subnet of its own (198.18.2.1, 2001:2:0:2::1) and the router's link
+ * toward it narrower than the rest (`mtuTowardClient`): a path whose MTU only the router knows,
+ * which it tells the server with real ICMP too-big messages (path MTU discovery tests).
  *
  * This module puts those parts together behind one handle, `Lab`, and owns their lifetime:
  * everything a lab creates (namespaces, child processes, its temp dir) is removed by `close()`,
@@ -34,8 +37,8 @@ import { type ExecOptions, type ExecResult, type SpawnOptions, SpawnedProcesses,
 import { requireTools } from './tools.js';
 import { LAB_UPSTREAM, REMOTE_UPSTREAM, type UpstreamEndpoints, startUnbound } from './unbound.js';
 
-/** The namespaces commands run in; 'resolver' only with the option `remoteResolver`. */
-export type Side = 'client' | 'server' | 'resolver';
+/** The namespaces commands run in; 'resolver' only with the option `remoteResolver`, 'router' with `router`. */
+export type Side = 'client' | 'server' | 'resolver' | 'router';
 
 export interface LabOptions {
   /** MTU of both veth ends (default 1500; at least 1280, the IPv6 minimum). */
@@ -57,6 +60,13 @@ export interface LabOptions {
    * loopback: a resolver on another host.
    */
   remoteResolver?: boolean;
+  /**
+   * Put a router between client and server (network.ts): a namespace forwarding between the
+   * client's subnet (198.18.2.0/24, 2001:2:0:2::/64; `clientV4`/`clientV6` follow) and the
+   * server's, whose end toward the client has MTU `mtuTowardClient` — a narrower link in the path,
+   * for which it sends real ICMP "fragmentation needed" / "packet too big" to the server.
+   */
+  router?: { mtuTowardClient: number };
 }
 
 export interface Lab {
@@ -66,6 +76,8 @@ export interface Lab {
   readonly wireNamespace: string | null;
   /** The resolver's own namespace (option `remoteResolver`), else null. */
   readonly resolverNamespace: string | null;
+  /** The router's namespace (option `router`), else null. */
+  readonly routerNamespace: string | null;
   /** The resolver's end of its link to the server (option `remoteResolver`), else null. */
   readonly resolverInterface: string | null;
   readonly clientInterface: string;
@@ -107,7 +119,8 @@ export async function createLab(options: LabOptions = {}): Promise<Lab> {
   const withUnbound = options.unbound ?? true;
   requireTools('ip', 'ethtool', ...(withUnbound ? ['unbound', 'dig'] : []));
 
-  const lab = new NetworkLab(mtu, options.wire ?? null, options.remoteResolver ?? false);
+  if (options.router !== undefined && options.wire !== undefined) throw new Error('a lab has a router or an impairing wire, not both');
+  const lab = new NetworkLab(mtu, options.wire ?? null, options.remoteResolver ?? false, options.router?.mtuTowardClient ?? null);
   try {
     await lab.setUp(withUnbound, options.unboundServerConfig ?? []);
   } catch (setupError) {
@@ -122,9 +135,7 @@ export async function createLab(options: LabOptions = {}): Promise<Lab> {
 }
 
 class NetworkLab implements Lab {
-  readonly clientV4 = LAB_ADDRESSES.clientV4;
   readonly serverV4 = LAB_ADDRESSES.serverV4;
-  readonly clientV6 = LAB_ADDRESSES.clientV6;
   readonly serverV6 = LAB_ADDRESSES.serverV6;
   readonly upstream: UpstreamEndpoints;
   unbound: ChildProcess | null = null;
@@ -149,8 +160,9 @@ class NetworkLab implements Lab {
     readonly mtu: number,
     private readonly impairment: WireImpairment | null,
     remoteResolver: boolean,
+    routerMtuTowardClient: number | null = null,
   ) {
-    this.network = new LabNetwork(mtu, impairment !== null, remoteResolver);
+    this.network = new LabNetwork(mtu, impairment !== null, remoteResolver, routerMtuTowardClient);
     this.upstream = remoteResolver ? REMOTE_UPSTREAM : LAB_UPSTREAM;
     closeOnExit(this);
   }
@@ -166,6 +178,15 @@ class NetworkLab implements Lab {
   }
   get resolverNamespace(): string | null {
     return this.network.resolverNamespace;
+  }
+  get routerNamespace(): string | null {
+    return this.network.routerNamespace;
+  }
+  get clientV4(): string {
+    return this.network.clientAddresses.v4;
+  }
+  get clientV6(): string {
+    return this.network.clientAddresses.v6;
   }
   get resolverInterface(): string | null {
     return this.network.resolverNamespace === null ? null : this.network.resolverInterface;
@@ -282,6 +303,10 @@ class NetworkLab implements Lab {
   private namespaceOf(where: Side): string {
     if (where === 'client') return this.clientNamespace;
     if (where === 'server') return this.serverNamespace;
+    if (where === 'router') {
+      if (this.routerNamespace === null) throw new Error('this lab has no router namespace (option `router`)');
+      return this.routerNamespace;
+    }
     if (this.resolverNamespace === null) throw new Error('this lab has no resolver namespace (option `remoteResolver`)');
     return this.resolverNamespace;
   }

@@ -11,6 +11,13 @@
  *   client ns ── veth ── wire ns ── veth ── server ns          (with an impaired link)
  *
  *   server ns ── veth ── resolver ns                            (with a remote resolver)
+ *
+ *   client ns ── veth ── router ns ── veth ── server ns        (with a router)
+ *   198.18.2.1/24           .2.254 | .0.254          198.18.0.2/24
+ *   2001:2:0:2::1/64   2001:2:0:2::fe | 2001:2::fe   2001:2::2/64
+ *   The router's end toward the client has its own MTU (`routerMtuTowardClient`): a smaller
+ *   link in the path, for which the router's kernel sends real ICMP "fragmentation needed" /
+ *   "packet too big" back to the server.
  *   serverToResolverInterface            resolverInterface
  *   198.18.1.2/24, 2001:2:0:1::2/64      198.18.1.1/24, 2001:2:0:1::1/64
  *
@@ -32,6 +39,13 @@ export const LAB_ADDRESSES = {
   resolverV4: '198.18.1.1',
   serverToResolverV6: '2001:2:0:1::2',
   resolverV6: '2001:2:0:1::1',
+  /** With a router: the client's subnet, and the router's ends on it and on the server's. */
+  routedClientV4: '198.18.2.1',
+  routedClientV6: '2001:2:0:2::1',
+  routerTowardClientV4: '198.18.2.254',
+  routerTowardClientV6: '2001:2:0:2::fe',
+  routerTowardServerV4: '198.18.0.254',
+  routerTowardServerV6: '2001:2::fe',
   v4PrefixLength: 24,
   v6PrefixLength: 64,
 } as const;
@@ -56,6 +70,8 @@ export class LabNetwork {
   readonly wireNamespace: string | null;
   /** The namespace of a remote resolver, else null. */
   readonly resolverNamespace: string | null;
+  /** The namespace of the router between client and server, else null. */
+  readonly routerNamespace: string | null;
   readonly clientInterface: string;
   readonly serverInterface: string;
   /** The server's end of its link to the resolver's namespace, and the resolver's end (a remote resolver only). */
@@ -68,16 +84,19 @@ export class LabNetwork {
     readonly mtu: number,
     withImpairedLink: boolean,
     withRemoteResolver: boolean,
+    /** With a router between client and server: the MTU of its end toward the client; else null. */
+    readonly routerMtuTowardClient: number | null = null,
   ) {
     // A namespace left by a killed process whose pid has been reused is skipped, not clobbered.
     let tag: string;
     do tag = `${process.pid}-${++networkCounter}`;
-    while (['c', 's', 'w', 'r'].some((side) => existsSync(`/run/netns/stcp-${side}-${tag}`)));
+    while (['c', 's', 'w', 'r', 'g'].some((side) => existsSync(`/run/netns/stcp-${side}-${tag}`)));
     this.tag = tag;
     this.clientNamespace = `stcp-c-${tag}`;
     this.serverNamespace = `stcp-s-${tag}`;
     this.wireNamespace = withImpairedLink ? `stcp-w-${tag}` : null;
     this.resolverNamespace = withRemoteResolver ? `stcp-r-${tag}` : null;
+    this.routerNamespace = routerMtuTowardClient !== null ? `stcp-g-${tag}` : null;
     // At most 2 + 7 (pid_max 4194304) + 1 + 5 = 15 bytes, the interface name limit (IFNAMSIZ - 1).
     this.clientInterface = `vc${tag}`;
     this.serverInterface = `vs${tag}`;
@@ -91,19 +110,34 @@ export class LabNetwork {
     return { towardClient: `wc${this.tag}`, towardServer: `ws${this.tag}` };
   }
 
+  /** The router's ends toward client and server (same length as the client's and server's names). */
+  get routerInterfaces(): { towardClient: string; towardServer: string } {
+    return { towardClient: `gc${this.tag}`, towardServer: `gs${this.tag}` };
+  }
+
+  /** The client's addresses: its own subnet behind the router, if there is one. */
+  get clientAddresses(): { v4: string; v6: string } {
+    return this.routerNamespace === null
+      ? { v4: LAB_ADDRESSES.clientV4, v6: LAB_ADDRESSES.clientV6 }
+      : { v4: LAB_ADDRESSES.routedClientV4, v6: LAB_ADDRESSES.routedClientV6 };
+  }
+
   /** Namespaces, veth pairs, addresses; resolves once both ends are up with usable addresses. */
   async build(setup: SetupSteps): Promise<void> {
-    const optional = [this.wireNamespace, this.resolverNamespace].filter((ns) => ns !== null);
+    const optional = [this.wireNamespace, this.resolverNamespace, this.routerNamespace].filter((ns) => ns !== null);
     for (const ns of [this.clientNamespace, this.serverNamespace, ...optional]) {
       await setup.step(['ip', 'netns', 'add', ns], 'create namespace');
       this.namespaces.push(ns);
     }
-    if (this.wireNamespace === null) {
+    if (this.routerNamespace !== null) {
+      await this.createRouter(setup, this.routerNamespace);
+    } else if (this.wireNamespace === null) {
       await vethPair(setup, this.clientNamespace, this.clientInterface, this.serverInterface, this.serverNamespace, 'create veth pair');
     } else {
       await this.createWireLinks(setup, this.wireNamespace);
     }
-    await this.configureEnd(setup, this.clientNamespace, this.clientInterface, LAB_ADDRESSES.clientV4, LAB_ADDRESSES.clientV6);
+    const client = this.clientAddresses;
+    await this.configureEnd(setup, this.clientNamespace, this.clientInterface, client.v4, client.v6);
     await this.configureEnd(setup, this.serverNamespace, this.serverInterface, LAB_ADDRESSES.serverV4, LAB_ADDRESSES.serverV6);
     if (this.resolverNamespace !== null) {
       const { serverNamespace, serverToResolverInterface, resolverInterface, resolverNamespace } = this;
@@ -117,7 +151,52 @@ export class LabNetwork {
       );
       await this.configureEnd(setup, resolverNamespace, resolverInterface, LAB_ADDRESSES.resolverV4, LAB_ADDRESSES.resolverV6);
     }
+    if (this.routerNamespace !== null) await this.routeThroughRouter(setup);
     await this.waitForLinks(setup);
+  }
+
+  /**
+   * The router's namespace between client and server: forwarding on, its end toward the client at
+   * `routerMtuTowardClient`, and no rate limit on the ICMP errors it sends (Linux limits them per
+   * destination: icmp_ratelimit, 1 s; a test sends a few in a burst).
+   */
+  private async createRouter(setup: SetupSteps, routerNs: string): Promise<void> {
+    const { towardClient, towardServer } = this.routerInterfaces;
+    await setup.step(
+      [
+        'ip',
+        'netns',
+        'exec',
+        routerNs,
+        'sysctl',
+        '-q',
+        '-w',
+        'net.ipv4.ip_forward=1',
+        'net.ipv6.conf.all.forwarding=1',
+        'net.ipv4.icmp_ratelimit=0',
+        'net.ipv6.icmp.ratelimit=0',
+      ],
+      'make the namespace a router',
+    );
+    await vethPair(setup, this.clientNamespace, this.clientInterface, towardClient, routerNs, 'create client-router veth pair');
+    await vethPair(setup, this.serverNamespace, this.serverInterface, towardServer, routerNs, 'create router-server veth pair');
+    await this.configureEnd(setup, routerNs, towardClient, LAB_ADDRESSES.routerTowardClientV4, LAB_ADDRESSES.routerTowardClientV6);
+    await this.configureEnd(setup, routerNs, towardServer, LAB_ADDRESSES.routerTowardServerV4, LAB_ADDRESSES.routerTowardServerV6);
+    await setup.step(
+      ['ip', '-n', routerNs, 'link', 'set', towardClient, 'mtu', String(this.routerMtuTowardClient)],
+      'narrow the link toward the client',
+    );
+  }
+
+  /** Client and server reach each other's subnets through the router. */
+  private async routeThroughRouter(setup: SetupSteps): Promise<void> {
+    const routes: Array<[string, string]> = [
+      [this.clientNamespace, `route add default via ${LAB_ADDRESSES.routerTowardClientV4}`],
+      [this.clientNamespace, `-6 route add default via ${LAB_ADDRESSES.routerTowardClientV6}`],
+      [this.serverNamespace, `route add 198.18.2.0/24 via ${LAB_ADDRESSES.routerTowardServerV4}`],
+      [this.serverNamespace, `-6 route add 2001:2:0:2::/64 via ${LAB_ADDRESSES.routerTowardServerV6}`],
+    ];
+    for (const [ns, route] of routes) await setup.step(['ip', '-n', ns, ...route.split(' ')], `add a route in ${ns}`);
   }
 
   /** The MAC address of `device` in `ns`. */
@@ -221,6 +300,10 @@ export class LabNetwork {
     ];
     if (this.resolverNamespace !== null) {
       ends.push([this.serverNamespace, this.serverToResolverInterface], [this.resolverNamespace, this.resolverInterface]);
+    }
+    if (this.routerNamespace !== null) {
+      const { towardClient, towardServer } = this.routerInterfaces;
+      ends.push([this.routerNamespace, towardClient], [this.routerNamespace, towardServer]);
     }
     await waitUntil(`veth links up with usable addresses`, LINK_READY_TIMEOUT_MS, async () => {
       setup.assertOpen();

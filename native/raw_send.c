@@ -19,6 +19,21 @@
  *                                                exception on the hot path) is skipped and
  *                                                counted in failure[0], its errno in failure[1];
  *                                                the rest are still sent.
+ *                                                A packet refused with EMSGSIZE (larger than
+ *                                                the MTU of the route, or of the kernel's path
+ *                                                MTU cache, toward its destination) is also
+ *                                                counted in failure[2] (the caller zeroes it)
+ *                                                and its index written at failure[3 + k] while
+ *                                                the array has room: not a loss but a segment
+ *                                                to cut smaller (src/io/raw-send.ts).
+ *   pathMtu(family, address)                  -> the MTU of the route toward `address` (4 or 16
+ *                                                bytes), as the kernel would use for a socket of
+ *                                                ours: the device's, a route's `mtu` attribute,
+ *                                                or a smaller path MTU it has learned. A connected
+ *                                                UDP socket and getsockopt IP_MTU / IPV6_MTU
+ *                                                (ip(7), ipv6(7)): connect(2) on UDP sends
+ *                                                nothing, it only looks the route up. -errno on
+ *                                                failure (no route: -ENETUNREACH).
  *   close(fd)                                 (only a socket this thread opened)
  *   errorName(errno)                          -> strerror text, for counters and logs
  *
@@ -175,8 +190,15 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
     if (n <= 0) {
       if (n < 0 && errno == EINTR) continue;
       /* sendmmsg stops at the first packet it cannot send: count that one, and go on after it. */
-      ((int32_t *)failure)[0]++;
-      ((int32_t *)failure)[1] = n < 0 ? errno : EAGAIN;
+      int error = n < 0 ? errno : EAGAIN;
+      int32_t *f = (int32_t *)failure;
+      f[0]++;
+      f[1] = error;
+      /* failure[2] counts the packets too big for their route, failure[3 + k] their indices. */
+      if (error == EMSGSIZE && failure_count >= 3) {
+        if ((size_t)f[2] + 3 < failure_count) f[3 + f[2]] = (int32_t)next;
+        f[2]++;
+      }
       next++;
       continue;
     }
@@ -184,6 +206,55 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
     next += (uint32_t)n;
   }
   return make_int(env, (int32_t)sent);
+}
+
+static napi_value path_mtu(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t family;
+  void *address;
+  size_t address_bytes;
+  napi_typedarray_type type;
+  napi_value backing;
+  size_t byte_offset;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || !int_arg(env, argv[0], &family) || (family != 4 && family != 6) ||
+      napi_get_typedarray_info(env, argv[1], &type, &address_bytes, &address, &backing, &byte_offset) != napi_ok ||
+      type != napi_uint8_array || address_bytes < (family == 4 ? 4u : 16u)) {
+    napi_throw_type_error(env, NULL, "pathMtu(family, address)");
+    return NULL;
+  }
+  int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return make_int(env, -errno);
+  union {
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+  } to;
+  memset(&to, 0, sizeof to);
+  socklen_t to_length;
+  if (family == 4) {
+    to.v4.sin_family = AF_INET;
+    to.v4.sin_port = htons(9); /* any port: nothing is sent */
+    memcpy(&to.v4.sin_addr, address, 4);
+    to_length = sizeof to.v4;
+  } else {
+    to.v6.sin6_family = AF_INET6;
+    to.v6.sin6_port = htons(9);
+    memcpy(&to.v6.sin6_addr, address, 16);
+    to_length = sizeof to.v6;
+  }
+  int mtu = 0;
+  socklen_t mtu_length = sizeof mtu;
+  int result;
+  if (connect(fd, (struct sockaddr *)&to, to_length) < 0) {
+    result = -errno;
+  } else if (getsockopt(fd, family == 4 ? IPPROTO_IP : IPPROTO_IPV6, family == 4 ? IP_MTU : IPV6_MTU, &mtu, &mtu_length) < 0) {
+    result = -errno;
+  } else {
+    result = mtu;
+  }
+  close(fd);
+  return make_int(env, result);
 }
 
 static napi_value close_socket(napi_env env, napi_callback_info info) {
@@ -217,6 +288,7 @@ NAPI_MODULE_INIT() {
   const napi_property_descriptor functions[] = {
       {"open", NULL, open_socket, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pathMtu", NULL, path_mtu, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, close_socket, NULL, NULL, NULL, napi_enumerable, NULL},
       {"errorName", NULL, error_name, NULL, NULL, NULL, napi_enumerable, NULL},
   };

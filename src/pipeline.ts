@@ -19,6 +19,9 @@ import type { Flow } from './tcp/flow.js';
 import type { LiveFlows } from './tcp/live-flows.js';
 import type { MartianSources } from './wire/martian.js';
 import type { Protocol, Relay } from './tcp/transport.js';
+import { MIN_MTU_V4, MIN_MTU_V6, type PathMtuSource, type RouteMtuLookup } from './tcp/path-mtu.js';
+import { quotedSegment } from './wire/quoted.js';
+import { decodeTooBig } from './wire/icmp.js';
 
 /** Sends one IP packet to `dst` (implemented by io/raw-send.ts). */
 export interface PacketSender {
@@ -38,6 +41,10 @@ export interface TcpPipelineOptions {
   liveFlows?: LiveFlows | null;
   /** Sources that get no answer (omitted: the martian ranges, no host addresses). */
   martians?: MartianSources;
+  /** The MTU toward each client (tcp/path-mtu.ts; omitted: segments are cut to the client's MSS alone). */
+  pathMtus?: PathMtuSource | null;
+  /** The route's MTU toward an address, read after a send is refused as too big (io/raw-send.ts pathMtu). */
+  routeMtu?: RouteMtuLookup | null;
 }
 
 /** One shard's TCP path, whatever the protocol: decode, respond, relay, emit, send. */
@@ -49,6 +56,12 @@ export class TcpPipeline implements SegmentSink {
   private readonly checksumPolicy: ChecksumPolicy;
   private readonly sender: PacketSender;
   private readonly segment = new Segment();
+  /** A refused packet's header seen from the client's side (`sendRefused`), and its client's address. */
+  private readonly quoted = new Segment();
+  private readonly quotedAddress = new Uint8Array(16);
+  /** Scratch for an ICMP message's IP layer (`handleFrame`). */
+  private readonly icmpLayers = new Segment();
+  private readonly routeMtu: RouteMtuLookup | null;
   private readonly packet = Buffer.alloc(MAX_PACKET);
   /** Whether a `Responder.push` is scheduled (see `pushWanted`). */
   private pushScheduled = false;
@@ -66,6 +79,7 @@ export class TcpPipeline implements SegmentSink {
     this.linkType = options.linkType;
     this.checksumPolicy = options.checksumPolicy;
     this.sender = options.sender;
+    this.routeMtu = options.routeMtu ?? null;
     this.responder = new Responder(
       { ...options.tcp, messageLength: protocol.messageLength, plausibleStart: protocol.plausibleStart },
       options.cookies,
@@ -73,6 +87,7 @@ export class TcpPipeline implements SegmentSink {
       relay,
       options.liveFlows ?? null,
       options.martians,
+      options.pathMtus ?? null,
     );
     relay.attach(this.responder);
   }
@@ -84,9 +99,35 @@ export class TcpPipeline implements SegmentSink {
   handleFrame(frame: Uint8Array, offset: number, length: number, nowMs: number): void {
     const seg = this.segment;
     const result = decodeFrame(this.linkType, frame, offset, length, this.checksumPolicy, seg);
+    // ICMP too-big messages quoting our segments (the capture's third lane; the capture thread
+    // routes each to the shard of the connection it quotes): path MTU discovery, RFC 1191/8201.
+    if (result === DecodeResult.NOT_TCP) {
+      const mtu = decodeTooBig(this.linkType, frame, offset, length, this.icmpLayers, this.quoted);
+      if (mtu > 0) {
+        this.responder.packetTooBig(this.quoted, mtu, false, nowMs);
+        return;
+      }
+    }
     this.decodeCounts[result]!++;
     if (result !== DecodeResult.OK) return;
     this.outcomeCounts[this.responder.handleSegment(seg, nowMs)]!++;
+  }
+
+  /**
+   * Our kernel refused to send a packet as larger than the MTU toward its destination (EMSGSIZE;
+   * io/raw-send.ts onTooBig): `header[offset, offset + length)` holds its IP and TCP headers,
+   * `packetLength` was its size. Not a loss to repair by sending the same again: the flow's
+   * segments are cut to the MTU the route has now (responder.ts packetTooBig).
+   */
+  sendRefused(family: 4 | 6, header: Uint8Array, offset: number, length: number, packetLength: number, nowMs: number): void {
+    const q = this.quoted;
+    if (!quotedSegment(family, header, offset, length, q)) return;
+    const address = this.quotedAddress;
+    for (let i = 0; i < q.addrLength; i++) address[i] = header[q.srcAddrOffset + i]!;
+    let mtu = this.routeMtu === null ? 0 : this.routeMtu(family, address);
+    // The route says the packet fits (it changed back meanwhile?): assume the minimum instead.
+    if (!(mtu > 0 && mtu < packetLength)) mtu = family === 4 ? MIN_MTU_V4 : MIN_MTU_V6;
+    this.responder.packetTooBig(q, mtu, true, nowMs);
   }
 
   /** Timers: TCP retransmission and eviction, and the relay's. Call every few milliseconds. */

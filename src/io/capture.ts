@@ -13,6 +13,7 @@
  */
 import { createRequire } from 'node:module';
 import { LinkType } from '../wire/segment.js';
+import { addressBytes } from '../endpoint.js';
 
 const require = createRequire(import.meta.url);
 
@@ -157,6 +158,8 @@ export interface LaneStats {
 
 /** The index of the SYN lane in `captureLanes`: every packet from it is a SYN (without RST), whatever its length. */
 export const SYN_LANE = 1;
+/** The index of the lane of everything else, ICMP too-big messages quoting our segments among it. */
+export const REST_LANE = 2;
 
 /**
  * The capture's lanes, which together select the packets to the listen endpoints (TCP to one of
@@ -180,6 +183,25 @@ export const SYN_LANE = 1;
  * `tcp[…]` reads IPv4 only (pcap-filter(7)); for IPv6 the flags are at byte 40 + 13 behind a
  * fixed header with TCP next, which is also all that `tcp dst port` matches.
  */
+/**
+ * ICMP "fragmentation needed" (type 3 code 4) and ICMPv6 "packet too big" (type 2) quoting a
+ * segment from one of the endpoints (RFC 1191, RFC 8201): path MTU discovery for our flows, which
+ * the kernel does not do for us (it has no socket for them). The quoted IP header starts 8 bytes
+ * into the ICMP message: its source address at 8 + 12 (IPv4) or 8 + 8 (IPv6), the TCP source port
+ * after a 20- or 40-byte header. `icmp[…]` counts from the ICMP header whatever the IP options;
+ * `ip6[…]` assumes no extension header before ICMPv6, as routers send it.
+ */
+function tooBigQuoting(endpoints: readonly { address: string; port: number }[]): string {
+  const terms = endpoints.map((e) => {
+    const bytes = addressBytes(e.address);
+    const word = (at: number): string => `0x${Buffer.from(bytes.subarray(at, at + 4)).toString('hex')}`;
+    if (bytes.length === 4) return `(icmp and icmp[0] == 3 and icmp[1] == 4 and icmp[20:4] == ${word(0)} and icmp[28:2] == ${e.port})`;
+    const address = [0, 4, 8, 12].map((at) => `ip6[${56 + at}:4] == ${word(at)}`).join(' and ');
+    return `(icmp6 and ip6[6] == 58 and ip6[40] == 2 and ${address} and ip6[88:2] == ${e.port})`;
+  });
+  return `(${terms.join(' or ')})`;
+}
+
 export function captureLanes(
   endpoints: readonly { address: string; port: number }[],
 ): [established: CaptureLane, syn: CaptureLane, rest: CaptureLane] {
@@ -196,6 +218,6 @@ export function captureLanes(
   return [
     { filter: `${toEndpoints} and ${established}`, bufferBytes: 64 * MiB },
     { filter: `${toEndpoints} and ${syn}`, bufferBytes: 8 * MiB },
-    { filter: `${toEndpoints} and not ${established} and not ${syn}`, bufferBytes: 2 * MiB },
+    { filter: `(${toEndpoints} and not ${established} and not ${syn}) or ${tooBigQuoting(endpoints)}`, bufferBytes: 2 * MiB },
   ];
 }

@@ -22,7 +22,10 @@ const require = createRequire(import.meta.url);
 
 interface RawSendAddon {
   open(family: 4 | 6): number;
-  /** Packets sent; the ones refused are counted in failure[0], the last errno in failure[1]. */
+  /**
+   * Packets sent; the ones refused are counted in failure[0], the last errno in failure[1]; those
+   * refused with EMSGSIZE also in failure[2], with their indices from failure[3] on.
+   */
   sendBatch(
     fd: number,
     family: 4 | 6,
@@ -32,6 +35,8 @@ interface RawSendAddon {
     count: number,
     failure: Int32Array,
   ): number;
+  /** The MTU of the route toward `address` (4 or 16 bytes), or −errno. */
+  pathMtu(family: 4 | 6, address: Uint8Array): number;
   close(fd: number): void;
   errorName(errno: number): string;
 }
@@ -44,11 +49,24 @@ const BATCH = 64;
 /** Bytes a batch holds: many full-sized segments, and always one of the largest (64 KiB + headers). */
 const BATCH_BYTES = 256 * 1024;
 
+/** Bytes kept of a packet refused as too big: its IPv6 header and a TCP header with every option. */
+const TOO_BIG_HEADER = 40 + 60;
+
 export interface SendStats {
   sent: number;
+  /** Packets the kernel refused, EMSGSIZE included. */
   failed: number;
+  /** … of which refused as larger than the MTU toward their destination (EMSGSIZE). */
+  tooBig: number;
   lastError: string;
 }
+
+/**
+ * Told of a packet the kernel refused as larger than the MTU toward its destination:
+ * `packet[offset, offset + length)` holds its IP and TCP headers (valid during the call), and
+ * `packetLength` was its whole length.
+ */
+export type TooBigListener = (family: 4 | 6, packet: Uint8Array, offset: number, length: number, packetLength: number) => void;
 
 /** The packets of one address family waiting for their sendmmsg. */
 class Batch {
@@ -63,12 +81,15 @@ class Batch {
 }
 
 export class RawSender {
-  readonly stats: SendStats = { sent: 0, failed: 0, lastError: '' };
+  readonly stats: SendStats = { sent: 0, failed: 0, tooBig: 0, lastError: '' };
+  /** Where packets refused with EMSGSIZE are reported (the pipeline cuts their flow's segments smaller). */
+  onTooBig: TooBigListener | null = null;
   private readonly addon: RawSendAddon;
   private v4 = -1;
   private v6 = -1;
   private readonly batches = [new Batch(4), new Batch(6)] as const;
-  private readonly failure = new Int32Array(2);
+  /** [refused, last errno, refused with EMSGSIZE, their indices…] (native/raw_send.c). */
+  private readonly failure = new Int32Array(3 + BATCH);
   /**
    * `prefixes[n]`: a view of the first n bytes of `prefixesOf`, the buffer the last packets came
    * in. TypedArray.set copies a whole array, so copying n bytes needs an n-byte view; a sender's
@@ -76,6 +97,27 @@ export class RawSender {
    */
   private prefixesOf: Uint8Array | null = null;
   private prefixes: (Uint8Array | undefined)[] = [];
+  /** Headers of packets refused with EMSGSIZE, waiting for `onTooBig` (`keepTooBig`). */
+  private readonly tooBigHeaders = new Uint8Array(BATCH * TOO_BIG_HEADER);
+  private readonly tooBigLengths = new Uint32Array(BATCH);
+  private readonly tooBigFamilies = new Uint8Array(BATCH);
+  private readonly tooBigSizes = new Uint32Array(BATCH);
+  private tooBigCount = 0;
+  private tooBigQueued = false;
+  private readonly reportTooBig = (): void => {
+    this.tooBigQueued = false;
+    const count = this.tooBigCount;
+    this.tooBigCount = 0;
+    for (let k = 0; k < count; k++) {
+      this.onTooBig?.(
+        this.tooBigFamilies[k] as 4 | 6,
+        this.tooBigHeaders,
+        k * TOO_BIG_HEADER,
+        this.tooBigLengths[k]!,
+        this.tooBigSizes[k]!,
+      );
+    }
+  };
   private flushQueued = false;
   private readonly flushNow = (): void => {
     this.flushQueued = false;
@@ -119,6 +161,15 @@ export class RawSender {
     for (const batch of this.batches) if (batch.count > 0) this.sendBatch(batch);
   }
 
+  /**
+   * The MTU of the route toward `dst` (4 or 16 bytes) as the kernel has it — the device's, a
+   * route's `mtu`, or a path MTU it learned — or −errno (no route). One socket, connect and
+   * getsockopt: a few microseconds, for io/path-mtu.ts to cache, not for every packet.
+   */
+  pathMtu(family: 4 | 6, dst: Uint8Array): number {
+    return this.addon.pathMtu(family, dst);
+  }
+
   /** Sends what is queued, then closes both sockets. */
   close(): void {
     if (this.v4 < 0) return;
@@ -145,6 +196,7 @@ export class RawSender {
   private sendBatch(batch: Batch): void {
     const failure = this.failure;
     failure[0] = 0;
+    failure[2] = 0;
     this.stats.sent += this.addon.sendBatch(
       batch.family === 4 ? this.v4 : this.v6,
       batch.family,
@@ -157,9 +209,38 @@ export class RawSender {
     if (failure[0]! > 0) {
       this.stats.failed += failure[0]!;
       this.stats.lastError = this.addon.errorName(failure[1]!);
+      if (failure[2]! > 0) this.keepTooBig(batch, failure[2]!);
     }
     batch.count = 0;
     batch.bytes = 0;
+  }
+
+  /**
+   * Keeps the headers of the packets refused with EMSGSIZE (their indices in `failure` from 3 on)
+   * for `onTooBig`, called once the JavaScript at hand is done (a microtask): a batch can go out
+   * from inside `send`, while the caller is still using its packet buffer, and the listener sends.
+   */
+  private keepTooBig(batch: Batch, count: number): void {
+    this.stats.tooBig += count;
+    if (this.onTooBig === null) return;
+    const listed = Math.min(count, BATCH);
+    // Indices rise (sendmmsg goes in order): one walk over the lengths finds every offset.
+    let index = 0;
+    let offset = 0;
+    for (let k = 0; k < listed && this.tooBigCount < BATCH; k++) {
+      const wanted = this.failure[3 + k]!;
+      while (index < wanted) offset += batch.lengths[index++]!;
+      const kept = Math.min(batch.lengths[index]!, TOO_BIG_HEADER);
+      const slot = this.tooBigCount++;
+      this.tooBigHeaders.set(batch.packets.subarray(offset, offset + kept), slot * TOO_BIG_HEADER);
+      this.tooBigLengths[slot] = kept;
+      this.tooBigFamilies[slot] = batch.family;
+      this.tooBigSizes[slot] = batch.lengths[index]!;
+    }
+    if (!this.tooBigQueued) {
+      this.tooBigQueued = true;
+      queueMicrotask(this.reportTooBig);
+    }
   }
 }
 

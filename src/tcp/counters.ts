@@ -76,5 +76,18 @@ export const TcpEvent = {
    * come due, not with the flows held.
    */
   TIMER_VISITS: 16,
+  /** Flows whose segment size the MTU toward the client cut below the client's MSS (path-mtu.ts). */
+  SEGMENT_SIZE_FROM_ROUTE: 17,
+  /**
+   * Reports that one of our segments was too big (ICMP fragmentation needed / packet too big,
+   * or our kernel's EMSGSIZE) quoting an unacknowledged segment of a live flow: taken.
+   */
+  TOO_BIG_TAKEN: 18,
+  /** ICMP too-big messages quoting no live flow's unacknowledged segment: refused (perhaps forged). */
+  TOO_BIG_REFUSED: 19,
+  /** Our own sends refused with EMSGSIZE whose flow was gone or had moved on by then. */
+  TOO_BIG_STALE: 20,
+  /** Flows that cut their segments to the IPv6 minimum after two timeouts in a row (RFC 4821 §7.5). */
+  SEGMENT_SIZE_FALLBACKS: 21,
 } as const;
 export const TCP_EVENT_NAMES = counterNames(TcpEvent);

@@ -36,6 +36,7 @@ import { Outcome, TCP_EVENT_NAMES, TcpEvent } from './counters.js';
 import { wholeMessagesBy, type MessageLength, type StreamApplication, type Transport } from './transport.js';
 import { formatAddress } from '../wire/format.js';
 import { MartianSources } from '../wire/martian.js';
+import { MIN_MTU_V4, MIN_MTU_V6, type PathMtuSource } from './path-mtu.js';
 
 /** Receives the segments we send, one header and payload slice at a time. */
 export interface SegmentSink {
@@ -138,6 +139,16 @@ export const DEFAULT_RESPONDER_CONFIG: TcpSettings = {
 
 /** RFC 7323 Appendix A: NOP, NOP, timestamps = 12 bytes of options on every segment. */
 const TIMESTAMP_OPTION_BYTES = 12;
+/** IP header bytes we send (no IPv4 options, no IPv6 extension headers) and the TCP header without options. */
+const IPV4_HEADER_BYTES = 20;
+const IPV6_HEADER_BYTES = 40;
+const TCP_HEADER_BYTES = 20;
+/**
+ * RFC 4821 §7.5 (and RFC 8899's black-hole detection): when ICMP is filtered, full-size segments
+ * that never arrive look like loss. After this many timeouts in a row on a flow sending segments
+ * larger than an IPv6-minimum packet holds, the flow falls back to that size.
+ */
+const FALLBACK_AFTER_TIMEOUTS = 2;
 
 /** RFC 5961 §7 challenge-ACK limit per flow: this many in each interval (Linux's tcp_invalid_ratelimit is 500 ms). */
 const CHALLENGE_ACK_BURST = 2;
@@ -183,6 +194,8 @@ export class Responder implements Transport<Flow> {
     private readonly liveFlows: LiveFlows | null = null,
     /** Sources that get no answer (default: the martian ranges, no host addresses). */
     private readonly martians = new MartianSources(),
+    /** The MTU toward each client (path-mtu.ts); null: only the client's MSS bounds the segment size. */
+    private readonly pathMtus: PathMtuSource | null = null,
   ) {
     this.recent = new RecentConnections(config.recentConnections, cookies.maxIdleSeconds * 1000);
     this.timers = new TimerWheel(Math.max(config.delayedAckMs, config.maxRtoMs, config.messageDeadlineMs, config.zeroWindowLimitMs));
@@ -263,6 +276,42 @@ export class Responder implements Transport<Flow> {
       this.armTimer(flow);
     }
     flows.length = 0;
+  }
+
+  /**
+   * One of our segments was too big for the path: `quoted` is its header seen from the client's
+   * side (wire/quoted.ts, its `seq` ours), `mtu` the MTU reported — by an ICMP "fragmentation
+   * needed" / "packet too big" (RFC 1191, RFC 8201), or by our own kernel refusing the send
+   * (EMSGSIZE, `local`). Taken only if the segment is one of a live flow's unacknowledged
+   * segments (SND.UNA ≤ seq < SND.MAX): a forged message quoting any other cannot shrink a path
+   * (RFC 5927 §4.1, RFC 8201 §4). The destination's MTU is lowered in the table, the flow's
+   * segment size with it, and its unacknowledged data is sent again at once, cut to the new size
+   * (RFC 1191 §6.5: a "packet too big" means the packet was dropped). Returns whether it was taken.
+   */
+  packetTooBig(quoted: Segment, mtu: number, local: boolean, nowMs: number): boolean {
+    const flow = this.flows.find(quoted);
+    if (flow === null || flow.closed || !seqLeq(flow.sndUna, quoted.seq) || !seqLt(quoted.seq, flow.sndMax)) {
+      this.events[local ? TcpEvent.TOO_BIG_STALE : TcpEvent.TOO_BIG_REFUSED]!++;
+      return false;
+    }
+    const family = flow.reply.family;
+    const pathMtu =
+      this.pathMtus === null
+        ? Math.max(mtu, family === 4 ? MIN_MTU_V4 : MIN_MTU_V6)
+        : this.pathMtus.lower(family, flow.reply.dstAddr, mtu, nowMs);
+    const fits = Math.max(1, this.payloadFor(family, pathMtu, flow.useTimestamps ? TIMESTAMP_OPTION_BYTES : 0));
+    this.events[TcpEvent.TOO_BIG_TAKEN]!++;
+    if (fits >= flow.payloadMss) return true; // the flow already sends small enough segments
+    flow.payloadMss = fits;
+    // The segment was dropped, not lost to congestion (RFC 1191 §6.5): send it again now, from
+    // the oldest unacknowledged byte, without touching the congestion window beyond its size.
+    flow.cwnd = Math.max(Math.min(flow.cwnd, 10 * fits), 2 * fits);
+    flow.sndNxt = flow.sndUna;
+    flow.finSent = false;
+    this.flush(flow, nowMs);
+    flow.lastSendMs = nowMs;
+    this.armTimer(flow);
+    return true;
   }
 
   /** Close our side once every owed answer is sent (HTTP `Connection: close`). */
@@ -559,7 +608,17 @@ export class Responder implements Transport<Flow> {
     flow.keyGeneration = this.cookies.lastKeyGeneration;
     flow.peerWindow = seg.window;
     flow.mssIndex = mssIndex;
-    flow.payloadMss = SynCookies.mssOfIndex(seg.family, mssIndex) - (seg.hasTimestamps ? TIMESTAMP_OPTION_BYTES : 0);
+    // RFC 9293 §3.7.1 (and RFC 1122 §4.2.2.6): the segment fits both the client's MSS and the
+    // MTU toward the client — of our interface, of the route, or a path MTU already learned.
+    const optionBytes = seg.hasTimestamps ? TIMESTAMP_OPTION_BYTES : 0;
+    flow.payloadMss = SynCookies.mssOfIndex(seg.family, mssIndex) - optionBytes;
+    if (this.pathMtus !== null) {
+      const fits = this.payloadFor(seg.family, this.pathMtus.mtuToward(seg.family, r.dstAddr, nowMs), optionBytes);
+      if (fits < flow.payloadMss) {
+        flow.payloadMss = fits;
+        this.events[TcpEvent.SEGMENT_SIZE_FROM_ROUTE]!++;
+      }
+    }
     // RFC 6928 initial window; RFC 5681 §3.1 ssthresh "arbitrarily high" (our window is ≤ 64 KB).
     flow.cwnd = Math.min(10 * flow.payloadMss, Math.max(2 * flow.payloadMss, 14600));
     flow.ssthresh = 65535;
@@ -910,6 +969,15 @@ export class Responder implements Transport<Flow> {
     }
     this.events[TcpEvent.RETRANSMIT_TIMEOUTS]!++;
     flow.retransmits++;
+    // RFC 4821 §7.5: a path that drops big packets silently (ICMP filtered) looks like loss; on
+    // the second timeout in a row of segments larger than any path must carry, cut them to that.
+    if (flow.retransmits === FALLBACK_AFTER_TIMEOUTS) {
+      const fallback = this.payloadFor(flow.reply.family, MIN_MTU_V6, flow.useTimestamps ? TIMESTAMP_OPTION_BYTES : 0);
+      if (flow.payloadMss > fallback && flow.sendQueue.length > fallback) {
+        flow.payloadMss = fallback;
+        this.events[TcpEvent.SEGMENT_SIZE_FALLBACKS]!++;
+      }
+    }
     // RFC 5681 §3.1 (4): after a timeout, one segment at a time; RFC 6298 (5.5): back off.
     flow.ssthresh = Math.max(Math.floor(flow.inFlight / 2), 2 * flow.payloadMss);
     flow.cwnd = flow.payloadMss;
@@ -920,6 +988,11 @@ export class Responder implements Transport<Flow> {
     flow.finSent = false;
     this.flush(flow, nowMs);
     flow.lastSendMs = nowMs;
+  }
+
+  /** Payload bytes per segment that fit a packet of `mtu` bytes with our headers and `optionBytes` of TCP options. */
+  private payloadFor(family: 4 | 6, mtu: number, optionBytes: number): number {
+    return mtu - (family === 4 ? IPV4_HEADER_BYTES : IPV6_HEADER_BYTES) - TCP_HEADER_BYTES - optionBytes;
   }
 
   private sendAck(flow: Flow, nowMs: number): void {

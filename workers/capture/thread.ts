@@ -30,7 +30,7 @@
  * arrived before the stop is processed and counted.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { Capture, NextResult, SYN_LANE } from '../../src/io/capture.js';
+import { Capture, NextResult, REST_LANE, SYN_LANE } from '../../src/io/capture.js';
 import { RawSender } from '../../src/io/raw-send.js';
 import { nameThisThread } from '../../src/io/thread-name.js';
 import { RingProducer } from '../../src/ring/ring.js';
@@ -40,7 +40,8 @@ import { synAckFor } from '../../src/tcp/handshake.js';
 import { LiveFlows } from '../../src/tcp/live-flows.js';
 import { DEFAULT_RESPONDER_CONFIG } from '../../src/tcp/responder.js';
 import { emitReply } from '../../src/wire/emit.js';
-import { FlowHash } from '../../src/wire/flow-hash.js';
+import { FlowHash, UNPARSED_FLOW_HASH } from '../../src/wire/flow-hash.js';
+import { decodeTooBig } from '../../src/wire/icmp.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { MartianSources } from '../../src/wire/martian.js';
 import { DecodeResult, ReplyHeader, Segment, type ChecksumPolicy, type LinkType } from '../../src/wire/segment.js';
@@ -201,6 +202,9 @@ function captureLoop(capture: Capture, shortcut: FlowlessShortcut, routing: Flow
   const producers = data.rings.map((region) => new RingProducer(region));
   const shardCount = producers.length;
   const { frame, linkType } = capture;
+  // An ICMP too-big message goes to the shard of the connection whose segment it quotes.
+  const icmpLayers = new Segment();
+  const quoted = new Segment();
   // The clock for cookies, read when the capture runs dry and every 1024 packets, not per packet
   // (a Date.now() is a heap number); a SYN+ACK's cookie and token change once a minute
   // (tcp/cookie.ts), so a clock a few milliseconds old is as good.
@@ -214,7 +218,10 @@ function captureLoop(capture: Capture, shortcut: FlowlessShortcut, routing: Flow
     if (result !== NextResult.PACKET) return false;
     const length = capture.capturedLength;
     // The flow hash is below 2^31, so the shard number is a small integer.
-    const hash = routing.ofFrame(linkType, frame, 0, length);
+    let hash = routing.ofFrame(linkType, frame, 0, length);
+    if (hash === UNPARSED_FLOW_HASH && capture.lane === REST_LANE && decodeTooBig(linkType, frame, 0, length, icmpLayers, quoted) > 0) {
+      hash = routing.ofSegment(quoted);
+    }
     const shard = hash % shardCount;
     if (!shortcut.handle(frame, length, capture.lane, hash, shard, nowMs)) {
       producers[shard]!.push(frame, 0, length, capture.wireLength, capture.timestampSeconds, capture.timestampMicros);

@@ -22,6 +22,8 @@ import type { Flow } from '../../src/tcp/flow.js';
 import type { Relay } from '../../src/tcp/transport.js';
 import { RingConsumer } from '../../src/ring/ring.js';
 import { RawSender, rawSocketProblem } from '../../src/io/raw-send.js';
+import { randomBytes } from 'node:crypto';
+import { PathMtuTable } from '../../src/tcp/path-mtu.js';
 import { nameThisThread } from '../../src/io/thread-name.js';
 import { pipelineMetrics, snapshot, type RegistrySnapshot } from '../../src/metrics.js';
 import { METRICS_INTERVAL_MS, type ShardCommand, type ShardReport, type ShardTask } from './protocol.js';
@@ -58,6 +60,10 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
   try {
     const application = applicationFor(task.application);
     relay = application.open<Flow>();
+    // The MTU toward each client, from the route (a connected UDP socket's IP_MTU) and from what
+    // flows learn (tcp/path-mtu.ts); keyed by a secret of this thread's own.
+    const routeMtu = (family: 4 | 6, address: Uint8Array): number => sender.pathMtu(family, address);
+    const pathMtus = new PathMtuTable(routeMtu, randomBytes(16));
     const pipeline = new TcpPipeline(
       {
         linkType: task.linkType,
@@ -71,6 +77,8 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
         sender,
         liveFlows,
         martians: new MartianSources(task.ownAddresses),
+        pathMtus,
+        routeMtu,
       },
       application,
       relay,
@@ -87,6 +95,8 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
       sendFailures: () => sender.stats.failed,
     });
     relay.observeLatency = metrics.observeUpstreamLatency;
+    sender.onTooBig = (family, header, offset, length, packetLength) =>
+      pipeline.sendRefused(family, header, offset, length, packetLength, Date.now());
     const report = (message: ShardReport): void => control.postMessage(message);
 
     control.on('message', (command: ShardCommand) => {

@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { captureLanes } from '../../../src/io/capture.js';
-import { CAPTURES, frame, Packet, tcpdumpLines } from '../../support/fixtures.js';
+import { CAPTURES, frame, ipPacket, Packet, tcpdumpLines } from '../../support/fixtures.js';
+import { frameAround, tooBig } from '../../support/icmp-frames.js';
 
 const SERVER = [
   { address: '198.18.0.2', port: 53 },
@@ -98,6 +99,37 @@ test('a client RST with ACK (an aborted connection) is in the first lane, one wi
       rest!.every((line) => line.includes('Flags [R]')),
       rest!.join('\n'),
     );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('ICMP too-big messages quoting a segment from a listen endpoint are in the last lane; others in none', () => {
+  const v4 = ipPacket(Packet.V4_ANSWER);
+  const v6 = ipPacket(Packet.V6_ANSWER);
+  const otherPort = (packet: Uint8Array, ipHeaderLength: number): Uint8Array => {
+    const copy = Uint8Array.from(packet);
+    copy[ipHeaderLength + 1] = 54; // the quoted source port: 54, not 53
+    return copy;
+  };
+  const frames = [
+    frameAround(4, tooBig(4, 1280, v4, v4.length)),
+    frameAround(6, tooBig(6, 1280, v6, v6.length)),
+    frameAround(4, tooBig(4, 1280, otherPort(v4, 20), v4.length)),
+    frameAround(6, tooBig(6, 1280, otherPort(v6, 40), v6.length)),
+    // The client's own segment quoted: not from the endpoint.
+    frameAround(4, tooBig(4, 1280, ipPacket(Packet.V4_QUERY), 28)),
+  ];
+  const dir = mkdtempSync(join(tmpdir(), 'stcp-lanes-'));
+  try {
+    const file = join(dir, 'too-big.pcap');
+    writeFileSync(file, pcapFile(frames));
+    const [established, syn, rest] = captureLanes(SERVER).map((lane) => selected(file, lane.filter));
+    assert.deepEqual(established, []);
+    assert.deepEqual(syn, []);
+    assert.equal(rest!.length, 2, rest!.join('\n'));
+    assert.match(rest![0]!, /^198\.18\.0\.254 > 198\.18\.0\.2: ICMP .*need to frag \(mtu 1280\)/);
+    assert.match(rest![1]!, /^2001:2::fe > 2001:2::2: ICMP6, packet too big, mtu 1280/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -32,6 +32,8 @@ import {
   window,
 } from '../../support/checkers.js';
 import { ipPacket, Packet } from '../../support/fixtures.js';
+import { PathMtuTable, type PathMtuSource } from '../../../src/tcp/path-mtu.js';
+import { quotedSegment } from '../../../src/wire/quoted.js';
 
 const NOW_MS = 1_764_000_000_000;
 const SECRET = Uint8Array.from({ length: 16 }, (_, i) => i * 7);
@@ -55,6 +57,8 @@ interface Options {
   synIndex?: number;
   /** Drop the timestamps option from the client's SYN (a client that does not use them). */
   noTimestamps?: boolean;
+  /** The MTU toward each client (default: none, the client's MSS alone). */
+  pathMtus?: PathMtuSource;
   /** Leave `Responder.push` to the test (`pushes` counts the calls for one), as the event loop does; by default answers are pushed at once. */
   deferPush?: boolean;
 }
@@ -106,6 +110,9 @@ class Harness {
           }
         },
       },
+      null,
+      undefined,
+      options.pathMtus ?? null,
     );
     const synPacket = ipPacket(options.synIndex ?? Packet.V4_SYN);
     const syn = decode(synPacket);
@@ -1125,4 +1132,120 @@ test('a flow proved by its token alone that nobody acknowledges resends once and
   assert.equal(data.length, 3, 'two segments, one resent');
   assert.ok((sent.at(-1)!.flags & TcpFlag.RST) !== 0, 'then RST');
   assert.equal(h.responder.flows.size, 0);
+});
+
+/** A path MTU table whose route lookup gives `mtu`, counting lookups. */
+function routeOf(mtu: number): PathMtuTable {
+  return new PathMtuTable(() => mtu, SECRET);
+}
+
+/** Plays a query and answers it with a TXT answer of `size` bytes; returns the answer. */
+function bigAnswer(h: Harness, size: number): Buffer {
+  const query = framedQuery('big.lab.test', 7);
+  h.send(query);
+  const answer = h.answerFor(query.subarray(2), size);
+  h.responder.answer(h.messages.at(-1)!.flow, answer, 0, answer.length);
+  return answer;
+}
+
+/** The TCP payload lengths and IP packet lengths of `packets`. */
+function sizes(packets: Uint8Array[]): { payloads: number[]; packets: number[] } {
+  return { payloads: packets.map((p) => decode(p).payloadLength), packets: packets.map((p) => p.length) };
+}
+
+test('segment size: the MTU toward the client cuts segments below its MSS (IPv4 and IPv6), asked once per destination', () => {
+  for (const synIndex of [Packet.V4_SYN, Packet.V6_SYN]) {
+    const route = routeOf(1400);
+    const h = new Harness({ synIndex, pathMtus: route });
+    h.handshake();
+    const answer = bigAnswer(h, 4400);
+    const sent = sizes(h.take());
+    const ipHeader = synIndex === Packet.V4_SYN ? 20 : 40;
+    const payload = 1400 - ipHeader - 20 - 12;
+    assert.ok(sent.payloads.length >= 3);
+    assert.ok(
+      sent.packets.every((n) => n <= 1400),
+      `packets fit 1400: ${sent.packets}`,
+    );
+    assert.equal(sent.payloads[0], payload);
+    assert.equal(
+      sent.payloads.reduce((a, b) => a + b, 0),
+      Math.min(answer.length, 10 * payload),
+    );
+    assert.equal(h.responder.events[TcpEvent.SEGMENT_SIZE_FROM_ROUTE], 1);
+    h.reconnect();
+    h.handshake();
+    bigAnswer(h, 100);
+    assert.equal(route.lookups, 1, 'the route is asked once for the destination');
+  }
+});
+
+test('a too-big report quoting an unacknowledged segment cuts the flow to the MTU and resends at once; forged ones are refused', () => {
+  const route = routeOf(1500);
+  const h = new Harness({ pathMtus: route });
+  const isn = h.handshake();
+  bigAnswer(h, 4000);
+  const sent = h.take();
+  assert.equal(sizes(sent).payloads[0], 1448);
+  const quoted = new Segment();
+  const first = Uint8Array.from(sent[0]!);
+  const client = Uint8Array.from(first.subarray(16, 20));
+
+  // Forged: a sequence number past what was sent, another port, a flow that does not exist.
+  const forged = Uint8Array.from(first);
+  forged[24] ^= 0x80; // the sequence number's top byte
+  assert.ok(quotedSegment(4, forged, 0, 28, quoted));
+  assert.equal(h.responder.packetTooBig(quoted, 1280, false, h.nowMs), false);
+  const otherPort = Uint8Array.from(first);
+  otherPort[23] ^= 1; // the client's port
+  assert.ok(quotedSegment(4, otherPort, 0, 28, quoted));
+  assert.equal(h.responder.packetTooBig(quoted, 1280, false, h.nowMs), false);
+  assert.equal(h.responder.events[TcpEvent.TOO_BIG_REFUSED], 2);
+  assert.equal(h.take().length, 0, 'nothing sent for a forged report');
+  assert.equal(route.mtuToward(4, client, h.nowMs), 1500, "the destination's MTU is untouched");
+
+  // Ours: the first segment, quoted as a router quotes it (IP header and 8 bytes of TCP).
+  assert.ok(quotedSegment(4, first, 0, 28, quoted));
+  assert.equal(h.responder.packetTooBig(quoted, 1280, false, h.nowMs), true);
+  assert.equal(h.responder.events[TcpEvent.TOO_BIG_TAKEN], 1);
+  const again = h.take();
+  assert.ok(again.length >= 1);
+  checkPacket(again[0]!, h.ip(), tcp(seqNum((isn + 1) >>> 0), payloadLength(1280 - 52)));
+  assert.ok(again.every((p) => p.length <= 1280));
+  assert.equal(route.mtuToward(4, client, h.nowMs), 1280, 'learned for the destination');
+  // The floor: no report takes an IPv4 path below 552 bytes (RFC 1191 §3).
+  assert.equal(route.lower(4, client, 68, h.nowMs), 552);
+  // It lasts 10 minutes, then the route is asked again.
+  assert.equal(route.mtuToward(4, client, h.nowMs + 600_001), 1500);
+});
+
+test('RFC 4821 fallback: the second timeout in a row of full-size segments cuts them to the IPv6 minimum', () => {
+  const h = new Harness({ pathMtus: routeOf(1500) });
+  const isn = h.handshake();
+  bigAnswer(h, 4000);
+  h.take();
+  h.nowMs += 200;
+  h.responder.tick(h.nowMs);
+  checkPacket(h.take()[0]!, h.ip(), tcp(seqNum((isn + 1) >>> 0), payloadLength(1448)));
+  h.nowMs += 400;
+  h.responder.tick(h.nowMs);
+  checkPacket(h.take()[0]!, h.ip(), tcp(seqNum((isn + 1) >>> 0), payloadLength(1280 - 52)));
+  assert.equal(h.responder.events[TcpEvent.SEGMENT_SIZE_FALLBACKS], 1);
+});
+
+test('the path MTU table is bounded: a full set gives up its entry expiring first', () => {
+  const table = new PathMtuTable(() => 1500, SECRET, { sets: 1, routeTtlMs: 1000, learnedTtlMs: 600_000, fallbackMtu: 1500 });
+  const address = new Uint8Array(16);
+  for (let i = 0; i < 6; i++) {
+    address[3] = i;
+    table.mtuToward(4, address, NOW_MS + i);
+  }
+  assert.equal(table.lookups, 6);
+  assert.equal(table.evictions, 2);
+  address[3] = 5;
+  table.mtuToward(4, address, NOW_MS + 10);
+  assert.equal(table.lookups, 6, 'the newest is still held');
+  address[3] = 0;
+  table.mtuToward(4, address, NOW_MS + 10);
+  assert.equal(table.lookups, 7, 'the oldest was given up');
 });
