@@ -6,7 +6,8 @@
  *
  * The key: the question (name case-folded, RFC 4343; type; class), the bits that change an
  * answer — RD, CD, DO and whether the query has EDNS at all (RFC 6891) — and the EDNS options
- * except COOKIE (RFC 7873: every client has its own, and it changes no answer). A query with
+ * except COOKIE (RFC 7873: every client has its own, and it changes no answer) and
+ * edns-tcp-keepalive (RFC 7828: about the connection, not the answer). A query with
  * records other than one OPT, or of another opcode, is not cached.
  *
  * What is kept (RFC 2308 for negative answers): NOERROR with answers, for the smallest TTL of
@@ -18,14 +19,13 @@
  * bucket; a bucket holds one entry, checked byte for byte.
  */
 import { sipHash13, sipKeyOf, type SipKey } from '../tcp/siphash.js';
-import { HEADER_LENGTH, questionEnd, readId, writeId } from './message.js';
+import { EdnsOption, HEADER_LENGTH, questionEnd, readId, skipName, writeId } from './message.js';
 
 /** The longest an answer is kept, in seconds (dnsdist's default maxTTL). */
 export const MAX_CACHE_TTL_SECONDS = 86_400;
 
 const TYPE_SOA = 6;
 const TYPE_OPT = 41;
-const OPTION_COOKIE = 10;
 /** A client cookie's length (RFC 7873 §4). */
 const CLIENT_COOKIE_BYTES = 8;
 /** Keys longer than this (a long name with many EDNS options) are not cached. */
@@ -205,9 +205,9 @@ export class PacketCache {
         const code = (buf[p]! << 8) | buf[p + 1]!;
         const optionLength = (buf[p + 2]! << 8) | buf[p + 3]!;
         if (p + 4 + optionLength > rdEnd) return -1;
-        if (code === OPTION_COOKIE) {
+        if (code === EdnsOption.COOKIE) {
           if (optionLength >= CLIENT_COOKIE_BYTES) this.queryCookieOffset = p + 4;
-        } else {
+        } else if (code !== EdnsOption.TCP_KEEPALIVE) {
           if (k + 4 + optionLength > MAX_KEY_BYTES) return -1;
           for (let i = p; i < p + 4 + optionLength; i++) key[k++] = buf[i]!;
         }
@@ -264,7 +264,7 @@ function scanAnswer(buf: Uint8Array, offset: number, length: number, ttlOffsets:
       for (let o = rdata; o + 4 <= rdata + rdlength; ) {
         const code = (buf[o]! << 8) | buf[o + 1]!;
         const optionLength = (buf[o + 2]! << 8) | buf[o + 3]!;
-        if (code === OPTION_COOKIE && optionLength >= CLIENT_COOKIE_BYTES) scan.cookieOffset = o + 4 - offset;
+        if (code === EdnsOption.COOKIE && optionLength >= CLIENT_COOKIE_BYTES) scan.cookieOffset = o + 4 - offset;
         o += 4 + optionLength;
       }
     } else {
@@ -280,17 +280,4 @@ function scanAnswer(buf: Uint8Array, offset: number, length: number, ttlOffsets:
     p = rdata + rdlength;
   }
   return scan;
-}
-
-/** The offset after the (possibly compressed) name at `p`, or -1. */
-function skipName(buf: Uint8Array, p: number, end: number): number {
-  for (let labels = 0; labels < 128; labels++) {
-    if (p >= end) return -1;
-    const label = buf[p]!;
-    if (label === 0) return p + 1;
-    if ((label & 0xc0) === 0xc0) return p + 2 <= end ? p + 2 : -1;
-    if (label > 63) return -1;
-    p += label + 1;
-  }
-  return -1;
 }

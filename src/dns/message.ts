@@ -16,6 +16,7 @@ const FLAGS = 2;
 const QDCOUNT = 4;
 const ANCOUNT = 6;
 const NSCOUNT = 8;
+const ARCOUNT = 10;
 
 /**
  * Largest query length taken as plausible from a connection without soft state. Queries are
@@ -31,6 +32,9 @@ const QR = 0x8000;
 const TC = 0x0200;
 const RD = 0x0100;
 const OPCODE_SHIFT = 11;
+
+/** EDNS option codes (IANA DNS EDNS0 option codes). */
+export const EdnsOption = { COOKIE: 10, TCP_KEEPALIVE: 11 } as const;
 
 /** RCODEs (RFC 1035 §4.1.1). */
 export const Rcode = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3 } as const;
@@ -185,4 +189,81 @@ export function plausibleQueryStart(buf: Uint8Array, offset: number, length: num
   if (standardQuery && available >= ANCOUNT + 2 && u16(ANCOUNT) !== 0) return false;
   if (standardQuery && available >= NSCOUNT + 2 && u16(NSCOUNT) !== 0) return false;
   return true;
+}
+
+/** The offset after the (possibly compressed) name at `p`, or -1 if it runs past `end` or is malformed. */
+export function skipName(buf: Uint8Array, p: number, end: number): number {
+  for (let labels = 0; labels < 128; labels++) {
+    if (p >= end) return -1;
+    const label = buf[p]!;
+    if (label === 0) return p + 1;
+    if ((label & 0xc0) === 0xc0) return p + 2 <= end ? p + 2 : -1;
+    if (label > MAX_LABEL) return -1;
+    p += label + 1;
+  }
+  return -1;
+}
+
+const TYPE_OPT = 41;
+
+/**
+ * Where the OPT record's RDLENGTH field is in the message `buf[offset, offset+length)` (its
+ * options follow it, RFC 6891 §6.1.2), or -1 if the message has none or does not parse.
+ */
+export function optRdlengthAt(buf: Uint8Array, offset: number, length: number): number {
+  const qEnd = questionEnd(buf, offset, length);
+  if (qEnd < 0) return -1;
+  const end = offset + length;
+  const records = readU16(buf, offset + ANCOUNT) + readU16(buf, offset + NSCOUNT) + readU16(buf, offset + ARCOUNT);
+  let p = offset + qEnd;
+  for (let r = 0; r < records; r++) {
+    p = skipName(buf, p, end);
+    if (p < 0 || p + 10 > end) return -1;
+    const rdlength = readU16(buf, p + 8);
+    if (p + 10 + rdlength > end) return -1;
+    if (readU16(buf, p) === TYPE_OPT) return p + 8;
+    p += 10 + rdlength;
+  }
+  return -1;
+}
+
+/** Where EDNS option `code` starts (its code field) in the message, or -1. */
+export function ednsOptionAt(buf: Uint8Array, offset: number, length: number, code: number): number {
+  const at = optRdlengthAt(buf, offset, length);
+  if (at < 0) return -1;
+  const rdEnd = at + 2 + readU16(buf, at);
+  for (let p = at + 2; p + 4 <= rdEnd; p += 4 + readU16(buf, p + 2)) if (readU16(buf, p) === code) return p;
+  return -1;
+}
+
+/** Removes EDNS option `code` from the message in place; returns its new length. */
+export function removeEdnsOption(buf: Uint8Array, offset: number, length: number, code: number): number {
+  const option = ednsOptionAt(buf, offset, length, code);
+  if (option < 0) return length;
+  const rdlengthAt = optRdlengthAt(buf, offset, length);
+  const cut = 4 + readU16(buf, option + 2);
+  buf.copyWithin(option, option + cut, offset + length);
+  const rdlength = readU16(buf, rdlengthAt) - cut;
+  buf[rdlengthAt] = rdlength >>> 8;
+  buf[rdlengthAt + 1] = rdlength;
+  return length - cut;
+}
+
+/**
+ * The message `buf[offset, offset+length)` with EDNS option `code` added to its OPT record,
+ * carrying the 16-bit `value`, written to `out` at 0; returns its length, or -1 if the message
+ * has no OPT record (or `out` is too small).
+ */
+export function withEdnsOption(buf: Uint8Array, offset: number, length: number, code: number, value: number, out: Uint8Array): number {
+  const rdlengthAt = optRdlengthAt(buf, offset, length);
+  if (rdlengthAt < 0 || out.length < length + 6) return -1;
+  const insertAt = rdlengthAt + 2 + readU16(buf, rdlengthAt);
+  const head = insertAt - offset;
+  out.set(buf.subarray(offset, insertAt), 0);
+  out.set([code >>> 8, code, 0, 2, value >>> 8, value], head);
+  out.set(buf.subarray(insertAt, offset + length), head + 6);
+  const rdlength = readU16(buf, rdlengthAt) + 6;
+  out[rdlengthAt - offset] = rdlength >>> 8;
+  out[rdlengthAt - offset + 1] = rdlength;
+  return length + 6;
 }

@@ -15,7 +15,20 @@
  * No I/O here: the upstream socket, the transport and the clock are injected (tcp/transport.ts).
  * The connection type is a parameter, so the same relay serves either transport.
  */
-import { HEADER_LENGTH, Rcode, errorAnswer, isRelayableQuery, isTruncated, readId, sameQuestion, writeId } from './message.js';
+import {
+  EdnsOption,
+  HEADER_LENGTH,
+  Rcode,
+  ednsOptionAt,
+  errorAnswer,
+  isRelayableQuery,
+  isTruncated,
+  readId,
+  removeEdnsOption,
+  sameQuestion,
+  withEdnsOption,
+  writeId,
+} from './message.js';
 import { TruncatedQuestions } from './truncated.js';
 import type { PacketCache } from './cache.js';
 import { counterNames } from '../counter-names.js';
@@ -110,6 +123,8 @@ class PendingQuery<Connection> {
     readonly deadline: number,
     /** The upstream socket it left from (`UpstreamTransport.sendDatagram`), −1 if sent over TCP only. */
     readonly socket: number,
+    /** The client asked for edns-tcp-keepalive (RFC 7828): its answer gets the option. */
+    readonly keepalive: boolean,
   ) {}
 }
 
@@ -130,6 +145,8 @@ export class DnsRelay<Connection> implements Relay<Connection> {
   private readonly resendHeads = new Array<number>(UDP_SENDS).fill(0);
   private readonly randomPool = new Uint8Array(RANDOM_POOL_BYTES);
   private randomPos = RANDOM_POOL_BYTES;
+  /** An answer with edns-tcp-keepalive added (`sendAnswer`). */
+  private withKeepalive = new Uint8Array(4096 + 6);
   /** An answer framed for the wire: 2-byte length + message (RFC 1035 §4.2.2). */
   private framed = new Uint8Array(2 + 4096);
   private answers: Transport<Connection> | null = null;
@@ -174,26 +191,29 @@ export class DnsRelay<Connection> implements Relay<Connection> {
       this.send(connection, errorAnswer(buf, offset, length, Rcode.FORMERR));
       return;
     }
+    const keepalive = ednsOptionAt(buf, offset, length, EdnsOption.TCP_KEEPALIVE) >= 0;
     const cache = this.config.cache;
     if (cache) {
       const answerLength = cache.lookup(buf, offset, length, nowMs);
       if (answerLength >= 0) {
         this.counts[RelayCounter.CACHE_HITS]!++;
         this.counts[RelayCounter.ANSWERS]!++;
-        this.send(connection, cache.out, 0, answerLength);
+        this.sendAnswer(connection, cache.out, 0, answerLength, keepalive);
         return;
       }
       this.counts[RelayCounter.CACHE_MISSES]!++;
     }
     // A copy: `buf` is the capture buffer, overwritten by the next packet. (Not `buf.slice`: on a
-    // Node Buffer that is a view.)
-    const query = new Uint8Array(length);
+    // Node Buffer that is a view.) Without edns-tcp-keepalive, which RFC 7828 §3.2.1 forbids
+    // over UDP (a resolver answers it with FORMERR).
+    let query = new Uint8Array(length);
     query.set(buf.subarray(offset, offset + length));
+    if (keepalive) query = query.subarray(0, removeEdnsOption(query, 0, length, EdnsOption.TCP_KEEPALIVE));
     const clientId = readId(query, 0);
     const deadline = nowMs + this.config.timeoutMs;
-    if (this.truncated.isRecent(query, 0, length, nowMs)) {
+    if (this.truncated.isRecent(query, 0, query.length, nowMs)) {
       this.counts[RelayCounter.SENT_OVER_TCP]!++;
-      this.askOverTcp(new PendingQuery(connection, clientId, -1, query, deadline, -1));
+      this.askOverTcp(new PendingQuery(connection, clientId, -1, query, deadline, -1, keepalive));
       return;
     }
     const upstreamId = this.freeId();
@@ -204,7 +224,7 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     }
     writeId(query, 0, upstreamId);
     const socket = this.upstream.sendDatagram(query, nowMs);
-    const pending = new PendingQuery(connection, clientId, upstreamId, query, deadline, socket);
+    const pending = new PendingQuery(connection, clientId, upstreamId, query, deadline, socket, keepalive);
     this.pending[upstreamId] = pending;
     this.pendingCount++;
     this.deadlines.push(pending);
@@ -307,11 +327,30 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     this.counts[RelayCounter.ANSWERS]!++;
     // Every query shares the timeout, so its deadline tells when it was relayed.
     this.observeLatency?.((nowMs - (pending.deadline - this.config.timeoutMs)) / 1000);
-    this.send(pending.connection!, buf, offset, length);
+    this.sendAnswer(pending.connection!, buf, offset, length, pending.keepalive);
     // The deadline queue still holds `pending` until its deadline: let the connection and the
     // query go now rather than then.
     pending.connection = null;
     pending.query = NO_BYTES;
+  }
+
+  /**
+   * An answer to a query that asked for edns-tcp-keepalive gets it, with the time the transport
+   * lets an idle connection live, in units of 100 ms (RFC 7828 §3.3.2): the client may keep the
+   * connection open that long.
+   */
+  private sendAnswer(connection: Connection, buf: Uint8Array, offset: number, length: number, keepalive: boolean): void {
+    const idleMs = this.answers!.idleTimeoutMs;
+    if (keepalive && idleMs !== undefined) {
+      if (this.withKeepalive.length < length + 6) this.withKeepalive = new Uint8Array(65535 + 6);
+      const timeout = Math.min(0xffff, Math.floor(idleMs / 100));
+      const n = withEdnsOption(buf, offset, length, EdnsOption.TCP_KEEPALIVE, timeout, this.withKeepalive);
+      if (n >= 0) {
+        this.send(connection, this.withKeepalive, 0, n);
+        return;
+      }
+    }
+    this.send(connection, buf, offset, length);
   }
 
   private send(connection: Connection, buf: Uint8Array, offset = 0, length = buf.length): void {

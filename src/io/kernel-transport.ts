@@ -11,7 +11,7 @@ import { TimerWheel, type TimerEntry } from '../tcp/timer-wheel.js';
 import { formatEndpoint, type Endpoint } from '../endpoint.js';
 
 /** RFC 7766 §6.2.3 leaves the idle timeout to the server; RFC 9210 §3.4 suggests about 10 s. */
-const IDLE_TIMEOUT_MS = 10_000;
+export const IDLE_TIMEOUT_MS = 10_000;
 
 export class KernelConnection implements TimerEntry<KernelConnection> {
   /** Bytes received and not yet handed over: a partial message, or messages held back by the limits. */
@@ -101,6 +101,7 @@ export interface KernelTransportOptions {
 }
 
 export class KernelTransport implements Transport<KernelConnection> {
+  readonly idleTimeoutMs = IDLE_TIMEOUT_MS;
   readonly stats: KernelTransportStats = { accepted: 0, open: 0, answersDropped: 0, pipelineFull: 0, deadlinesMissed: 0 };
   private readonly servers: net.Server[] = [];
   /** Connections by their earliest deadline (`armTimer`), as the responder's flows. */

@@ -102,6 +102,8 @@ export class SynCookies {
   private readonly maxAgePeriods: number;
   /** The longest a connection can stay idle: its token is accepted this long after we last sent one. */
   readonly maxIdleSeconds: number;
+  /** How long a connection may always stay idle: a token issued at the very end of its period lasts this long. */
+  readonly minIdleSeconds: number;
   /** Hash input: domain, MSS class, 2 zero, period (4), client ISN (4), ports (4), two addresses (≤ 32). */
   private readonly scratch = new Uint8Array(48);
   private readonly digest = new Uint32Array(2);
@@ -115,6 +117,7 @@ export class SynCookies {
     this.periodSeconds = options.periodSeconds;
     this.maxAgePeriods = options.maxAgePeriods;
     this.maxIdleSeconds = options.periodSeconds * (options.maxAgePeriods + 1);
+    this.minIdleSeconds = options.periodSeconds * options.maxAgePeriods;
   }
 
   /** Cookies from a secret history, oldest first: they issue with the last, and accept the one before it too. */

@@ -166,6 +166,10 @@ const seqLt = (a: number, b: number): boolean => ((a - b) | 0) < 0;
 const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
 
 export class Responder implements Transport<Flow> {
+  /** A connection holds nothing while idle; it may come back as long as its timestamp token is accepted. */
+  get idleTimeoutMs(): number {
+    return this.cookies.minIdleSeconds * 1000;
+  }
   readonly events = new Float64Array(TCP_EVENT_NAMES.length);
   readonly flows: FlowTable;
   /** What each source network holds (SynCookies.sourceKey), for the per-source bounds. */

@@ -52,6 +52,8 @@ export interface Transport<C> {
   isClosed(connection: C): boolean;
   /** The client's address, for X-Forwarded-For. */
   clientAddress(connection: C): string;
+  /** How long a connection may stay idle and still be served (RFC 7828 edns-tcp-keepalive tells DNS clients); unknown if absent. */
+  readonly idleTimeoutMs?: number;
 }
 
 /** What the transport calls on the application. */

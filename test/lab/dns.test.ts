@@ -150,6 +150,15 @@ describe('stateless-tcp dns with real clients and unbound', () => {
     assert.deepEqual(out.trim().split('\n'), [LAB_ZONE.www.a, LAB_ZONE.www.aaaa, LAB_ZONE.www.a]);
   });
 
+  test('dig +keepalive gets its answer and the edns-tcp-keepalive option back (RFC 7828), on both families', async () => {
+    for (const server of [lab.serverV4, lab.serverV6]) {
+      const result = await lab.exec('client', ['dig', '+tcp', '+keepalive', '+tries=1', '+time=3', `@${server}`, LAB_ZONE.www.name, 'A']);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /status: NOERROR/);
+      assert.match(result.stdout, /KEEPALIVE: 128(\.0)? ?s/i, result.stdout);
+    }
+  });
+
   test('a malformed query gets FORMERR with its ID', async () => {
     // A "query" with QR set and a question that runs past the end of the message.
     const bad = Buffer.from('beef8100000100000000000003777777', 'hex');

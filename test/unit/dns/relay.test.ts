@@ -366,3 +366,42 @@ test('with a packet cache, a question answered once is answered again from it, w
   relay.onMessages('c1', other, 0, other.length, 5000);
   assert.equal(relay.counts[RelayCounter.CACHE_MISSES], 3);
 });
+
+test('edns-tcp-keepalive: the query goes upstream without it (RFC 7828 §3.2.1: not over UDP), the answer gets it with the idle time the transport allows', () => {
+  const { upstream, connections, relay } = setup(new PacketCache(16, new Uint8Array(16).fill(3)));
+  (connections as { idleTimeoutMs?: number }).idleTimeoutMs = 128_000;
+  const withKeepalive = (id: number): Buffer =>
+    dnsPacket.encode({
+      type: 'query',
+      id,
+      flags: dnsPacket.RECURSION_DESIRED,
+      questions: [{ type: 'A', name: 'www.lab.test' }],
+      additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, options: [{ code: 11 }] } as dnsPacket.Answer],
+    });
+  const request = framed(withKeepalive(0x3333));
+  relay.onMessages('c1', request, 0, request.length, 0);
+  const relayed = dnsPacket.decode(upstream.datagrams[0]!);
+  const relayedOpt = relayed.additionals!.find((a) => a.type === 'OPT') as dnsPacket.OptAnswer;
+  assert.deepEqual(relayedOpt.options, [], 'no keepalive over UDP');
+  // The resolver's answer, with its OPT record (RFC 6891 §7) and no keepalive.
+  const answer = dnsPacket.encode({
+    type: 'response',
+    id: relayed.id,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: relayed.questions,
+    answers: [{ type: 'A', name: 'www.lab.test', ttl: 60, data: '198.18.0.100' }],
+    additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, options: [] } as unknown as dnsPacket.Answer],
+  });
+  fromUpstream(relay, answer, 5);
+  // The client's answer carries the timeout: 1280 × 100 ms.
+  const keepaliveOf = (m: dnsPacket.DecodedPacket): unknown =>
+    ((m.additionals!.find((a) => a.type === 'OPT') as dnsPacket.OptAnswer).options as { code: number; timeout?: number }[]).find(
+      (o) => o.code === 11,
+    )?.timeout;
+  assert.equal(keepaliveOf(connections.answers[0]!.message), 1280);
+  // From the cache too, and only for an asker who asked.
+  const again = framed(withKeepalive(0x4444));
+  relay.onMessages('c2', again, 0, again.length, 1000);
+  assert.equal(upstream.datagrams.length, 1);
+  assert.equal(keepaliveOf(connections.answers[1]!.message), 1280);
+});
