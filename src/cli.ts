@@ -43,6 +43,14 @@ function nonNegativeInteger(value: string): number {
   return n;
 }
 
+function prefixLength(max: number): (value: string) => number {
+  return (value) => {
+    const n = nonNegativeInteger(value);
+    if (n > max) throw new InvalidArgumentError(`"${value}" is longer than ${max} bits`);
+    return n;
+  };
+}
+
 /** Each socket's buffers take 64 KiB, and each worker holds up to twice this many open (draining ones). */
 const MAX_UPSTREAM_PORTS = 64;
 
@@ -60,12 +68,19 @@ interface DnsCommandOptions extends RawCommandOptions {
   upstreamPortQueries: number;
   upstreamPortSeconds: number;
   cacheSize: number;
+  maxQpsPerClient: number;
+  rateLimitIpv4Prefix: number;
+  rateLimitIpv6Prefix: number;
+  rateLimitAction: 'refuse' | 'drop';
 }
 
 async function runDns(options: DnsCommandOptions): Promise<void> {
   if (options.upstream === undefined || options.upstream.length !== 1)
     throw new StartupError('give exactly one --upstream ADDR:PORT (or "upstream" in --config)');
   const upstream = options.upstream[0]!;
+  if (options.rateLimitAction !== 'refuse' && options.rateLimitAction !== 'drop') {
+    throw new StartupError(`--rate-limit-action takes refuse or drop, not "${options.rateLimitAction as string}"`);
+  }
   const settings: DnsSettings = {
     kind: 'dns',
     upstream,
@@ -74,6 +89,10 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
     queriesPerPort: options.upstreamPortQueries,
     portLifetimeMs: options.upstreamPortSeconds * 1000,
     cacheSize: options.cacheSize,
+    maxQpsPerClient: options.maxQpsPerClient,
+    rateLimitIpv4Prefix: options.rateLimitIpv4Prefix,
+    rateLimitIpv6Prefix: options.rateLimitIpv6Prefix,
+    rateLimitAction: options.rateLimitAction,
   };
   const running = await start(options, settings, options.closeAfterResponse);
   serve(options.log, options.listen, running, `upstream ${formatEndpoint(upstream)}`);
@@ -314,6 +333,15 @@ withRawOptions(program.command('dns').description('DNS over TCP front end relayi
     nonNegativeInteger,
     0,
   )
+  .option(
+    '--max-qps-per-client <n>',
+    "queries a second each client network may send, per shard worker (a burst of one second's worth); 0: no limit",
+    nonNegativeInteger,
+    0,
+  )
+  .option('--rate-limit-ipv4-prefix <bits>', 'the client network of --max-qps-per-client for IPv4', prefixLength(32), 24)
+  .option('--rate-limit-ipv6-prefix <bits>', 'the client network of --max-qps-per-client for IPv6', prefixLength(128), 56)
+  .option('--rate-limit-action <refuse|drop>', 'what a query over the limit gets: REFUSED, or no answer', 'refuse')
   .action(async (options: DnsCommandOptions, command: Command) => {
     checkRawOptions(options, command);
     await runDns(options);

@@ -10,6 +10,7 @@ import type { Application, Protocol, Relay } from '../tcp/transport.js';
 import { dnsMessageLength, plausibleQueryStart } from './message.js';
 import { DnsRelay, RELAY_COUNTER_NAMES } from './relay.js';
 import { PacketCache } from './cache.js';
+import { ClientRateLimit } from './rate-limit.js';
 
 /** What each DNS front end relays to; plain data, so that it crosses to the shard threads. */
 export interface DnsSettings {
@@ -26,6 +27,13 @@ export interface DnsSettings {
   portLifetimeMs: number;
   /** Answers kept per shard worker's packet cache (`--cache-size`); 0: no cache. */
   cacheSize: number;
+  /** Queries per second per client network, per shard worker (`--max-qps-per-client`); 0: no limit. */
+  maxQpsPerClient: number;
+  /** The client network's prefix lengths (`--rate-limit-ipv4-prefix`, `--rate-limit-ipv6-prefix`). */
+  rateLimitIpv4Prefix: number;
+  rateLimitIpv6Prefix: number;
+  /** What a query over the limit gets (`--rate-limit-action`). */
+  rateLimitAction: 'refuse' | 'drop';
 }
 
 /** The defaults of the options above (cli.ts). */
@@ -81,6 +89,11 @@ export function dnsApplication(settings: DnsSettings): Application {
         now: Date.now,
         counts,
         cache: settings.cacheSize > 0 ? new PacketCache(settings.cacheSize, randomBytes(16)) : null,
+        rateLimit:
+          settings.maxQpsPerClient > 0
+            ? new ClientRateLimit(settings.maxQpsPerClient, settings.rateLimitIpv4Prefix, settings.rateLimitIpv6Prefix, randomBytes(16))
+            : null,
+        rateLimitAction: settings.rateLimitAction,
       });
       return relay;
     },

@@ -37,7 +37,7 @@ const OPCODE_SHIFT = 11;
 export const EdnsOption = { COOKIE: 10, TCP_KEEPALIVE: 11 } as const;
 
 /** RCODEs (RFC 1035 §4.1.1). */
-export const Rcode = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3 } as const;
+export const Rcode = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, REFUSED: 5 } as const;
 
 /** RFC 1035 §2.3.4: names are at most 255 octets, labels at most 63. */
 const MAX_NAME = 255;
@@ -266,4 +266,19 @@ export function withEdnsOption(buf: Uint8Array, offset: number, length: number, 
   out[rdlengthAt - offset] = rdlength >>> 8;
   out[rdlengthAt - offset + 1] = rdlength;
   return length + 6;
+}
+
+/**
+ * REFUSED (RFC 1035 §4.1.1 RCODE 5) to the query `buf[offset, offset+length)`, written to `out`
+ * at 0 without allocating: its header and question, QR set, RD kept, every other count 0.
+ * Returns the length, or -1 if the query's question does not parse (or `out` is too small).
+ */
+export function refusedAnswer(buf: Uint8Array, offset: number, length: number, out: Uint8Array): number {
+  const end = questionEnd(buf, offset, length);
+  if (end < 0 || out.length < end) return -1;
+  out.set(buf.subarray(offset, offset + end), 0);
+  out[FLAGS] = (buf[offset + FLAGS]! & ((0xf << (OPCODE_SHIFT - 8)) | (RD >>> 8))) | (QR >>> 8);
+  out[FLAGS + 1] = Rcode.REFUSED;
+  out.fill(0, ANCOUNT, HEADER_LENGTH);
+  return end;
 }

@@ -24,6 +24,7 @@ import {
   isRelayableQuery,
   isTruncated,
   readId,
+  refusedAnswer,
   removeEdnsOption,
   sameQuestion,
   withEdnsOption,
@@ -31,6 +32,7 @@ import {
 } from './message.js';
 import { TruncatedQuestions } from './truncated.js';
 import type { PacketCache } from './cache.js';
+import type { ClientRateLimit } from './rate-limit.js';
 import { counterNames } from '../counter-names.js';
 import type { Relay, Transport } from '../tcp/transport.js';
 
@@ -72,6 +74,10 @@ export interface DnsRelayOptions {
   counts?: Float64Array;
   /** Answers kept and served again (cache.ts); none when absent. */
   cache?: PacketCache | null;
+  /** Queries per second per client network (rate-limit.ts); no limit when absent. */
+  rateLimit?: ClientRateLimit | null;
+  /** What a query over the limit gets: REFUSED, or nothing at all. */
+  rateLimitAction?: 'refuse' | 'drop';
 }
 
 /**
@@ -106,6 +112,8 @@ export const RelayCounter = {
   /** Queries answered from the packet cache, and those looked up there in vain (cache.ts). */
   CACHE_HITS: 13,
   CACHE_MISSES: 14,
+  /** Queries over `--max-qps-per-client`: answered REFUSED, or dropped. */
+  RATE_LIMITED: 15,
 } as const;
 export const RELAY_COUNTER_NAMES = counterNames(RelayCounter);
 
@@ -145,6 +153,10 @@ export class DnsRelay<Connection> implements Relay<Connection> {
   private readonly resendHeads = new Array<number>(UDP_SENDS).fill(0);
   private readonly randomPool = new Uint8Array(RANDOM_POOL_BYTES);
   private randomPos = RANDOM_POOL_BYTES;
+  /** The client address of the query being relayed (`overRateLimit`). */
+  private readonly clientAddress = new Uint8Array(16);
+  /** REFUSED answers are made here (`refusedAnswer`): at most a header and a question. */
+  private readonly scratchAnswer = new Uint8Array(HEADER_LENGTH + 260);
   /** An answer with edns-tcp-keepalive added (`sendAnswer`). */
   private withKeepalive = new Uint8Array(4096 + 6);
   /** An answer framed for the wire: 2-byte length + message (RFC 1035 §4.2.2). */
@@ -185,6 +197,15 @@ export class DnsRelay<Connection> implements Relay<Connection> {
 
   private relayQuery(connection: Connection, buf: Uint8Array, offset: number, length: number, nowMs: number): void {
     this.counts[RelayCounter.QUERIES]!++;
+    if (this.overRateLimit(connection, nowMs)) {
+      this.counts[RelayCounter.RATE_LIMITED]!++;
+      if (this.config.rateLimitAction === 'drop') return;
+      this.answers!.expectAnswer(connection);
+      const n = refusedAnswer(buf, offset, length, this.scratchAnswer);
+      if (n >= 0) this.send(connection, this.scratchAnswer, 0, n);
+      else this.send(connection, errorAnswer(buf, offset, length, Rcode.REFUSED));
+      return;
+    }
     this.answers!.expectAnswer(connection);
     if (!isRelayableQuery(buf, offset, length)) {
       this.counts[RelayCounter.FORMERR]!++;
@@ -332,6 +353,14 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     // query go now rather than then.
     pending.connection = null;
     pending.query = NO_BYTES;
+  }
+
+  private overRateLimit(connection: Connection, nowMs: number): boolean {
+    const limit = this.config.rateLimit;
+    const answers = this.answers!;
+    if (!limit || answers.clientAddressBytes === undefined) return false;
+    const n = answers.clientAddressBytes(connection, this.clientAddress);
+    return !limit.allow(this.clientAddress, n, nowMs);
   }
 
   /**

@@ -4,6 +4,7 @@
  * measured against. The kernel keeps the connection state here — a socket, its buffers and
  * TIME_WAIT — which is exactly the cost the stateless transport avoids.
  */
+import { addressBytes } from '../endpoint.js';
 import net from 'node:net';
 import { wholeMessagesBy, type MessageLength, type StreamApplication, type Transport } from '../tcp/transport.js';
 import { ByteQueue } from '../tcp/byte-queue.js';
@@ -16,6 +17,8 @@ export const IDLE_TIMEOUT_MS = 10_000;
 export class KernelConnection implements TimerEntry<KernelConnection> {
   /** Bytes received and not yet handed over: a partial message, or messages held back by the limits. */
   readonly received = new ByteQueue();
+  /** The client's address as bytes, parsed once (`clientAddressBytes`). */
+  addressBytes: Uint8Array | null = null;
   answersOwed = 0;
   clientEnded = false;
   /** The application asked to close once its answers are sent (HTTP `Connection: close`). */
@@ -182,6 +185,12 @@ export class KernelTransport implements Transport<KernelConnection> {
 
   clientAddress(connection: KernelConnection): string {
     return connection.socket.remoteAddress ?? '';
+  }
+
+  clientAddressBytes(connection: KernelConnection, out: Uint8Array): number {
+    connection.addressBytes ??= addressBytes(connection.socket.remoteAddress ?? '::');
+    out.set(connection.addressBytes);
+    return connection.addressBytes.length;
   }
 
   /** The deadlines; call every few milliseconds. Looks only at the connections whose earliest deadline has come. */

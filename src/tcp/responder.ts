@@ -341,6 +341,12 @@ export class Responder implements Transport<Flow> {
     return formatAddress(flow.reply.dstAddr, 0, flow.reply.family);
   }
 
+  clientAddressBytes(flow: Flow, out: Uint8Array): number {
+    const n = flow.reply.family === 4 ? 4 : 16;
+    for (let i = 0; i < n; i++) out[i] = flow.reply.dstAddr[i]!;
+    return n;
+  }
+
   /**
    * Timers: delayed ACKs, retransmission and window probes (RFC 6298, RFC 9293 §3.8.6.1), the
    * deadlines. Looks only at the flows whose earliest deadline has come (`armTimer`).

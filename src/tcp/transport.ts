@@ -52,6 +52,11 @@ export interface Transport<C> {
   isClosed(connection: C): boolean;
   /** The client's address, for X-Forwarded-For. */
   clientAddress(connection: C): string;
+  /**
+   * Writes the client's address into `out` (4 or 16 bytes, network order) and returns its
+   * length, without allocating: for per-client limits (dns/rate-limit.ts).
+   */
+  clientAddressBytes?(connection: C, out: Uint8Array): number;
   /** How long a connection may stay idle and still be served (RFC 7828 edns-tcp-keepalive tells DNS clients); unknown if absent. */
   readonly idleTimeoutMs?: number;
 }

@@ -225,7 +225,7 @@ describe('stateless-tcp dns --transport kernel (ordinary TCP sockets)', () => {
   });
 });
 
-describe('stateless-tcp dns --cache-size (the packet cache)', () => {
+describe('stateless-tcp dns --cache-size and --max-qps-per-client', () => {
   let lab: Lab;
   before(async () => {
     requireTools('dig', 'kdig');
@@ -249,6 +249,24 @@ describe('stateless-tcp dns --cache-size (the packet cache)', () => {
       assert.equal(counter(summary, 'dns.cache_hits'), 1, `${transport}: ${summary}`);
       assert.equal(counter(summary, 'dns.cache_misses'), 1, `${transport}: ${summary}`);
     }
+  });
+
+  test('--max-qps-per-client: past the limit a client network gets REFUSED at once, another network still its answers', async () => {
+    const frontEnd = await startFrontEnd(lab, ['--max-qps-per-client', '3', '--workers', '1']);
+    const statuses: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const out = await dig(lab, lab.serverV4, LAB_ZONE.www.name, 'A');
+      statuses.push(/status: (\w+)/.exec(out)?.[1] ?? out);
+    }
+    assert.ok(
+      statuses.slice(0, 3).every((s) => s === 'NOERROR'),
+      statuses.join(' '),
+    );
+    assert.ok(statuses.includes('REFUSED'), `the client's /24 went over 3 a second: ${statuses.join(' ')}`);
+    // The client's IPv6 address is another network.
+    assert.match(await dig(lab, lab.serverV6, LAB_ZONE.www.name, 'AAAA'), /status: NOERROR/);
+    const summary = await frontEnd.stop();
+    assert.ok(counter(summary, 'dns.rate_limited') >= 1, summary);
   });
 });
 

@@ -5,6 +5,8 @@ import { RecordingConnections } from '../../support/recording-connections.js';
 import { DnsRelay, RelayCounter, type UpstreamTransport } from '../../../src/dns/relay.js';
 import { Rcode, readId } from '../../../src/dns/message.js';
 import { PacketCache } from '../../../src/dns/cache.js';
+import { ClientRateLimit } from '../../../src/dns/rate-limit.js';
+import { addressBytes } from '../../../src/endpoint.js';
 
 /**
  * The upstream side as the relay sees it: datagrams out, each from one of three sockets in turn,
@@ -69,7 +71,7 @@ const fromUpstream = (relay: DnsRelay<string>, answer: Uint8Array, nowMs: number
   clockMs = nowMs;
   relay.handleUpstreamAnswer(answer, 0, answer.length, socket ?? (answer.length < 2 ? 0 : currentUpstream.socketOf(readId(answer, 0))));
 };
-function setup(cache: PacketCache | null = null) {
+function setup(cache: PacketCache | null = null, rateLimit: ClientRateLimit | null = null, rateLimitAction: 'refuse' | 'drop' = 'refuse') {
   const upstream = new RecordingUpstream();
   currentUpstream = upstream;
   const connections = new RecordingConnections();
@@ -80,7 +82,7 @@ function setup(cache: PacketCache | null = null) {
       b[i] = counter >>> 16;
     }
   };
-  const relay = new DnsRelay<string>({ timeoutMs: 1000, upstream, fillRandom, now: () => clockMs, cache });
+  const relay = new DnsRelay<string>({ timeoutMs: 1000, upstream, fillRandom, now: () => clockMs, cache, rateLimit, rateLimitAction });
   relay.attach(connections);
   return { upstream, connections, relay };
 }
@@ -404,4 +406,35 @@ test('edns-tcp-keepalive: the query goes upstream without it (RFC 7828 §3.2.1: 
   relay.onMessages('c2', again, 0, again.length, 1000);
   assert.equal(upstream.datagrams.length, 1);
   assert.equal(keepaliveOf(connections.answers[1]!.message), 1280);
+});
+
+test('over --max-qps-per-client a query gets REFUSED at once (or nothing, with drop) and never goes upstream', () => {
+  for (const action of ['refuse', 'drop'] as const) {
+    const { upstream, connections, relay } = setup(null, new ClientRateLimit(2, 24, 56, new Uint8Array(16)), action);
+    // Connections are named by their client's address here.
+    (connections as { clientAddressBytes?: (c: string, out: Uint8Array) => number }).clientAddressBytes = (c, out) => {
+      const bytes = addressBytes(c);
+      out.set(bytes);
+      return bytes.length;
+    };
+    const burst = framed(query('a.lab.test', 1), query('b.lab.test', 2), query('c.lab.test', 3));
+    relay.onMessages('198.18.7.1', burst, 0, burst.length, 0);
+    relay.onMessages('198.18.9.1', burst, 0, burst.length, 0);
+    assert.equal(upstream.datagrams.length, 4, `${action}: two from each network`);
+    assert.equal(relay.counts[RelayCounter.RATE_LIMITED], 2);
+    const refused = connections.answers.filter((a) => (a.message as { rcode?: string }).rcode === 'REFUSED');
+    if (action === 'refuse') {
+      assert.deepEqual(
+        refused.map((a) => [a.connection, a.message.id, a.message.questions![0]!.name]),
+        [
+          ['198.18.7.1', 3, 'c.lab.test'],
+          ['198.18.9.1', 3, 'c.lab.test'],
+        ],
+      );
+      assert.equal(connections.owed.get('198.18.7.1'), 2, 'the two relayed are owed');
+    } else {
+      assert.equal(refused.length, 0);
+      assert.equal(connections.owed.get('198.18.7.1'), 2, 'the dropped one is not owed');
+    }
+  }
 });

@@ -101,6 +101,10 @@ test('a loopback upstream gets one socket that keeps its port; any other address
     timeoutMs: 2000,
     upstreamPorts: 8,
     cacheSize: 0,
+    maxQpsPerClient: 0,
+    rateLimitIpv4Prefix: 24,
+    rateLimitIpv6Prefix: 56,
+    rateLimitAction: 'refuse',
     queriesPerPort: 1000,
     portLifetimeMs: 10_000,
   });
