@@ -72,6 +72,7 @@ interface DnsCommandOptions extends RawCommandOptions {
   rateLimitIpv4Prefix: number;
   rateLimitIpv6Prefix: number;
   rateLimitAction: 'refuse' | 'drop';
+  upstreamProxyProtocol: boolean;
 }
 
 async function runDns(options: DnsCommandOptions): Promise<void> {
@@ -93,6 +94,7 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
     rateLimitIpv4Prefix: options.rateLimitIpv4Prefix,
     rateLimitIpv6Prefix: options.rateLimitIpv6Prefix,
     rateLimitAction: options.rateLimitAction,
+    upstreamProxyProtocol: options.upstreamProxyProtocol,
   };
   const running = await start(options, settings, options.closeAfterResponse);
   serve(options.log, options.listen, running, `upstream ${formatEndpoint(upstream)}`);
@@ -342,6 +344,12 @@ withRawOptions(program.command('dns').description('DNS over TCP front end relayi
   .option('--rate-limit-ipv4-prefix <bits>', 'the client network of --max-qps-per-client for IPv4', prefixLength(32), 24)
   .option('--rate-limit-ipv6-prefix <bits>', 'the client network of --max-qps-per-client for IPv6', prefixLength(128), 56)
   .option('--rate-limit-action <refuse|drop>', 'what a query over the limit gets: REFUSED, or no answer', 'refuse')
+  .option(
+    '--upstream-proxy-protocol',
+    'start each query to the upstream (UDP datagram, TCP connection) with a PROXY protocol v2 header naming the client, ' +
+      "so the resolver's access control and logs see the client (unbound: proxy-protocol-port)",
+    false,
+  )
   .action(async (options: DnsCommandOptions, command: Command) => {
     checkRawOptions(options, command);
     await runDns(options);

@@ -34,6 +34,8 @@ export interface DnsSettings {
   rateLimitIpv6Prefix: number;
   /** What a query over the limit gets (`--rate-limit-action`). */
   rateLimitAction: 'refuse' | 'drop';
+  /** Queries to the upstream start with a PROXY protocol v2 header naming the client (`--upstream-proxy-protocol`). */
+  upstreamProxyProtocol: boolean;
 }
 
 /** The defaults of the options above (cli.ts). */
@@ -71,7 +73,7 @@ export const DNS_PROTOCOL: Protocol = {
 export function dnsApplication(settings: DnsSettings): Application {
   return {
     ...DNS_PROTOCOL,
-    probe: () => probeUpstream(settings.upstream, PROBE_TIMEOUT_MS),
+    probe: () => probeUpstream(settings.upstream, PROBE_TIMEOUT_MS, settings.upstreamProxyProtocol),
     open<C>(): Relay<C> {
       // Answers arrive from the event loop, once `relay` is set.
       let relay: DnsRelay<C> | undefined;
@@ -94,6 +96,7 @@ export function dnsApplication(settings: DnsSettings): Application {
             ? new ClientRateLimit(settings.maxQpsPerClient, settings.rateLimitIpv4Prefix, settings.rateLimitIpv6Prefix, randomBytes(16))
             : null,
         rateLimitAction: settings.rateLimitAction,
+        proxyProtocol: settings.upstreamProxyProtocol,
       });
       return relay;
     },

@@ -33,6 +33,7 @@ import {
 import { TruncatedQuestions } from './truncated.js';
 import type { PacketCache } from './cache.js';
 import type { ClientRateLimit } from './rate-limit.js';
+import { ConnectionEndpoints, proxyHeaderLength, writeProxyHeader } from './proxy-protocol.js';
 import { counterNames } from '../counter-names.js';
 import type { Relay, Transport } from '../tcp/transport.js';
 
@@ -54,8 +55,11 @@ export interface UpstreamTransport {
    * owes no answers it closes (each `sendDatagram` is followed by exactly one call).
    */
   queryDone(socket: number): void;
-  /** Asks the query over TCP; resolves to the answer, or null on any failure or after `timeoutMs`. */
-  queryOverTcp(query: Uint8Array, timeoutMs: number): Promise<Uint8Array | null>;
+  /**
+   * Asks the query over TCP; resolves to the answer, or null on any failure or after `timeoutMs`.
+   * With a `preamble` (a PROXY protocol header), on a connection of its own that starts with it.
+   */
+  queryOverTcp(query: Uint8Array, timeoutMs: number, preamble?: Uint8Array): Promise<Uint8Array | null>;
   close(): void;
 }
 
@@ -78,6 +82,8 @@ export interface DnsRelayOptions {
   rateLimit?: ClientRateLimit | null;
   /** What a query over the limit gets: REFUSED, or nothing at all. */
   rateLimitAction?: 'refuse' | 'drop';
+  /** Each query to the upstream starts with a PROXY protocol v2 header naming the client (proxy-protocol.ts). */
+  proxyProtocol?: boolean;
 }
 
 /**
@@ -128,6 +134,8 @@ class PendingQuery<Connection> {
     readonly upstreamId: number,
     /** The query as sent upstream (our ID), kept to check the answer's question and for a TCP retry. */
     public query: Uint8Array,
+    /** What goes in the UDP datagram: the query, behind a PROXY protocol header if there is one. */
+    public datagram: Uint8Array,
     readonly deadline: number,
     /** The upstream socket it left from (`UpstreamTransport.sendDatagram`), −1 if sent over TCP only. */
     readonly socket: number,
@@ -153,6 +161,9 @@ export class DnsRelay<Connection> implements Relay<Connection> {
   private readonly resendHeads = new Array<number>(UDP_SENDS).fill(0);
   private readonly randomPool = new Uint8Array(RANDOM_POOL_BYTES);
   private randomPos = RANDOM_POOL_BYTES;
+  /** The connection whose query is being relayed, and its PROXY protocol header (`proxyHeaderFor`). */
+  private readonly endpoints = new ConnectionEndpoints();
+  private readonly proxyHeader = new Uint8Array(proxyHeaderLength(6));
   /** The client address of the query being relayed (`overRateLimit`). */
   private readonly clientAddress = new Uint8Array(16);
   /** REFUSED answers are made here (`refusedAnswer`): at most a header and a question. */
@@ -227,14 +238,20 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     // A copy: `buf` is the capture buffer, overwritten by the next packet. (Not `buf.slice`: on a
     // Node Buffer that is a view.) Without edns-tcp-keepalive, which RFC 7828 §3.2.1 forbids
     // over UDP (a resolver answers it with FORMERR).
-    let query = new Uint8Array(length);
-    query.set(buf.subarray(offset, offset + length));
-    if (keepalive) query = query.subarray(0, removeEdnsOption(query, 0, length, EdnsOption.TCP_KEEPALIVE));
+    const header = this.proxyHeaderFor(connection, 'udp');
+    let datagram = new Uint8Array(header + length);
+    if (header > 0) datagram.set(this.proxyHeader.subarray(0, header));
+    datagram.set(buf.subarray(offset, offset + length), header);
+    let query = datagram.subarray(header);
+    if (keepalive) {
+      query = query.subarray(0, removeEdnsOption(query, 0, length, EdnsOption.TCP_KEEPALIVE));
+      datagram = datagram.subarray(0, header + query.length);
+    }
     const clientId = readId(query, 0);
     const deadline = nowMs + this.config.timeoutMs;
     if (this.truncated.isRecent(query, 0, query.length, nowMs)) {
       this.counts[RelayCounter.SENT_OVER_TCP]!++;
-      this.askOverTcp(new PendingQuery(connection, clientId, -1, query, deadline, -1, keepalive));
+      this.askOverTcp(new PendingQuery(connection, clientId, -1, query, datagram, deadline, -1, keepalive));
       return;
     }
     const upstreamId = this.freeId();
@@ -244,8 +261,8 @@ export class DnsRelay<Connection> implements Relay<Connection> {
       return;
     }
     writeId(query, 0, upstreamId);
-    const socket = this.upstream.sendDatagram(query, nowMs);
-    const pending = new PendingQuery(connection, clientId, upstreamId, query, deadline, socket, keepalive);
+    const socket = this.upstream.sendDatagram(datagram, nowMs);
+    const pending = new PendingQuery(connection, clientId, upstreamId, query, datagram, deadline, socket, keepalive);
     this.pending[upstreamId] = pending;
     this.pendingCount++;
     this.deadlines.push(pending);
@@ -264,7 +281,8 @@ export class DnsRelay<Connection> implements Relay<Connection> {
       return;
     }
     const pending = this.pending[readId(buf, offset)];
-    if (pending === undefined || !sameQuestion(buf, offset, length, pending.query, 0, pending.query.length)) {
+    const questionless = pending !== undefined && isQuestionlessError(buf, offset, length);
+    if (pending === undefined || (!questionless && !sameQuestion(buf, offset, length, pending.query, 0, pending.query.length))) {
       this.counts[RelayCounter.UNEXPECTED_ANSWERS]!++;
       return;
     }
@@ -275,6 +293,12 @@ export class DnsRelay<Connection> implements Relay<Connection> {
       return;
     }
     this.release(pending);
+    if (questionless) {
+      // The client gets the error with its question (RFC 1035 §4.1.1 echoes it).
+      const error = errorAnswer(pending.query, 0, pending.query.length, buf[offset + 3]! & 0x0f);
+      this.deliver(pending, error, 0, error.length, nowMs);
+      return;
+    }
     if (isTruncated(buf, offset)) {
       // RFC 7766 §5 / RFC 1035 §4.2.1: a truncated UDP answer means "ask again over TCP"; a TCP
       // client must get the whole answer, never TC=1.
@@ -288,7 +312,9 @@ export class DnsRelay<Connection> implements Relay<Connection> {
 
   /** Asks the upstream over TCP and delivers its answer, or SERVFAIL. */
   private askOverTcp(pending: PendingQuery<Connection>): void {
-    void this.upstream.queryOverTcp(pending.query, this.config.timeoutMs).then((full) => {
+    const header = pending.connection === null ? 0 : this.proxyHeaderFor(pending.connection, 'tcp');
+    const preamble = header > 0 ? this.proxyHeader.slice(0, header) : undefined;
+    void this.upstream.queryOverTcp(pending.query, this.config.timeoutMs, preamble).then((full) => {
       if (full !== null && full.length >= HEADER_LENGTH && sameQuestion(full, 0, full.length, pending.query, 0, pending.query.length)) {
         this.deliver(pending, full, 0, full.length, this.config.now());
       } else {
@@ -310,7 +336,7 @@ export class DnsRelay<Connection> implements Relay<Connection> {
         const pending = d[i]!;
         if (this.pending[pending.upstreamId] !== pending) continue;
         this.counts[RelayCounter.UDP_RETRIES]!++;
-        this.upstream.resendDatagram(pending.query, pending.socket);
+        this.upstream.resendDatagram(pending.datagram, pending.socket);
       }
       this.resendHeads[k] = i;
     }
@@ -353,6 +379,15 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     // query go now rather than then.
     pending.connection = null;
     pending.query = NO_BYTES;
+    pending.datagram = NO_BYTES;
+  }
+
+  /** With `proxyProtocol`, writes the header naming the connection's client into `proxyHeader` and returns its length; else 0. */
+  private proxyHeaderFor(connection: Connection, transport: 'udp' | 'tcp'): number {
+    const answers = this.answers!;
+    if (!this.config.proxyProtocol || answers.connectionEndpoints === undefined) return 0;
+    answers.connectionEndpoints(connection, this.endpoints);
+    return writeProxyHeader(this.endpoints, transport, this.proxyHeader, 0);
   }
 
   private overRateLimit(connection: Connection, nowMs: number): boolean {
@@ -403,4 +438,15 @@ export class DnsRelay<Connection> implements Relay<Connection> {
       if (this.pending[id] === undefined) return id;
     }
   }
+}
+
+/**
+ * An error answer without its question: unbound answers REFUSED that way (access control), and
+ * others FORMERR or NOTIMP. Matched by ID and port alone, as dnsdist does for error RCODEs; never
+ * NOERROR or NXDOMAIN, whose question must match (RFC 5452 §9.1), since those carry data.
+ */
+function isQuestionlessError(buf: Uint8Array, offset: number, length: number): boolean {
+  if (length !== HEADER_LENGTH || buf[offset + 4] !== 0 || buf[offset + 5] !== 0) return false;
+  const rcode = buf[offset + 3]! & 0x0f;
+  return rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN && (buf[offset + 2]! & 0x80) !== 0;
 }

@@ -5,6 +5,7 @@
  * TIME_WAIT — which is exactly the cost the stateless transport avoids.
  */
 import { addressBytes } from '../endpoint.js';
+import type { ConnectionEndpoints } from '../dns/proxy-protocol.js';
 import net from 'node:net';
 import { wholeMessagesBy, type MessageLength, type StreamApplication, type Transport } from '../tcp/transport.js';
 import { ByteQueue } from '../tcp/byte-queue.js';
@@ -187,6 +188,17 @@ export class KernelTransport implements Transport<KernelConnection> {
     return connection.socket.remoteAddress ?? '';
   }
 
+  connectionEndpoints(connection: KernelConnection, out: ConnectionEndpoints): void {
+    const { socket } = connection;
+    const client = unmapped(addressBytes(socket.remoteAddress ?? '::'));
+    const server = unmapped(addressBytes(socket.localAddress ?? '::'));
+    out.family = client.length === 4 && server.length === 4 ? 4 : 6;
+    out.clientAddress.set(client);
+    out.serverAddress.set(server);
+    out.clientPort = socket.remotePort ?? 0;
+    out.serverPort = socket.localPort ?? 0;
+  }
+
   clientAddressBytes(connection: KernelConnection, out: Uint8Array): number {
     connection.addressBytes ??= addressBytes(connection.socket.remoteAddress ?? '::');
     out.set(connection.addressBytes);
@@ -322,4 +334,10 @@ export class KernelTransport implements Transport<KernelConnection> {
     this.stats.deadlinesMissed++;
     connection.socket.resetAndDestroy();
   }
+}
+
+/** An IPv4-mapped IPv6 address (::ffff:a.b.c.d, how a dual-stack socket shows an IPv4 peer) as its 4 IPv4 bytes. */
+function unmapped(address: Uint8Array): Uint8Array {
+  const mapped = address.length === 16 && address.subarray(0, 10).every((b) => b === 0) && address[10] === 0xff && address[11] === 0xff;
+  return mapped ? address.subarray(12) : address;
 }

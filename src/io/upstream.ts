@@ -11,7 +11,8 @@ import { RelayCounter, type UpstreamTransport } from '../dns/relay.js';
 import { readId, wholeMessages, writeId } from '../dns/message.js';
 import { ByteQueue } from '../tcp/byte-queue.js';
 import { UdpPortPool } from './udp-port-pool.js';
-import { formatEndpoint, type Endpoint } from '../endpoint.js';
+import { addressBytes, formatEndpoint, type Endpoint } from '../endpoint.js';
+import { ConnectionEndpoints, proxyHeaderLength, writeProxyHeader } from '../dns/proxy-protocol.js';
 
 const UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
@@ -92,7 +93,14 @@ export class UdpTcpUpstream implements UpstreamTransport {
    * answers are common with DNSSEC, and a connection per retry would cost a handshake and leave
    * a TIME_WAIT socket behind each time.
    */
-  async queryOverTcp(query: Uint8Array, timeoutMs: number): Promise<Uint8Array | null> {
+  async queryOverTcp(query: Uint8Array, timeoutMs: number, preamble?: Uint8Array): Promise<Uint8Array | null> {
+    if (preamble !== undefined) {
+      // A PROXY protocol header names one client for the whole connection: this query's own.
+      const connection = new TcpUpstreamConnection(this.address, () => {}, preamble);
+      const answer = await connection.ask(query, timeoutMs);
+      connection.close();
+      return answer === CONNECTION_CLOSED ? null : answer;
+    }
     const deadline = Date.now() + timeoutMs;
     // A resolver closes TCP connections it finds idle or has too many of (unbound: tcp-idle-timeout,
     // incoming-num-tcp), and may do so just as a query is sent: that is no answer, so the query is
@@ -141,11 +149,14 @@ class TcpUpstreamConnection {
   private nextId = 0;
   private closed = false;
 
+  /** `preamble`: bytes the connection starts with (a PROXY protocol header). */
   constructor(
     address: Endpoint,
     private readonly onClose: () => void,
+    preamble?: Uint8Array,
   ) {
     this.socket = net.connect({ host: address.address, port: address.port });
+    if (preamble !== undefined) this.socket.write(preamble);
     this.socket.setNoDelay(true);
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('error', () => this.close());
@@ -214,7 +225,7 @@ class TcpUpstreamConnection {
  * Checks at start-up that a DNS server answers at `address` over UDP (any answer will do, even
  * REFUSED). Resolves to null, or to a one-line reason naming the fix.
  */
-export async function probeUpstream(address: Endpoint, timeoutMs: number): Promise<string | null> {
+export async function probeUpstream(address: Endpoint, timeoutMs: number, proxyProtocol = false): Promise<string | null> {
   const query = dnsPacket.encode({
     type: 'query',
     id: randomInt(65536),
@@ -223,7 +234,9 @@ export async function probeUpstream(address: Endpoint, timeoutMs: number): Promi
   });
   const socket = dgram.createSocket({ type: address.family === 6 ? 'udp6' : 'udp4' });
   const where = formatEndpoint(address);
-  const fix = 'start the resolver or correct --upstream';
+  const fix = proxyProtocol
+    ? 'start the resolver, correct --upstream, or let it take PROXY protocol v2 there (unbound: proxy-protocol-port)'
+    : 'start the resolver or correct --upstream';
   try {
     return await new Promise<string | null>((resolve) => {
       const timer = setTimeout(() => resolve(`upstream ${where} did not answer a DNS query within ${timeoutMs} ms: ${fix}`), timeoutMs);
@@ -237,7 +250,23 @@ export async function probeUpstream(address: Endpoint, timeoutMs: number): Promi
           resolve(null);
         }
       });
-      socket.connect(address.port, address.address, () => socket.send(query));
+      socket.connect(address.port, address.address, () => {
+        if (!proxyProtocol) {
+          socket.send(query);
+          return;
+        }
+        // The resolver takes only datagrams with a header there: one naming this socket itself.
+        const local = socket.address();
+        const endpoints = new ConnectionEndpoints();
+        endpoints.family = address.family;
+        endpoints.clientAddress.set(addressBytes(local.address));
+        endpoints.serverAddress.set(addressBytes(address.address));
+        endpoints.clientPort = local.port;
+        endpoints.serverPort = address.port;
+        const header = new Uint8Array(proxyHeaderLength(address.family));
+        writeProxyHeader(endpoints, 'udp', header, 0);
+        socket.send(Buffer.concat([header, query]));
+      });
     });
   } finally {
     socket.close();

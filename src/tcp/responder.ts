@@ -24,6 +24,7 @@
  * wheel (timer-wheel.ts) at its earliest deadline whenever what they depend on changes, so a tick
  * looks at the flows whose timers are due, not at every flow held.
  */
+import type { ConnectionEndpoints } from '../dns/proxy-protocol.js';
 import { ReplyHeader, TcpFlag, type Segment } from '../wire/segment.js';
 import { SynCookies } from './cookie.js';
 import { Flow, FlowTable, SourceUsage } from './flow.js';
@@ -339,6 +340,15 @@ export class Responder implements Transport<Flow> {
 
   clientAddress(flow: Flow): string {
     return formatAddress(flow.reply.dstAddr, 0, flow.reply.family);
+  }
+
+  connectionEndpoints(flow: Flow, out: ConnectionEndpoints): void {
+    const r = flow.reply;
+    out.family = r.family === 4 ? 4 : 6;
+    out.clientAddress.set(r.dstAddr);
+    out.serverAddress.set(r.srcAddr);
+    out.clientPort = r.dstPort;
+    out.serverPort = r.srcPort;
   }
 
   clientAddressBytes(flow: Flow, out: Uint8Array): number {

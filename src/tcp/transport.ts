@@ -11,6 +11,7 @@
  * Time: calls from the transport carry the time (`nowMs`); the relay reads its injected clock
  * for what happens on its own sockets (an upstream answer, a backend's response).
  */
+import type { ConnectionEndpoints } from '../dns/proxy-protocol.js';
 
 /**
  * The length of the whole message at the start of `buf[offset, offset+length)`, or 0 while it is
@@ -57,6 +58,8 @@ export interface Transport<C> {
    * length, without allocating: for per-client limits (dns/rate-limit.ts).
    */
   clientAddressBytes?(connection: C, out: Uint8Array): number;
+  /** Both ends of the connection, written into `out` (PROXY protocol headers, dns/proxy-protocol.ts). */
+  connectionEndpoints?(connection: C, out: ConnectionEndpoints): void;
   /** How long a connection may stay idle and still be served (RFC 7828 edns-tcp-keepalive tells DNS clients); unknown if absent. */
   readonly idleTimeoutMs?: number;
 }

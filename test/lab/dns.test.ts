@@ -8,7 +8,7 @@ import dnsPacket from 'dns-packet';
 import { writeFileSync } from 'node:fs';
 import { DNS_CLIENT } from '../../lab/client-scripts.js';
 import { createLab, type Lab } from '../../lab/lab.js';
-import { CLI, startFrontEnd, summaryCounter as counter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
+import { CLI, startCli, startFrontEnd, summaryCounter as counter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
 import { LAB_ZONE } from '../../lab/zone.js';
 
@@ -267,6 +267,57 @@ describe('stateless-tcp dns --cache-size and --max-qps-per-client', () => {
     assert.match(await dig(lab, lab.serverV6, LAB_ZONE.www.name, 'AAAA'), /status: NOERROR/);
     const summary = await frontEnd.stop();
     assert.ok(counter(summary, 'dns.rate_limited') >= 1, summary);
+  });
+});
+
+describe('stateless-tcp dns --upstream-proxy-protocol (unbound proxy-protocol-port)', () => {
+  let lab: Lab;
+  const PROXY_PORT = 5301;
+  before(async () => {
+    requireTools('dig');
+    // unbound applies its access control to the address the PROXY header names: the lab's
+    // ranges may ask, except the client's IPv4 address.
+    lab = await createLab({
+      unboundServerConfig: [
+        `interface: 127.0.0.1@${PROXY_PORT}`,
+        `proxy-protocol-port: ${PROXY_PORT}`,
+        'access-control: 198.18.0.0/15 allow',
+        'access-control: 2001:2::/48 allow',
+        'access-control: 198.18.0.1/32 refuse',
+      ],
+    });
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test("the resolver sees each client's own address, over UDP and over TCP, on both transports", async () => {
+    for (const transport of ['raw', 'kernel']) {
+      const frontEnd = await startCli(lab, [
+        'dns',
+        '--upstream',
+        `127.0.0.1:${PROXY_PORT}`,
+        '--upstream-proxy-protocol',
+        '--transport',
+        transport,
+        '--interface',
+        lab.serverInterface,
+        '--listen',
+        `${lab.serverV4}:53`,
+        '--listen',
+        `[${lab.serverV6}]:53`,
+      ]);
+      // Without the header unbound would see 127.0.0.1, which it allows.
+      assert.match(await dig(lab, lab.serverV4, LAB_ZONE.www.name, 'A'), /status: REFUSED/, transport);
+      assert.match(await dig(lab, lab.serverV6, LAB_ZONE.www.name, 'AAAA'), /status: NOERROR/, transport);
+      // A 4 KB answer comes back truncated over UDP and is fetched over TCP, on a connection
+      // that starts with the client's header (unbound drops one without it).
+      const big = await dig(lab, lab.serverV6, LAB_ZONE.big.name, 'TXT');
+      assert.match(big, new RegExp(`MSG SIZE\\s+rcvd: ${LAB_ZONE.big.responseBytes}$`, 'm'), big);
+      const summary = await frontEnd.stop();
+      assert.equal(counter(summary, 'dns.truncated_retried_tcp'), 1, summary);
+      assert.equal(counter(summary, 'dns.tcp_retry_failed'), 0, summary);
+    }
   });
 });
 

@@ -6,6 +6,7 @@ import { DnsRelay, RelayCounter, type UpstreamTransport } from '../../../src/dns
 import { Rcode, readId } from '../../../src/dns/message.js';
 import { PacketCache } from '../../../src/dns/cache.js';
 import { ClientRateLimit } from '../../../src/dns/rate-limit.js';
+import type { ConnectionEndpoints } from '../../../src/dns/proxy-protocol.js';
 import { addressBytes } from '../../../src/endpoint.js';
 
 /**
@@ -437,4 +438,52 @@ test('over --max-qps-per-client a query gets REFUSED at once (or nothing, with d
       assert.equal(connections.owed.get('198.18.7.1'), 2, 'the dropped one is not owed');
     }
   }
+});
+
+test('with the PROXY protocol, each datagram starts with a v2 header naming the client; the answer comes back as usual', () => {
+  const upstream = new RecordingUpstream();
+  currentUpstream = upstream;
+  const connections = new RecordingConnections();
+  (connections as { connectionEndpoints?: (c: string, out: ConnectionEndpoints) => void }).connectionEndpoints = (_c, out) => {
+    out.family = 4;
+    out.clientAddress.set([198, 18, 0, 1]);
+    out.serverAddress.set([198, 18, 0, 2]);
+    out.clientPort = 40000;
+    out.serverPort = 53;
+  };
+  const relay = new DnsRelay<string>({ timeoutMs: 1000, upstream, fillRandom: (b) => b.fill(1), now: () => clockMs, proxyProtocol: true });
+  relay.attach(connections);
+  const request = framed(query('www.lab.test', 0x5555));
+  relay.onMessages('c1', request, 0, request.length, 0);
+  const datagram = upstream.datagrams[0]!;
+  assert.equal(datagram.subarray(0, 28).toString('hex'), '0d0a0d0a000d0a515549540a2112000cc6120001c61200029c400035');
+  const relayed = datagram.subarray(28);
+  assert.equal(dnsPacket.decode(relayed).questions![0]!.name, 'www.lab.test');
+  fromUpstream(relay, answerTo(relayed), 1);
+  assert.equal(connections.answers[0]!.message.id, 0x5555);
+  // A resend carries the header too.
+  relay.onMessages('c1', request, 0, request.length, 10);
+  relay.tick(10 + 300);
+  assert.equal(upstream.datagrams.at(-1)!.subarray(0, 12).toString('hex'), '0d0a0d0a000d0a515549540a');
+});
+
+test('a REFUSED without its question (unbound access control) is taken by ID and port and given to the client with its question; a NOERROR without one is not', () => {
+  const { upstream, connections, relay } = setup();
+  const request = framed(query('www.lab.test', 0x6666), query('www.lab.test', 0x7777));
+  relay.onMessages('c1', request, 0, request.length, 0);
+  const headerOnly = (relayed: Buffer, rcode: number): Buffer => {
+    const h = Buffer.alloc(12);
+    relayed.copy(h, 0, 0, 2);
+    h[2] = 0x81; // QR, RD
+    h[3] = rcode;
+    return h;
+  };
+  fromUpstream(relay, headerOnly(upstream.datagrams[0]!, 5), 1);
+  fromUpstream(relay, headerOnly(upstream.datagrams[1]!, 0), 1);
+  assert.equal(connections.answers.length, 1);
+  const { message } = connections.answers[0]!;
+  assert.equal(message.id, 0x6666);
+  assert.equal((message as { rcode?: string }).rcode, 'REFUSED');
+  assert.equal(message.questions![0]!.name, 'www.lab.test');
+  assert.equal(relay.counts[RelayCounter.UNEXPECTED_ANSWERS], 1, 'the question-less NOERROR');
 });

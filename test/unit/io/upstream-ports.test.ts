@@ -105,6 +105,7 @@ test('a loopback upstream gets one socket that keeps its port; any other address
     rateLimitIpv4Prefix: 24,
     rateLimitIpv6Prefix: 56,
     rateLimitAction: 'refuse',
+    upstreamProxyProtocol: false,
     queriesPerPort: 1000,
     portLifetimeMs: 10_000,
   });
