@@ -16,6 +16,8 @@ import type { KernelTransportStats } from './io/kernel-transport.js';
 /** What a pipeline's registry reads when scraped. */
 export interface PipelineCounters {
   decodeCounts: Float64Array;
+  /** Of the frames decoded OK, those whose TCP checksum was left to offload (wire/tcp.ts tcpChecksumState). */
+  checksumOffloaded(): number;
   outcomeCounts: Float64Array;
   events: Float64Array;
   /** The protocol (its kind and counter names) and its relay's counters. */
@@ -101,6 +103,17 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
     () => source.decodeCounts,
     label,
   );
+  new Counter({
+    name: 'stateless_tcp_frames_checksum_offloaded_total',
+    help: "Of the frames decoded ok, those whose TCP checksum field held the sender's pseudo-header sum: checksum left to offload (CHECKSUM_PARTIAL).",
+    labelNames: ['shard'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const offloaded = source.checksumOffloaded();
+      if (offloaded > 0) this.inc({ shard: label }, offloaded);
+    },
+  });
   countersFrom(registry, 'stateless_tcp_segments_total', SEGMENTS_HELP, 'outcome', OUTCOME_NAMES, () => source.outcomeCounts, label);
   countersFrom(registry, 'stateless_tcp_events_total', EVENTS_HELP, 'event', TCP_EVENT_NAMES, () => source.events, label);
   relayCounters(registry, source.protocol, () => source.relayCounts, label);
@@ -308,6 +321,8 @@ function summaryNames(metric: string, labels: Labels): string[] {
   switch (metric) {
     case 'stateless_tcp_frames_total':
       return [`decode.${labels.result}`];
+    case 'stateless_tcp_frames_checksum_offloaded_total':
+      return ['decode.checksum_offloaded'];
     case 'stateless_tcp_segments_total':
       return shard === 'capture' ? [`tcp.${labels.outcome}`, `capture.${labels.outcome}`] : [`tcp.${labels.outcome}`];
     case 'stateless_tcp_events_total':

@@ -44,6 +44,8 @@ export interface TcpPipelineOptions {
 export class TcpPipeline implements SegmentSink {
   readonly decodeCounts = new Float64Array(DECODE_RESULT_NAMES.length);
   readonly outcomeCounts = new Float64Array(OUTCOME_NAMES.length);
+  /** Of the frames decoded OK, those whose TCP checksum the sender left to offload (`decode.checksum_offloaded`). */
+  checksumOffloaded = 0;
   readonly responder: Responder;
   private readonly linkType: LinkType;
   private readonly checksumPolicy: ChecksumPolicy;
@@ -86,6 +88,7 @@ export class TcpPipeline implements SegmentSink {
     const result = decodeFrame(this.linkType, frame, offset, length, this.checksumPolicy, seg);
     this.decodeCounts[result]!++;
     if (result !== DecodeResult.OK) return;
+    if (seg.checksumOffloaded) this.checksumOffloaded++;
     this.outcomeCounts[this.responder.handleSegment(seg, nowMs)]!++;
   }
 

@@ -33,6 +33,7 @@ function counters(frames: number, flows: number): PipelineCounters {
   applicationCounts[RelayCounter.QUERIES] = frames;
   return {
     decodeCounts,
+    checksumOffloaded: () => 0,
     outcomeCounts,
     events: new Float64Array(TCP_EVENT_NAMES.length),
     protocol: DNS_PROTOCOL,
@@ -85,6 +86,7 @@ function shardCounters(base: number, flows: number): PipelineCounters {
   relayCounts[RelayCounter.ANSWERS] = base + 8;
   return {
     decodeCounts,
+    checksumOffloaded: () => base + 11,
     outcomeCounts,
     events,
     protocol: DNS_PROTOCOL,
@@ -133,6 +135,7 @@ test('the stop summary: shard counters summed, the capture thread and rings adde
   assert.deepEqual(Object.fromEntries(summary), {
     'decode.ok': 101 + 201,
     'decode.bad_tcp_checksum': 102 + 202,
+    'decode.checksum_offloaded': 111 + 211,
     'tcp.ignored': 105 + 205 + 900,
     'tcp.syn_answered': 103 + 203 + 700,
     'tcp.data': 104 + 204,
@@ -216,6 +219,7 @@ test('the stop summary of the kernel transport: its connections and the relay co
 test('the stop summary of an idle front end: gauges, capture and per-shard pairs at 0, no counter family', async () => {
   const idle = (): PipelineCounters => ({
     decodeCounts: new Float64Array(DECODE_RESULT_NAMES.length),
+    checksumOffloaded: () => 0,
     outcomeCounts: new Float64Array(OUTCOME_NAMES.length),
     events: new Float64Array(TCP_EVENT_NAMES.length),
     protocol: DNS_PROTOCOL,
