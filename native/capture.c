@@ -16,12 +16,13 @@
  * queries, ACKs and FINs, and that the RSTs a flood brings back do not take the capture
  * thread's time from the SYNs.
  *
- *   open(device, filters, bufferBytes, snapLength, frame, header) -> { handle, linkType }
- *       one lane per filter (1 to 3, lane 0 first) with the kernel buffer of the same index;
- *       each in immediate mode (TPACKET_V3 would otherwise hold packets until a block fills),
- *       not promiscuous, non-blocking. Each packet is copied into `frame` (a Uint8Array of
- *       ≥ snapLength bytes) and its header into `header` (a Uint32Array of 5: tv_sec, tv_usec,
- *       caplen, len, and the index of the lane it came from), both kept referenced until close.
+ *   open(device, filters, bufferBytes, snapLengths, frame, header) -> { handle, linkType }
+ *       one lane per filter (1 to 3, lane 0 first) with the kernel buffer and snap length of the
+ *       same index; each in immediate mode (TPACKET_V3 would otherwise hold packets until a block
+ *       fills), not promiscuous, non-blocking. Each packet is copied into `frame` (a Uint8Array of
+ *       ≥ the largest snap length) and its header into `header` (a Uint32Array of 5: tv_sec,
+ *       tv_usec, caplen, len, and the index of the lane it came from), both kept referenced until
+ *       close.
  *       Throws Error(pcap's text).
  *   next(handle, timeoutMs) -> 1: a packet is in frame/header; 0: none within timeoutMs;
  *       -1: error (lastError(handle) says which)
@@ -179,9 +180,8 @@ static napi_value open_capture(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
   char device[256];
-  uint32_t filter_count, buffer_count;
-  bool filters_array, buffers_array;
-  int32_t snap_length;
+  uint32_t filter_count, buffer_count, snap_count;
+  bool filters_array, buffers_array, snaps_array;
   void *frame, *header;
   size_t frame_bytes, header_words;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 ||
@@ -190,12 +190,21 @@ static napi_value open_capture(napi_env env, napi_callback_info info) {
       napi_get_array_length(env, argv[1], &filter_count) != napi_ok || filter_count < 1 || filter_count > MAX_LANES ||
       napi_is_array(env, argv[2], &buffers_array) != napi_ok || !buffers_array ||
       napi_get_array_length(env, argv[2], &buffer_count) != napi_ok || buffer_count != filter_count ||
-      napi_get_value_int32(env, argv[3], &snap_length) != napi_ok ||
+      napi_is_array(env, argv[3], &snaps_array) != napi_ok || !snaps_array ||
+      napi_get_array_length(env, argv[3], &snap_count) != napi_ok || snap_count != filter_count ||
       !typed_array(env, argv[4], napi_uint8_array, &frame, &frame_bytes) ||
-      !typed_array(env, argv[5], napi_uint32_array, &header, &header_words) || header_words < HEADER_WORDS ||
-      snap_length <= 0 || frame_bytes < (size_t)snap_length) {
-    napi_throw_type_error(env, NULL, "open(device, filters, bufferBytes, snapLength, frame, header)");
+      !typed_array(env, argv[5], napi_uint32_array, &header, &header_words) || header_words < HEADER_WORDS) {
+    napi_throw_type_error(env, NULL, "open(device, filters, bufferBytes, snapLengths, frame, header)");
     return NULL;
+  }
+  int32_t snap_lengths[MAX_LANES];
+  for (uint32_t i = 0; i < snap_count; i++) {
+    napi_value element;
+    if (napi_get_element(env, argv[3], i, &element) != napi_ok || napi_get_value_int32(env, element, &snap_lengths[i]) != napi_ok ||
+        snap_lengths[i] <= 0 || frame_bytes < (size_t)snap_lengths[i]) {
+      napi_throw_type_error(env, NULL, "open: a snap length is not a positive number no larger than the frame buffer");
+      return NULL;
+    }
   }
   Capture *c = calloc(1, sizeof *c);
   if (c == NULL) return throw_pcap(env, "open", "out of memory");
@@ -214,7 +223,7 @@ static napi_value open_capture(napi_env env, napi_callback_info info) {
         napi_get_value_string_utf8(env, element, NULL, 0, &filter_length) == napi_ok &&
         (filter = malloc(filter_length + 1)) != NULL) {
       napi_get_value_string_utf8(env, element, filter, filter_length + 1, NULL);
-      c->lanes[i] = open_lane(device, filter, snap_length, buffer_bytes, message, sizeof message);
+      c->lanes[i] = open_lane(device, filter, snap_lengths[i], buffer_bytes, message, sizeof message);
       free(filter);
     }
     if (c->lanes[i] == NULL) {

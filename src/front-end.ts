@@ -74,7 +74,11 @@ export class StartupError extends Error {
   override readonly name = 'StartupError';
 }
 
-/** Snap length: the largest IPv4/IPv6 + TCP header with options plus one MSS we offer, rounded up. */
+/**
+ * Ring slot size and the snap length of SYNs: the largest IPv4/IPv6 + TCP header with options plus
+ * one MSS we offer, rounded up. Longer frames of open connections (coalesced by GRO or left whole
+ * by TSO) are captured whole and cut to fit by the capture thread (io/capture.ts captureLanes).
+ */
 const SNAP_LENGTH = 2048;
 /**
  * Slots per shard ring: 16384 frames of 2 KB (34 MB) ride out ≈ 300 ms of a worker not running
@@ -191,8 +195,7 @@ async function startStatelessParts(
   const capture = await startCaptureThread(
     {
       interface: options.interface,
-      lanes: captureLanes(options.listen),
-      snapLength: SNAP_LENGTH,
+      lanes: captureLanes(options.listen, SNAP_LENGTH),
       rings,
       checksumPolicy: options.checksumPolicy,
       secrets: [secret.secret],

@@ -199,6 +199,9 @@ export interface CaptureCounters {
   ignored: number;
   /** SYNs and short segments from martian sources (wire/martian.ts), which it dropped unanswered. */
   martianSource: number;
+  /** Frames longer than a ring slot (GRO/LRO/TSO) cut into pieces that fit, and the pieces made of them (wire/coalesced.ts). */
+  coalescedFrames: number;
+  coalescedPieces: number;
 }
 
 /** What the main thread knows that no shard does: the capture thread's and the rings' counters, restarts. */
@@ -228,6 +231,18 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
     collect() {
       this.reset();
       this.inc(source.capture().establishedDropped);
+    },
+  });
+  new Counter({
+    name: 'stateless_tcp_capture_coalesced_total',
+    help: 'Frames longer than a ring slot (coalesced by GRO or LRO, or left whole by TSO/GSO) that the capture thread cut into pieces that fit, and the pieces it made.',
+    labelNames: ['result'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const capture = source.capture();
+      this.inc({ result: 'frames' }, capture.coalescedFrames);
+      this.inc({ result: 'pieces' }, capture.coalescedPieces);
     },
   });
   // The segments the capture thread handles itself, in the shards' series under shard="capture".
@@ -339,6 +354,8 @@ function summaryNames(metric: string, labels: Labels): string[] {
       return [`pcap.${labels.result}`];
     case 'stateless_tcp_capture_established_dropped_total':
       return ['pcap.established_dropped'];
+    case 'stateless_tcp_capture_coalesced_total':
+      return [`capture.coalesced_${labels.result}`];
     case 'stateless_tcp_packets_sent_total': {
       const name = labels.result === 'sent' ? 'sent' : 'send_failed';
       return perShard !== null && name === 'sent' ? [name, `${perShard}replies_out`] : [name];

@@ -21,7 +21,7 @@ interface CaptureAddon {
     device: string,
     filters: string[],
     bufferBytes: number[],
-    snapLength: number,
+    snapLengths: number[],
     frame: Uint8Array,
     header: Uint32Array,
   ): { handle: object; linkType: number };
@@ -49,8 +49,6 @@ export interface CaptureOptions {
   interface: string;
   /** One to three, in priority order (`captureLanes`). */
   lanes: readonly CaptureLane[];
-  /** Bytes kept of each packet. */
-  snapLength: number;
 }
 
 export interface CaptureLane {
@@ -58,6 +56,8 @@ export interface CaptureLane {
   filter: string;
   /** Kernel buffer for the lane's packets not yet read. */
   bufferBytes: number;
+  /** Bytes kept of each packet. */
+  snapLength: number;
 }
 
 /** What `next` found. */
@@ -85,13 +85,13 @@ export class Capture {
    */
   constructor(options: CaptureOptions) {
     this.addon = require(ADDON_PATH) as CaptureAddon;
-    this.frame = new Uint8Array(options.snapLength);
     const { lanes } = options;
+    this.frame = new Uint8Array(Math.max(...lanes.map((lane) => lane.snapLength)));
     const opened = this.addon.open(
       options.interface,
       lanes.map((lane) => lane.filter),
       lanes.map((lane) => lane.bufferBytes),
-      options.snapLength,
+      lanes.map((lane) => lane.snapLength),
       this.frame,
       this.header,
     );
@@ -159,6 +159,18 @@ export interface LaneStats {
 export const SYN_LANE = 1;
 
 /**
+ * Snap length of the lane of open connections' segments: a whole coalesced frame (GRO, LRO, or
+ * TSO/GSO from a sender on this host: docs/operations.md, "Offloads"), which the capture thread
+ * cuts into pieces that fit a ring slot (wire/coalesced.ts). GRO stops merging before the IP
+ * packet passes 64 KiB; with the link header and libpcap's frame header this length keeps a
+ * TPACKET_V2 frame within a 64 KiB block (libpcap doubles the block size from a page until one
+ * frame fits, so 65,536 + 1 bytes would take 128 KiB each), and it holds every frame GRO makes of
+ * 1,448- or 1,460-byte segments (45 of 1,448: 65,226 bytes with Ethernet). A frame longer still
+ * is counted in `decode.truncated`; its sender retransmits what was lost.
+ */
+export const COALESCED_SNAP_LENGTH = 65_280;
+
+/**
  * The capture's lanes, which together select the packets to the listen endpoints (TCP to one of
  * the addresses and its port; our own replies, from those endpoints, never match), in priority
  * order:
@@ -171,17 +183,24 @@ export const SYN_LANE = 1;
  * take overflows the second only: the clients being served keep theirs, and the capture
  * thread's time goes to SYNs before the flood's RSTs.
  *
+ * Snap lengths: `snapLength` (a ring slot) for SYNs and the rest; COALESCED_SNAP_LENGTH for the
+ * first lane, whose coalesced frames carry data that must not be cut off.
+ *
  * Buffers: in immediate mode libpcap uses TPACKET_V2, whose fixed frames are sized for the snap
- * length (≈ 2.1 KB for 2 KB), so the first lane's 64 MiB holds ≈ 30,000 packets, 300 ms at 100k
- * packets/s while the capture thread is descheduled (16 MiB measurably dropped on a busy 2-core
- * machine: bench/capture-rate.ts); the SYNs' 8 MiB ≈ 3,700 SYNs (300 ms at 12k connections/s),
- * the rest's 2 MiB ≈ 950 packets.
+ * length, or for the interface's MTU + 18 when the interface has no offloads on that could
+ * deliver longer frames (libpcap checks TSO, GSO, GRO, LRO): the first lane's 64 MiB holds
+ * ≈ 30,000 packets (300 ms at 100k packets/s while the capture thread is descheduled: 16 MiB
+ * measurably dropped on a busy 2-core machine, bench/capture-rate.ts) on an interface without
+ * offloads, but ≈ 1,000 with offloads on, when each frame takes a 64 KiB block: 10 ms at
+ * 100k packets/s (docs/operations.md, "Offloads", says what that asks of a busy host). The SYNs'
+ * 8 MiB ≈ 3,700 SYNs (300 ms at 12k connections/s), the rest's 2 MiB ≈ 950 packets.
  *
  * `tcp[…]` reads IPv4 only (pcap-filter(7)); for IPv6 the flags are at byte 40 + 13 behind a
  * fixed header with TCP next, which is also all that `tcp dst port` matches.
  */
 export function captureLanes(
   endpoints: readonly { address: string; port: number }[],
+  snapLength: number,
 ): [established: CaptureLane, syn: CaptureLane, rest: CaptureLane] {
   const terms = endpoints.map((e) => `(dst host ${e.address} and tcp dst port ${e.port})`);
   const toEndpoints = `tcp and (${terms.join(' or ')})`;
@@ -194,8 +213,8 @@ export function captureLanes(
   const syn = flagsAre((f) => `${f} & 0x06 == 0x02`);
   const MiB = 1024 * 1024;
   return [
-    { filter: `${toEndpoints} and ${established}`, bufferBytes: 64 * MiB },
-    { filter: `${toEndpoints} and ${syn}`, bufferBytes: 8 * MiB },
-    { filter: `${toEndpoints} and not ${established} and not ${syn}`, bufferBytes: 2 * MiB },
+    { filter: `${toEndpoints} and ${established}`, bufferBytes: 64 * MiB, snapLength: Math.max(snapLength, COALESCED_SNAP_LENGTH) },
+    { filter: `${toEndpoints} and ${syn}`, bufferBytes: 8 * MiB, snapLength },
+    { filter: `${toEndpoints} and not ${established} and not ${syn}`, bufferBytes: 2 * MiB, snapLength },
   ];
 }

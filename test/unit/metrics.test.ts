@@ -108,6 +108,8 @@ function frontEnd(): FrontEndCounters {
       sendFailed: 2,
       ignored: 900,
       martianSource: 40,
+      coalescedFrames: 50,
+      coalescedPieces: 400,
     }),
     shards: () => [
       { shard: 0, ringIn: 1100, ringDropped: 4, restarts: 0 },
@@ -157,6 +159,8 @@ test('the stop summary: shard counters summed, the capture thread and rings adde
     'capture.ignored': 900,
     'tcp.martian_source': 40,
     'capture.martian_source': 40,
+    'capture.coalesced_frames': 50,
+    'capture.coalesced_pieces': 400,
     'shard0.packets_in': 1100,
     'shard0.ring_drops': 4,
     'shard1.packets_in': 2200,
@@ -230,11 +234,23 @@ test('the stop summary of an idle front end: gauges, capture and per-shard pairs
     sendFailures: () => 0,
   });
   const main = frontEndMetrics({
-    capture: () => ({ received: 0, dropped: 0, establishedDropped: 0, synAnswered: 0, sendFailed: 0, ignored: 0, martianSource: 0 }),
+    capture: () => ({
+      received: 0,
+      dropped: 0,
+      establishedDropped: 0,
+      synAnswered: 0,
+      sendFailed: 0,
+      ignored: 0,
+      martianSource: 0,
+      coalescedFrames: 0,
+      coalescedPieces: 0,
+    }),
     shards: () => [{ shard: 0, ringIn: 0, ringDropped: 0, restarts: 0 }],
   });
   const summary = pairs(summaryLine([await snapshot(pipelineMetrics(0, idle()).registry), await snapshot(main)]));
   assert.deepEqual(summary.map(([name]) => name).sort(), [
+    'capture.coalesced_frames',
+    'capture.coalesced_pieces',
     'capture.ignored',
     'capture.martian_source',
     'capture.syn_answered',
