@@ -29,17 +29,25 @@
  *   stats(handle) -> [received, dropped] per lane, lane 0 first                (pcap_stats)
  *   lastError(handle) -> string
  *   close(handle)
+ *   lroEnabled(device) -> true/false: whether the NIC's large receive offload is on (ETHTOOL_GFLAGS),
+ *       null when the driver does not say; for the start-up check (src/io/preflight.ts)
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
 
 #include <errno.h>
+#include <net/if.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
 #include <pcap/pcap.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define MAX_LANES 3
 /* The packet header `next` writes: tv_sec, tv_usec, caplen, len, lane. */
@@ -380,6 +388,31 @@ static napi_value close_capture(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value lro_enabled(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  char device[IFNAMSIZ];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_string_utf8(env, argv[0], device, sizeof device, NULL) != napi_ok) {
+    napi_throw_type_error(env, NULL, "lroEnabled(device)");
+    return NULL;
+  }
+  struct ethtool_value value = {.cmd = ETHTOOL_GFLAGS, .data = 0};
+  struct ifreq request;
+  memset(&request, 0, sizeof request);
+  snprintf(request.ifr_name, sizeof request.ifr_name, "%s", device);
+  request.ifr_data = (void *)&value;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int status = fd < 0 ? -1 : ioctl(fd, SIOCETHTOOL, &request);
+  if (fd >= 0) close(fd);
+  if (status < 0) {
+    napi_get_null(env, &result);
+  } else {
+    napi_get_boolean(env, (value.data & ETH_FLAG_LRO) != 0, &result);
+  }
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor functions[] = {
       {"open", NULL, open_capture, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -387,6 +420,7 @@ NAPI_MODULE_INIT() {
       {"stats", NULL, stats, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lastError", NULL, last_error, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, close_capture, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lroEnabled", NULL, lro_enabled, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions) != napi_ok) return NULL;
   return exports;

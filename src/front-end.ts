@@ -8,19 +8,19 @@
  * docs/architecture.md follows one packet through the parts.
  */
 import { existsSync } from 'node:fs';
-import type { ChecksumPolicy } from './wire/segment.js';
+import { ChecksumPolicy } from './wire/segment.js';
 import { LiveFlows } from './tcp/live-flows.js';
 import { type ConnectionLimits, DEFAULT_RESPONDER_CONFIG } from './tcp/responder.js';
 import { createRing } from './ring/ring.js';
 import { applicationFor, type ApplicationSettings } from './application.js';
 import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
-import { captureLanes } from './io/capture.js';
+import { captureLanes, lroEnabled } from './io/capture.js';
 import { KernelTcpGuard } from './io/firewall.js';
 import { RawSender, rawSocketProblem } from './io/raw-send.js';
 import { loadCookieSecret, randomRoutingKey, type CookieSecret } from './io/secret.js';
 import { hostAddresses } from './io/host-addresses.js';
 import { startMetricsServer } from './io/metrics-server.js';
-import { kernelListenerProblem, listenAddressProblem } from './io/preflight.js';
+import { groMaxSizes, kernelListenerProblem, listenAddressProblem, offloadProblem } from './io/preflight.js';
 import { exposition, frontEndMetrics, kernelTransportMetrics, snapshot, summaryLine, type RegistrySnapshot } from './metrics.js';
 import { startCaptureThread } from '../workers/capture/handle.js';
 import { ShardPool } from '../workers/shard/pool.js';
@@ -133,6 +133,11 @@ export async function startRawFrontEnd(options: RawFrontEndOptions): Promise<Run
     throw new StartupError(`--workers takes a positive integer, not ${options.workers}`);
   const hostProblem = listenAddressProblem(options.listen) ?? kernelListenerProblem(options.listen);
   if (hostProblem !== null) throw new StartupError(hostProblem);
+  if (options.interface !== 'any') {
+    const verify = options.checksumPolicy === ChecksumPolicy.VERIFY;
+    const problem = offloadProblem(options.interface, verify, lroEnabled(options.interface), groMaxSizes(options.interface));
+    if (problem !== null) throw new StartupError(problem);
+  }
 
   let secret: CookieSecret;
   try {

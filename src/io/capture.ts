@@ -30,6 +30,7 @@ interface CaptureAddon {
   stats(handle: object): number[];
   lastError(handle: object): string;
   close(handle: object): void;
+  lroEnabled(device: string): boolean | null;
 }
 
 /** build/Release is where node-gyp puts it (`npm ci` builds it from binding.gyp), from dist/src/io/. */
@@ -153,6 +154,14 @@ export interface LaneStats {
   /** Packets that passed the lane's filter, and those the kernel dropped because its buffer was full. */
   received: number;
   dropped: number;
+}
+
+/**
+ * Whether large receive offload is on at `device` (the NIC merges segments itself, ETHTOOL_GFLAGS);
+ * null when its driver does not say.
+ */
+export function lroEnabled(device: string): boolean | null {
+  return (require(ADDON_PATH) as CaptureAddon).lroEnabled(device);
 }
 
 /** The index of the SYN lane in `captureLanes`: every packet from it is a SYN (without RST), whatever its length. */

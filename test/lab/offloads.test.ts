@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import { DNS_CLIENT } from '../../lab/client-scripts.js';
 import { createLab, type Lab } from '../../lab/lab.js';
-import { startFrontEnd, summaryCounter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
+import { CLI, startFrontEnd, summaryCounter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
 import { LAB_ZONE } from '../../lab/zone.js';
 
@@ -90,5 +90,29 @@ describe('offloads at the kernel defaults: checksums left to offload, coalesced 
     assert.ok(summaryCounter(summary, 'capture.coalesced_pieces') > summaryCounter(summary, 'capture.coalesced_frames'), summary);
     assert.equal(summaryCounter(summary, 'decode.bad_tcp_checksum'), 0, summary);
     assert.equal(summaryCounter(summary, 'decode.truncated'), 0, summary);
+  });
+
+  test('BIG TCP GRO, which would deliver frames beyond what the capture keeps, stops the start with one line naming the fix', async () => {
+    const device = lab.serverInterface;
+    await lab.exec('server', ['ip', 'link', 'set', 'dev', device, 'gro_max_size', '131072']);
+    try {
+      const result = await lab.exec('server', [
+        process.execPath,
+        CLI,
+        'dns',
+        '--interface',
+        device,
+        '--listen',
+        `${lab.serverV4}:53`,
+        '--upstream',
+        `${lab.upstream.v4.address}:${lab.upstream.v4.port}`,
+      ]);
+      assert.equal(result.code, 1, result.stdout + result.stderr);
+      const lines = result.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, result.stderr);
+      assert.match(lines[0]!, new RegExp(`coalesces received frames up to 131072 bytes .*: ip link set dev ${device} gro_max_size 65536$`));
+    } finally {
+      await lab.exec('server', ['ip', 'link', 'set', 'dev', device, 'gro_max_size', '65536']);
+    }
   });
 });
