@@ -14,7 +14,7 @@ import { type ConnectionLimits, DEFAULT_RESPONDER_CONFIG } from './tcp/responder
 import { createRing } from './ring/ring.js';
 import { applicationFor, type ApplicationSettings } from './application.js';
 import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
-import { captureLanes, lroEnabled } from './io/capture.js';
+import { captureLanes, lroEnabled, wholeFramesLane } from './io/capture.js';
 import { KernelTcpGuard } from './io/firewall.js';
 import { RawSender, rawSocketProblem } from './io/raw-send.js';
 import { loadCookieSecret, randomRoutingKey, type CookieSecret } from './io/secret.js';
@@ -201,6 +201,7 @@ async function startStatelessParts(
     {
       interface: options.interface,
       lanes: captureLanes(options.listen, SNAP_LENGTH),
+      wholeFrames: wholeFramesLane(options.listen, SNAP_LENGTH),
       rings,
       checksumPolicy: options.checksumPolicy,
       secrets: [secret.secret],

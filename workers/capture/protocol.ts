@@ -30,6 +30,8 @@ export interface CaptureThreadData {
   interface: string;
   /** The capture's lanes in priority order (io/capture.ts captureLanes). */
   lanes: CaptureLane[];
+  /** The first lane's whole-frame companion (io/capture.ts wholeFramesLane). */
+  wholeFrames: CaptureLane;
   rings: RingRegion[];
   /** The control block (layout above), from `allocateCaptureControl`. */
   control: SharedArrayBuffer;

@@ -200,7 +200,7 @@ nameThisThread('stcp-capture');
 
 let capture: Capture | undefined;
 try {
-  capture = new Capture({ interface: data.interface, lanes: data.lanes });
+  capture = new Capture({ interface: data.interface, lanes: data.lanes, wholeFrames: data.wholeFrames });
 } catch (error) {
   report({ type: 'failed', message: (error as Error).message });
 }
@@ -228,9 +228,11 @@ port.close();
 /** The counters for metrics and the stop line (CaptureStat). */
 function publishStats(capture: Capture, shortcut: FlowlessShortcut, coalesced: CoalescedFrames): void {
   const published = controlStats(data.control);
-  const lanes = capture.stats();
+  const { lanes, wholeFrames } = capture.stats();
+  // The whole-frame companion's packets are copies of the first lane's, not more packets; a copy
+  // it dropped is a frame handed on cut short (decode.truncated), which it counts as dropped.
   published[CaptureStat.RECEIVED] = lanes.reduce((sum, lane) => sum + lane.received, 0);
-  published[CaptureStat.DROPPED] = lanes.reduce((sum, lane) => sum + lane.dropped, 0);
+  published[CaptureStat.DROPPED] = lanes.reduce((sum, lane) => sum + lane.dropped, 0) + wholeFrames.dropped;
   published[CaptureStat.ESTABLISHED_DROPPED] = lanes[0]!.dropped;
   published[CaptureStat.SYN_ANSWERED] = shortcut.synAnswered;
   published[CaptureStat.IGNORED] = shortcut.ignored;
