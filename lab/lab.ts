@@ -40,9 +40,34 @@ import { LAB_UPSTREAM, REMOTE_UPSTREAM, type UpstreamEndpoints, startUnbound } f
 /** The namespaces commands run in; 'resolver' only with the option `remoteResolver`, 'router' with `router`. */
 export type Side = 'client' | 'server' | 'resolver' | 'router';
 
+/**
+ * The veth ends' offloads: 'off' turns checksum offload (and with it TSO) off on both ends, so
+ * captures hold wire-sized segments with full checksums; 'kernel-defaults' leaves the kernel's
+ * defaults (tx checksumming, TSO, GSO) and turns GRO on at the server's end, as on a host whose
+ * clients are local VMs or containers and whose NIC coalesces: the server captures segments whose
+ * checksum was left to offload and frames of several segments (docs/operations.md, "Offloads").
+ */
+export type LabOffloads = 'off' | 'kernel-defaults';
+const LAB_OFFLOADS: readonly LabOffloads[] = ['off', 'kernel-defaults'];
+
+/**
+ * The offloads a lab gets when its options name none: STATELESS_TCP_LAB_OFFLOADS, so that every
+ * lab suite can be run at the kernel's defaults without a copy of its tests, else 'off'.
+ */
+export function defaultLabOffloads(environment: NodeJS.ProcessEnv = process.env): LabOffloads {
+  const value = environment.STATELESS_TCP_LAB_OFFLOADS;
+  if (value === undefined || value === '') return 'off';
+  if (!(LAB_OFFLOADS as readonly string[]).includes(value)) {
+    throw new Error(`STATELESS_TCP_LAB_OFFLOADS must be ${LAB_OFFLOADS.join(' or ')}, not "${value}"`);
+  }
+  return value as LabOffloads;
+}
+
 export interface LabOptions {
   /** MTU of both veth ends (default 1500; at least 1280, the IPv6 minimum). */
   mtu?: number;
+  /** The veth ends' offloads (default: `defaultLabOffloads()`). */
+  offloads?: LabOffloads;
   /** Start unbound in the server namespace (default true). Without it `upstream` is free for a test's own resolver. */
   unbound?: boolean;
   /** Extra lines for unbound's `server:` clause, e.g. `num-threads: 4` for benchmarks (later lines override). */
@@ -87,6 +112,7 @@ export interface Lab {
   readonly clientV6: string;
   readonly serverV6: string;
   readonly mtu: number;
+  readonly offloads: LabOffloads;
   /** The resolver's addresses as the server reaches them (served by `unbound` unless disabled). */
   readonly upstream: UpstreamEndpoints;
   /** The unbound process, or null with `unbound: false`. */
@@ -120,7 +146,8 @@ export async function createLab(options: LabOptions = {}): Promise<Lab> {
   requireTools('ip', 'ethtool', ...(withUnbound ? ['unbound', 'dig'] : []));
 
   if (options.router !== undefined && options.wire !== undefined) throw new Error('a lab has a router or an impairing wire, not both');
-  const lab = new NetworkLab(mtu, options.wire ?? null, options.remoteResolver ?? false, options.router?.mtuTowardClient ?? null);
+  const offloads = options.offloads ?? defaultLabOffloads();
+  const lab = new NetworkLab(mtu, offloads, options.wire ?? null, options.remoteResolver ?? false, options.router?.mtuTowardClient ?? null);
   try {
     await lab.setUp(withUnbound, options.unboundServerConfig ?? []);
   } catch (setupError) {
@@ -158,11 +185,12 @@ class NetworkLab implements Lab {
 
   constructor(
     readonly mtu: number,
+    readonly offloads: LabOffloads,
     private readonly impairment: WireImpairment | null,
     remoteResolver: boolean,
     routerMtuTowardClient: number | null = null,
   ) {
-    this.network = new LabNetwork(mtu, impairment !== null, remoteResolver, routerMtuTowardClient);
+    this.network = new LabNetwork(mtu, offloads, impairment !== null, remoteResolver, routerMtuTowardClient);
     this.upstream = remoteResolver ? REMOTE_UPSTREAM : LAB_UPSTREAM;
     closeOnExit(this);
   }

@@ -27,6 +27,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import type { LabOffloads } from './lab.js';
 import { killPids, messageOf, runChecked, runCommand, waitUntil } from './processes.js';
 
 export const LAB_ADDRESSES = {
@@ -82,6 +83,7 @@ export class LabNetwork {
 
   constructor(
     readonly mtu: number,
+    readonly offloads: LabOffloads,
     withImpairedLink: boolean,
     withRemoteResolver: boolean,
     /** With a router between client and server: the MTU of its end toward the client; else null. */
@@ -136,9 +138,24 @@ export class LabNetwork {
     } else {
       await this.createWireLinks(setup, this.wireNamespace);
     }
+    // The wire's forwarder (impaired-link.ts) passes frames one by one: it needs wire-sized frames
+    // with full checksums from the client, so with a wire only the server's end is left at the
+    // kernel's defaults.
+    const clientDefaults = this.offloads === 'kernel-defaults' && this.wireNamespace === null;
     const client = this.clientAddresses;
-    await this.configureEnd(setup, this.clientNamespace, this.clientInterface, client.v4, client.v6);
-    await this.configureEnd(setup, this.serverNamespace, this.serverInterface, LAB_ADDRESSES.serverV4, LAB_ADDRESSES.serverV6);
+    await this.configureEnd(setup, this.clientNamespace, this.clientInterface, client.v4, client.v6, clientDefaults);
+    await this.configureEnd(
+      setup,
+      this.serverNamespace,
+      this.serverInterface,
+      LAB_ADDRESSES.serverV4,
+      LAB_ADDRESSES.serverV6,
+      this.offloads === 'kernel-defaults',
+    );
+    if (this.offloads === 'kernel-defaults') {
+      // veth has GRO off by default; a NIC or virtio-net has it on: coalesced frames reach the capture.
+      await setup.step(['ip', 'netns', 'exec', this.serverNamespace, 'ethtool', '-K', this.serverInterface, 'gro', 'on'], 'turn GRO on');
+    }
     if (this.resolverNamespace !== null) {
       const { serverNamespace, serverToResolverInterface, resolverInterface, resolverNamespace } = this;
       await vethPair(setup, serverNamespace, serverToResolverInterface, resolverInterface, resolverNamespace, 'create resolver veth pair');
@@ -148,8 +165,9 @@ export class LabNetwork {
         serverToResolverInterface,
         LAB_ADDRESSES.serverToResolverV4,
         LAB_ADDRESSES.serverToResolverV6,
+        false,
       );
-      await this.configureEnd(setup, resolverNamespace, resolverInterface, LAB_ADDRESSES.resolverV4, LAB_ADDRESSES.resolverV6);
+      await this.configureEnd(setup, resolverNamespace, resolverInterface, LAB_ADDRESSES.resolverV4, LAB_ADDRESSES.resolverV6, false);
     }
     if (this.routerNamespace !== null) await this.routeThroughRouter(setup);
     await this.waitForLinks(setup);
@@ -180,8 +198,8 @@ export class LabNetwork {
     );
     await vethPair(setup, this.clientNamespace, this.clientInterface, towardClient, routerNs, 'create client-router veth pair');
     await vethPair(setup, this.serverNamespace, this.serverInterface, towardServer, routerNs, 'create router-server veth pair');
-    await this.configureEnd(setup, routerNs, towardClient, LAB_ADDRESSES.routerTowardClientV4, LAB_ADDRESSES.routerTowardClientV6);
-    await this.configureEnd(setup, routerNs, towardServer, LAB_ADDRESSES.routerTowardServerV4, LAB_ADDRESSES.routerTowardServerV6);
+    await this.configureEnd(setup, routerNs, towardClient, LAB_ADDRESSES.routerTowardClientV4, LAB_ADDRESSES.routerTowardClientV6, false);
+    await this.configureEnd(setup, routerNs, towardServer, LAB_ADDRESSES.routerTowardServerV4, LAB_ADDRESSES.routerTowardServerV6, false);
     await setup.step(
       ['ip', '-n', routerNs, 'link', 'set', towardClient, 'mtu', String(this.routerMtuTowardClient)],
       'narrow the link toward the client',
@@ -273,10 +291,21 @@ export class LabNetwork {
    * segments in software before packet taps see anything: captures hold wire-sized segments. (Seen
    * on a 20 KB TCP transfer: offload on, tcpdump shows 7240-byte segments, every checksum
    * "incorrect"; off, 1448-byte segments, every checksum correct.)
+   * With `kernelDefaults` (the lab option `offloads: 'kernel-defaults'`) the offloads stay as the
+   * kernel set them, and captures show exactly that: partial checksums and TSO frames.
    * IPv6 addresses are `nodad`: no second of Duplicate Address Detection before they can be used.
    */
-  private async configureEnd(setup: SetupSteps, ns: string, device: string, v4: string, v6: string): Promise<void> {
-    await setup.step(['ip', 'netns', 'exec', ns, 'ethtool', '-K', device, 'tx', 'off', 'rx', 'off'], 'disable checksum offload');
+  private async configureEnd(
+    setup: SetupSteps,
+    ns: string,
+    device: string,
+    v4: string,
+    v6: string,
+    kernelDefaults: boolean,
+  ): Promise<void> {
+    if (!kernelDefaults) {
+      await setup.step(['ip', 'netns', 'exec', ns, 'ethtool', '-K', device, 'tx', 'off', 'rx', 'off'], 'disable checksum offload');
+    }
     const batch = [
       'link set lo up',
       `link set ${device} mtu ${this.mtu}`,

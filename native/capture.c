@@ -8,6 +8,14 @@
  * waits in poll(2) for at most `timeoutMs` when no packet is ready. A thread that does nothing
  * but capture may block; its event loop is not needed while it captures.
  *
+ * Lane 0's frames longer than its snap length (GRO/TSO frames of open connections, up to 64 KiB)
+ * are also captured whole by a companion handle with a large snap length and a filter that takes
+ * only long frames: libpcap sizes every frame of a TPACKET_V2 ring for its snap length, so one
+ * ring with a 64 KiB snap length would hold 30 times fewer packets than lane 0's 2 KiB frames do.
+ * When lane 0 yields a frame that was cut short, the companion's copy of that same frame (same
+ * length, same first bytes: both taps see the same skb) replaces it, so frames
+ * keep lane 0's order and the companion costs nothing while no long frame comes.
+ *
  * One capture may have up to three lanes, each its own libpcap handle (its own kernel buffer)
  * with its own BPF filter, taken in priority order (take_by_priority). The kernel drops packets
  * when a buffer is full, whichever they are; the front end puts the segments of open
@@ -16,31 +24,43 @@
  * queries, ACKs and FINs, and that the RSTs a flood brings back do not take the capture
  * thread's time from the SYNs.
  *
- *   open(device, filters, bufferBytes, snapLength, frame, header) -> { handle, linkType }
- *       one lane per filter (1 to 3, lane 0 first) with the kernel buffer of the same index;
- *       each in immediate mode (TPACKET_V3 would otherwise hold packets until a block fills),
- *       not promiscuous, non-blocking. Each packet is copied into `frame` (a Uint8Array of
- *       ≥ snapLength bytes) and its header into `header` (a Uint32Array of 5: tv_sec, tv_usec,
- *       caplen, len, and the index of the lane it came from), both kept referenced until close.
+ *   open(device, filters, bufferBytes, snapLengths, frame, header, wholeFrames) -> { handle, linkType }
+ *       one lane per filter (1 to 4, lane 0 first) with the kernel buffer and snap length of the
+ *       same index; with `wholeFrames` the last filter is not a lane read in priority order but
+ *       the whole-frame companion of lane 0 (take_whole); each in immediate mode (TPACKET_V3 would otherwise hold packets until a block
+ *       fills), not promiscuous, non-blocking. Each packet is copied into `frame` (a Uint8Array of
+ *       ≥ the largest snap length) and its header into `header` (a Uint32Array of 5: tv_sec,
+ *       tv_usec, caplen, len, and the index of the lane it came from), both kept referenced until
+ *       close.
  *       Throws Error(pcap's text).
  *   next(handle, timeoutMs) -> 1: a packet is in frame/header; 0: none within timeoutMs;
  *       -1: error (lastError(handle) says which)
  *   stats(handle) -> [received, dropped] per lane, lane 0 first                (pcap_stats)
  *   lastError(handle) -> string
  *   close(handle)
+ *   lroEnabled(device) -> true/false: whether the NIC's large receive offload is on (ETHTOOL_GFLAGS),
+ *       null when the driver does not say; for the start-up check (src/io/preflight.ts)
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
 
 #include <errno.h>
+#include <net/if.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
 #include <pcap/pcap.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-#define MAX_LANES 3
+#define MAX_LANES 4
+/* Stale frames in the whole-frame companion skipped at most per cut-short frame (its ring holds fewer). */
+#define WHOLE_SKIP_MAX 4096
 /* The packet header `next` writes: tv_sec, tv_usec, caplen, len, lane. */
 #define HEADER_WORDS 5
 /*
@@ -60,6 +80,13 @@ typedef struct {
   pcap_t *lanes[MAX_LANES];
   int fds[MAX_LANES];
   int lane_count;
+  /* Lanes read in priority order: lane_count, or one less with a whole-frame companion (the last). */
+  int priority_count;
+  int whole_lane;
+  /* The companion's frame read but not yet matched (valid until the next pcap_next_ex on it). */
+  int whole_pending;
+  struct pcap_pkthdr *whole_header;
+  const u_char *whole_data;
   /* The lane whose error lastError reports, or -1: poll(2) failed with poll_errno. */
   int failed_lane;
   int poll_errno;
@@ -176,26 +203,36 @@ static pcap_t *open_lane(const char *device, const char *filter, int snap_length
 }
 
 static napi_value open_capture(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7];
   char device[256];
-  uint32_t filter_count, buffer_count;
-  bool filters_array, buffers_array;
-  int32_t snap_length;
+  bool whole_frames = false;
+  uint32_t filter_count, buffer_count, snap_count;
+  bool filters_array, buffers_array, snaps_array;
   void *frame, *header;
   size_t frame_bytes, header_words;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 ||
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 7 ||
+      napi_get_value_bool(env, argv[6], &whole_frames) != napi_ok ||
       napi_get_value_string_utf8(env, argv[0], device, sizeof device, NULL) != napi_ok ||
       napi_is_array(env, argv[1], &filters_array) != napi_ok || !filters_array ||
       napi_get_array_length(env, argv[1], &filter_count) != napi_ok || filter_count < 1 || filter_count > MAX_LANES ||
       napi_is_array(env, argv[2], &buffers_array) != napi_ok || !buffers_array ||
       napi_get_array_length(env, argv[2], &buffer_count) != napi_ok || buffer_count != filter_count ||
-      napi_get_value_int32(env, argv[3], &snap_length) != napi_ok ||
+      napi_is_array(env, argv[3], &snaps_array) != napi_ok || !snaps_array ||
+      napi_get_array_length(env, argv[3], &snap_count) != napi_ok || snap_count != filter_count ||
       !typed_array(env, argv[4], napi_uint8_array, &frame, &frame_bytes) ||
-      !typed_array(env, argv[5], napi_uint32_array, &header, &header_words) || header_words < HEADER_WORDS ||
-      snap_length <= 0 || frame_bytes < (size_t)snap_length) {
-    napi_throw_type_error(env, NULL, "open(device, filters, bufferBytes, snapLength, frame, header)");
+      !typed_array(env, argv[5], napi_uint32_array, &header, &header_words) || header_words < HEADER_WORDS) {
+    napi_throw_type_error(env, NULL, "open(device, filters, bufferBytes, snapLengths, frame, header, wholeFrames)");
     return NULL;
+  }
+  int32_t snap_lengths[MAX_LANES];
+  for (uint32_t i = 0; i < snap_count; i++) {
+    napi_value element;
+    if (napi_get_element(env, argv[3], i, &element) != napi_ok || napi_get_value_int32(env, element, &snap_lengths[i]) != napi_ok ||
+        snap_lengths[i] <= 0 || frame_bytes < (size_t)snap_lengths[i]) {
+      napi_throw_type_error(env, NULL, "open: a snap length is not a positive number no larger than the frame buffer");
+      return NULL;
+    }
   }
   Capture *c = calloc(1, sizeof *c);
   if (c == NULL) return throw_pcap(env, "open", "out of memory");
@@ -214,7 +251,7 @@ static napi_value open_capture(napi_env env, napi_callback_info info) {
         napi_get_value_string_utf8(env, element, NULL, 0, &filter_length) == napi_ok &&
         (filter = malloc(filter_length + 1)) != NULL) {
       napi_get_value_string_utf8(env, element, filter, filter_length + 1, NULL);
-      c->lanes[i] = open_lane(device, filter, snap_length, buffer_bytes, message, sizeof message);
+      c->lanes[i] = open_lane(device, filter, snap_lengths[i], buffer_bytes, message, sizeof message);
       free(filter);
     }
     if (c->lanes[i] == NULL) {
@@ -225,6 +262,12 @@ static napi_value open_capture(napi_env env, napi_callback_info info) {
     }
     c->fds[i] = pcap_get_selectable_fd(c->lanes[i]);
     c->lane_count = (int)i + 1;
+  }
+  c->priority_count = c->lane_count;
+  c->whole_lane = -1;
+  if (whole_frames && c->lane_count > 1) {
+    c->priority_count = c->lane_count - 1;
+    c->whole_lane = c->lane_count - 1;
   }
   napi_value handle, link_type, result;
   if (napi_create_reference(env, argv[4], 1, &c->frame_ref) != napi_ok ||
@@ -248,12 +291,44 @@ static napi_value int_result(napi_env env, int32_t n) {
   return value;
 }
 
+/*
+ * The whole-frame companion's copy of the cut-short frame `*header`/`*data` from lane 0, if it has
+ * one: frames it holds from before (whose lane-0 copy the kernel dropped) are skipped; a later one
+ * (the companion dropped this frame's copy) stays pending for the frame it belongs to, and this
+ * frame goes on cut short, to be counted as truncated. An error on the companion is treated as no copy.
+ */
+static void take_whole(Capture *c, struct pcap_pkthdr **header, const u_char **data) {
+  const struct pcap_pkthdr *want = *header;
+  for (int n = 0; n < WHOLE_SKIP_MAX; n++) {
+    if (!c->whole_pending) {
+      if (pcap_next_ex(c->lanes[c->whole_lane], &c->whole_header, &c->whole_data) != 1) return;
+      c->whole_pending = 1;
+    }
+    const struct pcap_pkthdr *have = c->whole_header;
+    if (have->len == want->len && have->caplen >= want->caplen && memcmp(c->whole_data, *data, want->caplen) == 0) {
+      *header = c->whole_header;
+      *data = c->whole_data;
+      c->whole_pending = 0;
+      return;
+    }
+    // Each tap may take its own timestamp (a veth peer's packet comes without one), so the copies
+    // of one frame are matched by their bytes, and the time only tells a stale frame from a later one.
+    int older = have->ts.tv_sec < want->ts.tv_sec || (have->ts.tv_sec == want->ts.tv_sec && have->ts.tv_usec < want->ts.tv_usec);
+    if (older) {
+      c->whole_pending = 0;
+      continue;
+    }
+    return;
+  }
+}
+
 /* pcap_next_ex on one lane: 1 with the packet copied into frame/header, 0 none, -1 error. */
 static int take(Capture *c, int lane) {
   struct pcap_pkthdr *header;
   const u_char *data;
   int status = pcap_next_ex(c->lanes[lane], &header, &data);
   if (status == 1) {
+    if (lane == 0 && c->whole_lane > 0 && header->caplen < header->len) take_whole(c, &header, &data);
     size_t n = header->caplen < c->frame_bytes ? header->caplen : c->frame_bytes;
     memcpy(c->frame, data, n);
     c->header[0] = (uint32_t)header->ts.tv_sec;
@@ -276,15 +351,15 @@ static int take(Capture *c, int lane) {
  * the last lane goes first once in LAST_LANE_EVERY reads.
  */
 static int take_by_priority(Capture *c) {
-  if (c->lane_count > 1 && ++c->since_last_lane >= LAST_LANE_EVERY) {
+  if (c->priority_count > 1 && ++c->since_last_lane >= LAST_LANE_EVERY) {
     c->since_last_lane = 0;
-    int status = take(c, c->lane_count - 1);
+    int status = take(c, c->priority_count - 1);
     if (status != 0) return status;
   }
   int start = c->run >= LANE_RUN ? 0 : c->current_lane;
   for (int pass = 0; pass < 2; pass++) {
     // Pass 0 looks from `start` on; pass 1 at the lanes before it that pass 0 skipped.
-    int from = pass == 0 ? start : 0, to = pass == 0 ? c->lane_count : start;
+    int from = pass == 0 ? start : 0, to = pass == 0 ? c->priority_count : start;
     for (int lane = from; lane < to; lane++) {
       int status = take(c, lane);
       if (status < 0) return status;
@@ -316,8 +391,9 @@ static napi_value next_packet(napi_env env, napi_callback_info info) {
     int status = take_by_priority(c);
     if (status != 0 || waited) return int_result(env, status);
     struct pollfd ready[MAX_LANES];
-    for (int i = 0; i < c->lane_count; i++) ready[i] = (struct pollfd){.fd = c->fds[i], .events = POLLIN, .revents = 0};
-    if (poll(ready, (nfds_t)c->lane_count, timeout_ms) < 0 && errno != EINTR) {
+    // Not the whole-frame companion: it is read only when lane 0 has a frame cut short.
+    for (int i = 0; i < c->priority_count; i++) ready[i] = (struct pollfd){.fd = c->fds[i], .events = POLLIN, .revents = 0};
+    if (poll(ready, (nfds_t)c->priority_count, timeout_ms) < 0 && errno != EINTR) {
       c->failed_lane = -1;
       c->poll_errno = errno;
       return int_result(env, -1);
@@ -371,6 +447,31 @@ static napi_value close_capture(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value lro_enabled(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  char device[IFNAMSIZ];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_string_utf8(env, argv[0], device, sizeof device, NULL) != napi_ok) {
+    napi_throw_type_error(env, NULL, "lroEnabled(device)");
+    return NULL;
+  }
+  struct ethtool_value value = {.cmd = ETHTOOL_GFLAGS, .data = 0};
+  struct ifreq request;
+  memset(&request, 0, sizeof request);
+  snprintf(request.ifr_name, sizeof request.ifr_name, "%s", device);
+  request.ifr_data = (void *)&value;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int status = fd < 0 ? -1 : ioctl(fd, SIOCETHTOOL, &request);
+  if (fd >= 0) close(fd);
+  if (status < 0) {
+    napi_get_null(env, &result);
+  } else {
+    napi_get_boolean(env, (value.data & ETH_FLAG_LRO) != 0, &result);
+  }
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor functions[] = {
       {"open", NULL, open_capture, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -378,6 +479,7 @@ NAPI_MODULE_INIT() {
       {"stats", NULL, stats, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lastError", NULL, last_error, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, close_capture, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lroEnabled", NULL, lro_enabled, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions) != napi_ok) return NULL;
   return exports;

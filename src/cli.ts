@@ -233,7 +233,7 @@ function withRawOptions(command: Command): Command {
     )
     .option(
       '--checksums <verify|ignore>',
-      'verify checksums of captured packets; "ignore" when clients on the same host send with checksum offload',
+      'verify checksums of captured packets (a checksum left to offload is accepted); "ignore" accepts every checksum',
       'verify',
     )
     .option(

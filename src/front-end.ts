@@ -8,19 +8,19 @@
  * docs/architecture.md follows one packet through the parts.
  */
 import { existsSync } from 'node:fs';
-import type { ChecksumPolicy } from './wire/segment.js';
+import { ChecksumPolicy } from './wire/segment.js';
 import { LiveFlows } from './tcp/live-flows.js';
 import { type ConnectionLimits, DEFAULT_RESPONDER_CONFIG } from './tcp/responder.js';
 import { createRing } from './ring/ring.js';
 import { applicationFor, type ApplicationSettings } from './application.js';
 import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
-import { captureLanes } from './io/capture.js';
+import { captureLanes, lroEnabled, wholeFramesLane } from './io/capture.js';
 import { KernelTcpGuard } from './io/firewall.js';
 import { RawSender, rawSocketProblem } from './io/raw-send.js';
 import { loadCookieSecret, randomRoutingKey, type CookieSecret } from './io/secret.js';
 import { hostAddresses } from './io/host-addresses.js';
 import { startMetricsServer } from './io/metrics-server.js';
-import { kernelListenerProblem, listenAddressProblem } from './io/preflight.js';
+import { groMaxSizes, kernelListenerProblem, listenAddressProblem, offloadProblem } from './io/preflight.js';
 import { exposition, frontEndMetrics, kernelTransportMetrics, snapshot, summaryLine, type RegistrySnapshot } from './metrics.js';
 import { startCaptureThread } from '../workers/capture/handle.js';
 import { ShardPool } from '../workers/shard/pool.js';
@@ -74,7 +74,11 @@ export class StartupError extends Error {
   override readonly name = 'StartupError';
 }
 
-/** Snap length: the largest IPv4/IPv6 + TCP header with options plus one MSS we offer, rounded up. */
+/**
+ * Ring slot size and the snap length of SYNs: the largest IPv4/IPv6 + TCP header with options plus
+ * one MSS we offer, rounded up. Longer frames of open connections (coalesced by GRO or left whole
+ * by TSO) are captured whole and cut to fit by the capture thread (io/capture.ts captureLanes).
+ */
 const SNAP_LENGTH = 2048;
 /**
  * Slots per shard ring: 16384 frames of 2 KB (34 MB) ride out ≈ 300 ms of a worker not running
@@ -129,6 +133,11 @@ export async function startRawFrontEnd(options: RawFrontEndOptions): Promise<Run
     throw new StartupError(`--workers takes a positive integer, not ${options.workers}`);
   const hostProblem = listenAddressProblem(options.listen) ?? kernelListenerProblem(options.listen);
   if (hostProblem !== null) throw new StartupError(hostProblem);
+  if (options.interface !== 'any') {
+    const verify = options.checksumPolicy === ChecksumPolicy.VERIFY;
+    const problem = offloadProblem(options.interface, verify, lroEnabled(options.interface), groMaxSizes(options.interface));
+    if (problem !== null) throw new StartupError(problem);
+  }
 
   let secret: CookieSecret;
   try {
@@ -191,8 +200,8 @@ async function startStatelessParts(
   const capture = await startCaptureThread(
     {
       interface: options.interface,
-      lanes: captureLanes(options.listen),
-      snapLength: SNAP_LENGTH,
+      lanes: captureLanes(options.listen, SNAP_LENGTH),
+      wholeFrames: wholeFramesLane(options.listen, SNAP_LENGTH),
       rings,
       checksumPolicy: options.checksumPolicy,
       secrets: [secret.secret],

@@ -16,6 +16,8 @@ import type { KernelTransportStats } from './io/kernel-transport.js';
 /** What a pipeline's registry reads when scraped. */
 export interface PipelineCounters {
   decodeCounts: Float64Array;
+  /** Of the frames decoded OK, those whose TCP checksum was left to offload (wire/tcp.ts tcpChecksumState). */
+  checksumOffloaded(): number;
   outcomeCounts: Float64Array;
   events: Float64Array;
   /** The protocol (its kind and counter names) and its relay's counters. */
@@ -101,6 +103,17 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
     () => source.decodeCounts,
     label,
   );
+  new Counter({
+    name: 'stateless_tcp_frames_checksum_offloaded_total',
+    help: "Of the frames decoded ok, those whose TCP checksum field held the sender's pseudo-header sum: checksum left to offload (CHECKSUM_PARTIAL).",
+    labelNames: ['shard'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const offloaded = source.checksumOffloaded();
+      if (offloaded > 0) this.inc({ shard: label }, offloaded);
+    },
+  });
   countersFrom(registry, 'stateless_tcp_segments_total', SEGMENTS_HELP, 'outcome', OUTCOME_NAMES, () => source.outcomeCounts, label);
   countersFrom(registry, 'stateless_tcp_events_total', EVENTS_HELP, 'event', TCP_EVENT_NAMES, () => source.events, label);
   relayCounters(registry, source.protocol, () => source.relayCounts, label);
@@ -186,6 +199,9 @@ export interface CaptureCounters {
   ignored: number;
   /** SYNs and short segments from martian sources (wire/martian.ts), which it dropped unanswered. */
   martianSource: number;
+  /** Frames longer than a ring slot (GRO/LRO/TSO) cut into pieces that fit, and the pieces made of them (wire/coalesced.ts). */
+  coalescedFrames: number;
+  coalescedPieces: number;
 }
 
 /** What the main thread knows that no shard does: the capture thread's and the rings' counters, restarts. */
@@ -215,6 +231,18 @@ export function frontEndMetrics(source: FrontEndCounters): Registry {
     collect() {
       this.reset();
       this.inc(source.capture().establishedDropped);
+    },
+  });
+  new Counter({
+    name: 'stateless_tcp_capture_coalesced_total',
+    help: 'Frames longer than a ring slot (coalesced by GRO or LRO, or left whole by TSO/GSO) that the capture thread cut into pieces that fit, and the pieces it made.',
+    labelNames: ['result'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const capture = source.capture();
+      this.inc({ result: 'frames' }, capture.coalescedFrames);
+      this.inc({ result: 'pieces' }, capture.coalescedPieces);
     },
   });
   // The segments the capture thread handles itself, in the shards' series under shard="capture".
@@ -308,6 +336,8 @@ function summaryNames(metric: string, labels: Labels): string[] {
   switch (metric) {
     case 'stateless_tcp_frames_total':
       return [`decode.${labels.result}`];
+    case 'stateless_tcp_frames_checksum_offloaded_total':
+      return ['decode.checksum_offloaded'];
     case 'stateless_tcp_segments_total':
       return shard === 'capture' ? [`tcp.${labels.outcome}`, `capture.${labels.outcome}`] : [`tcp.${labels.outcome}`];
     case 'stateless_tcp_events_total':
@@ -324,6 +354,8 @@ function summaryNames(metric: string, labels: Labels): string[] {
       return [`pcap.${labels.result}`];
     case 'stateless_tcp_capture_established_dropped_total':
       return ['pcap.established_dropped'];
+    case 'stateless_tcp_capture_coalesced_total':
+      return [`capture.coalesced_${labels.result}`];
     case 'stateless_tcp_packets_sent_total': {
       const name = labels.result === 'sent' ? 'sent' : 'send_failed';
       return perShard !== null && name === 'sent' ? [name, `${perShard}replies_out`] : [name];

@@ -51,6 +51,8 @@ export interface TcpPipelineOptions {
 export class TcpPipeline implements SegmentSink {
   readonly decodeCounts = new Float64Array(DECODE_RESULT_NAMES.length);
   readonly outcomeCounts = new Float64Array(OUTCOME_NAMES.length);
+  /** Of the frames decoded OK, those whose TCP checksum the sender left to offload (`decode.checksum_offloaded`). */
+  checksumOffloaded = 0;
   readonly responder: Responder;
   private readonly linkType: LinkType;
   private readonly checksumPolicy: ChecksumPolicy;
@@ -110,6 +112,7 @@ export class TcpPipeline implements SegmentSink {
     }
     this.decodeCounts[result]!++;
     if (result !== DecodeResult.OK) return;
+    if (seg.checksumOffloaded) this.checksumOffloaded++;
     this.outcomeCounts[this.responder.handleSegment(seg, nowMs)]!++;
   }
 

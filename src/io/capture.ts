@@ -22,15 +22,17 @@ interface CaptureAddon {
     device: string,
     filters: string[],
     bufferBytes: number[],
-    snapLength: number,
+    snapLengths: number[],
     frame: Uint8Array,
     header: Uint32Array,
+    wholeFrames: boolean,
   ): { handle: object; linkType: number };
   next(handle: object, timeoutMs: number): number;
   /** [received, dropped] per lane. */
   stats(handle: object): number[];
   lastError(handle: object): string;
   close(handle: object): void;
+  lroEnabled(device: string): boolean | null;
 }
 
 /** build/Release is where node-gyp puts it (`npm ci` builds it from binding.gyp), from dist/src/io/. */
@@ -50,8 +52,11 @@ export interface CaptureOptions {
   interface: string;
   /** One to three, in priority order (`captureLanes`). */
   lanes: readonly CaptureLane[];
-  /** Bytes kept of each packet. */
-  snapLength: number;
+  /**
+   * The whole-frame companion of the first lane (`wholeFramesLane`): its copy of a frame that the
+   * first lane's snap length cut short replaces the short one, in the first lane's order.
+   */
+  wholeFrames?: CaptureLane | undefined;
 }
 
 export interface CaptureLane {
@@ -59,6 +64,8 @@ export interface CaptureLane {
   filter: string;
   /** Kernel buffer for the lane's packets not yet read. */
   bufferBytes: number;
+  /** Bytes kept of each packet. */
+  snapLength: number;
 }
 
 /** What `next` found. */
@@ -76,6 +83,8 @@ export class Capture {
   private readonly header = new Uint32Array(5);
   private readonly addon: CaptureAddon;
   private readonly handle: object;
+  /** Lanes read in priority order (`options.lanes`), without the whole-frame companion. */
+  private readonly laneCount: number;
   private closed = false;
 
   /**
@@ -86,15 +95,17 @@ export class Capture {
    */
   constructor(options: CaptureOptions) {
     this.addon = require(ADDON_PATH) as CaptureAddon;
-    this.frame = new Uint8Array(options.snapLength);
-    const { lanes } = options;
+    const lanes = options.wholeFrames === undefined ? options.lanes : [...options.lanes, options.wholeFrames];
+    this.laneCount = options.lanes.length;
+    this.frame = new Uint8Array(Math.max(...lanes.map((lane) => lane.snapLength)));
     const opened = this.addon.open(
       options.interface,
       lanes.map((lane) => lane.filter),
       lanes.map((lane) => lane.bufferBytes),
-      options.snapLength,
+      lanes.map((lane) => lane.snapLength),
       this.frame,
       this.header,
+      options.wholeFrames !== undefined,
     );
     this.handle = opened.handle;
     const linkType = LINK_TYPES[opened.linkType];
@@ -135,12 +146,15 @@ export class Capture {
     return this.addon.lastError(this.handle);
   }
 
-  /** libpcap's counters of each lane, in the order of `options.lanes`. */
-  stats(): LaneStats[] {
+  /**
+   * libpcap's counters of each lane, in the order of `options.lanes`, and of the whole-frame
+   * companion (zeros without one).
+   */
+  stats(): { lanes: LaneStats[]; wholeFrames: LaneStats } {
     const numbers = this.addon.stats(this.handle);
     const lanes: LaneStats[] = [];
     for (let i = 0; i + 1 < numbers.length; i += 2) lanes.push({ received: numbers[i]!, dropped: numbers[i + 1]! });
-    return lanes;
+    return { lanes: lanes.slice(0, this.laneCount), wholeFrames: lanes[this.laneCount] ?? { received: 0, dropped: 0 } };
   }
 
   close(): void {
@@ -156,10 +170,31 @@ export interface LaneStats {
   dropped: number;
 }
 
+/**
+ * Whether large receive offload is on at `device` (the NIC merges segments itself, ETHTOOL_GFLAGS);
+ * null when its driver does not say.
+ */
+export function lroEnabled(device: string): boolean | null {
+  return (require(ADDON_PATH) as CaptureAddon).lroEnabled(device);
+}
+
 /** The index of the SYN lane in `captureLanes`: every packet from it is a SYN (without RST), whatever its length. */
 export const SYN_LANE = 1;
 /** The index of the lane of everything else, ICMP too-big messages quoting our segments among it. */
 export const REST_LANE = 2;
+
+/**
+ * Snap length of the whole-frame companion of the lane of open connections' segments
+ * (`wholeFramesLane`): a whole coalesced frame (GRO, LRO, or TSO/GSO from a sender on this host:
+ * docs/operations.md, "Offloads"), which the capture thread cuts into pieces that fit a ring slot
+ * (wire/coalesced.ts). GRO stops merging before the IP
+ * packet passes 64 KiB; with the link header and libpcap's frame header this length keeps a
+ * TPACKET_V2 frame within a 64 KiB block (libpcap doubles the block size from a page until one
+ * frame fits, so 65,536 + 1 bytes would take 128 KiB each), and it holds every frame GRO makes of
+ * 1,448- or 1,460-byte segments (45 of 1,448: 65,226 bytes with Ethernet). A frame longer still
+ * is counted in `decode.truncated`; its sender retransmits what was lost.
+ */
+export const COALESCED_SNAP_LENGTH = 65_280;
 
 /**
  * The capture's lanes, which together select the packets to the listen endpoints (TCP to one of
@@ -174,11 +209,14 @@ export const REST_LANE = 2;
  * take overflows the second only: the clients being served keep theirs, and the capture
  * thread's time goes to SYNs before the flood's RSTs.
  *
+ * Snap length: `snapLength` (a ring slot) for all three. A longer frame of an open connection is
+ * also captured whole by the first lane's companion, `wholeFramesLane`.
+ *
  * Buffers: in immediate mode libpcap uses TPACKET_V2, whose fixed frames are sized for the snap
- * length (≈ 2.1 KB for 2 KB), so the first lane's 64 MiB holds ≈ 30,000 packets, 300 ms at 100k
- * packets/s while the capture thread is descheduled (16 MiB measurably dropped on a busy 2-core
- * machine: bench/capture-rate.ts); the SYNs' 8 MiB ≈ 3,700 SYNs (300 ms at 12k connections/s),
- * the rest's 2 MiB ≈ 950 packets.
+ * length (≈ 2.1 KB for 2 KB), so the first lane's 64 MiB holds ≈ 31,500 packets (31,537
+ * measured), 300 ms at 100k packets/s while the capture thread is descheduled (16 MiB measurably
+ * dropped on a busy 2-core machine: bench/capture-rate.ts); the SYNs' 8 MiB ≈ 3,700 SYNs (300 ms
+ * at 12k connections/s), the rest's 2 MiB ≈ 950 packets.
  *
  * `tcp[…]` reads IPv4 only (pcap-filter(7)); for IPv6 the flags are at byte 40 + 13 behind a
  * fixed header with TCP next, which is also all that `tcp dst port` matches.
@@ -204,20 +242,54 @@ function tooBigQuoting(endpoints: readonly { address: string; port: number }[]):
 
 export function captureLanes(
   endpoints: readonly { address: string; port: number }[],
+  snapLength: number,
 ): [established: CaptureLane, syn: CaptureLane, rest: CaptureLane] {
-  const terms = endpoints.map((e) => `(dst host ${e.address} and tcp dst port ${e.port})`);
-  const toEndpoints = `tcp and (${terms.join(' or ')})`;
-  // The flags byte (RFC 9293 §3.1): SYN 0x02, RST 0x04, ACK 0x10.
-  const flagsAre = (test: (flags: string) => string): string =>
-    `((ip and ${test('tcp[13]')}) or (ip6 and ip6[6] == 6 and ${test('ip6[53]')}))`;
-  // No SYN, and no RST without ACK: a client aborting its connection sends RST+ACK (Linux
-  // always does), the RST that answers a SYN+ACK nobody asked for has no ACK (§3.10.7.1).
-  const established = flagsAre((f) => `${f} & 0x02 == 0 and ${f} & 0x14 != 0x04`);
+  const toEndpoints = toEndpointsFilter(endpoints);
+  const established = establishedFlags;
   const syn = flagsAre((f) => `${f} & 0x06 == 0x02`);
   const MiB = 1024 * 1024;
   return [
-    { filter: `${toEndpoints} and ${established}`, bufferBytes: 64 * MiB },
-    { filter: `${toEndpoints} and ${syn}`, bufferBytes: 8 * MiB },
-    { filter: `(${toEndpoints} and not ${established} and not ${syn}) or ${tooBigQuoting(endpoints)}`, bufferBytes: 2 * MiB },
+    { filter: establishedFilter(endpoints), bufferBytes: 64 * MiB, snapLength },
+    { filter: `${toEndpoints} and ${syn}`, bufferBytes: 8 * MiB, snapLength },
+    { filter: `(${toEndpoints} and not ${established} and not ${syn}) or ${tooBigQuoting(endpoints)}`, bufferBytes: 2 * MiB, snapLength },
   ];
+}
+
+/**
+ * The whole-frame companion of `captureLanes`' first lane: the same segments, only those longer
+ * than `snapLength` (`greater` tests the length on the wire: a GRO or TSO frame's whole length),
+ * with COALESCED_SNAP_LENGTH. libpcap sizes each frame of a TPACKET_V2 ring for its snap length
+ * when the interface has any offload on that could deliver longer frames (TSO, GSO, GRO or LRO;
+ * veth keeps GSO on even with `tx off`): 64 MiB then hold 1,027 frames of 64 KiB against 31,537 of
+ * 2 KiB (measured on a veth, session run of 2026-12-03). So the first lane keeps its short frames
+ * and this one takes the long ones; the addon puts each whole copy in the place of the first
+ * lane's short one (native/capture.c take_whole), which keeps the first lane's order. 32 MiB:
+ * 512 frames, each at least 2 KB of data.
+ */
+export function wholeFramesLane(endpoints: readonly { address: string; port: number }[], snapLength: number): CaptureLane {
+  return {
+    filter: `${establishedFilter(endpoints)} and greater ${snapLength + 1}`,
+    bufferBytes: 32 * 1024 * 1024,
+    snapLength: Math.max(snapLength, COALESCED_SNAP_LENGTH),
+  };
+}
+
+function toEndpointsFilter(endpoints: readonly { address: string; port: number }[]): string {
+  const terms = endpoints.map((e) => `(dst host ${e.address} and tcp dst port ${e.port})`);
+  return `tcp and (${terms.join(' or ')})`;
+}
+
+/** The flags byte (RFC 9293 §3.1): SYN 0x02, RST 0x04, ACK 0x10. */
+function flagsAre(test: (flags: string) => string): string {
+  return `((ip and ${test('tcp[13]')}) or (ip6 and ip6[6] == 6 and ${test('ip6[53]')}))`;
+}
+
+/**
+ * No SYN, and no RST without ACK: a client aborting its connection sends RST+ACK (Linux always
+ * does), the RST that answers a SYN+ACK nobody asked for has no ACK (§3.10.7.1).
+ */
+const establishedFlags = flagsAre((f) => `${f} & 0x02 == 0 and ${f} & 0x14 != 0x04`);
+
+function establishedFilter(endpoints: readonly { address: string; port: number }[]): string {
+  return `${toEndpointsFilter(endpoints)} and ${establishedFlags}`;
 }

@@ -117,4 +117,5 @@ function resetSegment(out: Segment, buf: Uint8Array): void {
   out.hasTimestamps = false;
   out.tsVal = 0;
   out.tsEcr = 0;
+  out.checksumOffloaded = false;
 }

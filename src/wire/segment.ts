@@ -63,11 +63,10 @@ export type DecodeResult = (typeof DecodeResult)[keyof typeof DecodeResult];
 export const DECODE_RESULT_NAMES = counterNames(DecodeResult);
 
 /**
- * Whether to verify the IPv4 header and TCP checksums of captured packets. Linux veth and loopback
- * hand packets from a same-host sender to AF_PACKET before the checksum is filled in
- * (CHECKSUM_PARTIAL, transmit offload), and libpcap does not tell us which packets those are, so a
- * deployment whose clients share the host either turns offload off (`ethtool -K IF tx off`, as the
- * lab does) or uses `IGNORE`.
+ * Whether to verify the IPv4 header and TCP checksums of captured packets. Verifying accepts a TCP
+ * segment whose checksum the sender's kernel left to offload (CHECKSUM_PARTIAL: a same-host
+ * sender, a TSO/GSO/GRO frame), recognized by its field (tcp.ts `tcpChecksumState`); `IGNORE`
+ * accepts every checksum (`--checksums ignore`).
  */
 export const ChecksumPolicy = {
   VERIFY: 0,
@@ -115,6 +114,12 @@ export class Segment {
   hasTimestamps = false;
   tsVal = 0;
   tsEcr = 0;
+
+  /**
+   * The TCP checksum field held the folded pseudo-header sum, not a checksum: the sender's kernel
+   * left it to offload (tcp.ts `tcpChecksumState`). Set only when checksums are verified.
+   */
+  checksumOffloaded = false;
 
   /** Bytes in the address: 4 for IPv4, 16 for IPv6. */
   get addrLength(): number {

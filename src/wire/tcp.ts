@@ -125,8 +125,10 @@ export function decodeTcp(buf: Uint8Array, offset: number, end: number, policy: 
   if (segmentLength < TCP_HEADER_LENGTH) return DecodeResult.BAD_TCP_HEADER;
   // Checked before the header is interpreted, so a segment damaged in transit is counted as such
   // rather than as whatever impossible header the damage produced.
-  if (policy === ChecksumPolicy.VERIFY && !isTcpChecksumValid(buf, offset, segmentLength, out)) {
-    return DecodeResult.BAD_TCP_CHECKSUM;
+  if (policy === ChecksumPolicy.VERIFY) {
+    const state = tcpChecksumState(buf, offset, segmentLength, out);
+    if (state === TcpChecksumState.BAD) return DecodeResult.BAD_TCP_CHECKSUM;
+    out.checksumOffloaded = state === TcpChecksumState.OFFLOADED;
   }
   const headerLength = (buf[offset + TcpField.DATA_OFFSET]! >>> 4) * 4;
   if (headerLength < TCP_HEADER_LENGTH || headerLength > segmentLength) return DecodeResult.BAD_TCP_HEADER;
@@ -146,11 +148,39 @@ export function decodeTcp(buf: Uint8Array, offset: number, end: number, policy: 
   return DecodeResult.OK;
 }
 
-/** RFC 9293 §3.1: the checksum covers pseudo-header, header and data; a valid one sums to 0xffff. */
-function isTcpChecksumValid(buf: Uint8Array, offset: number, segmentLength: number, seg: Segment): boolean {
+/** What `tcpChecksumState` found in a segment's checksum field. */
+export const TcpChecksumState = {
+  /** It verifies: pseudo-header, header and data sum to 0xffff (RFC 9293 §3.1). */
+  VALID: 0,
+  /** It holds the folded pseudo-header sum: the sender's kernel left the rest to offload. */
+  OFFLOADED: 1,
+  BAD: 2,
+} as const;
+export type TcpChecksumState = (typeof TcpChecksumState)[keyof typeof TcpChecksumState];
+
+/**
+ * The checksum state of the segment [`offset`, `offset + segmentLength`), whose addresses `seg`
+ * names.
+ *
+ * A segment from a sender on this host (a container, a VM's tap, the peer of a veth) with
+ * transmit checksum offload, and every frame that GRO or GSO coalesced or that TSO left whole,
+ * reaches an AF_PACKET tap as CHECKSUM_PARTIAL: the sender's kernel wrote only the folded
+ * pseudo-header sum into the field (Linux `__tcp_v4_send_check`, `tcp_v6_send_check`,
+ * `tcp_gro_complete`: `th->check = ~tcp_v4_check(len, saddr, daddr, 0)`), and the NIC that would
+ * finish it is never reached. The kernel marks those skbs (TP_STATUS_CSUMNOTREADY), but libpcap
+ * does not pass the packet status on (docs/operations.md, "Offloads"), so the field itself is the
+ * evidence: it equals that sum with the segment's own length. Such a segment never crossed a
+ * wire unchecked — it comes from this host's own stack, or from a NIC that verified each segment
+ * before GRO merged them — so it is taken as OFFLOADED. The rule is checked first, so that a
+ * 64 KB coalesced frame costs a pseudo-header sum, not a pass over its bytes. A corrupted segment
+ * passes it only if the damage happens to leave exactly that value in the field: 1 in 65,536 of
+ * the segments whose checksum is wrong anyway.
+ */
+export function tcpChecksumState(buf: Uint8Array, offset: number, segmentLength: number, seg: Segment): TcpChecksumState {
   const { family, srcAddrOffset, dstAddrOffset } = seg;
   const pseudo = pseudoHeaderSum(family, buf, srcAddrOffset, buf, dstAddrOffset, IpProtocol.TCP, segmentLength);
-  return combine(pseudo, sum16(buf, offset, segmentLength)) === 0xffff;
+  if (readU16(buf, offset + TcpField.CHECKSUM) === pseudo) return TcpChecksumState.OFFLOADED;
+  return combine(pseudo, sum16(buf, offset, segmentLength)) === 0xffff ? TcpChecksumState.VALID : TcpChecksumState.BAD;
 }
 
 /**

@@ -69,3 +69,35 @@ export function ipPacket(index: number): Uint8Array {
 export function tcpdumpLines(): string[] {
   return readFileSync(new URL('packets.txt', FIXTURES), 'utf8').trimEnd().split('\n');
 }
+
+/**
+ * offloaded.pcap: 28 packets captured with `tcpdump -s 262144` on the server's veth of two lab
+ * namespaces left at the kernel's default offloads (tx checksumming, TSO and GSO on both ends) with
+ * GRO turned on at the server: a client uploads 30,000 bytes to port 8080 over IPv4 (packets 0-11,
+ * 24-25), then over IPv6 (12-23, 26-27), to a plain kernel socket. Every packet's TCP checksum
+ * field holds the folded pseudo-header sum, not a checksum (CHECKSUM_PARTIAL: tcpdump calls each
+ * "incorrect"), and the uploads arrive as TSO frames of several segments, whose IP length is the
+ * whole frame's: 7240 + 7240 + 14480 + 1040 bytes of data over IPv4 (MSS 1448), 7140 + 7140 +
+ * 14280 + 1440 over IPv6 (MSS 1428).
+ */
+export const Offloaded = {
+  V4_SYN: 0,
+  V4_HANDSHAKE_ACK: 2,
+  V4_DATA_FIRST: 3,
+  V4_DATA_14480: 7,
+  V4_DATA_LAST: 9,
+  V4_CLIENT_FIN: 11,
+  V6_SYN: 12,
+  V6_DATA_FIRST: 15,
+  V6_DATA_14280: 19,
+  V6_DATA_LAST: 21,
+  COUNT: 28,
+} as const;
+
+/** A copy of frame `index` of offloaded.pcap (Ethernet). */
+export function offloadedFrame(index: number): Uint8Array {
+  let file = offloadedCapture;
+  if (file === undefined) offloadedCapture = file = readPcap(new URL('offloaded.pcap', FIXTURES));
+  return Uint8Array.from(file.records[index]!.data);
+}
+let offloadedCapture: PcapFile | undefined;

@@ -33,6 +33,7 @@ function counters(frames: number, flows: number): PipelineCounters {
   applicationCounts[RelayCounter.QUERIES] = frames;
   return {
     decodeCounts,
+    checksumOffloaded: () => 0,
     outcomeCounts,
     events: new Float64Array(TCP_EVENT_NAMES.length),
     protocol: DNS_PROTOCOL,
@@ -85,6 +86,7 @@ function shardCounters(base: number, flows: number): PipelineCounters {
   relayCounts[RelayCounter.ANSWERS] = base + 8;
   return {
     decodeCounts,
+    checksumOffloaded: () => base + 11,
     outcomeCounts,
     events,
     protocol: DNS_PROTOCOL,
@@ -106,6 +108,8 @@ function frontEnd(): FrontEndCounters {
       sendFailed: 2,
       ignored: 900,
       martianSource: 40,
+      coalescedFrames: 50,
+      coalescedPieces: 400,
     }),
     shards: () => [
       { shard: 0, ringIn: 1100, ringDropped: 4, restarts: 0 },
@@ -133,6 +137,7 @@ test('the stop summary: shard counters summed, the capture thread and rings adde
   assert.deepEqual(Object.fromEntries(summary), {
     'decode.ok': 101 + 201,
     'decode.bad_tcp_checksum': 102 + 202,
+    'decode.checksum_offloaded': 111 + 211,
     'tcp.ignored': 105 + 205 + 900,
     'tcp.syn_answered': 103 + 203 + 700,
     'tcp.data': 104 + 204,
@@ -154,6 +159,8 @@ test('the stop summary: shard counters summed, the capture thread and rings adde
     'capture.ignored': 900,
     'tcp.martian_source': 40,
     'capture.martian_source': 40,
+    'capture.coalesced_frames': 50,
+    'capture.coalesced_pieces': 400,
     'shard0.packets_in': 1100,
     'shard0.ring_drops': 4,
     'shard1.packets_in': 2200,
@@ -216,6 +223,7 @@ test('the stop summary of the kernel transport: its connections and the relay co
 test('the stop summary of an idle front end: gauges, capture and per-shard pairs at 0, no counter family', async () => {
   const idle = (): PipelineCounters => ({
     decodeCounts: new Float64Array(DECODE_RESULT_NAMES.length),
+    checksumOffloaded: () => 0,
     outcomeCounts: new Float64Array(OUTCOME_NAMES.length),
     events: new Float64Array(TCP_EVENT_NAMES.length),
     protocol: DNS_PROTOCOL,
@@ -226,11 +234,23 @@ test('the stop summary of an idle front end: gauges, capture and per-shard pairs
     sendFailures: () => 0,
   });
   const main = frontEndMetrics({
-    capture: () => ({ received: 0, dropped: 0, establishedDropped: 0, synAnswered: 0, sendFailed: 0, ignored: 0, martianSource: 0 }),
+    capture: () => ({
+      received: 0,
+      dropped: 0,
+      establishedDropped: 0,
+      synAnswered: 0,
+      sendFailed: 0,
+      ignored: 0,
+      martianSource: 0,
+      coalescedFrames: 0,
+      coalescedPieces: 0,
+    }),
     shards: () => [{ shard: 0, ringIn: 0, ringDropped: 0, restarts: 0 }],
   });
   const summary = pairs(summaryLine([await snapshot(pipelineMetrics(0, idle()).registry), await snapshot(main)]));
   assert.deepEqual(summary.map(([name]) => name).sort(), [
+    'capture.coalesced_frames',
+    'capture.coalesced_pieces',
     'capture.ignored',
     'capture.martian_source',
     'capture.syn_answered',

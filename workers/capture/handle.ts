@@ -95,6 +95,8 @@ export async function startCaptureThread(options: CaptureThreadOptions, stopTime
       sendFailed: published[CaptureStat.SEND_FAILED]!,
       ignored: published[CaptureStat.IGNORED]!,
       martianSource: published[CaptureStat.MARTIAN_SOURCE]!,
+      coalescedFrames: published[CaptureStat.COALESCED_FRAMES]!,
+      coalescedPieces: published[CaptureStat.COALESCED_PIECES]!,
     }),
     rotateSecret: (secret) => publishCaptureSecret(control, secret),
     stop: () => (stopped ??= stop()),

@@ -11,10 +11,10 @@
  *   Bytes      Field               Written by                 Read by
  *     0 -   3  STOP                main: 0 → 1                capture, after every packet and poll
  *     4 -   7  SECRET_GENERATION   main (sequence lock)       capture, at each SYN it answers
- *     8 -  63  counters            capture, about once a      main: metrics and the stop summary
- *              (CaptureStat, seven second and at stop
+ *     8 -  79  counters            capture, about once a      main: metrics and the stop summary
+ *              (CaptureStat, nine  second and at stop
  *              float64s)
- *    64 -  79  SECRET              main, inside the lock      capture: the newest cookie secret
+ *    80 -  95  SECRET              main, inside the lock      capture: the newest cookie secret
  *
  * The secret is published under a sequence lock (`publishCaptureSecret`): SECRET_GENERATION is odd
  * while the main thread writes it and even once it is whole, so the capture thread copies it only
@@ -30,7 +30,8 @@ export interface CaptureThreadData {
   interface: string;
   /** The capture's lanes in priority order (io/capture.ts captureLanes). */
   lanes: CaptureLane[];
-  snapLength: number;
+  /** The first lane's whole-frame companion (io/capture.ts wholeFramesLane). */
+  wholeFrames: CaptureLane;
   rings: RingRegion[];
   /** The control block (layout above), from `allocateCaptureControl`. */
   control: SharedArrayBuffer;
@@ -71,6 +72,12 @@ export const CaptureStat = {
   ESTABLISHED_DROPPED: 5,
   /** SYNs (and the rare short data segment) from martian sources (wire/martian.ts), dropped unanswered. */
   MARTIAN_SOURCE: 6,
+  /**
+   * Frames longer than a ring slot that the capture thread cut into pieces that fit
+   * (wire/coalesced.ts: GRO/LRO/TSO frames), and the pieces it made of them.
+   */
+  COALESCED_FRAMES: 7,
+  COALESCED_PIECES: 8,
 } as const;
 const CAPTURE_STAT_COUNT = Object.keys(CaptureStat).length;
 const CAPTURE_STATS_OFFSET = 8;

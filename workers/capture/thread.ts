@@ -39,6 +39,7 @@ import { FlowlessAction, flowlessAction } from '../../src/tcp/flowless.js';
 import { synAckFor } from '../../src/tcp/handshake.js';
 import { LiveFlows } from '../../src/tcp/live-flows.js';
 import { DEFAULT_RESPONDER_CONFIG } from '../../src/tcp/responder.js';
+import { SegmentCutter } from '../../src/wire/coalesced.js';
 import { emitReply } from '../../src/wire/emit.js';
 import { FlowHash, UNPARSED_FLOW_HASH } from '../../src/wire/flow-hash.js';
 import { decodeTooBig } from '../../src/wire/icmp.js';
@@ -154,6 +155,44 @@ class FlowlessShortcut {
   }
 }
 
+/**
+ * Frames longer than a ring slot — coalesced by GRO or LRO, or left whole by TSO/GSO from a
+ * sender on this host — cut into the pieces that fit (wire/coalesced.ts), all to the frame's shard.
+ */
+class CoalescedFrames {
+  frames = 0;
+  pieces = 0;
+  private readonly segment = new Segment();
+  private readonly cutter: SegmentCutter;
+
+  constructor(
+    private readonly linkType: LinkType,
+    private readonly checksumPolicy: ChecksumPolicy,
+    slotBytes: number,
+  ) {
+    this.cutter = new SegmentCutter(slotBytes);
+  }
+
+  /**
+   * Pushes the pieces of `frame[0, length)` to `producer`; false when the frame is not one to cut
+   * (it does not decode — the shard counts why, from what fits its slot — or needs no cutting).
+   * A piece the ring has no room for is dropped and counted there, like any frame.
+   */
+  push(frame: Uint8Array, length: number, producer: RingProducer, seconds: number, micros: number): boolean {
+    if (decodeFrame(this.linkType, frame, 0, length, this.checksumPolicy, this.segment) !== DecodeResult.OK) return false;
+    const cutter = this.cutter;
+    const count = cutter.prepare(this.segment, 0);
+    if (count === 0) return false;
+    for (let i = 0; i < count; i++) {
+      const pieceLength = cutter.piece(i);
+      producer.push(cutter.out, 0, pieceLength, pieceLength, seconds, micros);
+    }
+    this.frames++;
+    this.pieces += count;
+    return true;
+  }
+}
+
 const data = workerData as CaptureThreadData;
 const port = parentPort!;
 const report = (message: CaptureReport): void => port.postMessage(message);
@@ -162,7 +201,7 @@ nameThisThread('stcp-capture');
 
 let capture: Capture | undefined;
 try {
-  capture = new Capture({ interface: data.interface, lanes: data.lanes, snapLength: data.snapLength });
+  capture = new Capture({ interface: data.interface, lanes: data.lanes, wholeFrames: data.wholeFrames });
 } catch (error) {
   report({ type: 'failed', message: (error as Error).message });
 }
@@ -176,9 +215,11 @@ if (capture !== undefined) {
   }
   if (shortcut !== undefined) {
     report({ type: 'ready', linkType: capture.linkType });
-    captureLoop(capture, shortcut, routing);
+    const producers = data.rings.map((region) => new RingProducer(region));
+    const coalesced = new CoalescedFrames(capture.linkType, data.checksumPolicy, producers[0]!.slotDataBytes);
+    captureLoop(capture, shortcut, routing, producers, coalesced);
     shortcut.close();
-    publishStats(capture, shortcut);
+    publishStats(capture, shortcut, coalesced);
     report({ type: 'stopped' });
   }
   capture.close();
@@ -186,21 +227,31 @@ if (capture !== undefined) {
 port.close();
 
 /** The counters for metrics and the stop line (CaptureStat). */
-function publishStats(capture: Capture, shortcut: FlowlessShortcut): void {
+function publishStats(capture: Capture, shortcut: FlowlessShortcut, coalesced: CoalescedFrames): void {
   const published = controlStats(data.control);
-  const lanes = capture.stats();
+  const { lanes, wholeFrames } = capture.stats();
+  // The whole-frame companion's packets are copies of the first lane's, not more packets; a copy
+  // it dropped is a frame handed on cut short (decode.truncated), which it counts as dropped.
   published[CaptureStat.RECEIVED] = lanes.reduce((sum, lane) => sum + lane.received, 0);
-  published[CaptureStat.DROPPED] = lanes.reduce((sum, lane) => sum + lane.dropped, 0);
+  published[CaptureStat.DROPPED] = lanes.reduce((sum, lane) => sum + lane.dropped, 0) + wholeFrames.dropped;
   published[CaptureStat.ESTABLISHED_DROPPED] = lanes[0]!.dropped;
   published[CaptureStat.SYN_ANSWERED] = shortcut.synAnswered;
   published[CaptureStat.IGNORED] = shortcut.ignored;
   published[CaptureStat.MARTIAN_SOURCE] = shortcut.martianSources;
   published[CaptureStat.SEND_FAILED] = shortcut.sendFailed;
+  published[CaptureStat.COALESCED_FRAMES] = coalesced.frames;
+  published[CaptureStat.COALESCED_PIECES] = coalesced.pieces;
 }
 
-function captureLoop(capture: Capture, shortcut: FlowlessShortcut, routing: FlowHash): void {
-  const producers = data.rings.map((region) => new RingProducer(region));
+function captureLoop(
+  capture: Capture,
+  shortcut: FlowlessShortcut,
+  routing: FlowHash,
+  producers: readonly RingProducer[],
+  coalesced: CoalescedFrames,
+): void {
   const shardCount = producers.length;
+  const slotBytes = producers[0]!.slotDataBytes;
   const { frame, linkType } = capture;
   // An ICMP too-big message goes to the shard of the connection whose segment it quotes.
   const icmpLayers = new Segment();
@@ -224,7 +275,12 @@ function captureLoop(capture: Capture, shortcut: FlowlessShortcut, routing: Flow
     }
     const shard = hash % shardCount;
     if (!shortcut.handle(frame, length, capture.lane, hash, shard, nowMs)) {
-      producers[shard]!.push(frame, 0, length, capture.wireLength, capture.timestampSeconds, capture.timestampMicros);
+      const producer = producers[shard]!;
+      const seconds = capture.timestampSeconds;
+      const micros = capture.timestampMicros;
+      if (length <= slotBytes || !coalesced.push(frame, length, producer, seconds, micros)) {
+        producer.push(frame, 0, length, capture.wireLength, seconds, micros);
+      }
     }
     return true;
   };
@@ -247,7 +303,7 @@ function captureLoop(capture: Capture, shortcut: FlowlessShortcut, routing: Flow
       sinceClock = 0;
       if (nowMs >= publishAtMs) {
         publishAtMs = nowMs + STATS_INTERVAL_MS;
-        publishStats(capture, shortcut);
+        publishStats(capture, shortcut, coalesced);
       }
     }
   }

@@ -85,6 +85,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
     );
     const metrics = pipelineMetrics(task.shard, {
       decodeCounts: pipeline.decodeCounts,
+      checksumOffloaded: () => pipeline.checksumOffloaded,
       outcomeCounts: pipeline.outcomeCounts,
       events: pipeline.responder.events,
       protocol: application,

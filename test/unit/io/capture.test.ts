@@ -37,7 +37,7 @@ test('the capture lanes split the packets to the server by SYN and RST, on every
   const toServer = lines.filter((line) => / > (198\.18\.0\.2|2001:2::2)\.53: /.test(line));
   const syns = toServer.filter((line) => line.includes('Flags [S]'));
   assert.deepEqual(syns, [lines[Packet.V4_SYN], lines[Packet.V6_SYN], lines[Packet.BIG_SYN]]);
-  const [established, syn, rest] = captureLanes(SERVER).map((lane) => lane.filter);
+  const [established, syn, rest] = captureLanes(SERVER, 2048).map((lane) => lane.filter);
   for (const { name } of CAPTURES) {
     assert.deepEqual(selected(name, syn), syns, name);
     assert.deepEqual(
@@ -87,7 +87,7 @@ test('a client RST with ACK (an aborted connection) is in the first lane, one wi
   try {
     const file = join(dir, 'resets.pcap');
     writeFileSync(file, pcapFile(frames));
-    const [established, syn, rest] = captureLanes(SERVER).map((lane) => selected(file, lane.filter));
+    const [established, syn, rest] = captureLanes(SERVER, 2048).map((lane) => selected(file, lane.filter));
     assert.equal(established!.length, 2);
     assert.ok(
       established!.every((line) => line.includes('Flags [R.]')),
@@ -124,7 +124,7 @@ test('ICMP too-big messages quoting a segment from a listen endpoint are in the 
   try {
     const file = join(dir, 'too-big.pcap');
     writeFileSync(file, pcapFile(frames));
-    const [established, syn, rest] = captureLanes(SERVER).map((lane) => selected(file, lane.filter));
+    const [established, syn, rest] = captureLanes(SERVER, 2048).map((lane) => selected(file, lane.filter));
     assert.deepEqual(established, []);
     assert.deepEqual(syn, []);
     assert.equal(rest!.length, 2, rest!.join('\n'));

@@ -3,8 +3,9 @@ import { describe, it } from 'node:test';
 import { readU16, readU32 } from '../../../src/wire/bytes.js';
 import { decodeFrame } from '../../../src/wire/frame.js';
 import { ChecksumPolicy, DecodeResult, LinkType, Segment, TcpFlag } from '../../../src/wire/segment.js';
+import { pseudoHeaderSum } from '../../../src/wire/checksum.js';
 import { TcpField } from '../../../src/wire/tcp.js';
-import { ipPacket, Packet } from '../../support/fixtures.js';
+import { ipPacket, Offloaded, offloadedFrame, PACKET_COUNT, Packet } from '../../support/fixtures.js';
 import { fixIpv4Checksum, fixTcpChecksum, withTcpOptions } from '../../support/packets.js';
 
 function decodeRaw(packet: Uint8Array, policy: ChecksumPolicy = ChecksumPolicy.VERIFY): { result: DecodeResult; seg: Segment } {
@@ -86,6 +87,56 @@ describe('TCP header', () => {
     const v6 = ipPacket(Packet.V6_QUERY);
     v6[40 + TcpField.WINDOW]! ^= 0x80;
     assert.equal(decodeRaw(v6).result, DecodeResult.BAD_TCP_CHECKSUM);
+  });
+
+  it('accepts every captured segment whose checksum the sender left to offload, and says so', () => {
+    for (let i = 0; i < Offloaded.COUNT; i++) {
+      const frame = offloadedFrame(i);
+      const seg = new Segment();
+      assert.equal(decodeFrame(LinkType.ETHERNET, frame, 0, frame.length, ChecksumPolicy.VERIFY, seg), DecodeResult.OK, `packet ${i}`);
+      assert.equal(seg.checksumOffloaded, true, `packet ${i}`);
+      // The field is the folded pseudo-header sum with the segment's own length (CHECKSUM_PARTIAL).
+      const tcpLength = seg.ipEnd - seg.tcpOffset;
+      const pseudo = pseudoHeaderSum(seg.family, frame, seg.srcAddrOffset, frame, seg.dstAddrOffset, 6, tcpLength);
+      assert.equal(readU16(frame, seg.tcpOffset + TcpField.CHECKSUM), pseudo, `packet ${i}`);
+    }
+    const frame = offloadedFrame(Offloaded.V4_DATA_14480);
+    const seg = new Segment();
+    assert.equal(decodeFrame(LinkType.ETHERNET, frame, 0, frame.length, ChecksumPolicy.VERIFY, seg), DecodeResult.OK);
+    assert.equal([seg.payloadLength, seg.seq].join(), '14480,3601744721');
+  });
+
+  it('accepts no other wrong checksum: the field one off the pseudo-header sum, or the sum of another length', () => {
+    for (const index of [Offloaded.V4_SYN, Offloaded.V4_DATA_FIRST, Offloaded.V6_SYN, Offloaded.V6_DATA_LAST]) {
+      const frame = offloadedFrame(index);
+      const checksumAt = 14 + (frame[14]! >>> 4 === 4 ? 20 : 40) + TcpField.CHECKSUM;
+      frame[checksumAt + 1]! ^= 0x01;
+      assert.equal(
+        decodeFrame(LinkType.ETHERNET, frame, 0, frame.length, ChecksumPolicy.VERIFY, new Segment()),
+        DecodeResult.BAD_TCP_CHECKSUM,
+      );
+    }
+    // A partial checksum computed for the whole frame no longer fits once the frame is cut short.
+    const frame = offloadedFrame(Offloaded.V4_DATA_FIRST);
+    frame[14 + 2] = 0x05;
+    frame[14 + 3] = 0xdc; // IP total length 1500 of 7292
+    fixIpv4Checksum(frame, 14);
+    assert.equal(
+      decodeFrame(LinkType.ETHERNET, frame, 0, frame.length, ChecksumPolicy.VERIFY, new Segment()),
+      DecodeResult.BAD_TCP_CHECKSUM,
+    );
+  });
+
+  it('says nothing was offloaded of segments whose checksums verify, or when checksums are not verified', () => {
+    for (let i = 0; i < PACKET_COUNT; i++) {
+      const seg = new Segment();
+      assert.equal(decodeFrame(LinkType.RAW, ipPacket(i), 0, ipPacket(i).length, ChecksumPolicy.VERIFY, seg), DecodeResult.OK);
+      assert.equal(seg.checksumOffloaded, false, `packet ${i}`);
+    }
+    const frame = offloadedFrame(Offloaded.V4_SYN);
+    const seg = new Segment();
+    assert.equal(decodeFrame(LinkType.ETHERNET, frame, 0, frame.length, ChecksumPolicy.IGNORE, seg), DecodeResult.OK);
+    assert.equal(seg.checksumOffloaded, false);
   });
 
   it('rejects a data offset below 5 or beyond the segment', () => {
