@@ -73,8 +73,13 @@ describe('server interface MTU below the client MSS', () => {
     }
     const summary = await frontEnd.stop();
     frontEnd = undefined;
-    assert.ok(counter(summary, 'send_failed') >= 2, summary);
-    assert.ok(counter(summary, 'tcp.too_big_taken') >= 2, summary);
+    if (lab.offloads === 'off') {
+      // With the server's offloads at the kernel's defaults the kernel took the 1400-byte raw
+      // sends on the 1300-byte veth without EMSGSIZE (seen on 6.18, 2026-12-03), and veth
+      // delivered them: there is nothing to cut again then, only the answers to check.
+      assert.ok(counter(summary, 'send_failed') >= 2, summary);
+      assert.ok(counter(summary, 'tcp.too_big_taken') >= 2, summary);
+    }
     assert.equal(counter(summary, 'tcp.too_big_refused'), 0, summary);
     assert.equal(counter(summary, 'tcp.retransmit_timeouts'), 0, summary);
     assert.equal(counter(summary, 'tcp.flows_aborted'), 0, summary);
