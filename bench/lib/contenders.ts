@@ -4,6 +4,7 @@
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Lab } from '../../lab/lab.js';
@@ -190,6 +191,9 @@ function statelessContender(name: 'stateless' | 'kernel'): Contender {
   };
 }
 
+/** Queries dnsdist works on at once per client connection, and pipelines per backend connection. */
+const DNSDIST_MAX_IN_FLIGHT = 100;
+
 /**
  * dnsdist 1.7 as a TCP front end for the same unbound. dnsdist relays queries that arrive over TCP
  * to the backend over TCP (reusing its backend connections); it has no TCP-to-UDP mode.
@@ -200,12 +204,17 @@ const dnsdistContender: Contender = {
   unboundExtraConfig: [],
   unsupported: () => null,
   async start(lab, mode) {
+    // Tuned as dnsdist's docs advise for TCP clients that pipeline ("Tuning", "Out-of-order"):
+    // maxInFlight on the listeners lets it work on a connection's queries concurrently (0, the
+    // default, takes them one at a time), and on the backend lets it pipeline them to unbound;
+    // 100 as stateless-tcp's --max-pipelined. One TCP worker thread per core.
     const config = [
-      `setLocal('${lab.serverV4}:${SERVICE_PORT}')`,
-      `addLocal('[${lab.serverV6}]:${SERVICE_PORT}')`,
+      `setLocal('${lab.serverV4}:${SERVICE_PORT}', {maxInFlight=${DNSDIST_MAX_IN_FLIGHT}})`,
+      `addLocal('[${lab.serverV6}]:${SERVICE_PORT}', {maxInFlight=${DNSDIST_MAX_IN_FLIGHT}})`,
+      `setMaxTCPClientThreads(${availableParallelism()})`,
       // The default ACL covers only loopback and RFC 1918 ranges, not the lab's benchmarking range.
       `setACL({'198.18.0.0/15', '2001:2::/48'})`,
-      `newServer({address='${lab.upstream.v4.address}:${lab.upstream.v4.port}', name='unbound'})`,
+      `newServer({address='${lab.upstream.v4.address}:${lab.upstream.v4.port}', name='unbound', maxInFlight=${DNSDIST_MAX_IN_FLIGHT}})`,
       // No security-status polling: it would send DNS queries toward the Internet.
       `setSecurityPollSuffix('')`,
       // The nearest dnsdist has to transaction mode. dnsdist 1.7.3 still answers a second query on
