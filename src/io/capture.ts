@@ -213,10 +213,10 @@ export const COALESCED_SNAP_LENGTH = 65_280;
  * also captured whole by the first lane's companion, `wholeFramesLane`.
  *
  * Buffers: in immediate mode libpcap uses TPACKET_V2, whose fixed frames are sized for the snap
- * length (≈ 2.1 KB for 2 KB), so the first lane's 64 MiB holds ≈ 31,500 packets (31,537
- * measured), 300 ms at 100k packets/s while the capture thread is descheduled (16 MiB measurably
- * dropped on a busy 2-core machine: bench/capture-rate.ts); the SYNs' 8 MiB ≈ 3,700 SYNs (300 ms
- * at 12k connections/s), the rest's 2 MiB ≈ 950 packets.
+ * length (2 KiB for the front end's 1978, two to a page: front-end.ts SNAP_LENGTH), so the first
+ * lane's 64 MiB holds 32,768 packets, 300 ms at 100k packets/s while the capture thread is
+ * descheduled (16 MiB measurably dropped on a busy 2-core machine: bench/capture-rate.ts); the
+ * SYNs' 8 MiB 4,096 SYNs (300 ms at 12k connections/s), the rest's 2 MiB 1,024 packets.
  *
  * `tcp[…]` reads IPv4 only (pcap-filter(7)); for IPv6 the flags are at byte 40 + 13 behind a
  * fixed header with TCP next, which is also all that `tcp dst port` matches.
@@ -260,7 +260,7 @@ export function captureLanes(
  * than `snapLength` (`greater` tests the length on the wire: a GRO or TSO frame's whole length),
  * with COALESCED_SNAP_LENGTH. libpcap sizes each frame of a TPACKET_V2 ring for its snap length
  * when the interface has any offload on that could deliver longer frames (TSO, GSO, GRO or LRO;
- * veth keeps GSO on even with `tx off`): 64 MiB then hold 1,027 frames of 64 KiB against 31,537 of
+ * veth keeps GSO on even with `tx off`): 64 MiB then hold 1,027 frames of 64 KiB against 32,768 of
  * 2 KiB (measured on a veth, session run of 2026-12-03). So the first lane keeps its short frames
  * and this one takes the long ones; the addon puts each whole copy in the place of the first
  * lane's short one (native/capture.c take_whole), which keeps the first lane's order. 32 MiB:
