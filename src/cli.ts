@@ -60,19 +60,22 @@ function upstreamPortCount(value: string): number {
   return n;
 }
 
-interface DnsCommandOptions extends RawCommandOptions {
+/** The options named as DnsSettings names them (commander turns --cache-size into cacheSize). */
+type DnsPassThrough =
+  | 'cacheSize'
+  | 'maxQpsPerClient'
+  | 'rateLimitIpv4Prefix'
+  | 'rateLimitIpv6Prefix'
+  | 'rateLimitAction'
+  | 'upstreamProxyProtocol';
+
+interface DnsCommandOptions extends RawCommandOptions, Pick<DnsSettings, DnsPassThrough> {
   upstream?: Endpoint[];
   timeout: number;
   closeAfterResponse: boolean;
   upstreamPorts: number;
   upstreamPortQueries: number;
   upstreamPortSeconds: number;
-  cacheSize: number;
-  maxQpsPerClient: number;
-  rateLimitIpv4Prefix: number;
-  rateLimitIpv6Prefix: number;
-  rateLimitAction: 'refuse' | 'drop';
-  upstreamProxyProtocol: boolean;
 }
 
 async function runDns(options: DnsCommandOptions): Promise<void> {
