@@ -170,7 +170,12 @@ async function throughputRun(
 ): Promise<ThroughputRun> {
   const scenario = SCENARIOS[scenarioName];
   const contender = CONTENDERS[contenderName];
-  const mode: StartMode = { closeAfterEachAnswer: scenario.closeAfterEachAnswer, holdIdleConnections: false, workers };
+  const mode: StartMode = {
+    closeAfterEachAnswer: scenario.closeAfterEachAnswer,
+    holdIdleConnections: false,
+    packetCacheEntries: scenario.packetCacheEntries,
+    workers,
+  };
   const unsupported =
     remoteResolver && contenderName === 'unbound'
       ? 'unbound answers in the server namespace; here it is the remote resolver'

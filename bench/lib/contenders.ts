@@ -33,6 +33,8 @@ export interface StartMode {
   closeAfterEachAnswer: boolean;
   /** Keep idle connections open as long as the server allows (the idle-connection scenario). */
   holdIdleConnections: boolean;
+  /** Answers the relay keeps in a packet cache (0 or absent: none). */
+  packetCacheEntries?: number;
   /** Extra `node` flags for the stateless-tcp processes (e.g. --cpu-prof); ignored by the others. */
   nodeFlags?: readonly string[];
   /** `--workers N` for the raw transport, passed only when the CLI accepts it; null: its default. */
@@ -170,6 +172,7 @@ function statelessContender(name: 'stateless' | 'kernel'): Contender {
       const variant = [
         ...(kernel ? ['--transport', 'kernel'] : []),
         ...(mode.closeAfterEachAnswer ? ['--close-after-response'] : []),
+        ...(mode.packetCacheEntries ? ['--cache-size', String(mode.packetCacheEntries)] : []),
         ...(!kernel && mode.workers != null && statelessAcceptsWorkers() ? ['--workers', String(mode.workers)] : []),
       ];
       const args = [
@@ -221,6 +224,7 @@ const dnsdistContender: Contender = {
       // the connection before closing (dig +keepopen: two answers, then EOF), which the
       // answers-per-connection column shows.
       ...(mode.closeAfterEachAnswer ? ['setMaxTCPQueriesPerConnection(1)'] : []),
+      ...(mode.packetCacheEntries ? [`getPool(''):setCache(newPacketCache(${mode.packetCacheEntries}))`] : []),
       // The default read timeout (2 s) would close idle connections long before they can be counted.
       ...(mode.holdIdleConnections ? ['setTCPRecvTimeout(600)'] : []),
     ];
@@ -244,7 +248,9 @@ const unboundContender: Contender = {
       ? 'unbound has no close-after-answer option'
       : mode.holdIdleConnections
         ? 'not measured: unbound drops idle TCP after tcp-idle-timeout and caps connections at incoming-num-tcp'
-        : null,
+        : mode.packetCacheEntries
+          ? 'a relay scenario: unbound answering itself is the "4 KB answers" ceiling'
+          : null,
   async start(lab) {
     const unbound = lab.unbound;
     if (unbound === null || unbound.pid === undefined) throw new Error('the lab has no unbound');
