@@ -31,6 +31,8 @@ import {
 } from './lib/contenders.js';
 import { runDnsperf, type DnsperfResult } from './lib/dnsperf.js';
 import { SCENARIO_NAMES, SCENARIOS, type ScenarioName } from './lib/scenarios.js';
+import { type KxdpgunResult, runKxdpgun } from './lib/kxdpgun.js';
+import { LAB_ZONE } from '../lab/zone.js';
 import { measureIdleConnections, type IdleResult } from './lib/idle.js';
 import { cpuSeconds, peakRssBytes } from './lib/proc-stats.js';
 import { describeMachine, type MachineInfo } from './lib/machine.js';
@@ -40,7 +42,10 @@ import { HTTP_BODIES, HTTP_CONTENDER_NAMES, HTTP_CONTENDER_TITLES, httpRun, http
 const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const IDLE = 'idle';
 const HTTP = 'http';
-type BenchScenario = ScenarioName | typeof IDLE | typeof HTTP;
+const KXDPGUN = 'kxdpgun';
+type BenchScenario = ScenarioName | typeof IDLE | typeof HTTP | typeof KXDPGUN;
+/** The contenders that can close after each answer (unbound cannot). */
+const KXDPGUN_CONTENDERS: readonly ContenderName[] = ['stateless', 'kernel', 'dnsdist'];
 /** The contenders measured with idle connections (unbound caps and times out idle TCP itself). */
 const IDLE_CONTENDERS: readonly ContenderName[] = ['stateless', 'kernel', 'dnsdist'];
 
@@ -106,6 +111,8 @@ interface Results {
   throughput: ThroughputRun[];
   idle: IdleResult[];
   http: HttpRun[];
+  /** Short connections under kxdpgun, per offered rate and contender. */
+  kxdpgun: KxdpgunCell[];
 }
 
 function list<T extends string>(allowed: readonly T[]) {
@@ -218,9 +225,60 @@ async function throughputRun(
   );
 }
 
+/** One kxdpgun run (bench/lib/kxdpgun.ts) against `contenderName` in transaction mode, in a fresh lab. */
+async function kxdpgunRun(contenderName: ContenderName, offered: number, seconds: number, workers: number | null): Promise<KxdpgunResult> {
+  const contender = CONTENDERS[contenderName];
+  const mode: StartMode = { closeAfterEachAnswer: true, holdIdleConnections: false, workers };
+  return withLab(contender.unboundExtraConfig, async (lab) => {
+    const server = await contender.start(lab, mode);
+    try {
+      await waitUntilAnswering(lab, server);
+      return await runKxdpgun(lab, lab.serverV4, `${LAB_ZONE.www.name.replace(/\.$/, '')} A`, offered, seconds);
+    } finally {
+      await server.stop();
+    }
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------------------------
+
+interface KxdpgunCell {
+  contender: ContenderName;
+  offeredPerSecond: number;
+  runs: KxdpgunResult[];
+  failures: string[];
+}
+
+/** Median and range of `values`, e.g. "15,800 (15,100–16,600)". */
+function medianRange(values: number[], digits = 0): string {
+  if (values.length === 0) return '–';
+  const sorted = [...values].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)]!;
+  const f = (v: number): string => v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+  return sorted.length === 1 ? f(median) : `${f(median)} (${f(sorted[0]!)}–${f(sorted.at(-1)!)})`;
+}
+
+function kxdpgunTable(cells: KxdpgunCell[]): string {
+  const lines = [
+    '| offered conn/s | contender | answered conn/s, median (range) | vs dnsdist | machine CPU µs per transaction | runs |',
+    '|--:|---|--:|--:|--:|--:|',
+  ];
+  for (const cell of cells) {
+    const answered = cell.runs.map((r) => r.answeredPerSecond);
+    const dnsdist = cells
+      .find((c) => c.contender === 'dnsdist' && c.offeredPerSecond === cell.offeredPerSecond)
+      ?.runs.map((r) => r.answeredPerSecond);
+    const median = (v: number[] | undefined): number | undefined =>
+      v === undefined || v.length === 0 ? undefined : [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+    lines.push(
+      `| ${cell.offeredPerSecond} | ${CONTENDERS[cell.contender].title} | ${medianRange(answered)} | ${ratio(median(answered), median(dnsdist))} | ` +
+        `${medianRange(cell.runs.map((r) => r.cpuMicrosPerTransaction))} | ${cell.runs.length}${cell.failures.length > 0 ? ` (+${cell.failures.length} failed)` : ''} |`,
+    );
+  }
+  return lines.join('\n');
+}
 
 const mib = (bytes: number | null | undefined): string => (bytes == null ? '–' : (bytes / 2 ** 20).toFixed(0));
 const fixed = (value: number | null | undefined, digits: number): string =>
@@ -413,6 +471,7 @@ async function main(options: BenchOptions): Promise<void> {
     throughput: [],
     idle: [],
     http: [],
+    kxdpgun: [],
   };
   const elapsed = (): string => `${((Date.now() - startedMs) / 1000).toFixed(0)} s`;
   console.log(
@@ -528,6 +587,36 @@ async function main(options: BenchOptions): Promise<void> {
     }
   }
 
+  if (options.scenarios.includes(KXDPGUN)) {
+    // Offered rates, and repetitions alternating the contenders (the machine is noisy: ranges).
+    const rates = options.quick ? [40_000] : [10_000, 20_000, 40_000];
+    const repetitions = options.quick ? 1 : 3;
+    const contenders = KXDPGUN_CONTENDERS.filter((c) => options.contenders.includes(c));
+    for (const offered of rates) {
+      const cells = new Map(
+        contenders.map((c) => [c, { contender: c, offeredPerSecond: offered, runs: [] as KxdpgunResult[], failures: [] as string[] }]),
+      );
+      for (let repetition = 0; repetition < repetitions && Date.now() <= deadlineMs; repetition++) {
+        for (const contender of contenders) {
+          const cell = cells.get(contender)!;
+          try {
+            const run = await kxdpgunRun(contender, offered, seconds, workersPassed ? options.workers! : null);
+            cell.runs.push(run);
+            console.log(
+              `[${elapsed()}] kxdpgun ${offered}/s / ${contender}: ${run.answeredPerSecond.toFixed(0)} answered/s, ` +
+                `${run.cpuMicrosPerTransaction.toFixed(0)} µs machine CPU per transaction`,
+            );
+          } catch (error) {
+            cell.failures.push((error as Error).message.split('\n')[0]!);
+            console.log(`[${elapsed()}] kxdpgun ${offered}/s / ${contender}: failed: ${cell.failures.at(-1)}`);
+          }
+        }
+      }
+      results.kxdpgun.push(...cells.values());
+      save(results, options.out);
+    }
+  }
+
   results.finishedAt = new Date().toISOString();
   results.elapsedSeconds = Math.round((Date.now() - startedMs) / 1000);
   save(results, options.out);
@@ -535,6 +624,7 @@ async function main(options: BenchOptions): Promise<void> {
   if (results.throughput.length > 0) console.log(`${throughputTable(results.throughput)}\n`);
   if (results.idle.length > 0) console.log(`${idleTable(results.idle)}\n`);
   if (results.http.length > 0) console.log(`${httpTable(results.http)}\n`);
+  if (results.kxdpgun.length > 0) console.log(`${kxdpgunTable(results.kxdpgun)}\n`);
   console.log(`finished in ${elapsed()}; wrote ${join(options.out, 'latest.json')} and ${join(options.out, 'latest.svg')}`);
 }
 
@@ -543,9 +633,9 @@ const program = new Command('bench')
   .option('--quick', '5 s per run and 5,000 idle connections (a smoke run of the whole harness)', false)
   .option(
     '--scenarios <list>',
-    `comma-separated: ${[...SCENARIO_NAMES, IDLE, HTTP].join(',')}`,
-    list<BenchScenario>([...SCENARIO_NAMES, IDLE, HTTP]),
-    [...SCENARIO_NAMES, IDLE, HTTP],
+    `comma-separated: ${[...SCENARIO_NAMES, IDLE, HTTP, KXDPGUN].join(',')}`,
+    list<BenchScenario>([...SCENARIO_NAMES, IDLE, HTTP, KXDPGUN]),
+    [...SCENARIO_NAMES, IDLE, HTTP, KXDPGUN],
   )
   .option('--contenders <list>', `comma-separated: ${CONTENDER_NAMES.join(',')}`, list<ContenderName>(CONTENDER_NAMES), [
     ...CONTENDER_NAMES,
