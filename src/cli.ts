@@ -82,6 +82,11 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
   if (options.upstream === undefined || options.upstream.length !== 1)
     throw new StartupError('give exactly one --upstream ADDR:PORT (or "upstream" in --config)');
   const upstream = options.upstream[0]!;
+  if (options.cacheSize > 0 && options.upstreamProxyProtocol) {
+    // The resolver sees each client in order to answer each client its own way (views, ACLs): a
+    // cache would serve one client's answer to all.
+    throw new StartupError("--cache-size would serve one client's answer to others: with --upstream-proxy-protocol, leave it 0");
+  }
   if (options.rateLimitAction !== 'refuse' && options.rateLimitAction !== 'drop') {
     throw new StartupError(`--rate-limit-action takes refuse or drop, not "${options.rateLimitAction as string}"`);
   }

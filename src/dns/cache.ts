@@ -21,6 +21,12 @@
 import { sipHash13, sipKeyOf, type SipKey } from '../tcp/siphash.js';
 import { EdnsOption, HEADER_LENGTH, questionEnd, readId, skipName, writeId } from './message.js';
 
+/**
+ * Bytes of answers one cache holds at most, whatever `--cache-size` says: an answer may be 64 KB,
+ * and ten thousand of those would be 640 MB per shard worker.
+ */
+const MAX_CACHE_BYTES = 64 * 1024 * 1024;
+
 /** The longest an answer is kept, in seconds (dnsdist's default maxTTL). */
 export const MAX_CACHE_TTL_SECONDS = 86_400;
 
@@ -56,6 +62,8 @@ class Entry {
 
 export class PacketCache {
   private readonly entries = new Map<number, Entry>();
+  /** Bytes of answers held (MAX_CACHE_BYTES at most). */
+  private bytes = 0;
   private readonly sipKey: SipKey;
   private readonly digest = new Uint32Array(2);
   private readonly keyScratch = new Uint8Array(MAX_KEY_BYTES);
@@ -88,7 +96,7 @@ export class PacketCache {
     const entry = this.entries.get(hash);
     if (entry === undefined || !this.keyMatches(entry.key)) return -1;
     if (nowMs >= entry.expiresMs) {
-      this.entries.delete(hash);
+      this.remove(hash);
       return -1;
     }
     const answer = entry.answer;
@@ -99,7 +107,8 @@ export class PacketCache {
     // The same question but for letter case (the keys matched): the asker's own bytes.
     const qEnd = questionEnd(buf, offset, length);
     out.set(buf.subarray(offset + HEADER_LENGTH, offset + qEnd), HEADER_LENGTH);
-    const elapsed = Math.floor((nowMs - entry.storedMs) / 1000);
+    // Never negative: a clock stepped back must not lengthen TTLs.
+    const elapsed = Math.max(0, Math.floor((nowMs - entry.storedMs) / 1000));
     for (let i = 0; i < entry.ttlOffsets.length; i++) {
       const ttl = Math.max(0, entry.ttls[i]! - elapsed);
       const p = entry.ttlOffsets[i]!;
@@ -146,11 +155,11 @@ export class PacketCache {
       const p = ttlOffsets[i]!;
       ttls[i] = ((copy[p]! << 24) | (copy[p + 1]! << 16) | (copy[p + 2]! << 8) | copy[p + 3]!) >>> 0;
     }
-    if (!this.entries.has(hash) && this.entries.size >= this.capacity) {
-      // Full: the oldest entry goes (a Map iterates in insertion order).
-      this.entries.delete(this.entries.keys().next().value!);
+    this.remove(hash); // re-inserted last, as the newest
+    // Full, in entries or bytes: the oldest go (a Map iterates in insertion order).
+    while (this.entries.size > 0 && (this.entries.size >= this.capacity || this.bytes + length > MAX_CACHE_BYTES)) {
+      this.remove(this.entries.keys().next().value!);
     }
-    this.entries.delete(hash); // re-inserted last, as the newest
     const entry = new Entry(
       this.keyScratch.slice(0, this.keyLength),
       copy,
@@ -161,7 +170,15 @@ export class PacketCache {
       nowMs + lifetime * 1000,
     );
     this.entries.set(hash, entry);
+    this.bytes += length;
     return true;
+  }
+
+  private remove(hash: number): void {
+    const entry = this.entries.get(hash);
+    if (entry === undefined) return;
+    this.bytes -= entry.answer.length;
+    this.entries.delete(hash);
   }
 
   /**
@@ -185,9 +202,10 @@ export class PacketCache {
     if (buf[offset + 3]! & 0x10) bits |= KeyBit.CD;
     let k = 1;
     if (qEnd - HEADER_LENGTH + 1 > MAX_KEY_BYTES) return -1;
+    // The name case-folded; QTYPE and QCLASS (the last 4 bytes) as they are.
     for (let i = offset + HEADER_LENGTH; i < offset + qEnd; i++) {
       const byte = buf[i]!;
-      key[k++] = byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte;
+      key[k++] = i < offset + qEnd - 4 && byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte;
     }
     if (arcount === 1) {
       // The one additional record must be an OPT with the root name (RFC 6891 §6.1.2).
@@ -264,6 +282,7 @@ function scanAnswer(buf: Uint8Array, offset: number, length: number, ttlOffsets:
       for (let o = rdata; o + 4 <= rdata + rdlength; ) {
         const code = (buf[o]! << 8) | buf[o + 1]!;
         const optionLength = (buf[o + 2]! << 8) | buf[o + 3]!;
+        if (o + 4 + optionLength > rdata + rdlength) return null; // an option running past its record
         if (code === EdnsOption.COOKIE && optionLength >= CLIENT_COOKIE_BYTES) scan.cookieOffset = o + 4 - offset;
         o += 4 + optionLength;
       }

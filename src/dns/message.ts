@@ -131,11 +131,15 @@ export function sameQuestion(a: Uint8Array, aOffset: number, aLength: number, b:
   if (a[aOffset + QDCOUNT] !== b[bOffset + QDCOUNT] || a[aOffset + QDCOUNT + 1] !== b[bOffset + QDCOUNT + 1]) {
     return false;
   }
+  // Names compare case-insensitively; QTYPE and QCLASS, the question's last 4 bytes, exactly
+  // (folding them would take type 0x61 for HTTPS, 0x41). Queries we relay have one question.
   for (let i = HEADER_LENGTH; i < aEnd; i++) {
     let x = a[aOffset + i]!;
     let y = b[bOffset + i]!;
-    if (x >= 0x41 && x <= 0x5a) x |= 0x20;
-    if (y >= 0x41 && y <= 0x5a) y |= 0x20;
+    if (i < aEnd - 4) {
+      if (x >= 0x41 && x <= 0x5a) x |= 0x20;
+      if (y >= 0x41 && y <= 0x5a) y |= 0x20;
+    }
     if (x !== y) return false;
   }
   return true;
@@ -232,7 +236,10 @@ export function ednsOptionAt(buf: Uint8Array, offset: number, length: number, co
   const at = optRdlengthAt(buf, offset, length);
   if (at < 0) return -1;
   const rdEnd = at + 2 + readU16(buf, at);
-  for (let p = at + 2; p + 4 <= rdEnd; p += 4 + readU16(buf, p + 2)) if (readU16(buf, p) === code) return p;
+  for (let p = at + 2; p + 4 <= rdEnd; p += 4 + readU16(buf, p + 2)) {
+    if (p + 4 + readU16(buf, p + 2) > rdEnd) return -1; // an option running past its record
+    if (readU16(buf, p) === code) return p;
+  }
   return -1;
 }
 
@@ -256,11 +263,17 @@ export function removeEdnsOption(buf: Uint8Array, offset: number, length: number
  */
 export function withEdnsOption(buf: Uint8Array, offset: number, length: number, code: number, value: number, out: Uint8Array): number {
   const rdlengthAt = optRdlengthAt(buf, offset, length);
-  if (rdlengthAt < 0 || out.length < length + 6) return -1;
+  // A DNS message over TCP is at most 65,535 bytes (RFC 1035 §4.2.2's 2-byte length).
+  if (rdlengthAt < 0 || length + 6 > 0xffff || out.length < length + 6) return -1;
   const insertAt = rdlengthAt + 2 + readU16(buf, rdlengthAt);
   const head = insertAt - offset;
   out.set(buf.subarray(offset, insertAt), 0);
-  out.set([code >>> 8, code, 0, 2, value >>> 8, value], head);
+  out[head] = code >>> 8;
+  out[head + 1] = code;
+  out[head + 2] = 0;
+  out[head + 3] = 2;
+  out[head + 4] = value >>> 8;
+  out[head + 5] = value;
   out.set(buf.subarray(insertAt, offset + length), head + 6);
   const rdlength = readU16(buf, rdlengthAt) + 6;
   out[rdlengthAt - offset] = rdlength >>> 8;

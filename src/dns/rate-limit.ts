@@ -40,7 +40,8 @@ export class ClientRateLimit {
       this.tokens[slot] = this.qps;
       this.refilledMs[slot] = nowMs;
     } else {
-      const refill = ((nowMs - this.refilledMs[slot]!) / 1000) * this.qps;
+      // Never negative: a clock stepped back must not take tokens.
+      const refill = (Math.max(0, nowMs - this.refilledMs[slot]!) / 1000) * this.qps;
       this.tokens[slot] = Math.min(this.qps, this.tokens[slot]! + refill);
       this.refilledMs[slot] = nowMs;
     }

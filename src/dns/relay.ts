@@ -406,7 +406,7 @@ export class DnsRelay<Connection> implements Relay<Connection> {
   private sendAnswer(connection: Connection, buf: Uint8Array, offset: number, length: number, keepalive: boolean): void {
     const idleMs = this.answers!.idleTimeoutMs;
     if (keepalive && idleMs !== undefined) {
-      if (this.withKeepalive.length < length + 6) this.withKeepalive = new Uint8Array(65535 + 6);
+      if (this.withKeepalive.length < length + 6) this.withKeepalive = new Uint8Array(65535);
       const timeout = Math.min(0xffff, Math.floor(idleMs / 100));
       const n = withEdnsOption(buf, offset, length, EdnsOption.TCP_KEEPALIVE, timeout, this.withKeepalive);
       if (n >= 0) {

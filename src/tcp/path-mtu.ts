@@ -98,9 +98,12 @@ export class PathMtuTable implements PathMtuSource {
     const current = this.mtuToward(family, address, nowMs);
     const lowered = Math.max(floorOf(family), Math.min(current, mtu));
     const entry = this.find(family, address); // mtuToward just filled it
-    // Lowered, or learned again: it lasts learnedTtlMs from now (a route's MTU no longer applies).
-    this.mtus[entry] = lowered;
-    this.expiries[entry] = Math.max(this.expiries[entry]!, nowMs + this.options.learnedTtlMs);
+    // Lowered: it lasts learnedTtlMs from now (a route's MTU no longer applies). A report of no
+    // smaller MTU changes nothing, nor how long the entry lasts.
+    if (lowered < current) {
+      this.mtus[entry] = lowered;
+      this.expiries[entry] = Math.max(this.expiries[entry]!, nowMs + this.options.learnedTtlMs);
+    }
     return lowered;
   }
 

@@ -159,3 +159,37 @@ test('TTLs are capped at a day; at capacity the oldest entry goes', () => {
   assert.equal(lookup(cache, names[0]!, NOW), null, 'the oldest went');
   for (const q of names.slice(1)) assert.ok(lookup(cache, q, NOW) !== null);
 });
+
+test('types key apart byte for byte: a TYPE97 answer is never served for HTTPS (0x41, the same byte but for case)', () => {
+  const cache = new PacketCache(100, SECRET);
+  // QTYPE written into the question's bytes (dns-packet names neither type); the question ends 4 + 11 bytes from the end (OPT).
+  const withType = (type: number): Buffer => {
+    const m = query({ type: 'A' });
+    m.writeUInt16BE(type, m.length - 11 - 4);
+    return m;
+  };
+  const type97 = withType(97);
+  const answer = answerTo(query({ type: 'A' }), [], {
+    authorities: [
+      {
+        type: 'SOA',
+        name: 'lab.test',
+        ttl: 300,
+        data: { mname: 'ns.lab.test', rname: 'hostmaster.lab.test', serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: 300 },
+      },
+    ],
+  });
+  answer.writeUInt16BE(97, 12 + 'www.lab.test'.length + 2);
+  assert.ok(cache.store(type97, 0, type97.length, answer, 0, answer.length, NOW));
+  assert.equal(lookup(cache, withType(65), NOW), null);
+  assert.ok(lookup(cache, type97, NOW) !== null);
+});
+
+test('an answer whose COOKIE option runs past its OPT record is not kept', () => {
+  const cache = new PacketCache(100, SECRET);
+  const q = query({ cookie: Buffer.alloc(8, 1) });
+  const answer = Buffer.from(answerTo(q));
+  // The last option is the cookie: say it is longer than what is left.
+  answer.writeUInt16BE(40, answer.length - 8 - 2);
+  assert.equal(cache.store(q, 0, q.length, answer, 0, answer.length, NOW), false);
+});

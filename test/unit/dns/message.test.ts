@@ -2,13 +2,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import {
+  ednsOptionAt,
   errorAnswer,
   isRelayableQuery,
   plausibleQueryStart,
   questionEnd,
+  removeEdnsOption,
   Rcode,
   sameQuestion,
   wholeMessages,
+  withEdnsOption,
 } from '../../../src/dns/message.js';
 
 const query = (name: string, id = 0x1234): Buffer =>
@@ -122,4 +125,35 @@ test('plausibleQueryStart accepts real query starts and refuses the same bytes f
   for (let start = 2; start <= q.length - 6; start++) {
     assert.equal(plausibleQueryStart(q, start, q.length - start), false, `starting at byte ${start}`);
   }
+});
+
+test('sameQuestion folds the name, not the type: HTTPS (0x41) is not TYPE97 (0x61)', () => {
+  // QTYPE written into the question's bytes (dns-packet names neither type).
+  const q = (name: string, type: number): Buffer => {
+    const m = dnsPacket.encode({ type: 'query', id: 1, questions: [{ type: 'A', name }] });
+    m.writeUInt16BE(type, m.length - 4);
+    return m;
+  };
+  assert.ok(sameQuestion(q('WWW.lab.test', 65), 0, q('WWW.lab.test', 65).length, q('www.LAB.test', 65), 0, q('www.LAB.test', 65).length));
+  assert.ok(!sameQuestion(q('www.lab.test', 65), 0, q('www.lab.test', 65).length, q('www.lab.test', 97), 0, q('www.lab.test', 97).length));
+});
+
+test('EDNS options: one running past its OPT record is not found (nor removed); an answer is never made longer than 65,535 bytes', () => {
+  const query = dnsPacket.encode({
+    type: 'query',
+    id: 1,
+    questions: [{ type: 'A', name: 'lab.test' }],
+    additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, options: [{ code: 11 }] } as unknown as dnsPacket.Answer],
+  });
+  assert.ok(ednsOptionAt(query, 0, query.length, 11) > 0);
+  // The option's length field says 0xffff, past the 4-byte record.
+  const broken = Buffer.from(query);
+  broken.writeUInt16BE(0xffff, broken.length - 2);
+  assert.equal(ednsOptionAt(broken, 0, broken.length, 11), -1);
+  assert.equal(removeEdnsOption(broken, 0, broken.length, 11), broken.length);
+  const big = Buffer.alloc(0xffff - 3);
+  query.copy(big);
+  const out = new Uint8Array(0x10000 + 16);
+  assert.equal(withEdnsOption(big, 0, big.length, 11, 1280, out), -1, 'past 65,535 bytes');
+  assert.equal(withEdnsOption(query, 0, query.length, 11, 1280, out), query.length + 6);
 });
