@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dnsperf } from '../../lab/dnsperf.js';
 import { createLab, type Lab } from '../../lab/lab.js';
-import { startFrontEnd, summaryCounter as counter } from '../../lab/stateless-tcp.js';
+import { CLI, startFrontEnd, summaryCounter as counter } from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
 import { LAB_UPSTREAM, startUnbound, type UpstreamEndpoints } from '../../lab/unbound.js';
 import { LAB_ZONE } from '../../lab/zone.js';
@@ -42,6 +42,41 @@ describe('stateless-tcp dns with two upstreams', () => {
   });
   after(async () => {
     await lab?.close();
+  });
+
+  test('start-up: one line for each upstream that does not answer, and it starts; none answering fails with one line', async (t) => {
+    const frontEnd = await startFrontEnd(lab, ['--upstream', '127.0.0.1:5399']);
+    t.after(() => frontEnd.stop());
+    const silent = frontEnd
+      .output()
+      .split('\n')
+      .filter((line) => /127\.0\.0\.1:5399 (did not answer|is unreachable)/.test(line));
+    assert.equal(silent.length, 1, `one line: ${frontEnd.output()}`);
+    assert.match(silent[0]!, /starting with the others/);
+    const dig = await lab.exec('client', ['dig', '+tcp', '+short', '+tries=1', '+time=3', `@${lab.serverV4}`, LAB_ZONE.www.name, 'A']);
+    assert.equal(dig.stdout.trim(), LAB_ZONE.www.a);
+    await frontEnd.stop();
+    const failed = await lab.exec(
+      'server',
+      [
+        process.execPath,
+        CLI,
+        'dns',
+        '--interface',
+        lab.serverInterface,
+        '--listen',
+        `${lab.serverV4}:53`,
+        '--upstream',
+        '127.0.0.1:5398',
+        '--upstream',
+        '127.0.0.1:5399',
+      ],
+      { timeoutMs: 8000 },
+    );
+    assert.notEqual(failed.code, 0);
+    const lines = failed.stderr.trimEnd().split('\n');
+    assert.equal(lines.length, 1, failed.stderr);
+    assert.match(lines[0]!, /no upstream answered: .*127\.0\.0\.1:5398.*127\.0\.0\.1:5399/);
   });
 
   test('one upstream stopped under dnsperf: ≥ 99.9 % NOERROR, answers go on, and it is marked down, then up once restarted', async (t) => {
