@@ -6,7 +6,7 @@
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { isLoopback, type Endpoint } from '../endpoint.js';
 import { UdpTcpUpstream, probeUpstream, type UpstreamPorts } from '../io/upstream.js';
-import { UpstreamPool } from '../io/upstream-pool.js';
+import { UpstreamPool, upstreamCounterNames } from '../io/upstream-pool.js';
 import type { Application, Protocol, Relay } from '../tcp/transport.js';
 import { dnsMessageLength, plausibleQueryStart } from './message.js';
 import { DnsRelay, RELAY_COUNTER_NAMES } from './relay.js';
@@ -77,27 +77,31 @@ export const DNS_PROTOCOL: Protocol = {
 };
 
 export function dnsApplication(settings: DnsSettings): Application {
+  const pooled = settings.upstreams.length > 1;
+  // A pool's counters go on with each upstream's own, named by its place in --upstream.
+  const counterNames = pooled ? [...RELAY_COUNTER_NAMES, ...upstreamCounterNames(settings.upstreams.length)] : RELAY_COUNTER_NAMES;
   return {
     ...DNS_PROTOCOL,
+    counterNames,
     probe: (log) => probeUpstreams(settings, log),
     open<C>(): Relay<C> {
       // Answers arrive from the event loop, once `relay` is set.
       let relay: DnsRelay<C> | undefined;
-      const counts = new Float64Array(RELAY_COUNTER_NAMES.length);
+      const counts = new Float64Array(counterNames.length);
       const onAnswer = (bytes: Uint8Array, offset: number, length: number, socket: number): void =>
         relay!.handleUpstreamAnswer(bytes, offset, length, socket);
-      const upstream =
-        settings.upstreams.length > 1
-          ? new UpstreamPool(settings.upstreams, {
-              ports: (address) => upstreamPortsFor(settings, address),
-              onAnswer,
-              counts,
-              nowMs: Date.now(),
-              proxyProtocol: settings.upstreamProxyProtocol,
-              // Once per change and relay (each shard worker has its own pool and health checks).
-              onStateChange: (line) => console.error(`stateless-tcp dns: ${line}`),
-            })
-          : new UdpTcpUpstream(settings.upstream, { ports: upstreamPortsFor(settings), onAnswer, counts, nowMs: Date.now() });
+      const upstream = pooled
+        ? new UpstreamPool(settings.upstreams, {
+            ports: (address) => upstreamPortsFor(settings, address),
+            onAnswer,
+            counts,
+            firstUpstreamCounter: RELAY_COUNTER_NAMES.length,
+            nowMs: Date.now(),
+            proxyProtocol: settings.upstreamProxyProtocol,
+            // Once per change and relay (each shard worker has its own pool and health checks).
+            onStateChange: (line) => console.error(`stateless-tcp dns: ${line}`),
+          })
+        : new UdpTcpUpstream(settings.upstream, { ports: upstreamPortsFor(settings), onAnswer, counts, nowMs: Date.now() });
       relay = new DnsRelay<C>({
         timeoutMs: settings.timeoutMs,
         upstream,

@@ -80,7 +80,7 @@ export interface DnsRelayOptions {
   /** The clock for the relay's own events: upstream answers, TCP retries. */
   now: () => number;
   /**
-   * The relay's counters (`RELAY_COUNTER_NAMES.length` of them), when the upstream counts its own
+   * The relay's counters (`RELAY_COUNTER_NAMES.length` of them, or more: a pool's per-upstream counters follow), when the upstream counts its own
    * events (`PORT_REBINDS`, `PORT_REBINDS_POSTPONED`) into the same array; else the relay makes one.
    */
   counts?: Float64Array;

@@ -15,12 +15,31 @@ import { UdpTcpUpstream, probeUpstream, type UpstreamPorts } from './upstream.js
 /** More than a port pool's sockets ever number (twice `--upstream-ports`, at most 64). */
 const SOCKETS_PER_UPSTREAM = 256;
 
+/**
+ * Each upstream's own counters, after the relay's in the same array (`upstreamCounterNames`):
+ * queries sent to it (failovers included), queries moved from it to another after half the
+ * timeout without its answer, and health probes it failed.
+ */
+const UpstreamCounter = { QUERIES: 0, FAILED_OVER: 1, PROBE_FAILURES: 2 } as const;
+const UPSTREAM_COUNTERS = 3;
+
+/** The names of the per-upstream counters of a pool of `size`: upstream0_queries, upstream0_failed_over, … (0: the first --upstream). */
+export function upstreamCounterNames(size: number): string[] {
+  const names: string[] = [];
+  for (let i = 0; i < size; i++) names.push(`upstream${i}_queries`, `upstream${i}_failed_over`, `upstream${i}_probe_failures`);
+  return names;
+}
+
 export interface UpstreamPoolOptions {
   /** The UDP sockets of each upstream. */
   ports: (address: Endpoint) => UpstreamPorts;
   onAnswer: (bytes: Uint8Array, offset: number, length: number, socket: number) => void;
-  /** The relay's counters: the pool counts upstreams marked down and up into them. */
+  /**
+   * The relay's counters: the pool counts upstreams marked down and up into them, and from
+   * `firstUpstreamCounter` on each upstream's own (`upstreamCounterNames`).
+   */
   counts: Float64Array;
+  firstUpstreamCounter: number;
   nowMs: number;
   /** Health probes carry a PROXY protocol header (`--upstream-proxy-protocol`). */
   proxyProtocol: boolean;
@@ -69,14 +88,21 @@ export class UpstreamPool implements UpstreamTransport {
   }
 
   failover(query: Uint8Array, socket: number, nowMs: number): number {
-    const index = this.selection.pick(Math.floor(socket / SOCKETS_PER_UPSTREAM));
+    const from = Math.floor(socket / SOCKETS_PER_UPSTREAM);
+    const index = this.selection.pick(from);
     if (index < 0) return -1;
+    this.options.counts[this.counterOf(from, UpstreamCounter.FAILED_OVER)]!++;
     return this.sendTo(index, query, nowMs);
   }
 
   private sendTo(index: number, query: Uint8Array, nowMs: number): number {
     this.selection.outstanding[index]!++;
+    this.options.counts[this.counterOf(index, UpstreamCounter.QUERIES)]!++;
     return index * SOCKETS_PER_UPSTREAM + this.members[index]!.sendDatagram(query, nowMs);
+  }
+
+  private counterOf(index: number, counter: number): number {
+    return this.options.firstUpstreamCounter + index * UPSTREAM_COUNTERS + counter;
   }
 
   resendDatagram(query: Uint8Array, socket: number): void {
@@ -104,6 +130,7 @@ export class UpstreamPool implements UpstreamTransport {
       void probeUpstream(address, PROBE_TIMEOUT_MS, this.options.proxyProtocol).then((problem) => {
         this.probing[index] = false;
         if (this.closed) return;
+        if (problem !== null) this.options.counts[this.counterOf(index, UpstreamCounter.PROBE_FAILURES)]!++;
         const change = this.selection.probed(index, problem === null);
         if (change === 0) return;
         this.options.counts[change > 0 ? RelayCounter.UPSTREAMS_MARKED_UP : RelayCounter.UPSTREAMS_MARKED_DOWN]!++;

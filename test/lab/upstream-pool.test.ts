@@ -105,5 +105,8 @@ describe('stateless-tcp dns with two upstreams', () => {
     t.diagnostic(summary);
     assert.ok(counter(summary, 'dns.upstreams_marked_down') >= 1, summary);
     assert.ok(counter(summary, 'dns.upstreams_marked_up') >= 1, summary);
+    assert.ok(counter(summary, 'dns.upstream0_failed_over') >= 1, summary);
+    assert.ok(counter(summary, 'dns.upstream0_probe_failures') >= 3, summary);
+    assert.ok(counter(summary, 'dns.upstream1_queries') > 0, summary);
   });
 });

@@ -45,13 +45,14 @@ test('a pool: failover at half the timeout, a silent upstream marked down and up
   const b = new EchoResolver();
   const addresses = [await a.endpoint(), await b.endpoint()];
   a.answering = false;
-  const counts = new Float64Array(RELAY_COUNTER_NAMES.length);
+  const counts = new Float64Array(RELAY_COUNTER_NAMES.length + 6);
   const changes: string[] = [];
   let relay: DnsRelay<string> | undefined;
   const pool = new UpstreamPool(addresses, {
     ports: () => ({ sockets: 1, queriesPerPort: Infinity, portLifetimeMs: Infinity }),
     onAnswer: (bytes, offset, length, socket) => relay!.handleUpstreamAnswer(bytes, offset, length, socket),
     counts,
+    firstUpstreamCounter: RELAY_COUNTER_NAMES.length,
     nowMs: Date.now(),
     proxyProtocol: false,
     onStateChange: (line) => changes.push(line),
@@ -68,6 +69,8 @@ test('a pool: failover at half the timeout, a silent upstream marked down and up
     assert.equal(connections.answers.length, 1);
     assert.equal(connections.answers[0]!.message.flags! & 0xf, Rcode.NOERROR);
     assert.equal(counts[RelayCounter.FAILOVERS], 1);
+    // upstream0_queries, upstream0_failed_over, upstream0_probe_failures, then upstream1's.
+    assert.deepEqual([...counts.subarray(RELAY_COUNTER_NAMES.length, RELAY_COUNTER_NAMES.length + 5)], [1, 1, 0, 1, 0]);
     assert.equal(pool.selection.outstanding[0], 0, 'the first upstream was told its query is done');
 
     // Three probes a second apart: a is down, and the next queries go to b at once.
