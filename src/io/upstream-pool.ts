@@ -18,15 +18,18 @@ const SOCKETS_PER_UPSTREAM = 256;
 /**
  * Each upstream's own counters, after the relay's in the same array (`upstreamCounterNames`):
  * queries sent to it (failovers included), queries moved from it to another after half the
- * timeout without its answer, and health probes it failed.
+ * timeout without its answer, health probes it failed, and the times it was marked down and up
+ * (its state: down while marked down more often than up).
  */
-const UpstreamCounter = { QUERIES: 0, FAILED_OVER: 1, PROBE_FAILURES: 2 } as const;
-const UPSTREAM_COUNTERS = 3;
+const UpstreamCounter = { QUERIES: 0, FAILED_OVER: 1, PROBE_FAILURES: 2, MARKED_DOWN: 3, MARKED_UP: 4 } as const;
+const UPSTREAM_COUNTERS = 5;
 
 /** The names of the per-upstream counters of a pool of `size`: upstream0_queries, upstream0_failed_over, … (0: the first --upstream). */
 export function upstreamCounterNames(size: number): string[] {
   const names: string[] = [];
-  for (let i = 0; i < size; i++) names.push(`upstream${i}_queries`, `upstream${i}_failed_over`, `upstream${i}_probe_failures`);
+  for (let i = 0; i < size; i++) {
+    for (const name of ['queries', 'failed_over', 'probe_failures', 'marked_down', 'marked_up']) names.push(`upstream${i}_${name}`);
+  }
   return names;
 }
 
@@ -134,6 +137,7 @@ export class UpstreamPool implements UpstreamTransport {
         const change = this.selection.probed(index, problem === null);
         if (change === 0) return;
         this.options.counts[change > 0 ? RelayCounter.UPSTREAMS_MARKED_UP : RelayCounter.UPSTREAMS_MARKED_DOWN]!++;
+        this.options.counts[this.counterOf(index, change > 0 ? UpstreamCounter.MARKED_UP : UpstreamCounter.MARKED_DOWN)]!++;
         const where = formatEndpoint(address);
         this.options.onStateChange?.(change > 0 ? `upstream ${where} is up again` : `upstream ${where} is down: ${problem}`);
       });

@@ -108,5 +108,7 @@ describe('stateless-tcp dns with two upstreams', () => {
     assert.ok(counter(summary, 'dns.upstream0_failed_over') >= 1, summary);
     assert.ok(counter(summary, 'dns.upstream0_probe_failures') >= 3, summary);
     assert.ok(counter(summary, 'dns.upstream1_queries') > 0, summary);
+    assert.equal(counter(summary, 'dns.upstream0_marked_down'), counter(summary, 'dns.upstream0_marked_up'), `up again: ${summary}`);
+    assert.equal(counter(summary, 'dns.upstream1_marked_down'), 0, summary);
   });
 });

@@ -45,7 +45,7 @@ test('a pool: failover at half the timeout, a silent upstream marked down and up
   const b = new EchoResolver();
   const addresses = [await a.endpoint(), await b.endpoint()];
   a.answering = false;
-  const counts = new Float64Array(RELAY_COUNTER_NAMES.length + 6);
+  const counts = new Float64Array(RELAY_COUNTER_NAMES.length + 10);
   const changes: string[] = [];
   let relay: DnsRelay<string> | undefined;
   const pool = new UpstreamPool(addresses, {
@@ -69,8 +69,8 @@ test('a pool: failover at half the timeout, a silent upstream marked down and up
     assert.equal(connections.answers.length, 1);
     assert.equal(connections.answers[0]!.message.flags! & 0xf, Rcode.NOERROR);
     assert.equal(counts[RelayCounter.FAILOVERS], 1);
-    // upstream0_queries, upstream0_failed_over, upstream0_probe_failures, then upstream1's.
-    assert.deepEqual([...counts.subarray(RELAY_COUNTER_NAMES.length, RELAY_COUNTER_NAMES.length + 5)], [1, 1, 0, 1, 0]);
+    // upstream0_queries, _failed_over, _probe_failures, _marked_down, _marked_up, then upstream1's.
+    assert.deepEqual([...counts.subarray(RELAY_COUNTER_NAMES.length, RELAY_COUNTER_NAMES.length + 10)], [1, 1, 0, 0, 0, 1, 0, 0, 0, 0]);
     assert.equal(pool.selection.outstanding[0], 0, 'the first upstream was told its query is done');
 
     // Three probes a second apart: a is down, and the next queries go to b at once.
@@ -95,6 +95,8 @@ test('a pool: failover at half the timeout, a silent upstream marked down and up
     a.answering = true;
     await sleep(1200);
     assert.equal(counts[RelayCounter.UPSTREAMS_MARKED_UP], 1);
+    assert.equal(counts[RELAY_COUNTER_NAMES.length + 3], 1, 'upstream0_marked_down');
+    assert.equal(counts[RELAY_COUNTER_NAMES.length + 4], 1, 'upstream0_marked_up');
     assert.deepEqual(pool.selection.up, [true, true]);
 
     // None up: SERVFAIL at once.
