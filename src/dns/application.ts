@@ -23,6 +23,12 @@ export interface DnsSettings {
    * health checks and failover (io/upstream-pool.ts); with one, the resolver alone, unchecked.
    */
   upstreams: readonly Endpoint[];
+  /**
+   * Of a pool, the upstreams (indices into `upstreams`) that did not answer the start-up probe:
+   * filled in by it, before the relays open, so that they start down and get no queries until a
+   * health probe brings them up.
+   */
+  downAtStart?: number[];
   /** How long the upstream may take before the client gets SERVFAIL. */
   timeoutMs: number;
   /** UDP sockets (source ports) per relay for a resolver off this host (`--upstream-ports`). */
@@ -96,6 +102,7 @@ export function dnsApplication(settings: DnsSettings): Application {
             onAnswer,
             counts,
             firstUpstreamCounter: RELAY_COUNTER_NAMES.length,
+            downAtStart: settings.downAtStart ?? [],
             nowMs: Date.now(),
             proxyProtocol: settings.upstreamProxyProtocol,
             // Once per change and relay (each shard worker has its own pool and health checks).
@@ -130,6 +137,11 @@ async function probeUpstreams(settings: DnsSettings, log?: (line: string) => voi
   const problems = await Promise.all(settings.upstreams.map((a) => probeUpstream(a, PROBE_TIMEOUT_MS, settings.upstreamProxyProtocol)));
   if (problems.length === 1) return problems[0]!;
   if (problems.every((p) => p !== null)) return `no upstream answered: ${problems.join('; ')}`;
-  for (const problem of problems) if (problem !== null) log?.(`${problem} (starting with the others)`);
+  settings.downAtStart = [];
+  problems.forEach((problem, index) => {
+    if (problem === null) return;
+    log?.(`${problem} (starting with the others)`);
+    settings.downAtStart!.push(index);
+  });
   return null;
 }

@@ -43,6 +43,8 @@ export interface UpstreamPoolOptions {
    */
   counts: Float64Array;
   firstUpstreamCounter: number;
+  /** Upstreams that start down (they did not answer the start-up probe). */
+  downAtStart?: readonly number[];
   nowMs: number;
   /** Health probes carry a PROXY protocol header (`--upstream-proxy-protocol`). */
   proxyProtocol: boolean;
@@ -64,6 +66,7 @@ export class UpstreamPool implements UpstreamTransport {
   ) {
     this.selection = new UpstreamSelection(addresses.length);
     this.probing = new Array<boolean>(addresses.length).fill(false);
+    for (const index of options.downAtStart ?? []) this.selection.markDown(index);
     try {
       addresses.forEach((address, index) => {
         const base = index * SOCKETS_PER_UPSTREAM;

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dnsperf } from '../../lab/dnsperf.js';
 import { createLab, type Lab } from '../../lab/lab.js';
-import { CLI, startFrontEnd, summaryCounter as counter } from '../../lab/stateless-tcp.js';
+import { CLI, startCli, startFrontEnd, summaryCounter as counter } from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
 import { LAB_UPSTREAM, startUnbound, type UpstreamEndpoints } from '../../lab/unbound.js';
 import { LAB_ZONE } from '../../lab/zone.js';
@@ -45,7 +45,18 @@ describe('stateless-tcp dns with two upstreams', () => {
   });
 
   test('start-up: one line for each upstream that does not answer, and it starts; none answering fails with one line', async (t) => {
-    const frontEnd = await startFrontEnd(lab, ['--upstream', '127.0.0.1:5399']);
+    // The silent one first: it would get the first queries (ties go to the first) if it started up.
+    const frontEnd = await startCli(lab, [
+      'dns',
+      '--interface',
+      lab.serverInterface,
+      '--listen',
+      `${lab.serverV4}:53`,
+      '--upstream',
+      '127.0.0.1:5399',
+      '--upstream',
+      `${lab.upstream.v4.address}:${lab.upstream.v4.port}`,
+    ]);
     t.after(() => frontEnd.stop());
     const silent = frontEnd
       .output()
@@ -55,7 +66,9 @@ describe('stateless-tcp dns with two upstreams', () => {
     assert.match(silent[0]!, /starting with the others/);
     const dig = await lab.exec('client', ['dig', '+tcp', '+short', '+tries=1', '+time=3', `@${lab.serverV4}`, LAB_ZONE.www.name, 'A']);
     assert.equal(dig.stdout.trim(), LAB_ZONE.www.a);
-    await frontEnd.stop();
+    const startSummary = await frontEnd.stop();
+    assert.equal(counter(startSummary, 'dns.upstream0_queries'), 0, `down from the start: ${startSummary}`);
+    assert.equal(counter(startSummary, 'dns.failovers'), 0, startSummary);
     const failed = await lab.exec(
       'server',
       [
