@@ -130,8 +130,8 @@ export function dnsApplication(settings: DnsSettings): Application {
 
 /**
  * The start-up check: a single resolver must answer. Of a pool, at least one must: each that does
- * not gets one line (it starts up, is marked down by its health checks and comes up when it
- * answers); none answering is one line, the failure.
+ * not gets one line and starts down (`downAtStart`), up once a health probe answers; none
+ * answering is one line, the failure.
  */
 async function probeUpstreams(settings: DnsSettings, log?: (line: string) => void): Promise<string | null> {
   const problems = await Promise.all(settings.upstreams.map((a) => probeUpstream(a, PROBE_TIMEOUT_MS, settings.upstreamProxyProtocol)));
