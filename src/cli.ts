@@ -79,9 +79,10 @@ interface DnsCommandOptions extends RawCommandOptions, Pick<DnsSettings, DnsPass
 }
 
 async function runDns(options: DnsCommandOptions): Promise<void> {
-  if (options.upstream === undefined || options.upstream.length !== 1)
-    throw new StartupError('give exactly one --upstream ADDR:PORT (or "upstream" in --config)');
-  const upstream = options.upstream[0]!;
+  if (options.upstream === undefined || options.upstream.length === 0)
+    throw new StartupError('give --upstream ADDR:PORT, repeated for a pool (or "upstream" in --config)');
+  const upstreams = options.upstream;
+  const upstream = upstreams[0]!;
   if (options.cacheSize > 0 && options.upstreamProxyProtocol) {
     // The resolver sees each client in order to answer each client its own way (views, ACLs): a
     // cache would serve one client's answer to all.
@@ -93,6 +94,7 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
   const settings: DnsSettings = {
     kind: 'dns',
     upstream,
+    upstreams,
     timeoutMs: options.timeout,
     upstreamPorts: options.upstreamPorts,
     queriesPerPort: options.upstreamPortQueries,
@@ -105,7 +107,7 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
     upstreamProxyProtocol: options.upstreamProxyProtocol,
   };
   const running = await start(options, settings, options.closeAfterResponse);
-  serve(options.log, options.listen, running, `upstream ${formatEndpoint(upstream)}`);
+  serve(options.log, options.listen, running, `upstream ${upstreams.map(formatEndpoint).join(', ')}`);
 }
 
 interface HttpCommandOptions extends RawCommandOptions {
@@ -311,7 +313,12 @@ const program = new Command('stateless-tcp').description(
 );
 
 withRawOptions(program.command('dns').description('DNS over TCP front end relaying each query over UDP to a resolver'))
-  .option('-u, --upstream <addr:port>', 'UDP resolver to relay queries to', endpointArgument)
+  .option(
+    '-u, --upstream <addr:port>',
+    'UDP resolver to relay queries to; repeat for a pool: health-checked (. SOA each second, down after 3 failures), ' +
+      'each query to the healthy one with the fewest outstanding, retried on another after half --timeout',
+    endpointArgument,
+  )
   .option('--timeout <ms>', 'answer SERVFAIL when the upstream has not answered within this time', positiveInteger, 2000)
   .option(
     '--close-after-response',

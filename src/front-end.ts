@@ -186,7 +186,7 @@ async function startStatelessParts(
   step: (what: string) => void,
 ): Promise<RunningFrontEnd> {
   const application = applicationFor(options.application);
-  const problem = await application.probe();
+  const problem = await application.probe(log);
   if (problem !== null) throw new StartupError(problem);
 
   step('installing the nftables table');
@@ -289,7 +289,7 @@ export async function startKernelFrontEnd(options: FrontEndOptions): Promise<Run
   const teardown = new Teardown();
   return assemble(teardown, async () => {
     const application = applicationFor(options.application);
-    const problem = await application.probe();
+    const problem = await application.probe((line) => console.error(`stateless-tcp ${options.application.kind}: ${line}`));
     if (problem !== null) throw new StartupError(problem);
     const relay = application.open<KernelConnection>();
     teardown.push(() => relay.close());

@@ -6,6 +6,7 @@
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { isLoopback, type Endpoint } from '../endpoint.js';
 import { UdpTcpUpstream, probeUpstream, type UpstreamPorts } from '../io/upstream.js';
+import { UpstreamPool, upstreamCounterNames } from '../io/upstream-pool.js';
 import type { Application, Protocol, Relay } from '../tcp/transport.js';
 import { dnsMessageLength, plausibleQueryStart } from './message.js';
 import { DnsRelay, RELAY_COUNTER_NAMES } from './relay.js';
@@ -15,8 +16,19 @@ import { ClientRateLimit } from './rate-limit.js';
 /** What each DNS front end relays to; plain data, so that it crosses to the shard threads. */
 export interface DnsSettings {
   kind: 'dns';
-  /** The UDP resolver. */
+  /** The UDP resolver (the first of `upstreams`). */
   upstream: Endpoint;
+  /**
+   * Every resolver (`--upstream` repeated), the first one included. With more than one, a pool with
+   * health checks and failover (io/upstream-pool.ts); with one, the resolver alone, unchecked.
+   */
+  upstreams: readonly Endpoint[];
+  /**
+   * Of a pool, the upstreams (indices into `upstreams`) that did not answer the start-up probe:
+   * filled in by it, before the relays open, so that they start down and get no queries until a
+   * health probe brings them up.
+   */
+  downAtStart?: number[];
   /** How long the upstream may take before the client gets SERVFAIL. */
   timeoutMs: number;
   /** UDP sockets (source ports) per relay for a resolver off this host (`--upstream-ports`). */
@@ -52,8 +64,8 @@ export const DEFAULT_PORT_LIFETIME_SECONDS = 10;
  * receive system calls once answers are spread over several. Elsewhere, a pool of sockets on
  * random ports, each replaced now and then (RFC 5452 §9.2; udp-port-pool.ts).
  */
-export function upstreamPortsFor(settings: DnsSettings): UpstreamPorts {
-  if (isLoopback(settings.upstream)) return { sockets: 1, queriesPerPort: Infinity, portLifetimeMs: Infinity };
+export function upstreamPortsFor(settings: DnsSettings, address: Endpoint = settings.upstream): UpstreamPorts {
+  if (isLoopback(address)) return { sockets: 1, queriesPerPort: Infinity, portLifetimeMs: Infinity };
   return { sockets: settings.upstreamPorts, queriesPerPort: settings.queriesPerPort, portLifetimeMs: settings.portLifetimeMs };
 }
 
@@ -71,19 +83,32 @@ export const DNS_PROTOCOL: Protocol = {
 };
 
 export function dnsApplication(settings: DnsSettings): Application {
+  const pooled = settings.upstreams.length > 1;
+  // A pool's counters go on with each upstream's own, named by its place in --upstream.
+  const counterNames = pooled ? [...RELAY_COUNTER_NAMES, ...upstreamCounterNames(settings.upstreams.length)] : RELAY_COUNTER_NAMES;
   return {
     ...DNS_PROTOCOL,
-    probe: () => probeUpstream(settings.upstream, PROBE_TIMEOUT_MS, settings.upstreamProxyProtocol),
+    counterNames,
+    probe: (log) => probeUpstreams(settings, log),
     open<C>(): Relay<C> {
       // Answers arrive from the event loop, once `relay` is set.
       let relay: DnsRelay<C> | undefined;
-      const counts = new Float64Array(RELAY_COUNTER_NAMES.length);
-      const upstream = new UdpTcpUpstream(settings.upstream, {
-        ports: upstreamPortsFor(settings),
-        onAnswer: (bytes, offset, length, socket) => relay!.handleUpstreamAnswer(bytes, offset, length, socket),
-        counts,
-        nowMs: Date.now(),
-      });
+      const counts = new Float64Array(counterNames.length);
+      const onAnswer = (bytes: Uint8Array, offset: number, length: number, socket: number): void =>
+        relay!.handleUpstreamAnswer(bytes, offset, length, socket);
+      const upstream = pooled
+        ? new UpstreamPool(settings.upstreams, {
+            ports: (address) => upstreamPortsFor(settings, address),
+            onAnswer,
+            counts,
+            firstUpstreamCounter: RELAY_COUNTER_NAMES.length,
+            downAtStart: settings.downAtStart ?? [],
+            nowMs: Date.now(),
+            proxyProtocol: settings.upstreamProxyProtocol,
+            // Once per change and relay (each shard worker has its own pool and health checks).
+            onStateChange: (line) => console.error(`stateless-tcp dns: ${line}`),
+          })
+        : new UdpTcpUpstream(settings.upstream, { ports: upstreamPortsFor(settings), onAnswer, counts, nowMs: Date.now() });
       relay = new DnsRelay<C>({
         timeoutMs: settings.timeoutMs,
         upstream,
@@ -101,4 +126,22 @@ export function dnsApplication(settings: DnsSettings): Application {
       return relay;
     },
   };
+}
+
+/**
+ * The start-up check: a single resolver must answer. Of a pool, at least one must: each that does
+ * not gets one line and starts down (`downAtStart`), up once a health probe answers; none
+ * answering is one line, the failure.
+ */
+async function probeUpstreams(settings: DnsSettings, log?: (line: string) => void): Promise<string | null> {
+  const problems = await Promise.all(settings.upstreams.map((a) => probeUpstream(a, PROBE_TIMEOUT_MS, settings.upstreamProxyProtocol)));
+  if (problems.length === 1) return problems[0]!;
+  if (problems.every((p) => p !== null)) return `no upstream answered: ${problems.join('; ')}`;
+  settings.downAtStart = [];
+  problems.forEach((problem, index) => {
+    if (problem === null) return;
+    log?.(`${problem} (starting with the others)`);
+    settings.downAtStart!.push(index);
+  });
+  return null;
 }

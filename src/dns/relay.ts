@@ -45,9 +45,17 @@ import type { Relay, Transport } from '../tcp/transport.js';
 export interface UpstreamTransport {
   /**
    * Sends one query datagram to the upstream resolver from a socket of the transport's choosing;
-   * returns that socket's number, for `resendDatagram`, `queryDone` and matching the answer.
+   * returns that socket's number, for `resendDatagram`, `queryDone` and matching the answer; or −1
+   * when no upstream is up (a pool whose health checks all fail): the query gets SERVFAIL at once.
    */
   sendDatagram(query: Uint8Array, nowMs: number): number;
+  /**
+   * A pool of upstreams: sends the query again, to another upstream that is up, since the one
+   * behind `socket` has not answered within half the timeout; returns the new socket (the one the
+   * answer must come on from now), or −1 when there is no other (then it is resent as before).
+   * Absent for a single upstream.
+   */
+  failover?(query: Uint8Array, socket: number, nowMs: number): number;
   /** Sends a query again from the socket it first left from (`sendDatagram`'s number). */
   resendDatagram(query: Uint8Array, socket: number): void;
   /**
@@ -72,7 +80,7 @@ export interface DnsRelayOptions {
   /** The clock for the relay's own events: upstream answers, TCP retries. */
   now: () => number;
   /**
-   * The relay's counters (`RELAY_COUNTER_NAMES.length` of them), when the upstream counts its own
+   * The relay's counters (`RELAY_COUNTER_NAMES.length` of them, or more: a pool's per-upstream counters follow), when the upstream counts its own
    * events (`PORT_REBINDS`, `PORT_REBINDS_POSTPONED`) into the same array; else the relay makes one.
    */
   counts?: Float64Array;
@@ -120,6 +128,13 @@ export const RelayCounter = {
   CACHE_MISSES: 14,
   /** Queries over `--max-qps-per-client`: answered REFUSED, or dropped. */
   RATE_LIMITED: 15,
+  /** Queries answered SERVFAIL at once: every upstream of the pool was down (its health checks failed). */
+  NO_UPSTREAM_UP: 16,
+  /** Queries sent to another upstream of the pool after half the timeout without an answer. */
+  FAILOVERS: 17,
+  /** Upstreams of the pool marked down, and up again, by their health checks (counted by the pool). */
+  UPSTREAMS_MARKED_DOWN: 18,
+  UPSTREAMS_MARKED_UP: 19,
 } as const;
 export const RELAY_COUNTER_NAMES = counterNames(RelayCounter);
 
@@ -137,8 +152,8 @@ class PendingQuery<Connection> {
     /** What goes in the UDP datagram: the query, behind a PROXY protocol header if there is one. */
     public datagram: Uint8Array,
     readonly deadline: number,
-    /** The upstream socket it left from (`UpstreamTransport.sendDatagram`), −1 if sent over TCP only. */
-    readonly socket: number,
+    /** The upstream socket it left from (`UpstreamTransport.sendDatagram`, or `failover`), −1 if sent over TCP only. */
+    public socket: number,
     /** The client asked for edns-tcp-keepalive (RFC 7828): its answer gets the option. */
     readonly keepalive: boolean,
   ) {}
@@ -262,6 +277,12 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     }
     writeId(query, 0, upstreamId);
     const socket = this.upstream.sendDatagram(datagram, nowMs);
+    if (socket < 0) {
+      // Every upstream is down: waiting out the timeout would tell the client nothing more.
+      this.counts[RelayCounter.NO_UPSTREAM_UP]!++;
+      this.send(connection, errorAnswer(buf, offset, length, Rcode.SERVFAIL));
+      return;
+    }
     const pending = new PendingQuery(connection, clientId, upstreamId, query, datagram, deadline, socket, keepalive);
     this.pending[upstreamId] = pending;
     this.pendingCount++;
@@ -335,6 +356,17 @@ export class DnsRelay<Connection> implements Relay<Connection> {
       for (; i < d.length && d[i]!.deadline <= dueBefore; i++) {
         const pending = d[i]!;
         if (this.pending[pending.upstreamId] !== pending) continue;
+        if (k === UDP_SENDS / 2 && this.upstream.failover !== undefined) {
+          // Half the timeout gone without an answer: another upstream of the pool gets the other
+          // half (dnsdist retries a timed-out query likewise, on the next server the policy picks).
+          const socket = this.upstream.failover(pending.datagram, pending.socket, nowMs);
+          if (socket >= 0) {
+            this.counts[RelayCounter.FAILOVERS]!++;
+            this.upstream.queryDone(pending.socket);
+            pending.socket = socket;
+            continue;
+          }
+        }
         this.counts[RelayCounter.UDP_RETRIES]!++;
         this.upstream.resendDatagram(pending.datagram, pending.socket);
       }

@@ -113,8 +113,11 @@ export interface Protocol {
 
 /** A protocol bound to its upstream: how to check the upstream at start, and how to open relays to it. */
 export interface Application extends Protocol {
-  /** Checks at start that the upstream answers; a one-line problem naming the fix, or null. */
-  probe(): Promise<string | null>;
+  /**
+   * Checks at start that the upstream answers; a one-line problem naming the fix, or null. Problems
+   * that do not stop the start (a resolver of a pool whose others answer) go to `log`.
+   */
+  probe(log?: (line: string) => void): Promise<string | null>;
   /** A relay with its own upstream sockets (one per shard, or one for the kernel transport). */
   open<C>(): Relay<C>;
 }

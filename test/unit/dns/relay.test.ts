@@ -487,3 +487,61 @@ test('a REFUSED without its question (unbound access control) is taken by ID and
   assert.equal(message.questions![0]!.name, 'www.lab.test');
   assert.equal(relay.counts[RelayCounter.UNEXPECTED_ANSWERS], 1, 'the question-less NOERROR');
 });
+
+/** A pool of two upstreams as the relay sees it: sockets 0 and 1 belong to upstream 0 and 1; `up` says which may take queries. */
+class TwoUpstreams extends RecordingUpstream {
+  readonly up = [true, true];
+  override sendDatagram(query: Uint8Array): number {
+    const socket = this.up[0] ? 0 : this.up[1] ? 1 : -1;
+    if (socket >= 0) {
+      this.datagrams.push(Buffer.from(query));
+      this.sockets.push(socket);
+    }
+    return socket;
+  }
+  failover(query: Uint8Array, socket: number): number {
+    const other = 1 - socket;
+    if (!this.up[other]) return -1;
+    this.datagrams.push(Buffer.from(query));
+    this.sockets.push(other);
+    return other;
+  }
+}
+
+test('with a pool, a query unanswered after half the timeout goes to another upstream, whose answer alone is then taken', () => {
+  const upstream = new TwoUpstreams();
+  currentUpstream = upstream;
+  const connections = new RecordingConnections();
+  const relay = new DnsRelay<string>({ timeoutMs: 1000, upstream, fillRandom: (b) => b.fill(3), now: () => clockMs });
+  relay.attach(connections);
+  const request = framed(query('www.lab.test', 42));
+  relay.onMessages('c1', request, 0, request.length, 10_000);
+  relay.tick(10_250);
+  assert.deepEqual(upstream.sockets, [0, 0], 'a resend to the same upstream at a quarter');
+  relay.tick(10_500);
+  assert.deepEqual(upstream.sockets, [0, 0, 1], 'at half the timeout, to the other upstream');
+  assert.equal(relay.counts[RelayCounter.FAILOVERS], 1);
+  assert.deepEqual(upstream.done, [1, 0, 0], 'the first upstream is told the query is done there');
+  fromUpstream(relay, answerTo(upstream.datagrams[0]!), 10_600, 0);
+  assert.equal(connections.answers.length, 0, "the first upstream's late answer is no longer taken");
+  fromUpstream(relay, answerTo(upstream.datagrams[2]!), 10_700, 1);
+  assert.equal(connections.answers.length, 1);
+  assert.equal(connections.answers[0]!.message.id, 42);
+  assert.equal(connections.answers[0]!.message.flags! & 0xf, Rcode.NOERROR);
+});
+
+test('with a pool whose upstreams are all down, a query gets SERVFAIL at once', () => {
+  const upstream = new TwoUpstreams();
+  upstream.up[0] = false;
+  upstream.up[1] = false;
+  const connections = new RecordingConnections();
+  const relay = new DnsRelay<string>({ timeoutMs: 1000, upstream, fillRandom: (b) => b.fill(3), now: () => clockMs });
+  relay.attach(connections);
+  const request = framed(query('www.lab.test', 43));
+  relay.onMessages('c1', request, 0, request.length, 10_000);
+  assert.equal(connections.answers.length, 1);
+  assert.equal(connections.answers[0]!.message.id, 43);
+  assert.equal(connections.answers[0]!.message.flags! & 0xf, Rcode.SERVFAIL);
+  assert.equal(relay.counts[RelayCounter.NO_UPSTREAM_UP], 1);
+  assert.equal(relay.pendingQueries, 0);
+});

@@ -97,6 +97,7 @@ async function inject(datagram: Buffer, fromAddress: string, fromPort: number, t
 test('a loopback upstream gets one socket that keeps its port; any other address the configured pool', () => {
   const settings = (address: string, family: 4 | 6): DnsSettings => ({
     kind: 'dns',
+    upstreams: [],
     upstream: { address, port: 53, family },
     timeoutMs: 2000,
     upstreamPorts: 8,
