@@ -28,7 +28,7 @@ import { EdnsOption, HEADER_LENGTH, questionEnd, readId, skipName, writeId } fro
 const MAX_CACHE_BYTES = 64 * 1024 * 1024;
 
 /** The longest an answer is kept, in seconds (dnsdist's default maxTTL). */
-export const MAX_CACHE_TTL_SECONDS = 86_400;
+const MAX_CACHE_TTL_SECONDS = 86_400;
 
 const TYPE_SOA = 6;
 const TYPE_OPT = 41;

@@ -214,7 +214,7 @@ const TYPE_OPT = 41;
  * Where the OPT record's RDLENGTH field is in the message `buf[offset, offset+length)` (its
  * options follow it, RFC 6891 §6.1.2), or -1 if the message has none or does not parse.
  */
-export function optRdlengthAt(buf: Uint8Array, offset: number, length: number): number {
+function optRdlengthAt(buf: Uint8Array, offset: number, length: number): number {
   const qEnd = questionEnd(buf, offset, length);
   if (qEnd < 0) return -1;
   const end = offset + length;

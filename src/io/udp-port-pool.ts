@@ -29,7 +29,7 @@
 import { randomFillSync } from 'node:crypto';
 import { BatchedUdpSocket, UdpReceiveSlots } from './udp-batch.js';
 
-export interface UdpPortPoolOptions {
+interface UdpPortPoolOptions {
   host: string;
   port: number;
   /** SO_RCVBUF of each socket; the kernel caps it at net.core.rmem_max. */

@@ -34,7 +34,7 @@ export const MIN_MTU_V4 = 552;
 /** RFC 8200 §5: every IPv6 link carries 1280 bytes. */
 export const MIN_MTU_V6 = 1280;
 
-export interface PathMtuOptions {
+interface PathMtuOptions {
   /** Sets of 4 entries (a power of two). */
   sets: number;
   /** How long a route's MTU is trusted before it is asked again. */
@@ -45,7 +45,7 @@ export interface PathMtuOptions {
   fallbackMtu: number;
 }
 
-export const DEFAULT_PATH_MTU_OPTIONS: PathMtuOptions = {
+const DEFAULT_PATH_MTU_OPTIONS: PathMtuOptions = {
   sets: 4096,
   routeTtlMs: 60_000,
   learnedTtlMs: 600_000,

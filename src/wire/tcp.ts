@@ -149,14 +149,14 @@ export function decodeTcp(buf: Uint8Array, offset: number, end: number, policy: 
 }
 
 /** What `tcpChecksumState` found in a segment's checksum field. */
-export const TcpChecksumState = {
+const TcpChecksumState = {
   /** It verifies: pseudo-header, header and data sum to 0xffff (RFC 9293 §3.1). */
   VALID: 0,
   /** It holds the folded pseudo-header sum: the sender's kernel left the rest to offload. */
   OFFLOADED: 1,
   BAD: 2,
 } as const;
-export type TcpChecksumState = (typeof TcpChecksumState)[keyof typeof TcpChecksumState];
+type TcpChecksumState = (typeof TcpChecksumState)[keyof typeof TcpChecksumState];
 
 /**
  * The checksum state of the segment [`offset`, `offset + segmentLength`), whose addresses `seg`
@@ -176,7 +176,7 @@ export type TcpChecksumState = (typeof TcpChecksumState)[keyof typeof TcpChecksu
  * passes it only if the damage happens to leave exactly that value in the field: 1 in 65,536 of
  * the segments whose checksum is wrong anyway.
  */
-export function tcpChecksumState(buf: Uint8Array, offset: number, segmentLength: number, seg: Segment): TcpChecksumState {
+function tcpChecksumState(buf: Uint8Array, offset: number, segmentLength: number, seg: Segment): TcpChecksumState {
   const { family, srcAddrOffset, dstAddrOffset } = seg;
   const pseudo = pseudoHeaderSum(family, buf, srcAddrOffset, buf, dstAddrOffset, IpProtocol.TCP, segmentLength);
   if (readU16(buf, offset + TcpField.CHECKSUM) === pseudo) return TcpChecksumState.OFFLOADED;
