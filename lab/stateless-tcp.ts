@@ -39,7 +39,8 @@ export function startHttpFrontEnd(lab: Lab, origin: string, extraArgs: readonly 
   return startCli(lab, ['http', '--upstream', origin, ...listenArgs(lab, 80), ...extraArgs]);
 }
 
-function listenArgs(lab: Lab, port: number): string[] {
+/** `--interface` and `--listen` on both of the server's lab addresses, at `port`. */
+export function listenArgs(lab: Lab, port: number): string[] {
   return ['--interface', lab.serverInterface, '--listen', `${lab.serverV4}:${port}`, '--listen', `[${lab.serverV6}]:${port}`];
 }
 

@@ -65,3 +65,13 @@ LOOPBACK.addAddress('::1', 'ipv6');
 export function isLoopback(e: Endpoint): boolean {
   return LOOPBACK.check(e.address, e.family === 4 ? 'ipv4' : 'ipv6');
 }
+
+/**
+ * Whether the 16 bytes at `address` are an IPv4-mapped IPv6 address (::ffff:a.b.c.d, RFC 4291
+ * §2.5.5.2): how a dual-stack socket shows an IPv4 peer. Reads in place, allocates nothing.
+ */
+export function isV4Mapped(address: Uint8Array): boolean {
+  if (address.length < 16 || address[10] !== 0xff || address[11] !== 0xff) return false;
+  for (let i = 0; i < 10; i++) if (address[i] !== 0) return false;
+  return true;
+}

@@ -7,10 +7,9 @@
  * take turns at a fresh bucket, which can only let one of them through more, never less.
  */
 import { sipHash13, sipKeyOf, type SipKey } from '../tcp/siphash.js';
+import { isV4Mapped } from '../endpoint.js';
 
 const SLOTS = 65536;
-/** IPv4-mapped IPv6 (::ffff:0:0/96, RFC 4291 §2.5.5.2): a kernel socket's way of showing an IPv4 peer. */
-const V4_MAPPED_PREFIX = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
 export class ClientRateLimit {
   private readonly keys = new Int32Array(SLOTS);
@@ -69,9 +68,4 @@ export class ClientRateLimit {
     sipHash13(this.sipKey, s, 0, 1 + bytes, this.digest);
     return this.digest[0]! | 0;
   }
-}
-
-function isV4Mapped(address: Uint8Array): boolean {
-  for (let i = 0; i < V4_MAPPED_PREFIX.length; i++) if (address[i] !== V4_MAPPED_PREFIX[i]) return false;
-  return true;
 }

@@ -4,7 +4,7 @@
  * measured against. The kernel keeps the connection state here — a socket, its buffers and
  * TIME_WAIT — which is exactly the cost the stateless transport avoids.
  */
-import { addressBytes } from '../endpoint.js';
+import { addressBytes, isV4Mapped } from '../endpoint.js';
 import type { ConnectionEndpoints } from '../dns/proxy-protocol.js';
 import net from 'node:net';
 import { wholeMessagesBy, type MessageLength, type StreamApplication, type Transport } from '../tcp/transport.js';
@@ -338,6 +338,5 @@ export class KernelTransport implements Transport<KernelConnection> {
 
 /** An IPv4-mapped IPv6 address (::ffff:a.b.c.d, how a dual-stack socket shows an IPv4 peer) as its 4 IPv4 bytes. */
 function unmapped(address: Uint8Array): Uint8Array {
-  const mapped = address.length === 16 && address.subarray(0, 10).every((b) => b === 0) && address[10] === 0xff && address[11] === 0xff;
-  return mapped ? address.subarray(12) : address;
+  return isV4Mapped(address) ? address.subarray(12) : address;
 }

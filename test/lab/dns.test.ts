@@ -8,7 +8,7 @@ import dnsPacket from 'dns-packet';
 import { writeFileSync } from 'node:fs';
 import { DNS_CLIENT } from '../../lab/client-scripts.js';
 import { createLab, type Lab } from '../../lab/lab.js';
-import { CLI, startCli, startFrontEnd, summaryCounter as counter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
+import { CLI, listenArgs, startCli, startFrontEnd, summaryCounter as counter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
 import { LAB_ZONE } from '../../lab/zone.js';
 
@@ -300,12 +300,7 @@ describe('stateless-tcp dns --upstream-proxy-protocol (unbound proxy-protocol-po
         '--upstream-proxy-protocol',
         '--transport',
         transport,
-        '--interface',
-        lab.serverInterface,
-        '--listen',
-        `${lab.serverV4}:53`,
-        '--listen',
-        `[${lab.serverV6}]:53`,
+        ...listenArgs(lab, 53),
       ]);
       // Without the header unbound would see 127.0.0.1, which it allows.
       assert.match(await dig(lab, lab.serverV4, LAB_ZONE.www.name, 'A'), /status: REFUSED/, transport);
