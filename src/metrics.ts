@@ -16,8 +16,10 @@ import type { KernelTransportStats } from './io/kernel-transport.js';
 /** What a pipeline's registry reads when scraped. */
 export interface PipelineCounters {
   decodeCounts: Float64Array;
-  /** Of the frames decoded OK, those whose TCP checksum was left to offload (wire/tcp.ts tcpChecksumState). */
+  /** Of the frames decoded OK, those whose TCP checksum was left to offload (pipeline.ts). */
   checksumOffloaded(): number;
+  /** Of the frames decoded OK, those whose TCP checksum the kernel had validated (pipeline.ts). */
+  checksumValidated(): number;
   outcomeCounts: Float64Array;
   events: Float64Array;
   /** The protocol (its kind and counter names) and its relay's counters. */
@@ -73,6 +75,21 @@ function gaugeFrom(registry: Registry, name: string, help: string, read: () => n
   });
 }
 
+/** A counter with one series, labelled with `shard`, that reads its total from `read`. */
+function counterFrom(registry: Registry, name: string, help: string, read: () => number, shard: string): void {
+  new Counter({
+    name,
+    help,
+    labelNames: ['shard'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const total = read();
+      if (total > 0) this.inc({ shard }, total);
+    },
+  });
+}
+
 /** Series that both a shard's registry and the main thread's (for the capture thread) report. */
 const SEGMENTS_HELP = 'Decoded segments by what the responder did with them.';
 const PACKETS_SENT_HELP = 'Packets written to the raw socket, and writes that failed.';
@@ -103,17 +120,20 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
     () => source.decodeCounts,
     label,
   );
-  new Counter({
-    name: 'stateless_tcp_frames_checksum_offloaded_total',
-    help: "Of the frames decoded ok, those whose TCP checksum field held the sender's pseudo-header sum: checksum left to offload (CHECKSUM_PARTIAL).",
-    labelNames: ['shard'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      const offloaded = source.checksumOffloaded();
-      if (offloaded > 0) this.inc({ shard: label }, offloaded);
-    },
-  });
+  counterFrom(
+    registry,
+    'stateless_tcp_frames_checksum_offloaded_total',
+    'Of the frames decoded ok, those whose TCP checksum the sender left to offload (CHECKSUM_PARTIAL): said by the kernel, or its field held the pseudo-header sum.',
+    source.checksumOffloaded,
+    label,
+  );
+  counterFrom(
+    registry,
+    'stateless_tcp_frames_checksum_validated_total',
+    'Of the frames decoded ok, those whose TCP checksum the kernel had validated (TP_STATUS_CSUM_VALID): not summed again.',
+    source.checksumValidated,
+    label,
+  );
   countersFrom(registry, 'stateless_tcp_segments_total', SEGMENTS_HELP, 'outcome', OUTCOME_NAMES, () => source.outcomeCounts, label);
   countersFrom(registry, 'stateless_tcp_events_total', EVENTS_HELP, 'event', TCP_EVENT_NAMES, () => source.events, label);
   relayCounters(registry, source.protocol, () => source.relayCounts, label);
@@ -338,6 +358,8 @@ function summaryNames(metric: string, labels: Labels): string[] {
       return [`decode.${labels.result}`];
     case 'stateless_tcp_frames_checksum_offloaded_total':
       return ['decode.checksum_offloaded'];
+    case 'stateless_tcp_frames_checksum_validated_total':
+      return ['decode.checksum_validated'];
     case 'stateless_tcp_segments_total':
       return shard === 'capture' ? [`tcp.${labels.outcome}`, `capture.${labels.outcome}`] : [`tcp.${labels.outcome}`];
     case 'stateless_tcp_events_total':

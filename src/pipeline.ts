@@ -9,7 +9,16 @@
  * State lives only in the responder's flows (while a connection has something in flight) and
  * the relay's pending queries. Everything reused per packet is allocated once.
  */
-import { type ChecksumPolicy, DECODE_RESULT_NAMES, DecodeResult, Segment, type LinkType, type ReplyHeader } from './wire/segment.js';
+import {
+  type ChecksumPolicy,
+  DECODE_RESULT_NAMES,
+  DecodeResult,
+  KernelChecksum,
+  type LinkType,
+  packetChecksumPolicy,
+  type ReplyHeader,
+  Segment,
+} from './wire/segment.js';
 import { decodeFrame } from './wire/frame.js';
 import { emitReply } from './wire/emit.js';
 import { OUTCOME_NAMES } from './tcp/counters.js';
@@ -51,8 +60,13 @@ export interface TcpPipelineOptions {
 export class TcpPipeline implements SegmentSink {
   readonly decodeCounts = new Float64Array(DECODE_RESULT_NAMES.length);
   readonly outcomeCounts = new Float64Array(OUTCOME_NAMES.length);
-  /** Of the frames decoded OK, those whose TCP checksum the sender left to offload (`decode.checksum_offloaded`). */
+  /**
+   * Of the frames decoded OK, those whose TCP checksum the sender left to offload, as the kernel
+   * said or, when it said nothing, as the field showed (`decode.checksum_offloaded`); and those
+   * whose checksum the kernel had validated, so it was not summed again (`decode.checksum_validated`).
+   */
   checksumOffloaded = 0;
+  checksumValidated = 0;
   readonly responder: Responder;
   private readonly linkType: LinkType;
   private readonly checksumPolicy: ChecksumPolicy;
@@ -98,9 +112,10 @@ export class TcpPipeline implements SegmentSink {
    * Handles one captured frame `frame[offset, offset + length)` — in a shard worker, a slot of
    * its ring, read in place — and is done with it when this returns: the relay copies queries out.
    */
-  handleFrame(frame: Uint8Array, offset: number, length: number, nowMs: number): void {
+  handleFrame(frame: Uint8Array, offset: number, length: number, kernelChecksum: KernelChecksum, nowMs: number): void {
     const seg = this.segment;
-    const result = decodeFrame(this.linkType, frame, offset, length, this.checksumPolicy, seg);
+    const policy = packetChecksumPolicy(this.checksumPolicy, kernelChecksum);
+    const result = decodeFrame(this.linkType, frame, offset, length, policy, seg);
     // ICMP too-big messages quoting our segments (the capture's third lane; the capture thread
     // routes each to the shard of the connection it quotes): path MTU discovery, RFC 1191/8201.
     if (result === DecodeResult.NOT_TCP) {
@@ -112,7 +127,8 @@ export class TcpPipeline implements SegmentSink {
     }
     this.decodeCounts[result]!++;
     if (result !== DecodeResult.OK) return;
-    if (seg.checksumOffloaded) this.checksumOffloaded++;
+    if (seg.checksumOffloaded || kernelChecksum === KernelChecksum.LEFT_TO_OFFLOAD) this.checksumOffloaded++;
+    else if (kernelChecksum === KernelChecksum.VALIDATED) this.checksumValidated++;
     this.outcomeCounts[this.responder.handleSegment(seg, nowMs)]!++;
   }
 

@@ -12,7 +12,7 @@
  * worker thread while another thread has it.)
  */
 import { createRequire } from 'node:module';
-import { LinkType } from '../wire/segment.js';
+import { type KernelChecksum, LinkType } from '../wire/segment.js';
 import { addressBytes } from '../endpoint.js';
 
 const require = createRequire(import.meta.url);
@@ -79,8 +79,8 @@ export class Capture {
   readonly linkType: LinkType;
   /** The last packet `next` returned: bytes `frame[0, capturedLength)`. */
   readonly frame: Uint8Array;
-  /** Written by the addon per packet: tv_sec, tv_usec, caplen, len, lane. */
-  private readonly header = new Uint32Array(5);
+  /** Written by the addon per packet: tv_sec, tv_usec, caplen, len, lane, kernel checksum state. */
+  private readonly header = new Uint32Array(6);
   private readonly addon: CaptureAddon;
   private readonly handle: object;
   /** Lanes read in priority order (`options.lanes`), without the whole-frame companion. */
@@ -136,6 +136,13 @@ export class Capture {
   }
   get timestampMicros(): number {
     return this.header[1]!;
+  }
+  /**
+   * What the kernel said of the last packet's TCP checksum (wire/segment.ts KernelChecksum), read
+   * from the ring frame's tp_status (native/capture.c says how).
+   */
+  get kernelChecksum(): KernelChecksum {
+    return this.header[5]! as KernelChecksum;
   }
   /** Which of `options.lanes` the last packet came from (its index). */
   get lane(): number {

@@ -66,13 +66,34 @@ export const DECODE_RESULT_NAMES = counterNames(DecodeResult);
  * Whether to verify the IPv4 header and TCP checksums of captured packets. Verifying accepts a TCP
  * segment whose checksum the sender's kernel left to offload (CHECKSUM_PARTIAL: a same-host
  * sender, a TSO/GSO/GRO frame), recognized by its field (tcp.ts `tcpChecksumState`); `IGNORE`
- * accepts every checksum (`--checksums ignore`).
+ * accepts every checksum (`--checksums ignore`). `IP_HEADER_ONLY` is VERIFY for a packet whose
+ * TCP checksum the kernel vouched for (`KernelChecksum`): only the IPv4 header's is summed.
  */
 export const ChecksumPolicy = {
   VERIFY: 0,
   IGNORE: 1,
+  IP_HEADER_ONLY: 2,
 } as const;
 export type ChecksumPolicy = (typeof ChecksumPolicy)[keyof typeof ChecksumPolicy];
+
+/**
+ * What the kernel told the capture of a packet's TCP checksum (native/capture.c reads the ring
+ * frame's tp_status): `VALIDATED` (TP_STATUS_CSUM_VALID: the NIC, veth or GRO checked it),
+ * `LEFT_TO_OFFLOAD` (TP_STATUS_CSUMNOTREADY: a sender on this host left it to offload, so the
+ * field holds only the pseudo-header sum), or `UNKNOWN` (neither, or the ring header was not
+ * found): then the checksum is summed here.
+ */
+export const KernelChecksum = {
+  UNKNOWN: 0,
+  VALIDATED: 1,
+  LEFT_TO_OFFLOAD: 2,
+} as const;
+export type KernelChecksum = (typeof KernelChecksum)[keyof typeof KernelChecksum];
+
+/** The checksum policy for one packet: `policy`, unless the kernel vouched for its TCP checksum. */
+export function packetChecksumPolicy(policy: ChecksumPolicy, kernel: KernelChecksum): ChecksumPolicy {
+  return policy === ChecksumPolicy.VERIFY && kernel !== KernelChecksum.UNKNOWN ? ChecksumPolicy.IP_HEADER_ONLY : policy;
+}
 
 /** A decoded TCP/IP packet, as offsets into the buffer it was captured in. */
 export class Segment {

@@ -34,6 +34,7 @@ function counters(frames: number, flows: number): PipelineCounters {
   return {
     decodeCounts,
     checksumOffloaded: () => 0,
+    checksumValidated: () => 0,
     outcomeCounts,
     events: new Float64Array(TCP_EVENT_NAMES.length),
     protocol: DNS_PROTOCOL,
@@ -87,6 +88,7 @@ function shardCounters(base: number, flows: number): PipelineCounters {
   return {
     decodeCounts,
     checksumOffloaded: () => base + 11,
+    checksumValidated: () => base + 12,
     outcomeCounts,
     events,
     protocol: DNS_PROTOCOL,
@@ -138,6 +140,7 @@ test('the stop summary: shard counters summed, the capture thread and rings adde
     'decode.ok': 101 + 201,
     'decode.bad_tcp_checksum': 102 + 202,
     'decode.checksum_offloaded': 111 + 211,
+    'decode.checksum_validated': 112 + 212,
     'tcp.ignored': 105 + 205 + 900,
     'tcp.syn_answered': 103 + 203 + 700,
     'tcp.data': 104 + 204,
@@ -224,6 +227,7 @@ test('the stop summary of an idle front end: gauges, capture and per-shard pairs
   const idle = (): PipelineCounters => ({
     decodeCounts: new Float64Array(DECODE_RESULT_NAMES.length),
     checksumOffloaded: () => 0,
+    checksumValidated: () => 0,
     outcomeCounts: new Float64Array(OUTCOME_NAMES.length),
     events: new Float64Array(TCP_EVENT_NAMES.length),
     protocol: DNS_PROTOCOL,

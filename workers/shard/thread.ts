@@ -20,7 +20,8 @@ import { FlowHash } from '../../src/wire/flow-hash.js';
 import { MartianSources } from '../../src/wire/martian.js';
 import type { Flow } from '../../src/tcp/flow.js';
 import type { Relay } from '../../src/tcp/transport.js';
-import { RingConsumer } from '../../src/ring/ring.js';
+import { type FrameHandler, RingConsumer } from '../../src/ring/ring.js';
+import type { KernelChecksum } from '../../src/wire/segment.js';
 import { RawSender, rawSocketProblem } from '../../src/io/raw-send.js';
 import { randomBytes } from 'node:crypto';
 import { PathMtuTable } from '../../src/tcp/path-mtu.js';
@@ -86,6 +87,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
     const metrics = pipelineMetrics(task.shard, {
       decodeCounts: pipeline.decodeCounts,
       checksumOffloaded: () => pipeline.checksumOffloaded,
+      checksumValidated: () => pipeline.checksumValidated,
       outcomeCounts: pipeline.outcomeCounts,
       events: pipeline.responder.events,
       protocol: application,
@@ -121,8 +123,8 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
     // clock is read once per batch (a batch takes well under a millisecond): a fresh Date.now()
     // per frame would be a new heap number per frame.
     let batchStartMs = Date.now();
-    const handleFrame = (bytes: Uint8Array, offset: number, capturedLength: number): void =>
-      pipeline.handleFrame(bytes, offset, capturedLength, batchStartMs);
+    const handleFrame: FrameHandler = (bytes, offset, capturedLength, _wireLength, _seconds, _micros, kernelChecksum) =>
+      pipeline.handleFrame(bytes, offset, capturedLength, kernelChecksum as KernelChecksum, batchStartMs);
     await consumer.run(handleFrame, {
       batchSize: BATCH_SIZE,
       idleTimeoutMs: IDLE_TIMEOUT_MS,
