@@ -152,6 +152,7 @@ interface RawCommandOptions {
   interface?: string;
   listen: Endpoint[];
   checksums: 'verify' | 'ignore';
+  gso: 'on' | 'off';
   cookieSecretFile?: string;
   workers: number;
   maxPipelined?: number;
@@ -173,6 +174,7 @@ function rawOptions(options: RawCommandOptions) {
   return {
     interface: options.interface,
     checksumPolicy: options.checksums === 'ignore' ? ChecksumPolicy.IGNORE : ChecksumPolicy.VERIFY,
+    gso: options.gso === 'on',
     cookieSecretFile: options.cookieSecretFile,
     workers: options.workers,
     log: (line: string) => options.log.warn(line),
@@ -247,6 +249,12 @@ function withRawOptions(command: Command): Command {
       'verify',
     )
     .option(
+      '--gso <on|off>',
+      'on: send on the capture interface, the segments of one burst as one frame the kernel or NIC cuts (GSO), ' +
+        'to the MAC address the client came from (Ethernet interfaces; others use the raw socket); off: a raw IP socket for every segment',
+      'on',
+    )
+    .option(
       '--max-pipelined <n>',
       'most answers one connection may owe; its further queries or requests stay unread until answers go out ' +
         '(default: 100 for dns, 16 for http)',
@@ -305,6 +313,9 @@ function checkRawOptions(options: RawCommandOptions, command: Command): void {
   }
   if (options.checksums !== 'verify' && options.checksums !== 'ignore') {
     throw new StartupError(`--checksums takes verify or ignore, not "${options.checksums as string}"`);
+  }
+  if (options.gso !== 'on' && options.gso !== 'off') {
+    throw new StartupError(`--gso takes on or off, not "${options.gso as string}"`);
   }
 }
 

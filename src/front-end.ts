@@ -8,7 +8,7 @@
  * docs/architecture.md follows one packet through the parts.
  */
 import { existsSync } from 'node:fs';
-import { ChecksumPolicy } from './wire/segment.js';
+import { ChecksumPolicy, LinkType } from './wire/segment.js';
 import { LiveFlows } from './tcp/live-flows.js';
 import { type ConnectionLimits, DEFAULT_RESPONDER_CONFIG } from './tcp/responder.js';
 import { createRing } from './ring/ring.js';
@@ -46,6 +46,8 @@ export interface RawFrontEndOptions extends FrontEndOptions {
   /** Capture interface. */
   interface: string;
   checksumPolicy: ChecksumPolicy;
+  /** Send segments with link addresses on the capture interface, taken together into GSO frames (io/link-send.ts). */
+  gso: boolean;
   /** File holding the shared SYN cookie secret (re-read on SIGHUP); else environment or random. */
   cookieSecretFile?: string | undefined;
   /** Shard worker threads, each with its own ring. */
@@ -232,6 +234,8 @@ async function startStatelessParts(
     {
       linkType: capture.linkType,
       checksumPolicy: options.checksumPolicy,
+      // Frames of our own need an Ethernet header to write (a cooked `any` capture has none to copy).
+      linkInterface: options.gso && capture.linkType === LinkType.ETHERNET ? options.interface : null,
       closeAfterResponse: options.closeAfterResponse,
       limits: limitsOf(options, application.maxPipelined),
       application: options.application,

@@ -29,6 +29,9 @@ export interface PipelineCounters {
   queuedBytes(): number;
   packetsSent(): number;
   sendFailures(): number;
+  /** Of those, frames sent on the capture interface (io/link-send.ts), and the segments they carried. */
+  linkFrames(): number;
+  linkSegments(): number;
 }
 
 /** Upstream latency buckets (seconds): a resolver on the same host answers in well under 1 ms from cache. */
@@ -150,6 +153,14 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
       this.inc({ shard: label, result: 'failed' }, source.sendFailures());
     },
   });
+  counterFrom(
+    registry,
+    'stateless_tcp_link_frames_total',
+    'Of the packets sent, frames sent on the capture interface (--gso on), each one or more segments that the kernel or NIC cuts apart.',
+    source.linkFrames,
+    label,
+  );
+  counterFrom(registry, 'stateless_tcp_link_segments_total', 'TCP segments those frames carried.', source.linkSegments, label);
   return { registry, observeUpstreamLatency: latencyHistogram(registry, label) };
 }
 
@@ -360,6 +371,10 @@ function summaryNames(metric: string, labels: Labels): string[] {
       return ['decode.checksum_offloaded'];
     case 'stateless_tcp_frames_checksum_validated_total':
       return ['decode.checksum_validated'];
+    case 'stateless_tcp_link_frames_total':
+      return ['link.frames'];
+    case 'stateless_tcp_link_segments_total':
+      return ['link.segments'];
     case 'stateless_tcp_segments_total':
       return shard === 'capture' ? [`tcp.${labels.outcome}`, `capture.${labels.outcome}`] : [`tcp.${labels.outcome}`];
     case 'stateless_tcp_events_total':
@@ -419,7 +434,7 @@ export function summaryLine(snapshots: readonly RegistrySnapshot[]): string {
 }
 
 /** Where `decode.`, `tcp.`, … and then each shard's pairs stand in the summary (a stable sort keeps the rest in order met). */
-const SUMMARY_GROUPS = ['decode.', 'tcp.', 'dns.', 'http.', 'pcap.', 'capture.', 'sent', 'send_failed'];
+const SUMMARY_GROUPS = ['decode.', 'tcp.', 'dns.', 'http.', 'pcap.', 'capture.', 'sent', 'send_failed', 'link.'];
 const SHARD_FIELDS = ['packets_in', 'replies_out', 'ring_drops', 'flows', 'restarts'];
 
 function summaryRank(name: string): number {

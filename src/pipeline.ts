@@ -37,6 +37,11 @@ export interface PacketSender {
   send(family: 4 | 6, packet: Buffer, length: number, dst: Uint8Array): void;
 }
 
+/** Takes segments as the responder makes them, header and payload apart (io/link-send.ts). */
+export interface SegmentSender {
+  send(header: ReplyHeader, payload: Uint8Array | null, offset: number, length: number): void;
+}
+
 /** IPv6 header (40) + TCP header with options (60) + the largest payload we cut (one MSS ≤ 65535). */
 const MAX_PACKET = 40 + 60 + 65535;
 
@@ -46,6 +51,11 @@ export interface TcpPipelineOptions {
   cookies: SynCookies;
   tcp: TcpSettings;
   sender: PacketSender;
+  /**
+   * Where segments with link addresses go instead, taken together into GSO frames
+   * (io/link-send.ts; omitted: every segment is an IP packet for `sender`).
+   */
+  linkSender?: SegmentSender | null;
   /** Where the capture thread learns which connections have flows (omitted: no capture thread answers SYNs). */
   liveFlows?: LiveFlows | null;
   /** Sources that get no answer (omitted: the martian ranges, no host addresses). */
@@ -71,6 +81,7 @@ export class TcpPipeline implements SegmentSink {
   private readonly linkType: LinkType;
   private readonly checksumPolicy: ChecksumPolicy;
   private readonly sender: PacketSender;
+  private readonly linkSender: SegmentSender | null;
   private readonly segment = new Segment();
   /** A refused packet's header seen from the client's side (`sendRefused`), and its client's address. */
   private readonly quoted = new Segment();
@@ -95,6 +106,7 @@ export class TcpPipeline implements SegmentSink {
     this.linkType = options.linkType;
     this.checksumPolicy = options.checksumPolicy;
     this.sender = options.sender;
+    this.linkSender = options.linkSender ?? null;
     this.routeMtu = options.routeMtu ?? null;
     this.responder = new Responder(
       { ...options.tcp, messageLength: protocol.messageLength, plausibleStart: protocol.plausibleStart },
@@ -167,8 +179,12 @@ export class TcpPipeline implements SegmentSink {
     setImmediate(this.pushAnswers);
   }
 
-  /** SegmentSink: emit one segment and send it. */
+  /** SegmentSink: emit one segment and send it (on the link when its header has the addresses for it). */
   send(header: ReplyHeader, payload: Uint8Array | null, offset: number, length: number): void {
+    if (this.linkSender !== null && header.hasLinkAddresses) {
+      this.linkSender.send(header, payload, offset, length);
+      return;
+    }
     const n = emitReply(header, payload, offset, length, this.packet, 0);
     this.sender.send(header.family, this.packet, n, header.dstAddr);
   }

@@ -148,6 +148,17 @@ class TcpUpstreamConnection {
   private readonly received = new ByteQueue();
   private nextId = 0;
   private closed = false;
+  /**
+   * Whether the socket is corked until the next tick: the queries of one batch of captured frames
+   * are asked in one turn, and go to the resolver in one write(2) instead of one each — on
+   * loopback the writer also runs the resolver's side of TCP, per write (measured: writeBuffer
+   * was 23 % of a shard worker's time under the big scenario).
+   */
+  private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
 
   /** `preamble`: bytes the connection starts with (a PROXY protocol header). */
   constructor(
@@ -185,6 +196,11 @@ class TcpUpstreamConnection {
         resolve(null);
       }, timeoutMs);
       this.pending.set(id, { resolve, timer });
+      if (!this.corked) {
+        this.corked = true;
+        this.socket.cork();
+        process.nextTick(this.uncork);
+      }
       this.socket.write(framed);
     });
   }

@@ -22,7 +22,8 @@ import type { Flow } from '../../src/tcp/flow.js';
 import type { Relay } from '../../src/tcp/transport.js';
 import { type FrameHandler, RingConsumer } from '../../src/ring/ring.js';
 import type { KernelChecksum } from '../../src/wire/segment.js';
-import { RawSender, rawSocketProblem } from '../../src/io/raw-send.js';
+import { RawSender, rawSocketProblem, type TooBigListener } from '../../src/io/raw-send.js';
+import { LinkSender } from '../../src/io/link-send.js';
 import { randomBytes } from 'node:crypto';
 import { PathMtuTable } from '../../src/tcp/path-mtu.js';
 import { nameThisThread } from '../../src/io/thread-name.js';
@@ -44,11 +45,21 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
   const { control } = task;
   nameThisThread(`stcp-shard${task.shard}`);
   let sender: RawSender;
+  let linkSender: LinkSender | null = null;
   try {
     sender = new RawSender();
   } catch (error) {
     control.close();
     throw new Error(rawSocketProblem(error as Error));
+  }
+  if (task.linkInterface !== null) {
+    try {
+      linkSender = new LinkSender(task.linkInterface);
+    } catch (error) {
+      sender.close();
+      control.close();
+      throw new Error(`cannot send on ${task.linkInterface} (${(error as Error).message}): run as root with CAP_NET_RAW, or give --gso off`);
+    }
   }
   const cookies = SynCookies.fromHistory(task.secrets);
 
@@ -76,6 +87,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
           ...task.limits,
         },
         sender,
+        linkSender,
         liveFlows,
         martians: new MartianSources(task.ownAddresses),
         pathMtus,
@@ -94,12 +106,16 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
       relayCounts: relay.counts,
       flows: () => pipeline.responder.flows.size,
       queuedBytes: () => pipeline.responder.queuedBytes,
-      packetsSent: () => sender.stats.sent,
-      sendFailures: () => sender.stats.failed,
+      packetsSent: () => sender.stats.sent + (linkSender?.stats.sent ?? 0),
+      sendFailures: () => sender.stats.failed + (linkSender?.stats.failed ?? 0),
+      linkFrames: () => linkSender?.stats.sent ?? 0,
+      linkSegments: () => linkSender?.segments ?? 0,
     });
     relay.observeLatency = metrics.observeUpstreamLatency;
-    sender.onTooBig = (family, header, offset, length, packetLength) =>
+    const onTooBig: TooBigListener = (family, header, offset, length, packetLength) =>
       pipeline.sendRefused(family, header, offset, length, packetLength, Date.now());
+    sender.refused.onTooBig = onTooBig;
+    if (linkSender !== null) linkSender.refused.onTooBig = onTooBig;
     const report = (message: ShardReport): void => control.postMessage(message);
 
     control.on('message', (command: ShardCommand) => {
@@ -141,6 +157,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
     clearInterval(reporter);
     control.close();
     relay?.close();
+    linkSender?.close();
     sender.close();
   }
 }
