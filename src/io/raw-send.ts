@@ -42,7 +42,15 @@ export interface RawSendAddon {
   /** The device's MTU, or −errno. */
   linkMtu(fd: number, device: string): number;
   /** As sendBatch, for frames of a link socket; a frame whose segments exceed `mtu` is refused with EMSGSIZE. */
-  sendLinkBatch(fd: number, ifindex: number, mtu: number, packets: Uint8Array, lengths: Uint32Array, count: number, failure: Int32Array): number;
+  sendLinkBatch(
+    fd: number,
+    ifindex: number,
+    mtu: number,
+    packets: Uint8Array,
+    lengths: Uint32Array,
+    count: number,
+    failure: Int32Array,
+  ): number;
   close(fd: number): void;
   errorName(errno: number): string;
 }
@@ -257,7 +265,12 @@ export class RawSender {
  * Calls `each(index, offset)` for the packets refused with EMSGSIZE, listed in `failure` from 3
  * on (native/raw_send.c), with where each starts in its batch of `lengths` laid end to end.
  */
-export function forEachRefused(failure: Int32Array, count: number, lengths: Uint32Array, each: (index: number, offset: number) => void): void {
+export function forEachRefused(
+  failure: Int32Array,
+  count: number,
+  lengths: Uint32Array,
+  each: (index: number, offset: number) => void,
+): void {
   const listed = Math.min(count, failure.length - 3);
   // Indices rise (sendmmsg goes in order): one walk over the lengths finds every offset.
   let index = 0;

@@ -58,7 +58,9 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
     } catch (error) {
       sender.close();
       control.close();
-      throw new Error(`cannot send on ${task.linkInterface} (${(error as Error).message}): run as root with CAP_NET_RAW, or give --gso off`);
+      throw new Error(
+        `cannot send on ${task.linkInterface} (${(error as Error).message}): run as root with CAP_NET_RAW, or give --gso off`,
+      );
     }
   }
   const cookies = SynCookies.fromHistory(task.secrets);
