@@ -46,6 +46,8 @@ export interface RawFrontEndOptions extends FrontEndOptions {
   /** Capture interface. */
   interface: string;
   checksumPolicy: ChecksumPolicy;
+  /** The capture's first lane's kernel buffer (io/capture.ts captureLanes); the others are sized from it. */
+  captureBufferBytes?: number;
   /** Send segments with link addresses on the capture interface, taken together into GSO frames (io/link-send.ts). */
   gso: boolean;
   /** File holding the shared SYN cookie secret (re-read on SIGHUP); else environment or random. */
@@ -210,8 +212,8 @@ async function startStatelessParts(
   const capture = await startCaptureThread(
     {
       interface: options.interface,
-      lanes: captureLanes(options.listen, SNAP_LENGTH),
-      wholeFrames: wholeFramesLane(options.listen, SNAP_LENGTH),
+      lanes: captureLanes(options.listen, SNAP_LENGTH, options.captureBufferBytes),
+      wholeFrames: wholeFramesLane(options.listen, SNAP_LENGTH, options.captureBufferBytes),
       rings,
       checksumPolicy: options.checksumPolicy,
       secrets: [secret.secret],
