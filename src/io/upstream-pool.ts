@@ -7,7 +7,7 @@
  * Socket numbers: upstream i's socket s is i · SOCKETS_PER_UPSTREAM + s, so the relay keeps one
  * number per query and an answer is still accepted only on the socket its query left from.
  */
-import { RelayCounter, type UpstreamTransport } from '../dns/relay.js';
+import { RelayCounter, type TcpAnswerHandler, type UpstreamTransport } from '../dns/relay.js';
 import { PROBE_INTERVAL_MS, PROBE_TIMEOUT_MS, UpstreamSelection } from '../dns/upstream-pool.js';
 import { formatEndpoint, type Endpoint } from '../endpoint.js';
 import { UdpTcpUpstream, probeUpstream, type UpstreamPorts } from './upstream.js';
@@ -122,10 +122,10 @@ export class UpstreamPool implements UpstreamTransport {
   }
 
   /** Over TCP to the upstream the policy picks now (a truncated answer's retry), or null when none is up. */
-  queryOverTcp(query: Uint8Array, timeoutMs: number, preamble?: Uint8Array): Promise<Uint8Array | null> {
+  queryOverTcp(query: Uint8Array, timeoutMs: number, onAnswer: TcpAnswerHandler, preamble?: Uint8Array): void {
     const index = this.selection.pick();
-    if (index < 0) return Promise.resolve(null);
-    return this.members[index]!.queryOverTcp(query, timeoutMs, preamble);
+    if (index < 0) queueMicrotask(() => onAnswer(null, 0, 0));
+    else this.members[index]!.queryOverTcp(query, timeoutMs, onAnswer, preamble);
   }
 
   /** Probes every upstream once, as dnsdist's health check does (`. SOA`, PROBE_TIMEOUT_MS). */

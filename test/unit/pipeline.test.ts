@@ -36,7 +36,7 @@ function dnsPipeline(sent: SentPacket[]): TcpPipeline {
       sendDatagram: () => assert.fail('no query was sent'),
       resendDatagram: () => assert.fail('no query was sent'),
       queryDone: () => assert.fail('no query was sent'),
-      queryOverTcp: () => Promise.resolve(null),
+      queryOverTcp: () => assert.fail('no query was sent'),
       close: () => {},
     },
     fillRandom: (bytes) => bytes.fill(1),
