@@ -57,6 +57,8 @@ interface BenchOptions {
   idleConnections?: number;
   workers?: number;
   budgetMinutes: number;
+  /** Runs of each dnsperf cell, the contenders alternating (default 3, quick 1). */
+  repetitions?: number;
   out: string;
   remoteResolver: boolean;
 }
@@ -64,6 +66,8 @@ interface BenchOptions {
 interface ThroughputRun {
   scenario: ScenarioName;
   contender: ContenderName;
+  /** Which of the cell's runs (0 first); the contenders take turns within each repetition. */
+  repetition?: number;
   status: 'ok' | 'n/a' | 'failed';
   reason?: string;
   commandLine?: string;
@@ -300,27 +304,48 @@ function answersPerConnection(d: DnsperfResult, initialConnections: number): str
   return (d.completed / (d.reconnections + initialConnections)).toFixed(d.reconnections > 0 ? 2 : 0);
 }
 
+/** Server CPU µs per answer of a run, or null. */
+function cpuPerAnswer(run: ThroughputRun): number | null {
+  const completed = run.dnsperf?.completed ?? 0;
+  return run.serverCpuSeconds == null || completed === 0 ? null : (run.serverCpuSeconds * 1e6) / completed;
+}
+
+/** The ok runs of one cell, and the one whose qps is their median (its other columns are shown). */
+function cellRuns(
+  runs: readonly ThroughputRun[],
+  scenario: ScenarioName,
+  contender: ContenderName,
+): { ok: ThroughputRun[]; median?: ThroughputRun } {
+  const ok = runs.filter((r) => r.scenario === scenario && r.contender === contender && r.status === 'ok');
+  const sorted = [...ok].sort((a, b) => a.dnsperf!.qps - b.dnsperf!.qps);
+  return { ok, median: sorted[Math.floor(sorted.length / 2)] };
+}
+
 function throughputTable(runs: readonly ThroughputRun[]): string {
   const lines = [
-    '| scenario | contender | qps | vs dnsdist | vs kernel | completed | not NOERROR | answers/conn | avg ms | max ms | server CPU s | server CPU µs/answer | unbound CPU s | dnsperf CPU s | peak RSS MiB | TIME_WAIT |',
+    '| scenario | contender | qps, median (range) | vs dnsdist | vs kernel | runs | completed | not NOERROR | answers/conn | avg ms | max ms | server CPU µs/answer, median (range) | unbound CPU s | dnsperf CPU s | peak RSS MiB | TIME_WAIT |',
     '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
   ];
   for (const scenario of SCENARIO_NAMES) {
-    const inScenario = runs.filter((r) => r.scenario === scenario);
-    const qpsOf = (name: ContenderName): number | undefined =>
-      inScenario.find((r) => r.contender === name && r.status === 'ok')?.dnsperf?.qps;
-    for (const run of inScenario) {
-      const who = CONTENDERS[run.contender].title;
-      if (run.status !== 'ok') {
-        lines.push(`| ${scenario} | ${who} | ${run.status}: ${run.reason ?? ''} |  |  |  |  |  |  |  |  |  |  |  |  |  |`);
+    const contenders = [...new Set(runs.filter((r) => r.scenario === scenario).map((r) => r.contender))];
+    const qpsOf = (name: ContenderName): number | undefined => cellRuns(runs, scenario, name).median?.dnsperf?.qps;
+    for (const contender of contenders) {
+      const who = CONTENDERS[contender].title;
+      const { ok, median: run } = cellRuns(runs, scenario, contender);
+      const failed = runs.filter((r) => r.scenario === scenario && r.contender === contender && r.status !== 'ok');
+      if (run === undefined) {
+        const first = failed[0]!;
+        lines.push(`| ${scenario} | ${who} | ${first.status}: ${first.reason ?? ''} |  |  |  |  |  |  |  |  |  |  |  |  |  |`);
         continue;
       }
       const d = run.dnsperf!;
-      const isUnbound = run.contender === 'unbound';
+      const isUnbound = contender === 'unbound';
+      const cpu = ok.map(cpuPerAnswer).filter((v): v is number => v !== null);
       lines.push(
-        `| ${scenario} | ${who} | ${d.qps.toFixed(0)} | ${ratio(d.qps, qpsOf('dnsdist'))} | ${ratio(d.qps, qpsOf('kernel'))} | ` +
+        `| ${scenario} | ${who} | ${medianRange(ok.map((r) => r.dnsperf!.qps))} | ${ratio(d.qps, qpsOf('dnsdist'))} | ${ratio(d.qps, qpsOf('kernel'))} | ` +
+          `${ok.length}${failed.length > 0 ? ` (+${failed.length} failed)` : ''} | ` +
           `${d.completedPercent.toFixed(2)} % | ${notNoError(d)} | ${answersPerConnection(d, SCENARIOS[scenario].load(1).connections)} | ${fixed(d.averageLatencyMs, 2)} | ${fixed(d.maxLatencyMs, 1)} | ` +
-          `${fixed(run.serverCpuSeconds, 1)} | ${run.serverCpuSeconds == null || d.completed === 0 ? '–' : ((run.serverCpuSeconds * 1e6) / d.completed).toFixed(0)} | ${isUnbound ? '(same)' : fixed(run.backendCpuSeconds, 1)} | ${fixed(d.clientCpuSeconds, 1)} | ${mib(run.serverPeakRssBytes)} | ${run.serverTimeWait ?? '–'} |`,
+          `${medianRange(cpu)} | ${isUnbound ? '(same)' : fixed(run.backendCpuSeconds, 1)} | ${fixed(d.clientCpuSeconds, 1)} | ${mib(run.serverPeakRssBytes)} | ${run.serverTimeWait ?? '–'} |`,
       );
     }
   }
@@ -350,7 +375,7 @@ function chart(results: Results): string {
   const contenders = results.options.contenders as ContenderName[];
   const scenarios = SCENARIO_NAMES.filter((s) => results.throughput.some((r) => r.scenario === s));
   const value = (s: ScenarioName, c: ContenderName, pick: (r: ThroughputRun) => number | null | undefined): number | null => {
-    const run = results.throughput.find((r) => r.scenario === s && r.contender === c && r.status === 'ok');
+    const run = cellRuns(results.throughput, s, c).median;
     return run === undefined ? null : (pick(run) ?? null);
   };
   const titles = contenders.map((c) => CONTENDERS[c].title);
@@ -478,36 +503,41 @@ async function main(options: BenchOptions): Promise<void> {
     `bench: ${seconds} s per run, a fresh lab for each; machine: ${results.machine.cpus}× ${results.machine.cpuModel}, load ${results.machine.loadAverage}`,
   );
 
+  // Each cell several times, the contenders taking turns, so that the machine's noise shows as a
+  // range and falls on every contender alike.
+  const repetitions = options.repetitions ?? (options.quick ? 1 : 3);
   for (const scenario of SCENARIO_NAMES.filter((s) => options.scenarios.includes(s))) {
-    for (const contender of options.contenders) {
-      let run: ThroughputRun;
-      if (Date.now() > deadlineMs) {
-        run = { scenario, contender, status: 'failed', reason: `skipped: past the ${options.budgetMinutes}-minute budget` };
-      } else {
-        try {
-          const runOnce = (): Promise<ThroughputRun> =>
-            throughputRun(scenario, contender, seconds, workersPassed ? options.workers! : null, options.remoteResolver);
-          run = await runOnce();
-          if (dnsperfStalled(run)) {
-            console.log(
-              `[${elapsed()}] ${scenario} / ${contender}: dnsperf stalled (${run.dnsperf!.sent} queries sent); once more in a fresh lab`,
-            );
-            run = { ...(await runOnce()), stalledTry: run.dnsperf };
+    for (let repetition = 0; repetition < repetitions; repetition++) {
+      for (const contender of options.contenders) {
+        let run: ThroughputRun;
+        if (Date.now() > deadlineMs) {
+          run = { scenario, contender, repetition, status: 'failed', reason: `skipped: past the ${options.budgetMinutes}-minute budget` };
+        } else {
+          try {
+            const runOnce = (): Promise<ThroughputRun> =>
+              throughputRun(scenario, contender, seconds, workersPassed ? options.workers! : null, options.remoteResolver);
+            run = { ...(await runOnce()), repetition };
+            if (dnsperfStalled(run)) {
+              console.log(
+                `[${elapsed()}] ${scenario} / ${contender}: dnsperf stalled (${run.dnsperf!.sent} queries sent); once more in a fresh lab`,
+              );
+              run = { ...(await runOnce()), repetition, stalledTry: run.dnsperf };
+            }
+          } catch (error) {
+            run = { scenario, contender, repetition, status: 'failed', reason: (error as Error).message.split('\n')[0]! };
           }
-        } catch (error) {
-          run = { scenario, contender, status: 'failed', reason: (error as Error).message.split('\n')[0]! };
         }
+        results.throughput.push(run);
+        const d = run.dnsperf;
+        console.log(
+          `[${elapsed()}] ${scenario} / ${contender}: ` +
+            (d === undefined
+              ? `${run.status}: ${run.reason}`
+              : `${d.qps.toFixed(0)} qps, ${d.completedPercent.toFixed(2)} % completed, avg ${d.averageLatencyMs.toFixed(2)} ms, ` +
+                `CPU ${fixed(run.serverCpuSeconds, 1)} s, peak RSS ${mib(run.serverPeakRssBytes)} MiB, TIME_WAIT ${run.serverTimeWait}`),
+        );
+        save(results, options.out);
       }
-      results.throughput.push(run);
-      const d = run.dnsperf;
-      console.log(
-        `[${elapsed()}] ${scenario} / ${contender}: ` +
-          (d === undefined
-            ? `${run.status}: ${run.reason}`
-            : `${d.qps.toFixed(0)} qps, ${d.completedPercent.toFixed(2)} % completed, avg ${d.averageLatencyMs.toFixed(2)} ms, ` +
-              `CPU ${fixed(run.serverCpuSeconds, 1)} s, peak RSS ${mib(run.serverPeakRssBytes)} MiB, TIME_WAIT ${run.serverTimeWait}`),
-      );
-      save(results, options.out);
     }
   }
 
@@ -648,6 +678,11 @@ const program = new Command('bench')
     positiveInteger,
   )
   .option('--budget-minutes <n>', 'skip runs that would start after this many minutes', positiveInteger, 15)
+  .option(
+    '--repetitions <n>',
+    'runs of each dnsperf scenario and contender, the contenders alternating (default 3, quick 1)',
+    positiveInteger,
+  )
   .option('--out <dir>', 'where latest.json and latest.svg go', RESULTS_DIR)
   .option('--remote-resolver', 'unbound in a namespace of its own behind the server, not on its loopback (throughput scenarios)', false)
   .action((options: BenchOptions) => main(options));
