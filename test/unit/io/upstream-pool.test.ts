@@ -45,7 +45,7 @@ test('a pool: failover at half the timeout, a silent upstream marked down and up
   const b = new EchoResolver();
   const addresses = [await a.endpoint(), await b.endpoint()];
   a.answering = false;
-  const counts = new Float64Array(RELAY_COUNTER_NAMES.length + 10);
+  const counts = new Float64Array(RELAY_COUNTER_NAMES.length + 14);
   const changes: string[] = [];
   let relay: DnsRelay<string> | undefined;
   const pool = new UpstreamPool(addresses, {
@@ -58,6 +58,8 @@ test('a pool: failover at half the timeout, a silent upstream marked down and up
     onStateChange: (line) => changes.push(line),
   });
   relay = new DnsRelay<string>({ timeoutMs: 600, upstream: pool, fillRandom: (bytes) => randomFillSync(bytes), now: Date.now, counts });
+  const latencies: [number, number][] = [];
+  pool.observeLatency = (index, seconds) => latencies.push([index, seconds]);
   const connections = new RecordingConnections();
   relay.attach(connections);
   const ticker = setInterval(() => relay.tick(Date.now()), 10);
@@ -69,8 +71,14 @@ test('a pool: failover at half the timeout, a silent upstream marked down and up
     assert.equal(connections.answers.length, 1);
     assert.equal(connections.answers[0]!.message.flags! & 0xf, Rcode.NOERROR);
     assert.equal(counts[RelayCounter.FAILOVERS], 1);
-    // upstream0_queries, _failed_over, _probe_failures, _marked_down, _marked_up, then upstream1's.
-    assert.deepEqual([...counts.subarray(RELAY_COUNTER_NAMES.length, RELAY_COUNTER_NAMES.length + 10)], [1, 1, 0, 0, 0, 1, 0, 0, 0, 0]);
+    // upstream0_queries, _answers, _timeouts, _failed_over, _probe_failures, _marked_down, _marked_up, then upstream1's.
+    assert.deepEqual(
+      [...counts.subarray(RELAY_COUNTER_NAMES.length, RELAY_COUNTER_NAMES.length + 14)],
+      [1, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0],
+    );
+    assert.equal(latencies.length, 1);
+    assert.equal(latencies[0]![0], 1, "the second upstream's answer");
+    assert.ok(latencies[0]![1] < 0.3, `its latency counts from the failover: ${latencies[0]![1]} s`);
     assert.equal(pool.selection.outstanding[0], 0, 'the first upstream was told its query is done');
 
     // Three probes a second apart: a is down, and the next queries go to b at once.
@@ -78,7 +86,7 @@ test('a pool: failover at half the timeout, a silent upstream marked down and up
     while (counts[RelayCounter.UPSTREAMS_MARKED_DOWN] === 0 && Date.now() - waitFrom < 5000) await sleep(20);
     assert.equal(counts[RelayCounter.UPSTREAMS_MARKED_DOWN], 1);
     assert.ok(Date.now() - waitFrom < 4000, 'down after three probes a second apart');
-    assert.deepEqual(pool.selection.up, [false, true]);
+    assert.deepEqual([pool.isUp(0), pool.isUp(1)], [false, true]);
     assert.equal(changes.length, 1);
     const before = a.queries;
     const started = Date.now();
@@ -95,8 +103,8 @@ test('a pool: failover at half the timeout, a silent upstream marked down and up
     a.answering = true;
     await sleep(1200);
     assert.equal(counts[RelayCounter.UPSTREAMS_MARKED_UP], 1);
-    assert.equal(counts[RELAY_COUNTER_NAMES.length + 3], 1, 'upstream0_marked_down');
-    assert.equal(counts[RELAY_COUNTER_NAMES.length + 4], 1, 'upstream0_marked_up');
+    assert.equal(counts[RELAY_COUNTER_NAMES.length + 5], 1, 'upstream0_marked_down');
+    assert.equal(counts[RELAY_COUNTER_NAMES.length + 6], 1, 'upstream0_marked_up');
     assert.deepEqual(pool.selection.up, [true, true]);
 
     // None up: SERVFAIL at once.
