@@ -309,9 +309,10 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     if (header > 0) datagram.set(this.proxyHeader.subarray(0, header));
     datagram.set(relayed.subarray(0, n), header);
     const query = datagram.subarray(header);
+    // The client's own option, replaced for the resolver, is given back in the answer: a copy too.
     const clientSubnet =
       subnetChange === SubnetChange.REPLACED
-        ? buf.slice(clientOptionAt, clientOptionAt + 4 + ((buf[clientOptionAt + 2]! << 8) | buf[clientOptionAt + 3]!))
+        ? new Uint8Array(buf.subarray(clientOptionAt, clientOptionAt + 4 + ((buf[clientOptionAt + 2]! << 8) | buf[clientOptionAt + 3]!)))
         : null;
     const clientId = readId(query, 0);
     const deadline = nowMs + this.config.timeoutMs;

@@ -140,7 +140,7 @@ export class UpstreamPool implements UpstreamTransport, UpstreamsView {
   private queryOutcome(index: number, answeredAfterMs: number): void {
     if (answeredAfterMs === UNANSWERED) {
       this.count(index, UpstreamCounter.TIMEOUTS);
-      this.changed(index, this.selection.failed(index), `${this.healthCheck.downAfter} queries or health probes in a row unanswered`);
+      this.changed(index, this.selection.failed(index), 'it left a query unanswered within its time');
       return;
     }
     this.count(index, UpstreamCounter.ANSWERS);
@@ -174,13 +174,16 @@ export class UpstreamPool implements UpstreamTransport, UpstreamsView {
     });
   }
 
-  /** Upstream `index` went up (+1) or down (−1, for `reason`), or neither (0): counted, and logged once. */
+  /** Upstream `index` went up (+1) or down (−1; `reason`: its last failure), or neither (0): counted, and logged once. */
   private changed(index: number, change: -1 | 0 | 1, reason: string): void {
     if (change === 0) return;
     this.options.counts[change > 0 ? RelayCounter.UPSTREAMS_MARKED_UP : RelayCounter.UPSTREAMS_MARKED_DOWN]!++;
     this.count(index, change > 0 ? UpstreamCounter.MARKED_UP : UpstreamCounter.MARKED_DOWN);
     const where = this.names[index]!;
-    this.options.onStateChange?.(change > 0 ? `upstream ${where} is up again` : `upstream ${where} is down: ${reason}`);
+    const { downAfter } = this.healthCheck;
+    this.options.onStateChange?.(
+      change > 0 ? `upstream ${where} is up again` : `upstream ${where} is down after ${downAfter} failures in a row; the last: ${reason}`,
+    );
   }
 
   close(): void {
