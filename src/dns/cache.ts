@@ -19,7 +19,7 @@
  * bucket; a bucket holds one entry, checked byte for byte.
  */
 import { sipHash13, sipKeyOf, type SipKey } from '../tcp/siphash.js';
-import { EdnsOption, HEADER_LENGTH, QueryLayout, questionEnd, readId, readQueryLayout, skipName, writeId } from './message.js';
+import { EdnsOption, HEADER_LENGTH, MessageLayout, questionEnd, readId, readQueryLayout, skipName, writeId } from './message.js';
 
 /**
  * Bytes of answers one cache holds at most, whatever `--cache-size` says: an answer may be 64 KB,
@@ -74,7 +74,7 @@ export class PacketCache {
   private keyQuestionEnd = -1;
   private readonly ttlOffsetScratch = new Int32Array(MAX_RECORDS);
   /** The layout of a query the caller did not read (`store`, or `lookup` without one). */
-  private readonly layoutScratch = new QueryLayout();
+  private readonly layoutScratch = new MessageLayout();
   /** The answer `lookup` last made; valid until the next call. */
   out = new Uint8Array(4096);
 
@@ -95,7 +95,7 @@ export class PacketCache {
    * its length, or -1 if there is none (or it expired). `layout`: the query's, if the caller has
    * read it already (message.ts readQueryLayout).
    */
-  lookup(buf: Uint8Array, offset: number, length: number, nowMs: number, layout?: QueryLayout): number {
+  lookup(buf: Uint8Array, offset: number, length: number, nowMs: number, layout?: MessageLayout): number {
     const hash = this.key(buf, offset, length, layout);
     if (hash < 0) return -1;
     const entry = this.entries.get(hash);
@@ -192,7 +192,7 @@ export class PacketCache {
    * returns its 31-bit hash, or -1 if the query is not one we cache. `layout`: the query's, read
    * once by the relay; else read here.
    */
-  private key(buf: Uint8Array, offset: number, length: number, layout?: QueryLayout): number {
+  private key(buf: Uint8Array, offset: number, length: number, layout?: MessageLayout): number {
     this.queryCookieOffset = -1;
     if (layout === undefined) {
       layout = this.layoutScratch;

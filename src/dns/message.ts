@@ -203,25 +203,10 @@ const TYPE_TSIG = 250;
 
 /**
  * The start of the OPT record (its name) in the additional section of the message
- * `buf[offset, offset+length)` (RFC 6891 §6.1.1), or -1 if it has none or its records do not parse.
+ * `buf[offset, offset+length)` (RFC 6891 §6.1.1), or -1 if it has none or it does not parse.
  */
 function optRecordAt(buf: Uint8Array, offset: number, length: number): number {
-  const qEnd = questionEnd(buf, offset, length);
-  if (qEnd < 0) return -1;
-  const end = offset + length;
-  const additionalFrom = readU16(buf, offset + ANCOUNT) + readU16(buf, offset + NSCOUNT);
-  const records = additionalFrom + readU16(buf, offset + ARCOUNT);
-  let p = offset + qEnd;
-  for (let r = 0; r < records; r++) {
-    const start = p;
-    p = skipName(buf, p, end);
-    if (p < 0 || p + 10 > end) return -1;
-    const rdlength = readU16(buf, p + 8);
-    if (p + 10 + rdlength > end) return -1;
-    if (r >= additionalFrom && readU16(buf, p) === TYPE_OPT) return start;
-    p += 10 + rdlength;
-  }
-  return -1;
+  return readLayout(buf, offset, length, answerLayout) && answerLayout.optAt >= 0 ? offset + answerLayout.optAt : -1;
 }
 
 /**
@@ -302,12 +287,21 @@ export function withEdnsOption(buf: Uint8Array, offset: number, length: number, 
 }
 
 /**
- * Where the parts of a query are, found in one walk (`readQueryLayout`) and reused by all the
- * relay does with the query afterwards — its copy for the resolver, the packet cache's key, the
- * memory of truncated questions — rather than each walking the message again. Offsets count from
- * the message's first byte, so that they hold for a copy too; -1: absent.
+ * What the relay did to a query's client subnet option (RFC 7871) on its way to the resolver,
+ * and so undoes in the answer: a client that sent none gets none back (RFC 7871 §7.2.2), nor an
+ * OPT record it did not send (RFC 6891 §7); one whose option was replaced gets its own back.
  */
-export class QueryLayout {
+export const SubnetChange = { NONE: 0, OPTION_ADDED: 1, OPT_ADDED: 2, REPLACED: 3 } as const;
+export type SubnetChange = (typeof SubnetChange)[keyof typeof SubnetChange];
+
+/**
+ * Where the parts of a message are, found in one walk. For a query (`readQueryLayout`) it is
+ * reused by all the relay does with it afterwards — its copy for the resolver, the packet cache's
+ * key, the memory of truncated questions — rather than each walking the message again; the edits
+ * of answers use the same walk. Offsets count from the message's first byte, so that they hold
+ * for a copy too; -1: absent.
+ */
+export class MessageLayout {
   /** End of the question section (`questionEnd`). */
   questionEnd = -1;
   /** End of the last record (ANCOUNT + NSCOUNT + ARCOUNT of them), or -1 if they do not parse: the query then goes upstream as it is. */
@@ -325,17 +319,28 @@ export class QueryLayout {
   subnetChange: SubnetChange = SubnetChange.NONE;
 }
 
+/** The layout of an answer being changed (`optRecordAt`): one, reused, so that nothing is allocated. */
+const answerLayout = new MessageLayout();
+
 /**
  * Reads the layout of a query from a client into `out`; returns false for a message we do not
  * relay — a response (QR=1), more than one question (RFC 9619), or an unparseable header or
  * question: a format error. Records that do not parse (or an OPT record whose options do not)
  * leave `recordsEnd` at -1, and the query is relayed as it is.
  */
-export function readQueryLayout(buf: Uint8Array, offset: number, length: number, out: QueryLayout): boolean {
+export function readQueryLayout(buf: Uint8Array, offset: number, length: number, out: MessageLayout): boolean {
+  if (length < HEADER_LENGTH || buf[offset + FLAGS]! & (QR >>> 8) || readU16(buf, offset + QDCOUNT) > 1) {
+    out.questionEnd = -1;
+    return false;
+  }
+  return readLayout(buf, offset, length, out);
+}
+
+/** The layout of any message, a query or an answer, into `out`; false if its header or question does not parse. */
+function readLayout(buf: Uint8Array, offset: number, length: number, out: MessageLayout): boolean {
   out.questionEnd = out.recordsEnd = out.optAt = out.optionsAt = out.optionsEnd = out.keepaliveAt = out.clientSubnetAt = -1;
   out.signed = false;
   out.subnetChange = SubnetChange.NONE;
-  if (length < HEADER_LENGTH || buf[offset + FLAGS]! & (QR >>> 8) || readU16(buf, offset + QDCOUNT) > 1) return false;
   const qEnd = questionEnd(buf, offset, length);
   if (qEnd < 0) return false;
   out.questionEnd = qEnd;
@@ -370,14 +375,6 @@ export function readQueryLayout(buf: Uint8Array, offset: number, length: number,
   return true;
 }
 
-/**
- * What the relay did to a query's client subnet option (RFC 7871) on its way to the resolver,
- * and so undoes in the answer: a client that sent none gets none back (RFC 7871 §7.2.2), nor an
- * OPT record it did not send (RFC 6891 §7); one whose option was replaced gets its own back.
- */
-export const SubnetChange = { NONE: 0, OPTION_ADDED: 1, OPT_ADDED: 2, REPLACED: 3 } as const;
-export type SubnetChange = (typeof SubnetChange)[keyof typeof SubnetChange];
-
 /** The client subnet option the relay gives a query (RFC 7871 §6): the client's address, cut to a prefix. */
 export class ClientSubnet {
   /** 1: IPv4, 2: IPv6 (IANA address family numbers, RFC 7871 §6). */
@@ -394,7 +391,8 @@ export const RELAYED_QUERY_GROWTH = 11 + 4 + 4 + 16;
 
 /**
  * The UDP payload size of an OPT record the relay adds for a client that sent none: the DNS Flag
- * Day 2020 value, unbound's and dnsdist's default. The client is on TCP, so any size reaches it.
+ * Day 2020 value (unbound's edns-buffer-size default). The client is on TCP, so any answer size
+ * reaches it; a larger one comes back truncated and is fetched over TCP.
  */
 const ADDED_OPT_UDP_PAYLOAD = 1232;
 
@@ -414,7 +412,7 @@ export function writeRelayedQuery(
   buf: Uint8Array,
   offset: number,
   length: number,
-  layout: QueryLayout,
+  layout: MessageLayout,
   subnet: ClientSubnet | null,
   out: Uint8Array,
 ): number {

@@ -19,7 +19,7 @@ import {
   ClientSubnet,
   EdnsOption,
   HEADER_LENGTH,
-  QueryLayout,
+  MessageLayout,
   RELAYED_QUERY_GROWTH,
   Rcode,
   SubnetChange,
@@ -213,7 +213,7 @@ export class DnsRelay<Connection> implements Relay<Connection> {
   /** The client address of the query being relayed (`clientAddressOf`). */
   private readonly clientAddress = new Uint8Array(16);
   /** The query being relayed: where its parts are, and its copy for the resolver (`writeRelayedQuery`). */
-  private readonly layout = new QueryLayout();
+  private readonly layout = new MessageLayout();
   private relayed = new Uint8Array(4096 + RELAYED_QUERY_GROWTH);
   /** The client subnet option for the query being relayed (`clientSubnetFor`). */
   private readonly subnet = new ClientSubnet();

@@ -6,7 +6,7 @@ import {
   ednsOptionAt,
   errorAnswer,
   plausibleQueryStart,
-  QueryLayout,
+  MessageLayout,
   readQueryLayout,
   questionEnd,
   RELAYED_QUERY_GROWTH,
@@ -65,7 +65,7 @@ test('questionEnd walks real queries and rejects malformed ones without reading 
 });
 
 test('readQueryLayout: responses, several questions and garbage are format errors', () => {
-  const layout = new QueryLayout();
+  const layout = new MessageLayout();
   const isRelayableQuery = (buf: Uint8Array, offset: number, length: number): boolean => readQueryLayout(buf, offset, length, layout);
   assert.ok(isRelayableQuery(query('www.lab.test'), 0, query('www.lab.test').length));
   const response = dnsPacket.encode({ type: 'response', id: 1, questions: [{ type: 'A', name: 'x.test' }] });
@@ -199,10 +199,10 @@ function subnetFor(address: string, prefix: number, override = false): ClientSub
 }
 
 /** Reads the layout of `query`, writes its relayed copy after 7 bytes of 0xa5 garbage, and checks the layout left matches the copy's own. */
-function relay(query: Buffer, subnet: ClientSubnet | null): { out: Buffer; layout: QueryLayout } {
+function relay(query: Buffer, subnet: ClientSubnet | null): { out: Buffer; layout: MessageLayout } {
   const at = 7;
   const padded = Buffer.concat([Buffer.alloc(at, 0xa5), query]);
-  const layout = new QueryLayout();
+  const layout = new MessageLayout();
   assert.ok(readQueryLayout(padded, at, query.length, layout));
   const out = Buffer.alloc(query.length + RELAYED_QUERY_GROWTH + 8, 0xa5);
   const n = writeRelayedQuery(padded, at, query.length, layout, subnet, out);
@@ -211,7 +211,7 @@ function relay(query: Buffer, subnet: ClientSubnet | null): { out: Buffer; layou
     'nothing written past the copy',
   );
   const copy = out.subarray(0, n);
-  const reread = new QueryLayout();
+  const reread = new MessageLayout();
   assert.ok(readQueryLayout(copy, 0, n, reread));
   reread.subnetChange = layout.subnetChange;
   assert.deepEqual(reread, layout, 'the layout describes the copy');
@@ -219,7 +219,7 @@ function relay(query: Buffer, subnet: ClientSubnet | null): { out: Buffer; layou
 }
 
 test('readQueryLayout finds the OPT record and its options in one walk of a real dig query', () => {
-  const layout = new QueryLayout();
+  const layout = new MessageLayout();
   assert.ok(readQueryLayout(CAPTURED.digEdns, 0, CAPTURED.digEdns.length, layout));
   assert.deepEqual(
     { ...layout },
@@ -288,7 +288,7 @@ test('writeRelayedQuery: a signed query, or one whose records do not parse, goes
   const tsig = Buffer.from('0000fa00ff00000000000400000000', 'hex');
   const signed = Buffer.concat([CAPTURED.digPlain, tsig]);
   signed.writeUInt16BE(1, 10);
-  const layout = new QueryLayout();
+  const layout = new MessageLayout();
   assert.ok(readQueryLayout(signed, 0, signed.length, layout));
   assert.equal(layout.signed, true);
   const out = new Uint8Array(signed.length + RELAYED_QUERY_GROWTH);

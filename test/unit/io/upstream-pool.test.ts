@@ -46,29 +46,9 @@ const framedQuery = (name: string, id: number): Buffer => {
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 test('a pool: failover at half the timeout, a silent upstream marked down and up again by its probes, SERVFAIL at once with none up', async () => {
-  const a = new EchoResolver();
-  const b = new EchoResolver();
-  const addresses = [await a.endpoint(), await b.endpoint()];
-  a.answering = false;
-  const counts = new Float64Array(RELAY_COUNTER_NAMES.length + 14);
-  const changes: string[] = [];
-  let relay: DnsRelay<string> | undefined;
-  const pool = new UpstreamPool(addresses, {
-    ports: () => ({ sockets: 1, queriesPerPort: Infinity, portLifetimeMs: Infinity }),
-    onAnswer: (bytes, offset, length, socket) => relay!.handleUpstreamAnswer(bytes, offset, length, socket),
-    counts,
-    firstUpstreamCounter: RELAY_COUNTER_NAMES.length,
-    nowMs: Date.now(),
-    proxyProtocol: false,
-    onStateChange: (line) => changes.push(line),
-  });
-  relay = new DnsRelay<string>({ timeoutMs: 600, upstream: pool, fillRandom: (bytes) => randomFillSync(bytes), now: Date.now, counts });
-  const latencies: [number, number][] = [];
-  pool.observeLatency = (index, seconds) => latencies.push([index, seconds]);
-  const connections = new RecordingConnections();
-  relay.attach(connections);
-  const ticker = setInterval(() => relay.tick(Date.now()), 10);
-  try {
+  await withSilentFirst(DEFAULT_HEALTH_CHECK, 600, async (pool, relay, connections, counts, changes, a) => {
+    const latencies: [number, number][] = [];
+    pool.observeLatency = (index, seconds) => latencies.push([index, seconds]);
     // Both up, none outstanding: the first goes to a, which is silent; b answers it after half the timeout.
     const q1 = framedQuery('one.lab.test', 1);
     relay.onMessages('c1', q1, 0, q1.length, Date.now());
@@ -121,12 +101,7 @@ test('a pool: failover at half the timeout, a silent upstream marked down and up
     assert.equal(connections.answers[11]!.message.flags! & 0xf, Rcode.SERVFAIL);
     assert.equal(connections.answers[11]!.message.id, 200);
     assert.equal(counts[RelayCounter.NO_UPSTREAM_UP], 1);
-  } finally {
-    clearInterval(ticker);
-    relay.close();
-    a.socket.close();
-    b.socket.close();
-  }
+  });
 });
 
 /** A pool of a silent upstream and an echoing one, with `healthCheck`, its relay and a 10 ms ticker; `run` gets them and is cleaned up after. */
