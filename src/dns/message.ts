@@ -398,8 +398,9 @@ const ADDED_OPT_UDP_PAYLOAD = 1232;
 
 /**
  * Writes the query `buf[offset, offset+length)` as it goes to the resolver into `out` at 0 (which
- * must have `length + RELAYED_QUERY_GROWTH` bytes) and returns its length; `layout` (read by
- * `readQueryLayout`) then describes the copy, its `subnetChange` what was done to the client subnet.
+ * must have `length + RELAYED_QUERY_GROWTH` bytes) and returns its length, with `layout` (read by
+ * `readQueryLayout`) then describing the copy and its `subnetChange` what was done to the client
+ * subnet; or returns -1, writing nothing, if the query goes to the resolver as it is.
  *
  * - edns-tcp-keepalive is left out: RFC 7828 §3.2.1 forbids it over UDP (a resolver answers FORMERR).
  * - With `subnet`, a client subnet option (RFC 7871 §6) is added, in a new OPT record if the query
@@ -424,11 +425,10 @@ export function writeRelayedQuery(
     layout.recordsEnd >= 0 &&
     length + RELAYED_QUERY_GROWTH <= 0xffff &&
     (clientOption < 0 || subnet.override);
+  // Nothing to change (most queries): the caller relays the client's bytes as they are.
+  if (!addSubnet && layout.keepaliveAt < 0) return -1;
   if (layout.optAt < 0) {
-    if (!addSubnet || readU16(buf, offset + ARCOUNT) === 0xffff) {
-      out.set(buf.subarray(offset, offset + length), 0);
-      return length;
-    }
+    if (!addSubnet || readU16(buf, offset + ARCOUNT) === 0xffff) return -1;
     // A new OPT record after the last record (RFC 6891 §6.1.2): root name, its payload size as
     // CLASS, TTL 0 (extended RCODE 0, version 0, DO clear), then RDLENGTH and the option.
     const at = layout.recordsEnd;

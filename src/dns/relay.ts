@@ -286,14 +286,21 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     const keepalive = layout.keepaliveAt >= 0;
     const clientOptionAt = layout.clientSubnetAt < 0 ? -1 : offset + layout.clientSubnetAt;
     if (this.relayed.length < length + RELAYED_QUERY_GROWTH) this.relayed = new Uint8Array(length + RELAYED_QUERY_GROWTH);
-    const relayed = this.relayed;
-    const n = writeRelayedQuery(buf, offset, length, layout, this.clientSubnetFor(addressLength), relayed);
+    // The query as the resolver gets it: rewritten into `relayed`, or the client's bytes as they are.
+    let relayed: Uint8Array = this.relayed;
+    let relayedAt = 0;
+    let n = writeRelayedQuery(buf, offset, length, layout, this.clientSubnetFor(addressLength), relayed);
+    if (n < 0) {
+      relayed = buf;
+      relayedAt = offset;
+      n = length;
+    }
     const subnetChange = layout.subnetChange;
     const cache = this.config.cache;
     if (cache) {
       // Keyed on the query as the resolver sees it: with a client subnet, one network's answer
       // is never served to another.
-      const answerLength = cache.lookup(relayed, 0, n, nowMs, layout);
+      const answerLength = cache.lookup(relayed, relayedAt, n, nowMs, layout);
       if (answerLength >= 0) {
         this.counts[RelayCounter.CACHE_HITS]!++;
         this.counts[RelayCounter.ANSWERS]!++;
@@ -307,7 +314,7 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     const header = this.proxyHeaderFor(connection, 'udp');
     const datagram = new Uint8Array(header + n);
     if (header > 0) datagram.set(this.proxyHeader.subarray(0, header));
-    datagram.set(relayed.subarray(0, n), header);
+    datagram.set(relayed.subarray(relayedAt, relayedAt + n), header);
     const query = datagram.subarray(header);
     // The client's own option, replaced for the resolver, is given back in the answer: a copy too.
     const clientSubnet =

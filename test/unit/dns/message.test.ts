@@ -206,6 +206,7 @@ function relay(query: Buffer, subnet: ClientSubnet | null): { out: Buffer; layou
   assert.ok(readQueryLayout(padded, at, query.length, layout));
   const out = Buffer.alloc(query.length + RELAYED_QUERY_GROWTH + 8, 0xa5);
   const n = writeRelayedQuery(padded, at, query.length, layout, subnet, out);
+  assert.ok(n > 0, 'rewritten');
   assert.ok(
     out.subarray(n).every((b) => b === 0xa5),
     'nothing written past the copy',
@@ -284,20 +285,27 @@ test('writeRelayedQuery with override: the client option replaced, never longer 
   assert.equal(v6.subarray(-14).toString('hex'), '0008000a00023000200100020000', 'the client /48, not our /56');
 });
 
-test('writeRelayedQuery: a signed query, or one whose records do not parse, goes as it is', () => {
+test('writeRelayedQuery: a signed query, one whose records do not parse, or one with nothing to change goes as it is', () => {
   const tsig = Buffer.from('0000fa00ff00000000000400000000', 'hex');
   const signed = Buffer.concat([CAPTURED.digPlain, tsig]);
   signed.writeUInt16BE(1, 10);
   const layout = new MessageLayout();
   assert.ok(readQueryLayout(signed, 0, signed.length, layout));
   assert.equal(layout.signed, true);
-  const out = new Uint8Array(signed.length + RELAYED_QUERY_GROWTH);
-  assert.equal(writeRelayedQuery(signed, 0, signed.length, layout, subnetFor('198.18.7.1', 24), out), signed.length);
-  assert.equal(Buffer.from(out.subarray(0, signed.length)).toString('hex'), signed.toString('hex'));
+  const out = new Uint8Array(signed.length + RELAYED_QUERY_GROWTH).fill(0xa5);
+  assert.equal(writeRelayedQuery(signed, 0, signed.length, layout, subnetFor('198.18.7.1', 24), out), -1);
   const cut = CAPTURED.digEdns.subarray(0, 50);
   assert.ok(readQueryLayout(cut, 0, cut.length, layout));
-  assert.equal(writeRelayedQuery(cut, 0, cut.length, layout, subnetFor('198.18.7.1', 24, true), out), cut.length);
-  assert.equal(Buffer.from(out.subarray(0, cut.length)).toString('hex'), cut.toString('hex'));
+  assert.equal(writeRelayedQuery(cut, 0, cut.length, layout, subnetFor('198.18.7.1', 24, true), out), -1);
+  // Nothing to change: no client subnet to add, or the client's own kept, and no keepalive.
+  assert.ok(readQueryLayout(CAPTURED.digPlain, 0, CAPTURED.digPlain.length, layout));
+  assert.equal(writeRelayedQuery(CAPTURED.digPlain, 0, CAPTURED.digPlain.length, layout, null, out), -1);
+  assert.ok(readQueryLayout(CAPTURED.kdigSubnet, 0, CAPTURED.kdigSubnet.length, layout));
+  assert.equal(writeRelayedQuery(CAPTURED.kdigSubnet, 0, CAPTURED.kdigSubnet.length, layout, subnetFor('2001:2::1', 56), out), -1);
+  assert.ok(
+    out.every((b) => b === 0xa5),
+    'nothing written',
+  );
 });
 
 /** A resolver's answer with an A record, then OPT (with `options`), then a glue A record after it. */
