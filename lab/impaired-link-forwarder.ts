@@ -13,6 +13,12 @@
  * on one end out of the other (libpcap capture and pcap_inject). The namespace's own kernel has
  * no addresses there and forwards nothing. Neither endpoint can tell the wire from a cable.
  *
+ * A wire carries what a NIC puts on it: a host with transmit offloads on (the server's end at the
+ * kernel's defaults) hands its veth TCP frames whose checksum is left to offload, and frames of
+ * many segments (TSO/GSO, and the front end's own GSO frames). Those are cut into segments of the
+ * MTU and given full checksums here, as the NIC would (wire/coalesced.ts cuts as the kernel's GSO
+ * does), before any impairment: each segment is lost, delayed or duplicated on its own.
+ *
  * TCP frames are impaired as `tc qdisc … netem loss L% delay D J reorder R% duplicate P%` would:
  * dropped with probability L; otherwise sent once or (probability P) twice; each copy sent
  * after D ± J ms (uniform), except that a fraction R is sent at once, ahead of those waiting, which
@@ -22,6 +28,11 @@
  * requests) and on SIGTERM before exiting. Without arguments it prints this usage and exits.
  */
 import { createRequire } from 'node:module';
+import { combine, finish, pseudoHeaderSum, sum16 } from '../src/wire/checksum.js';
+import { SegmentCutter } from '../src/wire/coalesced.js';
+import { decodeFrame } from '../src/wire/frame.js';
+import { IpProtocol } from '../src/wire/ip.js';
+import { ChecksumPolicy, DecodeResult, LinkType, Segment } from '../src/wire/segment.js';
 import type { DirectionStats, WireSpec, WireStats } from './impaired-link.js';
 
 const require = createRequire(import.meta.url);
@@ -62,6 +73,31 @@ function isTcp(frame: Buffer): boolean {
   return false;
 }
 
+/** The TCP checksum field's offset in its header (RFC 9293 §3.1). */
+const TCP_CHECKSUM = 16;
+
+/**
+ * What a NIC with checksum offload and TSO makes of a TCP frame its host handed over: the frame
+ * itself when it is whole (checksum complete, at most one MTU), else its segments of at most one
+ * MTU, each with its checksum computed.
+ */
+function asNicSends(frame: Buffer, mtu: number, seg: Segment, cutter: SegmentCutter): Buffer[] {
+  if (decodeFrame(LinkType.ETHERNET, frame, 0, frame.length, ChecksumPolicy.VERIFY, seg) !== DecodeResult.OK) return [frame];
+  if (!seg.checksumOffloaded && frame.length <= mtu + 14) return [frame];
+  const count = cutter.prepare(seg, 0);
+  const pieces =
+    count === 0 ? [Buffer.from(frame)] : Array.from({ length: count }, (_, i) => Buffer.from(cutter.out.subarray(0, cutter.piece(i))));
+  for (const piece of pieces) {
+    const tcp = new Segment();
+    decodeFrame(LinkType.ETHERNET, piece, 0, piece.length, ChecksumPolicy.IGNORE, tcp);
+    const tcpLength = tcp.ipEnd - tcp.tcpOffset;
+    piece.writeUInt16BE(0, tcp.tcpOffset + TCP_CHECKSUM);
+    const pseudo = pseudoHeaderSum(tcp.family, piece, tcp.srcAddrOffset, piece, tcp.dstAddrOffset, IpProtocol.TCP, tcpLength);
+    piece.writeUInt16BE(finish(combine(pseudo, sum16(piece, tcp.tcpOffset, tcpLength))), tcp.tcpOffset + TCP_CHECKSUM);
+  }
+  return pieces;
+}
+
 function run(spec: WireSpec): void {
   const binding = require('pcap/build/Release/pcap_binding.node') as { PcapSession: new () => PcapSession };
   const stats: WireStats = { toServer: newStats(), toClient: newStats() };
@@ -92,6 +128,8 @@ function run(spec: WireSpec): void {
 
   const timers = new Set<NodeJS.Timeout>();
   const dropOnce = new Set((spec.dropOnceToServer ?? []).map((hex) => Buffer.from(hex, 'hex')));
+  const seg = new Segment();
+  const cutter = new SegmentCutter(spec.mtu + 14);
   const forwarder = (out: () => PcapSession, s: DirectionStats, rules: Set<Buffer>): ((frame: Buffer) => void) => {
     let captured = 0;
     let highestSent = 0;
@@ -117,14 +155,8 @@ function run(spec: WireSpec): void {
       }, delay);
       timers.add(timer);
     };
-    return (frame) => {
+    const impair = (frame: Buffer): void => {
       const order = ++captured;
-      s.frames++;
-      if (!isTcp(frame)) {
-        send(frame, order);
-        return;
-      }
-      s.tcp++;
       for (const rule of rules) {
         if (frame.includes(rule)) {
           rules.delete(rule);
@@ -141,6 +173,15 @@ function run(spec: WireSpec): void {
         s.duplicated++;
         later(frame, order);
       }
+    };
+    return (frame) => {
+      s.frames++;
+      if (!isTcp(frame)) {
+        send(frame, ++captured);
+        return;
+      }
+      s.tcp++;
+      for (const piece of asNicSends(frame, spec.mtu, seg, cutter)) impair(piece);
     };
   };
 

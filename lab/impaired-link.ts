@@ -31,6 +31,8 @@ export interface WireSpec extends WireImpairment {
   clientMac: string;
   serverSideInterface: string;
   serverMac: string;
+  /** The links' MTU: frames the hosts hand over longer than this are cut to it, as a NIC's TSO would. */
+  mtu: number;
   /** Exit on its own after this long, whatever happens (a bound, not the normal way to stop). */
   maxLifetimeMs: number;
 }
@@ -85,6 +87,7 @@ export class ImpairedLink {
       clientMac: await network.macAddress(network.clientNamespace, network.clientInterface),
       serverSideInterface: towardServer,
       serverMac: await network.macAddress(network.serverNamespace, network.serverInterface),
+      mtu: network.mtu,
       maxLifetimeMs: MAX_LIFETIME_MS,
     };
     const forwarder = wire.spawn([process.execPath, FORWARDER_SCRIPT, JSON.stringify(spec)]);

@@ -16,6 +16,24 @@
  * length, same first bytes: both taps see the same skb) replaces it, so frames
  * keep lane 0's order and the companion costs nothing while no long frame comes.
  *
+ * The kernel's checksum state of each packet. The kernel tells an AF_PACKET ring whether it
+ * validated a packet's TCP/UDP checksum (TP_STATUS_CSUM_VALID: the NIC or veth checked it, or GRO
+ * merged checked segments) or whether the sender on this host left it to offload
+ * (TP_STATUS_CSUMNOTREADY: CHECKSUM_PARTIAL, the field holds only the pseudo-header sum), in the
+ * tp_status word of the frame's tpacket2_hdr (Linux net/packet/af_packet.c tpacket_rcv). libpcap
+ * does not pass tp_status on, but in immediate mode it reads a TPACKET_V2 ring and hands
+ * pcap_dispatch's callback a pointer into the ring frame, whose tpacket2_hdr is still the
+ * reader's until the callback returns (pcap-linux.c pcap_read_linux_mmap_v2). So the callback
+ * finds the header: the frame start is 16-byte aligned (TPACKET_ALIGNMENT), the sockaddr_ll the
+ * kernel writes after the header says AF_PACKET, and the header's tp_mac, tp_len and the
+ * pointer agree (libpcap moves the pointer back by exactly what it adds to `len`: a VLAN tag it
+ * re-inserts, the cooked header of `any`). It looks back at most RING_LOOK_BACK bytes, never below
+ * the start of the mapping that holds the packet (read once per lane from /proc/self/maps), so a
+ * libpcap that hands over a copy instead finds nothing: the state is then CHECKSUM_UNKNOWN and
+ * the shard verifies the checksum itself, as it does for every packet the kernel did not vouch
+ * for. pcap_next_ex would copy the packet first (pcap_oneshot_linux) and release the frame, so
+ * this addon uses pcap_dispatch, which also saves that copy.
+ *
  * One capture may have up to three lanes, each its own libpcap handle (its own kernel buffer)
  * with its own BPF filter, taken in priority order (take_by_priority). The kernel drops packets
  * when a buffer is full, whichever they are; the front end puts the segments of open
@@ -29,9 +47,9 @@
  *       same index; with `wholeFrames` the last filter is not a lane read in priority order but
  *       the whole-frame companion of lane 0 (take_whole); each in immediate mode (TPACKET_V3 would otherwise hold packets until a block
  *       fills), not promiscuous, non-blocking. Each packet is copied into `frame` (a Uint8Array of
- *       ≥ the largest snap length) and its header into `header` (a Uint32Array of 5: tv_sec,
- *       tv_usec, caplen, len, and the index of the lane it came from), both kept referenced until
- *       close.
+ *       ≥ the largest snap length) and its header into `header` (a Uint32Array of 6: tv_sec,
+ *       tv_usec, caplen, len, the index of the lane it came from, and the kernel's checksum state:
+ *       CHECKSUM_* below), both kept referenced until close.
  *       Throws Error(pcap's text).
  *   next(handle, timeoutMs) -> 1: a packet is in frame/header; 0: none within timeoutMs;
  *       -1: error (lastError(handle) says which)
@@ -45,6 +63,8 @@
 #include <node_api.h>
 
 #include <errno.h>
+#include <inttypes.h>
+#include <linux/if_packet.h>
 #include <net/if.h>
 #include <linux/ethtool.h>
 #include <linux/sockios.h>
@@ -61,8 +81,14 @@
 #define MAX_LANES 4
 /* Stale frames in the whole-frame companion skipped at most per cut-short frame (its ring holds fewer). */
 #define WHOLE_SKIP_MAX 4096
-/* The packet header `next` writes: tv_sec, tv_usec, caplen, len, lane. */
-#define HEADER_WORDS 5
+/* The packet header `next` writes: tv_sec, tv_usec, caplen, len, lane, checksum state. */
+#define HEADER_WORDS 6
+/* The checksum state `next` writes (src/io/capture.ts KernelChecksum). */
+#define CHECKSUM_UNKNOWN 0
+#define CHECKSUM_VALIDATED 1
+#define CHECKSUM_LEFT_TO_OFFLOAD 2
+/* Bytes before a packet where its ring frame's tpacket2_hdr is looked for: tp_mac is about 70 for Ethernet. */
+#define RING_LOOK_BACK 256
 /*
  * While a lane below the first has packets, the lanes above it are looked at again only after
  * LANE_RUN of them: libpcap does a poll(2) when a look finds its buffer empty, so looking at
@@ -95,6 +121,15 @@ typedef struct {
   int run;
   /* Reads since the last lane was looked at first. */
   int since_last_lane;
+  /*
+   * Per lane: where the mapping that holds its packets starts (0: not looked up yet;
+   * UINTPTR_MAX: the packets are not in a mapping found, so no ring header is looked for).
+   */
+  uintptr_t ring_start[MAX_LANES];
+  uintptr_t ring_end[MAX_LANES];
+  /* The lane `take` is reading, for the callback; and what `take` returns. */
+  int taking_lane;
+  int took;
   uint8_t *frame;
   size_t frame_bytes;
   uint32_t *header;
@@ -297,7 +332,7 @@ static napi_value int_result(napi_env env, int32_t n) {
  * (the companion dropped this frame's copy) stays pending for the frame it belongs to, and this
  * frame goes on cut short, to be counted as truncated. An error on the companion is treated as no copy.
  */
-static void take_whole(Capture *c, struct pcap_pkthdr **header, const u_char **data) {
+static void take_whole(Capture *c, const struct pcap_pkthdr **header, const u_char **data) {
   const struct pcap_pkthdr *want = *header;
   for (int n = 0; n < WHOLE_SKIP_MAX; n++) {
     if (!c->whole_pending) {
@@ -322,27 +357,75 @@ static void take_whole(Capture *c, struct pcap_pkthdr **header, const u_char **d
   }
 }
 
-/* pcap_next_ex on one lane: 1 with the packet copied into frame/header, 0 none, -1 error. */
-static int take(Capture *c, int lane) {
-  struct pcap_pkthdr *header;
-  const u_char *data;
-  int status = pcap_next_ex(c->lanes[lane], &header, &data);
-  if (status == 1) {
-    if (lane == 0 && c->whole_lane > 0 && header->caplen < header->len) take_whole(c, &header, &data);
-    size_t n = header->caplen < c->frame_bytes ? header->caplen : c->frame_bytes;
-    memcpy(c->frame, data, n);
-    c->header[0] = (uint32_t)header->ts.tv_sec;
-    c->header[1] = (uint32_t)header->ts.tv_usec;
-    c->header[2] = (uint32_t)n;
-    c->header[3] = header->len;
-    c->header[4] = (uint32_t)lane;
-    return 1;
+/* The mapping of this process that holds `address`, from /proc/self/maps; false if none does. */
+static bool find_mapping(uintptr_t address, uintptr_t *start, uintptr_t *end) {
+  FILE *maps = fopen("/proc/self/maps", "re");
+  if (maps == NULL) return false;
+  char line[512];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, maps) != NULL) {
+    uintptr_t from, to;
+    if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR, &from, &to) == 2 && from <= address && address < to) {
+      *start = from;
+      *end = to;
+      found = true;
+    }
+    // A line longer than the buffer (a long path) is read on in pieces that do not parse.
   }
+  fclose(maps);
+  return found;
+}
+
+/* The kernel's checksum state of the packet at `data` that libpcap handed the callback of `lane` (see the top). */
+static uint32_t checksum_state(Capture *c, int lane, const struct pcap_pkthdr *header, const u_char *data) {
+  uintptr_t at = (uintptr_t)data;
+  if (c->ring_start[lane] == 0 && !find_mapping(at, &c->ring_start[lane], &c->ring_end[lane])) c->ring_start[lane] = UINTPTR_MAX;
+  if (at < c->ring_start[lane] || at >= c->ring_end[lane]) return CHECKSUM_UNKNOWN;
+  uintptr_t lowest = at - c->ring_start[lane] < RING_LOOK_BACK ? c->ring_start[lane] : at - RING_LOOK_BACK;
+  const size_t before_packet = TPACKET_ALIGN(sizeof(struct tpacket2_hdr)) + sizeof(struct sockaddr_ll);
+  for (uintptr_t p = (at - before_packet) & ~(uintptr_t)(TPACKET_ALIGNMENT - 1); p >= lowest && p + before_packet <= at;
+       p -= TPACKET_ALIGNMENT) {
+    const struct tpacket2_hdr *frame = (const struct tpacket2_hdr *)p;
+    const struct sockaddr_ll *link = (const struct sockaddr_ll *)(p + TPACKET_ALIGN(sizeof(struct tpacket2_hdr)));
+    if (link->sll_family != AF_PACKET || (frame->tp_status & TP_STATUS_USER) == 0 || header->len < frame->tp_len ||
+        p + frame->tp_mac != at + (header->len - frame->tp_len)) {
+      continue;
+    }
+    if (frame->tp_status & TP_STATUS_CSUMNOTREADY) return CHECKSUM_LEFT_TO_OFFLOAD;
+    return frame->tp_status & TP_STATUS_CSUM_VALID ? CHECKSUM_VALIDATED : CHECKSUM_UNKNOWN;
+  }
+  return CHECKSUM_UNKNOWN;
+}
+
+/* pcap_dispatch's callback: the packet copied into frame/header while its ring frame is still ours. */
+static void took_packet(u_char *user, const struct pcap_pkthdr *header, const u_char *data) {
+  Capture *c = (Capture *)user;
+  int lane = c->taking_lane;
+  // Read before take_whole: the companion's copy is of the same skb, so this state is its state too.
+  uint32_t checksum = checksum_state(c, lane, header, data);
+  const struct pcap_pkthdr *whole = header;
+  if (lane == 0 && c->whole_lane > 0 && header->caplen < header->len) take_whole(c, &whole, &data);
+  size_t n = whole->caplen < c->frame_bytes ? whole->caplen : c->frame_bytes;
+  memcpy(c->frame, data, n);
+  c->header[0] = (uint32_t)whole->ts.tv_sec;
+  c->header[1] = (uint32_t)whole->ts.tv_usec;
+  c->header[2] = (uint32_t)n;
+  c->header[3] = whole->len;
+  c->header[4] = (uint32_t)lane;
+  c->header[5] = checksum;
+  c->took = 1;
+}
+
+/* One packet of one lane: 1 with the packet copied into frame/header, 0 none, -1 error. */
+static int take(Capture *c, int lane) {
+  c->taking_lane = lane;
+  c->took = 0;
+  int status = pcap_dispatch(c->lanes[lane], 1, took_packet, (u_char *)c);
   if (status < 0) {
     c->failed_lane = lane;
     return -1;
   }
-  return 0;
+  return c->took;
 }
 
 /*

@@ -34,6 +34,24 @@
  *                                                (ip(7), ipv6(7)): connect(2) on UDP sends
  *                                                nothing, it only looks the route up. -errno on
  *                                                failure (no route: -ENETUNREACH).
+ *   openLink(interface)                       -> [fd, ifindex]: an AF_PACKET socket on the
+ *                                                interface for sending whole Ethernet frames, each
+ *                                                after a virtio-net header (PACKET_VNET_HDR,
+ *                                                packet(7)) that asks the kernel or the NIC to
+ *                                                finish the TCP checksum and, for a frame that
+ *                                                carries several segments, to cut it into them
+ *                                                (GSO/TSO; src/wire/link-frame.ts writes them).
+ *                                                Protocol 0: it is never handed a packet.
+ *                                                Throws Error("<call>: <strerror>").
+ *   linkMtu(fd, interface)                    -> the interface's MTU (SIOCGIFMTU), or -errno
+ *   sendLinkBatch(fd, ifindex, mtu, packets, lengths, count, failure)
+ *                                             -> frames sent, as sendBatch. The kernel checks
+ *                                                no segment size of a GSO frame against the MTU
+ *                                                (only a frame's whole length, and only when it
+ *                                                is one segment), so this does, for every frame:
+ *                                                one whose segments would be larger than `mtu`
+ *                                                is refused here with EMSGSIZE, as the IP stack
+ *                                                would refuse an IP packet over the route's MTU.
  *   close(fd)                                 (only a socket this thread opened)
  *   errorName(errno)                          -> strerror text, for counters and logs
  *
@@ -51,6 +69,11 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/virtio_net.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -98,6 +121,26 @@ static void close_all(napi_env env, void *data, void *hint) {
   free(sockets);
 }
 
+/* An Error "<call>: <strerror>", with code EPERM for a missing privilege. */
+static napi_value throw_errno(napi_env env, const char *call, int error) {
+  char message[160];
+  snprintf(message, sizeof message, "%s: %s", call, strerror(error));
+  napi_throw_error(env, error == EPERM || error == EACCES ? "EPERM" : NULL, message);
+  return NULL;
+}
+
+/* Keeps `fd` for close_all; false (and `fd` closed, an Error thrown) when the thread holds too many. */
+static bool keep_socket(napi_env env, int fd) {
+  open_sockets *sockets = sockets_of(env);
+  if (sockets == NULL || sockets->count == MAX_OPEN) {
+    close(fd);
+    napi_throw_error(env, NULL, "socket: this thread holds too many raw sockets");
+    return false;
+  }
+  sockets->fds[sockets->count++] = fd;
+  return true;
+}
+
 static napi_value open_socket(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -107,24 +150,48 @@ static napi_value open_socket(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "open(family): family is 4 or 6");
     return NULL;
   }
-  open_sockets *sockets = sockets_of(env);
-  if (sockets == NULL || sockets->count == MAX_OPEN) {
-    napi_throw_error(env, NULL, "socket: this thread holds too many raw sockets");
-    return NULL;
-  }
   int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
-  if (fd < 0) {
-    char message[160];
-    snprintf(message, sizeof message, "socket: %s", strerror(errno));
-    napi_throw_error(env, errno == EPERM || errno == EACCES ? "EPERM" : NULL, message);
-    return NULL;
-  }
-  sockets->fds[sockets->count++] = fd;
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  if (!keep_socket(env, fd)) return NULL;
   return make_int(env, fd);
 }
 
+
 /* The most packets one sendBatch takes (the JavaScript side's batch). */
 #define MAX_BATCH 64
+
+/*
+ * A packet refused: counted in failure[0], its errno in failure[1]; one refused as too big
+ * (EMSGSIZE) also in failure[2], its index at failure[3 + k] while the array has room.
+ */
+static void refused(int32_t *failure, size_t failure_count, int error, uint32_t index) {
+  failure[0]++;
+  failure[1] = error;
+  if (error == EMSGSIZE && failure_count >= 3) {
+    if ((size_t)failure[2] + 3 < failure_count) failure[3 + failure[2]] = (int32_t)index;
+    failure[2]++;
+  }
+}
+
+/*
+ * sendmmsg(2) of `count` messages, going on after any it cannot send (it stops at the first);
+ * `indices[i]` is message i's index in the caller's batch (NULL: i). Returns the number sent.
+ */
+static uint32_t send_messages(int fd, struct mmsghdr *messages, const uint32_t *indices, uint32_t count, void *failure, size_t failure_count) {
+  uint32_t sent = 0;
+  for (uint32_t next = 0; next < count;) {
+    int n = sendmmsg(fd, messages + next, count - next, 0);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      refused((int32_t *)failure, failure_count, n < 0 ? errno : EAGAIN, indices == NULL ? next : indices[next]);
+      next++;
+      continue;
+    }
+    sent += (uint32_t)n;
+    next += (uint32_t)n;
+  }
+  return sent;
+}
 
 static napi_value send_batch(napi_env env, napi_callback_info info) {
   size_t argc = 7;
@@ -184,28 +251,7 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
     messages[i].msg_hdr.msg_iov = &vectors[i];
     messages[i].msg_hdr.msg_iovlen = 1;
   }
-  uint32_t sent = 0;
-  for (uint32_t next = 0; next < count;) {
-    int n = sendmmsg(fd, messages + next, count - next, 0);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      /* sendmmsg stops at the first packet it cannot send: count that one, and go on after it. */
-      int error = n < 0 ? errno : EAGAIN;
-      int32_t *f = (int32_t *)failure;
-      f[0]++;
-      f[1] = error;
-      /* failure[2] counts the packets too big for their route, failure[3 + k] their indices. */
-      if (error == EMSGSIZE && failure_count >= 3) {
-        if ((size_t)f[2] + 3 < failure_count) f[3 + f[2]] = (int32_t)next;
-        f[2]++;
-      }
-      next++;
-      continue;
-    }
-    sent += (uint32_t)n;
-    next += (uint32_t)n;
-  }
-  return make_int(env, (int32_t)sent);
+  return make_int(env, (int32_t)send_messages(fd, messages, NULL, count, failure, failure_count));
 }
 
 static napi_value path_mtu(napi_env env, napi_callback_info info) {
@@ -257,6 +303,134 @@ static napi_value path_mtu(napi_env env, napi_callback_info info) {
   return make_int(env, result);
 }
 
+/* The interface name argument: false (a TypeError thrown) when it is not a string that fits. */
+static bool interface_arg(napi_env env, napi_value value, char name[IFNAMSIZ]) {
+  size_t length = 0;
+  if (napi_get_value_string_utf8(env, value, name, IFNAMSIZ, &length) != napi_ok || length == 0 || length >= IFNAMSIZ - 1) {
+    napi_throw_type_error(env, NULL, "an interface name is a string of 1 to 15 bytes");
+    return false;
+  }
+  return true;
+}
+
+static napi_value open_link(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  char name[IFNAMSIZ];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || !interface_arg(env, argv[0], name)) return NULL;
+  unsigned ifindex = if_nametoindex(name);
+  if (ifindex == 0) return throw_errno(env, "if_nametoindex", errno);
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  int on = 1;
+  struct sockaddr_ll link = {.sll_family = AF_PACKET, .sll_protocol = 0, .sll_ifindex = (int)ifindex};
+  const char *failed = NULL;
+  if (setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &on, sizeof on) != 0) failed = "setsockopt(PACKET_VNET_HDR)";
+  else if (bind(fd, (struct sockaddr *)&link, sizeof link) != 0) failed = "bind";
+  if (failed != NULL) {
+    int error = errno;
+    close(fd);
+    return throw_errno(env, failed, error);
+  }
+  if (!keep_socket(env, fd)) return NULL;
+  napi_value result;
+  CHECK(napi_create_array_with_length(env, 2, &result));
+  CHECK(napi_set_element(env, result, 0, make_int(env, fd)));
+  CHECK(napi_set_element(env, result, 1, make_int(env, (int32_t)ifindex)));
+  return result;
+}
+
+static napi_value link_mtu(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd;
+  char name[IFNAMSIZ];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || !int_arg(env, argv[0], &fd) || !interface_arg(env, argv[1], name)) return NULL;
+  struct ifreq request;
+  memset(&request, 0, sizeof request);
+  memcpy(request.ifr_name, name, IFNAMSIZ);
+  if (ioctl(fd, SIOCGIFMTU, &request) != 0) return make_int(env, -errno);
+  return make_int(env, request.ifr_mtu);
+}
+
+/* The virtio-net header's 16-bit fields are little-endian here (the kernel's vio_le() on the hosts we build for). */
+static uint16_t le16(const uint8_t *p) {
+  return (uint16_t)(p[0] | p[1] << 8);
+}
+
+/* Bytes of the largest IP packet that `frame` (virtio-net header, Ethernet, IP, TCP, data) puts on the wire. */
+static size_t wire_packet_bytes(const uint8_t *frame, size_t length) {
+  const struct virtio_net_hdr *vnet = (const struct virtio_net_hdr *)frame;
+  size_t frame_bytes = length - sizeof *vnet;
+  if (vnet->gso_type == VIRTIO_NET_HDR_GSO_NONE) return frame_bytes - ETH_HLEN;
+  size_t segment = le16((const uint8_t *)&vnet->hdr_len) + (size_t)le16((const uint8_t *)&vnet->gso_size) - ETH_HLEN;
+  return segment < frame_bytes - ETH_HLEN ? segment : frame_bytes - ETH_HLEN;
+}
+
+static napi_value send_link_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  int32_t fd, ifindex, mtu;
+  uint32_t count;
+  void *packets, *lengths, *failure;
+  size_t packet_bytes, length_count, failure_count;
+  napi_typedarray_type type;
+  napi_value backing;
+  size_t byte_offset;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 7 || !int_arg(env, argv[0], &fd) || !int_arg(env, argv[1], &ifindex) || !int_arg(env, argv[2], &mtu) ||
+      napi_get_typedarray_info(env, argv[3], &type, &packet_bytes, &packets, &backing, &byte_offset) != napi_ok || type != napi_uint8_array ||
+      napi_get_typedarray_info(env, argv[4], &type, &length_count, &lengths, &backing, &byte_offset) != napi_ok || type != napi_uint32_array ||
+      napi_get_value_uint32(env, argv[5], &count) != napi_ok ||
+      napi_get_typedarray_info(env, argv[6], &type, &failure_count, &failure, &backing, &byte_offset) != napi_ok || type != napi_int32_array ||
+      failure_count < 2) {
+    napi_throw_type_error(env, NULL, "sendLinkBatch(fd, ifindex, mtu, packets, lengths, count, failure)");
+    return NULL;
+  }
+  if (count > MAX_BATCH || count > length_count) {
+    napi_throw_range_error(env, NULL, "sendLinkBatch: more packets than the batch holds");
+    return NULL;
+  }
+  struct mmsghdr messages[MAX_BATCH];
+  struct iovec vectors[MAX_BATCH];
+  struct sockaddr_ll to[MAX_BATCH];
+  uint32_t indices[MAX_BATCH];
+  uint32_t queued = 0;
+  size_t offset = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    size_t length = ((uint32_t *)lengths)[i];
+    if (offset + length > packet_bytes || length < sizeof(struct virtio_net_hdr) + ETH_HLEN) {
+      napi_throw_range_error(env, NULL, "sendLinkBatch: a frame beyond the buffer or shorter than its headers");
+      return NULL;
+    }
+    const uint8_t *frame = (const uint8_t *)packets + offset;
+    offset += length;
+    if (mtu > 0 && wire_packet_bytes(frame, length) > (size_t)mtu) {
+      refused((int32_t *)failure, failure_count, EMSGSIZE, i);
+      continue;
+    }
+    const uint8_t *ethernet = frame + sizeof(struct virtio_net_hdr);
+    memset(&to[queued], 0, sizeof to[queued]);
+    to[queued].sll_family = AF_PACKET;
+    to[queued].sll_ifindex = ifindex;
+    /* The frame's own EtherType, as the kernel would parse it: it sets skb->protocol. */
+    memcpy(&to[queued].sll_protocol, ethernet + 12, 2);
+    to[queued].sll_halen = ETH_ALEN;
+    memcpy(to[queued].sll_addr, ethernet, ETH_ALEN);
+    vectors[queued].iov_base = (void *)frame;
+    vectors[queued].iov_len = length;
+    memset(&messages[queued], 0, sizeof messages[queued]);
+    messages[queued].msg_hdr.msg_name = &to[queued];
+    messages[queued].msg_hdr.msg_namelen = sizeof to[queued];
+    messages[queued].msg_hdr.msg_iov = &vectors[queued];
+    messages[queued].msg_hdr.msg_iovlen = 1;
+    indices[queued++] = i;
+  }
+  return make_int(env, (int32_t)send_messages(fd, messages, indices, queued, failure, failure_count));
+}
+
 static napi_value close_socket(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -289,6 +463,9 @@ NAPI_MODULE_INIT() {
       {"open", NULL, open_socket, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"pathMtu", NULL, path_mtu, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openLink", NULL, open_link, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"linkMtu", NULL, link_mtu, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sendLinkBatch", NULL, send_link_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, close_socket, NULL, NULL, NULL, napi_enumerable, NULL},
       {"errorName", NULL, error_name, NULL, NULL, NULL, napi_enumerable, NULL},
   };

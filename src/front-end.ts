@@ -8,7 +8,7 @@
  * docs/architecture.md follows one packet through the parts.
  */
 import { existsSync } from 'node:fs';
-import { ChecksumPolicy } from './wire/segment.js';
+import { ChecksumPolicy, LinkType } from './wire/segment.js';
 import { LiveFlows } from './tcp/live-flows.js';
 import { type ConnectionLimits, DEFAULT_RESPONDER_CONFIG } from './tcp/responder.js';
 import { createRing } from './ring/ring.js';
@@ -46,6 +46,10 @@ export interface RawFrontEndOptions extends FrontEndOptions {
   /** Capture interface. */
   interface: string;
   checksumPolicy: ChecksumPolicy;
+  /** The capture's first lane's kernel buffer (io/capture.ts captureLanes); the others are sized from it. */
+  captureBufferBytes?: number;
+  /** Send segments with link addresses on the capture interface, taken together into GSO frames (io/link-send.ts). */
+  gso: boolean;
   /** File holding the shared SYN cookie secret (re-read on SIGHUP); else environment or random. */
   cookieSecretFile?: string | undefined;
   /** Shard worker threads, each with its own ring. */
@@ -208,8 +212,8 @@ async function startStatelessParts(
   const capture = await startCaptureThread(
     {
       interface: options.interface,
-      lanes: captureLanes(options.listen, SNAP_LENGTH),
-      wholeFrames: wholeFramesLane(options.listen, SNAP_LENGTH),
+      lanes: captureLanes(options.listen, SNAP_LENGTH, options.captureBufferBytes),
+      wholeFrames: wholeFramesLane(options.listen, SNAP_LENGTH, options.captureBufferBytes),
       rings,
       checksumPolicy: options.checksumPolicy,
       secrets: [secret.secret],
@@ -232,6 +236,8 @@ async function startStatelessParts(
     {
       linkType: capture.linkType,
       checksumPolicy: options.checksumPolicy,
+      // Frames of our own need an Ethernet header to write (a cooked `any` capture has none to copy).
+      linkInterface: options.gso && capture.linkType === LinkType.ETHERNET ? options.interface : null,
       closeAfterResponse: options.closeAfterResponse,
       limits: limitsOf(options, application.maxPipelined),
       application: options.application,

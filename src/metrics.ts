@@ -16,8 +16,10 @@ import type { KernelTransportStats } from './io/kernel-transport.js';
 /** What a pipeline's registry reads when scraped. */
 export interface PipelineCounters {
   decodeCounts: Float64Array;
-  /** Of the frames decoded OK, those whose TCP checksum was left to offload (wire/tcp.ts tcpChecksumState). */
+  /** Of the frames decoded OK, those whose TCP checksum was left to offload (pipeline.ts). */
   checksumOffloaded(): number;
+  /** Of the frames decoded OK, those whose TCP checksum the kernel had validated (pipeline.ts). */
+  checksumValidated(): number;
   outcomeCounts: Float64Array;
   events: Float64Array;
   /** The protocol (its kind and counter names) and its relay's counters. */
@@ -29,6 +31,9 @@ export interface PipelineCounters {
   queuedBytes(): number;
   packetsSent(): number;
   sendFailures(): number;
+  /** Of those, frames sent on the capture interface (io/link-send.ts), and the segments they carried. */
+  linkFrames(): number;
+  linkSegments(): number;
 }
 
 /** Upstream latency buckets (seconds): a resolver on the same host answers in well under 1 ms from cache. */
@@ -71,6 +76,21 @@ function gaugeFrom(registry: Registry, name: string, help: string, read: () => n
     registers: [registry],
     collect() {
       this.set({ shard }, read());
+    },
+  });
+}
+
+/** A counter with one series, labelled with `shard`, that reads its total from `read`. */
+function counterFrom(registry: Registry, name: string, help: string, read: () => number, shard: string): void {
+  new Counter({
+    name,
+    help,
+    labelNames: ['shard'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const total = read();
+      if (total > 0) this.inc({ shard }, total);
     },
   });
 }
@@ -131,17 +151,20 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
     () => source.decodeCounts,
     label,
   );
-  new Counter({
-    name: 'stateless_tcp_frames_checksum_offloaded_total',
-    help: "Of the frames decoded ok, those whose TCP checksum field held the sender's pseudo-header sum: checksum left to offload (CHECKSUM_PARTIAL).",
-    labelNames: ['shard'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      const offloaded = source.checksumOffloaded();
-      if (offloaded > 0) this.inc({ shard: label }, offloaded);
-    },
-  });
+  counterFrom(
+    registry,
+    'stateless_tcp_frames_checksum_offloaded_total',
+    'Of the frames decoded ok, those whose TCP checksum the sender left to offload (CHECKSUM_PARTIAL): said by the kernel, or its field held the pseudo-header sum.',
+    source.checksumOffloaded,
+    label,
+  );
+  counterFrom(
+    registry,
+    'stateless_tcp_frames_checksum_validated_total',
+    'Of the frames decoded ok, those whose TCP checksum the kernel had validated (TP_STATUS_CSUM_VALID): not summed again.',
+    source.checksumValidated,
+    label,
+  );
   countersFrom(registry, 'stateless_tcp_segments_total', SEGMENTS_HELP, 'outcome', OUTCOME_NAMES, () => source.outcomeCounts, label);
   countersFrom(registry, 'stateless_tcp_events_total', EVENTS_HELP, 'event', TCP_EVENT_NAMES, () => source.events, label);
   relayCounters(registry, source.protocol, () => source.relayCounts, label);
@@ -159,6 +182,14 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
       this.inc({ shard: label, result: 'failed' }, source.sendFailures());
     },
   });
+  counterFrom(
+    registry,
+    'stateless_tcp_link_frames_total',
+    'Of the packets sent, frames sent on the capture interface (--gso on), each one or more segments that the kernel or NIC cuts apart.',
+    source.linkFrames,
+    label,
+  );
+  counterFrom(registry, 'stateless_tcp_link_segments_total', 'TCP segments those frames carried.', source.linkSegments, label);
   return { registry, observeUpstreamLatency: latencyHistogram(registry, label) };
 }
 
@@ -369,6 +400,12 @@ function summaryNames(metric: string, labels: Labels): string[] {
       return [`decode.${labels.result}`];
     case 'stateless_tcp_frames_checksum_offloaded_total':
       return ['decode.checksum_offloaded'];
+    case 'stateless_tcp_frames_checksum_validated_total':
+      return ['decode.checksum_validated'];
+    case 'stateless_tcp_link_frames_total':
+      return ['link.frames'];
+    case 'stateless_tcp_link_segments_total':
+      return ['link.segments'];
     case 'stateless_tcp_segments_total':
       return shard === 'capture' ? [`tcp.${labels.outcome}`, `capture.${labels.outcome}`] : [`tcp.${labels.outcome}`];
     case 'stateless_tcp_events_total':
@@ -430,7 +467,7 @@ export function summaryLine(snapshots: readonly RegistrySnapshot[]): string {
 }
 
 /** Where `decode.`, `tcp.`, … and then each shard's pairs stand in the summary (a stable sort keeps the rest in order met). */
-const SUMMARY_GROUPS = ['decode.', 'tcp.', 'dns.', 'http.', 'pcap.', 'capture.', 'sent', 'send_failed'];
+const SUMMARY_GROUPS = ['decode.', 'tcp.', 'dns.', 'http.', 'pcap.', 'capture.', 'sent', 'send_failed', 'link.'];
 const SHARD_FIELDS = ['packets_in', 'replies_out', 'ring_drops', 'flows', 'restarts'];
 
 function summaryRank(name: string): number {

@@ -9,7 +9,16 @@
  * State lives only in the responder's flows (while a connection has something in flight) and
  * the relay's pending queries. Everything reused per packet is allocated once.
  */
-import { type ChecksumPolicy, DECODE_RESULT_NAMES, DecodeResult, Segment, type LinkType, type ReplyHeader } from './wire/segment.js';
+import {
+  type ChecksumPolicy,
+  DECODE_RESULT_NAMES,
+  DecodeResult,
+  KernelChecksum,
+  type LinkType,
+  packetChecksumPolicy,
+  type ReplyHeader,
+  Segment,
+} from './wire/segment.js';
 import { decodeFrame } from './wire/frame.js';
 import { emitReply } from './wire/emit.js';
 import { OUTCOME_NAMES } from './tcp/counters.js';
@@ -28,6 +37,11 @@ export interface PacketSender {
   send(family: 4 | 6, packet: Buffer, length: number, dst: Uint8Array): void;
 }
 
+/** Takes segments as the responder makes them, header and payload apart (io/link-send.ts). */
+export interface SegmentSender {
+  send(header: ReplyHeader, payload: Uint8Array | null, offset: number, length: number): void;
+}
+
 /** IPv6 header (40) + TCP header with options (60) + the largest payload we cut (one MSS ≤ 65535). */
 const MAX_PACKET = 40 + 60 + 65535;
 
@@ -37,6 +51,11 @@ export interface TcpPipelineOptions {
   cookies: SynCookies;
   tcp: TcpSettings;
   sender: PacketSender;
+  /**
+   * Where segments with link addresses go instead, taken together into GSO frames
+   * (io/link-send.ts; omitted: every segment is an IP packet for `sender`).
+   */
+  linkSender?: SegmentSender | null;
   /** Where the capture thread learns which connections have flows (omitted: no capture thread answers SYNs). */
   liveFlows?: LiveFlows | null;
   /** Sources that get no answer (omitted: the martian ranges, no host addresses). */
@@ -51,12 +70,18 @@ export interface TcpPipelineOptions {
 export class TcpPipeline implements SegmentSink {
   readonly decodeCounts = new Float64Array(DECODE_RESULT_NAMES.length);
   readonly outcomeCounts = new Float64Array(OUTCOME_NAMES.length);
-  /** Of the frames decoded OK, those whose TCP checksum the sender left to offload (`decode.checksum_offloaded`). */
+  /**
+   * Of the frames decoded OK, those whose TCP checksum the sender left to offload, as the kernel
+   * said or, when it said nothing, as the field showed (`decode.checksum_offloaded`); and those
+   * whose checksum the kernel had validated, so it was not summed again (`decode.checksum_validated`).
+   */
   checksumOffloaded = 0;
+  checksumValidated = 0;
   readonly responder: Responder;
   private readonly linkType: LinkType;
   private readonly checksumPolicy: ChecksumPolicy;
   private readonly sender: PacketSender;
+  private readonly linkSender: SegmentSender | null;
   private readonly segment = new Segment();
   /** A refused packet's header seen from the client's side (`sendRefused`), and its client's address. */
   private readonly quoted = new Segment();
@@ -81,6 +106,7 @@ export class TcpPipeline implements SegmentSink {
     this.linkType = options.linkType;
     this.checksumPolicy = options.checksumPolicy;
     this.sender = options.sender;
+    this.linkSender = options.linkSender ?? null;
     this.routeMtu = options.routeMtu ?? null;
     this.responder = new Responder(
       { ...options.tcp, messageLength: protocol.messageLength, plausibleStart: protocol.plausibleStart },
@@ -98,9 +124,10 @@ export class TcpPipeline implements SegmentSink {
    * Handles one captured frame `frame[offset, offset + length)` — in a shard worker, a slot of
    * its ring, read in place — and is done with it when this returns: the relay copies queries out.
    */
-  handleFrame(frame: Uint8Array, offset: number, length: number, nowMs: number): void {
+  handleFrame(frame: Uint8Array, offset: number, length: number, kernelChecksum: KernelChecksum, nowMs: number): void {
     const seg = this.segment;
-    const result = decodeFrame(this.linkType, frame, offset, length, this.checksumPolicy, seg);
+    const policy = packetChecksumPolicy(this.checksumPolicy, kernelChecksum);
+    const result = decodeFrame(this.linkType, frame, offset, length, policy, seg);
     // ICMP too-big messages quoting our segments (the capture's third lane; the capture thread
     // routes each to the shard of the connection it quotes): path MTU discovery, RFC 1191/8201.
     if (result === DecodeResult.NOT_TCP) {
@@ -112,7 +139,8 @@ export class TcpPipeline implements SegmentSink {
     }
     this.decodeCounts[result]!++;
     if (result !== DecodeResult.OK) return;
-    if (seg.checksumOffloaded) this.checksumOffloaded++;
+    if (seg.checksumOffloaded || kernelChecksum === KernelChecksum.LEFT_TO_OFFLOAD) this.checksumOffloaded++;
+    else if (kernelChecksum === KernelChecksum.VALIDATED) this.checksumValidated++;
     this.outcomeCounts[this.responder.handleSegment(seg, nowMs)]!++;
   }
 
@@ -151,8 +179,12 @@ export class TcpPipeline implements SegmentSink {
     setImmediate(this.pushAnswers);
   }
 
-  /** SegmentSink: emit one segment and send it. */
+  /** SegmentSink: emit one segment and send it (on the link when its header has the addresses for it). */
   send(header: ReplyHeader, payload: Uint8Array | null, offset: number, length: number): void {
+    if (this.linkSender !== null && header.hasLinkAddresses) {
+      this.linkSender.send(header, payload, offset, length);
+      return;
+    }
     const n = emitReply(header, payload, offset, length, this.packet, 0);
     this.sender.send(header.family, this.packet, n, header.dstAddr);
   }

@@ -74,12 +74,16 @@ export interface UpstreamTransport {
    */
   queryDone(socket: number, answeredAfterMs: number): void;
   /**
-   * Asks the query over TCP; resolves to the answer, or null on any failure or after `timeoutMs`.
-   * With a `preamble` (a PROXY protocol header), on a connection of its own that starts with it.
+   * Asks the query over TCP; hands `onAnswer` the answer (in place: valid during the call only),
+   * or null on any failure or after `timeoutMs`, later, never from inside this call. With a
+   * `preamble` (a PROXY protocol header), on a connection of its own that starts with it.
    */
-  queryOverTcp(query: Uint8Array, timeoutMs: number, preamble?: Uint8Array): Promise<Uint8Array | null>;
+  queryOverTcp(query: Uint8Array, timeoutMs: number, onAnswer: TcpAnswerHandler, preamble?: Uint8Array): void;
   close(): void;
 }
+
+/** An answer over TCP: `answer[offset, offset + length)`, or null for none. */
+export type TcpAnswerHandler = (answer: Uint8Array | null, offset: number, length: number) => void;
 
 export interface DnsRelayOptions {
   /** How long to wait for an upstream answer before answering SERVFAIL. */
@@ -408,14 +412,15 @@ export class DnsRelay<Connection> implements Relay<Connection> {
   private askOverTcp(pending: PendingQuery<Connection>): void {
     const header = pending.connection === null ? 0 : this.proxyHeaderFor(pending.connection, 'tcp');
     const preamble = header > 0 ? this.proxyHeader.slice(0, header) : undefined;
-    void this.upstream.queryOverTcp(pending.query, this.config.timeoutMs, preamble).then((full) => {
-      if (full !== null && full.length >= HEADER_LENGTH && sameQuestion(full, 0, full.length, pending.query, 0, pending.query.length)) {
-        this.deliver(pending, full, 0, full.length, this.config.now());
+    const onAnswer: TcpAnswerHandler = (answer, offset, length) => {
+      if (answer !== null && length >= HEADER_LENGTH && sameQuestion(answer, offset, length, pending.query, 0, pending.query.length)) {
+        this.deliver(pending, answer, offset, length, this.config.now());
       } else {
         this.counts[RelayCounter.TCP_RETRY_FAILED]!++;
         this.deliverError(pending, this.config.now());
       }
-    });
+    };
+    this.upstream.queryOverTcp(pending.query, this.config.timeoutMs, onAnswer, preamble);
   }
 
   /** Resends queries still unanswered, and answers SERVFAIL to every one whose deadline has passed. */

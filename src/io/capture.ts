@@ -12,7 +12,7 @@
  * worker thread while another thread has it.)
  */
 import { createRequire } from 'node:module';
-import { LinkType } from '../wire/segment.js';
+import { type KernelChecksum, LinkType } from '../wire/segment.js';
 import { addressBytes } from '../endpoint.js';
 
 const require = createRequire(import.meta.url);
@@ -79,8 +79,8 @@ export class Capture {
   readonly linkType: LinkType;
   /** The last packet `next` returned: bytes `frame[0, capturedLength)`. */
   readonly frame: Uint8Array;
-  /** Written by the addon per packet: tv_sec, tv_usec, caplen, len, lane. */
-  private readonly header = new Uint32Array(5);
+  /** Written by the addon per packet: tv_sec, tv_usec, caplen, len, lane, kernel checksum state. */
+  private readonly header = new Uint32Array(6);
   private readonly addon: CaptureAddon;
   private readonly handle: object;
   /** Lanes read in priority order (`options.lanes`), without the whole-frame companion. */
@@ -136,6 +136,13 @@ export class Capture {
   }
   get timestampMicros(): number {
     return this.header[1]!;
+  }
+  /**
+   * What the kernel said of the last packet's TCP checksum (wire/segment.ts KernelChecksum), read
+   * from the ring frame's tp_status (native/capture.c says how).
+   */
+  get kernelChecksum(): KernelChecksum {
+    return this.header[5]! as KernelChecksum;
   }
   /** Which of `options.lanes` the last packet came from (its index). */
   get lane(): number {
@@ -240,18 +247,31 @@ function tooBigQuoting(endpoints: readonly { address: string; port: number }[]):
   return `(${terms.join(' or ')})`;
 }
 
+/** The first lane's kernel buffer unless `--capture-buffer` says otherwise: 8,192 frames of 2 KiB. */
+export const DEFAULT_CAPTURE_BUFFER_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The lanes with the first one's kernel buffer `bufferBytes` (`--capture-buffer`); the SYN lane gets
+ * an eighth of it, the rest a thirty-second (at least 1 MiB each): the memory they take is resident
+ * from the start (docs/operations.md, "Memory").
+ */
 export function captureLanes(
   endpoints: readonly { address: string; port: number }[],
   snapLength: number,
+  bufferBytes = DEFAULT_CAPTURE_BUFFER_BYTES,
 ): [established: CaptureLane, syn: CaptureLane, rest: CaptureLane] {
   const toEndpoints = toEndpointsFilter(endpoints);
   const established = establishedFlags;
   const syn = flagsAre((f) => `${f} & 0x06 == 0x02`);
-  const MiB = 1024 * 1024;
+  const atLeast1MiB = (bytes: number): number => Math.max(1024 * 1024, Math.floor(bytes));
   return [
-    { filter: establishedFilter(endpoints), bufferBytes: 64 * MiB, snapLength },
-    { filter: `${toEndpoints} and ${syn}`, bufferBytes: 8 * MiB, snapLength },
-    { filter: `(${toEndpoints} and not ${established} and not ${syn}) or ${tooBigQuoting(endpoints)}`, bufferBytes: 2 * MiB, snapLength },
+    { filter: establishedFilter(endpoints), bufferBytes, snapLength },
+    { filter: `${toEndpoints} and ${syn}`, bufferBytes: atLeast1MiB(bufferBytes / 8), snapLength },
+    {
+      filter: `(${toEndpoints} and not ${established} and not ${syn}) or ${tooBigQuoting(endpoints)}`,
+      bufferBytes: atLeast1MiB(bufferBytes / 32),
+      snapLength,
+    },
   ];
 }
 
@@ -263,13 +283,17 @@ export function captureLanes(
  * veth keeps GSO on even with `tx off`): 64 MiB then hold 1,027 frames of 64 KiB against 32,768 of
  * 2 KiB (measured on a veth, session run of 2026-12-03). So the first lane keeps its short frames
  * and this one takes the long ones; the addon puts each whole copy in the place of the first
- * lane's short one (native/capture.c take_whole), which keeps the first lane's order. 32 MiB:
- * 512 frames, each at least 2 KB of data.
+ * lane's short one (native/capture.c take_whole), which keeps the first lane's order. Half the
+ * first lane's buffer: with the default 32 MiB, 512 frames, each at least 2 KB of data.
  */
-export function wholeFramesLane(endpoints: readonly { address: string; port: number }[], snapLength: number): CaptureLane {
+export function wholeFramesLane(
+  endpoints: readonly { address: string; port: number }[],
+  snapLength: number,
+  firstLaneBufferBytes = DEFAULT_CAPTURE_BUFFER_BYTES,
+): CaptureLane {
   return {
     filter: `${establishedFilter(endpoints)} and greater ${snapLength + 1}`,
-    bufferBytes: 32 * 1024 * 1024,
+    bufferBytes: Math.max(1024 * 1024, Math.floor(firstLaneBufferBytes / 2)),
     snapLength: Math.max(snapLength, COALESCED_SNAP_LENGTH),
   };
 }

@@ -20,7 +20,7 @@ import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
 
-interface RawSendAddon {
+export interface RawSendAddon {
   open(family: 4 | 6): number;
   /**
    * Packets sent; the ones refused are counted in failure[0], the last errno in failure[1]; those
@@ -37,6 +37,20 @@ interface RawSendAddon {
   ): number;
   /** The MTU of the route toward `address` (4 or 16 bytes), or −errno. */
   pathMtu(family: 4 | 6, address: Uint8Array): number;
+  /** A packet socket on `device` taking frames behind a virtio-net header: [fd, ifindex]. */
+  openLink(device: string): [number, number];
+  /** The device's MTU, or −errno. */
+  linkMtu(fd: number, device: string): number;
+  /** As sendBatch, for frames of a link socket; a frame whose segments exceed `mtu` is refused with EMSGSIZE. */
+  sendLinkBatch(
+    fd: number,
+    ifindex: number,
+    mtu: number,
+    packets: Uint8Array,
+    lengths: Uint32Array,
+    count: number,
+    failure: Int32Array,
+  ): number;
   close(fd: number): void;
   errorName(errno: number): string;
 }
@@ -44,8 +58,13 @@ interface RawSendAddon {
 /** build/Release is where node-gyp puts it (`npm ci` builds it from binding.gyp), from dist/src/io/. */
 const ADDON_PATH = '../../../build/Release/raw_send.node';
 
+/** The addon, loaded once per thread. */
+export function rawSendAddon(): RawSendAddon {
+  return require(ADDON_PATH) as RawSendAddon;
+}
+
 /** Packets per sendmmsg (the addon's MAX_BATCH). */
-const BATCH = 64;
+export const BATCH = 64;
 /** Bytes a batch holds: many full-sized segments, and always one of the largest (64 KiB + headers). */
 const BATCH_BYTES = 256 * 1024;
 
@@ -80,10 +99,48 @@ class Batch {
   constructor(readonly family: 4 | 6) {}
 }
 
-export class RawSender {
-  readonly stats: SendStats = { sent: 0, failed: 0, tooBig: 0, lastError: '' };
+/**
+ * The headers of packets refused with EMSGSIZE, kept for `onTooBig` and reported once the
+ * JavaScript at hand is done (a microtask): a batch can go out from inside a send, while the
+ * caller is still using its packet buffer, and the listener sends.
+ */
+export class RefusedPackets {
   /** Where packets refused with EMSGSIZE are reported (the pipeline cuts their flow's segments smaller). */
   onTooBig: TooBigListener | null = null;
+  private readonly headers = new Uint8Array(BATCH * TOO_BIG_HEADER);
+  private readonly lengths = new Uint32Array(BATCH);
+  private readonly families = new Uint8Array(BATCH);
+  private readonly sizes = new Uint32Array(BATCH);
+  private count = 0;
+  private queued = false;
+  private readonly report = (): void => {
+    this.queued = false;
+    const count = this.count;
+    this.count = 0;
+    for (let k = 0; k < count; k++) {
+      this.onTooBig?.(this.families[k] as 4 | 6, this.headers, k * TOO_BIG_HEADER, this.lengths[k]!, this.sizes[k]!);
+    }
+  };
+
+  /** Keeps the IP packet at `packets[offset, offset + available)` (its headers), which was `packetLength` bytes. */
+  keep(family: 4 | 6, packets: Uint8Array, offset: number, available: number, packetLength: number): void {
+    if (this.onTooBig === null || this.count === BATCH) return;
+    const kept = Math.min(available, TOO_BIG_HEADER);
+    const slot = this.count++;
+    this.headers.set(packets.subarray(offset, offset + kept), slot * TOO_BIG_HEADER);
+    this.lengths[slot] = kept;
+    this.families[slot] = family;
+    this.sizes[slot] = packetLength;
+    if (!this.queued) {
+      this.queued = true;
+      queueMicrotask(this.report);
+    }
+  }
+}
+
+export class RawSender {
+  readonly stats: SendStats = { sent: 0, failed: 0, tooBig: 0, lastError: '' };
+  readonly refused = new RefusedPackets();
   private readonly addon: RawSendAddon;
   private v4 = -1;
   private v6 = -1;
@@ -97,27 +154,6 @@ export class RawSender {
    */
   private prefixesOf: Uint8Array | null = null;
   private prefixes: (Uint8Array | undefined)[] = [];
-  /** Headers of packets refused with EMSGSIZE, waiting for `onTooBig` (`keepTooBig`). */
-  private readonly tooBigHeaders = new Uint8Array(BATCH * TOO_BIG_HEADER);
-  private readonly tooBigLengths = new Uint32Array(BATCH);
-  private readonly tooBigFamilies = new Uint8Array(BATCH);
-  private readonly tooBigSizes = new Uint32Array(BATCH);
-  private tooBigCount = 0;
-  private tooBigQueued = false;
-  private readonly reportTooBig = (): void => {
-    this.tooBigQueued = false;
-    const count = this.tooBigCount;
-    this.tooBigCount = 0;
-    for (let k = 0; k < count; k++) {
-      this.onTooBig?.(
-        this.tooBigFamilies[k] as 4 | 6,
-        this.tooBigHeaders,
-        k * TOO_BIG_HEADER,
-        this.tooBigLengths[k]!,
-        this.tooBigSizes[k]!,
-      );
-    }
-  };
   private flushQueued = false;
   private readonly flushNow = (): void => {
     this.flushQueued = false;
@@ -126,7 +162,7 @@ export class RawSender {
 
   /** Opens both sockets; throws an Error whose message names the cause (EPERM without root). */
   constructor() {
-    this.addon = require(ADDON_PATH) as RawSendAddon;
+    this.addon = rawSendAddon();
     this.v4 = this.addon.open(4);
     try {
       this.v6 = this.addon.open(6);
@@ -215,32 +251,34 @@ export class RawSender {
     batch.bytes = 0;
   }
 
-  /**
-   * Keeps the headers of the packets refused with EMSGSIZE (their indices in `failure` from 3 on)
-   * for `onTooBig`, called once the JavaScript at hand is done (a microtask): a batch can go out
-   * from inside `send`, while the caller is still using its packet buffer, and the listener sends.
-   */
+  /** Keeps the headers of the packets refused with EMSGSIZE (their indices in `failure` from 3 on) for `refused.onTooBig`. */
   private keepTooBig(batch: Batch, count: number): void {
     this.stats.tooBig += count;
-    if (this.onTooBig === null) return;
-    const listed = Math.min(count, BATCH);
-    // Indices rise (sendmmsg goes in order): one walk over the lengths finds every offset.
-    let index = 0;
-    let offset = 0;
-    for (let k = 0; k < listed && this.tooBigCount < BATCH; k++) {
-      const wanted = this.failure[3 + k]!;
-      while (index < wanted) offset += batch.lengths[index++]!;
-      const kept = Math.min(batch.lengths[index]!, TOO_BIG_HEADER);
-      const slot = this.tooBigCount++;
-      this.tooBigHeaders.set(batch.packets.subarray(offset, offset + kept), slot * TOO_BIG_HEADER);
-      this.tooBigLengths[slot] = kept;
-      this.tooBigFamilies[slot] = batch.family;
-      this.tooBigSizes[slot] = batch.lengths[index]!;
-    }
-    if (!this.tooBigQueued) {
-      this.tooBigQueued = true;
-      queueMicrotask(this.reportTooBig);
-    }
+    forEachRefused(this.failure, count, batch.lengths, (index, offset) => {
+      const length = batch.lengths[index]!;
+      this.refused.keep(batch.family, batch.packets, offset, length, length);
+    });
+  }
+}
+
+/**
+ * Calls `each(index, offset)` for the packets refused with EMSGSIZE, listed in `failure` from 3
+ * on (native/raw_send.c), with where each starts in its batch of `lengths` laid end to end.
+ */
+export function forEachRefused(
+  failure: Int32Array,
+  count: number,
+  lengths: Uint32Array,
+  each: (index: number, offset: number) => void,
+): void {
+  const listed = Math.min(count, failure.length - 3);
+  // Indices rise (sendmmsg goes in order): one walk over the lengths finds every offset.
+  let index = 0;
+  let offset = 0;
+  for (let k = 0; k < listed; k++) {
+    const wanted = failure[3 + k]!;
+    while (index < wanted) offset += lengths[index++]!;
+    each(index, offset);
   }
 }
 

@@ -7,7 +7,7 @@
  * Socket numbers: upstream i's socket s is i · SOCKETS_PER_UPSTREAM + s, so the relay keeps one
  * number per query and an answer is still accepted only on the socket its query left from.
  */
-import { RelayCounter, UNANSWERED, type UpstreamTransport } from '../dns/relay.js';
+import { RelayCounter, type TcpAnswerHandler, UNANSWERED, type UpstreamTransport } from '../dns/relay.js';
 import { DEFAULT_HEALTH_CHECK, type HealthCheckSettings, UpstreamSelection, type UpstreamPolicy } from '../dns/upstream-pool.js';
 import { formatEndpoint, type Endpoint } from '../endpoint.js';
 import type { UpstreamsView } from '../tcp/transport.js';
@@ -149,14 +149,23 @@ export class UpstreamPool implements UpstreamTransport, UpstreamsView {
   }
 
   /** Over TCP to the upstream the policy picks now (a truncated answer's retry), or null when none is up. */
-  async queryOverTcp(query: Uint8Array, timeoutMs: number, preamble?: Uint8Array): Promise<Uint8Array | null> {
+  queryOverTcp(query: Uint8Array, timeoutMs: number, onAnswer: TcpAnswerHandler, preamble?: Uint8Array): void {
     const index = this.selection.pick();
-    if (index < 0) return null;
+    if (index < 0) {
+      queueMicrotask(() => onAnswer(null, 0, 0));
+      return;
+    }
     this.count(index, UpstreamCounter.QUERIES);
     const sentMs = Date.now();
-    const answer = await this.members[index]!.queryOverTcp(query, timeoutMs, preamble);
-    if (!this.closed) this.queryOutcome(index, answer === null ? UNANSWERED : Date.now() - sentMs);
-    return answer;
+    this.members[index]!.queryOverTcp(
+      query,
+      timeoutMs,
+      (answer, offset, length) => {
+        if (!this.closed) this.queryOutcome(index, answer === null ? UNANSWERED : Date.now() - sentMs);
+        onAnswer(answer, offset, length);
+      },
+      preamble,
+    );
   }
 
   /** Probes every upstream once, as dnsdist's health check does (`--health-check-name`, `--health-check-type`). */

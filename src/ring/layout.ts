@@ -36,7 +36,8 @@
  *     +4 -  +7 WIRE_LENGTH         the frame's length on the wire (libpcap `len`)
  *     +8 - +11 TIMESTAMP_SECONDS   capture time: seconds since the Unix epoch (libpcap `tv_sec`)
  *    +12 - +15 TIMESTAMP_MICROS    capture time: microseconds within that second (`tv_usec`)
- *    +16 - ... frame bytes, SLOT_DATA_BYTES of room, then padding up to a multiple of 64
+ *    +16 - +19 KERNEL_CHECKSUM     what the kernel said of its TCP checksum (wire/segment.ts KernelChecksum)
+ *    +20 - ... frame bytes, SLOT_DATA_BYTES of room, then padding up to a multiple of 64
  *
  * WRITE_INDEX and READ_INDEX are free-running 32-bit counters: slot = index & (SLOT_COUNT − 1),
  * frames held = WRITE − READ in 32-bit wrapping arithmetic. With SLOT_COUNT a power of two that
@@ -93,7 +94,7 @@ export const HeaderWord = {
 /** "Ring" read as a little-endian u32: a region that does not start with it is not a ring. */
 export const RING_MAGIC = 0x676e6952;
 /** Bumped whenever anything in this file moves, so old and new code never share a region. */
-export const RING_LAYOUT_VERSION = 1;
+export const RING_LAYOUT_VERSION = 2;
 
 /** Values of CONSUMER_SLEEPING (an Int32Array word, so that Atomics.waitAsync can wait on it). */
 export const ConsumerState = {
@@ -108,8 +109,9 @@ export const SlotWord = {
   WIRE_LENGTH: 1,
   TIMESTAMP_SECONDS: 2,
   TIMESTAMP_MICROS: 3,
+  KERNEL_CHECKSUM: 4,
 } as const;
-export const SLOT_HEADER_BYTES = 16;
+export const SLOT_HEADER_BYTES = 20;
 
 /** The largest slot count: WRITE − READ, as an int32, must reach SLOT_COUNT without overflowing. */
 export const MAX_SLOT_COUNT = 2 ** 30;

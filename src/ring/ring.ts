@@ -95,7 +95,8 @@ export interface RingCounters {
  * Receives one frame: `bytes[offset, offset + capturedLength)`, where `bytes` is a view of the
  * whole ring, the same object for every frame. The bytes are valid only during the call; the slot
  * is reused once the handler returns. The capture time is libpcap's: seconds since the Unix epoch
- * and microseconds within that second.
+ * and microseconds within that second; `kernelChecksum` what the kernel said of the frame's TCP
+ * checksum (wire/segment.ts KernelChecksum).
  */
 export type FrameHandler = (
   bytes: Uint8Array,
@@ -104,6 +105,7 @@ export type FrameHandler = (
   wireLength: number,
   timestampSeconds: number,
   timestampMicros: number,
+  kernelChecksum: number,
 ) => void;
 
 /** Why `waitForFrames` returned. */
@@ -208,7 +210,8 @@ export class RingProducer {
 
   /**
    * Copy `frame[offset, offset + capturedLength)` into the next slot and publish it, with the
-   * frame's `wireLength` and capture time (libpcap's `tv_sec` and `tv_usec`, stored as u32).
+   * frame's `wireLength`, capture time (libpcap's `tv_sec` and `tv_usec`, stored as u32) and
+   * what the kernel said of its TCP checksum (`kernelChecksum`, wire/segment.ts KernelChecksum).
    * Bytes beyond `slotDataBytes` are cut off. Returns false, counting a drop, when the ring is
    * full. Throws RangeError if the range is not inside `frame` (a caller bug).
    */
@@ -219,6 +222,7 @@ export class RingProducer {
     wireLength: number,
     timestampSeconds: number,
     timestampMicros: number,
+    kernelChecksum = 0,
   ): boolean {
     if (!isUint32(offset) || !isUint32(capturedLength) || offset + capturedLength > frame.length) {
       throw new RangeError(`frame range [${offset}, +${capturedLength}) is outside a ${frame.length}-byte buffer`);
@@ -243,6 +247,7 @@ export class RingProducer {
     words[word + SlotWord.WIRE_LENGTH] = wireLength;
     words[word + SlotWord.TIMESTAMP_SECONDS] = timestampSeconds;
     words[word + SlotWord.TIMESTAMP_MICROS] = timestampMicros;
+    words[word + SlotWord.KERNEL_CHECKSUM] = kernelChecksum;
 
     this.writeIndex = (write + 1) | 0;
     Atomics.store(ring.control, HeaderWord.WRITE_INDEX, this.writeIndex); // publishes the slot
@@ -329,6 +334,7 @@ export class RingConsumer {
           words[word + SlotWord.WIRE_LENGTH]!,
           words[word + SlotWord.TIMESTAMP_SECONDS]!,
           words[word + SlotWord.TIMESTAMP_MICROS]!,
+          words[word + SlotWord.KERNEL_CHECKSUM]!,
         );
       }
     } finally {

@@ -7,7 +7,7 @@
  * to read were captured before reading them, because a typed array read out of range does not
  * throw but yields `undefined`, which would silently become 0 in arithmetic.
  */
-import { decodeEthernet, EtherType, LINK_HEADER_TRUNCATED } from './ethernet.js';
+import { decodeEthernet, ETHERNET_HEADER_LENGTH, EtherType, LINK_HEADER_TRUNCATED } from './ethernet.js';
 import { decodeIpv4, ipv4TotalLength } from './ipv4.js';
 import { decodeIpv6, IPV6_HEADER_LENGTH, ipv6PayloadLength } from './ipv6.js';
 import { type ChecksumPolicy, DecodeResult, LinkType, type Segment } from './segment.js';
@@ -59,9 +59,13 @@ export function decodeIpLayers(
   const end = offset + length;
 
   let etherType: number;
+  out.ethernetOffset = -1;
   switch (linkType) {
     case LinkType.ETHERNET:
       etherType = decodeEthernet(buf, offset, end, out);
+      // Replies may go back on the link to the MAC address this frame came from (io/link-send.ts),
+      // unless a VLAN tag sat between: the link sender writes untagged frames only.
+      if (out.ipOffset === offset + ETHERNET_HEADER_LENGTH) out.ethernetOffset = offset;
       break;
     case LinkType.LINUX_SLL:
       etherType = decodeSll(buf, offset, end, out);

@@ -76,7 +76,7 @@ export function decodeIpv4(buf: Uint8Array, offset: number, end: number, policy:
   if (totalLength < headerLength) return DecodeResult.BAD_IP_HEADER;
   if (totalLength > captured) return DecodeResult.TRUNCATED;
   // The header checksum covers the header only, options included (RFC 791 §3.1).
-  if (policy === ChecksumPolicy.VERIFY && sum16(buf, offset, headerLength) !== 0xffff) {
+  if (policy !== ChecksumPolicy.IGNORE && sum16(buf, offset, headerLength) !== 0xffff) {
     return DecodeResult.BAD_IP_CHECKSUM;
   }
   // A first fragment (MF set, offset 0) looks complete but is not; later ones have no TCP header.

@@ -66,13 +66,34 @@ export const DECODE_RESULT_NAMES = counterNames(DecodeResult);
  * Whether to verify the IPv4 header and TCP checksums of captured packets. Verifying accepts a TCP
  * segment whose checksum the sender's kernel left to offload (CHECKSUM_PARTIAL: a same-host
  * sender, a TSO/GSO/GRO frame), recognized by its field (tcp.ts `tcpChecksumState`); `IGNORE`
- * accepts every checksum (`--checksums ignore`).
+ * accepts every checksum (`--checksums ignore`). `IP_HEADER_ONLY` is VERIFY for a packet whose
+ * TCP checksum the kernel vouched for (`KernelChecksum`): only the IPv4 header's is summed.
  */
 export const ChecksumPolicy = {
   VERIFY: 0,
   IGNORE: 1,
+  IP_HEADER_ONLY: 2,
 } as const;
 export type ChecksumPolicy = (typeof ChecksumPolicy)[keyof typeof ChecksumPolicy];
+
+/**
+ * What the kernel told the capture of a packet's TCP checksum (native/capture.c reads the ring
+ * frame's tp_status): `VALIDATED` (TP_STATUS_CSUM_VALID: the NIC, veth or GRO checked it),
+ * `LEFT_TO_OFFLOAD` (TP_STATUS_CSUMNOTREADY: a sender on this host left it to offload, so the
+ * field holds only the pseudo-header sum), or `UNKNOWN` (neither, or the ring header was not
+ * found): then the checksum is summed here.
+ */
+export const KernelChecksum = {
+  UNKNOWN: 0,
+  VALIDATED: 1,
+  LEFT_TO_OFFLOAD: 2,
+} as const;
+export type KernelChecksum = (typeof KernelChecksum)[keyof typeof KernelChecksum];
+
+/** The checksum policy for one packet: `policy`, unless the kernel vouched for its TCP checksum. */
+export function packetChecksumPolicy(policy: ChecksumPolicy, kernel: KernelChecksum): ChecksumPolicy {
+  return policy === ChecksumPolicy.VERIFY && kernel !== KernelChecksum.UNKNOWN ? ChecksumPolicy.IP_HEADER_ONLY : policy;
+}
 
 /** A decoded TCP/IP packet, as offsets into the buffer it was captured in. */
 export class Segment {
@@ -80,6 +101,11 @@ export class Segment {
   buf: Uint8Array = new Uint8Array(0);
   /** 4 or 6. */
   family: 4 | 6 = 4;
+  /**
+   * Offset of the Ethernet header in `buf` when the frame is Ethernet with no VLAN tag (its
+   * destination MAC there, its source 6 bytes on), else -1.
+   */
+  ethernetOffset = -1;
   /** Offset of the IP header in `buf`, and of the end of the IP packet (by its length field, not the capture: Ethernet pads short frames). */
   ipOffset = 0;
   ipEnd = 0;
@@ -147,17 +173,56 @@ export class ReplyHeader {
   tsEcr = 0;
   /** IPv4 TTL / IPv6 hop limit. */
   hopLimit = 64;
+  /**
+   * The Ethernet addresses for a reply sent on the link itself (io/link-send.ts): ours, and the
+   * next hop's — the MAC address the segment we answer came from. Set when it came in an untagged
+   * Ethernet frame (`hasLinkAddresses`).
+   */
+  hasLinkAddresses = false;
+  readonly linkSrc = new Uint8Array(6);
+  readonly linkDst = new Uint8Array(6);
+
+  /** Make this a copy of `other`. */
+  copyFrom(other: ReplyHeader): this {
+    this.family = other.family;
+    this.srcAddr.set(other.srcAddr);
+    this.dstAddr.set(other.dstAddr);
+    this.srcPort = other.srcPort;
+    this.dstPort = other.dstPort;
+    this.seq = other.seq;
+    this.ack = other.ack;
+    this.flags = other.flags;
+    this.window = other.window;
+    this.mss = other.mss;
+    this.hasTimestamps = other.hasTimestamps;
+    this.tsVal = other.tsVal;
+    this.tsEcr = other.tsEcr;
+    this.hopLimit = other.hopLimit;
+    this.hasLinkAddresses = other.hasLinkAddresses;
+    this.linkSrc.set(other.linkSrc);
+    this.linkDst.set(other.linkDst);
+    return this;
+  }
 
   /** Fill addresses and ports as the reverse of a captured segment's (reply direction). */
   reverseOf(seg: Segment): this {
     const n = seg.addrLength;
+    const buf = seg.buf;
     this.family = seg.family;
     for (let i = 0; i < n; i++) {
-      this.srcAddr[i] = seg.buf[seg.dstAddrOffset + i]!;
-      this.dstAddr[i] = seg.buf[seg.srcAddrOffset + i]!;
+      this.srcAddr[i] = buf[seg.dstAddrOffset + i]!;
+      this.dstAddr[i] = buf[seg.srcAddrOffset + i]!;
     }
     this.srcPort = seg.dstPort;
     this.dstPort = seg.srcPort;
+    const ethernet = seg.ethernetOffset;
+    this.hasLinkAddresses = ethernet >= 0;
+    if (ethernet >= 0) {
+      for (let i = 0; i < 6; i++) {
+        this.linkSrc[i] = buf[ethernet + i]!;
+        this.linkDst[i] = buf[ethernet + 6 + i]!;
+      }
+    }
     return this;
   }
 }

@@ -129,6 +129,8 @@ export function decodeTcp(buf: Uint8Array, offset: number, end: number, policy: 
     const state = tcpChecksumState(buf, offset, segmentLength, out);
     if (state === TcpChecksumState.BAD) return DecodeResult.BAD_TCP_CHECKSUM;
     out.checksumOffloaded = state === TcpChecksumState.OFFLOADED;
+  } else {
+    out.checksumOffloaded = false;
   }
   const headerLength = (buf[offset + TcpField.DATA_OFFSET]! >>> 4) * 4;
   if (headerLength < TCP_HEADER_LENGTH || headerLength > segmentLength) return DecodeResult.BAD_TCP_HEADER;
@@ -167,8 +169,9 @@ type TcpChecksumState = (typeof TcpChecksumState)[keyof typeof TcpChecksumState]
  * reaches an AF_PACKET tap as CHECKSUM_PARTIAL: the sender's kernel wrote only the folded
  * pseudo-header sum into the field (Linux `__tcp_v4_send_check`, `tcp_v6_send_check`,
  * `tcp_gro_complete`: `th->check = ~tcp_v4_check(len, saddr, daddr, 0)`), and the NIC that would
- * finish it is never reached. The kernel marks those skbs (TP_STATUS_CSUMNOTREADY), but libpcap
- * does not pass the packet status on (docs/operations.md, "Offloads"), so the field itself is the
+ * finish it is never reached. The kernel marks those skbs (TP_STATUS_CSUMNOTREADY), and the capture
+ * passes that mark on when it can read it (native/capture.c; the pipeline then decodes with
+ * `ChecksumPolicy.IP_HEADER_ONLY` and never comes here). When it could not, the field itself is the
  * evidence: it equals that sum with the segment's own length. Such a segment never crossed a
  * wire unchecked — it comes from this host's own stack, or from a NIC that verified each segment
  * before GRO merged them — so it is taken as OFFLOADED. The rule is checked first, so that a

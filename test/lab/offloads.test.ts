@@ -13,6 +13,7 @@ import { createLab, type Lab } from '../../lab/lab.js';
 import { CLI, startFrontEnd, summaryCounter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
 import { LAB_ZONE } from '../../lab/zone.js';
+import { KernelChecksum } from '../../src/wire/segment.js';
 
 /** Pipelined queries in one write: 90 of 32 bytes, 2,880 bytes, which TSO sends as one frame longer than a ring slot (2,048). */
 const PIPELINED = 90;
@@ -36,6 +37,33 @@ describe('offloads at the kernel defaults: checksums left to offload, coalesced 
     assert.match(client.stdout, /^tcp-segmentation-offload: on/m);
     const server = await lab.exec('server', ['ethtool', '-k', lab.serverInterface]);
     assert.match(server.stdout, /^generic-receive-offload: on/m);
+  });
+
+  test("the capture reads the kernel's checksum state: the client's SYNs, sent with checksum offload, are marked left to offload", async (t) => {
+    // Our capture module, in the server namespace, on a port nothing listens on; the client's
+    // kernel sends its SYNs with the checksum left to offload (CHECKSUM_PARTIAL: tp_status
+    // TP_STATUS_CSUMNOTREADY), and the server's kernel answers them with RST.
+    const captureModule = new URL('../../src/io/capture.js', import.meta.url).href;
+    const script = `
+      import { Capture } from '${captureModule}';
+      const capture = new Capture({ interface: process.argv[1], lanes: [{ filter: 'tcp dst port 5555', bufferBytes: 1 << 20, snapLength: 2048 }] });
+      console.log('ready');
+      const states = [];
+      const end = Date.now() + 10_000;
+      while (Date.now() < end && states.length < 3) if (capture.next(100) === 1) states.push(capture.kernelChecksum);
+      console.log(JSON.stringify(states));
+      capture.close();`;
+    const child = lab.spawn('server', [process.execPath, '--input-type=module', '-e', script, lab.serverInterface]);
+    let output = '';
+    child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    await lab.waitForLine(child, /ready/, 20_000);
+    for (let i = 0; i < 3; i++) {
+      await lab.exec('client', ['bash', '-c', `exec 3<>/dev/tcp/${lab.serverV4}/5555`]);
+    }
+    await exited;
+    t.diagnostic(output);
+    assert.equal(output.trim().split('\n').at(-1), JSON.stringify(Array(3).fill(KernelChecksum.LEFT_TO_OFFLOAD)), output);
   });
 
   test('dig and kdig over IPv4 and IPv6 get their answers', async () => {

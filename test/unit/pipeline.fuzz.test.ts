@@ -19,7 +19,7 @@ import { SynCookies } from '../../src/tcp/cookie.js';
 import { DEFAULT_RESPONDER_CONFIG } from '../../src/tcp/responder.js';
 import { Outcome } from '../../src/tcp/counters.js';
 import { decodeFrame } from '../../src/wire/frame.js';
-import { ChecksumPolicy, DecodeResult, LinkType, Segment } from '../../src/wire/segment.js';
+import { ChecksumPolicy, DecodeResult, KernelChecksum, LinkType, Segment } from '../../src/wire/segment.js';
 import { CAPTURES, PACKET_COUNT, frame } from '../support/fixtures.js';
 
 const RUNS = 1_000_000;
@@ -40,7 +40,9 @@ function pipelineUnderTest(linkType: LinkType, policy: ChecksumPolicy) {
     sendDatagram: () => assert.fail('nothing may reach the upstream'),
     resendDatagram: () => assert.fail('nothing may reach the upstream'),
     queryDone: () => assert.fail('nothing may reach the upstream'),
-    queryOverTcp: () => Promise.reject(new Error('nothing may reach the upstream')),
+    queryOverTcp: () => {
+      throw new Error('nothing may reach the upstream');
+    },
     close: () => {},
   };
   const relay = new DnsRelay<Flow>({ timeoutMs: 2000, upstream, fillRandom: (bytes) => bytes.fill(7), now: Date.now });
@@ -93,7 +95,7 @@ for (const policy of [ChecksumPolicy.VERIFY, ChecksumPolicy.IGNORE]) {
         const before = sent.packets;
         const undecodable = pipeline.decodeCounts[DecodeResult.OK]!;
         nowMs += 3;
-        pipeline.handleFrame(bytes, 0, bytes.length, nowMs);
+        pipeline.handleFrame(bytes, 0, bytes.length, KernelChecksum.UNKNOWN, nowMs);
         if (pipeline.decodeCounts[DecodeResult.OK] === undecodable)
           assert.equal(sent.packets, before, 'no reply to a frame that does not decode');
         assert.equal(sent.data, 0, 'no data to anyone');

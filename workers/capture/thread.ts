@@ -45,7 +45,15 @@ import { FlowHash, UNPARSED_FLOW_HASH } from '../../src/wire/flow-hash.js';
 import { decodeTooBig } from '../../src/wire/icmp.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { MartianSources } from '../../src/wire/martian.js';
-import { DecodeResult, ReplyHeader, Segment, type ChecksumPolicy, type LinkType } from '../../src/wire/segment.js';
+import {
+  DecodeResult,
+  KernelChecksum,
+  packetChecksumPolicy,
+  ReplyHeader,
+  Segment,
+  type ChecksumPolicy,
+  type LinkType,
+} from '../../src/wire/segment.js';
 import {
   CaptureFlag,
   CaptureStat,
@@ -108,11 +116,20 @@ class FlowlessShortcut {
    * responder would not answer, of a connection that `shard`, where its hash sends it, holds no
    * flow for; false: it goes to that shard.
    */
-  handle(frame: Uint8Array, length: number, lane: number, hash: number, shard: number, nowMs: number): boolean {
+  handle(
+    frame: Uint8Array,
+    length: number,
+    lane: number,
+    kernelChecksum: KernelChecksum,
+    hash: number,
+    shard: number,
+    nowMs: number,
+  ): boolean {
     if ((length > SHORT_FRAME_BYTES && lane !== SYN_LANE) || this.liveFlows[shard]!.mayHold(hash)) return false;
     const seg = this.segment;
     // A frame that does not decode is the shard's to count.
-    if (decodeFrame(this.linkType, frame, 0, length, this.checksumPolicy, seg) !== DecodeResult.OK) return false;
+    const policy = packetChecksumPolicy(this.checksumPolicy, kernelChecksum);
+    if (decodeFrame(this.linkType, frame, 0, length, policy, seg) !== DecodeResult.OK) return false;
     const action = flowlessAction(seg, this.martians);
     if (action === FlowlessAction.IGNORE) {
       this.ignored++;
@@ -178,14 +195,24 @@ class CoalescedFrames {
    * (it does not decode — the shard counts why, from what fits its slot — or needs no cutting).
    * A piece the ring has no room for is dropped and counted there, like any frame.
    */
-  push(frame: Uint8Array, length: number, producer: RingProducer, seconds: number, micros: number): boolean {
-    if (decodeFrame(this.linkType, frame, 0, length, this.checksumPolicy, this.segment) !== DecodeResult.OK) return false;
+  push(
+    frame: Uint8Array,
+    length: number,
+    kernelChecksum: KernelChecksum,
+    producer: RingProducer,
+    seconds: number,
+    micros: number,
+  ): boolean {
+    const policy = packetChecksumPolicy(this.checksumPolicy, kernelChecksum);
+    if (decodeFrame(this.linkType, frame, 0, length, policy, this.segment) !== DecodeResult.OK) return false;
     const cutter = this.cutter;
     const count = cutter.prepare(this.segment, 0);
     if (count === 0) return false;
     for (let i = 0; i < count; i++) {
       const pieceLength = cutter.piece(i);
-      producer.push(cutter.out, 0, pieceLength, pieceLength, seconds, micros);
+      // Each piece carries the pseudo-header sum in its checksum field: left to offload, as the
+      // kernel would mark a segment its GSO cut.
+      producer.push(cutter.out, 0, pieceLength, pieceLength, seconds, micros, KernelChecksum.LEFT_TO_OFFLOAD);
     }
     this.frames++;
     this.pieces += count;
@@ -274,12 +301,13 @@ function captureLoop(
       hash = routing.ofSegment(quoted);
     }
     const shard = hash % shardCount;
-    if (!shortcut.handle(frame, length, capture.lane, hash, shard, nowMs)) {
+    const kernelChecksum = capture.kernelChecksum;
+    if (!shortcut.handle(frame, length, capture.lane, kernelChecksum, hash, shard, nowMs)) {
       const producer = producers[shard]!;
       const seconds = capture.timestampSeconds;
       const micros = capture.timestampMicros;
-      if (length <= slotBytes || !coalesced.push(frame, length, producer, seconds, micros)) {
-        producer.push(frame, 0, length, capture.wireLength, seconds, micros);
+      if (length <= slotBytes || !coalesced.push(frame, length, kernelChecksum, producer, seconds, micros)) {
+        producer.push(frame, 0, length, capture.wireLength, seconds, micros, kernelChecksum);
       }
     }
     return true;

@@ -16,8 +16,9 @@ export interface ShardTask {
   ring: RingRegion;
   linkType: LinkType;
   checksumPolicy: ChecksumPolicy;
+  /** The capture interface, for sending on it (io/link-send.ts); null: through the raw socket only. */
+  linkInterface: string | null;
   closeAfterResponse: boolean;
-  /** Most answers a connection may owe before its further messages are held back. */
   /** The operator's bounds on connections and their sources. */
   limits: ConnectionLimits;
   /** What the shard relays to (src/application.ts). */

@@ -20,8 +20,10 @@ import { FlowHash } from '../../src/wire/flow-hash.js';
 import { MartianSources } from '../../src/wire/martian.js';
 import type { Flow } from '../../src/tcp/flow.js';
 import type { Relay } from '../../src/tcp/transport.js';
-import { RingConsumer } from '../../src/ring/ring.js';
-import { RawSender, rawSocketProblem } from '../../src/io/raw-send.js';
+import { type FrameHandler, RingConsumer } from '../../src/ring/ring.js';
+import type { KernelChecksum } from '../../src/wire/segment.js';
+import { RawSender, rawSocketProblem, type TooBigListener } from '../../src/io/raw-send.js';
+import { LinkSender } from '../../src/io/link-send.js';
 import { randomBytes } from 'node:crypto';
 import { PathMtuTable } from '../../src/tcp/path-mtu.js';
 import { nameThisThread } from '../../src/io/thread-name.js';
@@ -43,11 +45,23 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
   const { control } = task;
   nameThisThread(`stcp-shard${task.shard}`);
   let sender: RawSender;
+  let linkSender: LinkSender | null = null;
   try {
     sender = new RawSender();
   } catch (error) {
     control.close();
     throw new Error(rawSocketProblem(error as Error));
+  }
+  if (task.linkInterface !== null) {
+    try {
+      linkSender = new LinkSender(task.linkInterface);
+    } catch (error) {
+      sender.close();
+      control.close();
+      throw new Error(
+        `cannot send on ${task.linkInterface} (${(error as Error).message}): run as root with CAP_NET_RAW, or give --gso off`,
+      );
+    }
   }
   const cookies = SynCookies.fromHistory(task.secrets);
 
@@ -75,6 +89,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
           ...task.limits,
         },
         sender,
+        linkSender,
         liveFlows,
         martians: new MartianSources(task.ownAddresses),
         pathMtus,
@@ -86,6 +101,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
     const metrics = pipelineMetrics(task.shard, {
       decodeCounts: pipeline.decodeCounts,
       checksumOffloaded: () => pipeline.checksumOffloaded,
+      checksumValidated: () => pipeline.checksumValidated,
       outcomeCounts: pipeline.outcomeCounts,
       events: pipeline.responder.events,
       protocol: application,
@@ -93,12 +109,16 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
       upstreams: relay.upstreams,
       flows: () => pipeline.responder.flows.size,
       queuedBytes: () => pipeline.responder.queuedBytes,
-      packetsSent: () => sender.stats.sent,
-      sendFailures: () => sender.stats.failed,
+      packetsSent: () => sender.stats.sent + (linkSender?.stats.sent ?? 0),
+      sendFailures: () => sender.stats.failed + (linkSender?.stats.failed ?? 0),
+      linkFrames: () => linkSender?.stats.sent ?? 0,
+      linkSegments: () => linkSender?.segments ?? 0,
     });
     relay.observeLatency = metrics.observeUpstreamLatency;
-    sender.onTooBig = (family, header, offset, length, packetLength) =>
+    const onTooBig: TooBigListener = (family, header, offset, length, packetLength) =>
       pipeline.sendRefused(family, header, offset, length, packetLength, Date.now());
+    sender.refused.onTooBig = onTooBig;
+    if (linkSender !== null) linkSender.refused.onTooBig = onTooBig;
     const report = (message: ShardReport): void => control.postMessage(message);
 
     control.on('message', (command: ShardCommand) => {
@@ -122,8 +142,8 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
     // clock is read once per batch (a batch takes well under a millisecond): a fresh Date.now()
     // per frame would be a new heap number per frame.
     let batchStartMs = Date.now();
-    const handleFrame = (bytes: Uint8Array, offset: number, capturedLength: number): void =>
-      pipeline.handleFrame(bytes, offset, capturedLength, batchStartMs);
+    const handleFrame: FrameHandler = (bytes, offset, capturedLength, _wireLength, _seconds, _micros, kernelChecksum) =>
+      pipeline.handleFrame(bytes, offset, capturedLength, kernelChecksum as KernelChecksum, batchStartMs);
     await consumer.run(handleFrame, {
       batchSize: BATCH_SIZE,
       idleTimeoutMs: IDLE_TIMEOUT_MS,
@@ -140,6 +160,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
     clearInterval(reporter);
     control.close();
     relay?.close();
+    linkSender?.close();
     sender.close();
   }
 }

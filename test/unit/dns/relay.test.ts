@@ -2,7 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import { RecordingConnections } from '../../support/recording-connections.js';
-import { type ClientSubnetOptions, DnsRelay, RelayCounter, UNANSWERED, type UpstreamTransport } from '../../../src/dns/relay.js';
+import {
+  type ClientSubnetOptions,
+  DnsRelay,
+  RelayCounter,
+  type TcpAnswerHandler,
+  UNANSWERED,
+  type UpstreamTransport,
+} from '../../../src/dns/relay.js';
 import { Rcode, readId } from '../../../src/dns/message.js';
 import { PacketCache } from '../../../src/dns/cache.js';
 import { ClientRateLimit } from '../../../src/dns/rate-limit.js';
@@ -41,8 +48,9 @@ class RecordingUpstream implements UpstreamTransport {
     const index = this.datagrams.findIndex((d) => readId(d, 0) === id);
     return index < 0 ? 0 : this.sockets[index]!;
   }
-  queryOverTcp(query: Uint8Array): Promise<Uint8Array | null> {
-    return Promise.resolve(this.tcpAnswer(query));
+  queryOverTcp(query: Uint8Array, _timeoutMs: number, onAnswer: TcpAnswerHandler): void {
+    const answer = this.tcpAnswer(query);
+    queueMicrotask(() => onAnswer(answer, 0, answer === null ? 0 : answer.length));
   }
   close(): void {}
 }

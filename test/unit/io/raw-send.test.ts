@@ -66,7 +66,7 @@ test("pathMtu reads the route's MTU (loopback's here), and a packet larger than 
     packet.set(v6Loopback, 24);
     packet.set([0x9c, 0x40, 0, 9, 0, 0, 0x30, 0x39, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff], 40);
     const reports: { family: number; header: Uint8Array; packetLength: number }[] = [];
-    sender.onTooBig = (family, header, offset, n, packetLength) =>
+    sender.refused.onTooBig = (family, header, offset, n, packetLength) =>
       reports.push({ family, header: header.slice(offset, offset + n), packetLength });
     const sentBefore = sender.stats.sent;
     sender.send(6, packet, length, v6Loopback);

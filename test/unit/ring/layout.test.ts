@@ -4,7 +4,14 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CACHE_LINE_BYTES, HEADER_BYTES, HeaderWord, ringByteLength, slotStrideBytes } from '../../../src/ring/layout.js';
+import {
+  CACHE_LINE_BYTES,
+  HEADER_BYTES,
+  HeaderWord,
+  ringByteLength,
+  SLOT_HEADER_BYTES,
+  slotStrideBytes,
+} from '../../../src/ring/layout.js';
 
 describe('ring layout', () => {
   it('puts the fields of different writers more than a cache line apart', () => {
@@ -28,8 +35,8 @@ describe('ring layout', () => {
 
   it('sizes slots as whole cache lines holding the slot header and the data', () => {
     assert.equal(slotStrideBytes(2048), 2112);
-    assert.equal(slotStrideBytes(48), 64);
-    assert.equal(slotStrideBytes(49), 128);
+    assert.equal(slotStrideBytes(64 - SLOT_HEADER_BYTES), 64);
+    assert.equal(slotStrideBytes(65 - SLOT_HEADER_BYTES), 128);
     assert.equal(ringByteLength(1024, 2048), HEADER_BYTES + 1024 * 2112);
   });
 });

@@ -9,6 +9,7 @@ import {
   CACHE_LINE_BYTES,
   HEADER_BYTES,
   HeaderWord,
+  RING_LAYOUT_VERSION,
   RING_MAGIC,
   ringByteLength,
   SLOT_HEADER_BYTES,
@@ -131,21 +132,22 @@ describe('ring in one thread', () => {
     });
   });
 
-  it('truncates a frame longer than the slot to the slot, keeping its wire length and timestamp', () => {
+  it('truncates a frame longer than the slot to the slot, keeping its wire length, timestamp and kernel checksum word', () => {
     const region = createRing({ slotCount: 4, slotDataBytes: 100 });
     const producer = new RingProducer(region);
     const consumer = new RingConsumer(region);
     const frame = new Uint8Array(1500);
     writeSequenceFrame(frame, 0, 7, 1500);
     // Seconds as far as a u32 goes (the year 2106), not just to 2^31.
-    assert.equal(producer.push(frame, 0, 1500, 1514, 2 ** 32 - 1, 999_999), true);
+    assert.equal(producer.push(frame, 0, 1500, 1514, 2 ** 32 - 1, 999_999, 2), true);
     let seen = 0;
-    consumer.drain((bytes, offset, capturedLength, wireLength, seconds, micros) => {
+    consumer.drain((bytes, offset, capturedLength, wireLength, seconds, micros, kernelChecksum) => {
       assert.equal(capturedLength, 100);
       assert.equal(wireLength, 1514);
       assert.equal(sequenceFrameMismatch(bytes, offset, 7, 100), -1);
       assert.equal(seconds, 2 ** 32 - 1);
       assert.equal(micros, 999_999);
+      assert.equal(kernelChecksum, 2);
       seen++;
     }, 1);
     assert.equal(seen, 1);
@@ -251,7 +253,7 @@ describe('ring in one thread', () => {
     const control = new Int32Array(region.buffer);
     control[HeaderWord.LAYOUT_VERSION] = 99;
     assert.throws(() => new RingProducer(region), /layout version 99/);
-    control[HeaderWord.LAYOUT_VERSION] = 1;
+    control[HeaderWord.LAYOUT_VERSION] = RING_LAYOUT_VERSION;
     control[HeaderWord.SLOT_COUNT] = 1 << 20;
     assert.throws(() => new RingProducer(region), /does not fit/);
     control[HeaderWord.SLOT_COUNT] = 8;
