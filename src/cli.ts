@@ -8,8 +8,9 @@
  * cleanly (the nftables rule is removed); any start-up problem is one line on stderr naming the
  * fix, and exit status 1. Every option can also come from `--config FILE` (config.ts).
  */
+import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChecksumPolicy } from './wire/segment.js';
 import { DEFAULT_RESPONDER_CONFIG } from './tcp/responder.js';
 import { formatEndpoint, parseEndpoint, type Endpoint } from './endpoint.js';
@@ -18,6 +19,10 @@ import { applyConfigFile } from './config.js';
 import { DEFAULT_CAPTURE_BUFFER_BYTES } from './io/capture.js';
 import { createLogger, LOG_LEVELS, type Logger } from './log.js';
 import { DEFAULT_PORT_LIFETIME_SECONDS, DEFAULT_QUERIES_PER_PORT, DEFAULT_UPSTREAM_PORTS, type DnsSettings } from './dns/application.js';
+import { DEFAULT_HEALTH_CHECK, UPSTREAM_POLICIES, type UpstreamPolicy } from './dns/upstream-pool.js';
+
+/** dns-packet's table of record type names (its typings leave the module out). */
+const recordTypes = createRequire(import.meta.url)('dns-packet/types.js') as { toType(name: string): number };
 
 function oneEndpoint(value: string): Endpoint {
   try {
@@ -42,6 +47,50 @@ function nonNegativeInteger(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`"${value}" is not a whole number`);
   return n;
+}
+
+/** An upstream as `--upstream` gives it: `ADDR:PORT`, or `ADDR:PORT,weight=N`. */
+interface UpstreamArgument {
+  endpoint: Endpoint;
+  /** Undefined when not given (1). */
+  weight: number | undefined;
+}
+
+/** The largest weight: the weighted policy's counters stay exact far beyond any pool's queries. */
+const MAX_WEIGHT = 65535;
+
+/** For `--upstream`, which repeats: each value adds one upstream. */
+function upstreamArgument(value: string, previous: UpstreamArgument[] = []): UpstreamArgument[] {
+  const [address, ...parameters] = value.split(',');
+  let weight: number | undefined;
+  for (const parameter of parameters) {
+    const m = /^weight=(.*)$/.exec(parameter);
+    if (m === null)
+      throw new InvalidArgumentError(`"${parameter}" in "${value}" is not weight=N, the one thing an upstream takes after its address`);
+    weight = Number(m[1]);
+    if (!Number.isInteger(weight) || weight < 1 || weight > MAX_WEIGHT) {
+      throw new InvalidArgumentError(`the weight in "${value}" is not a whole number from 1 to ${MAX_WEIGHT}`);
+    }
+  }
+  return [...previous, { endpoint: oneEndpoint(address!), weight }];
+}
+
+/** A domain name for the health probe's question (RFC 1035 §2.3.4: labels of 1-63 octets, 255 in all). */
+function domainName(value: string): string {
+  const labels = value === '.' ? [] : value.replace(/\.$/, '').split('.');
+  const octets = labels.reduce((sum, label) => sum + 1 + label.length, 1);
+  if (labels.some((label) => label.length === 0 || label.length > 63) || octets > 255 || !/^[\x21-\x7e]+$/.test(value)) {
+    throw new InvalidArgumentError(`"${value}" is not a domain name (labels of 1-63 characters separated by dots; "." is the root)`);
+  }
+  return value;
+}
+
+/** A record type by name (SOA, A, …) or as RFC 3597 writes any type (TYPE65); its number. */
+function recordType(value: string): number {
+  const generic = /^TYPE(\d+)$/i.exec(value);
+  const type = generic !== null ? Number(generic[1]) : recordTypes.toType(value);
+  if (!(type >= 1 && type <= 65535)) throw new InvalidArgumentError(`"${value}" is not a record type (SOA, A, NS, … or TYPE1-TYPE65535)`);
+  return type;
 }
 
 function prefixLength(max: number): (value: string) => number {
@@ -71,19 +120,46 @@ type DnsPassThrough =
   | 'upstreamProxyProtocol';
 
 interface DnsCommandOptions extends RawCommandOptions, Pick<DnsSettings, DnsPassThrough> {
-  upstream?: Endpoint[];
+  upstream?: UpstreamArgument[];
+  upstreamPolicy: UpstreamPolicy;
+  healthCheckName: string;
+  healthCheckType: number;
+  healthCheckInterval: number;
+  healthCheckTimeout: number;
+  healthCheckDownAfter: number;
+  healthCheckUpAfter: number;
   timeout: number;
   closeAfterResponse: boolean;
   upstreamPorts: number;
   upstreamPortQueries: number;
   upstreamPortSeconds: number;
+  ecs: boolean;
+  ecsIpv4Prefix: number;
+  ecsIpv6Prefix: number;
+  ecsOverride: boolean;
 }
 
-async function runDns(options: DnsCommandOptions): Promise<void> {
+/** The options that only a pool uses (with one upstream there is no choice to make and no health to check). */
+const POOL_OPTIONS = [
+  '--upstream-policy',
+  '--health-check-interval',
+  '--health-check-timeout',
+  '--health-check-down-after',
+  '--health-check-up-after',
+];
+const ECS_OPTIONS = ['--ecs-ipv4-prefix', '--ecs-ipv6-prefix', '--ecs-override'];
+
+async function runDns(options: DnsCommandOptions, command: Command): Promise<void> {
   if (options.upstream === undefined || options.upstream.length === 0)
     throw new StartupError('give --upstream ADDR:PORT, repeated for a pool (or "upstream" in --config)');
-  const upstreams = options.upstream;
+  const upstreams = options.upstream.map((u) => u.endpoint);
   const upstream = upstreams[0]!;
+  /** The first of `names` given on the command line or in --config, rather than left to its default. */
+  const givenOf = (names: readonly string[]): string | undefined =>
+    names.find((name) => {
+      const source = command.getOptionValueSource(command.options.find((o) => o.long === name)!.attributeName());
+      return source === 'cli' || source === 'config';
+    });
   if (options.cacheSize > 0 && options.upstreamProxyProtocol) {
     // The resolver sees each client in order to answer each client its own way (views, ACLs): a
     // cache would serve one client's answer to all.
@@ -92,10 +168,44 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
   if (options.rateLimitAction !== 'refuse' && options.rateLimitAction !== 'drop') {
     throw new StartupError(`--rate-limit-action takes refuse or drop, not "${options.rateLimitAction as string}"`);
   }
+  if (!UPSTREAM_POLICIES.includes(options.upstreamPolicy)) {
+    throw new StartupError(`--upstream-policy takes ${UPSTREAM_POLICIES.join(' or ')}, not "${options.upstreamPolicy as string}"`);
+  }
+  const weighted = options.upstream.find((u) => u.weight !== undefined);
+  if (upstreams.length === 1) {
+    const poolOnly = givenOf(POOL_OPTIONS) ?? (weighted === undefined ? undefined : 'weight=');
+    if (poolOnly !== undefined)
+      throw new StartupError(`${poolOnly} applies to a pool of upstreams: give --upstream twice or more, or leave it out`);
+  } else if (weighted !== undefined && options.upstreamPolicy !== 'weighted') {
+    throw new StartupError(
+      `weight=${weighted.weight} on --upstream ${formatEndpoint(weighted.endpoint)} needs --upstream-policy weighted (least-outstanding ignores weights, as dnsdist's does)`,
+    );
+  }
+  if (options.healthCheckTimeout >= options.healthCheckInterval) {
+    throw new StartupError(
+      `--health-check-timeout ${options.healthCheckTimeout} must be shorter than --health-check-interval ${options.healthCheckInterval}: a probe must be over before the next is due`,
+    );
+  }
+  if (!options.ecs) {
+    const ecsOnly = givenOf(ECS_OPTIONS);
+    if (ecsOnly !== undefined) throw new StartupError(`${ecsOnly} has no effect without --ecs: add --ecs, or leave it out`);
+  } else if (options.upstreamProxyProtocol) {
+    throw new StartupError('--ecs and --upstream-proxy-protocol both tell the resolver who the client is: pick one');
+  }
   const settings: DnsSettings = {
     kind: 'dns',
     upstream,
     upstreams,
+    weights: options.upstream.map((u) => u.weight ?? 1),
+    policy: options.upstreamPolicy,
+    healthCheck: {
+      name: options.healthCheckName,
+      type: options.healthCheckType,
+      intervalMs: options.healthCheckInterval,
+      timeoutMs: options.healthCheckTimeout,
+      downAfter: options.healthCheckDownAfter,
+      upAfter: options.healthCheckUpAfter,
+    },
     timeoutMs: options.timeout,
     upstreamPorts: options.upstreamPorts,
     queriesPerPort: options.upstreamPortQueries,
@@ -106,9 +216,13 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
     rateLimitIpv6Prefix: options.rateLimitIpv6Prefix,
     rateLimitAction: options.rateLimitAction,
     upstreamProxyProtocol: options.upstreamProxyProtocol,
+    clientSubnet: options.ecs
+      ? { ipv4PrefixLength: options.ecsIpv4Prefix, ipv6PrefixLength: options.ecsIpv6Prefix, override: options.ecsOverride }
+      : null,
   };
   const running = await start(options, settings, options.closeAfterResponse);
-  serve(options.log, options.listen, running, `upstream ${upstreams.map(formatEndpoint).join(', ')}`);
+  const weights = options.upstreamPolicy === 'weighted' ? settings.weights.map((w) => ` (weight ${w})`) : upstreams.map(() => '');
+  serve(options.log, options.listen, running, `upstream ${upstreams.map((u, i) => `${formatEndpoint(u)}${weights[i]}`).join(', ')}`);
 }
 
 interface HttpCommandOptions extends RawCommandOptions {
@@ -335,10 +449,51 @@ const program = new Command('stateless-tcp').description(
 
 withRawOptions(program.command('dns').description('DNS over TCP front end relaying each query over UDP to a resolver'))
   .option(
-    '-u, --upstream <addr:port>',
-    'UDP resolver to relay queries to; repeat for a pool: health-checked (. SOA each second, down after 3 failures), ' +
-      'each query to the healthy one with the fewest outstanding, retried on another after half --timeout',
-    endpointArgument,
+    '-u, --upstream <addr:port[,weight=N]>',
+    'UDP resolver to relay queries to; repeat for a pool: health-checked (--health-check-*), each query to a healthy one ' +
+      '(--upstream-policy), retried on another after half --timeout; weight=N for --upstream-policy weighted (default 1)',
+    upstreamArgument,
+  )
+  .option(
+    '--upstream-policy <least-outstanding|weighted>',
+    "a pool's choice of upstream: the healthy one with the fewest queries outstanding (dnsdist's leastOutstanding; " +
+      'weights ignored), or each healthy one in proportion to its weight (smooth weighted round robin)',
+    'least-outstanding',
+  )
+  .option(
+    '--health-check-name <name>',
+    "the name a pool's health probe (and the start-up probe) asks for (dnsdist checkName)",
+    domainName,
+    DEFAULT_HEALTH_CHECK.name,
+  )
+  .addOption(
+    new Option('--health-check-type <type>', 'the record type it asks for: SOA, A, … or TYPEnnn (dnsdist checkType)')
+      .argParser(recordType)
+      .default(DEFAULT_HEALTH_CHECK.type, 'SOA'),
+  )
+  .option(
+    '--health-check-interval <ms>',
+    'how often each upstream of a pool is probed (dnsdist checkInterval)',
+    positiveInteger,
+    DEFAULT_HEALTH_CHECK.intervalMs,
+  )
+  .option(
+    '--health-check-timeout <ms>',
+    'how long a probe may wait for its answer; shorter than the interval (dnsdist checkTimeout)',
+    positiveInteger,
+    DEFAULT_HEALTH_CHECK.timeoutMs,
+  )
+  .option(
+    '--health-check-down-after <n>',
+    'failures in a row that mark an upstream down: probes, and queries it left unanswered within their time (dnsdist maxCheckFailures)',
+    positiveInteger,
+    DEFAULT_HEALTH_CHECK.downAfter,
+  )
+  .option(
+    '--health-check-up-after <n>',
+    'answered probes in a row that mark a down upstream up again (dnsdist rise)',
+    positiveInteger,
+    DEFAULT_HEALTH_CHECK.upAfter,
   )
   .option('--timeout <ms>', 'answer SERVFAIL when the upstream has not answered within this time', positiveInteger, 2000)
   .option(
@@ -386,9 +541,23 @@ withRawOptions(program.command('dns').description('DNS over TCP front end relayi
       "so the resolver's access control and logs see the client (unbound: proxy-protocol-port)",
     false,
   )
+  .option(
+    '--ecs',
+    "add an EDNS Client Subnet option (RFC 7871) with the client's network to each query to the upstream, " +
+      "so that the resolver's answers and logs can follow the client; a client's own option is kept",
+    false,
+  )
+  .option('--ecs-ipv4-prefix <bits>', "how much of an IPv4 client's address --ecs gives (dnsdist ECSSourcePrefixV4)", prefixLength(32), 24)
+  .option('--ecs-ipv6-prefix <bits>', "how much of an IPv6 client's address --ecs gives (dnsdist ECSSourcePrefixV6)", prefixLength(128), 56)
+  .option(
+    '--ecs-override',
+    "replace a client's own client subnet option with its real network, never longer than the client's prefix " +
+      '(dnsdist ECSOverride); the answer gives the client its own option back',
+    false,
+  )
   .action(async (options: DnsCommandOptions, command: Command) => {
     checkRawOptions(options, command);
-    await runDns(options);
+    await runDns(options, command);
   });
 
 withRawOptions(program.command('http').description('HTTP/1.x front end relaying each request to a backend web server (keep-alive pool)'))

@@ -308,7 +308,7 @@ export async function startKernelFrontEnd(options: FrontEndOptions): Promise<Run
     relay.attach(transport);
     teardown.push(() => transport.close());
     await transport.listen(options.listen);
-    const metrics = kernelTransportMetrics(application, relay.counts, () => transport.stats);
+    const metrics = kernelTransportMetrics(application, relay.counts, () => transport.stats, relay.upstreams);
     relay.observeLatency = metrics.observeUpstreamLatency;
     const snapshots = async (): Promise<RegistrySnapshot[]> => [await snapshot(metrics.registry)];
     await serveMetrics(teardown, options.metrics, snapshots);

@@ -10,7 +10,7 @@
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DECODE_RESULT_NAMES } from './wire/segment.js';
 import { OUTCOME_NAMES, TCP_EVENT_NAMES } from './tcp/counters.js';
-import type { Protocol } from './tcp/transport.js';
+import type { Protocol, UpstreamsView } from './tcp/transport.js';
 import type { KernelTransportStats } from './io/kernel-transport.js';
 
 /** What a pipeline's registry reads when scraped. */
@@ -25,6 +25,8 @@ export interface PipelineCounters {
   /** The protocol (its kind and counter names) and its relay's counters. */
   protocol: Pick<Protocol, 'kind' | 'counterNames'>;
   relayCounts: Float64Array;
+  /** The relay's upstreams, if it has several (a DNS pool). */
+  upstreams?: UpstreamsView | null;
   flows(): number;
   queuedBytes(): number;
   packetsSent(): number;
@@ -98,6 +100,32 @@ const SEGMENTS_HELP = 'Decoded segments by what the responder did with them.';
 const PACKETS_SENT_HELP = 'Packets written to the raw socket, and writes that failed.';
 const EVENTS_HELP = 'Retransmissions, flows created and released, and other TCP events.';
 
+/**
+ * A pool's upstreams, each labelled with its index (N of the counters `upstreamN_*`) and address:
+ * whether it is up, and its answers' latency (the pool's observer is set here).
+ */
+function upstreamMetrics(registry: Registry, upstreams: UpstreamsView, shard: string): void {
+  const labels = upstreams.names.map((address, index) => ({ shard, upstream: String(index), address }));
+  new Gauge({
+    name: 'stateless_tcp_dns_upstream_up',
+    help: "Whether each upstream of the pool is up (1) or down (0) by its health checks, as this shard worker's pool sees it.",
+    labelNames: ['shard', 'upstream', 'address'],
+    registers: [registry],
+    collect() {
+      for (let index = 0; index < labels.length; index++) this.set(labels[index]!, upstreams.isUp(index) ? 1 : 0);
+    },
+  });
+  const latency = new Histogram({
+    name: 'stateless_tcp_dns_upstream_latency_seconds',
+    help: 'Time from sending a query to an upstream of the pool to its answer (after a failover, from sending it to the new one).',
+    labelNames: ['shard', 'upstream', 'address'],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const children = labels.map((l) => latency.labels(l));
+  upstreams.observeLatency = (index, seconds) => children[index]!.observe(seconds);
+}
+
 /** The upstream latency histogram in `registry`; returns its observer for one shard. */
 function latencyHistogram(registry: Registry, shard: string): (seconds: number) => void {
   const latency = new Histogram({
@@ -140,6 +168,7 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
   countersFrom(registry, 'stateless_tcp_segments_total', SEGMENTS_HELP, 'outcome', OUTCOME_NAMES, () => source.outcomeCounts, label);
   countersFrom(registry, 'stateless_tcp_events_total', EVENTS_HELP, 'event', TCP_EVENT_NAMES, () => source.events, label);
   relayCounters(registry, source.protocol, () => source.relayCounts, label);
+  if (source.upstreams) upstreamMetrics(registry, source.upstreams, label);
   gaugeFrom(registry, 'stateless_tcp_flows', 'Connections holding soft state now.', source.flows, label);
   gaugeFrom(registry, 'stateless_tcp_queued_bytes', 'Bytes held in send and receive queues now.', source.queuedBytes, label);
   new Counter({
@@ -180,9 +209,11 @@ export function kernelTransportMetrics(
   protocol: Pick<Protocol, 'kind' | 'counterNames'>,
   counts: Float64Array,
   connections: () => KernelTransportStats,
+  upstreams?: UpstreamsView | null,
 ): PipelineMetrics {
   const registry = new Registry();
   relayCounters(registry, protocol, () => counts, 'kernel');
+  if (upstreams) upstreamMetrics(registry, upstreams, 'kernel');
   new Counter({
     name: 'stateless_tcp_connections_accepted_total',
     help: 'Connections the kernel accepted for us.',
@@ -383,6 +414,8 @@ function summaryNames(metric: string, labels: Labels): string[] {
       return [`dns.${labels.counter}`];
     case 'stateless_tcp_http_total':
       return [`http.${labels.counter}`];
+    case 'stateless_tcp_dns_upstream_up':
+      return [`dns.upstream${labels.upstream}_up`];
     case 'stateless_tcp_flows':
       return perShard === null ? ['tcp.flows'] : ['tcp.flows', `${perShard}flows`];
     case 'stateless_tcp_queued_bytes':

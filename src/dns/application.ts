@@ -9,7 +9,8 @@ import { UdpTcpUpstream, probeUpstream, type UpstreamPorts } from '../io/upstrea
 import { UpstreamPool, upstreamCounterNames } from '../io/upstream-pool.js';
 import type { Application, Protocol, Relay } from '../tcp/transport.js';
 import { dnsMessageLength, plausibleQueryStart } from './message.js';
-import { DnsRelay, RELAY_COUNTER_NAMES } from './relay.js';
+import { type ClientSubnetOptions, DnsRelay, RELAY_COUNTER_NAMES } from './relay.js';
+import type { HealthCheckSettings, UpstreamPolicy } from './upstream-pool.js';
 import { PacketCache } from './cache.js';
 import { ClientRateLimit } from './rate-limit.js';
 
@@ -23,6 +24,12 @@ export interface DnsSettings {
    * health checks and failover (io/upstream-pool.ts); with one, the resolver alone, unchecked.
    */
   upstreams: readonly Endpoint[];
+  /** One per upstream (`--upstream ADDR:PORT,weight=N`, 1 if not given), for the weighted policy. */
+  weights: readonly number[];
+  /** How a pool picks the upstream for a query (`--upstream-policy`). */
+  policy: UpstreamPolicy;
+  /** A pool's health check (`--health-check-*`); its question is also the start-up probe's. */
+  healthCheck: HealthCheckSettings;
   /**
    * Of a pool, the upstreams (indices into `upstreams`) that did not answer the start-up probe:
    * filled in by it, before the relays open, so that they start down and get no queries until a
@@ -48,6 +55,8 @@ export interface DnsSettings {
   rateLimitAction: 'refuse' | 'drop';
   /** Queries to the upstream start with a PROXY protocol v2 header naming the client (`--upstream-proxy-protocol`). */
   upstreamProxyProtocol: boolean;
+  /** Queries to the upstream carry the client's network in a client subnet option (`--ecs`, RFC 7871); null: none. */
+  clientSubnet: ClientSubnetOptions | null;
 }
 
 /** The defaults of the options above (cli.ts). */
@@ -96,7 +105,7 @@ export function dnsApplication(settings: DnsSettings): Application {
       const counts = new Float64Array(counterNames.length);
       const onAnswer = (bytes: Uint8Array, offset: number, length: number, socket: number): void =>
         relay!.handleUpstreamAnswer(bytes, offset, length, socket);
-      const upstream = pooled
+      const pool = pooled
         ? new UpstreamPool(settings.upstreams, {
             ports: (address) => upstreamPortsFor(settings, address),
             onAnswer,
@@ -105,10 +114,15 @@ export function dnsApplication(settings: DnsSettings): Application {
             downAtStart: settings.downAtStart ?? [],
             nowMs: Date.now(),
             proxyProtocol: settings.upstreamProxyProtocol,
+            healthCheck: settings.healthCheck,
+            policy: settings.policy,
+            weights: settings.weights,
             // Once per change and relay (each shard worker has its own pool and health checks).
             onStateChange: (line) => console.error(`stateless-tcp dns: ${line}`),
           })
-        : new UdpTcpUpstream(settings.upstream, { ports: upstreamPortsFor(settings), onAnswer, counts, nowMs: Date.now() });
+        : null;
+      const upstream =
+        pool ?? new UdpTcpUpstream(settings.upstream, { ports: upstreamPortsFor(settings), onAnswer, counts, nowMs: Date.now() });
       relay = new DnsRelay<C>({
         timeoutMs: settings.timeoutMs,
         upstream,
@@ -122,6 +136,8 @@ export function dnsApplication(settings: DnsSettings): Application {
             : null,
         rateLimitAction: settings.rateLimitAction,
         proxyProtocol: settings.upstreamProxyProtocol,
+        clientSubnet: settings.clientSubnet,
+        upstreams: pool,
       });
       return relay;
     },
@@ -134,7 +150,10 @@ export function dnsApplication(settings: DnsSettings): Application {
  * answering is one line, the failure.
  */
 async function probeUpstreams(settings: DnsSettings, log?: (line: string) => void): Promise<string | null> {
-  const problems = await Promise.all(settings.upstreams.map((a) => probeUpstream(a, PROBE_TIMEOUT_MS, settings.upstreamProxyProtocol)));
+  const { name, type } = settings.healthCheck;
+  const problems = await Promise.all(
+    settings.upstreams.map((a) => probeUpstream(a, PROBE_TIMEOUT_MS, settings.upstreamProxyProtocol, { name, type })),
+  );
   if (problems.length === 1) return problems[0]!;
   if (problems.every((p) => p !== null)) return `no upstream answered: ${problems.join('; ')}`;
   settings.downAtStart = [];

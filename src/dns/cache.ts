@@ -19,7 +19,7 @@
  * bucket; a bucket holds one entry, checked byte for byte.
  */
 import { sipHash13, sipKeyOf, type SipKey } from '../tcp/siphash.js';
-import { EdnsOption, HEADER_LENGTH, questionEnd, readId, skipName, writeId } from './message.js';
+import { EdnsOption, HEADER_LENGTH, MessageLayout, questionEnd, readId, readQueryLayout, skipName, writeId } from './message.js';
 
 /**
  * Bytes of answers one cache holds at most, whatever `--cache-size` says: an answer may be 64 KB,
@@ -70,7 +70,11 @@ export class PacketCache {
   private keyLength = 0;
   /** Where the query's client cookie is (`key`), or -1. */
   private queryCookieOffset = -1;
+  /** Where the question of the query last keyed ends. */
+  private keyQuestionEnd = -1;
   private readonly ttlOffsetScratch = new Int32Array(MAX_RECORDS);
+  /** The layout of a query the caller did not read (`store`, or `lookup` without one). */
+  private readonly layoutScratch = new MessageLayout();
   /** The answer `lookup` last made; valid until the next call. */
   out = new Uint8Array(4096);
 
@@ -88,10 +92,11 @@ export class PacketCache {
 
   /**
    * The cached answer to the query `buf[offset, offset+length)`, made for it in `out`: returns
-   * its length, or -1 if there is none (or it expired).
+   * its length, or -1 if there is none (or it expired). `layout`: the query's, if the caller has
+   * read it already (message.ts readQueryLayout).
    */
-  lookup(buf: Uint8Array, offset: number, length: number, nowMs: number): number {
-    const hash = this.key(buf, offset, length);
+  lookup(buf: Uint8Array, offset: number, length: number, nowMs: number, layout?: MessageLayout): number {
+    const hash = this.key(buf, offset, length, layout);
     if (hash < 0) return -1;
     const entry = this.entries.get(hash);
     if (entry === undefined || !this.keyMatches(entry.key)) return -1;
@@ -105,8 +110,7 @@ export class PacketCache {
     out.set(answer);
     writeId(out, 0, readId(buf, offset));
     // The same question but for letter case (the keys matched): the asker's own bytes.
-    const qEnd = questionEnd(buf, offset, length);
-    out.set(buf.subarray(offset + HEADER_LENGTH, offset + qEnd), HEADER_LENGTH);
+    out.set(buf.subarray(offset + HEADER_LENGTH, offset + this.keyQuestionEnd), HEADER_LENGTH);
     // Never negative: a clock stepped back must not lengthen TTLs.
     const elapsed = Math.max(0, Math.floor((nowMs - entry.storedMs) / 1000));
     for (let i = 0; i < entry.ttlOffsets.length; i++) {
@@ -148,7 +152,9 @@ export class PacketCache {
     const negative = rcode === 3 || scan.answerRecords === 0;
     const lifetime = Math.min(negative ? scan.negativeTtl : scan.minTtl, MAX_CACHE_TTL_SECONDS);
     if (!(lifetime > 0)) return false;
-    const copy = answer.slice(offset, offset + length);
+    // A copy (`slice` would be a view of a Node Buffer): the relay changes the answer it was handed
+    // after this (its ID; what it added to the query, RFC 7871 §7.2.2), and the buffer is reused.
+    const copy = new Uint8Array(answer.subarray(offset, offset + length));
     const ttlOffsets = this.ttlOffsetScratch.slice(0, scan.records);
     const ttls = new Uint32Array(scan.records);
     for (let i = 0; i < scan.records; i++) {
@@ -183,19 +189,23 @@ export class PacketCache {
 
   /**
    * Writes the cache key of the query into `keyScratch` (and where its client cookie is) and
-   * returns its 31-bit hash, or -1 if the query is not one we cache.
+   * returns its 31-bit hash, or -1 if the query is not one we cache. `layout`: the query's, read
+   * once by the relay; else read here.
    */
-  private key(buf: Uint8Array, offset: number, length: number): number {
+  private key(buf: Uint8Array, offset: number, length: number, layout?: MessageLayout): number {
     this.queryCookieOffset = -1;
-    const end = offset + length;
-    const qEnd = questionEnd(buf, offset, length);
-    if (qEnd < 0) return -1;
+    if (layout === undefined) {
+      layout = this.layoutScratch;
+      if (!readQueryLayout(buf, offset, length, layout)) return -1;
+    }
+    const qEnd = layout.questionEnd;
+    this.keyQuestionEnd = qEnd;
     const opcode = (buf[offset + 2]! >>> 3) & 0x0f;
     const qdcount = (buf[offset + 4]! << 8) | buf[offset + 5]!;
     const ancount = (buf[offset + 6]! << 8) | buf[offset + 7]!;
     const nscount = (buf[offset + 8]! << 8) | buf[offset + 9]!;
     const arcount = (buf[offset + 10]! << 8) | buf[offset + 11]!;
-    if (opcode !== 0 || qdcount !== 1 || ancount !== 0 || nscount !== 0 || arcount > 1) return -1;
+    if (opcode !== 0 || qdcount !== 1 || ancount !== 0 || nscount !== 0 || arcount > 1 || layout.recordsEnd < 0) return -1;
     const key = this.keyScratch;
     let bits = 0;
     if (buf[offset + 2]! & 0x01) bits |= KeyBit.RD;
@@ -208,21 +218,15 @@ export class PacketCache {
       key[k++] = i < offset + qEnd - 4 && byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte;
     }
     if (arcount === 1) {
-      // The one additional record must be an OPT with the root name (RFC 6891 §6.1.2).
-      let p = offset + qEnd;
-      if (p + 11 > end || buf[p] !== 0) return -1;
-      const type = (buf[p + 1]! << 8) | buf[p + 2]!;
-      if (type !== TYPE_OPT) return -1;
+      // The one additional record must be an OPT with the root name (RFC 6891 §6.1.2); its
+      // options were checked to lie within it when the layout was read.
+      const opt = offset + layout.optAt;
+      if (layout.optAt < 0 || buf[opt] !== 0) return -1;
       bits |= KeyBit.EDNS;
-      if (buf[p + 7]! & 0x80) bits |= KeyBit.DO;
-      const rdlength = (buf[p + 9]! << 8) | buf[p + 10]!;
-      p += 11;
-      const rdEnd = p + rdlength;
-      if (rdEnd > end) return -1;
-      while (p + 4 <= rdEnd) {
+      if (buf[opt + 7]! & 0x80) bits |= KeyBit.DO;
+      for (let p = offset + layout.optionsAt; p < offset + layout.optionsEnd; ) {
         const code = (buf[p]! << 8) | buf[p + 1]!;
         const optionLength = (buf[p + 2]! << 8) | buf[p + 3]!;
-        if (p + 4 + optionLength > rdEnd) return -1;
         if (code === EdnsOption.COOKIE) {
           if (optionLength >= CLIENT_COOKIE_BYTES) this.queryCookieOffset = p + 4;
         } else if (code !== EdnsOption.TCP_KEEPALIVE) {

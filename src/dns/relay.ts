@@ -16,26 +16,33 @@
  * The connection type is a parameter, so the same relay serves either transport.
  */
 import {
+  ClientSubnet,
   EdnsOption,
   HEADER_LENGTH,
+  MessageLayout,
+  RELAYED_QUERY_GROWTH,
   Rcode,
-  ednsOptionAt,
+  SubnetChange,
   errorAnswer,
-  isRelayableQuery,
   isTruncated,
   readId,
+  readQueryLayout,
   refusedAnswer,
   removeEdnsOption,
+  removeOptRecord,
   sameQuestion,
+  withClientSubnet,
   withEdnsOption,
   writeId,
+  writeRelayedQuery,
 } from './message.js';
 import { TruncatedQuestions } from './truncated.js';
 import type { PacketCache } from './cache.js';
 import type { ClientRateLimit } from './rate-limit.js';
 import { ConnectionEndpoints, proxyHeaderLength, writeProxyHeader } from './proxy-protocol.js';
 import { counterNames } from '../counter-names.js';
-import type { Relay, Transport } from '../tcp/transport.js';
+import { isV4Mapped } from '../endpoint.js';
+import type { Relay, Transport, UpstreamsView } from '../tcp/transport.js';
 
 /**
  * The resolver as the relay sees it. UDP queries leave from one of several sockets, each on its own
@@ -59,10 +66,13 @@ export interface UpstreamTransport {
   /** Sends a query again from the socket it first left from (`sendDatagram`'s number). */
   resendDatagram(query: Uint8Array, socket: number): void;
   /**
-   * The query sent from `socket` is answered or given up: once a socket that is being replaced
-   * owes no answers it closes (each `sendDatagram` is followed by exactly one call).
+   * The query sent from `socket` is answered, `answeredAfterMs` after it was sent there, or given
+   * up (UNANSWERED: its time, or its half of the time before a failover, ran out): once a socket
+   * that is being replaced owes no answers it closes (each `sendDatagram` and `failover` is
+   * followed by exactly one call). A pool counts it for that upstream, and unanswered ones
+   * against its health.
    */
-  queryDone(socket: number): void;
+  queryDone(socket: number, answeredAfterMs: number): void;
   /**
    * Asks the query over TCP; hands `onAnswer` the answer (in place: valid during the call only),
    * or null on any failure or after `timeoutMs`, later, never from inside this call. With a
@@ -96,7 +106,22 @@ export interface DnsRelayOptions {
   rateLimitAction?: 'refuse' | 'drop';
   /** Each query to the upstream starts with a PROXY protocol v2 header naming the client (proxy-protocol.ts). */
   proxyProtocol?: boolean;
+  /** Each query to the upstream carries the client's network in a client subnet option (RFC 7871); none when absent. */
+  clientSubnet?: ClientSubnetOptions | null;
+  /** A pool of upstreams: each one's state and latency for metrics. */
+  upstreams?: UpstreamsView | null;
 }
+
+/** `--ecs`: how much of the client's address the resolver is told (RFC 7871 §11.1: no more than needed). */
+export interface ClientSubnetOptions {
+  ipv4PrefixLength: number;
+  ipv6PrefixLength: number;
+  /** Replace a client's own option (`--ecs-override`) rather than keep it. */
+  override: boolean;
+}
+
+/** `queryDone`'s `answeredAfterMs` for a query that got no answer from that socket. */
+export const UNANSWERED = -1;
 
 /**
  * UDP loses datagrams (a busy resolver's receive buffer overflows first): a query still without
@@ -158,8 +183,14 @@ class PendingQuery<Connection> {
     readonly deadline: number,
     /** The upstream socket it left from (`UpstreamTransport.sendDatagram`, or `failover`), −1 if sent over TCP only. */
     public socket: number,
+    /** When it was sent from `socket` (the upstream's latency counts from then). */
+    public sentMs: number,
     /** The client asked for edns-tcp-keepalive (RFC 7828): its answer gets the option. */
     readonly keepalive: boolean,
+    /** What the relay did to its client subnet option, undone in the answer (`SubnetChange`). */
+    readonly subnetChange: SubnetChange,
+    /** The client's own client subnet option, when it was replaced (given back in the answer); else null. */
+    public clientSubnet: Uint8Array | null,
   ) {}
 }
 
@@ -183,8 +214,15 @@ export class DnsRelay<Connection> implements Relay<Connection> {
   /** The connection whose query is being relayed, and its PROXY protocol header (`proxyHeaderFor`). */
   private readonly endpoints = new ConnectionEndpoints();
   private readonly proxyHeader = new Uint8Array(proxyHeaderLength(6));
-  /** The client address of the query being relayed (`overRateLimit`). */
+  /** The client address of the query being relayed (`clientAddressOf`). */
   private readonly clientAddress = new Uint8Array(16);
+  /** The query being relayed: where its parts are, and its copy for the resolver (`writeRelayedQuery`). */
+  private readonly layout = new MessageLayout();
+  private relayed = new Uint8Array(4096 + RELAYED_QUERY_GROWTH);
+  /** The client subnet option for the query being relayed (`clientSubnetFor`). */
+  private readonly subnet = new ClientSubnet();
+  /** An answer with the client's own client subnet option given back (`sendToClient`; `--ecs-override` only). */
+  private readonly withClientSubnet: Uint8Array;
   /** REFUSED answers are made here (`refusedAnswer`): at most a header and a question. */
   private readonly scratchAnswer = new Uint8Array(HEADER_LENGTH + 260);
   /** An answer with edns-tcp-keepalive added (`sendAnswer`). */
@@ -194,9 +232,13 @@ export class DnsRelay<Connection> implements Relay<Connection> {
   private answers: Transport<Connection> | null = null;
   private readonly truncated: TruncatedQuestions;
   private readonly upstream: UpstreamTransport;
+  readonly upstreams: UpstreamsView | null;
 
   constructor(private readonly config: DnsRelayOptions) {
     this.upstream = config.upstream;
+    this.upstreams = config.upstreams ?? null;
+    this.subnet.override = config.clientSubnet?.override ?? false;
+    this.withClientSubnet = new Uint8Array(this.subnet.override ? 0xffff : 0);
     this.counts = config.counts ?? new Float64Array(RELAY_COUNTER_NAMES.length);
     const seed = new Uint8Array(4);
     config.fillRandom(seed);
@@ -227,7 +269,8 @@ export class DnsRelay<Connection> implements Relay<Connection> {
 
   private relayQuery(connection: Connection, buf: Uint8Array, offset: number, length: number, nowMs: number): void {
     this.counts[RelayCounter.QUERIES]!++;
-    if (this.overRateLimit(connection, nowMs)) {
+    const addressLength = this.clientAddressOf(connection);
+    if (this.config.rateLimit && addressLength > 0 && !this.config.rateLimit.allow(this.clientAddress, addressLength, nowMs)) {
       this.counts[RelayCounter.RATE_LIMITED]!++;
       if (this.config.rateLimitAction === 'drop') return;
       this.answers!.expectAnswer(connection);
@@ -237,40 +280,58 @@ export class DnsRelay<Connection> implements Relay<Connection> {
       return;
     }
     this.answers!.expectAnswer(connection);
-    if (!isRelayableQuery(buf, offset, length)) {
+    // The query is walked once, here; all below reuses what this found.
+    const layout = this.layout;
+    if (!readQueryLayout(buf, offset, length, layout)) {
       this.counts[RelayCounter.FORMERR]!++;
       this.send(connection, errorAnswer(buf, offset, length, Rcode.FORMERR));
       return;
     }
-    const keepalive = ednsOptionAt(buf, offset, length, EdnsOption.TCP_KEEPALIVE) >= 0;
+    const keepalive = layout.keepaliveAt >= 0;
+    const clientOptionAt = layout.clientSubnetAt < 0 ? -1 : offset + layout.clientSubnetAt;
+    if (this.relayed.length < length + RELAYED_QUERY_GROWTH) this.relayed = new Uint8Array(length + RELAYED_QUERY_GROWTH);
+    // The query as the resolver gets it: rewritten into `relayed`, or the client's bytes as they are.
+    let relayed: Uint8Array = this.relayed;
+    let relayedAt = 0;
+    let n = writeRelayedQuery(buf, offset, length, layout, this.clientSubnetFor(addressLength), relayed);
+    if (n < 0) {
+      relayed = buf;
+      relayedAt = offset;
+      n = length;
+    }
+    const subnetChange = layout.subnetChange;
     const cache = this.config.cache;
     if (cache) {
-      const answerLength = cache.lookup(buf, offset, length, nowMs);
+      // Keyed on the query as the resolver sees it: with a client subnet, one network's answer
+      // is never served to another.
+      const answerLength = cache.lookup(relayed, relayedAt, n, nowMs, layout);
       if (answerLength >= 0) {
         this.counts[RelayCounter.CACHE_HITS]!++;
         this.counts[RelayCounter.ANSWERS]!++;
-        this.sendAnswer(connection, cache.out, 0, answerLength, keepalive);
+        this.sendToClient(connection, cache.out, 0, answerLength, keepalive, subnetChange, buf, clientOptionAt);
         return;
       }
       this.counts[RelayCounter.CACHE_MISSES]!++;
     }
     // A copy: `buf` is the capture buffer, overwritten by the next packet. (Not `buf.slice`: on a
-    // Node Buffer that is a view.) Without edns-tcp-keepalive, which RFC 7828 §3.2.1 forbids
-    // over UDP (a resolver answers it with FORMERR).
+    // Node Buffer that is a view.)
     const header = this.proxyHeaderFor(connection, 'udp');
-    let datagram = new Uint8Array(header + length);
+    const datagram = new Uint8Array(header + n);
     if (header > 0) datagram.set(this.proxyHeader.subarray(0, header));
-    datagram.set(buf.subarray(offset, offset + length), header);
-    let query = datagram.subarray(header);
-    if (keepalive) {
-      query = query.subarray(0, removeEdnsOption(query, 0, length, EdnsOption.TCP_KEEPALIVE));
-      datagram = datagram.subarray(0, header + query.length);
-    }
+    datagram.set(relayed.subarray(relayedAt, relayedAt + n), header);
+    const query = datagram.subarray(header);
+    // The client's own option, replaced for the resolver, is given back in the answer: a copy too.
+    const clientSubnet =
+      subnetChange === SubnetChange.REPLACED
+        ? new Uint8Array(buf.subarray(clientOptionAt, clientOptionAt + 4 + ((buf[clientOptionAt + 2]! << 8) | buf[clientOptionAt + 3]!)))
+        : null;
     const clientId = readId(query, 0);
     const deadline = nowMs + this.config.timeoutMs;
-    if (this.truncated.isRecent(query, 0, query.length, nowMs)) {
+    if (this.truncated.isRecent(query, 0, layout.questionEnd, nowMs)) {
       this.counts[RelayCounter.SENT_OVER_TCP]!++;
-      this.askOverTcp(new PendingQuery(connection, clientId, -1, query, datagram, deadline, -1, keepalive));
+      this.askOverTcp(
+        new PendingQuery(connection, clientId, -1, query, datagram, deadline, -1, nowMs, keepalive, subnetChange, clientSubnet),
+      );
       return;
     }
     const upstreamId = this.freeId();
@@ -287,7 +348,19 @@ export class DnsRelay<Connection> implements Relay<Connection> {
       this.send(connection, errorAnswer(buf, offset, length, Rcode.SERVFAIL));
       return;
     }
-    const pending = new PendingQuery(connection, clientId, upstreamId, query, datagram, deadline, socket, keepalive);
+    const pending = new PendingQuery(
+      connection,
+      clientId,
+      upstreamId,
+      query,
+      datagram,
+      deadline,
+      socket,
+      nowMs,
+      keepalive,
+      subnetChange,
+      clientSubnet,
+    );
     this.pending[upstreamId] = pending;
     this.pendingCount++;
     this.deadlines.push(pending);
@@ -317,7 +390,7 @@ export class DnsRelay<Connection> implements Relay<Connection> {
       this.counts[RelayCounter.ANSWERS_WRONG_PORT]!++;
       return;
     }
-    this.release(pending);
+    this.release(pending, nowMs - pending.sentMs);
     if (questionless) {
       // The client gets the error with its question (RFC 1035 §4.1.1 echoes it).
       const error = errorAnswer(pending.query, 0, pending.query.length, buf[offset + 3]! & 0x0f);
@@ -367,8 +440,9 @@ export class DnsRelay<Connection> implements Relay<Connection> {
           const socket = this.upstream.failover(pending.datagram, pending.socket, nowMs);
           if (socket >= 0) {
             this.counts[RelayCounter.FAILOVERS]!++;
-            this.upstream.queryDone(pending.socket);
+            this.upstream.queryDone(pending.socket, UNANSWERED);
             pending.socket = socket;
+            pending.sentMs = nowMs;
             continue;
           }
         }
@@ -380,7 +454,7 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     while (this.deadlinesHead < d.length && d[this.deadlinesHead]!.deadline <= nowMs) {
       const pending = d[this.deadlinesHead++]!;
       if (this.pending[pending.upstreamId] !== pending) continue; // answered already
-      this.release(pending);
+      this.release(pending, UNANSWERED);
       this.counts[RelayCounter.SERVFAIL_TIMEOUT]!++;
       this.deliverError(pending, nowMs);
     }
@@ -392,11 +466,14 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     }
   }
 
-  /** A query sent over UDP is answered or given up: its ID is free, and its socket owes one answer less. */
-  private release(pending: PendingQuery<Connection>): void {
+  /**
+   * A query sent over UDP is answered (`answeredAfterMs` after it left its socket) or given up
+   * (UNANSWERED): its ID is free, and its socket owes one answer less.
+   */
+  private release(pending: PendingQuery<Connection>, answeredAfterMs: number): void {
     this.pending[pending.upstreamId] = undefined;
     this.pendingCount--;
-    this.upstream.queryDone(pending.socket);
+    this.upstream.queryDone(pending.socket, answeredAfterMs);
   }
 
   private deliverError(pending: PendingQuery<Connection>, nowMs: number): void {
@@ -411,12 +488,14 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     this.counts[RelayCounter.ANSWERS]!++;
     // Every query shares the timeout, so its deadline tells when it was relayed.
     this.observeLatency?.((nowMs - (pending.deadline - this.config.timeoutMs)) / 1000);
-    this.sendAnswer(pending.connection!, buf, offset, length, pending.keepalive);
+    const clientSubnet = pending.clientSubnet ?? NO_BYTES;
+    this.sendToClient(pending.connection!, buf, offset, length, pending.keepalive, pending.subnetChange, clientSubnet, 0);
     // The deadline queue still holds `pending` until its deadline: let the connection and the
     // query go now rather than then.
     pending.connection = null;
     pending.query = NO_BYTES;
     pending.datagram = NO_BYTES;
+    pending.clientSubnet = null;
   }
 
   /** With `proxyProtocol`, writes the header naming the connection's client into `proxyHeader` and returns its length; else 0. */
@@ -427,12 +506,61 @@ export class DnsRelay<Connection> implements Relay<Connection> {
     return writeProxyHeader(this.endpoints, transport, this.proxyHeader, 0);
   }
 
-  private overRateLimit(connection: Connection, nowMs: number): boolean {
-    const limit = this.config.rateLimit;
+  /** With a rate limit or client subnets, writes the connection's client address into `clientAddress` and returns its length; else 0. */
+  private clientAddressOf(connection: Connection): number {
     const answers = this.answers!;
-    if (!limit || answers.clientAddressBytes === undefined) return false;
-    const n = answers.clientAddressBytes(connection, this.clientAddress);
-    return !limit.allow(this.clientAddress, n, nowMs);
+    if ((!this.config.rateLimit && !this.config.clientSubnet) || answers.clientAddressBytes === undefined) return 0;
+    return answers.clientAddressBytes(connection, this.clientAddress);
+  }
+
+  /**
+   * With `--ecs`, the client subnet option for the client whose address is in `clientAddress`
+   * (`addressLength` bytes): its network of the configured prefix length, an IPv4-mapped IPv6
+   * address (the kernel transport's dual-stack sockets) as the IPv4 address it is; else null.
+   */
+  private clientSubnetFor(addressLength: number): ClientSubnet | null {
+    const options = this.config.clientSubnet;
+    if (!options || addressLength === 0) return null;
+    const subnet = this.subnet;
+    const v4Mapped = addressLength === 16 && isV4Mapped(this.clientAddress);
+    if (addressLength === 4 || v4Mapped) {
+      subnet.family = 1;
+      subnet.sourcePrefixLength = options.ipv4PrefixLength;
+      subnet.address.set(this.clientAddress.subarray(v4Mapped ? 12 : 0, v4Mapped ? 16 : 4));
+    } else {
+      subnet.family = 2;
+      subnet.sourcePrefixLength = options.ipv6PrefixLength;
+      subnet.address.set(this.clientAddress);
+    }
+    return subnet;
+  }
+
+  /**
+   * The resolver's answer `buf[offset, offset+length)` (changed in place) to the client, with what
+   * the relay did to the query's client subnet option undone (`SubnetChange`; RFC 7871 §7.2.2):
+   * the OPT record or the option it added taken out, or the client's own option,
+   * `clientSubnet[clientSubnetAt, …)`, given back in place of the one it replaced.
+   */
+  private sendToClient(
+    connection: Connection,
+    buf: Uint8Array,
+    offset: number,
+    length: number,
+    keepalive: boolean,
+    subnetChange: SubnetChange,
+    clientSubnet: Uint8Array,
+    clientSubnetAt: number,
+  ): void {
+    if (subnetChange === SubnetChange.OPT_ADDED) length = removeOptRecord(buf, offset, length);
+    else if (subnetChange === SubnetChange.OPTION_ADDED) length = removeEdnsOption(buf, offset, length, EdnsOption.CLIENT_SUBNET);
+    else if (subnetChange === SubnetChange.REPLACED) {
+      const n = withClientSubnet(buf, offset, length, clientSubnet, clientSubnetAt, this.withClientSubnet);
+      if (n >= 0) {
+        this.sendAnswer(connection, this.withClientSubnet, 0, n, keepalive);
+        return;
+      }
+    }
+    this.sendAnswer(connection, buf, offset, length, keepalive);
   }
 
   /**

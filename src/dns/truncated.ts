@@ -27,23 +27,22 @@ export class TruncatedQuestions {
 
   /** The UDP answer to the query `query[offset, offset+length)` was truncated. */
   remember(query: Uint8Array, offset: number, length: number, nowMs: number): void {
-    const hash = questionHash(query, offset, length, this.seed);
+    const hash = questionHash(query, offset, questionEnd(query, offset, length), this.seed);
     const slot = hash & (SLOTS - 1);
     this.hashes[slot] = hash;
     this.expiresAtMs[slot] = nowMs + TRUNCATION_MEMORY_MS;
   }
 
-  /** Whether the question of `query[offset, offset+length)` was truncated within the memory. */
-  isRecent(query: Uint8Array, offset: number, length: number, nowMs: number): boolean {
-    const hash = questionHash(query, offset, length, this.seed);
+  /** Whether the question of the query at `offset`, which ends at `offset + questionEnd`, was truncated within the memory. */
+  isRecent(query: Uint8Array, offset: number, questionEnd: number, nowMs: number): boolean {
+    const hash = questionHash(query, offset, questionEnd, this.seed);
     const slot = hash & (SLOTS - 1);
     return this.hashes[slot] === hash && this.expiresAtMs[slot]! > nowMs;
   }
 }
 
-/** FNV-1a over the question section from the seed, ASCII letters folded to lower case. */
-function questionHash(buf: Uint8Array, offset: number, length: number, seed: number): number {
-  const end = questionEnd(buf, offset, length);
+/** FNV-1a over the question section, `buf[offset + 12, offset + end)`, from the seed, ASCII letters folded to lower case. */
+function questionHash(buf: Uint8Array, offset: number, end: number, seed: number): number {
   let hash = (0x811c9dc5 ^ seed) | 0;
   for (let i = offset + HEADER_LENGTH; i < offset + end; i++) {
     let byte = buf[i]!;

@@ -1,15 +1,16 @@
 /**
  * Several upstream resolvers behind one `UpstreamTransport`: each has its own sockets
- * (`UdpTcpUpstream`, with its own RFC 5452 port pool), a health probe every second, and queries
- * go to the healthy one with the fewest outstanding (dns/upstream-pool.ts decides; this file does
- * the sockets and the timer).
+ * (`UdpTcpUpstream`, with its own RFC 5452 port pool) and a health probe each interval, and each
+ * query goes where the policy says (dns/upstream-pool.ts decides; this file does the sockets, the
+ * timer and the counting).
  *
  * Socket numbers: upstream i's socket s is i · SOCKETS_PER_UPSTREAM + s, so the relay keeps one
  * number per query and an answer is still accepted only on the socket its query left from.
  */
-import { RelayCounter, type TcpAnswerHandler, type UpstreamTransport } from '../dns/relay.js';
-import { PROBE_INTERVAL_MS, PROBE_TIMEOUT_MS, UpstreamSelection } from '../dns/upstream-pool.js';
+import { RelayCounter, type TcpAnswerHandler, UNANSWERED, type UpstreamTransport } from '../dns/relay.js';
+import { DEFAULT_HEALTH_CHECK, type HealthCheckSettings, UpstreamSelection, type UpstreamPolicy } from '../dns/upstream-pool.js';
 import { formatEndpoint, type Endpoint } from '../endpoint.js';
+import type { UpstreamsView } from '../tcp/transport.js';
 import { UdpTcpUpstream, probeUpstream, type UpstreamPorts } from './upstream.js';
 
 /** More than a port pool's sockets ever number (twice `--upstream-ports`, at most 64). */
@@ -17,19 +18,18 @@ const SOCKETS_PER_UPSTREAM = 256;
 
 /**
  * Each upstream's own counters, after the relay's in the same array (`upstreamCounterNames`):
- * queries sent to it (failovers included), queries moved from it to another after half the
- * timeout without its answer, health probes it failed, and the times it was marked down and up
- * (its state: down while marked down more often than up).
+ * queries sent to it (failovers and truncated answers' TCP retries included), the answers it
+ * gave, the queries it left unanswered (their time ran out, or their half of it before a
+ * failover), those of them moved to another upstream, health probes it failed, and the times it
+ * was marked down and up.
  */
-const UpstreamCounter = { QUERIES: 0, FAILED_OVER: 1, PROBE_FAILURES: 2, MARKED_DOWN: 3, MARKED_UP: 4 } as const;
-const UPSTREAM_COUNTERS = 5;
+const UPSTREAM_COUNTER_NAMES = ['queries', 'answers', 'timeouts', 'failed_over', 'probe_failures', 'marked_down', 'marked_up'] as const;
+const UpstreamCounter = { QUERIES: 0, ANSWERS: 1, TIMEOUTS: 2, FAILED_OVER: 3, PROBE_FAILURES: 4, MARKED_DOWN: 5, MARKED_UP: 6 } as const;
 
-/** The names of the per-upstream counters of a pool of `size`: upstream0_queries, upstream0_failed_over, … (0: the first --upstream). */
+/** The names of the per-upstream counters of a pool of `size`: upstream0_queries, upstream0_answers, … (0: the first --upstream). */
 export function upstreamCounterNames(size: number): string[] {
   const names: string[] = [];
-  for (let i = 0; i < size; i++) {
-    for (const name of ['queries', 'failed_over', 'probe_failures', 'marked_down', 'marked_up']) names.push(`upstream${i}_${name}`);
-  }
+  for (let i = 0; i < size; i++) for (const name of UPSTREAM_COUNTER_NAMES) names.push(`upstream${i}_${name}`);
   return names;
 }
 
@@ -48,13 +48,21 @@ export interface UpstreamPoolOptions {
   nowMs: number;
   /** Health probes carry a PROXY protocol header (`--upstream-proxy-protocol`). */
   proxyProtocol: boolean;
+  /** The health check; dnsdist's defaults when absent. */
+  healthCheck?: HealthCheckSettings;
+  policy?: UpstreamPolicy;
+  /** One per upstream (`--upstream ADDR:PORT,weight=N`), for the weighted policy. */
+  weights?: readonly number[];
   /** Each change of an upstream's state, as one line (the shard worker logs it, once, not per query). */
   onStateChange?: (line: string) => void;
 }
 
-export class UpstreamPool implements UpstreamTransport {
+export class UpstreamPool implements UpstreamTransport, UpstreamsView {
   readonly selection: UpstreamSelection;
+  readonly names: readonly string[];
+  observeLatency: ((index: number, seconds: number) => void) | null = null;
   private readonly members: UdpTcpUpstream[] = [];
+  private readonly healthCheck: HealthCheckSettings;
   private readonly timer: NodeJS.Timeout;
   /** Per upstream: its probe is still waiting for an answer. */
   private readonly probing: boolean[];
@@ -64,7 +72,9 @@ export class UpstreamPool implements UpstreamTransport {
     private readonly addresses: readonly Endpoint[],
     private readonly options: UpstreamPoolOptions,
   ) {
-    this.selection = new UpstreamSelection(addresses.length);
+    this.healthCheck = options.healthCheck ?? DEFAULT_HEALTH_CHECK;
+    this.selection = new UpstreamSelection(addresses.length, this.healthCheck, options.policy, options.weights);
+    this.names = addresses.map(formatEndpoint);
     this.probing = new Array<boolean>(addresses.length).fill(false);
     for (const index of options.downAtStart ?? []) this.selection.markDown(index);
     try {
@@ -83,8 +93,12 @@ export class UpstreamPool implements UpstreamTransport {
       for (const member of this.members) member.close();
       throw error;
     }
-    this.timer = setInterval(() => this.probeAll(), PROBE_INTERVAL_MS);
+    this.timer = setInterval(() => this.probeAll(), this.healthCheck.intervalMs);
     this.timer.unref();
+  }
+
+  isUp(index: number): boolean {
+    return this.selection.up[index]!;
   }
 
   sendDatagram(query: Uint8Array, nowMs: number): number {
@@ -97,54 +111,88 @@ export class UpstreamPool implements UpstreamTransport {
     const from = Math.floor(socket / SOCKETS_PER_UPSTREAM);
     const index = this.selection.pick(from);
     if (index < 0) return -1;
-    this.options.counts[this.counterOf(from, UpstreamCounter.FAILED_OVER)]!++;
+    this.count(from, UpstreamCounter.FAILED_OVER);
     return this.sendTo(index, query, nowMs);
   }
 
   private sendTo(index: number, query: Uint8Array, nowMs: number): number {
     this.selection.outstanding[index]!++;
-    this.options.counts[this.counterOf(index, UpstreamCounter.QUERIES)]!++;
+    this.count(index, UpstreamCounter.QUERIES);
     return index * SOCKETS_PER_UPSTREAM + this.members[index]!.sendDatagram(query, nowMs);
   }
 
-  private counterOf(index: number, counter: number): number {
-    return this.options.firstUpstreamCounter + index * UPSTREAM_COUNTERS + counter;
+  private count(index: number, counter: number): void {
+    this.options.counts[this.options.firstUpstreamCounter + index * UPSTREAM_COUNTER_NAMES.length + counter]!++;
   }
 
   resendDatagram(query: Uint8Array, socket: number): void {
     this.members[Math.floor(socket / SOCKETS_PER_UPSTREAM)]!.resendDatagram(query, socket % SOCKETS_PER_UPSTREAM);
   }
 
-  queryDone(socket: number): void {
+  queryDone(socket: number, answeredAfterMs: number): void {
     const index = Math.floor(socket / SOCKETS_PER_UPSTREAM);
     this.selection.outstanding[index]!--;
     this.members[index]!.queryDone(socket % SOCKETS_PER_UPSTREAM);
+    this.queryOutcome(index, answeredAfterMs);
+  }
+
+  /** A query to upstream `index` was answered after `answeredAfterMs`, or not (UNANSWERED): counted, and a failure of its health. */
+  private queryOutcome(index: number, answeredAfterMs: number): void {
+    if (answeredAfterMs === UNANSWERED) {
+      this.count(index, UpstreamCounter.TIMEOUTS);
+      this.changed(index, this.selection.failed(index), 'it left a query unanswered within its time');
+      return;
+    }
+    this.count(index, UpstreamCounter.ANSWERS);
+    this.selection.answered(index);
+    this.observeLatency?.(index, answeredAfterMs / 1000);
   }
 
   /** Over TCP to the upstream the policy picks now (a truncated answer's retry), or null when none is up. */
   queryOverTcp(query: Uint8Array, timeoutMs: number, onAnswer: TcpAnswerHandler, preamble?: Uint8Array): void {
     const index = this.selection.pick();
-    if (index < 0) queueMicrotask(() => onAnswer(null, 0, 0));
-    else this.members[index]!.queryOverTcp(query, timeoutMs, onAnswer, preamble);
+    if (index < 0) {
+      queueMicrotask(() => onAnswer(null, 0, 0));
+      return;
+    }
+    this.count(index, UpstreamCounter.QUERIES);
+    const sentMs = Date.now();
+    this.members[index]!.queryOverTcp(
+      query,
+      timeoutMs,
+      (answer, offset, length) => {
+        if (!this.closed) this.queryOutcome(index, answer === null ? UNANSWERED : Date.now() - sentMs);
+        onAnswer(answer, offset, length);
+      },
+      preamble,
+    );
   }
 
-  /** Probes every upstream once, as dnsdist's health check does (`. SOA`, PROBE_TIMEOUT_MS). */
+  /** Probes every upstream once, as dnsdist's health check does (`--health-check-name`, `--health-check-type`). */
   private probeAll(): void {
+    const { name, type, timeoutMs } = this.healthCheck;
     this.addresses.forEach((address, index) => {
       if (this.probing[index] || this.closed) return;
       this.probing[index] = true;
-      void probeUpstream(address, PROBE_TIMEOUT_MS, this.options.proxyProtocol).then((problem) => {
+      void probeUpstream(address, timeoutMs, this.options.proxyProtocol, { name, type }).then((problem) => {
         this.probing[index] = false;
         if (this.closed) return;
-        if (problem !== null) this.options.counts[this.counterOf(index, UpstreamCounter.PROBE_FAILURES)]!++;
-        const change = this.selection.probed(index, problem === null);
-        if (change === 0) return;
-        this.options.counts[change > 0 ? RelayCounter.UPSTREAMS_MARKED_UP : RelayCounter.UPSTREAMS_MARKED_DOWN]!++;
-        this.options.counts[this.counterOf(index, change > 0 ? UpstreamCounter.MARKED_UP : UpstreamCounter.MARKED_DOWN)]!++;
-        const where = formatEndpoint(address);
-        this.options.onStateChange?.(change > 0 ? `upstream ${where} is up again` : `upstream ${where} is down: ${problem}`);
+        if (problem !== null) this.count(index, UpstreamCounter.PROBE_FAILURES);
+        this.changed(index, this.selection.probed(index, problem === null), problem ?? '');
       });
     });
+  }
+
+  /** Upstream `index` went up (+1) or down (−1; `reason`: its last failure), or neither (0): counted, and logged once. */
+  private changed(index: number, change: -1 | 0 | 1, reason: string): void {
+    if (change === 0) return;
+    this.options.counts[change > 0 ? RelayCounter.UPSTREAMS_MARKED_UP : RelayCounter.UPSTREAMS_MARKED_DOWN]!++;
+    this.count(index, change > 0 ? UpstreamCounter.MARKED_UP : UpstreamCounter.MARKED_DOWN);
+    const where = this.names[index]!;
+    const { downAfter } = this.healthCheck;
+    this.options.onStateChange?.(
+      change > 0 ? `upstream ${where} is up again` : `upstream ${where} is down after ${downAfter} failures in a row; the last: ${reason}`,
+    );
   }
 
   close(): void {

@@ -254,17 +254,33 @@ class TcpUpstreamConnection {
   }
 }
 
+/** The question a probe asks (`--health-check-name`, `--health-check-type`). */
+export interface ProbeQuestion {
+  name: string;
+  /** QTYPE as a number (RFC 3597 types included). */
+  type: number;
+}
+
 /**
- * Checks at start-up that a DNS server answers at `address` over UDP (any answer will do, even
- * REFUSED). Resolves to null, or to a one-line reason naming the fix.
+ * Checks that a DNS server answers `question` (by default `. SOA`, dnsdist's health check) at
+ * `address` over UDP, at start-up and as a pool's health probe; any answer will do, even REFUSED.
+ * Resolves to null, or to a one-line reason naming the fix.
  */
-export async function probeUpstream(address: Endpoint, timeoutMs: number, proxyProtocol = false): Promise<string | null> {
+export async function probeUpstream(
+  address: Endpoint,
+  timeoutMs: number,
+  proxyProtocol = false,
+  question: ProbeQuestion = { name: '.', type: 6 },
+): Promise<string | null> {
   const query = dnsPacket.encode({
     type: 'query',
     id: randomInt(65536),
     flags: dnsPacket.RECURSION_DESIRED,
-    questions: [{ type: 'SOA', name: '.' }],
+    questions: [{ type: 'A', name: question.name }],
   });
+  // QTYPE is the question's (the message's last) 4 bytes' first half: written as a number, so
+  // that types dns-packet has no name for (RFC 3597 TYPEnnn) can be asked too.
+  query.writeUInt16BE(question.type, query.length - 4);
   const socket = dgram.createSocket({ type: address.family === 6 ? 'udp6' : 'udp4' });
   const where = formatEndpoint(address);
   const fix = proxyProtocol

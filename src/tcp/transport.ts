@@ -81,12 +81,24 @@ export interface StreamApplication<C> {
   onClosed?(connection: C): void;
 }
 
+/** The upstreams of a relay that has several (a DNS pool), as metrics.ts shows each one. */
+export interface UpstreamsView {
+  /** Each upstream's address as given (ADDR:PORT), in order: index N is the counters' `upstreamN_`. */
+  readonly names: readonly string[];
+  /** Whether upstream `index` is up (its health checks). */
+  isUp(index: number): boolean;
+  /** Called with each answer's latency in seconds, from the query leaving for upstream `index` (set by metrics.ts). */
+  observeLatency: ((index: number, seconds: number) => void) | null;
+}
+
 /** A relay: the application of one protocol, with its own upstream sockets. */
 export interface Relay<C> extends StreamApplication<C> {
   /** Counters, indexed like the protocol's `counterNames`. */
   readonly counts: Float64Array;
   /** Called with each upstream latency in seconds (metrics.ts), if set. */
   observeLatency: ((seconds: number) => void) | null;
+  /** Several upstreams (a DNS pool): each one's state and latency; else absent or null. */
+  readonly upstreams?: UpstreamsView | null;
   /** Connects the transport that answers go to (built with this relay as its application). */
   attach(transport: Transport<C>): void;
   /** Timers (upstream timeouts and resends); call every few milliseconds. */

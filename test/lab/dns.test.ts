@@ -10,6 +10,7 @@ import { DNS_CLIENT } from '../../lab/client-scripts.js';
 import { createLab, type Lab } from '../../lab/lab.js';
 import { CLI, listenArgs, startCli, startFrontEnd, summaryCounter as counter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
+import { readUdpDatagrams, startPcapCapture } from '../support/tcpdump.js';
 import { LAB_ZONE } from '../../lab/zone.js';
 
 async function dig(lab: Lab, server: string, ...args: string[]): Promise<string> {
@@ -312,6 +313,70 @@ describe('stateless-tcp dns --upstream-proxy-protocol (unbound proxy-protocol-po
       const summary = await frontEnd.stop();
       assert.equal(counter(summary, 'dns.truncated_retried_tcp'), 1, summary);
       assert.equal(counter(summary, 'dns.tcp_retry_failed'), 0, summary);
+    }
+  });
+});
+
+describe('stateless-tcp dns --ecs (EDNS Client Subnet, RFC 7871)', () => {
+  let lab: Lab;
+  before(async () => {
+    requireTools('dig', 'kdig', 'tcpdump');
+    // The resolver on another host: a capture on its end of the link sees each query once.
+    lab = await createLab({ remoteResolver: true });
+  });
+  after(async () => {
+    await lab?.close();
+  });
+
+  test("the resolver receives each client's network; clients get their answers without an option they did not send, on both transports", async () => {
+    type Subnet = { family?: number; sourcePrefixLength?: number; scopePrefixLength?: number; ip?: string };
+    for (const transport of ['raw', 'kernel']) {
+      // What reaches unbound over UDP, captured where it receives it.
+      const file = `${lab.tempDir}/ecs-${transport}.pcap`;
+      const capture = await startPcapCapture(lab, 'resolver', lab.resolverInterface!, file, `udp and dst port ${lab.upstream.v4.port}`);
+      const frontEnd = await startFrontEnd(lab, ['--transport', transport, '--ecs']);
+      // Without EDNS: the answer must come without the OPT record the front end added.
+      const plain = await dig(lab, lab.serverV4, '+noedns', LAB_ZONE.www.name, 'A');
+      assert.match(plain, /status: NOERROR/, transport);
+      assert.doesNotMatch(plain, /OPT PSEUDOSECTION/, `${transport}: no OPT record\n${plain}`);
+      // With EDNS (and dig's cookie): an OPT record, but no client subnet.
+      const edns = await dig(lab, lab.serverV4, LAB_ZONE.www.name, 'AAAA');
+      assert.match(edns, /OPT PSEUDOSECTION/, transport);
+      assert.doesNotMatch(edns, /CLIENT-SUBNET/, transport);
+      assert.match(edns, new RegExp(`IN\\s+AAAA\\s+${LAB_ZONE.www.aaaa}`), transport);
+      const overV6 = await lab.exec('client', ['kdig', '+tcp', '+timeout=3', '+retry=0', `@${lab.serverV6}`, LAB_ZONE.missing, 'A']);
+      assert.equal(overV6.code, 0, overV6.stderr);
+      assert.match(overV6.stdout, /status: NXDOMAIN/, transport);
+      assert.doesNotMatch(overV6.stdout, /SUBNET/i, transport);
+      // A client's own option is passed on as it is.
+      const own = await dig(lab, lab.serverV4, '+subnet=192.0.2.0/24', LAB_ZONE.mid.name, 'TXT');
+      assert.match(own, /status: NOERROR/, transport);
+      await frontEnd.stop();
+      await capture.stop();
+      const received = new Map<string, Subnet | undefined>();
+      for (const datagram of readUdpDatagrams(file)) {
+        const query = dnsPacket.decode(Buffer.from(datagram.payload));
+        const question = query.questions![0]!;
+        const opt = query.additionals?.find((a) => a.type === 'OPT') as dnsPacket.OptAnswer | undefined;
+        const subnet = (opt?.options as ({ code: number } & Subnet)[] | undefined)?.find((o) => o.code === 8);
+        const fields = subnet && {
+          family: subnet.family,
+          sourcePrefixLength: subnet.sourcePrefixLength,
+          scopePrefixLength: subnet.scopePrefixLength,
+          ip: subnet.ip,
+        };
+        received.set(`${question.name} ${question.type}`, fields);
+      }
+      const network = (family: number, sourcePrefixLength: number, ip: string): Subnet => ({
+        family,
+        sourcePrefixLength,
+        scopePrefixLength: 0,
+        ip,
+      });
+      assert.deepEqual(received.get('www.lab.test A'), network(1, 24, '198.18.0.0'), `${transport}: the client /24`);
+      assert.deepEqual(received.get('www.lab.test AAAA'), network(1, 24, '198.18.0.0'), transport);
+      assert.deepEqual(received.get('missing.lab.test A'), network(2, 56, '2001:2::'), `${transport}: the client /56`);
+      assert.deepEqual(received.get('mid.lab.test TXT'), network(1, 24, '192.0.2.0'), `${transport}: the client's own`);
     }
   });
 });

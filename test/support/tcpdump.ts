@@ -8,7 +8,8 @@ import { readPcap } from './pcap-file.js';
 import type { Lab, Side } from '../../lab/lab.js';
 import { formatAddress } from '../../src/wire/format.js';
 import { decodeFrame } from '../../src/wire/frame.js';
-import { ChecksumPolicy, DECODE_RESULT_NAMES, DecodeResult, Segment } from '../../src/wire/segment.js';
+import { ChecksumPolicy, DECODE_RESULT_NAMES, DecodeResult, LinkType, Segment } from '../../src/wire/segment.js';
+import { ETHERNET_HEADER_LENGTH, EtherType } from '../../src/wire/ethernet.js';
 
 /** A BPF filter term for "not a bare ACK": SYN, FIN or RST set, or data (IPv4 only). */
 export const NOT_A_BARE_ACK_V4 =
@@ -119,6 +120,41 @@ export function readSegments(file: string): CapturedSegment[] {
       flags: segment.flags,
       seq: segment.seq,
       payload: segment.buf.subarray(segment.payloadOffset, segment.payloadOffset + segment.payloadLength),
+    };
+  });
+}
+
+export interface CapturedDatagram {
+  src: string;
+  dst: string;
+  dstPort: number;
+  payload: Uint8Array;
+}
+
+/**
+ * Every packet in a pcap file of Ethernet frames (tcpdump on lo or a veth) as a UDP datagram, in
+ * capture order; throws on one that is not IPv4 or IPv6 (without extension headers) carrying UDP.
+ */
+export function readUdpDatagrams(file: string): CapturedDatagram[] {
+  const capture = readPcap(file);
+  if (capture.linkType !== LinkType.ETHERNET) throw new Error(`${file}: link type ${capture.linkType}, not Ethernet`);
+  return capture.records.map((record, index) => {
+    const frame = record.data.subarray(0, record.capturedLength);
+    const etherType = (frame[12]! << 8) | frame[13]!;
+    const ip = ETHERNET_HEADER_LENGTH;
+    // IPv4: protocol at 9, header length in words (RFC 791 §3.1); IPv6: next header at 6, a 40-byte header (RFC 8200 §3).
+    const v4 = etherType === EtherType.IPV4;
+    const protocol = v4 ? frame[ip + 9] : etherType === EtherType.IPV6 ? frame[ip + 6] : -1;
+    if (protocol !== 17)
+      throw new Error(`${file}: packet ${index + 1} is not UDP (EtherType ${etherType.toString(16)}, protocol ${protocol})`);
+    const udp = ip + (v4 ? (frame[ip]! & 0x0f) * 4 : 40);
+    const family = v4 ? 4 : 6;
+    const udpLength = (frame[udp + 4]! << 8) | frame[udp + 5]!;
+    return {
+      src: formatAddress(frame, ip + (v4 ? 12 : 8), family),
+      dst: formatAddress(frame, ip + (v4 ? 16 : 24), family),
+      dstPort: (frame[udp + 2]! << 8) | frame[udp + 3]!,
+      payload: frame.subarray(udp + 8, udp + udpLength),
     };
   });
 }

@@ -22,6 +22,7 @@ import { DNS_PROTOCOL } from '../../src/dns/application.js';
 import { RELAY_COUNTER_NAMES, RelayCounter } from '../../src/dns/relay.js';
 import { HTTP_PROTOCOL } from '../../src/http/application.js';
 import { HTTP_COUNTER_NAMES, HttpCounter } from '../../src/http/relay.js';
+import type { UpstreamsView } from '../../src/tcp/transport.js';
 
 function counters(frames: number, flows: number): PipelineCounters {
   const decodeCounts = new Float64Array(DECODE_RESULT_NAMES.length);
@@ -287,4 +288,28 @@ test('the stop summary of an idle front end: gauges, capture and per-shard pairs
 
 test('the stop summary of nothing is empty', () => {
   assert.equal(summaryLine([]), '');
+});
+
+test("a pool's upstreams: each one's state as a gauge and its latency as a histogram, labelled with its index and address; upstreamN_up in the summary", async () => {
+  const up = [true, false];
+  /** Each shard worker has its own pool; here all three share one state. */
+  const viewOf = (): UpstreamsView => ({ names: ['192.0.2.1:53', '[2001:db8::1]:53'], isUp: (index) => up[index]!, observeLatency: null });
+  const views = [viewOf(), viewOf(), viewOf()];
+  const shards = views.map((upstreams, shard) => pipelineMetrics(shard, { ...counters(1, 0), upstreams }));
+  views[2]!.observeLatency!(0, 0.0004);
+  views[2]!.observeLatency!(0, 0.002);
+  views[2]!.observeLatency!(1, 0.3);
+  up[1] = true; // read when scraped
+  const text = await exposition(await Promise.all(shards.map((s) => snapshot(s.registry))));
+  assert.match(text, /^stateless_tcp_dns_upstream_up\{shard="2",upstream="0",address="192\.0\.2\.1:53"\} 1$/m);
+  assert.match(text, /^stateless_tcp_dns_upstream_up\{shard="0",upstream="1",address="\[2001:db8::1\]:53"\} 1$/m);
+  assert.match(text, /^stateless_tcp_dns_upstream_latency_seconds_count\{shard="2",upstream="0",address="192\.0\.2\.1:53"\} 2$/m);
+  assert.match(
+    text,
+    /^stateless_tcp_dns_upstream_latency_seconds_bucket\{le="0\.0005",shard="2",upstream="0",address="192\.0\.2\.1:53"\} 1$/m,
+  );
+  assert.match(text, /^stateless_tcp_dns_upstream_latency_seconds_count\{shard="2",upstream="1",address="\[2001:db8::1\]:53"\} 1$/m);
+  up[0] = false;
+  const summary = summaryLine(await Promise.all(shards.map((s) => snapshot(s.registry))));
+  assert.match(summary, / dns\.upstream0_up=0 dns\.upstream1_up=3 /, 'how many shard workers see each up');
 });

@@ -106,6 +106,7 @@ export default async function runShard(task: ShardTask): Promise<RegistrySnapsho
       events: pipeline.responder.events,
       protocol: application,
       relayCounts: relay.counts,
+      upstreams: relay.upstreams,
       flows: () => pipeline.responder.flows.size,
       queuedBytes: () => pipeline.responder.queuedBytes,
       packetsSent: () => sender.stats.sent + (linkSender?.stats.sent ?? 0),

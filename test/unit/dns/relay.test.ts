@@ -2,7 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import { RecordingConnections } from '../../support/recording-connections.js';
-import { DnsRelay, RelayCounter, type TcpAnswerHandler, type UpstreamTransport } from '../../../src/dns/relay.js';
+import {
+  type ClientSubnetOptions,
+  DnsRelay,
+  RelayCounter,
+  type TcpAnswerHandler,
+  UNANSWERED,
+  type UpstreamTransport,
+} from '../../../src/dns/relay.js';
 import { Rcode, readId } from '../../../src/dns/message.js';
 import { PacketCache } from '../../../src/dns/cache.js';
 import { ClientRateLimit } from '../../../src/dns/rate-limit.js';
@@ -18,6 +25,8 @@ class RecordingUpstream implements UpstreamTransport {
   /** The socket each datagram left from. */
   readonly sockets: number[] = [];
   readonly done = [0, 0, 0];
+  /** Each `queryDone`: the socket, and the milliseconds to its answer (UNANSWERED: none). */
+  readonly outcomes: [number, number][] = [];
   private sentQueries = 0;
   tcpAnswer: (query: Uint8Array) => Uint8Array | null = () => null;
   sendDatagram(query: Uint8Array): number {
@@ -30,8 +39,9 @@ class RecordingUpstream implements UpstreamTransport {
     this.datagrams.push(Buffer.from(query));
     this.sockets.push(socket);
   }
-  queryDone(socket: number): void {
+  queryDone(socket: number, answeredAfterMs: number): void {
     this.done[socket]!++;
+    this.outcomes.push([socket, answeredAfterMs]);
   }
   /** The socket the query with upstream ID `id` left from (its answer comes back on it). */
   socketOf(id: number): number {
@@ -529,6 +539,14 @@ test('with a pool, a query unanswered after half the timeout goes to another ups
   assert.equal(connections.answers.length, 1);
   assert.equal(connections.answers[0]!.message.id, 42);
   assert.equal(connections.answers[0]!.message.flags! & 0xf, Rcode.NOERROR);
+  assert.deepEqual(
+    upstream.outcomes,
+    [
+      [0, UNANSWERED],
+      [1, 200],
+    ],
+    'the first upstream left it unanswered; the second answered 200 ms after the failover sent it there',
+  );
 });
 
 test('with a pool whose upstreams are all down, a query gets SERVFAIL at once', () => {
@@ -545,4 +563,202 @@ test('with a pool whose upstreams are all down, a query gets SERVFAIL at once', 
   assert.equal(connections.answers[0]!.message.flags! & 0xf, Rcode.SERVFAIL);
   assert.equal(relay.counts[RelayCounter.NO_UPSTREAM_UP], 1);
   assert.equal(relay.pendingQueries, 0);
+});
+
+/** `--ecs`: a relay whose connections are named by their client's address, as the transports give it. */
+function setupClientSubnet(options: Partial<ClientSubnetOptions> = {}, cache: PacketCache | null = null) {
+  const upstream = new RecordingUpstream();
+  currentUpstream = upstream;
+  const connections = new RecordingConnections();
+  (connections as { clientAddressBytes?: (c: string, out: Uint8Array) => number }).clientAddressBytes = (c, out) => {
+    const bytes = addressBytes(c);
+    out.set(bytes);
+    return bytes.length;
+  };
+  const clientSubnet = { ipv4PrefixLength: 24, ipv6PrefixLength: 56, override: false, ...options };
+  let counter = 0;
+  const fillRandom = (b: Uint8Array): void => {
+    for (let i = 0; i < b.length; i++) b[i] = ++counter;
+  };
+  const relay = new DnsRelay<string>({ timeoutMs: 1000, upstream, fillRandom, now: () => clockMs, clientSubnet, cache });
+  relay.attach(connections);
+  return { upstream, connections, relay };
+}
+
+type SubnetOption = { code: number; family?: number; sourcePrefixLength?: number; scopePrefixLength?: number; ip?: string };
+const optOf = (m: dnsPacket.DecodedPacket): dnsPacket.OptAnswer | undefined =>
+  m.additionals?.find((a) => a.type === 'OPT') as dnsPacket.OptAnswer | undefined;
+/** The message's client subnet option as dns-packet decodes it (its raw `data` and `type` name left out). */
+const subnetOf = (m: dnsPacket.DecodedPacket): SubnetOption | undefined => {
+  const option = (optOf(m)?.options as SubnetOption[] | undefined)?.find((o) => o.code === 8);
+  if (option === undefined) return undefined;
+  const { code, family, sourcePrefixLength, scopePrefixLength, ip } = option;
+  return { code, family, sourcePrefixLength, scopePrefixLength, ip };
+};
+const ednsQuery = (id: number, options: object[], name = 'www.lab.test'): Buffer =>
+  dnsPacket.encode({
+    type: 'query',
+    id,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type: 'A', name }],
+    additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096, options } as unknown as dnsPacket.Answer],
+  });
+/** The resolver's answer to a relayed query, its OPT record echoing the relayed client subnet option with `scope` (an ECS-aware resolver, RFC 7871 §7.2.1). */
+const subnetAnswerTo = (relayed: Buffer, scope: number): Buffer => {
+  const q = dnsPacket.decode(relayed);
+  const subnet = subnetOf(q)!;
+  return dnsPacket.encode({
+    type: 'response',
+    id: q.id,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: q.questions,
+    answers: [{ type: 'A', name: q.questions![0]!.name, ttl: 60, data: '198.18.0.100' }],
+    additionals: [
+      { type: 'OPT', name: '.', udpPayloadSize: 1232, options: [{ ...subnet, scopePrefixLength: scope }] } as unknown as dnsPacket.Answer,
+    ],
+  });
+};
+
+test('--ecs: a query without EDNS gets an OPT record with the client /24 (RFC 7871 §6), and its answer comes back without either', () => {
+  const { upstream, connections, relay } = setupClientSubnet();
+  const request = framed(query('www.lab.test', 0x0101));
+  relay.onMessages('198.18.7.129', request, 0, request.length, 0);
+  const relayed = upstream.datagrams[0]!;
+  // OPT: root name, type 41, payload 1232, TTL 0, RDLENGTH 11; the option: code 8, length 7,
+  // family 1, source 24, scope 0, three address octets.
+  assert.equal(relayed.subarray(relayed.length - 22).toString('hex'), '00002904d000000000' + '000b' + '0008000700011800c61207');
+  assert.equal(relayed.readUInt16BE(10), 1, 'ARCOUNT');
+  assert.deepEqual(subnetOf(dnsPacket.decode(relayed)), {
+    code: 8,
+    family: 1,
+    sourcePrefixLength: 24,
+    scopePrefixLength: 0,
+    ip: '198.18.7.0',
+  });
+  fromUpstream(relay, subnetAnswerTo(relayed, 24), 5);
+  const { message } = connections.answers[0]!;
+  assert.equal(message.id, 0x0101);
+  assert.deepEqual(message.additionals, [], 'no OPT record: the client sent none (RFC 6891 §7)');
+  assert.equal((message.answers![0] as dnsPacket.StringAnswer).data, '198.18.0.100');
+});
+
+test('--ecs: a query with EDNS keeps its options and gets the client /56 beside them; the answer keeps its own options, not the subnet', () => {
+  const { upstream, connections, relay } = setupClientSubnet();
+  const cookie = { code: 10, data: Buffer.from('0102030405060708', 'hex') };
+  const request = framed(ednsQuery(0x0202, [cookie, { code: 11 }]));
+  relay.onMessages('2001:2:0:ab12:34::1', request, 0, request.length, 0);
+  const relayed = dnsPacket.decode(upstream.datagrams[0]!);
+  const options = optOf(relayed)!.options as SubnetOption[];
+  assert.deepEqual(
+    options.map((o) => o.code),
+    [10, 8],
+    'the cookie kept, keepalive left out (not over UDP), the subnet added',
+  );
+  assert.deepEqual(subnetOf(relayed), { code: 8, family: 2, sourcePrefixLength: 56, scopePrefixLength: 0, ip: '2001:2:0:ab00::' });
+  assert.equal(optOf(relayed)!.udpPayloadSize, 4096, "the client's own OPT record");
+  const answer = dnsPacket.encode({
+    type: 'response',
+    id: relayed.id,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: relayed.questions,
+    answers: [{ type: 'A', name: 'www.lab.test', ttl: 60, data: '198.18.0.100' }],
+    additionals: [
+      {
+        type: 'OPT',
+        name: '.',
+        udpPayloadSize: 1232,
+        options: [
+          { ...subnetOf(relayed), scopePrefixLength: 48 },
+          { code: 10, data: Buffer.alloc(24, 1) },
+        ],
+      } as unknown as dnsPacket.Answer,
+    ],
+  });
+  fromUpstream(relay, answer, 5);
+  const { message } = connections.answers[0]!;
+  assert.deepEqual(
+    (optOf(message)!.options as SubnetOption[]).map((o) => o.code),
+    [10],
+    'the client sent no subnet, so it gets none back (RFC 7871 §7.2.2)',
+  );
+});
+
+test("--ecs: a client's own option is kept as it sent it (dnsdist's default); its answer comes back as the resolver gave it", () => {
+  const { upstream, connections, relay } = setupClientSubnet();
+  const own = { code: 8, family: 1, sourcePrefixLength: 20, ip: '192.0.2.0' };
+  const request = framed(ednsQuery(0x0303, [own]));
+  relay.onMessages('198.18.7.129', request, 0, request.length, 0);
+  const relayed = upstream.datagrams[0]!;
+  assert.deepEqual(subnetOf(dnsPacket.decode(relayed)), { ...own, scopePrefixLength: 0 });
+  assert.equal(relayed.length, request.length - 2, 'nothing added');
+  fromUpstream(relay, subnetAnswerTo(relayed, 20), 5);
+  assert.deepEqual(subnetOf(connections.answers[0]!.message), { ...own, scopePrefixLength: 20 });
+});
+
+test("--ecs-override: a client's option is replaced by its real network, never longer than the client's prefix; the client gets its own back", () => {
+  const { upstream, connections, relay } = setupClientSubnet({ override: true });
+  const own = { code: 8, family: 1, sourcePrefixLength: 20, ip: '192.0.2.0' };
+  const request = framed(ednsQuery(0x0404, [own, { code: 10, data: Buffer.alloc(8, 2) }]));
+  relay.onMessages('198.18.7.129', request, 0, request.length, 0);
+  const relayed = dnsPacket.decode(upstream.datagrams[0]!);
+  // /20, the shorter of the client's 20 and our 24 (RFC 7871 §7.1.1): 198.18.0.0.
+  assert.deepEqual(subnetOf(relayed), { code: 8, family: 1, sourcePrefixLength: 20, scopePrefixLength: 0, ip: '198.18.0.0' });
+  assert.deepEqual(
+    (optOf(relayed)!.options as SubnetOption[]).map((o) => o.code),
+    [10, 8],
+  );
+  // The resolver's scope 24 for our network: the client's answer names its own network, scoped to its own prefix.
+  fromUpstream(relay, subnetAnswerTo(upstream.datagrams[0]!, 24), 5);
+  assert.deepEqual(subnetOf(connections.answers[0]!.message), { ...own, scopePrefixLength: 20 });
+  // Scope 0 (the answer suits every address) stays 0.
+  const again = framed(ednsQuery(0x0505, [own]));
+  relay.onMessages('198.18.7.129', again, 0, again.length, 10);
+  fromUpstream(relay, subnetAnswerTo(upstream.datagrams[1]!, 0), 15);
+  assert.deepEqual(subnetOf(connections.answers[1]!.message), { ...own, scopePrefixLength: 0 });
+  // A client's /0 forbids any address (RFC 7871 §7.1.2): the resolver gets none.
+  const anonymous = framed(ednsQuery(0x0606, [{ code: 8, family: 1, sourcePrefixLength: 0, ip: '0.0.0.0' }]));
+  relay.onMessages('198.18.7.129', anonymous, 0, anonymous.length, 20);
+  const relayedAnonymous = upstream.datagrams[2]!;
+  assert.equal(relayedAnonymous.subarray(relayedAnonymous.length - 8).toString('hex'), '0008000400010000');
+});
+
+test('--ecs with a packet cache: keyed with the subnet, so a network gets only its own answers, each client as it asked', () => {
+  const { upstream, connections, relay } = setupClientSubnet({}, new PacketCache(16, new Uint8Array(16).fill(5)));
+  const plain = framed(query('www.lab.test', 1));
+  relay.onMessages('198.18.7.129', plain, 0, plain.length, 0);
+  fromUpstream(relay, subnetAnswerTo(upstream.datagrams[0]!, 24), 5);
+  // Same /24, with EDNS: from the cache, with its OPT record but no subnet; and without EDNS, without OPT.
+  const edns = framed(ednsQuery(2, []));
+  relay.onMessages('198.18.7.5', edns, 0, edns.length, 10);
+  relay.onMessages('198.18.7.6', plain, 0, plain.length, 20);
+  assert.equal(upstream.datagrams.length, 1, 'both from the cache');
+  assert.deepEqual(optOf(connections.answers[1]!.message)!.options, []);
+  assert.deepEqual(connections.answers[2]!.message.additionals, []);
+  // Another /24 asks the resolver.
+  relay.onMessages('198.18.8.1', plain, 0, plain.length, 30);
+  assert.equal(upstream.datagrams.length, 2);
+  assert.equal(subnetOf(dnsPacket.decode(upstream.datagrams[1]!))!.ip, '198.18.8.0');
+  assert.equal(relay.counts[RelayCounter.CACHE_HITS], 2);
+});
+
+test('--ecs: an IPv4-mapped client address (dual-stack kernel sockets) is IPv4; a signed query (TSIG) goes unchanged', () => {
+  const { upstream, relay } = setupClientSubnet();
+  const request = framed(query('www.lab.test', 7));
+  relay.onMessages('::ffff:198.18.7.129', request, 0, request.length, 0);
+  assert.deepEqual(subnetOf(dnsPacket.decode(upstream.datagrams[0]!)), {
+    code: 8,
+    family: 1,
+    sourcePrefixLength: 24,
+    scopePrefixLength: 0,
+    ip: '198.18.7.0',
+  });
+  // A TSIG record (RFC 8945 §4.2; its RDATA need not be valid here): changing the message would break it.
+  const tsig = Buffer.from('0000fa00ff00000000000400000000', 'hex');
+  const signed = query('www.lab.test', 8);
+  signed.writeUInt16BE(1, 10);
+  const message = Buffer.concat([signed, tsig]);
+  const framedSigned = framed(message);
+  relay.onMessages('198.18.7.129', framedSigned, 0, framedSigned.length, 10);
+  const relayed = upstream.datagrams[1]!;
+  assert.equal(relayed.subarray(2).toString('hex'), message.subarray(2).toString('hex'), 'unchanged but for the ID');
 });

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
+import { questionEnd } from '../../../src/dns/message.js';
 import { TRUNCATION_MEMORY_MS, TruncatedQuestions } from '../../../src/dns/truncated.js';
 
 const NOW_MS = 1_764_000_000_000;
@@ -20,7 +21,7 @@ function remember(table: TruncatedQuestions, q: Uint8Array, nowMs = NOW_MS): voi
 }
 
 function isRecent(table: TruncatedQuestions, q: Uint8Array, nowMs = NOW_MS): boolean {
-  return table.isRecent(q, 0, q.length, nowMs);
+  return table.isRecent(q, 0, questionEnd(q, 0, q.length), nowMs);
 }
 
 describe('TruncatedQuestions', () => {
@@ -64,7 +65,7 @@ describe('TruncatedQuestions', () => {
     assert.equal(isRecent(table, q), true);
     const other = new Uint8Array(7 + q.length);
     other.set(q, 7);
-    assert.equal(table.isRecent(other, 7, q.length, NOW_MS + 1), true);
+    assert.equal(table.isRecent(other, 7, questionEnd(other, 7, q.length), NOW_MS + 1), true);
   });
 
   it(`forgets a question ${TRUNCATION_MEMORY_MS} ms after it was truncated, unless truncated again`, () => {

@@ -17,6 +17,7 @@ import { RecordingConnections } from '../../support/recording-connections.js';
 import { readId } from '../../../src/dns/message.js';
 import { DnsRelay, RELAY_COUNTER_NAMES, RelayCounter } from '../../../src/dns/relay.js';
 import { upstreamPortsFor, type DnsSettings } from '../../../src/dns/application.js';
+import { DEFAULT_HEALTH_CHECK } from '../../../src/dns/upstream-pool.js';
 import { UdpTcpUpstream, type UpstreamPorts } from '../../../src/io/upstream.js';
 
 /** A query as the resolver saw it: its ID and the source port it came from. */
@@ -107,6 +108,10 @@ test('a loopback upstream gets one socket that keeps its port; any other address
     rateLimitIpv6Prefix: 56,
     rateLimitAction: 'refuse',
     upstreamProxyProtocol: false,
+    weights: [],
+    policy: 'least-outstanding',
+    healthCheck: DEFAULT_HEALTH_CHECK,
+    clientSubnet: null,
     queriesPerPort: 1000,
     portLifetimeMs: 10_000,
   });
