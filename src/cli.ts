@@ -16,6 +16,7 @@ import { formatEndpoint, parseEndpoint, type Endpoint } from './endpoint.js';
 import { StartupError, startKernelFrontEnd, startRawFrontEnd, type FrontEndOptions, type RunningFrontEnd } from './front-end.js';
 import { applyConfigFile } from './config.js';
 import { createLogger, LOG_LEVELS, type Logger } from './log.js';
+import { DEFAULT_MAX_BODY_BYTES } from './http/request.js';
 import { DEFAULT_PORT_LIFETIME_SECONDS, DEFAULT_QUERIES_PER_PORT, DEFAULT_UPSTREAM_PORTS, type DnsSettings } from './dns/application.js';
 
 function oneEndpoint(value: string): Endpoint {
@@ -34,6 +35,14 @@ function endpointArgument(value: string, previous: Endpoint[] = []): Endpoint[] 
 function positiveInteger(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`"${value}" is not a positive integer`);
+  return n;
+}
+
+/** A size in bytes as nginx writes one: a whole number, with k, m or g for KiB, MiB, GiB. */
+function byteSize(value: string): number {
+  const match = /^(\d+)([kmg]?)$/i.exec(value.trim());
+  const n = match === null ? Number.NaN : Number(match[1]) * 1024 ** ' kmg'.indexOf((match[2] || ' ').toLowerCase());
+  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`"${value}" is not a size in bytes (e.g. 1048576, 512k, 10m)`);
   return n;
 }
 
@@ -113,12 +122,14 @@ async function runDns(options: DnsCommandOptions): Promise<void> {
 interface HttpCommandOptions extends RawCommandOptions {
   upstream?: string;
   timeout: number;
+  maxBodySize: number;
 }
 
 async function runHttp(options: HttpCommandOptions): Promise<void> {
   if (options.upstream === undefined) throw new StartupError('give --upstream http://HOST:PORT (or "upstream" in --config)');
+  const settings = { kind: 'http', origin: options.upstream, timeoutMs: options.timeout, maxBodyBytes: options.maxBodySize } as const;
   // HTTP closes as each request says (Connection: close), never after every response.
-  const running = await start(options, { kind: 'http', origin: options.upstream, timeoutMs: options.timeout }, false);
+  const running = await start(options, settings, false);
   serve(options.log, options.listen, running, `backend ${options.upstream}`);
 }
 
@@ -373,6 +384,12 @@ withRawOptions(program.command('dns').description('DNS over TCP front end relayi
 withRawOptions(program.command('http').description('HTTP/1.x front end relaying each request to a backend web server (keep-alive pool)'))
   .option('-u, --upstream <url>', 'backend web server, http://HOST:PORT')
   .option('--timeout <ms>', 'answer 504 when the backend has sent no headers (or no body data) for this long', positiveInteger, 10_000)
+  .option(
+    '--max-body-size <bytes>',
+    "largest request body relayed, as nginx's client_max_body_size (k, m, g suffixes); bigger ones get 413; 0: no limit",
+    byteSize,
+    DEFAULT_MAX_BODY_BYTES,
+  )
   .action(async (options: HttpCommandOptions, command: Command) => {
     checkRawOptions(options, command);
     await runHttp(options);

@@ -98,6 +98,11 @@ const newStreaming = (): Streaming => ({ written: 0, blocked: 0, waitingForDrain
 
 const GET = { method: 'GET', path: '/', headers: [] as [string, string][], body: null };
 
+/** A request body as the relay gives one: an async iterable of its parts. */
+async function* bodyOf(...parts: string[]): AsyncGenerator<Uint8Array> {
+  for (const part of parts) yield Buffer.from(part);
+}
+
 async function readAll(response: BackendResponse, checker: PatternChecker): Promise<void> {
   for await (const chunk of response.body) checker.add(chunk);
 }
@@ -140,8 +145,9 @@ describe('UndiciBackend', () => {
             ['Host', 'example.test'],
             ['X-Forwarded-For', '198.18.0.1'],
             ['Content-Type', 'text/plain'],
+            ['content-length', '5'],
           ],
-          body: Buffer.from('hello'),
+          body: bodyOf('hel', 'lo'),
         });
         assert.equal(response.status, 201);
         const checker: Uint8Array[] = [];

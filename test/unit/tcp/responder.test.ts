@@ -1004,12 +1004,17 @@ test('a flow owes at most maxPipelined answers: further queries wait out of the 
   const answer = h.answerFor(h.messages[0]!.bytes.subarray(2));
   h.responder.answer(flow, answer, 0, answer.length);
   assert.equal(h.messages.length, 4, 'an answer given: the next query goes on');
-  // The answer's segment advertises the window less the query still held (RFC 9293 §3.8.6.2.2).
-  checkPacket(h.take().at(-1)!, h.ip(), tcp(window(65535 - queries[4]!.length), payloadLength(answer.length)));
+  // The answer's segment keeps the window's right edge where the handshake put it: what the
+  // queries handed over freed is less than a segment (receiver silly-window avoidance, RFC 9293
+  // §3.8.6.2.2), so the window is 65,535 less all five queries.
+  const all = queries.reduce((sum, q) => sum + q.length, 0);
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(window(65535 - all), payloadLength(answer.length)));
   for (let i = 1; i < 4; i++) {
     const next = h.answerFor(h.messages[i]!.bytes.subarray(2));
     h.responder.answer(flow, next, 0, next.length);
   }
+  // Nothing held: the whole window again.
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(window(65535)));
   assert.equal(h.messages.length, 5);
   assert.equal(flow.receiveQueue.length, 0, 'nothing held any more');
   assert.deepEqual(
