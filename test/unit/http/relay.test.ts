@@ -732,3 +732,150 @@ describe('HttpRelay: backpressure and closed connections', () => {
     assert.equal(backend.requests.length, 1, 'the pipelined request is not relayed');
   });
 });
+
+describe('HttpRelay: request bodies streamed to the backend', () => {
+  const put = (length: number | 'chunked', fields = ''): string =>
+    `PUT /up HTTP/1.1\r\nHost: example.test\r\n${length === 'chunked' ? 'Transfer-Encoding: chunked' : `Content-Length: ${length}`}\r\n${fields}\r\n`;
+
+  /** The body's reads one at a time, as undici makes them. */
+  const reader = (backend: FakeBackend, index = 0): AsyncIterator<Uint8Array> => backend.requests[index]!.body![Symbol.asyncIterator]();
+  const text = (result: IteratorResult<Uint8Array>): string => (result.done ? '<end>' : Buffer.from(result.value).toString('latin1'));
+
+  it('hands the backend each part as it comes, and releases a read once the backend client comes for the next', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', `${put(11)}hello`);
+    await until(() => backend.requests.length === 1, 'the backend request');
+    assert.deepEqual(backend.requests[0]!.headers.at(-1), ['content-length', '11']);
+    const reads = reader(backend);
+    assert.equal(text(await reads.next()), 'hello');
+    assert.equal(transport.held.get('c'), 5, 'held while the backend client writes it');
+    const next = reads.next();
+    assert.equal(transport.held.get('c'), 0, 'released: the backend client came for more');
+    send(relay, 'c', ' world');
+    assert.equal(text(await next), ' world');
+    assert.equal(text(await reads.next()), '<end>');
+    assert.equal(transport.held.get('c'), 0);
+    assert.equal(transport.streaming.has('c'), false, 'endBody: what follows is a head again');
+    assert.equal(relay.counts[HttpCounter.BODY_BYTES], 11);
+    backend.respond(0, 201, [['content-length', '0']]).end();
+    await until(() => transport.owed.get('c') === 0, 'the answer');
+    assert.equal(transport.text('c'), 'HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n');
+  });
+
+  it('de-chunks a chunked body cut anywhere, and releases its framing with its data', async () => {
+    const { relay, backend, transport } = setup();
+    const body = '5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n';
+    send(relay, 'c', put('chunked'));
+    await until(() => backend.requests.length === 1, 'the backend request');
+    const read = readAll(backend.requests[0]!.body);
+    for (let i = 0; i < body.length; i += 3) send(relay, 'c', body.slice(i, i + 3));
+    assert.equal(await read, 'hello world');
+    assert.equal(transport.released, body.length, 'every byte of it released, framing and trailer included');
+    assert.equal(transport.streaming.has('c'), false);
+  });
+
+  it('answers 100 Continue when the request is served and its body has not come, before the response', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', put(5, 'Expect: 100-continue\r\n'));
+    await until(() => transport.text('c') === 'HTTP/1.1 100 Continue\r\n\r\n', '100 Continue');
+    assert.equal(relay.counts[HttpCounter.CONTINUES], 1);
+    const read = readAll(backend.requests[0]!.body);
+    send(relay, 'c', 'hello');
+    assert.equal(await read, 'hello');
+    backend.respond(0, 204, []).end();
+    await until(() => transport.owed.get('c') === 0, 'the answer');
+    assert.equal(transport.text('c'), 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n');
+  });
+
+  it('answers 413 instead of 100 Continue when the Content-Length is over the limit; an HTTP/1.0 expectation is ignored', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', put(MAX_BODY + 1, 'Expect: 100-continue\r\n'));
+    await until(() => transport.owed.get('c') === 0, 'the answer');
+    assert.equal(transport.text('c'), errorResponse(413, 'Payload Too Large'));
+    assert.equal(backend.requests.length, 0);
+    send(relay, 'old', 'PUT /up HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n');
+    await until(() => backend.requests.length === 1, 'the backend request');
+    assert.equal(transport.text('old'), '', 'no 100 for HTTP/1.0 (RFC 9110 §10.1.1)');
+  });
+
+  it('a chunked body whose total passes the limit: 413, its backend request aborted, what followed not read', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', put('chunked'));
+    await until(() => backend.requests.length === 1, 'the backend request');
+    const read = readAll(backend.requests[0]!.body);
+    send(relay, 'c', `200\r\n${'a'.repeat(512)}\r\n`);
+    send(relay, 'c', `200\r\n${'b'.repeat(512)}\r\n0\r\n\r\n${get('/after')}`);
+    assert.match(await read, /<BodyNotWhole>$/, 'the read fails: the backend never takes a cut body for a whole one');
+    backend.fail(0, new BackendError('unreachable', 'aborted'));
+    await until(() => transport.owed.get('c') === 0, 'the answer');
+    assert.equal(transport.text('c'), errorResponse(413, 'Payload Too Large'));
+    assert.equal(relay.counts[HttpCounter.BODIES_TOO_LARGE], 1);
+    assert.equal(relay.counts[HttpCounter.BACKEND_UNREACHABLE], 0, 'not the backend’s fault');
+    assert.equal(transport.held.get('c'), 0, 'all released');
+    assert.deepEqual(transport.events.slice(0, 1), ['closeWhenAnswered c']);
+    assert.equal(backend.requests.length, 1, '/after is not relayed');
+  });
+
+  it('a body the client cuts off with its FIN: 400, and the backend read fails', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', `${put(10)}half`);
+    await until(() => backend.requests.length === 1, 'the backend request');
+    const read = readAll(backend.requests[0]!.body);
+    relay.onBodyCutOff('c');
+    assert.equal(await read, 'half<BodyNotWhole>');
+    backend.fail(0, new BackendError('unreachable', 'aborted'));
+    await until(() => transport.owed.get('c') === 0, 'the answer');
+    assert.equal(transport.text('c'), errorResponse(400, 'Bad Request'));
+    assert.equal(relay.counts[HttpCounter.BODIES_CUT_OFF], 1);
+    assert.equal(transport.held.get('c'), 0);
+  });
+
+  it('a connection reset mid-body: the backend read fails, and nothing is answered', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', `${put(10)}half`);
+    await until(() => backend.requests.length === 1, 'the backend request');
+    const read = readAll(backend.requests[0]!.body);
+    transport.closed.add('c');
+    relay.onClosed('c');
+    assert.equal(await read, 'half<BodyNotWhole>');
+    backend.fail(0, new BackendError('unreachable', 'aborted'));
+    await until(() => transport.owed.get('c') === 0, 'the owed answer given up');
+    assert.equal(transport.answersDropped, 1);
+    assert.equal(relay.counts[HttpCounter.BODIES_CUT_OFF], 1);
+    assert.equal(relay.counts[HttpCounter.BACKEND_UNREACHABLE], 0);
+  });
+
+  it('the backend answers before the body is whole: the response closes the connection, the body is released, its read fails after', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', `${put(100)}part`);
+    await until(() => backend.requests.length === 1, 'the backend request');
+    const reads = reader(backend);
+    assert.equal(text(await reads.next()), 'part');
+    const waiting = reads.next();
+    let settled = false;
+    waiting.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    const body = backend.respond(0, 413, [['content-length', '4']]).push('big!');
+    await until(() => transport.text('c').endsWith('big!'), 'the response');
+    assert.match(transport.text('c'), /^HTTP\/1\.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!$/);
+    assert.equal(transport.held.get('c'), 0, 'released: it will not be read');
+    assert.equal(settled, false, 'the read waits while the response streams');
+    body.end();
+    await until(() => transport.owed.get('c') === 0, 'the answer');
+    await assert.rejects(waiting);
+    assert.ok(transport.closing.has('c'));
+  });
+
+  it('a body pipelined behind another request is held until its turn', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', `${get('/first')}${put(5)}hello`);
+    await until(() => backend.requests.length === 1, 'the first backend request');
+    assert.equal(transport.held.get('c'), 5, 'held: its request waits');
+    backend.respond(0, 200, [['content-length', '0']]).end();
+    await until(() => backend.requests.length === 2, 'the second backend request');
+    assert.equal(await readAll(backend.requests[1]!.body), 'hello');
+    assert.equal(transport.held.get('c'), 0);
+  });
+});
