@@ -124,7 +124,7 @@ describe('uploads with the default limit (1 MiB, as nginx’s client_max_body_si
   });
 });
 
-describe('10 MiB uploads (--max-body-size 16m)', () => {
+describe('10 MiB uploads (max-body-size: 16m in the config file)', () => {
   let lab: Lab;
   let nginx: Nginx;
   let frontEnd: RunningFrontEnd;
@@ -134,7 +134,10 @@ describe('10 MiB uploads (--max-body-size 16m)', () => {
     lab = await createLab({ unbound: false });
     nginx = await startNginx(lab);
     file = await randomFile(lab, 'ten-mib.bin', 10 * MIB);
-    frontEnd = await startHttpFrontEnd(lab, nginx.origin, ['--max-body-size', '16m', '--metrics', METRICS_ENDPOINT]);
+    // The limit from the config file, as an operator would set it.
+    const config = join(lab.tempDir, 'uploads.yaml');
+    await writeFile(config, 'max-body-size: 16m\n');
+    frontEnd = await startHttpFrontEnd(lab, nginx.origin, ['--config', config, '--metrics', METRICS_ENDPOINT]);
   });
   after(async () => {
     await lab?.close();
