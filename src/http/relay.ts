@@ -175,9 +175,12 @@ export class HttpRelay<C> implements Relay<C> {
     const pending = this.connections.get(connection);
     const body = pending?.receiving ?? null;
     if (pending === undefined || body === null) {
-      // Not expected: the transport streams only after beginBody, until endBody or a close.
-      this.sink!.endBody(connection);
-      return 0;
+      // Not expected (the transport streams only after beginBody, until endBody or a close). The
+      // bytes belong to no body we know, so they are not framed as requests either: dropped,
+      // and the connection closed.
+      this.sink!.closeWhenAnswered(connection, this.now());
+      this.sink!.releaseBody(connection, length, this.now());
+      return length;
     }
     const taken = body.take(buf, offset, length);
     if (body.failure !== null) {
