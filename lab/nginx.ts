@@ -29,8 +29,9 @@ export interface Nginx {
 
 /**
  * Locations: files from the root; `/echo-headers` answers with the request's X-Forwarded-For,
- * method, Content-Length and Connection; `/put/…` takes PUT; `/chunked` answers a body without a
- * length (nginx sends it chunked); `/slow` answers after 30 s (for 504).
+ * method, Content-Length and Connection; `/put/…` takes PUT up to 1 MiB, `/upload/…` of any size;
+ * `/chunked` answers a body without a length (nginx sends it chunked); `/slow` answers after 30 s
+ * (for 504).
  */
 export async function startNginx(lab: Lab, options: NginxOptions = {}): Promise<Nginx> {
   requireTools('nginx');
@@ -53,6 +54,13 @@ ${nginxPreamble(dir, options.workers ?? 1)}
       dav_methods PUT DELETE;
       create_full_put_path on;
       client_max_body_size 1m;
+    }
+    location /upload/ {
+      # Uploads of any size, Content-Length or chunked, written to a file the test reads back:
+      # the front end's --max-body-size is the limit under test, not this one.
+      dav_methods PUT;
+      create_full_put_path on;
+      client_max_body_size 0;
     }
     location = /chunked {
       default_type text/plain;

@@ -18,6 +18,7 @@ import { StartupError, startKernelFrontEnd, startRawFrontEnd, type FrontEndOptio
 import { applyConfigFile } from './config.js';
 import { DEFAULT_CAPTURE_BUFFER_BYTES } from './io/capture.js';
 import { createLogger, LOG_LEVELS, type Logger } from './log.js';
+import { DEFAULT_MAX_BODY_BYTES } from './http/request.js';
 import { DEFAULT_PORT_LIFETIME_SECONDS, DEFAULT_QUERIES_PER_PORT, DEFAULT_UPSTREAM_PORTS, type DnsSettings } from './dns/application.js';
 import { DEFAULT_HEALTH_CHECK, UPSTREAM_POLICIES, type UpstreamPolicy } from './dns/upstream-pool.js';
 
@@ -40,6 +41,14 @@ function endpointArgument(value: string, previous: Endpoint[] = []): Endpoint[] 
 function positiveInteger(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`"${value}" is not a positive integer`);
+  return n;
+}
+
+/** A size in bytes as nginx writes one: a whole number, with k, m or g for KiB, MiB, GiB. */
+function byteSize(value: string): number {
+  const match = /^(\d+)([kmg]?)$/i.exec(value.trim());
+  const n = match === null ? Number.NaN : Number(match[1]) * 1024 ** ' kmg'.indexOf((match[2] || ' ').toLowerCase());
+  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`"${value}" is not a size in bytes (e.g. 1048576, 512k, 10m)`);
   return n;
 }
 
@@ -228,12 +237,14 @@ async function runDns(options: DnsCommandOptions, command: Command): Promise<voi
 interface HttpCommandOptions extends RawCommandOptions {
   upstream?: string;
   timeout: number;
+  maxBodySize: number;
 }
 
 async function runHttp(options: HttpCommandOptions): Promise<void> {
   if (options.upstream === undefined) throw new StartupError('give --upstream http://HOST:PORT (or "upstream" in --config)');
+  const settings = { kind: 'http', origin: options.upstream, timeoutMs: options.timeout, maxBodyBytes: options.maxBodySize } as const;
   // HTTP closes as each request says (Connection: close), never after every response.
-  const running = await start(options, { kind: 'http', origin: options.upstream, timeoutMs: options.timeout }, false);
+  const running = await start(options, settings, false);
   serve(options.log, options.listen, running, `backend ${options.upstream}`);
 }
 
@@ -563,6 +574,12 @@ withRawOptions(program.command('dns').description('DNS over TCP front end relayi
 withRawOptions(program.command('http').description('HTTP/1.x front end relaying each request to a backend web server (keep-alive pool)'))
   .option('-u, --upstream <url>', 'backend web server, http://HOST:PORT')
   .option('--timeout <ms>', 'answer 504 when the backend has sent no headers (or no body data) for this long', positiveInteger, 10_000)
+  .option(
+    '--max-body-size <bytes>',
+    "largest request body relayed, as nginx's client_max_body_size (k, m, g suffixes); bigger ones get 413; 0: no limit",
+    byteSize,
+    DEFAULT_MAX_BODY_BYTES,
+  )
   .action(async (options: HttpCommandOptions, command: Command) => {
     checkRawOptions(options, command);
     await runHttp(options);

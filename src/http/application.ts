@@ -1,7 +1,7 @@
 /**
- * HTTP/1.x as an application of the transports (tcp/transport.ts): its framing (whole requests,
- * RFC 9112 §6), its counters, and a relay to a backend web server through io/http-backend.ts.
- * This file is where the protocol meets its I/O; relay.ts does none.
+ * HTTP/1.x as an application of the transports (tcp/transport.ts): its framing (request heads,
+ * their bodies streamed, RFC 9112 §6), its counters, and a relay to a backend web server through
+ * io/http-backend.ts. This file is where the protocol meets its I/O; relay.ts does none.
  */
 import { UndiciBackend, probeHttpBackend } from '../io/http-backend.js';
 import type { Application, Protocol, Relay } from '../tcp/transport.js';
@@ -15,6 +15,8 @@ export interface HttpSettings {
   origin: string;
   /** How long the backend may take for its headers, and between body chunks, before 504. */
   timeoutMs: number;
+  /** Largest request body relayed (`--max-body-size`); bigger ones get 413. 0: no limit. */
+  maxBodyBytes: number;
 }
 
 /** How long the start-up probe waits for the backend to accept a connection. */
@@ -33,6 +35,11 @@ export function httpApplication(settings: HttpSettings): Application {
   return {
     ...HTTP_PROTOCOL,
     probe: () => probeHttpBackend(settings.origin, PROBE_TIMEOUT_MS),
-    open: <C>(): Relay<C> => new HttpRelay<C>({ backend: new UndiciBackend(settings.origin, settings.timeoutMs), now: Date.now }),
+    open: <C>(): Relay<C> =>
+      new HttpRelay<C>({
+        backend: new UndiciBackend(settings.origin, settings.timeoutMs),
+        now: Date.now,
+        maxBodyBytes: settings.maxBodyBytes,
+      }),
   };
 }

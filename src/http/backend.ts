@@ -8,7 +8,11 @@ export interface BackendRequest {
   /** Origin-form target: path and query. */
   path: string;
   headers: [string, string][];
-  body: Uint8Array | null;
+  /**
+   * The body as it arrives from the client, read once, each read after the previous one is
+   * written (a Content-Length among `headers` gives its length; without one it is chunked).
+   */
+  body: AsyncIterable<Uint8Array> | null;
 }
 
 export interface BackendResponse {

@@ -1,20 +1,26 @@
 /**
- * The HTTP relay: whole requests from the responder go to the backend web server; each response
- * goes back on its connection, in request order (RFC 9112 §9.3.2), re-framed for the client and
- * streamed only as fast as the client acknowledges.
+ * The HTTP relay: request heads from the transport go to the backend web server, each with its
+ * body streamed as it arrives (an upload of any size holds only what is in flight: the
+ * transport's window opens as the backend takes it); each response goes back on its connection,
+ * in request order (RFC 9112 §9.3.2), re-framed for the client and streamed only as fast as the
+ * client acknowledges.
  *
- *   request bytes ──parseRequest──▶ backend (undici pool, keep-alive) ──▶ status + headers + body
- *   ──▶ head re-written (hop-by-hop fields dropped, framing chosen for this client) ──▶ answerPart
- *       … body chunks, each waiting for `onDrain` when the connection's send queue is full
- *   ──▶ answer (the last bytes) ──▶ closeWhenAnswered if the connection is to close
+ *   head ──parseRequest──▶ (100 Continue) ──▶ backend (undici pool, keep-alive)
+ *   body ──onBody──▶ RequestBody ──▶ backend, releaseBody as it is written
+ *   backend ──▶ status + headers + body ──▶ head re-written (hop-by-hop fields dropped, framing
+ *       chosen for this client) ──▶ answerPart … body chunks, each waiting for `onDrain` when the
+ *       connection's send queue is full ──▶ answer (the last bytes) ──▶ closeWhenAnswered if the
+ *       connection is to close
  *
- * Errors are answered with a short body and `Connection: close`: 400 malformed request, 413 body
- * too big, 431 head too big, 501 unknown transfer coding or CONNECT, 505 version, 502 backend
- * unreachable, 504 backend too slow (RFC 9110 §15.6).
+ * Errors are answered with a short body and `Connection: close`: 400 malformed request (or a body
+ * cut off), 413 body over `maxBodyBytes`, 417 an expectation other than 100-continue, 431 head
+ * too big, 501 unknown transfer coding or CONNECT, 505 version, 502 backend unreachable, 504
+ * backend too slow (RFC 9110 §15.5, §15.6).
  */
 import { STATUS_CODES } from 'node:http';
 import { BackendError, type BackendResponse, type HttpBackend } from './backend.js';
-import { parseRequest, requestLength, type HttpRequest } from './request.js';
+import { parseRequest, type HttpRequest } from './request.js';
+import { RequestBody } from './request-body.js';
 import { counterNames } from '../counter-names.js';
 import type { Relay, Transport } from '../tcp/transport.js';
 
@@ -22,6 +28,8 @@ export interface HttpRelayOptions {
   backend: HttpBackend;
   /** The clock for the relay's own events: backend responses, their bodies. */
   now: () => number;
+  /** Largest request body relayed (nginx's client_max_body_size); bigger ones get 413. 0: no limit. */
+  maxBodyBytes: number;
 }
 
 /** Counter indices of `HttpRelay.counts`. */
@@ -34,6 +42,14 @@ export const HttpCounter = {
   BROKEN_RESPONSES: 5,
   /** Responses abandoned because the client reset the connection. */
   ABANDONED: 6,
+  /** Request body bytes handed to the backend. */
+  BODY_BYTES: 7,
+  /** Requests answered 413: a Content-Length, or a chunked body's running total, over the limit. */
+  BODIES_TOO_LARGE: 8,
+  /** Request bodies the client stopped sending part-way: its FIN, its RST or a missed deadline came first. */
+  BODIES_CUT_OFF: 9,
+  /** `100 Continue` sent to clients that asked for it. */
+  CONTINUES: 10,
 } as const;
 export const HTTP_COUNTER_NAMES = counterNames(HttpCounter);
 
@@ -50,12 +66,28 @@ const HOP_BY_HOP = new Set([
   'proxy-authorization',
 ]);
 
+/** A request taken from the client and not yet answered. */
+interface Exchange {
+  /** The parsed head; null if the request cannot be relayed. */
+  readonly request: HttpRequest | null;
+  /** The status a request that cannot be relayed gets (0 for one that can). */
+  readonly status: number;
+  /** Its body as it arrives, if it has one. */
+  readonly body: RequestBody | null;
+}
+
 /** A connection's requests waiting for their responses. */
 interface Pending {
-  /** Whole requests not yet answered, oldest first (pipelining: answered in this order). */
-  readonly queue: Uint8Array[];
+  /** Requests not yet answered, oldest first (pipelining: answered in this order); `serve` takes them off. */
+  readonly queue: Exchange[];
+  /** The request being answered (taken off the queue). */
+  current: Exchange | null;
+  /** The body the transport is delivering now (`onBody`), until it is whole or given up. */
+  receiving: RequestBody | null;
   busy: boolean;
-  /** A request asked to close (or an error closes): later requests are not answered. */
+  /** No more requests are taken: one could not be relayed, or its body not read to its end. */
+  stopped: boolean;
+  /** A response closes the connection: the requests after it are not answered. */
   closing: boolean;
   /** Whether the transport takes more of the response now (false after `answerPart` said so, until `onDrain`). */
   room: boolean;
@@ -66,6 +98,8 @@ interface Pending {
 const EMPTY = new Uint8Array(0);
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 const CRLF = Buffer.from('\r\n', 'latin1');
+/** RFC 9110 §15.2.1: the interim response that asks the client for the body it holds back. */
+const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
 
 export class HttpRelay<C> implements Relay<C> {
   readonly counts = new Float64Array(HTTP_COUNTER_NAMES.length);
@@ -75,43 +109,99 @@ export class HttpRelay<C> implements Relay<C> {
   observeLatency: ((seconds: number) => void) | null = null;
   private readonly backend: HttpBackend;
   private readonly now: () => number;
+  private readonly maxBodyBytes: number;
 
   constructor(options: HttpRelayOptions) {
     this.backend = options.backend;
     this.now = options.now;
+    this.maxBodyBytes = options.maxBodyBytes;
   }
 
   attach(sink: Transport<C>): void {
     this.sink = sink;
   }
 
-  /** No timers: the backend client times its own requests out. */
+  /** No timers: the backend client times its own requests out, the transport the client. */
   tick(): void {}
 
   close(): void {
     void this.backend.close();
   }
 
+  /** One request head (or bytes that can never be one), as the transport framed it (request.ts). */
   onMessages(connection: C, buf: Uint8Array, offset: number, length: number): void {
     let pending = this.connections.get(connection);
     if (pending === undefined) {
-      pending = { queue: [], busy: false, closing: false, room: true, drained: null };
+      pending = { queue: [], current: null, receiving: null, busy: false, stopped: false, closing: false, room: true, drained: null };
       this.connections.set(connection, pending);
     }
-    const end = offset + length;
-    for (let p = offset; p < end; ) {
-      const n = requestLength(buf, p, end);
-      const size = n > 0 ? n : end - p; // unusable bytes: one "request" that gets its error
-      if (!pending.closing) {
-        // A copy (Uint8Array's slice, not a Buffer's, which would be a view): the transport
-        // reuses `buf` once this returns.
-        pending.queue.push(Uint8Array.prototype.slice.call(buf, p, p + size));
-        this.sink!.expectAnswer(connection);
-        this.counts[HttpCounter.REQUESTS]!++;
+    if (pending.stopped || pending.closing) return;
+    const sink = this.sink!;
+    sink.expectAnswer(connection);
+    this.counts[HttpCounter.REQUESTS]!++;
+    const parsed = parseRequest(buf, offset, length);
+    const status = this.refusal(parsed);
+    if (status !== 0) {
+      this.counts[status === 413 ? HttpCounter.BODIES_TOO_LARGE : HttpCounter.BAD_REQUESTS]!++;
+      pending.queue.push({ request: null, status, body: null });
+      // Its body, or what the bytes were, is never read: nothing after it can be framed.
+      this.stopReading(connection, pending);
+    } else {
+      const request = parsed as HttpRequest;
+      let body: RequestBody | null = null;
+      if (request.body !== 0) {
+        body = new RequestBody(request.body, this.maxBodyBytes, {
+          release: (bytes) => this.sink!.releaseBody(connection, bytes, this.now()),
+          read: (bytes) => {
+            this.counts[HttpCounter.BODY_BYTES]! += bytes;
+          },
+        });
+        pending.receiving = body;
+        sink.beginBody(connection, this.now());
       }
-      p += size;
+      pending.queue.push({ request, status: 0, body });
     }
-    if (!pending.busy) void this.serve(connection, pending);
+    if (!pending.busy) {
+      pending.busy = true;
+      // Once the transport is done with the bytes at hand: a body that came with its head is
+      // then taken already, and no 100 Continue is sent for it.
+      const start = pending;
+      queueMicrotask(() => void this.serve(connection, start));
+    }
+  }
+
+  /** The next bytes of the body being received: into its RequestBody, and the transport told when it ends. */
+  onBody(connection: C, buf: Uint8Array, offset: number, length: number): number {
+    const pending = this.connections.get(connection);
+    const body = pending?.receiving ?? null;
+    if (pending === undefined || body === null) {
+      // Not expected (the transport streams only after beginBody, until endBody or a close). The
+      // bytes belong to no body we know, so they are not framed as requests either: dropped,
+      // and the connection closed.
+      this.sink!.closeWhenAnswered(connection, this.now());
+      this.sink!.releaseBody(connection, length, this.now());
+      return length;
+    }
+    const taken = body.take(buf, offset, length);
+    if (body.failure !== null) {
+      if (body.failure === 413) this.counts[HttpCounter.BODIES_TOO_LARGE]!++;
+      else this.counts[HttpCounter.BAD_REQUESTS]!++;
+      body.fail(body.failure);
+      this.stopReading(connection, pending);
+    } else if (body.complete) {
+      pending.receiving = null;
+      this.sink!.endBody(connection);
+    }
+    return taken;
+  }
+
+  onBodyCutOff(connection: C): void {
+    const pending = this.connections.get(connection);
+    const body = pending?.receiving ?? null;
+    if (pending === undefined || body === null) return;
+    this.counts[HttpCounter.BODIES_CUT_OFF]!++;
+    pending.receiving = null;
+    body.fail(400);
   }
 
   onDrain(connection: C): void {
@@ -126,26 +216,45 @@ export class HttpRelay<C> implements Relay<C> {
 
   onClosed(connection: C): void {
     this.counts[HttpCounter.ABANDONED]!++;
+    const pending = this.connections.get(connection);
+    if (pending !== undefined) {
+      // A body still arriving never will: its backend request is aborted, not left waiting.
+      for (const exchange of pending.current === null ? pending.queue : [pending.current, ...pending.queue]) {
+        if (exchange.body === null || exchange.body.complete || exchange.body.failure !== null) continue;
+        this.counts[HttpCounter.BODIES_CUT_OFF]!++;
+        exchange.body.fail(null);
+      }
+      pending.receiving = null;
+    }
     this.onDrain(connection); // a response waiting for space finds the connection closed and stops
     this.connections.delete(connection);
   }
 
+  /** The status a request gets without the backend (0: relay it). */
+  private refusal(parsed: HttpRequest | { status: number }): number {
+    if ('status' in parsed) return parsed.status;
+    // A tunnel is not relaying requests to the backend (RFC 9110 §9.3.6): not implemented here.
+    if (parsed.method === 'CONNECT') return 501;
+    // RFC 9110 §10.1.1: 417 for an expectation we cannot meet; §15.5.14: 413 for a body over the
+    // limit, from its Content-Length, before reading it (a chunked body when its total passes it).
+    if (parsed.unmetExpectation) return 417;
+    if (this.maxBodyBytes > 0 && typeof parsed.body === 'number' && parsed.body > this.maxBodyBytes) return 413;
+    return 0;
+  }
+
   /** Answers the queued requests of one connection, one after the other. */
   private async serve(connection: C, pending: Pending): Promise<void> {
-    pending.busy = true;
     try {
       while (pending.queue.length > 0 && !this.sink!.isClosed(connection)) {
-        const bytes = pending.queue.shift()!;
-        const parsed = parseRequest(bytes, 0, bytes.length);
-        if ('status' in parsed) {
-          this.counts[HttpCounter.BAD_REQUESTS]!++;
-          this.respondWithError(connection, pending, parsed.status);
-        } else if (parsed.method === 'CONNECT') {
-          // A tunnel is not relaying requests to the backend (RFC 9110 §9.3.6): not implemented here.
-          this.counts[HttpCounter.BAD_REQUESTS]!++;
-          this.respondWithError(connection, pending, 501);
-        } else {
-          await this.relay(connection, pending, parsed);
+        const exchange = pending.queue.shift()!;
+        pending.current = exchange;
+        try {
+          const failure = exchange.status || exchange.body?.failure || 0;
+          if (failure !== 0) this.respondWithError(connection, pending, failure);
+          else await this.relay(connection, pending, exchange.request!, exchange.body);
+        } finally {
+          pending.current = null;
+          exchange.body?.close();
         }
       }
     } catch {
@@ -155,12 +264,20 @@ export class HttpRelay<C> implements Relay<C> {
       if (!this.sink!.isClosed(connection)) this.sink!.reset(connection, this.now());
     } finally {
       pending.busy = false;
-      if (pending.queue.length === 0 && this.connections.get(connection) === pending) this.connections.delete(connection);
+      if (pending.queue.length === 0 && pending.receiving === null && this.connections.get(connection) === pending) {
+        this.connections.delete(connection);
+      }
     }
   }
 
-  private async relay(connection: C, pending: Pending, request: HttpRequest): Promise<void> {
+  private async relay(connection: C, pending: Pending, request: HttpRequest, body: RequestBody | null): Promise<void> {
     const sink = this.sink!;
+    if (request.expectContinue && body !== null && !body.started) {
+      // RFC 9110 §10.1.1: the head is good and the body wanted: tell the client to send it now,
+      // rather than after its own wait (curl's is a second).
+      this.counts[HttpCounter.CONTINUES]!++;
+      pending.room = sink.answerPart(connection, CONTINUE, 0, CONTINUE.length);
+    }
     let response: BackendResponse;
     const relayedMs = this.now();
     try {
@@ -168,12 +285,20 @@ export class HttpRelay<C> implements Relay<C> {
         method: request.method,
         path: request.target,
         headers: forwardedHeaders(request, sink.clientAddress(connection)),
-        body: request.body.length > 0 ? request.body : null,
+        body,
       });
     } catch (error) {
-      const timedOut = error instanceof BackendError && error.kind === 'timeout';
-      this.counts[timedOut ? HttpCounter.BACKEND_TIMEOUTS : HttpCounter.BACKEND_UNREACHABLE]!++;
-      this.respondWithError(connection, pending, timedOut ? 504 : 502);
+      if (sink.isClosed(connection)) {
+        // Gone meanwhile (perhaps why the request failed: its body with it): not the backend's fault.
+        sink.answer(connection, EMPTY, 0, 0);
+      } else if (body?.failure) {
+        // The body failed (too big, cut off) and with it the backend request.
+        this.respondWithError(connection, pending, body.failure);
+      } else {
+        const timedOut = error instanceof BackendError && error.kind === 'timeout';
+        this.counts[timedOut ? HttpCounter.BACKEND_TIMEOUTS : HttpCounter.BACKEND_UNREACHABLE]!++;
+        this.respondWithError(connection, pending, timedOut ? 504 : 502);
+      }
       return;
     }
     this.observeLatency?.((this.now() - relayedMs) / 1000);
@@ -187,8 +312,12 @@ export class HttpRelay<C> implements Relay<C> {
     const length = response.headers.find(([name]) => name === 'content-length')?.[1];
     // Without a length, HTTP/1.1 clients get chunked; HTTP/1.0 clients get the body up to our FIN.
     const chunked = !noBody && length === undefined && request.minorVersion === 1;
-    const keepAlive = request.keepAlive && (noBody || length !== undefined || chunked);
+    // The backend answered before the body was whole (an early 413 of its own, say): the rest of
+    // the body is not read, so nothing after it could be framed — close (RFC 9110 §10.1.1).
+    const bodyUnread = body !== null && !body.complete;
+    const keepAlive = request.keepAlive && !bodyUnread && (noBody || length !== undefined || chunked);
     if (!keepAlive) this.startClosing(connection, pending);
+    if (bodyUnread) body.abandon();
 
     let head = `HTTP/1.1 ${response.status} ${STATUS_CODES[response.status] ?? 'Unknown'}\r\n`;
     for (const [name, value] of response.headers) {
@@ -253,13 +382,28 @@ export class HttpRelay<C> implements Relay<C> {
     this.sink!.answer(connection, message, 0, message.length);
   }
 
+  /**
+   * No more requests are taken on this connection (the transport acknowledges and drops what
+   * follows); those taken still get their answers, then our FIN.
+   */
+  private stopReading(connection: C, pending: Pending): void {
+    if (pending.stopped) return;
+    pending.stopped = true;
+    pending.receiving = null;
+    this.sink!.closeWhenAnswered(connection, this.now());
+  }
+
   /** No more requests are answered on this connection; our FIN follows the last response. */
   private startClosing(connection: C, pending: Pending): void {
     if (pending.closing) return;
     pending.closing = true;
-    // Requests pipelined behind this one get no answer: release what was owed for them.
-    for (const _ of pending.queue.splice(0)) this.sink!.answer(connection, EMPTY, 0, 0);
-    this.sink!.closeWhenAnswered(connection, this.now());
+    // Requests pipelined behind this one get no answer: release what was owed for them, and
+    // what their bodies hold.
+    for (const exchange of pending.queue.splice(0)) {
+      exchange.body?.close();
+      this.sink!.answer(connection, EMPTY, 0, 0);
+    }
+    this.stopReading(connection, pending);
   }
 }
 
@@ -273,12 +417,14 @@ function forwardedHeaders(request: HttpRequest, clientAddress: string): [string,
   let forwardedFor: string | null = null;
   for (const [name, value] of request.headers) {
     const lower = name.toLowerCase();
-    // Content-Length: undici sets it for the body we pass. Expect: the whole body is already
-    // here (requests are relayed whole), so there is nothing left to continue.
+    // Content-Length: set below for the body we stream. Expect: answered here (100 Continue
+    // or 417), not by the backend.
     if (named.has(lower) || lower === 'content-length' || lower === 'expect') continue;
     if (lower === 'x-forwarded-for') forwardedFor = forwardedFor === null ? value : `${forwardedFor}, ${value}`;
     else headers.push([name, value]);
   }
   headers.push(['x-forwarded-for', forwardedFor === null ? clientAddress : `${forwardedFor}, ${clientAddress}`]);
+  // The body streams, so the backend client learns its length here (a chunked one it chunks anew).
+  if (typeof request.body === 'number' && request.body > 0) headers.push(['content-length', String(request.body)]);
   return headers;
 }

@@ -1,59 +1,51 @@
 /**
  * HTTP/1.x requests as they arrive in the client's byte stream (RFC 9112).
  *
- * Two steps share one reading of the message-length rules (RFC 9112 §6.3), so the bytes we
- * treat as one request are exactly the bytes we relay as one — a framer and a parser that
- * disagreed would let a client smuggle a request past us:
+ * A request is a head (request line and header fields) and perhaps a body. The transports frame
+ * heads as their messages; a body is streamed to the backend as it arrives (http/relay.ts), so
+ * that an upload of any size holds no more than what is in flight. Three steps share one
+ * reading of the message-length rules (RFC 9112 §6.3), so the bytes we treat as one request are
+ * exactly the bytes we relay as one — a framer and a parser that disagreed would let a client
+ * smuggle a request past us:
  *
  * - `wholeRequestLength` runs on every segment (the transports' `messageLength`): it only finds
- *   where a request ends, reading the buffer in place, allocating nothing.
- * - `parseRequest` runs once per whole request, for the relay: method, target, headers, body.
+ *   where a head ends, reading the buffer in place, allocating nothing.
+ * - `parseRequest` runs once per head, for the relay: method, target, fields, and how the body
+ *   that follows is framed.
+ * - `ChunkedDecoder` follows a chunked body (RFC 9112 §7.1) across segments, byte by byte,
+ *   finding its data and its end.
  *
  * Written here rather than taken from a parser library because the framer must work on the
  * responder's byte ranges without copies and must agree byte for byte with the parser.
- *
- * A request body must fit the receive window (64 KiB less the head): the server acknowledges no
- * more than that for a request that is not yet whole. Bigger bodies get 413.
  */
 
 /** Largest request head (request line + headers) we accept; past it, 431 (RFC 6585 §5). */
 export const MAX_HEAD_BYTES = 16 * 1024;
-/** Largest request body: what fits in the receive window after a head. */
-export const MAX_BODY_BYTES = 48 * 1024;
+/**
+ * Largest request body by default (`--max-body-size`): nginx's client_max_body_size. Bigger ones
+ * get 413 (RFC 9110 §15.5.14).
+ */
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
 const CR = 13;
 const LF = 10;
 const SP = 32;
 const HTAB = 9;
 const COLON = 58;
+const SEMICOLON = 59;
 
 /**
- * The length of the whole request at the start of `buf[offset, offset+length)`, or 0 while it is
- * not whole (the transports' `messageLength`). Bytes that can never become a valid request (a head
- * past `MAX_HEAD_BYTES`, a malformed length) count as one whole request, all of them: the relay
- * then answers them with an error and closes the connection.
+ * The length of the head of the request at the start of `buf[offset, offset+length)`, or 0 while
+ * it is not whole (the transports' `messageLength`); its body, if any, follows as a stream
+ * (transport.ts `beginBody`). Bytes that can never become a valid request (a head past
+ * `MAX_HEAD_BYTES`, a malformed length) count as one whole request, all of them: the relay then
+ * answers them with an error and closes the connection.
  */
 export function wholeRequestLength(buf: Uint8Array, offset: number, length: number): number {
-  const n = requestLength(buf, offset, offset + length);
-  return n < 0 ? length : n;
-}
-
-/**
- * The length of the request starting at `buf[start]`, 0 if it is not whole yet, or -1 if the
- * bytes can never make a request we relay.
- */
-export function requestLength(buf: Uint8Array, start: number, end: number): number {
-  const headEnd = findHeadEnd(buf, start, Math.min(end, start + MAX_HEAD_BYTES));
-  if (headEnd < 0) return end - start >= MAX_HEAD_BYTES ? -1 : 0;
-  const framing = bodyFraming(buf, start, headEnd);
-  if (framing === FRAMING_INVALID) return -1;
-  if (framing === FRAMING_CHUNKED) {
-    const bodyEnd = chunkedBodyEnd(buf, headEnd, end);
-    if (bodyEnd === -1) return -1;
-    return bodyEnd === 0 ? 0 : bodyEnd - start;
-  }
-  if (framing > MAX_BODY_BYTES) return -1;
-  return headEnd + framing <= end ? headEnd + framing - start : 0;
+  const end = offset + length;
+  const headEnd = findHeadEnd(buf, offset, Math.min(end, offset + MAX_HEAD_BYTES));
+  if (headEnd < 0) return length >= MAX_HEAD_BYTES ? length : 0;
+  return bodyFraming(buf, offset, headEnd) === FRAMING_INVALID ? length : headEnd - offset;
 }
 
 /** Index just past the CRLF CRLF that ends a head starting at `start`, or -1. */
@@ -88,8 +80,8 @@ function bodyFraming(buf: Uint8Array, start: number, headEnd: number): number {
       if (value < 0 || (contentLength >= 0 && value !== contentLength)) return FRAMING_INVALID;
       contentLength = value;
     } else if (nameIs(buf, line, colon, 'transfer-encoding')) {
-      // Chunked alone: we de-chunk and relay with a length, and relay no other transfer coding
-      // (gzip, chunked would reach the backend still gzipped, without saying so).
+      // Chunked alone: we de-chunk and relay the data chunked anew, and relay no other transfer
+      // coding (gzip, chunked would reach the backend still gzipped, without saying so).
       if (fieldValueLower(buf, colon + 1, eol) === 'chunked' && !chunked) chunked = true;
       else otherCoding = true;
     }
@@ -98,44 +90,6 @@ function bodyFraming(buf: Uint8Array, start: number, headEnd: number): number {
   if (otherCoding || (chunked && contentLength >= 0)) return FRAMING_INVALID;
   if (chunked) return FRAMING_CHUNKED;
   return Math.max(contentLength, 0);
-}
-
-/**
- * The end of a chunked body starting at `p` (RFC 9112 §7.1): after the last chunk, trailer
- * fields and the final CRLF. 0 if not all here yet, -1 if malformed or too big.
- */
-function chunkedBodyEnd(buf: Uint8Array, p: number, end: number): number {
-  let total = 0;
-  for (;;) {
-    const eol = lineEndWithin(buf, p, end);
-    if (eol < 0) return end - p > 1024 ? -1 : 0;
-    let size = 0;
-    let digits = 0;
-    let i = p;
-    for (; i < eol; i++) {
-      const d = hexDigit(buf[i]!);
-      if (d < 0) break;
-      size = size * 16 + d;
-      if (++digits > 8) return -1;
-    }
-    if (digits === 0 || (i < eol && buf[i] !== 0x3b /* ; chunk extension */ && buf[i] !== SP && buf[i] !== HTAB)) return -1;
-    total += size;
-    if (total > MAX_BODY_BYTES) return -1;
-    p = eol + 2;
-    if (size === 0) {
-      // Trailer fields, then an empty line.
-      for (;;) {
-        const t = lineEndWithin(buf, p, end);
-        if (t < 0) return end - p > MAX_HEAD_BYTES ? -1 : 0;
-        const empty = t === p;
-        p = t + 2;
-        if (empty) return p;
-      }
-    }
-    if (p + size + 2 > end) return 0;
-    if (buf[p + size] !== CR || buf[p + size + 1] !== LF) return -1;
-    p += size + 2;
-  }
 }
 
 /** Index of the CR of the first CRLF at or after `p` and before `limit`, or -1. */
@@ -185,7 +139,7 @@ function hexDigit(c: number): number {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parsing a whole request
+// Parsing a head
 // ---------------------------------------------------------------------------------------------
 
 export interface HttpRequest {
@@ -196,10 +150,17 @@ export interface HttpRequest {
   minorVersion: number;
   /** Field lines in order, names as sent. */
   headers: [string, string][];
-  /** The body, de-chunked. */
-  body: Uint8Array;
+  /** The body that follows the head: this many bytes (Content-Length; 0 for none), or chunked. */
+  body: number | 'chunked';
   /** Whether the client wants the connection kept open after this response (RFC 9112 §9.3). */
   keepAlive: boolean;
+  /**
+   * The client waits for `100 Continue` before it sends the body (RFC 9110 §10.1.1: an HTTP/1.1
+   * request with `Expect: 100-continue` and a body; an HTTP/1.0 one's expectation is ignored).
+   */
+  expectContinue: boolean;
+  /** The request expects something else, which no server here meets: 417 (RFC 9110 §10.1.1, §15.5.18). */
+  unmetExpectation: boolean;
 }
 
 /** Why a request cannot be relayed: the status we answer with (and then close). */
@@ -209,7 +170,7 @@ export interface RequestError {
 
 const TOKEN_CHARS = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
-/** Parses one whole request as `wholeRequestLength` delimited it. */
+/** Parses one head as `wholeRequestLength` delimited it (or the unusable bytes it took for one). */
 export function parseRequest(buf: Uint8Array, offset: number, length: number): HttpRequest | RequestError {
   const end = offset + length;
   const headEnd = findHeadEnd(buf, offset, Math.min(end, offset + MAX_HEAD_BYTES));
@@ -227,7 +188,9 @@ export function parseRequest(buf: Uint8Array, offset: number, length: number): H
 
   const headers: [string, string][] = [];
   let connection = '';
+  let expect = '';
   let hasHost = false;
+  let hasTransferEncoding = false;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i]!;
     const colon = line.indexOf(':');
@@ -239,7 +202,9 @@ export function parseRequest(buf: Uint8Array, offset: number, length: number): H
     if (/[\x00\r\n]/.test(value)) return { status: 400 };
     const lower = name.toLowerCase();
     if (lower === 'connection') connection += `,${value.toLowerCase()}`;
-    if (lower === 'host') {
+    else if (lower === 'expect') expect += `,${value.toLowerCase()}`;
+    else if (lower === 'transfer-encoding') hasTransferEncoding = true;
+    else if (lower === 'host') {
       if (hasHost) return { status: 400 };
       hasHost = true;
     }
@@ -249,35 +214,166 @@ export function parseRequest(buf: Uint8Array, offset: number, length: number): H
   if (minorVersion === 1 && !hasHost) return { status: 400 };
 
   const framing = bodyFraming(buf, offset, headEnd);
-  let body: Uint8Array;
   if (framing === FRAMING_INVALID) {
-    const codings = headers.filter(([n]) => n.toLowerCase() === 'transfer-encoding');
-    return { status: codings.length > 0 && !headers.some(([n]) => n.toLowerCase() === 'content-length') ? 501 : 400 };
-  } else if (framing === FRAMING_CHUNKED) {
-    if (chunkedBodyEnd(buf, headEnd, end) !== end) return { status: 400 };
-    body = dechunk(buf, headEnd, end);
-  } else {
-    if (framing > MAX_BODY_BYTES) return { status: 413 };
-    if (headEnd + framing !== end) return { status: 400 };
-    body = Uint8Array.prototype.slice.call(buf, headEnd, end); // a copy even if `buf` is a Buffer
+    return { status: hasTransferEncoding && !headers.some(([n]) => n.toLowerCase() === 'content-length') ? 501 : 400 };
   }
+  // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
+  if (headEnd !== end || (hasTransferEncoding && minorVersion === 0)) return { status: 400 };
+  const body = framing === FRAMING_CHUNKED ? 'chunked' : framing;
   const tokens = connection.split(',').map((t) => t.trim());
   const keepAlive = minorVersion === 1 ? !tokens.includes('close') : tokens.includes('keep-alive');
-  return { method, target, minorVersion, headers, body, keepAlive };
+  // RFC 9110 §10.1.1: Expect is a list; 100-continue matches case-insensitively; an HTTP/1.0
+  // server (as we are to an HTTP/1.0 client) ignores it.
+  const expectations =
+    minorVersion === 1
+      ? expect
+          .split(',')
+          .map((t) => t.trim())
+          .filter((t) => t.length > 0)
+      : [];
+  const unmetExpectation = expectations.some((t) => t !== '100-continue');
+  const expectContinue = !unmetExpectation && expectations.length > 0 && body !== 0;
+  return { method, target, minorVersion, headers, body, keepAlive, expectContinue, unmetExpectation };
 }
 
-/** The data of a chunked body `buf[p, end)` that `chunkedBodyEnd` found to end exactly at `end`. */
-function dechunk(buf: Uint8Array, p: number, end: number): Uint8Array {
-  const parts: Uint8Array[] = [];
-  for (;;) {
-    const eol = lineEndWithin(buf, p, end);
-    let size = 0;
-    for (let i = p; i < eol && hexDigit(buf[i]!) >= 0; i++) size = size * 16 + hexDigit(buf[i]!);
-    p = eol + 2;
-    // Trailer fields after the last chunk are dropped (RFC 9112 §7.1.2 allows it).
-    if (size === 0) return Buffer.concat(parts);
-    parts.push(buf.subarray(p, p + size));
-    p += size + 2;
+// ---------------------------------------------------------------------------------------------
+// A chunked body, as it streams
+// ---------------------------------------------------------------------------------------------
+
+/** Where a ChunkedDecoder stands in the body (RFC 9112 §7.1); the trailer states last. */
+const ChunkState = {
+  SIZE: 0,
+  EXTENSION: 1,
+  SIZE_LF: 2,
+  DATA: 3,
+  DATA_CR: 4,
+  DATA_LF: 5,
+  TRAILER_START: 6,
+  TRAILER: 7,
+  TRAILER_LF: 8,
+  LAST_LF: 9,
+  DONE: 10,
+} as const;
+
+/** `ChunkedDecoder.decode`: the body is malformed (400), or its data is over the limit (413). */
+export const CHUNKED_MALFORMED = -1;
+export const CHUNKED_TOO_BIG = -2;
+
+/** Longest chunk-size line (with its extensions) we read: nginx takes no more either. */
+const MAX_CHUNK_LINE = 1024;
+/** Most hex digits of a chunk size: 8 (4 GiB − 1), so that the sum stays exact. */
+const MAX_CHUNK_SIZE_DIGITS = 8;
+
+/**
+ * A chunked request body (RFC 9112 §7.1) read as it arrives, in pieces cut anywhere: a chunk
+ * size line, its data, CRLF; the last chunk (size 0), trailer fields (dropped, as §7.1.2 allows)
+ * and an empty line. Holds only its state between pieces, never bytes.
+ */
+export class ChunkedDecoder {
+  /** Data bytes found so far. */
+  total = 0;
+  private state: number = ChunkState.SIZE;
+  /** The size being read, or the data bytes left of the current chunk. */
+  private size = 0;
+  private digits = 0;
+  /** Bytes of the current size line, or of the trailer section. */
+  private lineBytes = 0;
+  private trailerBytes = 0;
+
+  /** `maxBytes`: the most data allowed (0: no limit); a chunk size that would pass it is CHUNKED_TOO_BIG. */
+  constructor(private readonly maxBytes: number) {}
+
+  /** Whether the body's end (the empty line after the trailers) has been read. */
+  get done(): boolean {
+    return this.state === ChunkState.DONE;
+  }
+
+  /**
+   * Reads `buf[offset, offset+length)`, the next bytes of the body: each run of data goes to
+   * `onData` (in place: a view valid during the call). Returns how many of the bytes belong to
+   * the body — all of them, or fewer when its end is among them — or CHUNKED_MALFORMED or
+   * CHUNKED_TOO_BIG.
+   */
+  decode(buf: Uint8Array, offset: number, length: number, onData: (buf: Uint8Array, offset: number, length: number) => void): number {
+    const end = offset + length;
+    let p = offset;
+    while (p < end) {
+      if (this.state === ChunkState.DATA) {
+        const n = Math.min(this.size, end - p);
+        onData(buf, p, n);
+        p += n;
+        this.size -= n;
+        if (this.size === 0) this.state = ChunkState.DATA_CR;
+        continue;
+      }
+      const c = buf[p++]!;
+      switch (this.state) {
+        case ChunkState.SIZE: {
+          const d = hexDigit(c);
+          if (d >= 0) {
+            if (++this.digits > MAX_CHUNK_SIZE_DIGITS) return CHUNKED_MALFORMED;
+            this.size = this.size * 16 + d;
+            break;
+          }
+          if (this.digits === 0) return CHUNKED_MALFORMED;
+          if (c === CR) this.state = ChunkState.SIZE_LF;
+          else if (c === SEMICOLON || c === SP || c === HTAB) this.state = ChunkState.EXTENSION;
+          else return CHUNKED_MALFORMED;
+          if (this.maxBytes > 0 && this.total + this.size > this.maxBytes) return CHUNKED_TOO_BIG;
+          break;
+        }
+        case ChunkState.EXTENSION:
+          // chunk-ext (names, values, quoted strings) is skipped, not read: only its length is bounded.
+          if (c === CR) this.state = ChunkState.SIZE_LF;
+          else if (c === LF) return CHUNKED_MALFORMED;
+          break;
+        case ChunkState.SIZE_LF:
+          if (c !== LF) return CHUNKED_MALFORMED;
+          this.lineBytes = 0;
+          this.digits = 0;
+          if (this.size === 0) {
+            this.state = ChunkState.TRAILER_START;
+          } else {
+            this.total += this.size;
+            this.state = ChunkState.DATA;
+          }
+          continue;
+        case ChunkState.DATA_CR:
+          if (c !== CR) return CHUNKED_MALFORMED;
+          this.state = ChunkState.DATA_LF;
+          break;
+        case ChunkState.DATA_LF:
+          if (c !== LF) return CHUNKED_MALFORMED;
+          this.state = ChunkState.SIZE;
+          continue;
+        case ChunkState.TRAILER_START:
+          // An empty line ends the body; anything else starts a trailer field.
+          this.state = c === CR ? ChunkState.LAST_LF : ChunkState.TRAILER;
+          if (c === LF) return CHUNKED_MALFORMED;
+          break;
+        case ChunkState.TRAILER:
+          if (c === CR) this.state = ChunkState.TRAILER_LF;
+          else if (c === LF) return CHUNKED_MALFORMED;
+          break;
+        case ChunkState.TRAILER_LF:
+          if (c !== LF) return CHUNKED_MALFORMED;
+          this.state = ChunkState.TRAILER_START;
+          break;
+        case ChunkState.LAST_LF:
+          if (c !== LF) return CHUNKED_MALFORMED;
+          this.state = ChunkState.DONE;
+          return p - offset;
+        default:
+          return p - 1 - offset; // DONE: nothing more belongs to the body
+      }
+      // Every byte of a size line or the trailers counts toward its bound.
+      if (this.state === ChunkState.SIZE || this.state === ChunkState.EXTENSION || this.state === ChunkState.SIZE_LF) {
+        if (++this.lineBytes > MAX_CHUNK_LINE) return CHUNKED_MALFORMED;
+      } else if (this.state >= ChunkState.TRAILER_START && ++this.trailerBytes > MAX_HEAD_BYTES) {
+        return CHUNKED_MALFORMED;
+      }
+    }
+    return length;
   }
 }
 

@@ -58,7 +58,10 @@ export class UndiciBackend implements HttpBackend {
           else body.end(toBackendError(error));
         },
       };
-      this.pool.dispatch({ method: request.method, path: request.path, headers: request.headers.flat(), body: request.body }, handler);
+      // undici writes an async iterable body as it yields (client-h1.js writeIterable), though
+      // its types name only buffers and streams.
+      const requestBody = request.body as unknown as Dispatcher.DispatchOptions['body'];
+      this.pool.dispatch({ method: request.method, path: request.path, headers: request.headers.flat(), body: requestBody }, handler);
     });
   }
 

@@ -15,6 +15,12 @@ import { formatEndpoint, type Endpoint } from '../endpoint.js';
 /** RFC 7766 §6.2.3 leaves the idle timeout to the server; RFC 9210 §3.4 suggests about 10 s. */
 export const IDLE_TIMEOUT_MS = 10_000;
 
+/**
+ * Most bytes of a streaming body the application may hold before the socket is paused (the
+ * kernel's receive buffer then fills and its window closes): the stateless transport's window.
+ */
+const BODY_WINDOW_BYTES = 65535;
+
 export class KernelConnection implements TimerEntry<KernelConnection> {
   /** Bytes received and not yet handed over: a partial message, or messages held back by the limits. */
   readonly received = new ByteQueue();
@@ -28,8 +34,17 @@ export class KernelConnection implements TimerEntry<KernelConnection> {
   corked = false;
   /** Messages are being handed to the application (`deliver`). */
   delivering = false;
-  /** A whole message is held back, and the socket paused, until the connection may take more. */
+  /** A whole message is held back until the connection may take more. */
   held = false;
+  /** The socket is paused: a message is held back, or the application holds a window of body. */
+  paused = false;
+  /** A message's body streams to the application (`beginBody`) until it calls `endBody`. */
+  bodyStreaming = false;
+  /** Bytes of it the application holds, not yet released. */
+  bodyHeld = 0;
+  /** Since when its current half window has been awaited, and the bytes of it so far (the responder's rule). */
+  bodySinceMs = 0;
+  bodyBytesSince = 0;
   /** When the first byte still in `received` arrived (the message deadline counts from it). */
   partialSinceMs = 0;
   /** Bytes given to the socket to write so far; less its `writableLength`, the bytes it has written. */
@@ -168,8 +183,27 @@ export class KernelTransport implements Transport<KernelConnection> {
     return this.send(connection, data, offset, length);
   }
 
+  beginBody(connection: KernelConnection, nowMs: number): void {
+    connection.bodyStreaming = true;
+    restartBodyClock(connection, nowMs);
+  }
+
+  endBody(connection: KernelConnection): void {
+    connection.bodyStreaming = false;
+  }
+
+  releaseBody(connection: KernelConnection, length: number, nowMs: number): void {
+    const wasHeldUp = connection.bodyHeld >= BODY_WINDOW_BYTES / 2;
+    connection.bodyHeld -= length;
+    // Time spent waiting for the application's upstream does not count against the client.
+    if (wasHeldUp && connection.bodyHeld < BODY_WINDOW_BYTES / 2) restartBodyClock(connection, nowMs);
+    this.updatePause(connection);
+    this.armTimer(connection);
+  }
+
   closeWhenAnswered(connection: KernelConnection): void {
     connection.closeRequested = true;
+    connection.bodyStreaming = false; // a body still arriving is read and dropped with the rest
     // What came after the closing request is never answered: it no longer holds the FIN back.
     // (While messages are being handed over, `deliver` drops it after.)
     if (!connection.delivering) connection.received.consume(connection.received.length);
@@ -230,6 +264,10 @@ export class KernelTransport implements Transport<KernelConnection> {
       // A message cut off by the client's FIN can never complete; whole ones held back still get answers.
       const queue = connection.received;
       queue.truncate(wholeMessagesBy(this.options.messageLength, queue.bytes, queue.start, queue.length));
+      if (connection.bodyStreaming) {
+        connection.bodyStreaming = false;
+        this.app.onBodyCutOff?.(connection);
+      }
       this.closeIfDone(connection);
     });
     socket.on('drain', () => {
@@ -250,6 +288,7 @@ export class KernelTransport implements Transport<KernelConnection> {
    * Hands the whole messages received to the application, one at a time, while the connection
    * owes fewer than `maxPipelined` answers and its socket's send buffer has room; past that the
    * socket is paused, so the kernel's receive buffer fills and the client's TCP holds the rest.
+   * A body goes on as it comes (the socket paused while the application holds a window of it).
    */
   private deliver(connection: KernelConnection): void {
     if (connection.delivering) return; // the loop below looks again after each message
@@ -257,6 +296,19 @@ export class KernelTransport implements Transport<KernelConnection> {
     const queue = connection.received;
     let held = false;
     while (!connection.closeRequested && !this.isClosed(connection)) {
+      if (connection.bodyStreaming) {
+        if (queue.length === 0) break;
+        // Held while the application looks at it, as in the responder (`Responder.deliver`).
+        const offered = queue.length;
+        connection.bodyHeld += offered;
+        const taken = this.app.onBody!(connection, queue.bytes, queue.start, offered, Date.now());
+        connection.bodyHeld -= offered - taken;
+        queue.consume(taken);
+        connection.bodyBytesSince += taken;
+        if (connection.bodyBytesSince >= BODY_WINDOW_BYTES / 2) restartBodyClock(connection, Date.now());
+        if (connection.bodyStreaming) break;
+        continue;
+      }
       const n = this.options.messageLength(queue.bytes, queue.start, queue.length);
       if (n === 0) break;
       if (connection.answersOwed >= this.options.maxPipelined || connection.socket.writableNeedDrain) {
@@ -271,13 +323,18 @@ export class KernelTransport implements Transport<KernelConnection> {
     }
     connection.delivering = false;
     if (connection.closeRequested) queue.consume(queue.length);
-    if (held && !connection.held) {
-      this.stats.pipelineFull++;
-      connection.socket.pause();
-    } else if (!held && connection.held) {
-      connection.socket.resume();
-    }
+    if (held && !connection.held) this.stats.pipelineFull++;
     connection.held = held;
+    this.updatePause(connection);
+  }
+
+  /** Reads while nothing is held back and the application holds less than a window of body. */
+  private updatePause(connection: KernelConnection): void {
+    const pause = connection.held || connection.bodyHeld >= BODY_WINDOW_BYTES;
+    if (pause === connection.paused) return;
+    connection.paused = pause;
+    if (pause) connection.socket.pause();
+    else connection.socket.resume();
   }
 
   /** Half-close our side once no answer is owed and nothing partial is held (as the stateless transport). */
@@ -311,8 +368,11 @@ export class KernelTransport implements Transport<KernelConnection> {
       connection.stalledSinceMs = nowMs;
       connection.writtenWhenStalled = written;
     }
-    if (this.partialDeadline(connection) <= nowMs) this.missedDeadline(connection);
-    else this.armTimer(connection);
+    if (this.partialDeadline(connection) <= nowMs || bodyDeadline(connection, this.options.messageDeadlineMs) <= nowMs) {
+      this.missedDeadline(connection);
+    } else {
+      this.armTimer(connection);
+    }
   }
 
   /** When the partial message held (owing nothing) must be whole; Infinity if none is held. */
@@ -323,7 +383,7 @@ export class KernelTransport implements Transport<KernelConnection> {
 
   /** Files the connection in the timer wheel at its next deadline, or takes it out if it has none. */
   private armTimer(connection: KernelConnection): void {
-    let dueMs = this.partialDeadline(connection);
+    let dueMs = Math.min(this.partialDeadline(connection), bodyDeadline(connection, this.options.messageDeadlineMs));
     if (connection.stalledSinceMs >= 0) dueMs = Math.min(dueMs, connection.stalledSinceMs + this.options.zeroWindowLimitMs);
     if (dueMs === Number.POSITIVE_INFINITY || connection.socket.destroyed) this.timers.cancel(connection);
     else this.timers.schedule(connection, dueMs);
@@ -334,6 +394,20 @@ export class KernelTransport implements Transport<KernelConnection> {
     this.stats.deadlinesMissed++;
     connection.socket.resetAndDestroy();
   }
+}
+
+/**
+ * When a streaming body must have brought its next half window: within `deadlineMs`, counted
+ * while the application holds less than half a window (the responder's rule, `bodyDeadline`).
+ */
+function bodyDeadline(connection: KernelConnection, deadlineMs: number): number {
+  if (!connection.bodyStreaming || connection.bodyHeld >= BODY_WINDOW_BYTES / 2) return Number.POSITIVE_INFINITY;
+  return connection.bodySinceMs + deadlineMs;
+}
+
+function restartBodyClock(connection: KernelConnection, nowMs: number): void {
+  connection.bodySinceMs = nowMs;
+  connection.bodyBytesSince = 0;
 }
 
 /** An IPv4-mapped IPv6 address (::ffff:a.b.c.d, how a dual-stack socket shows an IPv4 peer) as its 4 IPv4 bytes. */

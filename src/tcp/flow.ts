@@ -2,11 +2,12 @@
  * Soft state of a connection, held only while the connection has something in flight:
  * an answer still owed by the application, bytes we sent that the client has not acknowledged
  * (or could not yet send because of its window), or the start of a message whose rest has not
- * arrived. A connection with none of these holds no state at all: its `Flow` is released, and the
+ * arrived (a request's body streaming to the application is part of an answer owed). A connection with none of these holds no state at all: its `Flow` is released, and the
  * next segment is recognised by its cookie or timestamp token (cookie.ts).
  */
 import { ReplyHeader, type Segment } from '../wire/segment.js';
 import { ByteQueue } from './byte-queue.js';
+import type { Reassembly } from './reassembly.js';
 import type { TimerEntry } from './timer-wheel.js';
 
 /** The flows and queued bytes of one source network (an IPv4 address, an IPv6 /64) in one shard. */
@@ -80,6 +81,19 @@ export class Flow implements TimerEntry<Flow> {
   windowClosedSinceMs = -1;
   /** Since when an ACK is owed that we hold back for an answer to carry (-1: none). */
   ackDelayedSinceMs = -1;
+  /** The right edge of the window we last advertised, RCV.NXT + RCV.WND (RFC 9293 §3.3.1). */
+  rcvEdge = 0;
+  /** The window has opened enough that the client should hear of it (`Responder.releaseBody`). */
+  windowUpdateWanted = false;
+  /** A message's body streams to the application (Transport.beginBody) until it calls endBody. */
+  bodyStreaming = false;
+  /** Bytes of the body the application holds, not yet released: out of the receive window. */
+  bodyHeld = 0;
+  /** The body's progress: since when the current half window of it has been awaited, and its bytes so far. */
+  bodySinceMs = 0;
+  bodyBytesSince = 0;
+  /** Segments of a streaming body that came beyond a gap, held until it is filled (made when first needed). */
+  reassembly: Reassembly | null = null;
 
   // Timestamps (RFC 7323).
   useTimestamps = false;

@@ -9,7 +9,9 @@
  *   data/FIN, no flow        → validated by timestamp token or first-segment cookie, else RST
  *                              (never data); valid data creates a flow
  *   data in order            → appended; whole messages go to the application; ACK (delayed
- *                              up to 20 ms for an owed answer to carry it)
+ *                              up to 20 ms for an owed answer to carry it); a message's body
+ *                              (an HTTP upload) streams to the application, and the window we
+ *                              advertise opens only as it passes the body on
  *   data out of order        → duplicate ACK, data dropped (the client retransmits: RFC 5681 §3.2)
  *   data already received    → ACK (RFC 9293 §3.10.7.4)
  *   ACK of our data          → queue released, more sent within min(client window, cwnd)
@@ -30,6 +32,7 @@ import { SynCookies } from './cookie.js';
 import { Flow, FlowTable, SourceUsage } from './flow.js';
 import { RecentConnections } from './recent.js';
 import { TimerWheel } from './timer-wheel.js';
+import { Reassembly } from './reassembly.js';
 import { synAckFor } from './handshake.js';
 import type { LiveFlows } from './live-flows.js';
 import { FlowlessAction, flowlessAction } from './flowless.js';
@@ -189,6 +192,13 @@ export class Responder implements Transport<Flow> {
   /** Flows by their earliest deadline (`armTimer`). */
   private readonly timers: TimerWheel<Flow>;
   private readonly onTimer = (flow: Flow, nowMs: number): void => this.runTimers(flow, nowMs);
+  /** Half the receive window: the step a streaming body must make within messageDeadlineMs (`bodyDeadline`). */
+  private readonly halfWindow: number;
+  /**
+   * The least a window may grow by before the client is told: min(half the window, a segment)
+   * (RFC 9293 §3.8.6.2.2's receiver SWS avoidance, with Fr = 1/2 and our MSS as the client's).
+   */
+  private readonly swsThreshold: number;
 
   constructor(
     private readonly config: ResponderConfig,
@@ -203,6 +213,8 @@ export class Responder implements Transport<Flow> {
     private readonly pathMtus: PathMtuSource | null = null,
   ) {
     this.recent = new RecentConnections(config.recentConnections, cookies.maxIdleSeconds * 1000);
+    this.halfWindow = config.window >> 1;
+    this.swsThreshold = Math.min(this.halfWindow, config.mssOffer);
     this.timers = new TimerWheel(Math.max(config.delayedAckMs, config.maxRtoMs, config.messageDeadlineMs, config.zeroWindowLimitMs));
     // The key is the connection id, which the table of recent connections wants too: computed
     // once per segment, here, and read by verifyFlowless from `connectionId`.
@@ -264,6 +276,42 @@ export class Responder implements Transport<Flow> {
   }
 
   /**
+   * The message just handed over has a body (an HTTP upload): what follows goes to the
+   * application's `onBody` as it arrives and is held, out of the window we advertise, until the
+   * application releases it (`releaseBody`) — so the flow holds at most a window of it, and the
+   * client sends only as fast as the application's upstream takes it.
+   */
+  beginBody(flow: Flow, nowMs: number): void {
+    flow.bodyStreaming = true;
+    flow.bodySinceMs = nowMs;
+    flow.bodyBytesSince = 0;
+  }
+
+  endBody(flow: Flow): void {
+    flow.bodyStreaming = false;
+  }
+
+  /**
+   * The application passed on (or dropped) `length` bytes of a body: the window opens by as much.
+   * Once it has opened by a segment or more and to at least twice what the client was last told
+   * (Linux's rule in tcp_cleanup_rbuf), a window update goes out at the next push: a client
+   * that found the window closed would otherwise wait for its persist timer (RFC 9293 §3.8.6.1).
+   */
+  releaseBody(flow: Flow, length: number, nowMs: number): void {
+    if (flow.released) return;
+    const wasHeldUp = flow.bodyHeld >= this.halfWindow;
+    flow.bodyHeld -= length;
+    this.account(flow, -length);
+    // Time spent waiting for the application's upstream does not count against the client.
+    if (wasHeldUp && flow.bodyHeld < this.halfWindow) this.restartBodyClock(flow, nowMs);
+    if (!flow.closed && this.windowUpdateDue(flow)) {
+      flow.windowUpdateWanted = true;
+      this.wantPush(flow);
+    }
+    this.armTimer(flow);
+  }
+
+  /**
    * Sends what the answers given since the last push allow (SegmentSink.pushWanted says when).
    * Answers are not sent the moment they are given because several often arrive together for
    * one connection — pipelined DNS queries answered by the upstream in one burst, an HTTP body
@@ -278,6 +326,11 @@ export class Responder implements Transport<Flow> {
       const flow = flows[i]!;
       flow.pushPending = false;
       this.settle(flow, nowMs);
+      if (flow.windowUpdateWanted) {
+        flow.windowUpdateWanted = false;
+        // Unless a segment `settle` sent carried it already.
+        if (!flow.closed && !flow.released && this.windowUpdateDue(flow)) this.sendAck(flow, nowMs);
+      }
       this.armTimer(flow);
     }
     flows.length = 0;
@@ -322,6 +375,7 @@ export class Responder implements Transport<Flow> {
   /** Close our side once every owed answer is sent (HTTP `Connection: close`). */
   closeWhenAnswered(flow: Flow, nowMs: number): void {
     flow.closeRequested = true;
+    flow.bodyStreaming = false; // a body still arriving is acknowledged and dropped with the rest
     // What came after the closing request is never answered: it no longer holds the FIN back.
     // (While the flow's messages are being handed over, `deliverQueued` drops it after.)
     if (!flow.delivering) this.discardReceived(flow);
@@ -372,6 +426,13 @@ export class Responder implements Transport<Flow> {
       this.abort(flow, nowMs);
       return;
     }
+    if (this.bodyDeadline(flow) <= nowMs) {
+      // A body that stopped coming while the window stood open (trickled, or cut off): as for a
+      // partial message, the trickle does not keep it.
+      this.events[TcpEvent.DEADLINES_MISSED]!++;
+      this.abort(flow, nowMs);
+      return;
+    }
     if (flow.ackDelayedSinceMs >= 0 && nowMs - flow.ackDelayedSinceMs >= this.config.delayedAckMs) this.sendAck(flow, nowMs);
     if (flow.inFlight > 0) {
       if (nowMs - flow.lastSendMs >= flow.rtoMs) this.onRetransmitTimeout(flow, nowMs);
@@ -402,11 +463,28 @@ export class Responder implements Transport<Flow> {
     const config = this.config;
     let dueMs = Number.POSITIVE_INFINITY;
     if (flow.windowClosedSinceMs >= 0) dueMs = flow.windowClosedSinceMs + config.zeroWindowLimitMs;
+    dueMs = Math.min(dueMs, this.bodyDeadline(flow));
     if (flow.ackDelayedSinceMs >= 0) dueMs = Math.min(dueMs, flow.ackDelayedSinceMs + config.delayedAckMs);
     if (flow.inFlight > 0) return Math.min(dueMs, flow.lastSendMs + flow.rtoMs);
     if (flow.unsent > 0 && !flow.pushPending) dueMs = Math.min(dueMs, flow.lastSendMs + flow.rtoMs);
     if (flow.receiveQueue.length > 0 && flow.answersOwed === 0) dueMs = Math.min(dueMs, flow.partialSinceMs + config.messageDeadlineMs);
     return dueMs;
+  }
+
+  /**
+   * When a streaming body must have brought its next half window (`beginBody`): each half window
+   * of it must arrive within messageDeadlineMs, counted while at least half the window is open —
+   * while the application holds more, its upstream is the one to wait for (and has its own
+   * timeout). Infinity if no body streams or the application holds it up.
+   */
+  private bodyDeadline(flow: Flow): number {
+    if (!flow.bodyStreaming || flow.bodyHeld >= this.halfWindow) return Number.POSITIVE_INFINITY;
+    return flow.bodySinceMs + this.config.messageDeadlineMs;
+  }
+
+  private restartBodyClock(flow: Flow, nowMs: number): void {
+    flow.bodySinceMs = nowMs;
+    flow.bodyBytesSince = 0;
   }
 
   /**
@@ -622,6 +700,7 @@ export class Responder implements Transport<Flow> {
     flow.tsRecent = seg.tsVal;
     flow.sndUna = flow.sndNxt = flow.sndMax = sndNxt;
     flow.rcvNxt = rcvNxt;
+    flow.rcvEdge = (rcvNxt + this.config.window) >>> 0;
     flow.idLow = this.connectionId[0]!;
     flow.idHigh = this.connectionId[1]!;
     // The key that proved this segment (verifyFlowless checked it just now): keep using it.
@@ -698,16 +777,23 @@ export class Responder implements Transport<Flow> {
     flow.peerWindow = seg.window;
 
     let mustAck = false;
+    let gapFilled = false;
     if (length > 0) {
       if (seqLt(flow.rcvNxt, seg.seq)) {
         // A gap: an earlier segment was lost. Say where we are; the client resends from there.
+        // While a body streams in, what came beyond the gap is held for when it is filled.
+        if (flow.bodyStreaming) this.holdBeyondGap(flow, seg);
         this.sendAck(flow, nowMs);
         this.settle(flow, nowMs);
         return Outcome.OUT_OF_ORDER;
       }
-      if (flow.finQueued && !flow.clientFin) {
+      if (flow.finQueued && !flow.clientFin && !flow.closeRequested) {
         // We closed our side (--close-after-response, or no timestamps): a request arriving now
         // can never be answered. Say so with RST, as a kernel does for data after close(2).
+        // Not when the application closed (HTTP): what arrives then — the rest of a body it
+        // refused, or a request sent before ours arrived — is acknowledged and dropped until
+        // the client has acknowledged our FIN, lest an RST erase the response from the
+        // client's buffers before it is read (RFC 9112 §9.6, the "lingering close").
         this.abort(flow, nowMs);
         return Outcome.DATA_AFTER_FIN;
       }
@@ -717,9 +803,10 @@ export class Responder implements Transport<Flow> {
         return Outcome.SOFT_STATE_FULL;
       }
       const skip = (flow.rcvNxt - seg.seq) >>> 0; // bytes we already have (a retransmission overlapping new data)
-      const take = Math.min(length - skip, this.config.window - flow.receiveQueue.length);
+      const take = Math.min(length - skip, this.freeWindow(flow));
       if (take > 0) {
         this.receive(flow, seg.buf, seg.payloadOffset + skip, take, nowMs);
+        if (flow.reassembly !== null && flow.reassembly.bytes > 0 && !flow.released) gapFilled = this.receiveHeld(flow, nowMs);
         outcome = Outcome.DATA;
       } else {
         outcome = Outcome.DUPLICATE;
@@ -734,6 +821,10 @@ export class Responder implements Transport<Flow> {
       const whole = wholeMessagesBy(this.config.messageLength, queue.bytes, queue.start, queue.length);
       this.account(flow, -(queue.length - whole));
       queue.truncate(whole);
+      if (flow.bodyStreaming) {
+        flow.bodyStreaming = false;
+        this.app.onBodyCutOff?.(flow);
+      }
       mustAck = true;
       outcome = Outcome.FIN;
     }
@@ -744,7 +835,9 @@ export class Responder implements Transport<Flow> {
     // is now waiting for its answer, let the answer carry the ACK (RFC 9293 §3.8.6.3), unless an
     // ACK is already being held (RFC 1122 §4.2.3.2: at least every second segment).
     if (mustAck && !flow.closed && this.segmentsSent === sentBefore) {
-      if (outcome === Outcome.DATA && flow.answersOwed > 0 && flow.ackDelayedSinceMs < 0) flow.ackDelayedSinceMs = nowMs;
+      // A segment that filled a gap is acknowledged at once (RFC 5681 §4.2): the client is
+      // recovering from a loss.
+      if (outcome === Outcome.DATA && flow.answersOwed > 0 && flow.ackDelayedSinceMs < 0 && !gapFilled) flow.ackDelayedSinceMs = nowMs;
       else this.sendAck(flow, nowMs);
     }
     return outcome;
@@ -803,6 +896,34 @@ export class Responder implements Transport<Flow> {
   }
 
   /**
+   * Holds a segment that arrived beyond a gap while a body streams (reassembly.ts), as far as it
+   * lies within the window and the byte bounds allow; what is not held the client sends again.
+   */
+  private holdBeyondGap(flow: Flow, seg: Segment): void {
+    if (this.queuedBytes >= this.config.maxQueuedBytes || flow.source!.bytes >= this.config.maxQueuedBytesPerSource) return;
+    const fromNext = (seg.seq - flow.rcvNxt) >>> 0;
+    const length = Math.min(seg.payloadLength, this.freeWindow(flow) - fromNext);
+    if (length <= 0) return;
+    flow.reassembly ??= new Reassembly();
+    this.account(flow, flow.reassembly.add(seg.seq, seg.buf, seg.payloadOffset, length));
+  }
+
+  /** After in-order bytes: what was held beyond the gap they filled is taken as if it arrived now. Whether any was. */
+  private receiveHeld(flow: Flow, nowMs: number): boolean {
+    const held = flow.reassembly!;
+    let any = false;
+    for (;;) {
+      const before = held.bytes;
+      const piece = held.shift(flow.rcvNxt);
+      this.account(flow, held.bytes - before);
+      if (piece === null) return any;
+      any = true;
+      this.receive(flow, piece, 0, Math.min(piece.length, this.freeWindow(flow)), nowMs);
+      if (flow.released) return any;
+    }
+  }
+
+  /**
    * Hands the whole messages at the start of `buf[offset, offset+length)` to the application, one
    * at a time, while the flow may take more (`mayTakeMore`); returns the bytes handed over. A
    * client that pipelines past the limit finds its messages held in the receive queue, and the
@@ -812,6 +933,23 @@ export class Responder implements Transport<Flow> {
     let used = 0;
     flow.delivering = true;
     while (used < length) {
+      if (flow.bodyStreaming) {
+        // A body goes on whatever the flow owes: it belongs to a message already taken. All of
+        // it is held while the application looks at it, so that what it releases meanwhile
+        // (a body it gives up) is already counted; what it leaves is not held after all.
+        const offered = length - used;
+        flow.bodyHeld += offered;
+        this.account(flow, offered);
+        const taken = this.app.onBody!(flow, buf, offset + used, offered, nowMs);
+        if (flow.released) break; // its bytes were let go with it
+        flow.bodyHeld -= offered - taken;
+        this.account(flow, taken - offered);
+        used += taken;
+        flow.bodyBytesSince += taken;
+        if (flow.bodyBytesSince >= this.halfWindow) this.restartBodyClock(flow, nowMs);
+        if (flow.bodyStreaming || flow.closeRequested) break;
+        continue;
+      }
       const n = this.config.messageLength(buf, offset + used, length - used);
       if (n === 0) break;
       if (!this.mayTakeMore(flow)) {
@@ -899,10 +1037,27 @@ export class Responder implements Transport<Flow> {
   private queueAnswer(flow: Flow, data: Uint8Array, offset: number, length: number): void {
     flow.sendQueue.append(data, offset, length);
     this.account(flow, length);
+    this.wantPush(flow);
+  }
+
+  /** The flow has something to send at the next push (`push`). */
+  private wantPush(flow: Flow): void {
     if (flow.pushPending) return;
     flow.pushPending = true;
     this.unpushed.push(flow);
     if (this.unpushed.length === 1) this.sink.pushWanted();
+  }
+
+  /** Receive buffer left: the window less the held messages and the body the application holds. */
+  private freeWindow(flow: Flow): number {
+    return this.config.window - flow.receiveQueue.length - flow.bodyHeld;
+  }
+
+  /** Whether the window has opened enough since the client was last told to tell it now (`releaseBody`). */
+  private windowUpdateDue(flow: Flow): boolean {
+    const free = this.freeWindow(flow);
+    const shown = (flow.rcvEdge - flow.rcvNxt) | 0;
+    return free - shown >= this.swsThreshold && free >= 2 * shown;
   }
 
   /** After anything changed: decide on our FIN, send what the windows allow, release if done. */
@@ -1024,9 +1179,16 @@ export class Responder implements Transport<Flow> {
     r.seq = seq;
     r.ack = flow.rcvNxt;
     r.flags = flags;
-    // What the receive queue holds is out of the window: its right edge stays put as bytes
-    // arrive (RFC 9293 §3.8.6.2.2: no shrinking) and moves on as they are handed over.
-    r.window = this.config.window - flow.receiveQueue.length;
+    // What the receive queue and the application hold is out of the window: its right edge
+    // stays put as bytes arrive (RFC 9293 §3.8.6.2.2: no shrinking) and moves on as they are
+    // handed over — by a segment or more at a time, or to the whole window, so that the client
+    // is never offered a sliver (receiver silly-window avoidance, RFC 9293 §3.8.6.2.2, RFC 1122
+    // §4.2.3.3).
+    const free = this.freeWindow(flow);
+    const shown = (flow.rcvEdge - flow.rcvNxt) | 0;
+    const window = free < this.config.window && shown >= 0 && shown <= free && free - shown < this.swsThreshold ? shown : free;
+    r.window = window;
+    flow.rcvEdge = (flow.rcvNxt + window) >>> 0;
     if (flow.useTimestamps) {
       const period = this.cookies.period(nowMs / 1000);
       if (period !== flow.tokenPeriod) {
@@ -1076,7 +1238,9 @@ export class Responder implements Transport<Flow> {
   private release(flow: Flow, nowMs: number): void {
     flow.released = true;
     this.timers.cancel(flow);
-    this.account(flow, -(flow.sendQueue.length + flow.receiveQueue.length));
+    this.account(flow, -(flow.sendQueue.length + flow.receiveQueue.length + flow.bodyHeld + (flow.reassembly?.bytes ?? 0)));
+    flow.bodyHeld = 0;
+    flow.reassembly?.clear();
     this.flows.remove(flow);
     this.liveFlows?.remove(flow.routeHash);
     const source = flow.source!;

@@ -6,7 +6,9 @@
  * either transport unchanged.
  *
  *   transport ── onMessages(whole messages) ──▶ relay ── upstream (UDP resolver, web server)
+ *             ── onBody(a message's body, as it arrives) ──▶
  *   transport ◀── expectAnswer / answerPart / answer / closeWhenAnswered / reset ── relay
+ *             ◀── beginBody / endBody / releaseBody ──
  *
  * Time: calls from the transport carry the time (`nowMs`); the relay reads its injected clock
  * for what happens on its own sockets (an upstream answer, a backend's response).
@@ -49,6 +51,25 @@ export interface Transport<C> {
   closeWhenAnswered(connection: C, nowMs: number): void;
   /** Gives up on the connection with RST (a response that broke off mid-body). */
   reset(connection: C, nowMs: number): void;
+  /**
+   * Called during `onMessages`: the message just handed over is followed by a body the
+   * application reads as it arrives (an HTTP upload), of a length only it can tell. Every byte
+   * from here on goes to `onBody`, however few answers the connection may owe, until the
+   * application calls `endBody`. What `onBody` took is held for the application and counts
+   * against the connection's receive window and the queued-byte bounds until `releaseBody`, so
+   * the client sends no faster than the application passes the body on.
+   */
+  beginBody(connection: C, nowMs: number): void;
+  /**
+   * Called during `onBody`: the body ended with the bytes it took; what follows is framed as
+   * messages again.
+   */
+  endBody(connection: C): void;
+  /**
+   * The application is done with `length` bytes `onBody` took (its upstream has them, or they
+   * were dropped): the receive window opens by as much.
+   */
+  releaseBody(connection: C, length: number, nowMs: number): void;
   /** Reset, aborted or given up: nothing more can be sent on it. */
   isClosed(connection: C): boolean;
   /** The client's address, for X-Forwarded-For. */
@@ -75,6 +96,14 @@ export interface StreamApplication<C> {
    * what the others need.
    */
   onMessages(connection: C, buf: Uint8Array, offset: number, length: number, nowMs: number): void;
+  /**
+   * The next bytes of a body (after `beginBody`), valid only during the call; returns how many
+   * belong to it — all of them, unless the body ends among them (and `endBody` was called).
+   * They stay held (out of the receive window) until `releaseBody`.
+   */
+  onBody?(connection: C, buf: Uint8Array, offset: number, length: number, nowMs: number): number;
+  /** The client closed its side (FIN) before the body ended: the rest will never come. */
+  onBodyCutOff?(connection: C): void;
   /** After `answerPart` returned false: the connection's send queue has drained to half its bound. */
   onDrain?(connection: C, nowMs: number): void;
   /** The connection was reset or given up while answers were still owed on it: stop producing them. */

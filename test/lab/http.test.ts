@@ -134,6 +134,31 @@ describe('stateless-tcp http with curl, wrk and nginx', () => {
     assert.deepEqual(old.stdout.trim().split('\n'), Array(5).fill('200 1'), 'a new connection each time');
   });
 
+  test('HTTP/1.0 with Connection: keep-alive: two requests on one connection, each answered with a length and keep-alive', async () => {
+    const run = await curl(lab, [
+      '-0',
+      '-H',
+      'Connection: keep-alive',
+      '-D',
+      '-',
+      '-w',
+      'connects=%{num_connects}\n',
+      ...['small.txt?1', 'small.txt?2'].flatMap((path) => ['-o', '/dev/null', `http://198.18.0.2/${path}`]),
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    const heads = run.stdout.split(/connects=\d+\n/).slice(0, 2);
+    for (const head of heads) {
+      assert.match(head, /^HTTP\/1\.1 200 OK\r$/m);
+      assert.match(head, /^connection: keep-alive\r$/im);
+      assert.match(head, /^content-length: 17\r$/im);
+    }
+    assert.deepEqual(
+      [...run.stdout.matchAll(/connects=(\d+)/g)].map((m) => m[1]),
+      ['1', '0'],
+      'the second reused the connection',
+    );
+  });
+
   test('pipelined requests in one segment are answered in order; Connection: close ends the connection after its response', async () => {
     const request = (path: string, extra = ''): string => `GET ${path} HTTP/1.1\r\nHost: 198.18.0.2\r\n${extra}\r\n`;
     const reply = await rawHttp(

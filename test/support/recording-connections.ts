@@ -29,6 +29,16 @@ export class RecordingConnections implements Transport<string> {
   reset(): void {
     assert.fail('the DNS relay never resets a connection');
   }
+  // DNS messages are whole: no body streams after one.
+  beginBody(): void {
+    assert.fail('DNS messages have no body');
+  }
+  endBody(): void {
+    assert.fail('DNS messages have no body');
+  }
+  releaseBody(): void {
+    assert.fail('DNS messages have no body');
+  }
   isClosed(): boolean {
     return false;
   }

@@ -7,16 +7,21 @@
  * without one, close for HTTP/1.0 without one; no body for HEAD, 204, 304); `Connection: close`
  * and every error closing the connection; 400/413/431/501/505 for requests it cannot relay,
  * 502/504 when the backend fails, RST when a body breaks off after its head; the body streamed
- * only while the transport has room; a connection closed under a response stops it. And every
- * answer the relay expects it gives, exactly once.
+ * only while the transport has room; a connection closed under a response stops it. Request
+ * bodies streamed to the backend as they arrive, released to the transport as the backend reads
+ * them; 413 over the limit, 100 Continue and 417 for expectations, 400 for a body cut off. And
+ * every answer the relay expects it gives, exactly once.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BackendError, type BackendRequest, type BackendResponse, type HttpBackend } from '../../../src/http/backend.js';
 import { HttpCounter, HttpRelay } from '../../../src/http/relay.js';
+import { wholeRequestLength } from '../../../src/http/request.js';
 import type { Transport } from '../../../src/tcp/transport.js';
 
 const CLIENT = '198.18.0.1';
+/** The relay's body limit in these tests. */
+const MAX_BODY = 1000;
 
 /** A response body the test feeds chunk by chunk; records how far the relay read it. */
 class FakeBody implements AsyncIterable<Uint8Array> {
@@ -86,6 +91,21 @@ class FakeBody implements AsyncIterable<Uint8Array> {
   }
 }
 
+/**
+ * Reads a request body as undici does: one read after another, each once the previous one is
+ * "written"; all of it as text, or the error its read failed with.
+ */
+async function readAll(body: AsyncIterable<Uint8Array> | null): Promise<string> {
+  if (body === null) return '';
+  let text = '';
+  try {
+    for await (const chunk of body) text += Buffer.from(chunk).toString('latin1');
+  } catch (error) {
+    return `${text}<${(error as Error).constructor.name}>`;
+  }
+  return text;
+}
+
 /** The backend: requests recorded; each answered (or failed) when the test says. */
 class FakeBackend implements HttpBackend {
   readonly requests: BackendRequest[] = [];
@@ -116,6 +136,11 @@ class FakeBackend implements HttpBackend {
 /** The transport: what the relay sends on each connection, as text, and what it asks for. */
 class RecordingTransport implements Transport<string> {
   readonly owed = new Map<string, number>();
+  /** Connections whose body streams (beginBody … endBody). */
+  readonly streaming = new Set<string>();
+  /** Body bytes the relay holds (taken by onBody, not released), and all it released. */
+  readonly held = new Map<string, number>();
+  released = 0;
   readonly output = new Map<string, string>();
   readonly events: string[] = [];
   readonly closing = new Set<string>();
@@ -154,6 +179,21 @@ class RecordingTransport implements Transport<string> {
     this.closing.add(connection);
   }
 
+  beginBody(connection: string): void {
+    this.streaming.add(connection);
+  }
+
+  endBody(connection: string): void {
+    this.streaming.delete(connection);
+  }
+
+  releaseBody(connection: string, length: number): void {
+    const held = (this.held.get(connection) ?? 0) - length;
+    assert.ok(held >= 0, `released more than the relay held on ${connection}`);
+    this.held.set(connection, held);
+    this.released += length;
+  }
+
   reset(connection: string): void {
     this.events.push(`reset ${connection}`);
     this.resets.add(connection);
@@ -177,24 +217,49 @@ class RecordingTransport implements Transport<string> {
   }
 }
 
+const transports = new WeakMap<HttpRelay<string>, RecordingTransport>();
+
 function setup(): { relay: HttpRelay<string>; backend: FakeBackend; transport: RecordingTransport; clock: { ms: number } } {
   const backend = new FakeBackend();
   const transport = new RecordingTransport();
   const clock = { ms: 1_000_000 };
-  const relay = new HttpRelay<string>({ backend, now: () => clock.ms });
+  const relay = new HttpRelay<string>({ backend, now: () => clock.ms, maxBodyBytes: MAX_BODY });
   relay.attach(transport);
+  transports.set(relay, transport);
   return { relay, backend, transport, clock };
 }
 
 /**
- * Hands the relay `text` as whole requests arrived on `connection`, at a non-zero offset of a
- * plain Uint8Array (as both transports hand it: a ring slot, a ByteQueue), overwritten after the
- * call: the bytes are valid only during it.
+ * Hands the relay `text` as it arrived on `connection`, as a transport does: heads one at a
+ * time (as `wholeRequestLength` frames them), the bytes after one with a body to `onBody` until
+ * it ends. At a non-zero offset of a plain Uint8Array (as both transports hand it: a ring slot,
+ * a ByteQueue) or of a Buffer, overwritten after the calls: the bytes are valid only during them.
+ * Returns how much of `text` was taken (a partial head is not).
  */
-function send(relay: HttpRelay<string>, connection: string, text: string): void {
-  const bytes = Uint8Array.from(Buffer.from(`junk${text}junk`, 'latin1'));
-  relay.onMessages(connection, bytes, 4, bytes.length - 8);
+function send(relay: HttpRelay<string>, connection: string, text: string, asBuffer = false): number {
+  const transport = transports.get(relay)!;
+  const padded = Buffer.from(`junk${text}junk`, 'latin1');
+  const bytes = asBuffer ? padded : Uint8Array.from(padded);
+  const end = bytes.length - 4;
+  let p = 4;
+  while (p < end) {
+    if (transport.streaming.has(connection)) {
+      // Held while the relay looks at them, as the transports do: what it releases meanwhile is counted.
+      const offered = end - p;
+      transport.held.set(connection, (transport.held.get(connection) ?? 0) + offered);
+      const n = relay.onBody(connection, bytes, p, offered);
+      transport.held.set(connection, transport.held.get(connection)! - (offered - n));
+      p += n;
+      if (transport.streaming.has(connection)) break;
+      continue;
+    }
+    const n = wholeRequestLength(bytes, p, end - p);
+    if (n === 0) break;
+    relay.onMessages(connection, bytes, p, n);
+    p += n;
+  }
   bytes.fill(0x7e);
+  return p - 4;
 }
 
 /** Lets the relay's promises run: a few turns of the event loop, at most `maxTurns`. */
@@ -247,8 +312,8 @@ describe('HttpRelay: the request to the backend', () => {
     assert.equal(relay.counts[HttpCounter.REQUESTS], 1);
   });
 
-  it('appends the client to an X-Forwarded-For it already has, and relays a body without its framing fields', async () => {
-    const { relay, backend } = setup();
+  it('appends the client to an X-Forwarded-For it already has, and relays a body with its length, without Expect', async () => {
+    const { relay, backend, transport } = setup();
     send(
       relay,
       'c',
@@ -262,24 +327,25 @@ describe('HttpRelay: the request to the backend', () => {
       ['Host', 'example.test'],
       ['Content-Type', 'text/plain'],
       ['x-forwarded-for', `10.0.0.1, 10.0.0.2, ${CLIENT}`],
+      ['content-length', '11'],
     ]);
-    assert.equal(Buffer.from(request.body!).toString(), 'hello world');
+    assert.equal(await readAll(request.body), 'hello world');
+    assert.equal(transport.text('c'), '', 'no 100 Continue: the body came with the head');
+    assert.equal(relay.counts[HttpCounter.BODY_BYTES], 11);
   });
 
-  it('copies the request out of bytes handed as a Buffer, which the transport may reuse', async () => {
+  it('copies the body out of bytes handed as a Buffer, which the transport may reuse', async () => {
     const { relay, backend } = setup();
-    const bytes = Buffer.from(`POST /a HTTP/1.1\r\nHost: example.test\r\nContent-Length: 5\r\n\r\nhello${get('/b')}`, 'latin1');
-    relay.onMessages('c', bytes, 0, bytes.length);
-    bytes.fill(0x7e);
+    send(relay, 'c', `POST /a HTTP/1.1\r\nHost: example.test\r\nContent-Length: 5\r\n\r\nhello${get('/b')}`, true);
     await until(() => backend.requests.length === 1, 'the backend request');
-    assert.equal(Buffer.from(backend.requests[0]!.body!).toString(), 'hello');
+    assert.equal(await readAll(backend.requests[0]!.body), 'hello');
   });
 
-  it('relays a chunked request body de-chunked', async () => {
+  it('relays a chunked request body de-chunked, for the backend client to chunk anew', async () => {
     const { relay, backend } = setup();
     send(relay, 'c', 'POST /up HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n');
     await until(() => backend.requests.length === 1, 'the backend request');
-    assert.equal(Buffer.from(backend.requests[0]!.body!).toString(), 'hello world');
+    assert.equal(await readAll(backend.requests[0]!.body), 'hello world');
     assert.deepEqual(
       backend.requests[0]!.headers.map(([name]) => name),
       ['Host', 'x-forwarded-for'],
@@ -498,7 +564,8 @@ describe('HttpRelay: requests it cannot relay', () => {
   const cases: [string, string, number, string][] = [
     ['malformed', 'GARBAGE\r\n\r\n', 400, 'Bad Request'],
     ['HTTP/1.1 without Host', 'GET / HTTP/1.1\r\nAccept: */*\r\n\r\n', 400, 'Bad Request'],
-    ['a body too big', `POST / HTTP/1.1\r\nHost: example.test\r\nContent-Length: ${48 * 1024 + 1}\r\n\r\n`, 413, 'Payload Too Large'],
+    ['a body over the limit', `POST / HTTP/1.1\r\nHost: example.test\r\nContent-Length: ${MAX_BODY + 1}\r\n\r\n`, 413, 'Payload Too Large'],
+    ['an expectation other than 100-continue', 'GET / HTTP/1.1\r\nHost: example.test\r\nExpect: 200-ok\r\n\r\n', 417, 'Expectation Failed'],
     ['a head too big', `GET / HTTP/1.1\r\nHost: example.test\r\nX-Big: ${'x'.repeat(16 * 1024)}`, 431, 'Request Header Fields Too Large'],
     ['an unknown transfer coding', 'POST / HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: gzip\r\n\r\n', 501, 'Not Implemented'],
     ['CONNECT', 'CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n', 501, 'Not Implemented'],
@@ -512,7 +579,7 @@ describe('HttpRelay: requests it cannot relay', () => {
       assert.equal(transport.text('c'), errorResponse(status, reason));
       assert.deepEqual(transport.events, ['closeWhenAnswered c', 'answer c']);
       assert.equal(backend.requests.length, 0);
-      assert.equal(relay.counts[HttpCounter.BAD_REQUESTS], 1);
+      assert.equal(relay.counts[status === 413 ? HttpCounter.BODIES_TOO_LARGE : HttpCounter.BAD_REQUESTS], 1);
     });
   }
 
@@ -663,5 +730,152 @@ describe('HttpRelay: backpressure and closed connections', () => {
     await turns();
     assert.equal(transport.text('c'), '');
     assert.equal(backend.requests.length, 1, 'the pipelined request is not relayed');
+  });
+});
+
+describe('HttpRelay: request bodies streamed to the backend', () => {
+  const put = (length: number | 'chunked', fields = ''): string =>
+    `PUT /up HTTP/1.1\r\nHost: example.test\r\n${length === 'chunked' ? 'Transfer-Encoding: chunked' : `Content-Length: ${length}`}\r\n${fields}\r\n`;
+
+  /** The body's reads one at a time, as undici makes them. */
+  const reader = (backend: FakeBackend, index = 0): AsyncIterator<Uint8Array> => backend.requests[index]!.body![Symbol.asyncIterator]();
+  const text = (result: IteratorResult<Uint8Array>): string => (result.done ? '<end>' : Buffer.from(result.value).toString('latin1'));
+
+  it('hands the backend each part as it comes, and releases a read once the backend client comes for the next', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', `${put(11)}hello`);
+    await until(() => backend.requests.length === 1, 'the backend request');
+    assert.deepEqual(backend.requests[0]!.headers.at(-1), ['content-length', '11']);
+    const reads = reader(backend);
+    assert.equal(text(await reads.next()), 'hello');
+    assert.equal(transport.held.get('c'), 5, 'held while the backend client writes it');
+    const next = reads.next();
+    assert.equal(transport.held.get('c'), 0, 'released: the backend client came for more');
+    send(relay, 'c', ' world');
+    assert.equal(text(await next), ' world');
+    assert.equal(text(await reads.next()), '<end>');
+    assert.equal(transport.held.get('c'), 0);
+    assert.equal(transport.streaming.has('c'), false, 'endBody: what follows is a head again');
+    assert.equal(relay.counts[HttpCounter.BODY_BYTES], 11);
+    backend.respond(0, 201, [['content-length', '0']]).end();
+    await until(() => transport.owed.get('c') === 0, 'the answer');
+    assert.equal(transport.text('c'), 'HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n');
+  });
+
+  it('de-chunks a chunked body cut anywhere, and releases its framing with its data', async () => {
+    const { relay, backend, transport } = setup();
+    const body = '5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n';
+    send(relay, 'c', put('chunked'));
+    await until(() => backend.requests.length === 1, 'the backend request');
+    const read = readAll(backend.requests[0]!.body);
+    for (let i = 0; i < body.length; i += 3) send(relay, 'c', body.slice(i, i + 3));
+    assert.equal(await read, 'hello world');
+    assert.equal(transport.released, body.length, 'every byte of it released, framing and trailer included');
+    assert.equal(transport.streaming.has('c'), false);
+  });
+
+  it('answers 100 Continue when the request is served and its body has not come, before the response', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', put(5, 'Expect: 100-continue\r\n'));
+    await until(() => transport.text('c') === 'HTTP/1.1 100 Continue\r\n\r\n', '100 Continue');
+    assert.equal(relay.counts[HttpCounter.CONTINUES], 1);
+    const read = readAll(backend.requests[0]!.body);
+    send(relay, 'c', 'hello');
+    assert.equal(await read, 'hello');
+    backend.respond(0, 204, []).end();
+    await until(() => transport.owed.get('c') === 0, 'the answer');
+    assert.equal(transport.text('c'), 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n');
+  });
+
+  it('answers 413 instead of 100 Continue when the Content-Length is over the limit; an HTTP/1.0 expectation is ignored', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', put(MAX_BODY + 1, 'Expect: 100-continue\r\n'));
+    await until(() => transport.owed.get('c') === 0, 'the answer');
+    assert.equal(transport.text('c'), errorResponse(413, 'Payload Too Large'));
+    assert.equal(backend.requests.length, 0);
+    send(relay, 'old', 'PUT /up HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n');
+    await until(() => backend.requests.length === 1, 'the backend request');
+    assert.equal(transport.text('old'), '', 'no 100 for HTTP/1.0 (RFC 9110 §10.1.1)');
+  });
+
+  it('a chunked body whose total passes the limit: 413, its backend request aborted, what followed not read', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', put('chunked'));
+    await until(() => backend.requests.length === 1, 'the backend request');
+    const read = readAll(backend.requests[0]!.body);
+    send(relay, 'c', `200\r\n${'a'.repeat(512)}\r\n`);
+    send(relay, 'c', `200\r\n${'b'.repeat(512)}\r\n0\r\n\r\n${get('/after')}`);
+    assert.match(await read, /<BodyNotWhole>$/, 'the read fails: the backend never takes a cut body for a whole one');
+    backend.fail(0, new BackendError('unreachable', 'aborted'));
+    await until(() => transport.owed.get('c') === 0, 'the answer');
+    assert.equal(transport.text('c'), errorResponse(413, 'Payload Too Large'));
+    assert.equal(relay.counts[HttpCounter.BODIES_TOO_LARGE], 1);
+    assert.equal(relay.counts[HttpCounter.BACKEND_UNREACHABLE], 0, 'not the backend’s fault');
+    assert.equal(transport.held.get('c'), 0, 'all released');
+    assert.deepEqual(transport.events.slice(0, 1), ['closeWhenAnswered c']);
+    assert.equal(backend.requests.length, 1, '/after is not relayed');
+  });
+
+  it('a body the client cuts off with its FIN: 400, and the backend read fails', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', `${put(10)}half`);
+    await until(() => backend.requests.length === 1, 'the backend request');
+    const read = readAll(backend.requests[0]!.body);
+    relay.onBodyCutOff('c');
+    assert.equal(await read, 'half<BodyNotWhole>');
+    backend.fail(0, new BackendError('unreachable', 'aborted'));
+    await until(() => transport.owed.get('c') === 0, 'the answer');
+    assert.equal(transport.text('c'), errorResponse(400, 'Bad Request'));
+    assert.equal(relay.counts[HttpCounter.BODIES_CUT_OFF], 1);
+    assert.equal(transport.held.get('c'), 0);
+  });
+
+  it('a connection reset mid-body: the backend read fails, and nothing is answered', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', `${put(10)}half`);
+    await until(() => backend.requests.length === 1, 'the backend request');
+    const read = readAll(backend.requests[0]!.body);
+    transport.closed.add('c');
+    relay.onClosed('c');
+    assert.equal(await read, 'half<BodyNotWhole>');
+    backend.fail(0, new BackendError('unreachable', 'aborted'));
+    await until(() => transport.owed.get('c') === 0, 'the owed answer given up');
+    assert.equal(transport.answersDropped, 1);
+    assert.equal(relay.counts[HttpCounter.BODIES_CUT_OFF], 1);
+    assert.equal(relay.counts[HttpCounter.BACKEND_UNREACHABLE], 0);
+  });
+
+  it('the backend answers before the body is whole: the response closes the connection, the body is released, its read fails after', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', `${put(100)}part`);
+    await until(() => backend.requests.length === 1, 'the backend request');
+    const reads = reader(backend);
+    assert.equal(text(await reads.next()), 'part');
+    const waiting = reads.next();
+    let settled = false;
+    waiting.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    const body = backend.respond(0, 413, [['content-length', '4']]).push('big!');
+    await until(() => transport.text('c').endsWith('big!'), 'the response');
+    assert.match(transport.text('c'), /^HTTP\/1\.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!$/);
+    assert.equal(transport.held.get('c'), 0, 'released: it will not be read');
+    assert.equal(settled, false, 'the read waits while the response streams');
+    body.end();
+    await until(() => transport.owed.get('c') === 0, 'the answer');
+    await assert.rejects(waiting);
+    assert.ok(transport.closing.has('c'));
+  });
+
+  it('a body pipelined behind another request is held until its turn', async () => {
+    const { relay, backend, transport } = setup();
+    send(relay, 'c', `${get('/first')}${put(5)}hello`);
+    await until(() => backend.requests.length === 1, 'the first backend request');
+    assert.equal(transport.held.get('c'), 5, 'held: its request waits');
+    backend.respond(0, 200, [['content-length', '0']]).end();
+    await until(() => backend.requests.length === 2, 'the second backend request');
+    assert.equal(await readAll(backend.requests[1]!.body), 'hello');
+    assert.equal(transport.held.get('c'), 0);
   });
 });

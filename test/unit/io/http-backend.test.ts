@@ -4,7 +4,9 @@
  * paused while the reader does not read (the server's writes block) and resumes when it does,
  * `destroy()` abandons the rest, a body that breaks off is a BackendError, a backend that does
  * not answer in time is a BackendError of kind 'timeout', one that cannot be reached of kind
- * 'unreachable'.
+ * 'unreachable'. Request bodies as the relay streams them (http/request-body.ts) arrive whole,
+ * with their length or chunked; one that fails is never taken for whole; the backend client waits
+ * for a slow body without timing out, and times out on a backend that stops reading it.
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -13,6 +15,7 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BackendError, type BackendResponse } from '../../../src/http/backend.js';
 import { UndiciBackend } from '../../../src/io/http-backend.js';
+import { RequestBody } from '../../../src/http/request-body.js';
 
 /** Byte `i` of the test bodies: varies within a chunk and between chunks, so order shows. */
 const patternByte = (i: number): number => (i * 31 + (i >>> 10) * 7) & 0xff;
@@ -98,6 +101,11 @@ const newStreaming = (): Streaming => ({ written: 0, blocked: 0, waitingForDrain
 
 const GET = { method: 'GET', path: '/', headers: [] as [string, string][], body: null };
 
+/** A request body as the relay gives one: an async iterable of its parts. */
+async function* bodyOf(...parts: string[]): AsyncGenerator<Uint8Array> {
+  for (const part of parts) yield Buffer.from(part);
+}
+
 async function readAll(response: BackendResponse, checker: PatternChecker): Promise<void> {
   for await (const chunk of response.body) checker.add(chunk);
 }
@@ -140,8 +148,9 @@ describe('UndiciBackend', () => {
             ['Host', 'example.test'],
             ['X-Forwarded-For', '198.18.0.1'],
             ['Content-Type', 'text/plain'],
+            ['content-length', '5'],
           ],
-          body: Buffer.from('hello'),
+          body: bodyOf('hel', 'lo'),
         });
         assert.equal(response.status, 201);
         const checker: Uint8Array[] = [];
@@ -401,6 +410,137 @@ describe('UndiciBackend', () => {
       assert.match(error.message, /ECONNREFUSED/);
     } finally {
       await backend.close();
+    }
+  });
+});
+
+describe('UndiciBackend with request bodies as the relay streams them', () => {
+  /** A RequestBody fed by the test, with what it released and handed out. */
+  function streamed(framing: number | 'chunked'): { body: RequestBody; released: () => number; feed: (text: string) => void } {
+    let released = 0;
+    const body = new RequestBody(framing, 0, {
+      release: (n) => {
+        released += n;
+      },
+      read: () => {},
+    });
+    const feed = (text: string): void => {
+      const bytes = Buffer.from(text, 'latin1');
+      assert.equal(body.take(bytes, 0, bytes.length), bytes.length);
+      bytes.fill(0x7e); // the transport's bytes are valid only during the call
+    };
+    return { body, released: () => released, feed };
+  }
+
+  for (const framing of ['content-length', 'chunked'] as const) {
+    it(`sends a ${framing} body as it comes — its first part there before undici starts writing — whole`, { timeout: 10_000 }, async () => {
+      let seen: { headers: http.IncomingHttpHeaders; body: string } | null = null;
+      await withBackend(
+        (req, res, body) => {
+          seen = { headers: req.headers, body: body.toString() };
+          res.writeHead(201).end();
+        },
+        5000,
+        async (backend) => {
+          const wire = framing === 'chunked' ? '5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n' : 'hello world';
+          const { body, released, feed } = streamed(framing === 'chunked' ? 'chunked' : 11);
+          feed(wire.slice(0, 9));
+          const headers: [string, string][] = framing === 'chunked' ? [] : [['content-length', '11']];
+          const responding = backend.request({ method: 'PUT', path: '/up', headers, body });
+          await sleep(20);
+          feed(wire.slice(9));
+          const response = await responding;
+          assert.equal(response.status, 201);
+          for await (const _ of response.body);
+          body.close();
+          assert.equal(released(), wire.length);
+        },
+      );
+      const request = seen as unknown as { headers: http.IncomingHttpHeaders; body: string };
+      assert.equal(request.body, 'hello world');
+      if (framing === 'chunked') assert.equal(request.headers['transfer-encoding'], 'chunked');
+      else assert.equal(request.headers['content-length'], '11');
+    });
+  }
+
+  it('a body that fails is never taken for whole: the backend sees the request broken off, the request rejects', {
+    timeout: 10_000,
+  }, async () => {
+    let ended = false;
+    let broken = false;
+    const server = http.createServer((req) => {
+      req.on('data', () => {});
+      req.on('end', () => (ended = true));
+      req.on('close', () => (broken = !req.complete));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const backend = new UndiciBackend(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 5000);
+    try {
+      const { body, feed } = streamed('chunked');
+      feed('5\r\nhello\r\n');
+      const responding = rejection(backend.request({ method: 'PUT', path: '/up', headers: [], body }));
+      await sleep(50);
+      body.fail(400);
+      assert.ok((await responding) instanceof BackendError);
+      await until(() => broken, 'the backend to see the request broken off');
+      assert.equal(ended, false);
+    } finally {
+      server.closeAllConnections();
+      await backend.close();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('waits for a slow client’s body longer than its timeout: the backend is not the one waited for', { timeout: 10_000 }, async () => {
+    await withBackend(
+      (_req, res, received) => res.end(`got ${received.length}`),
+      200,
+      async (backend) => {
+        const { body, feed } = streamed(6);
+        feed('abc');
+        const responding = backend.request({ method: 'PUT', path: '/', headers: [['content-length', '6']], body });
+        await sleep(700);
+        feed('def');
+        const response = await responding;
+        const chunks: Uint8Array[] = [];
+        for await (const chunk of response.body) chunks.push(chunk);
+        assert.equal(Buffer.concat(chunks).toString(), 'got 6');
+      },
+    );
+  });
+
+  it("gives a BackendError of kind 'timeout' when the backend stops reading the body", { timeout: 20_000 }, async () => {
+    const sockets = new Set<import('node:net').Socket>();
+    const server = http.createServer((req) => req.pause()); // reads the head, never the body
+    server.on('connection', (socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const backend = new UndiciBackend(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 300);
+    try {
+      const total = 64 * 1024 * 1024;
+      const { body, feed } = streamed(total);
+      const responding = rejection(backend.request({ method: 'PUT', path: '/', headers: [['content-length', String(total)]], body }));
+      // Feed as the relay would, a window at a time, while the backend client takes it.
+      const piece = 'x'.repeat(65536);
+      let fed = 0;
+      let error: unknown;
+      let settled = false;
+      responding.then((e) => {
+        error = e;
+        settled = true;
+      });
+      while (!settled && fed < total) {
+        feed(piece);
+        fed += piece.length;
+        await sleep(1);
+      }
+      await until(() => settled, 'the request to fail');
+      assert.ok(error instanceof BackendError, String(error));
+      assert.equal(error.kind, 'timeout');
+      assert.ok(fed < total, 'it stopped before the whole body');
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await backend.close();
+      await new Promise((resolve) => server.close(resolve));
     }
   });
 });

@@ -3,13 +3,15 @@
  * at most `maxPipelined` answers owed per connection (the rest stays unread), nothing after
  * closeWhenAnswered reaches the application (RFC 9112 §9.6), and the responder's deadlines hold:
  * a message trickled for longer than messageDeadlineMs, or answers left unread for
- * zeroWindowLimitMs, cost the client its connection (RST).
+ * zeroWindowLimitMs, cost the client its connection (RST). A body streams to the application
+ * with the socket paused while it holds a window of it, and must keep coming.
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { type TestContext, test } from 'node:test';
 import { dnsMessageLength } from '../../../src/dns/message.js';
 import { KernelTransport, type KernelConnection } from '../../../src/io/kernel-transport.js';
+import { parseRequest, wholeRequestLength, type HttpRequest } from '../../../src/http/request.js';
 
 /** A framed message of `size` bytes of `fill`. */
 const framed = (fill: number, size = 20): Buffer => Buffer.concat([Buffer.from([0, size]), Buffer.alloc(size, fill)]);
@@ -186,4 +188,83 @@ test('a client that leaves its answers unread is reset after zeroWindowLimitMs; 
       assert.ok(read < connection.bytesQueued, `the client read ${read} of the ${connection.bytesQueued} bytes answered`);
     }
   }
+});
+
+/**
+ * A transport framing HTTP request heads, whose application takes each request's body (by its
+ * Content-Length) as it comes and holds it until the test releases it; one client connected.
+ */
+async function uploadSetup(t: TestContext, messageDeadlineMs = 10_000) {
+  const app = { targets: [] as string[], received: 0, remaining: 0, cutOff: 0, connection: null as KernelConnection | null };
+  let transport: KernelTransport;
+  transport = new KernelTransport(
+    {
+      onMessages: (connection, buf, offset, length, nowMs) => {
+        const head = parseRequest(buf, offset, length) as HttpRequest;
+        app.targets.push(head.target);
+        app.connection = connection;
+        transport.expectAnswer(connection);
+        if (typeof head.body === 'number' && head.body > 0) {
+          app.remaining = head.body;
+          transport.beginBody(connection, nowMs);
+        }
+      },
+      onBody: (connection, _buf, _offset, length) => {
+        const n = Math.min(length, app.remaining);
+        app.received += n;
+        app.remaining -= n;
+        if (app.remaining === 0) transport.endBody(connection);
+        return n;
+      },
+      onBodyCutOff: () => void app.cutOff++,
+    },
+    { messageLength: wholeRequestLength, maxPipelined: 16, closeAfterResponse: false, messageDeadlineMs, zeroWindowLimitMs: 60_000 },
+  );
+  const ticker = setInterval(() => transport.tick(Date.now()), 10);
+  const port = await freePort();
+  await transport.listen([{ address: '127.0.0.1', port, family: 4 }]);
+  const client = net.connect({ host: '127.0.0.1', port });
+  t.after(() => {
+    clearInterval(ticker);
+    client.destroy();
+    transport.close();
+  });
+  await new Promise<void>((resolve) => client.once('connect', resolve));
+  return { transport, app, client };
+}
+
+const putOf = (size: number): Buffer => Buffer.from(`PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: ${size}\r\n\r\n`, 'latin1');
+
+test('a body streams to the application; the socket is paused while it holds a window of it, and read again as it releases', async (t) => {
+  const { transport, app, client } = await uploadSetup(t);
+  const size = 4 * 1024 * 1024;
+  client.write(Buffer.concat([putOf(size), Buffer.alloc(size, 0x61), Buffer.from('GET /next HTTP/1.1\r\nHost: a\r\n\r\n', 'latin1')]));
+  await until(() => app.received >= 65535, 'a window of the body');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const held = app.received;
+  assert.ok(held < 65535 + 65536, `${held} bytes taken while none were released: a window and one read at most`);
+  assert.ok(app.connection!.socket.isPaused());
+  for (let released = 0; app.received < size; ) {
+    transport.releaseBody(app.connection!, app.received - released, Date.now());
+    released = app.received;
+    await until(() => app.received > released || app.received === size, 'more of the body after a release');
+  }
+  await until(() => app.targets.length === 2, 'the request after the body');
+  assert.deepEqual(app.targets, ['/up', '/next']);
+});
+
+test('a body that stops coming is cut off with RST after messageDeadlineMs; a client FIN mid-body is told to the application', async (t) => {
+  const { transport, app, client } = await uploadSetup(t, 400);
+  const startedMs = Date.now();
+  const reset = resetAfter(client, startedMs);
+  client.write(Buffer.concat([putOf(100_000), Buffer.alloc(1000)]));
+  const elapsedMs = await Promise.race([reset, new Promise<number>((resolve) => setTimeout(() => resolve(-1), 5000))]);
+  assert.ok(elapsedMs >= 400 && elapsedMs < 1500, `reset ${elapsedMs} ms after the body stopped (-1: none within 5 s)`);
+  assert.equal(transport.stats.deadlinesMissed, 1);
+
+  const other = await uploadSetup(t);
+  other.client.end(Buffer.concat([putOf(100_000), Buffer.alloc(1000)]));
+  await until(() => other.app.cutOff === 1, 'the cut-off body told');
+  assert.equal(other.app.received, 1000);
+  assert.equal(app.cutOff, 0);
 });

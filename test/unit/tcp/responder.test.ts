@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
+import { readFileSync } from 'node:fs';
 import { DEFAULT_RESPONDER_CONFIG, Responder, type ResponderConfig } from '../../../src/tcp/responder.js';
 import { Outcome, TcpEvent } from '../../../src/tcp/counters.js';
 import { SynCookies } from '../../../src/tcp/cookie.js';
@@ -34,6 +35,8 @@ import {
 import { ipPacket, Packet } from '../../support/fixtures.js';
 import { PathMtuTable, type PathMtuSource } from '../../../src/tcp/path-mtu.js';
 import { quotedSegment } from '../../../src/wire/quoted.js';
+import type { StreamApplication } from '../../../src/tcp/transport.js';
+import { parseRequest, plausibleRequestStart, wholeRequestLength, type HttpRequest } from '../../../src/http/request.js';
 
 const NOW_MS = 1_764_000_000_000;
 const SECRET = Uint8Array.from({ length: 16 }, (_, i) => i * 7);
@@ -61,6 +64,8 @@ interface Options {
   pathMtus?: PathMtuSource;
   /** Leave `Responder.push` to the test (`pushes` counts the calls for one), as the event loop does; by default answers are pushed at once. */
   deferPush?: boolean;
+  /** Another application than the DNS one (it reaches the responder through `responder`), with its framing in `config`. */
+  app?: StreamApplication<Flow>;
 }
 
 /**
@@ -95,7 +100,7 @@ class Harness {
         send: (h, p, o, n) => this.capture(h, p, o, n),
         pushWanted: () => (options.deferPush ? this.pushesWanted++ : this.responder.push(this.nowMs)),
       },
-      {
+      options.app ?? {
         onDrain: (flow) => void this.drains.push(flow),
         onMessages: (flow, buf, offset, length) => {
           for (let p = offset; p < offset + length; ) {
@@ -1004,12 +1009,17 @@ test('a flow owes at most maxPipelined answers: further queries wait out of the 
   const answer = h.answerFor(h.messages[0]!.bytes.subarray(2));
   h.responder.answer(flow, answer, 0, answer.length);
   assert.equal(h.messages.length, 4, 'an answer given: the next query goes on');
-  // The answer's segment advertises the window less the query still held (RFC 9293 §3.8.6.2.2).
-  checkPacket(h.take().at(-1)!, h.ip(), tcp(window(65535 - queries[4]!.length), payloadLength(answer.length)));
+  // The answer's segment keeps the window's right edge where the handshake put it: what the
+  // queries handed over freed is less than a segment (receiver silly-window avoidance, RFC 9293
+  // §3.8.6.2.2), so the window is 65,535 less all five queries.
+  const all = queries.reduce((sum, q) => sum + q.length, 0);
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(window(65535 - all), payloadLength(answer.length)));
   for (let i = 1; i < 4; i++) {
     const next = h.answerFor(h.messages[i]!.bytes.subarray(2));
     h.responder.answer(flow, next, 0, next.length);
   }
+  // Nothing held: the whole window again.
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(window(65535)));
   assert.equal(h.messages.length, 5);
   assert.equal(flow.receiveQueue.length, 0, 'nothing held any more');
   assert.deepEqual(
@@ -1248,4 +1258,248 @@ test('the path MTU table is bounded: a full set gives up its entry expiring firs
   address[3] = 0;
   table.mtuToward(4, address, NOW_MS + 10);
   assert.equal(table.lookups, 7, 'the oldest was given up');
+});
+
+// ---------------------------------------------------------------------------------------------
+// A request body streaming to the application (an HTTP upload)
+// ---------------------------------------------------------------------------------------------
+
+/** curl's real PUT of 2,000 bytes (test/fixtures/http-requests.txt), its head and its body. */
+const CURL_PUT = (() => {
+  const line = readFileSync(new URL('../../../../test/fixtures/http-requests.txt', import.meta.url), 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('curl-put-upload\t'))!;
+  const bytes = Buffer.from(line.split('\t')[1]!, 'hex');
+  const head = bytes.indexOf('\r\n\r\n') + 4;
+  return { head: bytes.subarray(0, head), body: bytes.subarray(head) };
+})();
+
+/** A PUT of `size` bytes with curl's fields. */
+function putHead(size: number): Buffer {
+  return Buffer.from(CURL_PUT.head.toString('latin1').replace('Content-Length: 2000', `Content-Length: ${size}`), 'latin1');
+}
+
+/**
+ * The HTTP side as the responder sees it: heads framed by request.ts, each one owed an answer;
+ * a body (by its Content-Length) taken as it comes and held until the test releases it.
+ */
+class Uploads implements StreamApplication<Flow> {
+  readonly targets: string[] = [];
+  readonly received: Buffer[] = [];
+  remaining = 0;
+  cutOff = 0;
+  flow: Flow | null = null;
+  harness!: Harness;
+
+  onMessages(flow: Flow, buf: Uint8Array, offset: number, length: number, nowMs: number): void {
+    const head = parseRequest(buf, offset, length) as HttpRequest;
+    this.flow = flow;
+    this.targets.push(head.target);
+    this.harness.responder.expectAnswer(flow);
+    if (typeof head.body === 'number' && head.body > 0) {
+      this.remaining = head.body;
+      this.harness.responder.beginBody(flow, nowMs);
+    }
+  }
+
+  onBody(flow: Flow, buf: Uint8Array, offset: number, length: number): number {
+    const n = Math.min(length, this.remaining);
+    this.received.push(Buffer.from(buf.subarray(offset, offset + n)));
+    this.remaining -= n;
+    if (this.remaining === 0) this.harness.responder.endBody(flow);
+    return n;
+  }
+
+  onBodyCutOff(): void {
+    this.cutOff++;
+  }
+
+  get body(): Buffer {
+    return Buffer.concat(this.received);
+  }
+}
+
+function uploadHarness(config: Partial<ResponderConfig> = {}): { h: Harness; app: Uploads; isn: number } {
+  const app = new Uploads();
+  const h = new Harness({ app, config: { messageLength: wholeRequestLength, plausibleStart: plausibleRequestStart, ...config } });
+  app.harness = h;
+  return { h, app, isn: h.handshake() };
+}
+
+/** The ACKs held for an owed answer (20 ms at most) go out: the last packet sent then. */
+function lastAfterDelayedAck(h: Harness): Uint8Array {
+  h.nowMs += 20;
+  h.responder.tick(h.nowMs);
+  return h.take().at(-1)!;
+}
+
+/** The pattern body of `size` bytes: byte i = i mod 251. */
+const bodyOf = (size: number): Buffer => Buffer.from(Array.from({ length: size }, (_, i) => i % 251));
+
+test('a body streams to the application as it arrives, whatever the flow owes, and the window shrinks by what it holds', () => {
+  const { h, app } = uploadHarness({ maxPipelined: 1 });
+  const body = bodyOf(20_000);
+  h.send(Buffer.concat([putHead(body.length), body.subarray(0, 1000)]));
+  assert.deepEqual(app.targets, ['/put/upload.txt']);
+  // The head was handed over, but freed less than a segment: the right edge stays (receiver SWS avoidance).
+  const head = putHead(body.length).length;
+  checkPacket(lastAfterDelayedAck(h), h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq), window(65535 - head - 1000)));
+  for (let p = 1000; p < body.length; p += 1208) h.send(body.subarray(p, p + 1208));
+  assert.deepEqual(app.body, body, 'every byte, in order, though the flow owes its one answer');
+  const last = checkPacket(lastAfterDelayedAck(h), h.ip(), tcp(ackNum(h.clientSeq)));
+  // The whole body is held: out of the window, and counted as queued bytes.
+  assert.equal(last.window, 65535 - head - body.length);
+  assert.equal(h.responder.queuedBytes, body.length);
+  // The next request after the body is framed as a head again.
+  h.send(Buffer.from('GET /next HTTP/1.1\r\nHost: a\r\n\r\n', 'latin1'));
+  assert.deepEqual(app.targets, ['/put/upload.txt'], 'held: the flow owes its limit of one answer');
+  h.responder.answer(app.flow!, new Uint8Array(0), 0, 0);
+  assert.deepEqual(app.targets, ['/put/upload.txt', '/next']);
+});
+
+test('the window opens as the application releases the body: a window update once it has grown by a segment and doubled', () => {
+  const { h, app } = uploadHarness();
+  const body = bodyOf(60_000);
+  h.send(putHead(body.length));
+  for (let p = 0; p < 60_000; p += 1208) h.send(body.subarray(p, Math.min(p + 1208, 60_000)));
+  const closed = checkPacket(lastAfterDelayedAck(h), h.ip(), tcp(ackNum(h.clientSeq)));
+  assert.equal(closed.window, 65535 - putHead(body.length).length - 60_000);
+  const flow = app.flow!;
+  h.responder.releaseBody(flow, 1000, h.nowMs);
+  assert.equal(h.take().length, 0, 'less than a segment more: the client is not told (RFC 9293 §3.8.6.2.2)');
+  h.responder.releaseBody(flow, 20_000, h.nowMs);
+  const update = checkPacket(h.take().at(-1)!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq), payloadLength(0)));
+  assert.equal(update.window, 65535 - 60_000 + 21_000, 'a window update');
+  h.responder.releaseBody(flow, 5000, h.nowMs);
+  assert.equal(h.take().length, 0, 'grown by a segment, but not doubled: no update, its data will bring the ACK');
+  h.responder.releaseBody(flow, 34_000, h.nowMs);
+  const open = checkPacket(h.take().at(-1)!, h.ip(), tcp(flags(TcpFlag.ACK), payloadLength(0)));
+  assert.equal(open.window, 65535);
+  assert.equal(h.responder.queuedBytes, 0);
+});
+
+test('bytes beyond the window left by a held body are not taken: the client sends them again', () => {
+  const { h, app } = uploadHarness();
+  const body = bodyOf(70_000);
+  h.send(putHead(body.length));
+  for (let p = 0; p < 65535; p += 1208) h.send(body.subarray(p, Math.min(p + 1208, 65535)));
+  assert.equal(app.body.length, 65535, 'a whole window, held');
+  h.take();
+  const before = h.clientSeq;
+  assert.equal(h.send(body.subarray(65535, 66535)), Outcome.DUPLICATE, 'a zero window: nothing taken');
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(ackNum(before), window(0)));
+  assert.equal(app.body.length, 65535);
+  h.responder.releaseBody(app.flow!, 65535, h.nowMs);
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(ackNum(before), window(65535)));
+  h.clientSeq = before;
+  h.send(body.subarray(65535, 66535));
+  assert.equal(app.body.length, 66535);
+});
+
+test('a body must keep coming: each half window within messageDeadlineMs while the window is open, not while the application holds it', () => {
+  const { h, app } = uploadHarness({ messageDeadlineMs: 1000 });
+  const body = bodyOf(100_000);
+  h.send(putHead(body.length));
+  // 40,000 bytes (more than half a window) in 900 ms: the clock starts again.
+  for (let p = 0; p < 40_000; p += 1208) h.send(body.subarray(p, Math.min(p + 1208, 40_000)));
+  h.nowMs += 900;
+  h.responder.tick(h.nowMs);
+  assert.equal(h.responder.flows.size, 1);
+  // The application holds 40,000 (≥ half the window): its upstream is waited for, for as long as it takes.
+  h.nowMs += 5000;
+  h.responder.tick(h.nowMs);
+  assert.equal(h.responder.flows.size, 1, 'no deadline while the application holds the body up');
+  h.responder.releaseBody(app.flow!, 40_000, h.nowMs);
+  h.take();
+  h.nowMs += 999;
+  h.responder.tick(h.nowMs);
+  assert.equal(h.responder.flows.size, 1, 'the clock started again at the release');
+  // A trickle does not keep it.
+  h.send(body.subarray(40_000, 40_100));
+  h.nowMs += 1;
+  h.responder.tick(h.nowMs);
+  assert.equal(h.responder.flows.size, 0, 'dropped');
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(flags(TcpFlag.RST)));
+  assert.equal(h.responder.events[TcpEvent.DEADLINES_MISSED], 1);
+  assert.equal(h.responder.queuedBytes, 0);
+});
+
+test('a FIN before the body ends cuts it off: the application hears of it and may still answer', () => {
+  const { h, app, isn } = uploadHarness();
+  h.send(Buffer.concat([putHead(5000), bodyOf(3000)]));
+  assert.equal(h.send(bodyOf(10), TcpFlag.FIN), Outcome.FIN);
+  assert.equal(app.cutOff, 1);
+  const answer = Buffer.from('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n', 'latin1');
+  h.responder.releaseBody(app.flow!, 3010, h.nowMs);
+  h.responder.answer(app.flow!, answer, 0, answer.length);
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(flags(TcpFlag.ACK | TcpFlag.PSH | TcpFlag.FIN), payload(answer)));
+  h.ackTo(isn + 1 + answer.length + 1);
+  assert.equal(h.responder.flows.size, 0);
+  assert.equal(h.responder.queuedBytes, 0);
+});
+
+test('while a body streams, segments beyond a gap are held and taken when it is filled, with an immediate ACK', () => {
+  const { h, app } = uploadHarness();
+  const body = bodyOf(10_000);
+  h.send(putHead(body.length));
+  h.take();
+  const start = h.clientSeq;
+  // Segment 1 is lost; 2, 3 and a duplicate of 3 arrive.
+  for (const p of [1208, 2416, 2416]) {
+    assert.equal(h.segment({ flags: TcpFlag.ACK, data: body.subarray(p, p + 1208), seq: (start + p) >>> 0 }), Outcome.OUT_OF_ORDER);
+    checkPacket(h.take().at(-1)!, h.ip(), tcp(ackNum(start))); // a duplicate ACK for each
+  }
+  assert.equal(app.body.length, 0, 'nothing delivered across the gap');
+  assert.equal(h.responder.queuedBytes, 2 * 1208, 'the two held, once each');
+  // The lost segment comes again: it and the two held go on, and the ACK covers all three at once.
+  h.segment({ flags: TcpFlag.ACK, data: body.subarray(0, 1208), seq: start });
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(ackNum((start + 3 * 1208) >>> 0)));
+  assert.deepEqual(app.body, body.subarray(0, 3 * 1208));
+  h.clientSeq = (start + 3 * 1208) >>> 0;
+  h.send(body.subarray(3 * 1208));
+  assert.deepEqual(app.body, body);
+  h.responder.releaseBody(app.flow!, body.length, h.nowMs);
+  assert.equal(h.responder.queuedBytes, 0);
+});
+
+test('outside a body a gap still drops what comes beyond it (requests are small)', () => {
+  const { h, app } = uploadHarness();
+  h.send(Buffer.from('GET /a HTTP/1.1\r\nHost: a\r\n\r\n', 'latin1'));
+  const head = Buffer.from('GET /b HTTP/1.1\r\nHost: a\r\n\r\n', 'latin1');
+  assert.equal(h.segment({ flags: TcpFlag.ACK, data: head.subarray(10), seq: (h.clientSeq + 10) >>> 0 }), Outcome.OUT_OF_ORDER);
+  assert.equal(h.responder.queuedBytes, 0, 'nothing held');
+  h.send(head.subarray(0, 10));
+  assert.deepEqual(app.targets, ['/a'], 'the rest is sent again');
+});
+
+test('a body the application gives up (closeWhenAnswered): the rest is acknowledged and dropped, even after our FIN, until the FIN is acknowledged', () => {
+  const { h, app, isn } = uploadHarness();
+  h.send(Buffer.concat([putHead(50_000), bodyOf(1000)]));
+  const flow = app.flow!;
+  h.responder.closeWhenAnswered(flow, h.nowMs);
+  h.responder.releaseBody(flow, 1000, h.nowMs);
+  const refusal = Buffer.from('HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n', 'latin1');
+  h.responder.answer(flow, refusal, 0, refusal.length);
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(flags(TcpFlag.ACK | TcpFlag.PSH | TcpFlag.FIN), payload(refusal)));
+  // More of the body, sent before the client read the refusal: no RST that could erase it (RFC 9112 §9.6).
+  assert.equal(h.send(bodyOf(1208)), Outcome.DATA);
+  checkPacket(h.take().at(-1)!, h.ip(), tcp(flags(TcpFlag.ACK), ackNum(h.clientSeq)));
+  assert.equal(app.body.length, 1000, 'not delivered');
+  h.ackTo(isn + 1 + refusal.length + 1);
+  assert.equal(h.responder.flows.size, 0);
+  assert.equal(h.responder.queuedBytes, 0);
+});
+
+test('a held body counts against its source’s queued bytes: past the bound no more of it is acknowledged', () => {
+  const { h, app } = uploadHarness({ maxQueuedBytesPerSource: 10_000 });
+  const body = bodyOf(20_000);
+  h.send(putHead(body.length));
+  for (let p = 0; p < 10_000; p += 1000) h.send(body.subarray(p, p + 1000));
+  h.take();
+  const before = h.clientSeq;
+  assert.equal(h.send(body.subarray(10_000, 11_000)), Outcome.SOFT_STATE_FULL);
+  assert.equal(app.body.length, 10_000);
+  h.responder.releaseBody(app.flow!, 10_000, h.nowMs);
+  h.clientSeq = before;
+  assert.equal(h.send(body.subarray(10_000, 11_000)), Outcome.DATA);
 });
