@@ -216,6 +216,7 @@ async function startStatelessParts(
       wholeFrames: wholeFramesLane(options.listen, SNAP_LENGTH, options.captureBufferBytes),
       rings,
       checksumPolicy: options.checksumPolicy,
+      gso: options.gso,
       secrets: [secret.secret],
       liveFlows,
       routingKey,

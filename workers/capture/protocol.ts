@@ -37,6 +37,8 @@ export interface CaptureThreadData {
   control: SharedArrayBuffer;
   /** For the SYNs the capture thread answers itself (tcp/flowless.ts). */
   checksumPolicy: ChecksumPolicy;
+  /** Send those SYN+ACKs on the capture interface when it is Ethernet (`--gso on`, io/link-send.ts), else through a raw socket. */
+  gso: boolean;
   /** Cookie secrets, oldest first (ShardTask.secrets); later rotations arrive through `control`. */
   secrets: Uint8Array[];
   /** The shards' flows by hash bucket (tcp/live-flows.ts). */

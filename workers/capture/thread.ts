@@ -32,6 +32,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Capture, NextResult, REST_LANE, SYN_LANE } from '../../src/io/capture.js';
 import { RawSender } from '../../src/io/raw-send.js';
+import { LinkSender } from '../../src/io/link-send.js';
 import { nameThisThread } from '../../src/io/thread-name.js';
 import { RingProducer } from '../../src/ring/ring.js';
 import { SynCookies } from '../../src/tcp/cookie.js';
@@ -52,7 +53,7 @@ import {
   ReplyHeader,
   Segment,
   type ChecksumPolicy,
-  type LinkType,
+  LinkType,
 } from '../../src/wire/segment.js';
 import {
   CaptureFlag,
@@ -90,6 +91,8 @@ class FlowlessShortcut {
   /** Each shard's flows, indexed like the rings. */
   private readonly liveFlows: LiveFlows[];
   private readonly sender = new RawSender();
+  /** On the capture interface, when it is Ethernet and `--gso on`: no IP output path per SYN+ACK, no checksum summed here. */
+  private readonly link: LinkSender | null;
   private readonly segment = new Segment();
   private readonly reply = new ReplyHeader();
   private readonly packet = new Uint8Array(40 + 60);
@@ -109,6 +112,12 @@ class FlowlessShortcut {
     this.secretGeneration = controlFlags(data.control);
     this.secret = controlSecret(data.control);
     this.secretGenerationSeen = Atomics.load(this.secretGeneration, CaptureFlag.SECRET_GENERATION);
+    try {
+      this.link = data.gso && linkType === LinkType.ETHERNET ? new LinkSender(data.interface) : null;
+    } catch (error) {
+      this.sender.close();
+      throw new Error(`cannot send on ${data.interface} (${(error as Error).message}): run as root with CAP_NET_RAW, or give --gso off`);
+    }
   }
 
   /**
@@ -143,7 +152,8 @@ class FlowlessShortcut {
     if (action !== FlowlessAction.ANSWER_SYN) return false;
     this.takeNewSecret();
     const reply = synAckFor(seg, this.cookies, DEFAULT_RESPONDER_CONFIG, nowMs, this.reply);
-    this.sender.send(reply.family, this.packet, emitReply(reply, null, 0, 0, this.packet, 0), reply.dstAddr);
+    if (this.link !== null && reply.hasLinkAddresses) this.link.send(reply, null, 0, 0);
+    else this.sender.send(reply.family, this.packet, emitReply(reply, null, 0, 0, this.packet, 0), reply.dstAddr);
     this.synAnswered++;
     return true;
   }
@@ -151,14 +161,16 @@ class FlowlessShortcut {
   /** Sends what is queued: the capture loop has no event loop turn for a microtask to do it. */
   flush(): void {
     this.sender.flush();
+    this.link?.flush();
   }
 
   get sendFailed(): number {
-    return this.sender.stats.failed;
+    return this.sender.stats.failed + (this.link?.stats.failed ?? 0);
   }
 
   close(): void {
     this.sender.close();
+    this.link?.close();
   }
 
   /** Rotates to the secret the main thread published (CaptureFlag.SECRET_GENERATION), if it is whole. */
