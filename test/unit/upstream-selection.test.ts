@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DEFAULT_HEALTH_THRESHOLDS, UpstreamSelection } from '../../src/upstream-selection.js';
+import { DEFAULT_HEALTH_THRESHOLDS, perUpstreamCounterNames, UpstreamSelection } from '../../src/upstream-selection.js';
 
 test('queries go to the healthy upstream with the fewest outstanding (dnsdist leastOutstanding), ties to the first', () => {
   const s = new UpstreamSelection(3);
@@ -90,4 +90,13 @@ test('with every upstream down there is none to pick', () => {
   assert.equal(s.pick(), -1);
   assert.equal(s.probed(1, true), 1);
   assert.equal(s.pick(), 1);
+});
+
+test("a pool's per-upstream counter names: each upstream's, in order", () => {
+  assert.deepEqual(perUpstreamCounterNames(2, ['requests', 'failures']), [
+    'upstream0_requests',
+    'upstream0_failures',
+    'upstream1_requests',
+    'upstream1_failures',
+  ]);
 });
