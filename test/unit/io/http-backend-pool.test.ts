@@ -3,8 +3,8 @@
  * with the fewest outstanding and each is counted there; a GET that a stopped backend refuses is
  * retried once on the other, a POST with a body is not (502 for the relay); refusals mark the
  * backend down after --health-check-down-after of them, and with none up a request fails at once
- * and the state is said once; a health probe that passes brings it back; a probe answered 503
- * counts as failed.
+ * and the state is said once; an upload the client gave up on does not count against the
+ * backend; a health probe that passes brings it back; a probe answered 503 counts as failed.
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BackendError, type BackendRequest } from '../../../src/http/backend.js';
+import { BodyNotWhole } from '../../../src/http/request-body.js';
 import { HttpBackendPool, backendCounterNames, type HttpHealthCheck } from '../../../src/io/http-backend-pool.js';
 
 interface Backend {
@@ -143,6 +144,31 @@ describe('HttpBackendPool', () => {
       assert.equal(lines.filter((line) => line.startsWith('no backend is up')).length, 1, lines.join('\n'));
     } finally {
       await pool.close();
+    }
+  });
+
+  it("an upload the client gave up on is the request's failure, not the backend's", async () => {
+    const a = await startBackend();
+    const b = await startBackend();
+    const { pool, count } = poolOf([a, b], [], { ...CHECK, intervalMs: 60_000 });
+    try {
+      const upload: BackendRequest = {
+        method: 'PUT',
+        path: '/upload',
+        headers: [['content-length', '10']],
+        body: (async function* () {
+          yield Buffer.from('part');
+          throw new BodyNotWhole('request body not whole');
+        })(),
+      };
+      await assert.rejects(pool.request(upload), (error: unknown) => error instanceof BackendError && error.kind === 'aborted');
+      assert.equal(count('upstream0_requests'), 1);
+      assert.equal(count('upstream0_failures'), 0);
+      for (let i = 0; i < 20 && pool.selection.outstanding[0] !== 0; i++) await sleep(10);
+      assert.deepEqual([...pool.selection.outstanding], [0, 0]);
+    } finally {
+      await pool.close();
+      await Promise.all([stopBackend(a), stopBackend(b)]);
     }
   });
 
