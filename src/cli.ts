@@ -286,7 +286,7 @@ interface HttpCommandOptions extends RawCommandOptions, PoolCommandOptions<strin
   maxBodySize: number;
 }
 
-/** The origin as the start line names it (the URL as given, normalized). */
+/** An origin as the start line and errors name it: as parseOrigin made it. */
 const originText = (origin: string): string => origin;
 
 async function runHttp(options: HttpCommandOptions, command: Command): Promise<void> {

@@ -308,11 +308,9 @@ export class HttpRelay<C> implements Relay<C> {
         this.respondWithError(connection, pending, body.failure);
       } else {
         const kind = error instanceof BackendError ? error.kind : 'unreachable';
-        const timedOut = kind === 'timeout';
-        this.counts[
-          timedOut ? HttpCounter.BACKEND_TIMEOUTS : kind === 'no-backend-up' ? HttpCounter.NO_BACKEND_UP : HttpCounter.BACKEND_UNREACHABLE
-        ]!++;
-        this.respondWithError(connection, pending, timedOut ? 504 : 502);
+        if (kind === 'timeout') this.counts[HttpCounter.BACKEND_TIMEOUTS]!++;
+        else this.counts[kind === 'no-backend-up' ? HttpCounter.NO_BACKEND_UP : HttpCounter.BACKEND_UNREACHABLE]!++;
+        this.respondWithError(connection, pending, kind === 'timeout' ? 504 : 502);
       }
       return;
     }
