@@ -1,6 +1,6 @@
 /**
  * nginx as the backend web server of `stateless-tcp http`, in a lab's server namespace on
- * 127.0.0.1:8080, serving files a test writes and accepting PUT (WebDAV) so that a request
+ * 127.0.0.1:8080 (or another port, for a second backend of a pool), serving files a test writes and accepting PUT (WebDAV) so that a request
  * body can be fetched back and compared byte for byte.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -16,10 +16,14 @@ export interface NginxOptions {
   alsoListen?: readonly string[];
   /** Worker processes (default 1). */
   workers?: number;
+  /** The port on 127.0.0.1 (default NGINX_PORT). */
+  port?: number;
+  /** Its directory under the lab's temporary directory (default `nginx`): one per instance. */
+  name?: string;
 }
 
 export interface Nginx {
-  /** `http://127.0.0.1:8080`, as the front end's --upstream. */
+  /** `http://127.0.0.1:8080` (its port), as the front end's --upstream. */
   readonly origin: string;
   /** The document root: files written here are served at `/name`. */
   readonly root: string;
@@ -35,7 +39,8 @@ export interface Nginx {
  */
 export async function startNginx(lab: Lab, options: NginxOptions = {}): Promise<Nginx> {
   requireTools('nginx');
-  const dir = join(lab.tempDir, 'nginx');
+  const dir = join(lab.tempDir, options.name ?? 'nginx');
+  const port = options.port ?? NGINX_PORT;
   const root = join(dir, 'www');
   await mkdir(join(root, 'put'), { recursive: true });
   const config = `
@@ -44,7 +49,7 @@ ${nginxPreamble(dir, options.workers ?? 1)}
   keepalive_requests 100000;
   default_type application/octet-stream;
   server {
-    listen 127.0.0.1:${NGINX_PORT} backlog=4096;${(options.alsoListen ?? []).map((address) => `\n    listen ${address} backlog=4096;`).join('')}
+    listen 127.0.0.1:${port} backlog=4096;${(options.alsoListen ?? []).map((address) => `\n    listen ${address} backlog=4096;`).join('')}
     root ${root};
     location = /echo-headers {
       default_type text/plain;
@@ -86,7 +91,7 @@ ${nginxPreamble(dir, options.workers ?? 1)}
   for (;;) {
     const probe = await lab.exec(
       'server',
-      ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${NGINX_PORT}/echo-headers`],
+      ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}/echo-headers`],
       { timeoutMs: 2000 },
     );
     if (probe.stdout === '200') break;
@@ -94,7 +99,7 @@ ${nginxPreamble(dir, options.workers ?? 1)}
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return {
-    origin: `http://127.0.0.1:${NGINX_PORT}`,
+    origin: `http://127.0.0.1:${port}`,
     root,
     process: child,
     stop: () => lab.stop(child),

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * `stateless-tcp dns --interface IF --listen ADDR:PORT [--listen …] --upstream ADDR:PORT`
- * `stateless-tcp http --interface IF --listen ADDR:PORT [--listen …] --upstream http://HOST:PORT`
+ * `stateless-tcp http --interface IF --listen ADDR:PORT [--listen …] --upstream http://HOST:PORT [--upstream …]`
  *
  * Runs in the foreground, logging one JSON line (pino) per significant event: start, secret
  * rotation, a shard worker's death and restart, stop with every counter. SIGINT/SIGTERM stop it
@@ -19,8 +19,11 @@ import { applyConfigFile } from './config.js';
 import { DEFAULT_CAPTURE_BUFFER_BYTES } from './io/capture.js';
 import { createLogger, LOG_LEVELS, type Logger } from './log.js';
 import { DEFAULT_MAX_BODY_BYTES } from './http/request.js';
+import { parseOrigin } from './http/backend.js';
+import { DEFAULT_HTTP_HEALTH_CHECK, type HttpSettings } from './http/application.js';
 import { DEFAULT_PORT_LIFETIME_SECONDS, DEFAULT_QUERIES_PER_PORT, DEFAULT_UPSTREAM_PORTS, type DnsSettings } from './dns/application.js';
-import { DEFAULT_HEALTH_CHECK, UPSTREAM_POLICIES, type UpstreamPolicy } from './dns/upstream-pool.js';
+import { DEFAULT_HEALTH_CHECK } from './dns/upstream-pool.js';
+import { DEFAULT_HEALTH_THRESHOLDS, UPSTREAM_POLICIES, type UpstreamPolicy } from './upstream-selection.js';
 
 /** dns-packet's table of record type names (its typings leave the module out). */
 const recordTypes = createRequire(import.meta.url)('dns-packet/types.js') as { toType(name: string): number };
@@ -58,9 +61,9 @@ function nonNegativeInteger(value: string): number {
   return n;
 }
 
-/** An upstream as `--upstream` gives it: `ADDR:PORT`, or `ADDR:PORT,weight=N`. */
-interface UpstreamArgument {
-  endpoint: Endpoint;
+/** An upstream as `--upstream` gives it: its address (dns `ADDR:PORT`, http a URL), and `,weight=N` after it. */
+interface UpstreamArgument<A> {
+  address: A;
   /** Undefined when not given (1). */
   weight: number | undefined;
 }
@@ -68,8 +71,12 @@ interface UpstreamArgument {
 /** The largest weight: the weighted policy's counters stay exact far beyond any pool's queries. */
 const MAX_WEIGHT = 65535;
 
-/** For `--upstream`, which repeats: each value adds one upstream. */
-function upstreamArgument(value: string, previous: UpstreamArgument[] = []): UpstreamArgument[] {
+/** For `--upstream`, which repeats: each value adds one upstream, its address read by `parseAddress`. */
+function upstreamArgument<A>(parseAddress: (value: string) => A) {
+  return (value: string, previous: UpstreamArgument<A>[] = []): UpstreamArgument<A>[] => [...previous, oneUpstream(value, parseAddress)];
+}
+
+function oneUpstream<A>(value: string, parseAddress: (value: string) => A): UpstreamArgument<A> {
   const [address, ...parameters] = value.split(',');
   let weight: number | undefined;
   for (const parameter of parameters) {
@@ -81,7 +88,21 @@ function upstreamArgument(value: string, previous: UpstreamArgument[] = []): Ups
       throw new InvalidArgumentError(`the weight in "${value}" is not a whole number from 1 to ${MAX_WEIGHT}`);
     }
   }
-  return [...previous, { endpoint: oneEndpoint(address!), weight }];
+  return { address: parseAddress(address!), weight };
+}
+
+/** An origin-form request target (RFC 9112 §3.2.1) for the health probe: an absolute path, with an optional query. */
+function healthCheckPath(value: string): string {
+  if (!/^\/[\x21-\x7e]*$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a path starting with / (no spaces)`);
+  return value;
+}
+
+function oneOrigin(value: string): string {
+  try {
+    return parseOrigin(value);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
 }
 
 /** A domain name for the health probe's question (RFC 1035 §2.3.4: labels of 1-63 octets, 255 in all). */
@@ -128,15 +149,19 @@ type DnsPassThrough =
   | 'rateLimitAction'
   | 'upstreamProxyProtocol';
 
-interface DnsCommandOptions extends RawCommandOptions, Pick<DnsSettings, DnsPassThrough> {
-  upstream?: UpstreamArgument[];
+/** The options of a pool of upstreams, the same for both commands (withPoolOptions). */
+interface PoolCommandOptions<A> {
+  upstream?: UpstreamArgument<A>[];
   upstreamPolicy: UpstreamPolicy;
-  healthCheckName: string;
-  healthCheckType: number;
   healthCheckInterval: number;
   healthCheckTimeout: number;
   healthCheckDownAfter: number;
   healthCheckUpAfter: number;
+}
+
+interface DnsCommandOptions extends RawCommandOptions, PoolCommandOptions<Endpoint>, Pick<DnsSettings, DnsPassThrough> {
+  healthCheckName: string;
+  healthCheckType: number;
   timeout: number;
   closeAfterResponse: boolean;
   upstreamPorts: number;
@@ -158,17 +183,57 @@ const POOL_OPTIONS = [
 ];
 const ECS_OPTIONS = ['--ecs-ipv4-prefix', '--ecs-ipv6-prefix', '--ecs-override'];
 
+/** The first of `names` given on the command line or in --config, rather than left to its default. */
+function givenOf(command: Command, names: readonly string[]): string | undefined {
+  return names.find((name) => {
+    const source = command.getOptionValueSource(command.options.find((o) => o.long === name)!.attributeName());
+    return source === 'cli' || source === 'config';
+  });
+}
+
+/**
+ * The upstreams (at least one), once the pool options are checked against each other: the
+ * pool-only ones (`poolOnly`, with POOL_OPTIONS) need two upstreams or more, weights the
+ * weighted policy, and a probe must be over before the next is due.
+ */
+function checkPool<A>(
+  options: PoolCommandOptions<A>,
+  command: Command,
+  format: (address: A) => string,
+  missing: string,
+  poolOnly: readonly string[] = [],
+): UpstreamArgument<A>[] {
+  if (options.upstream === undefined || options.upstream.length === 0) throw new StartupError(missing);
+  if (!UPSTREAM_POLICIES.includes(options.upstreamPolicy)) {
+    throw new StartupError(`--upstream-policy takes ${UPSTREAM_POLICIES.join(' or ')}, not "${options.upstreamPolicy as string}"`);
+  }
+  const weighted = options.upstream.find((u) => u.weight !== undefined);
+  if (options.upstream.length === 1) {
+    const given = givenOf(command, [...POOL_OPTIONS, ...poolOnly]) ?? (weighted === undefined ? undefined : 'weight=');
+    if (given !== undefined)
+      throw new StartupError(`${given} applies to a pool of upstreams: give --upstream twice or more, or leave it out`);
+  } else if (weighted !== undefined && options.upstreamPolicy !== 'weighted') {
+    throw new StartupError(
+      `weight=${weighted.weight} on --upstream ${format(weighted.address)} needs --upstream-policy weighted (least-outstanding ignores weights, as dnsdist's does)`,
+    );
+  }
+  if (options.healthCheckTimeout >= options.healthCheckInterval) {
+    throw new StartupError(
+      `--health-check-timeout ${options.healthCheckTimeout} must be shorter than --health-check-interval ${options.healthCheckInterval}: a probe must be over before the next is due`,
+    );
+  }
+  return options.upstream;
+}
+
+/** The pool as the start line names it: each upstream, with its weight under the weighted policy. */
+function poolDescription<A>(upstreams: readonly UpstreamArgument<A>[], policy: UpstreamPolicy, format: (address: A) => string): string {
+  return upstreams.map((u) => `${format(u.address)}${policy === 'weighted' ? ` (weight ${u.weight ?? 1})` : ''}`).join(', ');
+}
+
 async function runDns(options: DnsCommandOptions, command: Command): Promise<void> {
-  if (options.upstream === undefined || options.upstream.length === 0)
-    throw new StartupError('give --upstream ADDR:PORT, repeated for a pool (or "upstream" in --config)');
-  const upstreams = options.upstream.map((u) => u.endpoint);
+  const pool = checkPool(options, command, formatEndpoint, 'give --upstream ADDR:PORT, repeated for a pool (or "upstream" in --config)');
+  const upstreams = pool.map((u) => u.address);
   const upstream = upstreams[0]!;
-  /** The first of `names` given on the command line or in --config, rather than left to its default. */
-  const givenOf = (names: readonly string[]): string | undefined =>
-    names.find((name) => {
-      const source = command.getOptionValueSource(command.options.find((o) => o.long === name)!.attributeName());
-      return source === 'cli' || source === 'config';
-    });
   if (options.cacheSize > 0 && options.upstreamProxyProtocol) {
     // The resolver sees each client in order to answer each client its own way (views, ACLs): a
     // cache would serve one client's answer to all.
@@ -177,26 +242,8 @@ async function runDns(options: DnsCommandOptions, command: Command): Promise<voi
   if (options.rateLimitAction !== 'refuse' && options.rateLimitAction !== 'drop') {
     throw new StartupError(`--rate-limit-action takes refuse or drop, not "${options.rateLimitAction as string}"`);
   }
-  if (!UPSTREAM_POLICIES.includes(options.upstreamPolicy)) {
-    throw new StartupError(`--upstream-policy takes ${UPSTREAM_POLICIES.join(' or ')}, not "${options.upstreamPolicy as string}"`);
-  }
-  const weighted = options.upstream.find((u) => u.weight !== undefined);
-  if (upstreams.length === 1) {
-    const poolOnly = givenOf(POOL_OPTIONS) ?? (weighted === undefined ? undefined : 'weight=');
-    if (poolOnly !== undefined)
-      throw new StartupError(`${poolOnly} applies to a pool of upstreams: give --upstream twice or more, or leave it out`);
-  } else if (weighted !== undefined && options.upstreamPolicy !== 'weighted') {
-    throw new StartupError(
-      `weight=${weighted.weight} on --upstream ${formatEndpoint(weighted.endpoint)} needs --upstream-policy weighted (least-outstanding ignores weights, as dnsdist's does)`,
-    );
-  }
-  if (options.healthCheckTimeout >= options.healthCheckInterval) {
-    throw new StartupError(
-      `--health-check-timeout ${options.healthCheckTimeout} must be shorter than --health-check-interval ${options.healthCheckInterval}: a probe must be over before the next is due`,
-    );
-  }
   if (!options.ecs) {
-    const ecsOnly = givenOf(ECS_OPTIONS);
+    const ecsOnly = givenOf(command, ECS_OPTIONS);
     if (ecsOnly !== undefined) throw new StartupError(`${ecsOnly} has no effect without --ecs: add --ecs, or leave it out`);
   } else if (options.upstreamProxyProtocol) {
     throw new StartupError('--ecs and --upstream-proxy-protocol both tell the resolver who the client is: pick one');
@@ -205,7 +252,7 @@ async function runDns(options: DnsCommandOptions, command: Command): Promise<voi
     kind: 'dns',
     upstream,
     upstreams,
-    weights: options.upstream.map((u) => u.weight ?? 1),
+    weights: pool.map((u) => u.weight ?? 1),
     policy: options.upstreamPolicy,
     healthCheck: {
       name: options.healthCheckName,
@@ -230,22 +277,49 @@ async function runDns(options: DnsCommandOptions, command: Command): Promise<voi
       : null,
   };
   const running = await start(options, settings, options.closeAfterResponse);
-  const weights = options.upstreamPolicy === 'weighted' ? settings.weights.map((w) => ` (weight ${w})`) : upstreams.map(() => '');
-  serve(options.log, options.listen, running, `upstream ${upstreams.map((u, i) => `${formatEndpoint(u)}${weights[i]}`).join(', ')}`);
+  serve(options.log, options.listen, running, `upstream ${poolDescription(pool, options.upstreamPolicy, formatEndpoint)}`);
 }
 
-interface HttpCommandOptions extends RawCommandOptions {
-  upstream?: string;
+interface HttpCommandOptions extends RawCommandOptions, PoolCommandOptions<string> {
+  healthCheckPath: string;
   timeout: number;
   maxBodySize: number;
 }
 
-async function runHttp(options: HttpCommandOptions): Promise<void> {
-  if (options.upstream === undefined) throw new StartupError('give --upstream http://HOST:PORT (or "upstream" in --config)');
-  const settings = { kind: 'http', origin: options.upstream, timeoutMs: options.timeout, maxBodyBytes: options.maxBodySize } as const;
+/** An origin as the start line and errors name it: as parseOrigin made it. */
+const originText = (origin: string): string => origin;
+
+async function runHttp(options: HttpCommandOptions, command: Command): Promise<void> {
+  const pool = checkPool(
+    options,
+    command,
+    originText,
+    'give --upstream http://HOST:PORT, repeated for a pool (or "upstream" in --config)',
+    ['--health-check-path'],
+  );
+  const settings: HttpSettings = {
+    kind: 'http',
+    origins: pool.map((u) => u.address),
+    weights: pool.map((u) => u.weight ?? 1),
+    policy: options.upstreamPolicy,
+    healthCheck: {
+      path: options.healthCheckPath,
+      intervalMs: options.healthCheckInterval,
+      timeoutMs: options.healthCheckTimeout,
+      downAfter: options.healthCheckDownAfter,
+      upAfter: options.healthCheckUpAfter,
+    },
+    timeoutMs: options.timeout,
+    maxBodyBytes: options.maxBodySize,
+  };
   // HTTP closes as each request says (Connection: close), never after every response.
   const running = await start(options, settings, false);
-  serve(options.log, options.listen, running, `backend ${options.upstream}`);
+  serve(
+    options.log,
+    options.listen,
+    running,
+    `${pool.length > 1 ? 'backends' : 'backend'} ${poolDescription(pool, options.upstreamPolicy, originText)}`,
+  );
 }
 
 /** Starts the front end on the chosen transport. */
@@ -458,19 +532,54 @@ const program = new Command('stateless-tcp').description(
   'A TCP front end that keeps no per-connection state: answers from raw packets, relays to a backend.',
 );
 
-withRawOptions(program.command('dns').description('DNS over TCP front end relaying each query over UDP to a resolver'))
-  .option(
+/**
+ * The options of a pool, in the same words for both commands but for what a query or request is
+ * (`what`) and what counts as a failure of one (`failure`).
+ */
+function withPoolOptions(command: Command, what: string, failure: string): Command {
+  return command
+    .option(
+      '--upstream-policy <least-outstanding|weighted>',
+      `a pool's choice of upstream: the healthy one with the fewest ${what} outstanding (dnsdist's leastOutstanding; ` +
+        'weights ignored), or each healthy one in proportion to its weight (smooth weighted round robin)',
+      'least-outstanding',
+    )
+    .option(
+      '--health-check-interval <ms>',
+      'how often each upstream of a pool is probed (dnsdist checkInterval)',
+      positiveInteger,
+      DEFAULT_HEALTH_THRESHOLDS.intervalMs,
+    )
+    .option(
+      '--health-check-timeout <ms>',
+      'how long a probe may wait for its answer; shorter than the interval (dnsdist checkTimeout)',
+      positiveInteger,
+      DEFAULT_HEALTH_THRESHOLDS.timeoutMs,
+    )
+    .option(
+      '--health-check-down-after <n>',
+      `failures in a row that mark an upstream down: probes, and ${failure} (dnsdist maxCheckFailures)`,
+      positiveInteger,
+      DEFAULT_HEALTH_THRESHOLDS.downAfter,
+    )
+    .option(
+      '--health-check-up-after <n>',
+      'passed probes in a row that mark a down upstream up again (dnsdist rise)',
+      positiveInteger,
+      DEFAULT_HEALTH_THRESHOLDS.upAfter,
+    );
+}
+
+withPoolOptions(
+  withRawOptions(program.command('dns').description('DNS over TCP front end relaying each query over UDP to a resolver')).option(
     '-u, --upstream <addr:port[,weight=N]>',
     'UDP resolver to relay queries to; repeat for a pool: health-checked (--health-check-*), each query to a healthy one ' +
       '(--upstream-policy), retried on another after half --timeout; weight=N for --upstream-policy weighted (default 1)',
-    upstreamArgument,
-  )
-  .option(
-    '--upstream-policy <least-outstanding|weighted>',
-    "a pool's choice of upstream: the healthy one with the fewest queries outstanding (dnsdist's leastOutstanding; " +
-      'weights ignored), or each healthy one in proportion to its weight (smooth weighted round robin)',
-    'least-outstanding',
-  )
+    upstreamArgument(oneEndpoint),
+  ),
+  'queries',
+  'queries it left unanswered within their time',
+)
   .option(
     '--health-check-name <name>',
     "the name a pool's health probe (and the start-up probe) asks for (dnsdist checkName)",
@@ -481,30 +590,6 @@ withRawOptions(program.command('dns').description('DNS over TCP front end relayi
     new Option('--health-check-type <type>', 'the record type it asks for: SOA, A, … or TYPEnnn (dnsdist checkType)')
       .argParser(recordType)
       .default(DEFAULT_HEALTH_CHECK.type, 'SOA'),
-  )
-  .option(
-    '--health-check-interval <ms>',
-    'how often each upstream of a pool is probed (dnsdist checkInterval)',
-    positiveInteger,
-    DEFAULT_HEALTH_CHECK.intervalMs,
-  )
-  .option(
-    '--health-check-timeout <ms>',
-    'how long a probe may wait for its answer; shorter than the interval (dnsdist checkTimeout)',
-    positiveInteger,
-    DEFAULT_HEALTH_CHECK.timeoutMs,
-  )
-  .option(
-    '--health-check-down-after <n>',
-    'failures in a row that mark an upstream down: probes, and queries it left unanswered within their time (dnsdist maxCheckFailures)',
-    positiveInteger,
-    DEFAULT_HEALTH_CHECK.downAfter,
-  )
-  .option(
-    '--health-check-up-after <n>',
-    'answered probes in a row that mark a down upstream up again (dnsdist rise)',
-    positiveInteger,
-    DEFAULT_HEALTH_CHECK.upAfter,
   )
   .option('--timeout <ms>', 'answer SERVFAIL when the upstream has not answered within this time', positiveInteger, 2000)
   .option(
@@ -571,8 +656,25 @@ withRawOptions(program.command('dns').description('DNS over TCP front end relayi
     await runDns(options, command);
   });
 
-withRawOptions(program.command('http').description('HTTP/1.x front end relaying each request to a backend web server (keep-alive pool)'))
-  .option('-u, --upstream <url>', 'backend web server, http://HOST:PORT')
+withPoolOptions(
+  withRawOptions(
+    program.command('http').description('HTTP/1.x front end relaying each request to a backend web server (keep-alive pool)'),
+  ).option(
+    '-u, --upstream <url[,weight=N]>',
+    'backend web server, http://HOST:PORT; repeat for a pool: health-checked (--health-check-*), each request to a healthy one ' +
+      '(--upstream-policy), an idempotent request without a body retried once on another when its backend refused or reset ' +
+      'the connection; weight=N for --upstream-policy weighted (default 1)',
+    upstreamArgument(oneOrigin),
+  ),
+  'requests',
+  'requests it refused, reset or did not answer within --timeout',
+)
+  .option(
+    '--health-check-path <path>',
+    "the path a pool's health probe (and the start-up probe) asks for with GET; any status below 500 passes",
+    healthCheckPath,
+    DEFAULT_HTTP_HEALTH_CHECK.path,
+  )
   .option('--timeout <ms>', 'answer 504 when the backend has sent no headers (or no body data) for this long', positiveInteger, 10_000)
   .option(
     '--max-body-size <bytes>',
@@ -582,7 +684,7 @@ withRawOptions(program.command('http').description('HTTP/1.x front end relaying 
   )
   .action(async (options: HttpCommandOptions, command: Command) => {
     checkRawOptions(options, command);
-    await runHttp(options);
+    await runHttp(options, command);
   });
 
 // --config: fill in every option the command line left to its default.

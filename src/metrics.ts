@@ -25,7 +25,7 @@ export interface PipelineCounters {
   /** The protocol (its kind and counter names) and its relay's counters. */
   protocol: Pick<Protocol, 'kind' | 'counterNames'>;
   relayCounts: Float64Array;
-  /** The relay's upstreams, if it has several (a DNS pool). */
+  /** The relay's upstreams, if it has several (a pool of resolvers or web servers). */
   upstreams?: UpstreamsView | null;
   flows(): number;
   queuedBytes(): number;
@@ -101,13 +101,14 @@ const PACKETS_SENT_HELP = 'Packets written to the raw socket, and writes that fa
 const EVENTS_HELP = 'Retransmissions, flows created and released, and other TCP events.';
 
 /**
- * A pool's upstreams, each labelled with its index (N of the counters `upstreamN_*`) and address:
+ * A pool's upstreams (`stateless_tcp_dns_upstream_*` for resolvers, `stateless_tcp_http_upstream_*`
+ * for web servers), each labelled with its index (N of the counters `upstreamN_*`) and address:
  * whether it is up, and its answers' latency (the pool's observer is set here).
  */
-function upstreamMetrics(registry: Registry, upstreams: UpstreamsView, shard: string): void {
+function upstreamMetrics(registry: Registry, kind: Protocol['kind'], upstreams: UpstreamsView, shard: string): void {
   const labels = upstreams.names.map((address, index) => ({ shard, upstream: String(index), address }));
   new Gauge({
-    name: 'stateless_tcp_dns_upstream_up',
+    name: `stateless_tcp_${kind}_upstream_up`,
     help: "Whether each upstream of the pool is up (1) or down (0) by its health checks, as this shard worker's pool sees it.",
     labelNames: ['shard', 'upstream', 'address'],
     registers: [registry],
@@ -116,8 +117,11 @@ function upstreamMetrics(registry: Registry, upstreams: UpstreamsView, shard: st
     },
   });
   const latency = new Histogram({
-    name: 'stateless_tcp_dns_upstream_latency_seconds',
-    help: 'Time from sending a query to an upstream of the pool to its answer (after a failover, from sending it to the new one).',
+    name: `stateless_tcp_${kind}_upstream_latency_seconds`,
+    help:
+      kind === 'dns'
+        ? 'Time from sending a query to an upstream of the pool to its answer (after a failover, from sending it to the new one).'
+        : 'Time from sending a request to a backend of the pool to its response head (after a retry, from sending it to the new one).',
     labelNames: ['shard', 'upstream', 'address'],
     buckets: LATENCY_BUCKETS,
     registers: [registry],
@@ -168,7 +172,7 @@ export function pipelineMetrics(shard: number, source: PipelineCounters): Pipeli
   countersFrom(registry, 'stateless_tcp_segments_total', SEGMENTS_HELP, 'outcome', OUTCOME_NAMES, () => source.outcomeCounts, label);
   countersFrom(registry, 'stateless_tcp_events_total', EVENTS_HELP, 'event', TCP_EVENT_NAMES, () => source.events, label);
   relayCounters(registry, source.protocol, () => source.relayCounts, label);
-  if (source.upstreams) upstreamMetrics(registry, source.upstreams, label);
+  if (source.upstreams) upstreamMetrics(registry, source.protocol.kind, source.upstreams, label);
   gaugeFrom(registry, 'stateless_tcp_flows', 'Connections holding soft state now.', source.flows, label);
   gaugeFrom(registry, 'stateless_tcp_queued_bytes', 'Bytes held in send and receive queues now.', source.queuedBytes, label);
   new Counter({
@@ -213,7 +217,7 @@ export function kernelTransportMetrics(
 ): PipelineMetrics {
   const registry = new Registry();
   relayCounters(registry, protocol, () => counts, 'kernel');
-  if (upstreams) upstreamMetrics(registry, upstreams, 'kernel');
+  if (upstreams) upstreamMetrics(registry, protocol.kind, upstreams, 'kernel');
   new Counter({
     name: 'stateless_tcp_connections_accepted_total',
     help: 'Connections the kernel accepted for us.',
@@ -416,6 +420,8 @@ function summaryNames(metric: string, labels: Labels): string[] {
       return [`http.${labels.counter}`];
     case 'stateless_tcp_dns_upstream_up':
       return [`dns.upstream${labels.upstream}_up`];
+    case 'stateless_tcp_http_upstream_up':
+      return [`http.upstream${labels.upstream}_up`];
     case 'stateless_tcp_flows':
       return perShard === null ? ['tcp.flows'] : ['tcp.flows', `${perShard}flows`];
     case 'stateless_tcp_queued_bytes':

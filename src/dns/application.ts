@@ -10,7 +10,8 @@ import { UpstreamPool, upstreamCounterNames } from '../io/upstream-pool.js';
 import type { Application, Protocol, Relay } from '../tcp/transport.js';
 import { dnsMessageLength, plausibleQueryStart } from './message.js';
 import { type ClientSubnetOptions, DnsRelay, RELAY_COUNTER_NAMES } from './relay.js';
-import type { HealthCheckSettings, UpstreamPolicy } from './upstream-pool.js';
+import type { HealthCheckSettings } from './upstream-pool.js';
+import type { UpstreamPolicy } from '../upstream-selection.js';
 import { PacketCache } from './cache.js';
 import { ClientRateLimit } from './rate-limit.js';
 

@@ -14,15 +14,15 @@
  *
  * Errors are answered with a short body and `Connection: close`: 400 malformed request (or a body
  * cut off), 413 body over `maxBodyBytes`, 417 an expectation other than 100-continue, 431 head
- * too big, 501 unknown transfer coding or CONNECT, 505 version, 502 backend unreachable, 504
- * backend too slow (RFC 9110 §15.5, §15.6).
+ * too big, 501 unknown transfer coding or CONNECT, 505 version, 502 backend unreachable (or none
+ * of a pool up), 504 backend too slow (RFC 9110 §15.5, §15.6).
  */
 import { STATUS_CODES } from 'node:http';
 import { BackendError, type BackendResponse, type HttpBackend } from './backend.js';
 import { parseRequest, type HttpRequest } from './request.js';
 import { RequestBody } from './request-body.js';
 import { counterNames } from '../counter-names.js';
-import type { Relay, Transport } from '../tcp/transport.js';
+import type { Relay, Transport, UpstreamsView } from '../tcp/transport.js';
 
 export interface HttpRelayOptions {
   backend: HttpBackend;
@@ -30,6 +30,13 @@ export interface HttpRelayOptions {
   now: () => number;
   /** Largest request body relayed (nginx's client_max_body_size); bigger ones get 413. 0: no limit. */
   maxBodyBytes: number;
+  /**
+   * The counters, if the relay is to count into an array that goes on with a pool's per-backend
+   * counters (indexed like `HttpCounter` up to HTTP_COUNTER_NAMES.length).
+   */
+  counts?: Float64Array;
+  /** A pool of backends (the same object as `backend`): each one's state and latency for metrics. */
+  upstreams?: UpstreamsView | null;
 }
 
 /** Counter indices of `HttpRelay.counts`. */
@@ -50,6 +57,8 @@ export const HttpCounter = {
   BODIES_CUT_OFF: 9,
   /** `100 Continue` sent to clients that asked for it. */
   CONTINUES: 10,
+  /** Requests answered 502 at once: every backend of the pool was down (its health checks failed). */
+  NO_BACKEND_UP: 11,
 } as const;
 export const HTTP_COUNTER_NAMES = counterNames(HttpCounter);
 
@@ -102,7 +111,8 @@ const CRLF = Buffer.from('\r\n', 'latin1');
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
 
 export class HttpRelay<C> implements Relay<C> {
-  readonly counts = new Float64Array(HTTP_COUNTER_NAMES.length);
+  readonly counts: Float64Array;
+  readonly upstreams: UpstreamsView | null;
   private readonly connections = new Map<C, Pending>();
   private sink: Transport<C> | null = null;
   /** Called with the time to each response head in seconds (metrics.ts), if set. */
@@ -113,6 +123,8 @@ export class HttpRelay<C> implements Relay<C> {
 
   constructor(options: HttpRelayOptions) {
     this.backend = options.backend;
+    this.counts = options.counts ?? new Float64Array(HTTP_COUNTER_NAMES.length);
+    this.upstreams = options.upstreams ?? null;
     this.now = options.now;
     this.maxBodyBytes = options.maxBodyBytes;
   }
@@ -295,9 +307,10 @@ export class HttpRelay<C> implements Relay<C> {
         // The body failed (too big, cut off) and with it the backend request.
         this.respondWithError(connection, pending, body.failure);
       } else {
-        const timedOut = error instanceof BackendError && error.kind === 'timeout';
-        this.counts[timedOut ? HttpCounter.BACKEND_TIMEOUTS : HttpCounter.BACKEND_UNREACHABLE]!++;
-        this.respondWithError(connection, pending, timedOut ? 504 : 502);
+        const kind = error instanceof BackendError ? error.kind : 'unreachable';
+        if (kind === 'timeout') this.counts[HttpCounter.BACKEND_TIMEOUTS]!++;
+        else this.counts[kind === 'no-backend-up' ? HttpCounter.NO_BACKEND_UP : HttpCounter.BACKEND_UNREACHABLE]!++;
+        this.respondWithError(connection, pending, kind === 'timeout' ? 504 : 502);
       }
       return;
     }

@@ -3,14 +3,24 @@
  * client (undici). Every failure it reports is a BackendError.
  */
 import net from 'node:net';
-import { Pool, errors, type Dispatcher } from 'undici';
-import { BackendError, type BackendRequest, type BackendResponse, type HttpBackend } from '../http/backend.js';
+import { Client, Pool, errors, type Dispatcher } from 'undici';
+import { BackendError, healthyStatus, parseOrigin, type BackendRequest, type BackendResponse, type HttpBackend } from '../http/backend.js';
+import { BodyNotWhole } from '../http/request-body.js';
 
 export class UndiciBackend implements HttpBackend {
   private readonly pool: Pool;
 
-  /** `origin` as `http://host:port`; `timeoutMs` bounds the wait for headers and between body chunks. */
-  constructor(origin: string, timeoutMs: number, connections = 64) {
+  /**
+   * `origin` as `http://host:port`; `timeoutMs` bounds the wait for headers and between body
+   * chunks. `onFinished`, if given, is called once for each request when it is over: its
+   * response whole, broken off or abandoned, or no response (a pool counts what is outstanding).
+   */
+  constructor(
+    origin: string,
+    timeoutMs: number,
+    private readonly onFinished: (() => void) | null = null,
+    connections = 64,
+  ) {
     this.pool = new Pool(origin, {
       connections,
       headersTimeout: timeoutMs,
@@ -28,6 +38,12 @@ export class UndiciBackend implements HttpBackend {
   request(request: BackendRequest): Promise<BackendResponse> {
     return new Promise((resolve, reject) => {
       let body: ResponseBody | null = null;
+      let finished = false;
+      const finish = (): void => {
+        if (finished) return;
+        finished = true;
+        this.onFinished?.();
+      };
       const handler: Dispatcher.DispatchHandler = {
         // Present so that undici takes this for a handler of its current API (it checks for it).
         onRequestStart() {},
@@ -45,15 +61,18 @@ export class UndiciBackend implements HttpBackend {
         // Only CONNECT or an Upgrade lead here, and the relay forwards neither: close the tunnel.
         onRequestUpgrade(_controller, _statusCode, _headers, socket) {
           socket.destroy();
+          finish();
           reject(new BackendError('unreachable', 'the backend switched protocols'));
         },
         onResponseData(_controller, chunk) {
           body?.push(chunk);
         },
         onResponseEnd() {
+          finish();
           body?.end(null);
         },
         onResponseError(_controller, error) {
+          finish();
           if (body === null) reject(toBackendError(error));
           else body.end(toBackendError(error));
         },
@@ -151,6 +170,8 @@ class ResponseBody implements AsyncIterable<Uint8Array>, AsyncIterator<Uint8Arra
 }
 
 function toBackendError(error: unknown): BackendError {
+  // The body the relay streams failed its read (request-body.ts): undici hands that error back.
+  if (error instanceof BodyNotWhole) return new BackendError('aborted', error.message);
   if (
     error instanceof errors.HeadersTimeoutError ||
     error instanceof errors.BodyTimeoutError ||
@@ -168,12 +189,9 @@ function toBackendError(error: unknown): BackendError {
 export async function probeHttpBackend(origin: string, timeoutMs: number): Promise<string | null> {
   let url: URL;
   try {
-    url = new URL(origin);
-  } catch {
-    return `--upstream "${origin}" is not a URL: give http://HOST:PORT`;
-  }
-  if (url.protocol !== 'http:' || (url.pathname !== '/' && url.pathname !== '') || url.search !== '') {
-    return `--upstream "${origin}" must be http://HOST:PORT (plain HTTP, no path)`;
+    url = new URL(parseOrigin(origin));
+  } catch (error) {
+    return `--upstream ${(error as Error).message}`;
   }
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
   const port = Number(url.port || 80);
@@ -194,4 +212,34 @@ export async function probeHttpBackend(origin: string, timeoutMs: number): Promi
       resolve(`backend ${url.host} is unreachable (${error.message}): ${fix}`);
     });
   });
+}
+
+/**
+ * A pool's health probe (`--health-check-path`): `GET path` to `origin` on a connection of its
+ * own, closed after it (so that each probe also shows the backend accepts connections), given
+ * `timeoutMs` for the whole response. Returns null if the backend is up (healthyStatus), else
+ * one line saying why not.
+ */
+export async function probeHttpHealth(origin: string, path: string, timeoutMs: number): Promise<string | null> {
+  const where = `backend ${new URL(origin).host}`;
+  // Its own client, not the pool's: a probe must not wait behind real requests for a connection.
+  const client = new Client(origin, { connectTimeout: timeoutMs, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+  try {
+    const response = await client.request({
+      method: 'GET',
+      path,
+      headers: { 'user-agent': 'stateless-tcp health check' },
+      reset: true,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    await response.body.dump();
+    return healthyStatus(response.statusCode) ? null : `${where} answered GET ${path} with ${response.statusCode}`;
+  } catch (error) {
+    const problem = toBackendError(error);
+    return problem.kind === 'timeout' || (error as Error).name === 'TimeoutError'
+      ? `${where} did not answer GET ${path} within ${timeoutMs} ms`
+      : `${where} is unreachable (${problem.message})`;
+  } finally {
+    void client.destroy();
+  }
 }

@@ -8,7 +8,8 @@
  * number per query and an answer is still accepted only on the socket its query left from.
  */
 import { RelayCounter, type TcpAnswerHandler, UNANSWERED, type UpstreamTransport } from '../dns/relay.js';
-import { DEFAULT_HEALTH_CHECK, type HealthCheckSettings, UpstreamSelection, type UpstreamPolicy } from '../dns/upstream-pool.js';
+import { DEFAULT_HEALTH_CHECK, type HealthCheckSettings } from '../dns/upstream-pool.js';
+import { perUpstreamCounterNames, UpstreamSelection, type UpstreamPolicy } from '../upstream-selection.js';
 import { formatEndpoint, type Endpoint } from '../endpoint.js';
 import type { UpstreamsView } from '../tcp/transport.js';
 import { UdpTcpUpstream, probeUpstream, type UpstreamPorts } from './upstream.js';
@@ -28,9 +29,7 @@ const UpstreamCounter = { QUERIES: 0, ANSWERS: 1, TIMEOUTS: 2, FAILED_OVER: 3, P
 
 /** The names of the per-upstream counters of a pool of `size`: upstream0_queries, upstream0_answers, … (0: the first --upstream). */
 export function upstreamCounterNames(size: number): string[] {
-  const names: string[] = [];
-  for (let i = 0; i < size; i++) for (const name of UPSTREAM_COUNTER_NAMES) names.push(`upstream${i}_${name}`);
-  return names;
+  return perUpstreamCounterNames(size, UPSTREAM_COUNTER_NAMES);
 }
 
 export interface UpstreamPoolOptions {

@@ -110,7 +110,7 @@ export interface StreamApplication<C> {
   onClosed?(connection: C): void;
 }
 
-/** The upstreams of a relay that has several (a DNS pool), as metrics.ts shows each one. */
+/** The upstreams of a relay that has several (a pool of resolvers or web servers), as metrics.ts shows each one. */
 export interface UpstreamsView {
   /** Each upstream's address as given (ADDR:PORT), in order: index N is the counters' `upstreamN_`. */
   readonly names: readonly string[];
@@ -126,7 +126,7 @@ export interface Relay<C> extends StreamApplication<C> {
   readonly counts: Float64Array;
   /** Called with each upstream latency in seconds (metrics.ts), if set. */
   observeLatency: ((seconds: number) => void) | null;
-  /** Several upstreams (a DNS pool): each one's state and latency; else absent or null. */
+  /** Several upstreams (a pool): each one's state and latency; else absent or null. */
   readonly upstreams?: UpstreamsView | null;
   /** Connects the transport that answers go to (built with this relay as its application). */
   attach(transport: Transport<C>): void;

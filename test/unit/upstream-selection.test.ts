@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DEFAULT_HEALTH_CHECK, UpstreamSelection } from '../../../src/dns/upstream-pool.js';
+import { DEFAULT_HEALTH_THRESHOLDS, perUpstreamCounterNames, UpstreamSelection } from '../../src/upstream-selection.js';
 
 test('queries go to the healthy upstream with the fewest outstanding (dnsdist leastOutstanding), ties to the first', () => {
   const s = new UpstreamSelection(3);
@@ -14,7 +14,7 @@ test('queries go to the healthy upstream with the fewest outstanding (dnsdist le
   assert.equal(s.pick(), 2);
 });
 
-test(`an upstream is down after ${DEFAULT_HEALTH_CHECK.downAfter} failed probes in a row, gets no queries, and is up after one that answers`, () => {
+test(`an upstream is down after ${DEFAULT_HEALTH_THRESHOLDS.downAfter} failed probes in a row, gets no queries, and is up after one that answers`, () => {
   const s = new UpstreamSelection(2);
   s.outstanding[1] = 100;
   assert.equal(s.probed(0, false), 0);
@@ -58,11 +58,11 @@ test('queries left unanswered count as failures with the probes; an answer in be
 });
 
 test('weighted: each healthy upstream gets queries in proportion to its weight, interleaved (smooth weighted round robin)', () => {
-  const s = new UpstreamSelection(2, DEFAULT_HEALTH_CHECK, 'weighted', [1, 3]);
+  const s = new UpstreamSelection(2, DEFAULT_HEALTH_THRESHOLDS, 'weighted', [1, 3]);
   const picks = Array.from({ length: 8 }, () => s.pick());
   assert.deepEqual(picks, [1, 0, 1, 1, 1, 0, 1, 1]);
   // Three upstreams, 5:1:1 (nginx's own example): every round of 7 holds each share exactly.
-  const t = new UpstreamSelection(3, DEFAULT_HEALTH_CHECK, 'weighted', [5, 1, 1]);
+  const t = new UpstreamSelection(3, DEFAULT_HEALTH_THRESHOLDS, 'weighted', [5, 1, 1]);
   const round = Array.from({ length: 7 }, () => t.pick());
   assert.deepEqual(round, [0, 0, 1, 0, 2, 0, 0]);
   const counts = [0, 0, 0];
@@ -71,7 +71,7 @@ test('weighted: each healthy upstream gets queries in proportion to its weight, 
 });
 
 test('weighted: a down upstream gets nothing and its share goes to the others; a failover skips the one it leaves', () => {
-  const s = new UpstreamSelection(3, DEFAULT_HEALTH_CHECK, 'weighted', [1, 3, 2]);
+  const s = new UpstreamSelection(3, DEFAULT_HEALTH_THRESHOLDS, 'weighted', [1, 3, 2]);
   s.markDown(1);
   const counts = [0, 0, 0];
   for (let i = 0; i < 300; i++) counts[s.pick()]!++;
@@ -90,4 +90,13 @@ test('with every upstream down there is none to pick', () => {
   assert.equal(s.pick(), -1);
   assert.equal(s.probed(1, true), 1);
   assert.equal(s.pick(), 1);
+});
+
+test("a pool's per-upstream counter names: each upstream's, in order", () => {
+  assert.deepEqual(perUpstreamCounterNames(2, ['requests', 'failures']), [
+    'upstream0_requests',
+    'upstream0_failures',
+    'upstream1_requests',
+    'upstream1_failures',
+  ]);
 });
