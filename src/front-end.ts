@@ -8,13 +8,14 @@
  * docs/architecture.md follows one packet through the parts.
  */
 import { existsSync } from 'node:fs';
-import { ChecksumPolicy, LinkType } from './wire/segment.js';
+import { ChecksumPolicy } from './wire/segment.js';
 import { LiveFlows } from './tcp/live-flows.js';
 import { type ConnectionLimits, DEFAULT_RESPONDER_CONFIG } from './tcp/responder.js';
 import { createRing } from './ring/ring.js';
 import { applicationFor, type ApplicationSettings } from './application.js';
 import { KernelTransport, type KernelConnection } from './io/kernel-transport.js';
 import { captureLanes, lroEnabled, wholeFramesLane } from './io/capture.js';
+import { sendsOnLink } from './io/link-send.js';
 import { KernelTcpGuard } from './io/firewall.js';
 import { RawSender, rawSocketProblem } from './io/raw-send.js';
 import { loadCookieSecret, randomRoutingKey, type CookieSecret } from './io/secret.js';
@@ -237,8 +238,7 @@ async function startStatelessParts(
     {
       linkType: capture.linkType,
       checksumPolicy: options.checksumPolicy,
-      // Frames of our own need an Ethernet header to write (a cooked `any` capture has none to copy).
-      linkInterface: options.gso && capture.linkType === LinkType.ETHERNET ? options.interface : null,
+      linkInterface: sendsOnLink(options.gso, capture.linkType) ? options.interface : null,
       closeAfterResponse: options.closeAfterResponse,
       limits: limitsOf(options, application.maxPipelined),
       application: options.application,

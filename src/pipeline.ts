@@ -146,7 +146,7 @@ export class TcpPipeline implements SegmentSink {
 
   /**
    * Our kernel refused to send a packet as larger than the MTU toward its destination (EMSGSIZE;
-   * io/raw-send.ts onTooBig): `header[offset, offset + length)` holds its IP and TCP headers,
+   * io/raw-send.ts RefusedPackets, for the raw and the link sender): `header[offset, offset + length)` holds its IP and TCP headers,
    * `packetLength` was its size. Not a loss to repair by sending the same again: the flow's
    * segments are cut to the MTU the route has now (responder.ts packetTooBig).
    */

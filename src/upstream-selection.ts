@@ -47,6 +47,20 @@ export const DEFAULT_HEALTH_THRESHOLDS: HealthThresholds = {
 };
 
 /**
+ * After a pool's start-up probes (`problems[i]` null: upstream i answered), the upstreams that
+ * start down, each named in one log line.
+ */
+export function downAtStart(problems: readonly (string | null)[], log?: (line: string) => void): number[] {
+  const down: number[] = [];
+  problems.forEach((problem, index) => {
+    if (problem === null) return;
+    log?.(`${problem} (starting with the others)`);
+    down.push(index);
+  });
+  return down;
+}
+
+/**
  * The names of a pool's per-upstream counters, after the relay's own in the same array: for each
  * upstream (in `--upstream` order, from 0) each of `names`, as upstream0_queries, upstream0_answers, …
  */

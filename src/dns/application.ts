@@ -11,7 +11,7 @@ import type { Application, Protocol, Relay } from '../tcp/transport.js';
 import { dnsMessageLength, plausibleQueryStart } from './message.js';
 import { type ClientSubnetOptions, DnsRelay, RELAY_COUNTER_NAMES } from './relay.js';
 import type { HealthCheckSettings } from './upstream-pool.js';
-import type { UpstreamPolicy } from '../upstream-selection.js';
+import { downAtStart, type UpstreamPolicy } from '../upstream-selection.js';
 import { PacketCache } from './cache.js';
 import { ClientRateLimit } from './rate-limit.js';
 
@@ -157,11 +157,6 @@ async function probeUpstreams(settings: DnsSettings, log?: (line: string) => voi
   );
   if (problems.length === 1) return problems[0]!;
   if (problems.every((p) => p !== null)) return `no upstream answered: ${problems.join('; ')}`;
-  settings.downAtStart = [];
-  problems.forEach((problem, index) => {
-    if (problem === null) return;
-    log?.(`${problem} (starting with the others)`);
-    settings.downAtStart!.push(index);
-  });
+  settings.downAtStart = downAtStart(problems, log);
   return null;
 }

@@ -7,7 +7,7 @@
 import { UndiciBackend, probeHttpBackend, probeHttpHealth } from '../io/http-backend.js';
 import { HttpBackendPool, backendCounterNames, type HttpHealthCheck } from '../io/http-backend-pool.js';
 import type { Application, Protocol, Relay } from '../tcp/transport.js';
-import { DEFAULT_HEALTH_THRESHOLDS, type UpstreamPolicy } from '../upstream-selection.js';
+import { DEFAULT_HEALTH_THRESHOLDS, downAtStart, type UpstreamPolicy } from '../upstream-selection.js';
 import { HTTP_COUNTER_NAMES, HttpRelay } from './relay.js';
 import { plausibleRequestStart, wholeRequestLength } from './request.js';
 
@@ -96,11 +96,6 @@ async function probeBackends(settings: HttpSettings, log?: (line: string) => voi
   const problems = await Promise.all(settings.origins.map((origin) => probeHttpHealth(origin, path, PROBE_TIMEOUT_MS)));
   const fix = 'start a backend or correct --upstream (or --health-check-path)';
   if (problems.every((p) => p !== null)) return `no backend passed the health check: ${problems.join('; ')}: ${fix}`;
-  settings.downAtStart = [];
-  problems.forEach((problem, index) => {
-    if (problem === null) return;
-    log?.(`${problem} (starting with the others)`);
-    settings.downAtStart!.push(index);
-  });
+  settings.downAtStart = downAtStart(problems, log);
   return null;
 }

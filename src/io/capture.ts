@@ -247,6 +247,11 @@ function tooBigQuoting(endpoints: readonly { address: string; port: number }[]):
   return `(${terms.join(' or ')})`;
 }
 
+/** A share of the first lane's buffer for another lane: at least 1 MiB. */
+function laneBuffer(bytes: number): number {
+  return Math.max(1024 * 1024, Math.floor(bytes));
+}
+
 /** The first lane's kernel buffer unless `--capture-buffer` says otherwise: 8,192 frames of 2 KiB. */
 export const DEFAULT_CAPTURE_BUFFER_BYTES = 16 * 1024 * 1024;
 
@@ -263,13 +268,12 @@ export function captureLanes(
   const toEndpoints = toEndpointsFilter(endpoints);
   const established = establishedFlags;
   const syn = flagsAre((f) => `${f} & 0x06 == 0x02`);
-  const atLeast1MiB = (bytes: number): number => Math.max(1024 * 1024, Math.floor(bytes));
   return [
     { filter: establishedFilter(endpoints), bufferBytes, snapLength },
-    { filter: `${toEndpoints} and ${syn}`, bufferBytes: atLeast1MiB(bufferBytes / 8), snapLength },
+    { filter: `${toEndpoints} and ${syn}`, bufferBytes: laneBuffer(bufferBytes / 8), snapLength },
     {
       filter: `(${toEndpoints} and not ${established} and not ${syn}) or ${tooBigQuoting(endpoints)}`,
-      bufferBytes: atLeast1MiB(bufferBytes / 32),
+      bufferBytes: laneBuffer(bufferBytes / 32),
       snapLength,
     },
   ];
@@ -293,7 +297,7 @@ export function wholeFramesLane(
 ): CaptureLane {
   return {
     filter: `${establishedFilter(endpoints)} and greater ${snapLength + 1}`,
-    bufferBytes: Math.max(1024 * 1024, Math.floor(firstLaneBufferBytes / 2)),
+    bufferBytes: laneBuffer(firstLaneBufferBytes / 2),
     snapLength: Math.max(snapLength, COALESCED_SNAP_LENGTH),
   };
 }

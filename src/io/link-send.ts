@@ -20,15 +20,20 @@
  * Frames are batched as the raw sender's packets are: one sendmmsg(2) when the JavaScript that
  * queued them is done (a microtask), when the batch is full, or at `close`.
  */
-import { LinkFrame, MAX_LINK_FRAME, VIRTIO_NET_HEADER_LENGTH } from '../wire/link-frame.js';
-import type { ReplyHeader } from '../wire/segment.js';
+import { LINK_FRAME_IP_OFFSET, LinkFrame, largestWirePacket, MAX_LINK_FRAME } from '../wire/link-frame.js';
+import { LinkType, type ReplyHeader } from '../wire/segment.js';
 import { BATCH, forEachRefused, type RawSendAddon, rawSendAddon, RefusedPackets, type SendStats } from './raw-send.js';
+
+/**
+ * Whether replies go on the link with `--gso on` (`gso`) and a capture of `linkType`: frames of our
+ * own need an Ethernet header to write, which a cooked `any` capture has none of to copy.
+ */
+export function sendsOnLink(gso: boolean, linkType: LinkType): boolean {
+  return gso && linkType === LinkType.ETHERNET;
+}
 
 /** Bytes a batch holds: several of the largest frames. */
 const BATCH_BYTES = 8 * MAX_LINK_FRAME;
-/** Where a frame's IP header starts, and its EtherType's high byte (0x08: IPv4; 0x86: IPv6). */
-const IP_OFFSET = VIRTIO_NET_HEADER_LENGTH + 14;
-const ETHERTYPE_HIGH = VIRTIO_NET_HEADER_LENGTH + 12;
 
 export class LinkSender {
   readonly stats: SendStats = { sent: 0, failed: 0, tooBig: 0, lastError: '' };
@@ -122,11 +127,9 @@ export class LinkSender {
     const packets = this.packets;
     forEachRefused(this.failure, count, this.lengths, (index, offset) => {
       const length = this.lengths[index]!;
-      const family = packets[offset + ETHERTYPE_HIGH] === 0x86 ? 6 : 4;
-      const gsoSize = packets[offset + 4]! | (packets[offset + 5]! << 8);
-      const headerBytes = packets[offset + 2]! | (packets[offset + 3]! << 8);
-      const packetLength = gsoSize > 0 ? headerBytes - 14 + gsoSize : length - IP_OFFSET;
-      this.refused.keep(family, packets, offset + IP_OFFSET, length - IP_OFFSET, packetLength);
+      const ip = offset + LINK_FRAME_IP_OFFSET;
+      const family = packets[ip]! >>> 4 === 6 ? 6 : 4;
+      this.refused.keep(family, packets, ip, length - LINK_FRAME_IP_OFFSET, largestWirePacket(packets, offset, length));
     });
   }
 }

@@ -46,14 +46,29 @@ const MAX_IP_PACKET = 0xffff;
 /** Flags that may differ between the segments of one frame: the last one's FIN and PSH. */
 const LAST_SEGMENT_FLAGS = TcpFlag.FIN | TcpFlag.PSH;
 
+/** Where a frame's IP packet starts, after the virtio-net and Ethernet headers. */
+export const LINK_FRAME_IP_OFFSET = VIRTIO_NET_HEADER_LENGTH + ETHERNET_HEADER_LENGTH;
+
 /** Bytes before the payload of a frame for `hdr`: virtio-net header, Ethernet, IP, TCP with options. */
 export function linkFrameHeaderLength(hdr: ReplyHeader): number {
   const ip = hdr.family === 4 ? IPV4_HEADER_LENGTH : IPV6_HEADER_LENGTH;
-  return VIRTIO_NET_HEADER_LENGTH + ETHERNET_HEADER_LENGTH + ip + TCP_HEADER_LENGTH + tcpOptionsLength(hdr);
+  return LINK_FRAME_IP_OFFSET + ip + TCP_HEADER_LENGTH + tcpOptionsLength(hdr);
 }
 
 /** The most bytes one frame takes: headers and the largest IP packet. */
-export const MAX_LINK_FRAME = VIRTIO_NET_HEADER_LENGTH + ETHERNET_HEADER_LENGTH + MAX_IP_PACKET;
+export const MAX_LINK_FRAME = LINK_FRAME_IP_OFFSET + MAX_IP_PACKET;
+
+/**
+ * The largest IP packet the frame `frame[offset, offset + length)` (written by `LinkFrame`) puts on
+ * the wire: one of its segments (hdr_len − Ethernet + gso_size), or itself when it is one segment.
+ * native/raw_send.c `wire_packet_bytes` checks the same against the MTU.
+ */
+export function largestWirePacket(frame: Uint8Array, offset: number, length: number): number {
+  const gsoSize = frame[offset + 4]! | (frame[offset + 5]! << 8);
+  const headerBytes = frame[offset + 2]! | (frame[offset + 3]! << 8);
+  const whole = length - LINK_FRAME_IP_OFFSET;
+  return gsoSize > 0 ? Math.min(whole, headerBytes - ETHERNET_HEADER_LENGTH + gsoSize) : whole;
+}
 
 export class LinkFrame {
   /** The first segment's header (the frame's own, but for the last segment's FIN and PSH). */
@@ -101,7 +116,7 @@ export class LinkFrame {
       length > this.segmentSize ||
       hdr.seq !== (first.seq + this.payloadLength) >>> 0 ||
       (hdr.flags & ~LAST_SEGMENT_FLAGS) !== (first.flags & ~LAST_SEGMENT_FLAGS) ||
-      this.headerLength - VIRTIO_NET_HEADER_LENGTH - ETHERNET_HEADER_LENGTH + this.payloadLength + length > MAX_IP_PACKET ||
+      this.headerLength - LINK_FRAME_IP_OFFSET + this.payloadLength + length > MAX_IP_PACKET ||
       !sameFlowAndState(first, hdr)
     ) {
       return false;
@@ -115,7 +130,7 @@ export class LinkFrame {
     const hdr = this.first;
     const out = this.out;
     const start = this.start;
-    const ipOffset = start + VIRTIO_NET_HEADER_LENGTH + ETHERNET_HEADER_LENGTH;
+    const ipOffset = start + LINK_FRAME_IP_OFFSET;
     const ipHeaderLength = hdr.family === 4 ? IPV4_HEADER_LENGTH : IPV6_HEADER_LENGTH;
     const tcpOffset = ipOffset + ipHeaderLength;
     const headerBytes = this.headerLength - VIRTIO_NET_HEADER_LENGTH;

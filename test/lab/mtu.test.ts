@@ -25,6 +25,14 @@ async function bigTxt(lab: Lab, server: string): Promise<string[]> {
     .filter((line) => line.length > 0);
 }
 
+/** kdig +tcp for the big TXT set over IPv4 and then IPv6: every record must arrive. */
+async function everyTxtRecordOverBothFamilies(lab: Lab): Promise<void> {
+  for (const server of [lab.serverV4, lab.serverV6]) {
+    const records = await bigTxt(lab, server);
+    assert.equal(records.length, LAB_ZONE.big.strings.length, `every TXT record via ${server}`);
+  }
+}
+
 async function setServerMtu(lab: Lab, mtu: number): Promise<void> {
   const result = await lab.exec('server', ['ip', 'link', 'set', lab.serverInterface, 'mtu', String(mtu)]);
   assert.equal(result.code, 0, result.stderr);
@@ -46,10 +54,7 @@ describe('server interface MTU below the client MSS', () => {
   test('server MTU 1400, client 1500: the 4 KB TXT answer arrives whole over IPv4 and IPv6, cut to the route, nothing refused or lost', async () => {
     await setServerMtu(lab, 1400);
     frontEnd = await startFrontEnd(lab);
-    for (const server of [lab.serverV4, lab.serverV6]) {
-      const records = await bigTxt(lab, server);
-      assert.equal(records.length, LAB_ZONE.big.strings.length, `every TXT record via ${server}`);
-    }
+    await everyTxtRecordOverBothFamilies(lab);
     const summary = await frontEnd.stop();
     frontEnd = undefined;
     assert.equal(counter(summary, 'tcp.segment_size_from_route'), 2, summary);
@@ -69,10 +74,7 @@ describe('server interface MTU below the client MSS', () => {
     // The route's 1400 is cached for both client addresses (for 60 s): the next answers are cut
     // for 1400 and refused by the kernel at 1300.
     await setServerMtu(lab, 1300);
-    for (const server of [lab.serverV4, lab.serverV6]) {
-      const records = await bigTxt(lab, server);
-      assert.equal(records.length, LAB_ZONE.big.strings.length, `every TXT record via ${server}`);
-    }
+    await everyTxtRecordOverBothFamilies(lab);
     const summary = await frontEnd.stop();
     frontEnd = undefined;
     if (lab.offloads === 'off') {
@@ -109,10 +111,7 @@ describe('path MTU discovery through a router with a 1280-byte link toward the c
 
   test('ICMP too-big from the router cuts the segments: the 4 KB TXT answer arrives over IPv4 and IPv6 without a timeout', async () => {
     frontEnd = await startFrontEnd(lab);
-    for (const server of [lab.serverV4, lab.serverV6]) {
-      const records = await bigTxt(lab, server);
-      assert.equal(records.length, LAB_ZONE.big.strings.length, `every TXT record via ${server}`);
-    }
+    await everyTxtRecordOverBothFamilies(lab);
     const summary = await frontEnd.stop();
     frontEnd = undefined;
     // One message per full-size segment of the initial window; those that arrive after the
@@ -167,10 +166,7 @@ s6.sendto(struct.pack('!BBHI', 2, 0, 0, 1280) + quoted6, ('${lab.serverV6}', 0))
     const added = await lab.exec('router', ['nft', '-f', '-'], { input: `${rules.join('\n')}\n` });
     assert.equal(added.code, 0, added.stderr);
     frontEnd = await startFrontEnd(lab);
-    for (const server of [lab.serverV4, lab.serverV6]) {
-      const records = await bigTxt(lab, server);
-      assert.equal(records.length, LAB_ZONE.big.strings.length, `every TXT record via ${server}`);
-    }
+    await everyTxtRecordOverBothFamilies(lab);
     const summary = await frontEnd.stop();
     frontEnd = undefined;
     assert.equal(counter(summary, 'tcp.too_big_taken'), 0, summary);

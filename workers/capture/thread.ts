@@ -32,7 +32,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Capture, NextResult, REST_LANE, SYN_LANE } from '../../src/io/capture.js';
 import { RawSender } from '../../src/io/raw-send.js';
-import { LinkSender } from '../../src/io/link-send.js';
+import { LinkSender, sendsOnLink } from '../../src/io/link-send.js';
 import { nameThisThread } from '../../src/io/thread-name.js';
 import { RingProducer } from '../../src/ring/ring.js';
 import { SynCookies } from '../../src/tcp/cookie.js';
@@ -53,7 +53,7 @@ import {
   ReplyHeader,
   Segment,
   type ChecksumPolicy,
-  LinkType,
+  type LinkType,
 } from '../../src/wire/segment.js';
 import {
   CaptureFlag,
@@ -113,7 +113,7 @@ class FlowlessShortcut {
     this.secret = controlSecret(data.control);
     this.secretGenerationSeen = Atomics.load(this.secretGeneration, CaptureFlag.SECRET_GENERATION);
     try {
-      this.link = data.gso && linkType === LinkType.ETHERNET ? new LinkSender(data.interface) : null;
+      this.link = sendsOnLink(data.gso, linkType) ? new LinkSender(data.interface) : null;
     } catch (error) {
       this.sender.close();
       throw new Error(`cannot send on ${data.interface} (${(error as Error).message}): run as root with CAP_NET_RAW, or give --gso off`);
