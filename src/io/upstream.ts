@@ -21,6 +21,12 @@ const ID_SPACE = 65536;
 
 /** Persistent TCP connections to the upstream, for truncated answers. */
 const TCP_CONNECTIONS = 4;
+/**
+ * What every upstream TCP connection of a thread reads into (net.Socket `onread`): each read is
+ * copied into the connection's queue at once, so one buffer serves them all. Without it node
+ * allocates an ArrayBuffer per read, garbage that set off V8's mark-compactor (byte-queue.ts).
+ */
+const readBuffer = Buffer.allocUnsafe(64 * 1024);
 
 /** How the UDP queries leave: from how many sockets, and how long each keeps its port. */
 export interface UpstreamPorts {
@@ -177,10 +183,13 @@ class TcpUpstreamConnection {
     private readonly onClose: () => void,
     preamble?: Uint8Array,
   ) {
-    this.socket = net.connect({ host: address.address, port: address.port });
+    this.socket = net.connect({
+      host: address.address,
+      port: address.port,
+      onread: { buffer: readBuffer, callback: (bytesRead: number, buffer: Uint8Array) => this.onData(buffer, bytesRead) },
+    });
     if (preamble !== undefined) this.socket.write(preamble);
     this.socket.setNoDelay(true);
-    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('error', () => this.close());
     this.socket.on('close', () => this.close());
   }
@@ -221,9 +230,10 @@ class TcpUpstreamConnection {
     this.socket.write(framed);
   }
 
-  private onData(chunk: Buffer): void {
+  /** Always true: the socket keeps reading (false would pause it). */
+  private onData(chunk: Uint8Array, bytesRead: number): boolean {
     const queue = this.received;
-    queue.append(chunk, 0, chunk.length);
+    queue.append(chunk, 0, bytesRead);
     const end = queue.start + wholeMessages(queue.bytes, queue.start, queue.length);
     for (let p = queue.start; p < end; ) {
       const length = (queue.bytes[p]! << 8) | queue.bytes[p + 1]!;
@@ -239,6 +249,7 @@ class TcpUpstreamConnection {
       waiting.onAnswer(queue.bytes, at, length);
     }
     queue.consume(end - queue.start);
+    return true;
   }
 
   close(): void {

@@ -10,6 +10,46 @@ const INITIAL_BUFFER = 512;
 /** Shared by every empty queue: a typed array costs V8 some 200 bytes even when empty. */
 const NO_BYTES = new Uint8Array(0);
 
+/** Buffers up to this size are kept for reuse (BufferPool); a larger one is left to the collector. */
+const LARGEST_POOLED = 64 * 1024;
+/** Size classes: INITIAL_BUFFER and each doubling up to LARGEST_POOLED. */
+const SIZE_CLASSES = Math.log2(LARGEST_POOLED / INITIAL_BUFFER) + 1;
+
+/**
+ * Buffers that byte queues gave back (`ByteQueue.recycle`), for the next queues to take: one list
+ * per power-of-two size, each holding at most `bytesPerClass` bytes.
+ *
+ * Why: a flow lives for one exchange (responder.ts releases it when idle), and its send queue
+ * was a fresh ArrayBuffer each time. Their backing stores count toward V8's global heap limit
+ * as external memory, so that garbage alone set off a full mark-compact about every 180 ms per
+ * shard under the 4 KB-answer benchmark (docs/performance.md, "Garbage").
+ *
+ * A buffer given back must not be referenced elsewhere: the send queue's bytes are only read
+ * while a segment is written (the senders copy them), never kept.
+ */
+export class BufferPool {
+  private readonly free: Uint8Array[][] = Array.from({ length: SIZE_CLASSES }, () => []);
+  private readonly maxPerClass: number[];
+
+  constructor(bytesPerClass: number) {
+    this.maxPerClass = this.free.map((_, i) => Math.max(1, Math.floor(bytesPerClass / (INITIAL_BUFFER << i))));
+  }
+
+  /** A buffer of `size` bytes (a power of two from INITIAL_BUFFER), reused when one is free. */
+  take(size: number): Uint8Array {
+    if (size > LARGEST_POOLED) return new Uint8Array(size);
+    return this.free[Math.log2(size / INITIAL_BUFFER)]!.pop() ?? new Uint8Array(size);
+  }
+
+  give(bytes: Uint8Array): void {
+    if (bytes.length < INITIAL_BUFFER || bytes.length > LARGEST_POOLED) return;
+    const sizeClass = Math.log2(bytes.length / INITIAL_BUFFER);
+    if (!Number.isInteger(sizeClass)) return;
+    const list = this.free[sizeClass]!;
+    if (list.length < this.maxPerClass[sizeClass]!) list.push(bytes);
+  }
+}
+
 /**
  * A byte queue: appended at the end, consumed from the start. Grows by doubling; compacts in
  * place when the consumed prefix is at least as long as what is left, so steady use does not
@@ -19,6 +59,8 @@ export class ByteQueue {
   bytes: Uint8Array = NO_BYTES;
   start = 0;
   end = 0;
+  /** Where buffers come from and go back to, if anywhere (`recycle`). */
+  pool: BufferPool | null = null;
 
   get length(): number {
     return this.end - this.start;
@@ -36,6 +78,13 @@ export class ByteQueue {
     if (length === 0) this.start = this.end = 0;
   }
 
+  /** Empties the queue and gives its buffer back to the pool: nothing may hold on to `bytes`. */
+  recycle(): void {
+    if (this.pool !== null && this.bytes !== NO_BYTES) this.pool.give(this.bytes);
+    this.bytes = NO_BYTES;
+    this.start = this.end = 0;
+  }
+
   consume(length: number): void {
     this.start += length;
     if (this.start === this.end) this.start = this.end = 0;
@@ -51,8 +100,9 @@ export class ByteQueue {
     } else {
       let size = Math.max(2 * this.bytes.length, INITIAL_BUFFER);
       while (size < used + length) size *= 2;
-      const grown = new Uint8Array(size);
+      const grown = this.pool === null ? new Uint8Array(size) : this.pool.take(size);
       grown.set(this.bytes.subarray(this.start, this.end));
+      if (this.pool !== null && this.bytes !== NO_BYTES) this.pool.give(this.bytes);
       this.bytes = grown;
     }
     this.start = 0;

@@ -31,6 +31,7 @@ import { ReplyHeader, TcpFlag, type Segment } from '../wire/segment.js';
 import { SynCookies } from './cookie.js';
 import { Flow, FlowTable, SourceUsage } from './flow.js';
 import { RecentConnections } from './recent.js';
+import { BufferPool } from './byte-queue.js';
 import { TimerWheel } from './timer-wheel.js';
 import { Reassembly } from './reassembly.js';
 import { synAckFor } from './handshake.js';
@@ -165,6 +166,9 @@ const SHED_SAMPLES = 8;
 /** Flows dropped at most to make room for one new flow: bounds the work a newcomer causes. */
 const MAX_SHED_PER_FLOW = 4;
 
+/** Bytes of free send-queue buffers kept per size (BufferPool): bounds the pool at 4 MiB. */
+const SEND_BUFFERS_KEPT_PER_SIZE = 512 * 1024;
+
 /** Sequence-number comparison modulo 2^32 (RFC 9293 §3.4). */
 const seqLt = (a: number, b: number): boolean => ((a - b) | 0) < 0;
 const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
@@ -184,6 +188,8 @@ export class Responder implements Transport<Flow> {
   private readonly connectionId = new Uint32Array(2);
   /** Bytes held in all flows' send and receive queues. */
   queuedBytes = 0;
+  /** Send queues' buffers, passed from released flows to new ones (byte-queue.ts says why). */
+  private readonly sendBuffers = new BufferPool(SEND_BUFFERS_KEPT_PER_SIZE);
   /** Flows given answers since the last `push`, in the order they got them. */
   private readonly unpushed: Flow[] = [];
   /** Segments sent so far (tells whether an ACK already went out while handling a segment). */
@@ -692,6 +698,7 @@ export class Responder implements Transport<Flow> {
 
   private createFlow(seg: Segment, mssIndex: number, rcvNxt: number, sndNxt: number, nowMs: number): Flow {
     const flow = new Flow();
+    flow.sendQueue.pool = this.sendBuffers;
     const r = flow.reply.reverseOf(seg);
     r.window = this.config.window;
     r.mss = 0;
@@ -1241,6 +1248,7 @@ export class Responder implements Transport<Flow> {
     this.account(flow, -(flow.sendQueue.length + flow.receiveQueue.length + flow.bodyHeld + (flow.reassembly?.bytes ?? 0)));
     flow.bodyHeld = 0;
     flow.reassembly?.clear();
+    flow.sendQueue.recycle();
     this.flows.remove(flow);
     this.liveFlows?.remove(flow.routeHash);
     const source = flow.source!;
