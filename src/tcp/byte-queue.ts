@@ -11,7 +11,7 @@ const INITIAL_BUFFER = 512;
 const NO_BYTES = new Uint8Array(0);
 
 /** Buffers up to this size are kept for reuse (BufferPool); a larger one is left to the collector. */
-const LARGEST_POOLED = 64 * 1024;
+const LARGEST_POOLED = 256 * 1024;
 /** Size classes: INITIAL_BUFFER and each doubling up to LARGEST_POOLED. */
 const SIZE_CLASSES = Math.log2(LARGEST_POOLED / INITIAL_BUFFER) + 1;
 

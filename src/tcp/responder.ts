@@ -166,7 +166,7 @@ const SHED_SAMPLES = 8;
 /** Flows dropped at most to make room for one new flow: bounds the work a newcomer causes. */
 const MAX_SHED_PER_FLOW = 4;
 
-/** Bytes of free send-queue buffers kept per size (BufferPool): bounds the pool at 4 MiB. */
+/** Bytes of free send-queue buffers kept per size (BufferPool): bounds the pool at 5 MiB. */
 const SEND_BUFFERS_KEPT_PER_SIZE = 512 * 1024;
 
 /** Sequence-number comparison modulo 2^32 (RFC 9293 §3.4). */

@@ -23,6 +23,7 @@
  * One `LinkFrame` is reused for every frame: nothing is allocated per frame or segment.
  */
 import { writeU16 } from './bytes.js';
+import { copyPayload } from './emit.js';
 import { pseudoHeaderSum } from './checksum.js';
 import { ETHERNET_HEADER_LENGTH, EtherType } from './ethernet.js';
 import { IpProtocol } from './ip.js';
@@ -167,8 +168,7 @@ export class LinkFrame {
   private add(hdr: ReplyHeader, payload: Uint8Array | null, offset: number, length: number): void {
     const out = this.out;
     const to = this.start + this.headerLength + this.payloadLength;
-    // A byte loop, not set(subarray(…)): that would allocate a view per segment.
-    if (payload !== null) for (let i = 0; i < length; i++) out[to + i] = payload[offset + i]!;
+    if (payload !== null) copyPayload(payload, offset, length, out, to);
     this.payloadLength += length;
     this.segments++;
     this.lastFlags = hdr.flags & LAST_SEGMENT_FLAGS;
