@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ByteQueue } from '../../../src/tcp/byte-queue.js';
+import { BufferPool, ByteQueue } from '../../../src/tcp/byte-queue.js';
 import { Prng } from '../../support/prng.js';
 
 /** `length` bytes counting up from `first` (mod 256), so any misplaced byte shows. */
@@ -178,5 +178,55 @@ describe('ByteQueue', () => {
     assert.deepEqual(contents(queue), model);
     // Doubling: the buffer is never more than twice what was ever queued (and at least 512).
     assert.ok(queue.bytes.length <= Math.max(512, 2 * largest), `${queue.bytes.length} for at most ${largest} queued`);
+  });
+});
+
+describe('BufferPool', () => {
+  it("passes a recycled queue's buffer to the next queue that needs one of its size", () => {
+    const pool = new BufferPool(64 * 1024);
+    const first = new ByteQueue();
+    first.pool = pool;
+    first.append(counting(0, 4000), 0, 4000);
+    const buffer = first.bytes;
+    assert.equal(buffer.length, 4096);
+    first.recycle();
+    assert.equal(first.length, 0);
+    assert.equal(first.bytes.length, 0, 'the recycled queue keeps no reference to its buffer');
+    const next = new ByteQueue();
+    next.pool = pool;
+    next.append(counting(9, 3000), 0, 3000);
+    assert.equal(next.bytes, buffer);
+    assert.deepEqual(contents(next), [...counting(9, 3000)]);
+  });
+
+  it('takes back the smaller buffer a queue grows out of, and gives it to the next small queue', () => {
+    const pool = new BufferPool(64 * 1024);
+    const queue = new ByteQueue();
+    queue.pool = pool;
+    queue.append(counting(0, 100), 0, 100);
+    const small = queue.bytes;
+    queue.append(counting(100, 1000), 0, 1000);
+    assert.equal(queue.bytes.length, 2048);
+    assert.deepEqual(contents(queue), [...counting(0, 100), ...counting(100, 1000)]);
+    assert.equal(pool.take(512), small);
+  });
+
+  it('keeps at most bytesPerClass bytes of each size, and nothing larger than 256 KiB', () => {
+    const pool = new BufferPool(8192);
+    const given = Array.from({ length: 5 }, () => new Uint8Array(4096));
+    for (const bytes of given) pool.give(bytes);
+    assert.equal(pool.take(4096), given[1]);
+    assert.equal(pool.take(4096), given[0]);
+    assert.notEqual(pool.take(4096), given[2], 'a third buffer was over the cap and not kept');
+    const huge = new Uint8Array(512 * 1024);
+    pool.give(huge);
+    assert.notEqual(pool.take(512 * 1024), huge);
+  });
+
+  it('ignores buffers that are not one of its sizes', () => {
+    const pool = new BufferPool(64 * 1024);
+    const odd = new Uint8Array(3000);
+    pool.give(odd);
+    for (const size of [512, 1024, 2048, 4096]) assert.notEqual(pool.take(size), odd);
   });
 });
