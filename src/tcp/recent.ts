@@ -34,10 +34,16 @@ export class RecentConnections {
   private readonly rcvNxt: Uint32Array;
   private readonly sndMax: Uint32Array;
   private readonly ourFin: Uint8Array;
+  /**
+   * The congestion window and slow-start threshold, in bytes up to 65,535 (no more is ever
+   * usable: we offer no window scaling, so the client's window is at most that).
+   */
+  private readonly cwnd: Uint16Array;
+  private readonly ssthresh: Uint16Array;
   /** When each slot was written (ms); -Infinity for an empty slot. */
   private readonly writtenMs: Float64Array;
 
-  /** `slots` is rounded up to four times a power of two; 25 bytes each. 0: remember nothing. */
+  /** `slots` is rounded up to four times a power of two; 29 bytes each. 0: remember nothing. */
   constructor(
     slots: number,
     private readonly lifetimeMs: number,
@@ -51,6 +57,8 @@ export class RecentConnections {
     this.rcvNxt = new Uint32Array(this.slots);
     this.sndMax = new Uint32Array(this.slots);
     this.ourFin = new Uint8Array(this.slots);
+    this.cwnd = new Uint16Array(this.slots);
+    this.ssthresh = new Uint16Array(this.slots);
     this.writtenMs = new Float64Array(this.slots).fill(-Infinity);
   }
 
@@ -64,8 +72,21 @@ export class RecentConnections {
     return -1;
   }
 
-  /** Records where a connection stands as its flow is released; replaces its old entry or the set's oldest. */
-  remember(keyHigh: number, keyLow: number, rcvNxt: number, sndMax: number, ourFinSent: boolean, nowMs: number): void {
+  /**
+   * Records where a connection stands as its flow is released (sequence numbers, and the
+   * congestion state for a connection that comes back at once); replaces its old entry or the
+   * set's oldest.
+   */
+  remember(
+    keyHigh: number,
+    keyLow: number,
+    rcvNxt: number,
+    sndMax: number,
+    ourFinSent: boolean,
+    cwnd: number,
+    ssthresh: number,
+    nowMs: number,
+  ): void {
     if (this.sets === 0) return;
     const first = (keyLow & (this.sets - 1)) * WAYS;
     let slot = first;
@@ -81,6 +102,8 @@ export class RecentConnections {
     this.rcvNxt[slot] = rcvNxt;
     this.sndMax[slot] = sndMax;
     this.ourFin[slot] = ourFinSent ? 1 : 0;
+    this.cwnd[slot] = Math.min(cwnd, 0xffff);
+    this.ssthresh[slot] = Math.min(ssthresh, 0xffff);
     this.writtenMs[slot] = nowMs;
   }
 
@@ -101,6 +124,20 @@ export class RecentConnections {
   /** Whether our FIN was among what we sent. */
   ourFinSent(slot: number): boolean {
     return this.ourFin[slot] === 1;
+  }
+
+  /** The congestion window when the flow was released (bytes, at most 65,535). */
+  congestionWindow(slot: number): number {
+    return this.cwnd[slot]!;
+  }
+
+  slowStartThreshold(slot: number): number {
+    return this.ssthresh[slot]!;
+  }
+
+  /** How long ago the entry was written. */
+  ageMs(slot: number, nowMs: number): number {
+    return nowMs - this.writtenMs[slot]!;
   }
 
   /** Entries younger than the lifetime (walks the table: for metrics, not per packet). */

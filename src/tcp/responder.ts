@@ -79,7 +79,7 @@ export interface ResponderConfig {
   maxQueuedBytesPerSource: number;
   /** Bytes queued on one flow above which `answerPart` asks the application to wait (`onDrain`). */
   sendBufferBytes: number;
-  /** Slots of the table remembering where idle connections left their sequence numbers (recent.ts; 25 bytes each). */
+  /** Slots of the table remembering where idle connections left their sequence numbers (recent.ts; 29 bytes each). */
   recentConnections: number;
   /** Retransmission timeout: initial and upper bound (RFC 6298 §2, §5.5), and tries before giving up. */
   initialRtoMs: number;
@@ -609,6 +609,13 @@ export class Responder implements Transport<Flow> {
       return Outcome.DUPLICATE;
     }
     const ourFinSent = recent.ourFinSent(slot);
+    // RFC 5681 §4.1: a connection idle for less than a retransmission timeout keeps its
+    // congestion window (one that waited longer restarts from the initial window): a client that
+    // sends its next request as soon as it has the answer — dnsperf, wrk, a browser — does not
+    // go through slow start again for each.
+    const keepsWindow = recent.ageMs(slot, nowMs) < this.config.initialRtoMs;
+    const cwnd = keepsWindow ? recent.congestionWindow(slot) : 0;
+    const ssthresh = recent.slowStartThreshold(slot);
     recent.forget(slot);
     if (length === 0) {
       // The client's FIN, where we expected it: acknowledge it, and close our side if still open.
@@ -622,7 +629,7 @@ export class Responder implements Transport<Flow> {
     }
     // New bytes from RCV.NXT on. The flow starts at what the client has acknowledged by now, not
     // at this segment's possibly older ACK.
-    return this.startFlow(seg, mssIndex, rcvNxt, sndNxt, nowMs);
+    return this.startFlow(seg, mssIndex, rcvNxt, sndNxt, nowMs, false, cwnd, ssthresh);
   }
 
   /** Whether `seg` is the first after the handshake (its cookie checks), keeping the key that proved it. */
@@ -633,8 +640,20 @@ export class Responder implements Transport<Flow> {
     return first;
   }
 
-  /** `provedByTokenOnly`: the flow starts with a congestion window of two segments (verifyFlowless). */
-  private startFlow(seg: Segment, mssIndex: number, rcvNxt: number, sndNxt: number, nowMs: number, provedByTokenOnly = false): Outcome {
+  /**
+   * `provedByTokenOnly`: the flow starts with a congestion window of two segments (verifyFlowless);
+   * else with `cwnd` and `ssthresh` (bytes) if the connection's last flow left that much (onRecalledSegment).
+   */
+  private startFlow(
+    seg: Segment,
+    mssIndex: number,
+    rcvNxt: number,
+    sndNxt: number,
+    nowMs: number,
+    provedByTokenOnly = false,
+    cwnd = 0,
+    ssthresh = 0,
+  ): Outcome {
     const key = this.cookies.sourceKey(seg);
     let source = this.sources.get(key);
     if (source !== undefined && (source.flows >= this.config.maxFlowsPerSource || source.bytes >= this.config.maxQueuedBytesPerSource)) {
@@ -653,6 +672,9 @@ export class Responder implements Transport<Flow> {
     if (provedByTokenOnly) {
       flow.cwnd = 2 * flow.payloadMss;
       flow.unproven = true;
+    } else if (cwnd > flow.cwnd) {
+      flow.cwnd = cwnd;
+      flow.ssthresh = ssthresh;
     }
     return this.onSegment(flow, seg, nowMs);
   }
@@ -1256,7 +1278,8 @@ export class Responder implements Transport<Flow> {
     this.events[TcpEvent.FLOWS_RELEASED]!++;
     // Everything sent is acknowledged and nothing is owed: the connection goes idle. Remember
     // where it stands (recent.ts), unless it is over — reset, aborted, or closed by the client.
-    if (!flow.closed && !flow.clientFin) this.recent.remember(flow.idHigh, flow.idLow, flow.rcvNxt, flow.sndMax, flow.finSent, nowMs);
+    if (!flow.closed && !flow.clientFin)
+      this.recent.remember(flow.idHigh, flow.idLow, flow.rcvNxt, flow.sndMax, flow.finSent, flow.cwnd, flow.ssthresh, nowMs);
     // A released flow the application still owes answers to is closed: they will be dropped.
     if (flow.answersOwed > 0) {
       flow.closed = true;

@@ -551,6 +551,35 @@ test('without the remembered numbers, a flow-less segment that starts mid-messag
   assert.equal(h.messages.length, 1);
 });
 
+test('a connection back within a retransmission timeout keeps its congestion window; one idle longer starts again from the initial window (RFC 5681 §4.1)', () => {
+  const h = new Harness();
+  const isn = h.handshake();
+  let acked = isn + 1;
+  /** One 30,000-byte answer: the segments sent before any ACK, then ACKs one by one to the end. */
+  const exchange = (id: number): number => {
+    h.send(framedQuery('big.lab.test', id));
+    const answer = h.answerFor(h.messages.at(-1)!.bytes.subarray(2), 30_000);
+    h.responder.answer(h.messages.at(-1)!.flow, answer, 0, answer.length);
+    let burst = h.take().map(decode);
+    const first = burst.length;
+    for (let rounds = 0; burst.length > 0 && rounds < 100; rounds++) {
+      for (const seg of burst) {
+        acked += seg.payloadLength;
+        h.ackTo(acked);
+      }
+      burst = h.take().map(decode);
+    }
+    assert.equal(h.responder.flows.size, 0, 'all acknowledged: the flow is released');
+    return first;
+  };
+  const initial = exchange(1);
+  assert.ok(initial <= 10, `the first answer starts with the initial window: ${initial} segments`);
+  h.nowMs += 50;
+  assert.ok(exchange(2) > initial, 'back after 50 ms: the window slow start reached');
+  h.nowMs += 250;
+  assert.equal(exchange(3), initial, 'back after 250 ms, more than the 200 ms RTO: the initial window again');
+});
+
 test('a request sent before the client had our last answer, arriving after the flow was released, is answered after that answer', () => {
   const h = new Harness({ answerAtOnce: true });
   const isn = h.handshake();
