@@ -65,6 +65,9 @@ async function nginxWorker(lab: Lab, masterPid: number): Promise<number> {
   throw new Error(`no nginx worker under pid ${masterPid}`);
 }
 
+/** Seconds of wrk load before the measured run, not counted (bench.ts WARM_UP_SECONDS). */
+const WARM_UP_SECONDS = 2;
+
 /** One contender and body size in a fresh lab. */
 export async function httpRun(
   contender: HttpContenderName,
@@ -120,6 +123,10 @@ ${nginxPreamble(dir, 1)}
     // Warm up (and check) with one request.
     const check = await lab.exec('client', ['curl', '-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', url]);
     if (check.stdout !== `200 ${body.bytes}`) throw new Error(`${url} answered ${check.stdout} ${check.stderr.trim()}`);
+    // The same warm-up for every contender, not counted (bench.ts WARM_UP_SECONDS says why).
+    await lab.exec('client', ['wrk', `-t${WRK_THREADS}`, `-c${WRK_CONNECTIONS}`, `-d${WARM_UP_SECONDS}s`, '--timeout', '5s', url], {
+      timeoutMs: (WARM_UP_SECONDS + 30) * 1000,
+    });
     const cpuBefore = cpuSeconds(serverPid);
     const backendBefore = contender === 'backend' ? null : cpuSeconds(backendWorker);
     const wrk = await lab.exec(
