@@ -15,6 +15,11 @@ const LARGEST_POOLED = 256 * 1024;
 /** Size classes: INITIAL_BUFFER and each doubling up to LARGEST_POOLED. */
 const SIZE_CLASSES = Math.log2(LARGEST_POOLED / INITIAL_BUFFER) + 1;
 
+/** The size class of a power of two from INITIAL_BUFFER on: its log2 less INITIAL_BUFFER's. */
+function sizeClassOf(size: number): number {
+  return Math.clz32(INITIAL_BUFFER) - Math.clz32(size);
+}
+
 /**
  * Buffers that byte queues gave back (`ByteQueue.recycle`), for the next queues to take: one list
  * per power-of-two size, each holding at most `bytesPerClass` bytes.
@@ -38,13 +43,13 @@ export class BufferPool {
   /** A buffer of `size` bytes (a power of two from INITIAL_BUFFER), reused when one is free. */
   take(size: number): Uint8Array {
     if (size > LARGEST_POOLED) return new Uint8Array(size);
-    return this.free[Math.log2(size / INITIAL_BUFFER)]!.pop() ?? new Uint8Array(size);
+    return this.free[sizeClassOf(size)]!.pop() ?? new Uint8Array(size);
   }
 
   give(bytes: Uint8Array): void {
-    if (bytes.length < INITIAL_BUFFER || bytes.length > LARGEST_POOLED) return;
-    const sizeClass = Math.log2(bytes.length / INITIAL_BUFFER);
-    if (!Number.isInteger(sizeClass)) return;
+    const size = bytes.length;
+    if (size < INITIAL_BUFFER || size > LARGEST_POOLED || (size & (size - 1)) !== 0) return;
+    const sizeClass = sizeClassOf(size);
     const list = this.free[sizeClass]!;
     if (list.length < this.maxPerClass[sizeClass]!) list.push(bytes);
   }
