@@ -27,7 +27,7 @@ function sizeClassOf(size: number): number {
  * Why: a flow lives for one exchange (responder.ts releases it when idle), and its send queue
  * was a fresh ArrayBuffer each time. Their backing stores count toward V8's global heap limit
  * as external memory, so that garbage alone set off a full mark-compact about every 180 ms per
- * shard under the 4 KB-answer benchmark (docs/performance.md, "Garbage").
+ * shard under the 4 KB-answer benchmark (docs/performance.md, "Where the 4 KB answers' time went").
  *
  * A buffer given back must not be referenced elsewhere: the send queue's bytes are only read
  * while a segment is written (the senders copy them), never kept.
