@@ -13,7 +13,7 @@
  * bench/results/latest.svg. docs/performance.md explains the scenarios and the numbers.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
@@ -61,6 +61,8 @@ interface BenchOptions {
   repetitions?: number;
   out: string;
   remoteResolver: boolean;
+  /** Run nothing: write the reports of this results file. */
+  render?: string;
 }
 
 interface ThroughputRun {
@@ -285,16 +287,19 @@ function kxdpgunTable(cells: KxdpgunCell[]): string {
     '| offered conn/s | contender | answered conn/s, median (range) | vs dnsdist | machine CPU µs per transaction | runs |',
     '|--:|---|--:|--:|--:|--:|',
   ];
+  // A run whose output had no totals (results files from before runKxdpgun refused them) counts as failed.
+  const parsed = (cell: KxdpgunCell): KxdpgunResult[] => cell.runs.filter((r) => Number.isFinite(r.answeredPerSecond));
   for (const cell of cells) {
-    const answered = cell.runs.map((r) => r.answeredPerSecond);
-    const dnsdist = cells
-      .find((c) => c.contender === 'dnsdist' && c.offeredPerSecond === cell.offeredPerSecond)
-      ?.runs.map((r) => r.answeredPerSecond);
+    const runs = parsed(cell);
+    const failed = cell.failures.length + cell.runs.length - runs.length;
+    const answered = runs.map((r) => r.answeredPerSecond);
+    const dnsdistCell = cells.find((c) => c.contender === 'dnsdist' && c.offeredPerSecond === cell.offeredPerSecond);
+    const dnsdist = dnsdistCell === undefined ? undefined : parsed(dnsdistCell).map((r) => r.answeredPerSecond);
     const median = (v: number[] | undefined): number | undefined =>
       v === undefined || v.length === 0 ? undefined : [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
     lines.push(
       `| ${cell.offeredPerSecond} | ${CONTENDERS[cell.contender].title} | ${medianRange(answered)} | ${ratio(median(answered), median(dnsdist))} | ` +
-        `${medianRange(cell.runs.map((r) => r.cpuMicrosPerTransaction))} | ${cell.runs.length}${cell.failures.length > 0 ? ` (+${cell.failures.length} failed)` : ''} |`,
+        `${medianRange(runs.map((r) => r.cpuMicrosPerTransaction))} | ${runs.length}${failed > 0 ? ` (+${failed} failed)` : ''} |`,
     );
   }
   return lines.join('\n');
@@ -480,6 +485,7 @@ function markdownReport(results: Results): string {
     ...(results.throughput.length > 0 ? [throughputTable(results.throughput), ''] : []),
     ...(results.idle.length > 0 ? [idleTable(results.idle), ''] : []),
     ...(results.http.length > 0 ? [httpTable(results.http), ''] : []),
+    ...(results.kxdpgun.length > 0 ? [kxdpgunTable(results.kxdpgun), ''] : []),
   ].join('\n');
 }
 
@@ -701,7 +707,15 @@ const program = new Command('bench')
   )
   .option('--out <dir>', 'where latest.json and latest.svg go', RESULTS_DIR)
   .option('--remote-resolver', 'unbound in a namespace of its own behind the server, not on its loopback (throughput scenarios)', false)
-  .action((options: BenchOptions) => main(options));
+  .option('--render <file>', 'run nothing: write latest.md and latest.svg in --out from this results file (a latest.json)')
+  .action((options: BenchOptions) => (options.render === undefined ? main(options) : render(options.render, options.out)));
+
+/** `--render`: the reports of a finished run again, as this version of the bench writes them. */
+async function render(file: string, outDir: string): Promise<void> {
+  const results = JSON.parse(readFileSync(file, 'utf8')) as Results;
+  save(results, outDir);
+  console.log(`wrote ${join(outDir, 'latest.json')}, latest.svg and latest.md from ${file}`);
+}
 
 program.parseAsync().catch((error: unknown) => {
   console.error(`bench: ${error instanceof Error ? error.message : String(error)}`);

@@ -59,6 +59,8 @@ export async function runKxdpgun(
   if (run.code !== 0) throw new Error(`kxdpgun failed (${run.code}): ${run.stderr.trim() || run.stdout.trim()}`);
   const count = (label: string): number => Number(new RegExp(`${label}:\\s+(\\d+)`).exec(run.stdout)?.[1] ?? Number.NaN);
   const replies = count('total replies');
+  if (!Number.isFinite(replies))
+    throw new Error(`kxdpgun printed no totals: ${run.stdout.trim().split('\n').at(-1) ?? ''} ${run.stderr.trim()}`);
   return {
     offeredPerSecond,
     seconds,
