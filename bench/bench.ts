@@ -494,7 +494,7 @@ function markdownReport(results: Results): string {
 // ---------------------------------------------------------------------------------------------
 
 async function main(options: BenchOptions): Promise<void> {
-  const seconds = options.seconds ?? (options.quick ? 5 : 20);
+  const seconds = options.seconds ?? (options.quick ? 5 : 10);
   const idleConnections = options.idleConnections ?? (options.quick ? 5_000 : 50_000);
   requireTools('ip', 'ethtool', 'unbound', 'dig', 'dnsperf', 'nft', 'ss');
   if (options.contenders.includes('dnsdist')) ensureDnsdist();
@@ -692,14 +692,14 @@ const program = new Command('bench')
   .option('--contenders <list>', `comma-separated: ${CONTENDER_NAMES.join(',')}`, list<ContenderName>(CONTENDER_NAMES), [
     ...CONTENDER_NAMES,
   ])
-  .option('--seconds <n>', 'seconds of dnsperf load per run (default 20, quick 5)', positiveInteger)
+  .option('--seconds <n>', 'seconds of load per measured run (default 10, quick 5)', positiveInteger)
   .option('--idle-connections <n>', 'connections held in the idle scenario (default 50000, quick 5000)', positiveInteger)
   .option(
     '--workers <n>',
     'shard workers for the raw transport, passed only if its CLI has --workers (default: its own default)',
     positiveInteger,
   )
-  .option('--budget-minutes <n>', 'skip runs that would start after this many minutes', positiveInteger, 15)
+  .option('--budget-minutes <n>', 'skip runs that would start after this many minutes', positiveInteger, 45)
   .option(
     '--repetitions <n>',
     'runs of each dnsperf scenario and contender, the contenders alternating (default 3, quick 1)',
