@@ -1,29 +1,18 @@
 /**
  * The upstream's TCP path against a real server on 127.0.0.1: a query whose connection the
  * resolver closes before answering (as unbound does with idle or surplus connections) is asked
- * again on another connection, not answered SERVFAIL.
+ * again on another connection, not answered SERVFAIL; queries share one connection until it has
+ * 100 outstanding.
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import dnsPacket from 'dns-packet';
 import { UdpTcpUpstream } from '../../../src/io/upstream.js';
 import { RELAY_COUNTER_NAMES } from '../../../src/dns/relay.js';
 
-test('a query on a TCP connection the resolver closes is asked again on a new one', async (t) => {
-  let connections = 0;
-  const server = net.createServer((socket) => {
-    const mine = ++connections;
-    socket.once('data', (framed: Buffer) => {
-      if (mine === 1) {
-        socket.destroy(); // the first connection is closed with the query unanswered
-        return;
-      }
-      const query = dnsPacket.decode(framed.subarray(2));
-      const answer = dnsPacket.encode({ type: 'response', id: query.id, questions: query.questions, answers: [] });
-      socket.write(Buffer.concat([Buffer.from([answer.length >> 8, answer.length & 0xff]), answer]));
-    });
-  });
+/** The upstream of a relay whose resolver is `server`, listening on 127.0.0.1; both closed after the test. */
+async function upstreamTo(server: net.Server, t: TestContext): Promise<UdpTcpUpstream> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as net.AddressInfo;
   const upstream = new UdpTcpUpstream(
@@ -39,6 +28,24 @@ test('a query on a TCP connection the resolver closes is asked again on a new on
     upstream.close();
     server.close();
   });
+  return upstream;
+}
+
+test('a query on a TCP connection the resolver closes is asked again on a new one', async (t) => {
+  let connections = 0;
+  const server = net.createServer((socket) => {
+    const mine = ++connections;
+    socket.once('data', (framed: Buffer) => {
+      if (mine === 1) {
+        socket.destroy(); // the first connection is closed with the query unanswered
+        return;
+      }
+      const query = dnsPacket.decode(framed.subarray(2));
+      const answer = dnsPacket.encode({ type: 'response', id: query.id, questions: query.questions, answers: [] });
+      socket.write(Buffer.concat([Buffer.from([answer.length >> 8, answer.length & 0xff]), answer]));
+    });
+  });
+  const upstream = await upstreamTo(server, t);
   const query = dnsPacket.encode({ type: 'query', id: 7, questions: [{ type: 'TXT', name: 'big.lab.test' }] });
   // The answer is handed over in place, valid during the call: a copy is kept.
   const answer = await new Promise<Uint8Array | null>((resolve) =>
@@ -67,21 +74,7 @@ test('queries share one TCP connection until it has 100 outstanding; only then i
       }
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  const upstream = new UdpTcpUpstream(
-    { address: '127.0.0.1', port, family: 4 },
-    {
-      ports: { sockets: 1, queriesPerPort: Infinity, portLifetimeMs: Infinity },
-      onAnswer: () => {},
-      counts: new Float64Array(RELAY_COUNTER_NAMES.length),
-      nowMs: 0,
-    },
-  );
-  t.after(() => {
-    upstream.close();
-    server.close();
-  });
+  const upstream = await upstreamTo(server, t);
   const ask = (count: number): Promise<number> => {
     let answered = 0;
     return new Promise((resolve) => {
