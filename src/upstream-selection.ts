@@ -1,7 +1,8 @@
 /**
  * Which of several upstreams — resolvers of a DNS pool (io/upstream-pool.ts), web servers of an
- * HTTP pool (io/http-backend-pool.ts) — a query or request goes to, and which are up: the pure
- * part of a pool, shared by both front ends (the pools do the sockets and the probe timer).
+ * HTTP pool (io/http-backend-pool.ts) — a query or request goes to, which are up, and when each is
+ * probed: the part of a pool shared by both front ends (the pools do the sockets, the probes
+ * themselves and the counting).
  *
  * Policies (dnsdist's names in https://www.dnsdist.org/guides/downstreams.html, "Server selection
  * policy"):
@@ -159,5 +160,43 @@ export class UpstreamSelection {
       return -1;
     }
     return 0;
+  }
+}
+
+/**
+ * A health probe of every upstream each `intervalMs` (`--health-check-interval`), never a second
+ * one to an upstream whose last is still out. `probe(index)` resolves to null if upstream `index`
+ * answered, else to the reason; `onResult` hears each, until `close`.
+ */
+export class HealthProbes {
+  private readonly probing: boolean[];
+  private readonly timer: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(
+    size: number,
+    intervalMs: number,
+    private readonly probe: (index: number) => Promise<string | null>,
+    private readonly onResult: (index: number, problem: string | null) => void,
+  ) {
+    this.probing = new Array<boolean>(size).fill(false);
+    this.timer = setInterval(() => this.probeAll(), intervalMs);
+    this.timer.unref();
+  }
+
+  close(): void {
+    this.closed = true;
+    clearInterval(this.timer);
+  }
+
+  private probeAll(): void {
+    this.probing.forEach((out, index) => {
+      if (out || this.closed) return;
+      this.probing[index] = true;
+      void this.probe(index).then((problem) => {
+        this.probing[index] = false;
+        if (!this.closed) this.onResult(index, problem);
+      });
+    });
   }
 }

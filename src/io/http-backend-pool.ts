@@ -1,8 +1,8 @@
 /**
  * Several backend web servers behind one `HttpBackend`: each has its own keep-alive connection
  * pool (UndiciBackend) and a health probe each interval (`GET --health-check-path`); each request
- * goes where the policy says (upstream-selection.ts decides, as for a DNS pool; this file does
- * the clients, the timer and the counting).
+ * goes where the policy says (upstream-selection.ts decides and schedules the probes, as for a
+ * DNS pool; this file does the clients, the probe and the counting).
  *
  *   request ──pick──▶ backend i ──▶ response (answered: its run of failures ends)
  *                        └─ refused, reset, no response ──▶ failure of i's health
@@ -10,7 +10,13 @@
  */
 import { BackendError, retryableElsewhere, type BackendRequest, type BackendResponse, type HttpBackend } from '../http/backend.js';
 import type { UpstreamsView } from '../tcp/transport.js';
-import { perUpstreamCounterNames, UpstreamSelection, type HealthThresholds, type UpstreamPolicy } from '../upstream-selection.js';
+import {
+  HealthProbes,
+  perUpstreamCounterNames,
+  UpstreamSelection,
+  type HealthThresholds,
+  type UpstreamPolicy,
+} from '../upstream-selection.js';
 import { UndiciBackend, probeHttpHealth } from './http-backend.js';
 
 /**
@@ -55,18 +61,15 @@ export class HttpBackendPool implements HttpBackend, UpstreamsView {
   readonly names: readonly string[];
   observeLatency: ((index: number, seconds: number) => void) | null = null;
   private readonly members: UndiciBackend[];
-  private readonly timer: NodeJS.Timeout;
-  /** Per backend: its probe is still waiting for an answer. */
-  private readonly probing: boolean[];
+  private readonly probes: HealthProbes;
   private closed = false;
 
   constructor(
-    private readonly origins: readonly string[],
+    origins: readonly string[],
     private readonly options: HttpBackendPoolOptions,
   ) {
     this.selection = new UpstreamSelection(origins.length, options.healthCheck, options.policy, options.weights);
     this.names = origins.map((origin) => new URL(origin).host);
-    this.probing = new Array<boolean>(origins.length).fill(false);
     for (const index of options.downAtStart) this.selection.markDown(index);
     this.members = origins.map(
       (origin, index) =>
@@ -74,8 +77,17 @@ export class HttpBackendPool implements HttpBackend, UpstreamsView {
           this.selection.outstanding[index]!--;
         }),
     );
-    this.timer = setInterval(() => this.probeAll(), options.healthCheck.intervalMs);
-    this.timer.unref();
+    // `GET --health-check-path` (below 500 passes).
+    const { path, timeoutMs, intervalMs } = options.healthCheck;
+    this.probes = new HealthProbes(
+      origins.length,
+      intervalMs,
+      (index) => probeHttpHealth(origins[index]!, path, timeoutMs),
+      (index, problem) => {
+        if (problem !== null) this.count(index, BackendCounter.PROBE_FAILURES);
+        this.changed(index, this.selection.probed(index, problem === null), problem ?? '');
+      },
+    );
   }
 
   isUp(index: number): boolean {
@@ -124,21 +136,6 @@ export class HttpBackendPool implements HttpBackend, UpstreamsView {
     this.options.counts[this.options.firstBackendCounter + index * BACKEND_COUNTER_NAMES.length + counter]!++;
   }
 
-  /** Probes every backend once (`--health-check-path`), unless its last probe is still out. */
-  private probeAll(): void {
-    const { path, timeoutMs } = this.options.healthCheck;
-    this.origins.forEach((origin, index) => {
-      if (this.probing[index] || this.closed) return;
-      this.probing[index] = true;
-      void probeHttpHealth(origin, path, timeoutMs).then((problem) => {
-        this.probing[index] = false;
-        if (this.closed) return;
-        if (problem !== null) this.count(index, BackendCounter.PROBE_FAILURES);
-        this.changed(index, this.selection.probed(index, problem === null), problem ?? '');
-      });
-    });
-  }
-
   /** Backend `index` went up (+1) or down (−1; `reason`: its last failure), or neither (0): counted, and logged once. */
   private changed(index: number, change: -1 | 0 | 1, reason: string): void {
     if (change === 0) return;
@@ -155,7 +152,7 @@ export class HttpBackendPool implements HttpBackend, UpstreamsView {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearInterval(this.timer);
+    this.probes.close();
     await Promise.all(this.members.map((member) => member.close()));
   }
 }

@@ -1,15 +1,15 @@
 /**
  * Several upstream resolvers behind one `UpstreamTransport`: each has its own sockets
  * (`UdpTcpUpstream`, with its own RFC 5452 port pool) and a health probe each interval, and each
- * query goes where the policy says (dns/upstream-pool.ts decides; this file does the sockets, the
- * timer and the counting).
+ * query goes where the policy says (upstream-selection.ts decides and schedules the probes; this
+ * file does the sockets, the probe and the counting).
  *
  * Socket numbers: upstream i's socket s is i · SOCKETS_PER_UPSTREAM + s, so the relay keeps one
  * number per query and an answer is still accepted only on the socket its query left from.
  */
 import { RelayCounter, type TcpAnswerHandler, UNANSWERED, type UpstreamTransport } from '../dns/relay.js';
 import { DEFAULT_HEALTH_CHECK, type HealthCheckSettings } from '../dns/upstream-pool.js';
-import { perUpstreamCounterNames, UpstreamSelection, type UpstreamPolicy } from '../upstream-selection.js';
+import { HealthProbes, perUpstreamCounterNames, UpstreamSelection, type UpstreamPolicy } from '../upstream-selection.js';
 import { formatEndpoint, type Endpoint } from '../endpoint.js';
 import type { UpstreamsView } from '../tcp/transport.js';
 import { UdpTcpUpstream, probeUpstream, type UpstreamPorts } from './upstream.js';
@@ -62,19 +62,16 @@ export class UpstreamPool implements UpstreamTransport, UpstreamsView {
   observeLatency: ((index: number, seconds: number) => void) | null = null;
   private readonly members: UdpTcpUpstream[] = [];
   private readonly healthCheck: HealthCheckSettings;
-  private readonly timer: NodeJS.Timeout;
-  /** Per upstream: its probe is still waiting for an answer. */
-  private readonly probing: boolean[];
+  private readonly probes: HealthProbes;
   private closed = false;
 
   constructor(
-    private readonly addresses: readonly Endpoint[],
+    addresses: readonly Endpoint[],
     private readonly options: UpstreamPoolOptions,
   ) {
     this.healthCheck = options.healthCheck ?? DEFAULT_HEALTH_CHECK;
     this.selection = new UpstreamSelection(addresses.length, this.healthCheck, options.policy, options.weights);
     this.names = addresses.map(formatEndpoint);
-    this.probing = new Array<boolean>(addresses.length).fill(false);
     for (const index of options.downAtStart ?? []) this.selection.markDown(index);
     try {
       addresses.forEach((address, index) => {
@@ -92,8 +89,17 @@ export class UpstreamPool implements UpstreamTransport, UpstreamsView {
       for (const member of this.members) member.close();
       throw error;
     }
-    this.timer = setInterval(() => this.probeAll(), this.healthCheck.intervalMs);
-    this.timer.unref();
+    // The question dnsdist's health check asks (`--health-check-name`, `--health-check-type`).
+    const { name, type, timeoutMs, intervalMs } = this.healthCheck;
+    this.probes = new HealthProbes(
+      addresses.length,
+      intervalMs,
+      (index) => probeUpstream(addresses[index]!, timeoutMs, options.proxyProtocol, { name, type }),
+      (index, problem) => {
+        if (problem !== null) this.count(index, UpstreamCounter.PROBE_FAILURES);
+        this.changed(index, this.selection.probed(index, problem === null), problem ?? '');
+      },
+    );
   }
 
   isUp(index: number): boolean {
@@ -167,21 +173,6 @@ export class UpstreamPool implements UpstreamTransport, UpstreamsView {
     );
   }
 
-  /** Probes every upstream once, as dnsdist's health check does (`--health-check-name`, `--health-check-type`). */
-  private probeAll(): void {
-    const { name, type, timeoutMs } = this.healthCheck;
-    this.addresses.forEach((address, index) => {
-      if (this.probing[index] || this.closed) return;
-      this.probing[index] = true;
-      void probeUpstream(address, timeoutMs, this.options.proxyProtocol, { name, type }).then((problem) => {
-        this.probing[index] = false;
-        if (this.closed) return;
-        if (problem !== null) this.count(index, UpstreamCounter.PROBE_FAILURES);
-        this.changed(index, this.selection.probed(index, problem === null), problem ?? '');
-      });
-    });
-  }
-
   /** Upstream `index` went up (+1) or down (−1; `reason`: its last failure), or neither (0): counted, and logged once. */
   private changed(index: number, change: -1 | 0 | 1, reason: string): void {
     if (change === 0) return;
@@ -196,7 +187,7 @@ export class UpstreamPool implements UpstreamTransport, UpstreamsView {
 
   close(): void {
     this.closed = true;
-    clearInterval(this.timer);
+    this.probes.close();
     for (const member of this.members) member.close();
   }
 }
