@@ -4,7 +4,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLab, type Lab } from '../../lab/lab.js';
@@ -18,9 +18,9 @@ import {
 } from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
 import { parseWrk } from '../../lab/wrk.js';
+import { sha256 } from '../support/digest.js';
 
 const MIB = 1024 * 1024;
-const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
 /** curl in the client namespace; `-w` output is the last line of stdout. */
 async function curl(lab: Lab, args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {

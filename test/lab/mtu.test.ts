@@ -6,7 +6,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLab, type Lab } from '../../lab/lab.js';
@@ -14,6 +14,7 @@ import { serveFile, startNginx, type Nginx } from '../../lab/nginx.js';
 import { startFrontEnd, startHttpFrontEnd, summaryCounter as counter, type RunningFrontEnd } from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
 import { LAB_ZONE } from '../../lab/zone.js';
+import { sha256 } from '../support/digest.js';
 
 /** kdig +tcp for the big TXT set; returns the TXT records it printed. */
 async function bigTxt(lab: Lab, server: string): Promise<string[]> {
@@ -180,7 +181,6 @@ describe('a 1 MiB HTTP body through the router with a 1280-byte link toward the 
   let nginx: Nginx | undefined;
   let frontEnd: RunningFrontEnd | undefined;
   const body = randomBytes(1024 * 1024);
-  const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
   before(async () => {
     requireTools('nginx', 'curl');

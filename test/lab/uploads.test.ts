@@ -8,7 +8,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,9 +22,9 @@ import {
   waitUntilNoSoftState,
 } from '../../lab/stateless-tcp.js';
 import { requireTools } from '../../lab/tools.js';
+import { sha256 } from '../support/digest.js';
 
 const MIB = 1024 * 1024;
-const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 const SERVERS = [
   ['IPv4', 'http://198.18.0.2'],
   ['IPv6', 'http://[2001:2::2]'],
