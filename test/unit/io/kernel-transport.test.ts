@@ -42,6 +42,21 @@ interface Setup {
   onDrain?: (transport: KernelTransport, connection: KernelConnection) => void;
 }
 
+/** Starts `transport` (with its 10 ms tick) on a free loopback port and connects a client to it; all closed after the test. */
+async function listenAndConnect(transport: KernelTransport, t: TestContext): Promise<net.Socket> {
+  const ticker = setInterval(() => transport.tick(Date.now()), 10);
+  const port = await freePort();
+  await transport.listen([{ address: '127.0.0.1', port, family: 4 }]);
+  const client = net.connect({ host: '127.0.0.1', port });
+  t.after(() => {
+    clearInterval(ticker);
+    client.destroy();
+    transport.close();
+  });
+  await new Promise<void>((resolve) => client.once('connect', resolve));
+  return client;
+}
+
 /** A transport on a free port of 127.0.0.1, its timers ticking every 10 ms as in the front end, and one client connected. */
 async function setup(t: TestContext, options: Setup = {}) {
   const messages: { connection: KernelConnection; first: number }[] = [];
@@ -64,16 +79,7 @@ async function setup(t: TestContext, options: Setup = {}) {
       zeroWindowLimitMs: options.zeroWindowLimitMs ?? 60_000,
     },
   );
-  const ticker = setInterval(() => transport.tick(Date.now()), 10);
-  const port = await freePort();
-  await transport.listen([{ address: '127.0.0.1', port, family: 4 }]);
-  const client = net.connect({ host: '127.0.0.1', port });
-  t.after(() => {
-    clearInterval(ticker);
-    client.destroy();
-    transport.close();
-  });
-  await new Promise<void>((resolve) => client.once('connect', resolve));
+  const client = await listenAndConnect(transport, t);
   return { transport, messages, client };
 }
 
@@ -220,16 +226,7 @@ async function uploadSetup(t: TestContext, messageDeadlineMs = 10_000) {
     },
     { messageLength: wholeRequestLength, maxPipelined: 16, closeAfterResponse: false, messageDeadlineMs, zeroWindowLimitMs: 60_000 },
   );
-  const ticker = setInterval(() => transport.tick(Date.now()), 10);
-  const port = await freePort();
-  await transport.listen([{ address: '127.0.0.1', port, family: 4 }]);
-  const client = net.connect({ host: '127.0.0.1', port });
-  t.after(() => {
-    clearInterval(ticker);
-    client.destroy();
-    transport.close();
-  });
-  await new Promise<void>((resolve) => client.once('connect', resolve));
+  const client = await listenAndConnect(transport, t);
   return { transport, app, client };
 }
 
