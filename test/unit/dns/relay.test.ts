@@ -59,8 +59,11 @@ const query = (name: string, id: number, type: 'A' | 'TXT' = 'A'): Buffer =>
   dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }] });
 const framed = (...messages: Buffer[]): Buffer =>
   Buffer.concat(messages.flatMap((m) => [Buffer.from([m.length >> 8, m.length & 0xff]), m]));
-/** The upstream's answer to a relayed query: same ID and question, one A record. */
-const answerTo = (relayed: Buffer, address = '198.18.0.100', flags = 0): Buffer => {
+/**
+ * The upstream's answer to a relayed query: same ID and question, one A record; with `optOptions`,
+ * an OPT record carrying them (RFC 6891 §7: a resolver answers EDNS with EDNS).
+ */
+const answerTo = (relayed: Buffer, address = '198.18.0.100', flags = 0, optOptions?: object[]): Buffer => {
   const q = dnsPacket.decode(relayed);
   return dnsPacket.encode({
     type: 'response',
@@ -68,8 +71,14 @@ const answerTo = (relayed: Buffer, address = '198.18.0.100', flags = 0): Buffer 
     flags: dnsPacket.RECURSION_DESIRED | flags,
     questions: q.questions,
     answers: [{ type: 'A', name: q.questions![0]!.name, ttl: 60, data: address }],
+    ...(optOptions === undefined
+      ? {}
+      : { additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, options: optOptions } as unknown as dnsPacket.Answer] }),
   });
 };
+/** The upstream's truncated answer (TC=1, no records) to the relayed `big.lab.test TXT` query with this ID. */
+const truncatedTo = (id: number): Buffer =>
+  dnsPacket.encode({ type: 'response', id, flags: dnsPacket.TRUNCATED_RESPONSE, questions: [{ type: 'TXT', name: 'big.lab.test' }] });
 const addressOf = (a: dnsPacket.Answer): unknown => (a as dnsPacket.StringAnswer).data;
 /** The relay's clock (DnsRelayOptions.now), set by `fromUpstream`. */
 let clockMs = 0;
@@ -233,13 +242,7 @@ test('a truncated UDP answer is fetched again over TCP and the client gets the w
     answers: Array.from({ length: 16 }, (_, i) => ({ type: 'TXT' as const, name: 'big.lab.test', ttl: 60, data: `${i}`.padEnd(250, 'x') })),
   });
   upstream.tcpAnswer = (q) => (readId(q, 0) === readId(relayed, 0) ? full : null);
-  const truncated = dnsPacket.encode({
-    type: 'response',
-    id: readId(relayed, 0),
-    flags: dnsPacket.TRUNCATED_RESPONSE,
-    questions: [{ type: 'TXT', name: 'big.lab.test' }],
-  });
-  fromUpstream(relay, truncated, 1);
+  fromUpstream(relay, truncatedTo(readId(relayed, 0)), 1);
   await new Promise((resolve) => setImmediate(resolve));
   const { message } = connections.answers[0]!;
   assert.equal(message.id, 9);
@@ -276,16 +279,7 @@ test('a question truncated over UDP lately goes to the upstream over TCP at once
 
   ask('c1', 'big.lab.test', 1, 'TXT', 0);
   const relayed = upstream.datagrams[0]!;
-  fromUpstream(
-    relay,
-    dnsPacket.encode({
-      type: 'response',
-      id: readId(relayed, 0),
-      flags: dnsPacket.TRUNCATED_RESPONSE,
-      questions: [{ type: 'TXT', name: 'big.lab.test' }],
-    }),
-    1,
-  );
+  fromUpstream(relay, truncatedTo(readId(relayed, 0)), 1);
   // The same question (names are case-insensitive, RFC 4343), on another connection: no datagram.
   ask('c2', 'BIG.lab.test', 2, 'TXT', 1000);
   // Another type, or the same question a minute later: UDP first again.
@@ -338,16 +332,7 @@ test('every query sent over UDP is reported done to its socket exactly once: ans
   const [answered, , truncated] = upstream.datagrams;
   fromUpstream(relay, answerTo(answered!), 1);
   fromUpstream(relay, answerTo(answered!), 2); // a duplicate: not done twice
-  fromUpstream(
-    relay,
-    dnsPacket.encode({
-      type: 'response',
-      id: readId(truncated!, 0),
-      flags: dnsPacket.TRUNCATED_RESPONSE,
-      questions: [{ type: 'TXT', name: 'big.lab.test' }],
-    }),
-    3,
-  );
+  fromUpstream(relay, truncatedTo(readId(truncated!, 0)), 3);
   assert.deepEqual(upstream.done, [1, 0, 1], 'answered on socket 0; truncated on socket 2, then asked over TCP');
   relay.tick(1000);
   assert.deepEqual(upstream.done, [1, 1, 1], 'the unanswered one on socket 1, at its timeout');
@@ -398,15 +383,7 @@ test('edns-tcp-keepalive: the query goes upstream without it (RFC 7828 §3.2.1: 
   const relayedOpt = relayed.additionals!.find((a) => a.type === 'OPT') as dnsPacket.OptAnswer;
   assert.deepEqual(relayedOpt.options, [], 'no keepalive over UDP');
   // The resolver's answer, with its OPT record (RFC 6891 §7) and no keepalive.
-  const answer = dnsPacket.encode({
-    type: 'response',
-    id: relayed.id,
-    flags: dnsPacket.RECURSION_DESIRED,
-    questions: relayed.questions,
-    answers: [{ type: 'A', name: 'www.lab.test', ttl: 60, data: '198.18.0.100' }],
-    additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, options: [] } as unknown as dnsPacket.Answer],
-  });
-  fromUpstream(relay, answer, 5);
+  fromUpstream(relay, answerTo(upstream.datagrams[0]!, undefined, 0, []), 5);
   // The client's answer carries the timeout: 1280 × 100 ms.
   const keepaliveOf = (m: dnsPacket.DecodedPacket): unknown =>
     ((m.additionals!.find((a) => a.type === 'OPT') as dnsPacket.OptAnswer).options as { code: number; timeout?: number }[]).find(
@@ -604,20 +581,8 @@ const ednsQuery = (id: number, options: object[], name = 'www.lab.test'): Buffer
     additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096, options } as unknown as dnsPacket.Answer],
   });
 /** The resolver's answer to a relayed query, its OPT record echoing the relayed client subnet option with `scope` (an ECS-aware resolver, RFC 7871 §7.2.1). */
-const subnetAnswerTo = (relayed: Buffer, scope: number): Buffer => {
-  const q = dnsPacket.decode(relayed);
-  const subnet = subnetOf(q)!;
-  return dnsPacket.encode({
-    type: 'response',
-    id: q.id,
-    flags: dnsPacket.RECURSION_DESIRED,
-    questions: q.questions,
-    answers: [{ type: 'A', name: q.questions![0]!.name, ttl: 60, data: '198.18.0.100' }],
-    additionals: [
-      { type: 'OPT', name: '.', udpPayloadSize: 1232, options: [{ ...subnet, scopePrefixLength: scope }] } as unknown as dnsPacket.Answer,
-    ],
-  });
-};
+const subnetAnswerTo = (relayed: Buffer, scope: number): Buffer =>
+  answerTo(relayed, undefined, 0, [{ ...subnetOf(dnsPacket.decode(relayed)), scopePrefixLength: scope }]);
 
 test('--ecs: a query without EDNS gets an OPT record with the client /24 (RFC 7871 §6), and its answer comes back without either', () => {
   const { upstream, connections, relay } = setupClientSubnet();
@@ -656,24 +621,10 @@ test('--ecs: a query with EDNS keeps its options and gets the client /56 beside 
   );
   assert.deepEqual(subnetOf(relayed), { code: 8, family: 2, sourcePrefixLength: 56, scopePrefixLength: 0, ip: '2001:2:0:ab00::' });
   assert.equal(optOf(relayed)!.udpPayloadSize, 4096, "the client's own OPT record");
-  const answer = dnsPacket.encode({
-    type: 'response',
-    id: relayed.id,
-    flags: dnsPacket.RECURSION_DESIRED,
-    questions: relayed.questions,
-    answers: [{ type: 'A', name: 'www.lab.test', ttl: 60, data: '198.18.0.100' }],
-    additionals: [
-      {
-        type: 'OPT',
-        name: '.',
-        udpPayloadSize: 1232,
-        options: [
-          { ...subnetOf(relayed), scopePrefixLength: 48 },
-          { code: 10, data: Buffer.alloc(24, 1) },
-        ],
-      } as unknown as dnsPacket.Answer,
-    ],
-  });
+  const answer = answerTo(upstream.datagrams[0]!, undefined, 0, [
+    { ...subnetOf(relayed), scopePrefixLength: 48 },
+    { code: 10, data: Buffer.alloc(24, 1) },
+  ]);
   fromUpstream(relay, answer, 5);
   const { message } = connections.answers[0]!;
   assert.deepEqual(
