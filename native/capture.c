@@ -62,6 +62,8 @@
 #define NAPI_VERSION 8
 #include <node_api.h>
 
+#include "napi_args.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <linux/if_packet.h>
@@ -171,13 +173,6 @@ static Capture *capture_arg(napi_env env, napi_value value) {
     return NULL;
   }
   return c;
-}
-
-static int typed_array(napi_env env, napi_value value, napi_typedarray_type want, void **data, size_t *length) {
-  napi_typedarray_type type;
-  napi_value backing;
-  size_t offset;
-  return napi_get_typedarray_info(env, value, &type, length, data, &backing, &offset) == napi_ok && type == want;
 }
 
 static napi_value throw_pcap(napi_env env, const char *what, const char *detail) {

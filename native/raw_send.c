@@ -67,6 +67,8 @@
 #define _GNU_SOURCE
 #include <node_api.h>
 
+#include "napi_args.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/if_ether.h>
@@ -156,7 +158,6 @@ static napi_value open_socket(napi_env env, napi_callback_info info) {
   return make_int(env, fd);
 }
 
-
 /* The most packets one sendBatch takes (the JavaScript side's batch). */
 #define MAX_BATCH 64
 
@@ -200,17 +201,12 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
   uint32_t count;
   void *packets, *lengths, *dsts, *failure;
   size_t packet_bytes, length_count, dst_bytes, failure_count;
-  napi_typedarray_type type;
-  napi_value backing;
-  size_t byte_offset;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 7 || !int_arg(env, argv[0], &fd) || !int_arg(env, argv[1], &family) || (family != 4 && family != 6) ||
-      napi_get_typedarray_info(env, argv[2], &type, &packet_bytes, &packets, &backing, &byte_offset) != napi_ok || type != napi_uint8_array ||
-      napi_get_typedarray_info(env, argv[3], &type, &length_count, &lengths, &backing, &byte_offset) != napi_ok || type != napi_uint32_array ||
-      napi_get_typedarray_info(env, argv[4], &type, &dst_bytes, &dsts, &backing, &byte_offset) != napi_ok || type != napi_uint8_array ||
-      napi_get_value_uint32(env, argv[5], &count) != napi_ok ||
-      napi_get_typedarray_info(env, argv[6], &type, &failure_count, &failure, &backing, &byte_offset) != napi_ok || type != napi_int32_array ||
-      failure_count < 2) {
+      !typed_array(env, argv[2], napi_uint8_array, &packets, &packet_bytes) ||
+      !typed_array(env, argv[3], napi_uint32_array, &lengths, &length_count) ||
+      !typed_array(env, argv[4], napi_uint8_array, &dsts, &dst_bytes) || napi_get_value_uint32(env, argv[5], &count) != napi_ok ||
+      !typed_array(env, argv[6], napi_int32_array, &failure, &failure_count) || failure_count < 2) {
     napi_throw_type_error(env, NULL, "sendBatch(fd, family, packets, lengths, dstAddrs, count, failure)");
     return NULL;
   }
@@ -260,13 +256,9 @@ static napi_value path_mtu(napi_env env, napi_callback_info info) {
   int32_t family;
   void *address;
   size_t address_bytes;
-  napi_typedarray_type type;
-  napi_value backing;
-  size_t byte_offset;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 2 || !int_arg(env, argv[0], &family) || (family != 4 && family != 6) ||
-      napi_get_typedarray_info(env, argv[1], &type, &address_bytes, &address, &backing, &byte_offset) != napi_ok ||
-      type != napi_uint8_array || address_bytes < (family == 4 ? 4u : 16u)) {
+      !typed_array(env, argv[1], napi_uint8_array, &address, &address_bytes) || address_bytes < (family == 4 ? 4u : 16u)) {
     napi_throw_type_error(env, NULL, "pathMtu(family, address)");
     return NULL;
   }
@@ -376,16 +368,11 @@ static napi_value send_link_batch(napi_env env, napi_callback_info info) {
   uint32_t count;
   void *packets, *lengths, *failure;
   size_t packet_bytes, length_count, failure_count;
-  napi_typedarray_type type;
-  napi_value backing;
-  size_t byte_offset;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 7 || !int_arg(env, argv[0], &fd) || !int_arg(env, argv[1], &ifindex) || !int_arg(env, argv[2], &mtu) ||
-      napi_get_typedarray_info(env, argv[3], &type, &packet_bytes, &packets, &backing, &byte_offset) != napi_ok || type != napi_uint8_array ||
-      napi_get_typedarray_info(env, argv[4], &type, &length_count, &lengths, &backing, &byte_offset) != napi_ok || type != napi_uint32_array ||
-      napi_get_value_uint32(env, argv[5], &count) != napi_ok ||
-      napi_get_typedarray_info(env, argv[6], &type, &failure_count, &failure, &backing, &byte_offset) != napi_ok || type != napi_int32_array ||
-      failure_count < 2) {
+      !typed_array(env, argv[3], napi_uint8_array, &packets, &packet_bytes) ||
+      !typed_array(env, argv[4], napi_uint32_array, &lengths, &length_count) || napi_get_value_uint32(env, argv[5], &count) != napi_ok ||
+      !typed_array(env, argv[6], napi_int32_array, &failure, &failure_count) || failure_count < 2) {
     napi_throw_type_error(env, NULL, "sendLinkBatch(fd, ifindex, mtu, packets, lengths, count, failure)");
     return NULL;
   }

@@ -24,6 +24,8 @@
 #define NAPI_VERSION 8
 #define _GNU_SOURCE
 #include <node_api.h>
+
+#include "napi_args.h"
 #include <uv.h>
 
 #include <arpa/inet.h>
@@ -151,13 +153,6 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
     napi_close_handle_scope(env, scope);
     if ((uint32_t)received < n) return;
   }
-}
-
-static int typed_array(napi_env env, napi_value value, napi_typedarray_type want, void **data, size_t *length) {
-  napi_typedarray_type type;
-  napi_value backing;
-  size_t offset;
-  return napi_get_typedarray_info(env, value, &type, length, data, &backing, &offset) == napi_ok && type == want;
 }
 
 static napi_value throw_errno(napi_env env, const char *what, int error) {
