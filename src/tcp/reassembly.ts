@@ -12,11 +12,10 @@
  * it a list of thousands.
  */
 
+import { seqLt } from './sequence.js';
+
 /** Most pieces held per flow: a window of full segments has ~54; past this, new ones are dropped (the client resends). */
 const MAX_PIECES = 64;
-
-/** Sequence-number comparison modulo 2^32 (RFC 9293 §3.4). */
-const seqLt = (a: number, b: number): boolean => ((a - b) | 0) < 0;
 
 export class Reassembly {
   /** Pieces in sequence order, none overlapping: first sequence number, and a copy of the bytes. */

@@ -34,6 +34,7 @@ import { RecentConnections } from './recent.js';
 import { BufferPool } from './byte-queue.js';
 import { TimerWheel } from './timer-wheel.js';
 import { Reassembly } from './reassembly.js';
+import { seqLeq, seqLt } from './sequence.js';
 import { synAckFor } from './handshake.js';
 import type { LiveFlows } from './live-flows.js';
 import { FlowlessAction, flowlessAction } from './flowless.js';
@@ -168,10 +169,6 @@ const MAX_SHED_PER_FLOW = 4;
 
 /** Bytes of free send-queue buffers kept per size (BufferPool): bounds the pool at 5 MiB. */
 const SEND_BUFFERS_KEPT_PER_SIZE = 512 * 1024;
-
-/** Sequence-number comparison modulo 2^32 (RFC 9293 §3.4). */
-const seqLt = (a: number, b: number): boolean => ((a - b) | 0) < 0;
-const seqLeq = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
 
 export class Responder implements Transport<Flow> {
   /** A connection holds nothing while idle; it may come back as long as its timestamp token is accepted. */
