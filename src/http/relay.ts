@@ -154,7 +154,7 @@ export class HttpRelay<C> implements Relay<C> {
     const parsed = parseRequest(buf, offset, length);
     const status = this.refusal(parsed);
     if (status !== 0) {
-      this.counts[status === 413 ? HttpCounter.BODIES_TOO_LARGE : HttpCounter.BAD_REQUESTS]!++;
+      this.countRefused(status);
       pending.queue.push({ request: null, status, body: null });
       // Its body, or what the bytes were, is never read: nothing after it can be framed.
       this.stopReading(connection, pending);
@@ -196,8 +196,7 @@ export class HttpRelay<C> implements Relay<C> {
     }
     const taken = body.take(buf, offset, length);
     if (body.failure !== null) {
-      if (body.failure === 413) this.counts[HttpCounter.BODIES_TOO_LARGE]!++;
-      else this.counts[HttpCounter.BAD_REQUESTS]!++;
+      this.countRefused(body.failure);
       body.fail(body.failure);
       this.stopReading(connection, pending);
     } else if (body.complete) {
@@ -240,6 +239,11 @@ export class HttpRelay<C> implements Relay<C> {
     }
     this.onDrain(connection); // a response waiting for space finds the connection closed and stops
     this.connections.delete(connection);
+  }
+
+  /** A request answered `status` without the backend, by its head or by its body: over the body limit, or bad. */
+  private countRefused(status: number): void {
+    this.counts[status === 413 ? HttpCounter.BODIES_TOO_LARGE : HttpCounter.BAD_REQUESTS]!++;
   }
 
   /** The status a request gets without the backend (0: relay it). */
