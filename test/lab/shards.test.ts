@@ -58,14 +58,15 @@ describe('shard worker threads', () => {
     assert.equal(counter(summary, 'send_failed'), 0, summary);
   });
 
-  // One query in flight per connection, strictly: dnsperf gives each of its -T threads its share
-  // of -c and of -q (dnsperf.c threadinfo_init), so -T 20 -c 20 -q 20 is 20 connections that
-  // never pipeline. A pipelined query whose bytes an earlier answer already acknowledged dies
-  // with the worker if its own answer had not gone out yet: the client's TCP has nothing to
-  // retransmit, and only its DNS timeout would recover it (docs/architecture.md, "When a worker
-  // dies"); dnsperf does not retry. -c 20 -q 20 in one thread did pipeline now and then (a
-  // connection whose query waited out a retransmission got the next one too) and once lost one
-  // query in 316,613 that way. What TCP recovers, this test expects recovered in full.
+  // One query in flight per connection, strictly: dnsperf gives each of its -T threads its share of
+  // -c and of -q (dnsperf.c threadinfo_init), so -T 20 -c 20 -q 20 is 20 connections that never
+  // pipeline. A pipelined query whose bytes an earlier answer already acknowledged dies with the
+  // worker if its own answer had not gone out yet: the client's TCP has nothing to retransmit, and
+  // only its DNS timeout would recover it (docs/architecture.md, "When a worker dies"); dnsperf
+  // does not retry. -c 20 -q 20 in one thread did pipeline now and then (dnsperf sends to its
+  // connections in turn, and one whose query is still unanswered when its turn comes gets the next
+  // query too) and once lost one query in 316,613 that way. What TCP recovers, this test expects
+  // recovered in full.
   test('a shard worker killed mid-load (-T 20 -c 20 -q 20) is replaced on its ring; dnsperf completes 100 %', async (t) => {
     const frontEnd = await startFrontEnd(lab, ['--workers', '2'], { STATELESS_TCP_TEST_HOOKS: '1' });
     t.after(() => frontEnd.stop());
