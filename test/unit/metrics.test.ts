@@ -55,6 +55,8 @@ test('two shards: every counter per shard, values read at scrape time, latency h
   const shards = [pipelineMetrics(0, zero), pipelineMetrics(1, one)];
   shards[0]!.observeUpstreamLatency(0.0003);
   shards[1]!.observeUpstreamLatency(0.2);
+  shards[1]!.observeUpstreamLatency(0.25); // on a bound: counted in its bucket (le, less or equal)
+  shards[1]!.observeUpstreamLatency(7); // above the last bound: +Inf only
   zero.decodeCounts[DecodeResult.OK] = 12; // counted after the registry was made: read when scraped
   const text = await exposition(await Promise.all(shards.map((s) => snapshot(s.registry))));
   assert.match(text, /^stateless_tcp_frames_total\{shard="0",result="ok"\} 12$/m);
@@ -66,7 +68,12 @@ test('two shards: every counter per shard, values read at scrape time, latency h
   assert.match(text, /^stateless_tcp_packets_sent_total\{shard="0",result="sent"\} 10$/m);
   assert.match(text, /^stateless_tcp_upstream_latency_seconds_bucket\{le="0.0005",shard="0"\} 1$/m);
   assert.match(text, /^stateless_tcp_upstream_latency_seconds_bucket\{le="0.0005",shard="1"\} 0$/m);
-  assert.match(text, /^stateless_tcp_upstream_latency_seconds_count\{shard="1"\} 1$/m);
+  assert.match(text, /^stateless_tcp_upstream_latency_seconds_bucket\{le="0.1",shard="1"\} 0$/m);
+  assert.match(text, /^stateless_tcp_upstream_latency_seconds_bucket\{le="0.25",shard="1"\} 2$/m);
+  assert.match(text, /^stateless_tcp_upstream_latency_seconds_bucket\{le="5",shard="1"\} 2$/m);
+  assert.match(text, /^stateless_tcp_upstream_latency_seconds_bucket\{le="\+Inf",shard="1"\} 3$/m);
+  assert.match(text, /^stateless_tcp_upstream_latency_seconds_sum\{shard="1"\} 7.45$/m);
+  assert.match(text, /^stateless_tcp_upstream_latency_seconds_count\{shard="1"\} 3$/m);
   assert.doesNotMatch(text, /result="bad_tcp_checksum"/, 'zeros left out');
 });
 
