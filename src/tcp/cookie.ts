@@ -19,11 +19,22 @@
  * many bytes we sent, which we no longer know. When the client negotiated TCP timestamps
  * (RFC 7323), every segment it sends echoes our last TSval in TSecr, so we make our TSval a token:
  *
- *     31 30 29                                    2 1     0
- *    +-----+----------------------------------------+-------+
- *    | per.|  MAC: 28 bits of SipHash-2-4 over      |  MSS  |
- *    | mod4|  (period, MSS, tuple)                  | class |
- *    +-----+----------------------------------------+-------+
+ *     31 30 29                                  5 4       2 1     0
+ *    +-----+--------------------------------------+---------+-------+
+ *    | per.|  MAC: 25 bits of SipHash-2-4 over    |  scale  |  MSS  |
+ *    | mod4|  (period, scale, MSS, tuple)         |  class  | class |
+ *    +-----+--------------------------------------+---------+-------+
+ *
+ * The scale class is the client's window scale shift (RFC 7323 §2) less 4 when it is one we
+ * take, 5 to 11: macOS's 6, Windows' 8, Linux's 7 (before 6.16) or 10 (since, with tcp_rmem up
+ * to 32 MiB), and the 9 and 11 of hosts tuned either way. It is 0 when we did not agree to
+ * scaling. Every window the client sends after its SYN is shifted by it (RFC 7323 §2.3), and a
+ * server that keeps no state can only learn it from what each segment carries; Linux's own
+ * syncookies keep it in the TSval's low bits for the same reason (net/ipv4/syncookies.c,
+ * cookie_init_timestamp). We offer scaling (shift 0 for our own window, which stays below 64 KiB)
+ * only with timestamps and only for those shifts: with any other, the SYN+ACK leaves the option
+ * out and neither side scales (RFC 7323 §2.2). Reading windows with a smaller shift than the
+ * client's would make them look smaller, safe but slow; a larger one would overrun the client.
  *
  * The token is constant within a period, and the client's PAWS check (RFC 7323 §5) drops any
  * segment of ours whose TSval is below the last one it kept (compared modulo 2^32, so "below"
@@ -31,10 +42,12 @@
  * period is 2^30 ± 2^30 ahead of this one's: always ahead, never by 2^31 or more. Two periods
  * on it could seem behind, so a token is accepted for at most one period after the one it was
  * issued in (`maxAgePeriods` ≤ 1), and a flow that sent nothing for longer steps its tokens
- * forward one period at a time (`tokenForReply`). That is why the MAC is 28 bits and not the 32
- * the 32-bit TSval would hold: two bits keep our TSvals increasing, two carry the MSS class.
- * Guessing a token takes 2^27 forged segments on average within its at most two periods, and
- * a flow proved by a token alone starts with a window of two segments (responder.ts).
+ * forward one period at a time (`tokenForReply`). That is why the MAC is 25 bits and not the 32
+ * the 32-bit TSval would hold: two bits keep our TSvals increasing, two carry the MSS class and
+ * three the scale class (Linux's ISN cookies carry about 24). Guessing a token takes 2^24
+ * forged segments on average within its at most two periods, and a flow proved by a token alone
+ * starts with a window of two segments (responder.ts), so a correct guess draws at most three
+ * segments toward the forged source.
  *
  * `period` counts `periodSeconds` (128 s); a cookie or token is accepted while at most
  * `maxAgePeriods` (1) old, so between 128 and 256 s. Tokens are refreshed by every segment we
@@ -74,7 +87,14 @@ export const DEFAULT_COOKIE_OPTIONS: CookieOptions = { periodSeconds: 128, maxAg
 const ISN_PERIOD_MASK = 3;
 const ISN_MAC_MASK = 0xfffffff0;
 const TOKEN_PERIOD_SHIFT = 30;
-const TOKEN_MAC_MASK = 0x3ffffffc;
+const TOKEN_MAC_MASK = 0x3fffffe0;
+/** The low bits of a token: what the handshake negotiated (`SynCookies.negotiated`). */
+const NEGOTIATED_MASK = 0x1f;
+
+/** The client window scale shifts a token can carry: scale class k (1–7) is shift k + 4. */
+const MIN_WINDOW_SCALE = 5;
+const MAX_WINDOW_SCALE = 11;
+const WINDOW_SCALE_CLASS_OFFSET = 4;
 /** Tokens stay increasing across one period only (see above). */
 const MAX_TOKEN_AGE_PERIODS = 1;
 
@@ -104,7 +124,7 @@ export class SynCookies {
   readonly maxIdleSeconds: number;
   /** How long a connection may always stay idle: a token issued at the very end of its period lasts this long. */
   readonly minIdleSeconds: number;
-  /** Hash input: domain, MSS class, 2 zero, period (4), client ISN (4), ports (4), two addresses (≤ 32). */
+  /** Hash input: domain, MSS (and scale) class, 2 zero, period (4), client ISN (4), ports (4), two addresses (≤ 32). */
   private readonly scratch = new Uint8Array(48);
   private readonly digest = new Uint32Array(2);
 
@@ -148,6 +168,28 @@ export class SynCookies {
     return (family === 4 ? MSS_CLASSES_V4 : MSS_CLASSES_V6)[index]!;
   }
 
+  /**
+   * What our SYN+ACK to `syn` agrees to, as the 5 bits a token carries: the MSS class (bits 0–1)
+   * and the scale class (bits 2–4: the client's window scale shift less 4 if it offered
+   * timestamps and a shift of 5 to 11, else 0 and no scaling).
+   */
+  static negotiated(syn: Segment): number {
+    const shift = syn.windowScale;
+    const scales = syn.hasTimestamps && shift >= MIN_WINDOW_SCALE && shift <= MAX_WINDOW_SCALE;
+    return SynCookies.mssIndex(syn.family, syn.mss) | (scales ? (shift - WINDOW_SCALE_CLASS_OFFSET) << 2 : 0);
+  }
+
+  /** The MSS we send with, from a `negotiated` value. */
+  static mssOf(family: 4 | 6, negotiated: number): number {
+    return SynCookies.mssOfIndex(family, negotiated & 3);
+  }
+
+  /** The shift of the client's windows (RFC 7323 §2.3), from a `negotiated` value; 0 without scaling. */
+  static windowShift(negotiated: number): number {
+    const scaleClass = negotiated >>> 2;
+    return scaleClass === 0 ? 0 : scaleClass + WINDOW_SCALE_CLASS_OFFSET;
+  }
+
   period(nowSeconds: number): number {
     return Math.floor(nowSeconds / this.periodSeconds);
   }
@@ -163,8 +205,9 @@ export class SynCookies {
 
   /**
    * Checks that `seg` is the client's first data (or FIN) segment of a connection we accepted:
-   * it acknowledges our cookie + 1 and starts right after the client's ISN. Returns the MSS class
-   * index, or -1.
+   * it acknowledges our cookie + 1 and starts right after the client's ISN. Returns what was
+   * negotiated as far as the ISN tells (the MSS class; no scale class, which only tokens carry:
+   * a client that scales its windows is read without the shift, so they look smaller), or -1.
    */
   checkFirstSegment(seg: Segment, nowSeconds: number): number {
     const isn = (seg.ack - 1) >>> 0;
@@ -181,11 +224,11 @@ export class SynCookies {
       : -1;
   }
 
-  /** Our TSval for segments of the connection of `seg` (a client segment). */
-  tokenForSegment(seg: Segment, mssIndex: number, nowSeconds: number): number {
+  /** Our TSval for segments of the connection of `seg` (a client segment), carrying `negotiated`. */
+  tokenForSegment(seg: Segment, negotiated: number, nowSeconds: number): number {
     const period = this.period(nowSeconds);
-    this.fromSegment(seg, Domain.TOKEN, period, mssIndex, 0);
-    return this.token(period, mssIndex, seg.addrLength);
+    this.fromSegment(seg, Domain.TOKEN, period, negotiated, 0);
+    return this.token(period, negotiated, seg.addrLength);
   }
 
   /**
@@ -194,33 +237,34 @@ export class SynCookies {
    * one). A flow that last sent a token of period p sends p + 1's next, however much later: the
    * client's PAWS check accepts a token one period on, not always one two periods on.
    */
-  tokenForReply(reply: ReplyHeader, mssIndex: number, period: number, keyGeneration: number): number {
-    this.fromReply(reply, period, mssIndex);
+  tokenForReply(reply: ReplyHeader, negotiated: number, period: number, keyGeneration: number): number {
+    this.fromReply(reply, period, negotiated);
     const key = keyGeneration === this.generation - 1 && this.previousKey !== null ? this.previousKey : this.key;
-    return this.token(period, mssIndex, reply.family === 4 ? 4 : 16, key);
+    return this.token(period, negotiated, reply.family === 4 ? 4 : 16, key);
   }
 
   /**
-   * Checks the token a client echoes in TSecr. Returns the MSS class index, or -1 if it is not a
-   * token of ours for this connection or is older than the maximum age.
+   * Checks the token a client echoes in TSecr. Returns what the handshake negotiated (MSS and
+   * scale class, `negotiated`), or -1 if it is not a token of ours for this connection or is
+   * older than the maximum age.
    */
   checkToken(seg: Segment, token: number, nowSeconds: number): number {
     const nowPeriod = this.period(nowSeconds);
     const age = (nowPeriod - (token >>> TOKEN_PERIOD_SHIFT)) & 3;
     if (age > this.maxAgePeriods) return -1;
-    const mssIndex = token & 3;
+    const negotiated = token & NEGOTIATED_MASK;
     const period = nowPeriod - age;
-    this.fromSegment(seg, Domain.TOKEN, period, mssIndex, 0);
-    if (this.token(period, mssIndex, seg.addrLength, this.key) === token >>> 0) return this.provedBy(this.generation, mssIndex);
+    this.fromSegment(seg, Domain.TOKEN, period, negotiated, 0);
+    if (this.token(period, negotiated, seg.addrLength, this.key) === token >>> 0) return this.provedBy(this.generation, negotiated);
     if (this.previousKey === null) return -1;
-    return this.token(period, mssIndex, seg.addrLength, this.previousKey) === token >>> 0
-      ? this.provedBy(this.generation - 1, mssIndex)
+    return this.token(period, negotiated, seg.addrLength, this.previousKey) === token >>> 0
+      ? this.provedBy(this.generation - 1, negotiated)
       : -1;
   }
 
-  private provedBy(keyGeneration: number, mssIndex: number): number {
+  private provedBy(keyGeneration: number, negotiated: number): number {
     this.lastKeyGeneration = keyGeneration;
-    return mssIndex;
+    return negotiated;
   }
 
   /**
@@ -252,15 +296,16 @@ export class SynCookies {
     return sipHash24(this.connectionKey, this.scratch, 0, 12 + prefix, this.digest) & 0x7fff_ffff;
   }
 
-  private token(period: number, mssIndex: number, addrLength: number, key: SipKey = this.key): number {
+  private token(period: number, negotiated: number, addrLength: number, key: SipKey = this.key): number {
     const mac = this.hash(addrLength, key);
-    return (((period & 3) << TOKEN_PERIOD_SHIFT) | (mac & TOKEN_MAC_MASK) | mssIndex) >>> 0;
+    return (((period & 3) << TOKEN_PERIOD_SHIFT) | (mac & TOKEN_MAC_MASK) | negotiated) >>> 0;
   }
 
-  private header(domain: number, period: number, mssIndex: number, clientIsn: number): void {
+  /** `negotiated`: the MSS class for an ISN; MSS and scale class for a token. */
+  private header(domain: number, period: number, negotiated: number, clientIsn: number): void {
     const s = this.scratch;
     s[0] = domain;
-    s[1] = mssIndex;
+    s[1] = negotiated;
     s[2] = s[3] = 0;
     s[4] = period;
     s[5] = period >>> 8;
@@ -273,8 +318,8 @@ export class SynCookies {
   }
 
   /** Hash input from a client segment: client port, server port, client address, server address. */
-  private fromSegment(seg: Segment, domain: number, period: number, mssIndex: number, clientIsn: number): void {
-    this.header(domain, period, mssIndex, clientIsn);
+  private fromSegment(seg: Segment, domain: number, period: number, negotiated: number, clientIsn: number): void {
+    this.header(domain, period, negotiated, clientIsn);
     const s = this.scratch;
     s[12] = seg.srcPort >>> 8;
     s[13] = seg.srcPort;
@@ -289,8 +334,8 @@ export class SynCookies {
   }
 
   /** The same input from a reply header, whose source is the server and destination the client. */
-  private fromReply(reply: ReplyHeader, period: number, mssIndex: number): void {
-    this.header(Domain.TOKEN, period, mssIndex, 0);
+  private fromReply(reply: ReplyHeader, period: number, negotiated: number): void {
+    this.header(Domain.TOKEN, period, negotiated, 0);
     const s = this.scratch;
     s[12] = reply.dstPort >>> 8;
     s[13] = reply.dstPort;

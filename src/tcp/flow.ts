@@ -46,11 +46,14 @@ export class Flow implements TimerEntry<Flow> {
   sndMax = 0;
   /** Bytes from `sndUna` on: in flight, then not yet sent. */
   readonly sendQueue = new ByteQueue();
-  /** The client's last advertised window (unscaled: we never offer window scaling). */
+  /** The client's last advertised window, in bytes (its window field shifted by `windowShift`). */
   peerWindow = 0;
+  /** The client's window scale shift (RFC 7323 §2.3), 0 without scaling. */
+  windowShift = 0;
   /** Largest payload per segment: the client's MSS class less our TCP options. */
   payloadMss = 0;
-  mssIndex = 0;
+  /** What the handshake negotiated, as the token carries it (cookie.ts `SynCookies.negotiated`). */
+  negotiated = 0;
   /** Congestion window in bytes (RFC 5681). */
   cwnd = 0;
   ssthresh = 0;

@@ -6,7 +6,7 @@
 import { type ReplyHeader, TcpFlag, type Segment } from '../wire/segment.js';
 import { SynCookies } from './cookie.js';
 
-/** What our SYN+ACK offers: the receive window and the MSS (responder.ts ResponderConfig). */
+/** What our SYN+ACK offers: the receive window and the MSS (responder.ts ResponderConfig). Window scaling follows the SYN (cookie.ts). */
 export interface SynAckOffer {
   window: number;
   mssOffer: number;
@@ -23,7 +23,11 @@ export function synAckFor(syn: Segment, cookies: SynCookies, offer: SynAckOffer,
   c.mss = offer.mssOffer;
   // RFC 7323 §3.2: timestamps only if the SYN offered them.
   c.hasTimestamps = syn.hasTimestamps;
-  c.tsVal = syn.hasTimestamps ? cookies.tokenForSegment(syn, SynCookies.mssIndex(syn.family, syn.mss), now) : 0;
+  const negotiated = SynCookies.negotiated(syn);
+  c.tsVal = syn.hasTimestamps ? cookies.tokenForSegment(syn, negotiated, now) : 0;
   c.tsEcr = syn.tsVal;
+  // RFC 7323 §2.2: window scaling only if the SYN offered it, and (cookie.ts) only with a shift
+  // the token can carry. Ours is 0: our window stays below 64 KiB.
+  c.windowScale = SynCookies.windowShift(negotiated) > 0 ? 0 : -1;
   return c;
 }

@@ -25,6 +25,8 @@
 
 /** Slots per set: a new entry replaces the oldest of these four. */
 const WAYS = 4;
+/** Bytes per unit of a remembered congestion window, so that a Uint16 reaches 4 MiB. */
+const WINDOW_UNIT = 64;
 
 export class RecentConnections {
   readonly slots: number;
@@ -35,8 +37,8 @@ export class RecentConnections {
   private readonly sndMax: Uint32Array;
   private readonly ourFin: Uint8Array;
   /**
-   * The congestion window and slow-start threshold, in bytes up to 65,535 (no more is ever
-   * usable: we offer no window scaling, so the client's window is at most that).
+   * The congestion window and slow-start threshold, in units of WINDOW_UNIT bytes (rounded down:
+   * a window remembered a little small is safe), up to 4 MiB, far above any send buffer.
    */
   private readonly cwnd: Uint16Array;
   private readonly ssthresh: Uint16Array;
@@ -102,8 +104,8 @@ export class RecentConnections {
     this.rcvNxt[slot] = rcvNxt;
     this.sndMax[slot] = sndMax;
     this.ourFin[slot] = ourFinSent ? 1 : 0;
-    this.cwnd[slot] = Math.min(cwnd, 0xffff);
-    this.ssthresh[slot] = Math.min(ssthresh, 0xffff);
+    this.cwnd[slot] = Math.min(Math.floor(cwnd / WINDOW_UNIT), 0xffff);
+    this.ssthresh[slot] = Math.min(Math.floor(ssthresh / WINDOW_UNIT), 0xffff);
     this.writtenMs[slot] = nowMs;
   }
 
@@ -128,11 +130,11 @@ export class RecentConnections {
 
   /** The congestion window when the flow was released (bytes, at most 65,535). */
   congestionWindow(slot: number): number {
-    return this.cwnd[slot]!;
+    return this.cwnd[slot]! * WINDOW_UNIT;
   }
 
   slowStartThreshold(slot: number): number {
-    return this.ssthresh[slot]!;
+    return this.ssthresh[slot]! * WINDOW_UNIT;
   }
 
   /** How long ago the entry was written. */

@@ -528,13 +528,13 @@ export class Responder implements Transport<Flow> {
   private verifyFlowless(seg: Segment, nowMs: number): Outcome {
     const length = seg.payloadLength;
     const now = nowMs / 1000;
-    let mssIndex = seg.hasTimestamps ? this.cookies.checkToken(seg, seg.tsEcr, now) : -1;
+    let negotiated = seg.hasTimestamps ? this.cookies.checkToken(seg, seg.tsEcr, now) : -1;
     let first = false;
-    if (mssIndex < 0) {
-      mssIndex = this.cookies.checkFirstSegment(seg, now);
-      first = mssIndex >= 0;
+    if (negotiated < 0) {
+      negotiated = this.cookies.checkFirstSegment(seg, now);
+      first = negotiated >= 0;
     }
-    if (mssIndex < 0) {
+    if (negotiated < 0) {
       if (length > 0 || seg.hasTimestamps) {
         // RFC 9293 §3.10.7.1: a segment for no connection gets <SEQ=SEG.ACK><CTL=RST>.
         this.sendStateless(seg, seg.ack, 0, TcpFlag.RST);
@@ -550,7 +550,7 @@ export class Responder implements Transport<Flow> {
     // `connectionId` holds this segment's id: the flow table's lookup computed it.
     const id = this.connectionId;
     const slot = this.recent.find(id[1]!, id[0]!, nowMs);
-    if (slot >= 0) return this.onRecalledSegment(seg, slot, mssIndex, nowMs);
+    if (slot >= 0) return this.onRecalledSegment(seg, slot, negotiated, nowMs);
 
     if (length === 0) {
       // FIN on a connection without soft state. Close our side too unless we already did:
@@ -568,14 +568,14 @@ export class Responder implements Transport<Flow> {
     // the table of recent connections: an off-path sender who learned a client's token could
     // forge it, so the flow starts with a window of two segments and grows only as the client's
     // ACKs show it receives them. A forged segment never draws much more than it cost.
-    return this.startFlow(seg, mssIndex, seg.seq, seg.ack, nowMs, !first && !this.isFirstSegment(seg, now));
+    return this.startFlow(seg, negotiated, seg.seq, seg.ack, nowMs, !first && !this.isFirstSegment(seg, now));
   }
 
   /**
    * A proved segment of a connection whose sequence numbers we remember: RCV.NXT and SND.MAX
    * when its last flow was released, everything we sent then being acknowledged.
    */
-  private onRecalledSegment(seg: Segment, slot: number, mssIndex: number, nowMs: number): Outcome {
+  private onRecalledSegment(seg: Segment, slot: number, negotiated: number, nowMs: number): Outcome {
     const recent = this.recent;
     const rcvNxt = recent.expectedSeq(slot);
     const sndNxt = recent.sentUpTo(slot);
@@ -626,7 +626,7 @@ export class Responder implements Transport<Flow> {
     }
     // New bytes from RCV.NXT on. The flow starts at what the client has acknowledged by now, not
     // at this segment's possibly older ACK.
-    return this.startFlow(seg, mssIndex, rcvNxt, sndNxt, nowMs, false, cwnd, ssthresh);
+    return this.startFlow(seg, negotiated, rcvNxt, sndNxt, nowMs, false, cwnd, ssthresh);
   }
 
   /** Whether `seg` is the first after the handshake (its cookie checks), keeping the key that proved it. */
@@ -643,7 +643,7 @@ export class Responder implements Transport<Flow> {
    */
   private startFlow(
     seg: Segment,
-    mssIndex: number,
+    negotiated: number,
     rcvNxt: number,
     sndNxt: number,
     nowMs: number,
@@ -663,7 +663,7 @@ export class Responder implements Transport<Flow> {
       source = new SourceUsage(key);
       this.sources.set(key, source);
     }
-    const flow = this.createFlow(seg, mssIndex, rcvNxt, sndNxt, nowMs);
+    const flow = this.createFlow(seg, negotiated, rcvNxt, sndNxt, nowMs);
     flow.source = source;
     source.flows++;
     if (provedByTokenOnly) {
@@ -715,12 +715,13 @@ export class Responder implements Transport<Flow> {
     return false;
   }
 
-  private createFlow(seg: Segment, mssIndex: number, rcvNxt: number, sndNxt: number, nowMs: number): Flow {
+  private createFlow(seg: Segment, negotiated: number, rcvNxt: number, sndNxt: number, nowMs: number): Flow {
     const flow = new Flow();
     flow.sendQueue.pool = this.sendBuffers;
     const r = flow.reply.reverseOf(seg);
     r.window = this.config.window;
     r.mss = 0;
+    r.windowScale = -1;
     r.hasTimestamps = seg.hasTimestamps;
     flow.useTimestamps = seg.hasTimestamps;
     flow.tsRecent = seg.tsVal;
@@ -731,12 +732,13 @@ export class Responder implements Transport<Flow> {
     flow.idHigh = this.connectionId[1]!;
     // The key that proved this segment (verifyFlowless checked it just now): keep using it.
     flow.keyGeneration = this.cookies.lastKeyGeneration;
-    flow.peerWindow = seg.window;
-    flow.mssIndex = mssIndex;
+    flow.negotiated = negotiated;
+    flow.windowShift = SynCookies.windowShift(negotiated);
+    flow.peerWindow = seg.window << flow.windowShift;
     // RFC 9293 §3.7.1 (and RFC 1122 §4.2.2.6): the segment fits both the client's MSS and the
     // MTU toward the client — of our interface, of the route, or a path MTU already learned.
     const optionBytes = seg.hasTimestamps ? TIMESTAMP_OPTION_BYTES : 0;
-    flow.payloadMss = SynCookies.mssOfIndex(seg.family, mssIndex) - optionBytes;
+    flow.payloadMss = SynCookies.mssOf(seg.family, negotiated) - optionBytes;
     if (this.pathMtus !== null) {
       const fits = this.payloadFor(seg.family, this.pathMtus.mtuToward(seg.family, r.dstAddr, nowMs), optionBytes);
       if (fits < flow.payloadMss) {
@@ -744,9 +746,10 @@ export class Responder implements Transport<Flow> {
         this.events[TcpEvent.SEGMENT_SIZE_FROM_ROUTE]!++;
       }
     }
-    // RFC 6928 initial window; RFC 5681 §3.1 ssthresh "arbitrarily high" (our window is ≤ 64 KB).
+    // RFC 6928 initial window; RFC 5681 §3.1 ssthresh "arbitrarily high": the send buffer, the
+    // most a flow ever has in flight.
     flow.cwnd = Math.min(10 * flow.payloadMss, Math.max(2 * flow.payloadMss, 14600));
-    flow.ssthresh = 65535;
+    flow.ssthresh = this.config.sendBufferBytes;
     flow.rtoMs = this.config.initialRtoMs;
     flow.partialSinceMs = nowMs;
     this.flows.add(flow, seg);
@@ -794,13 +797,15 @@ export class Responder implements Transport<Flow> {
     // The acknowledgment. RFC 5961 §5.2: acceptable only within [SND.UNA − MAX.SND.WND, SND.MAX].
     if (seqLt(flow.sndMax, seg.ack) || seqLt(seg.ack, (flow.sndUna - 65535) >>> 0)) return this.challengeAck(flow, nowMs);
     let outcome: Outcome = Outcome.ACK;
+    // RFC 7323 §2.3: every window after the SYN is shifted by the scale the client announced.
+    const peerWindow = seg.window << flow.windowShift;
     if (seqLt(flow.sndUna, seg.ack)) {
       this.onNewAck(flow, seg.ack, nowMs);
-    } else if (seg.ack === flow.sndUna && length === 0 && !hasFin && flow.inFlight > 0 && seg.window === flow.peerWindow) {
+    } else if (seg.ack === flow.sndUna && length === 0 && !hasFin && flow.inFlight > 0 && peerWindow === flow.peerWindow) {
       // RFC 5681 §3.2: the third duplicate ACK means a segment was lost.
       if (++flow.dupAcks === 3) this.fastRetransmit(flow, nowMs);
     }
-    flow.peerWindow = seg.window;
+    flow.peerWindow = peerWindow;
 
     let mustAck = false;
     let gapFilled = false;
@@ -1220,7 +1225,7 @@ export class Responder implements Transport<Flow> {
       if (period !== flow.tokenPeriod) {
         // One period on at most from the token the client holds (cookie.ts: its PAWS check).
         flow.tokenPeriod = flow.tokenPeriod >= 0 && period - flow.tokenPeriod > 1 ? flow.tokenPeriod + 1 : period;
-        flow.token = this.cookies.tokenForReply(r, flow.mssIndex, flow.tokenPeriod, flow.keyGeneration);
+        flow.token = this.cookies.tokenForReply(r, flow.negotiated, flow.tokenPeriod, flow.keyGeneration);
       }
       r.tsVal = flow.token;
       r.tsEcr = flow.tsRecent;
@@ -1237,6 +1242,7 @@ export class Responder implements Transport<Flow> {
     c.ack = ack;
     c.flags = flags;
     c.mss = 0;
+    c.windowScale = -1;
     const isReset = (flags & TcpFlag.RST) !== 0;
     c.window = isReset ? 0 : this.config.window;
     // RFC 7323 §3.2: once negotiated, every non-RST segment carries timestamps.

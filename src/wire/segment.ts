@@ -167,6 +167,8 @@ export class ReplyHeader {
   window = 0;
   /** If non-zero, emit an MSS option (kind 2) with this value; only meaningful on SYN segments. */
   mss = 0;
+  /** If 0 or more, emit a window scale option (kind 3, RFC 7323 §2.2) with this shift; SYN segments only. */
+  windowScale = -1;
   /** If set, emit the timestamps option (RFC 7323 §3) with these values. */
   hasTimestamps = false;
   tsVal = 0;
@@ -194,6 +196,7 @@ export class ReplyHeader {
     this.flags = other.flags;
     this.window = other.window;
     this.mss = other.mss;
+    this.windowScale = other.windowScale;
     this.hasTimestamps = other.hasTimestamps;
     this.tsVal = other.tsVal;
     this.tsEcr = other.tsEcr;

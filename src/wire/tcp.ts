@@ -14,7 +14,7 @@
 import { readU16, readU32, writeU16, writeU32 } from './bytes.js';
 import { combine, finish, pseudoHeaderSum, sum16 } from './checksum.js';
 import { IpProtocol } from './ip.js';
-import { ChecksumPolicy, DecodeResult, type ReplyHeader, type Segment } from './segment.js';
+import { ChecksumPolicy, DecodeResult, type ReplyHeader, type Segment, TcpFlag } from './segment.js';
 
 /** Field offsets from the start of the TCP header. */
 export const TcpField = {
@@ -188,8 +188,8 @@ function tcpChecksumState(buf: Uint8Array, offset: number, segmentLength: number
 
 /**
  * Bytes of options `writeTcpHeader` emits for `hdr`, padded to a 32-bit boundary (the data offset
- * counts words, RFC 9293 §3.1 "Padding"). To emit another option (window scale, SACK-permitted),
- * add its length here and its bytes in `writeTcpOptions`.
+ * counts words, RFC 9293 §3.1 "Padding"). To emit another option (SACK-permitted, say), add its
+ * length here and its bytes in `writeTcpOptions`.
  */
 export function tcpOptionsLength(hdr: ReplyHeader): number {
   let length = 0;
@@ -197,7 +197,14 @@ export function tcpOptionsLength(hdr: ReplyHeader): number {
   if (hdr.mss > 0) length += TcpOptionLength.MSS;
   // RFC 7323 Appendix A: two NOPs align the 10-byte timestamps option to 4 bytes.
   if (hdr.hasTimestamps) length += 2 + TcpOptionLength.TIMESTAMPS;
+  // A NOP and the 3-byte window scale option, as Linux sends it.
+  if (sendsWindowScale(hdr)) length += 1 + TcpOptionLength.WINDOW_SCALE;
   return (length + 3) & ~3;
+}
+
+/** RFC 7323 §2.2: the window scale option goes in SYN segments only. */
+function sendsWindowScale(hdr: ReplyHeader): boolean {
+  return hdr.windowScale >= 0 && (hdr.flags & TcpFlag.SYN) !== 0;
 }
 
 /** Write the options of `hdr` into [`offset`, `end`), padding with End-of-List (zero) bytes. */
@@ -217,6 +224,13 @@ function writeTcpOptions(hdr: ReplyHeader, out: Uint8Array, offset: number, end:
     writeU32(out, position + 4, hdr.tsVal);
     writeU32(out, position + 8, hdr.tsEcr);
     position += 2 + TcpOptionLength.TIMESTAMPS;
+  }
+  if (sendsWindowScale(hdr)) {
+    out[position] = TcpOptionKind.NO_OPERATION;
+    out[position + 1] = TcpOptionKind.WINDOW_SCALE;
+    out[position + 2] = TcpOptionLength.WINDOW_SCALE;
+    out[position + 3] = hdr.windowScale;
+    position += 1 + TcpOptionLength.WINDOW_SCALE;
   }
   // RFC 9293 §3.1: "The TCP header padding ... is composed of zeros."
   while (position < end) out[position++] = TcpOptionKind.END_OF_LIST;

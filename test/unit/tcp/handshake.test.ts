@@ -29,6 +29,7 @@ import {
   tcp,
   timestamps,
   window,
+  windowScale,
 } from '../../support/checkers.js';
 import { ipPacket, Packet } from '../../support/fixtures.js';
 import { fixTcpChecksum, withTcpOptions } from '../../support/packets.js';
@@ -75,9 +76,12 @@ describe('synAckFor', () => {
         window(65535),
         mss(1220),
         payloadLength(0),
-        timestamps({ val: cookies.tokenForSegment(syn, SynCookies.mssIndex(4, 1220), NOW_MS / 1000), ecr: 760932315 }),
+        timestamps({ val: cookies.tokenForSegment(syn, SynCookies.negotiated(syn), NOW_MS / 1000), ecr: 760932315 }),
+        // The client's wscale 10 (Linux 6.16 on): agreed to, and carried in the token; ours is 0.
+        windowScale(0),
       ),
     );
+    assert.equal(SynCookies.windowShift(SynCookies.negotiated(syn)), 10);
   });
 
   it('answers the captured IPv6 SYN into a header that held an IPv4 reply', () => {
@@ -105,7 +109,19 @@ describe('synAckFor', () => {
     assert.equal(syn.hasTimestamps, false);
     const reply = synAckFor(syn, cookies, OFFER, NOW_MS, new ReplyHeader());
     assert.equal(reply.hasTimestamps, false);
-    checkPacket(emit(reply), ipv4(), tcp(flags(TcpFlag.SYN | TcpFlag.ACK), timestamps(null), mss(1220)));
+    // RFC 7323 §2.2 would allow scaling without timestamps, but only a token could carry the
+    // client's shift to later segments.
+    checkPacket(emit(reply), ipv4(), tcp(flags(TcpFlag.SYN | TcpFlag.ACK), timestamps(null), mss(1220), windowScale(-1)));
+  });
+
+  it('offers no window scaling to a SYN whose shift a token cannot carry, nor to one that offered none', () => {
+    for (const shift of [4, 12, 14, -1]) {
+      const options = [2, 4, 0x04, 0xc4, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0];
+      const syn = decode(withTcpOptions(ipPacket(Packet.V4_SYN), shift < 0 ? options : [...options, 1, 3, 3, shift]));
+      assert.equal(syn.windowScale, shift);
+      checkPacket(emit(synAckFor(syn, cookies, OFFER, NOW_MS, new ReplyHeader())), ipv4(), tcp(windowScale(-1)));
+      assert.equal(SynCookies.windowShift(SynCookies.negotiated(syn)), 0);
+    }
   });
 
   it('acknowledges only the SYN of a SYN that carries data (RFC 7413 §4.2.2)', () => {
@@ -130,9 +146,9 @@ describe('synAckFor', () => {
     writeU32(packet, tsEcrOffset(query), reply.tsVal);
     fixTcpChecksum(packet, 0, query.tcpOffset, packet.length);
     const first = decode(packet);
-    const mssIndex = SynCookies.mssIndex(4, 1220);
-    assert.equal(cookies.checkFirstSegment(first, NOW_MS / 1000 + 1), mssIndex);
-    assert.equal(cookies.checkToken(first, first.tsEcr, NOW_MS / 1000 + 1), mssIndex);
+    // The ISN carries the MSS class alone; the token the window scale too.
+    assert.equal(cookies.checkFirstSegment(first, NOW_MS / 1000 + 1), SynCookies.mssIndex(4, 1220));
+    assert.equal(cookies.checkToken(first, first.tsEcr, NOW_MS / 1000 + 1), SynCookies.negotiated(syn));
     // The captured query as it was (acknowledging the real server's ISN) proves nothing.
     assert.equal(cookies.checkFirstSegment(decode(ipPacket(Packet.V4_QUERY)), NOW_MS / 1000), -1);
   });

@@ -6,35 +6,38 @@ import { Prng } from '../../support/prng.js';
 
 test('an entry is found by its key until its lifetime ends or it is forgotten', () => {
   const table = new RecentConnections(64, 1000);
-  table.remember(0xdeadbeef, 0x12345678, 1111, 2222, true, 28960, 65535, 0);
+  table.remember(0xdeadbeef, 0x12345678, 1111, 2222, true, 28960, 131070, 0);
   const slot = table.find(0xdeadbeef, 0x12345678, 999);
   assert.ok(slot >= 0);
   assert.equal(table.expectedSeq(slot), 1111);
   assert.equal(table.sentUpTo(slot), 2222);
   assert.equal(table.ourFinSent(slot), true);
-  assert.equal(table.congestionWindow(slot), 28960);
-  assert.equal(table.slowStartThreshold(slot), 65535);
+  assert.equal(table.congestionWindow(slot), 28928, 'in 64-byte units, rounded down');
+  assert.equal(table.slowStartThreshold(slot), 131008);
   assert.equal(table.ageMs(slot, 999), 999);
   assert.equal(table.find(0xdeadbeef, 0x12345679, 999), -1, 'another key');
   assert.equal(table.find(0xdeadbef0, 0x12345678, 999), -1, 'the high half counts too');
   assert.equal(table.find(0xdeadbeef, 0x12345678, 1000), -1, 'too old');
-  table.remember(0xdeadbeef, 0x12345678, 3333, 4444, false, 14480, 20000, 2000);
+  table.remember(0xdeadbeef, 0x12345678, 3333, 4444, false, 14464, 20032, 2000);
   const again = table.find(0xdeadbeef, 0x12345678, 2000);
   assert.equal(table.expectedSeq(again), 3333, 'rewritten in place');
   assert.equal(table.ourFinSent(again), false);
-  assert.equal(table.congestionWindow(again), 14480);
-  assert.equal(table.slowStartThreshold(again), 20000);
+  assert.equal(table.congestionWindow(again), 14464);
+  assert.equal(table.slowStartThreshold(again), 20032);
   table.forget(again);
   assert.equal(table.find(0xdeadbeef, 0x12345678, 2000), -1);
   assert.equal(table.live(2000), 0);
 });
 
-test('congestion state is kept up to 65,535 bytes, all a client without window scaling can take', () => {
+test('congestion state is kept up to 4 MiB, far above any send buffer', () => {
   const table = new RecentConnections(4, 1000);
   table.remember(1, 2, 0, 0, false, 200_000, 70_000, 0);
   const slot = table.find(1, 2, 1);
-  assert.equal(table.congestionWindow(slot), 65535);
-  assert.equal(table.slowStartThreshold(slot), 65535);
+  assert.equal(table.congestionWindow(slot), 200_000);
+  assert.equal(table.slowStartThreshold(slot), 69_952);
+  table.remember(1, 2, 0, 0, false, 2 ** 30, 2 ** 30, 0);
+  assert.equal(table.congestionWindow(slot), 0xffff * 64);
+  assert.equal(table.slowStartThreshold(slot), 0xffff * 64);
 });
 
 test('a full set gives up its oldest entry; the table never grows', () => {

@@ -31,6 +31,7 @@ import {
   tcp,
   timestamps,
   window,
+  windowScale,
 } from '../../support/checkers.js';
 import { ipPacket, Packet } from '../../support/fixtures.js';
 import { PathMtuTable, type PathMtuSource } from '../../../src/tcp/path-mtu.js';
@@ -60,6 +61,8 @@ interface Options {
   synIndex?: number;
   /** Drop the timestamps option from the client's SYN (a client that does not use them). */
   noTimestamps?: boolean;
+  /** The window scale shift the client's SYN offers (RFC 7323 §2.2); none by default. */
+  windowScale?: number;
   /** The MTU toward each client (default: none, the client's MSS alone). */
   pathMtus?: PathMtuSource;
   /** Leave `Responder.push` to the test (`pushes` counts the calls for one), as the event loop does; by default answers are pushed at once. */
@@ -91,6 +94,7 @@ class Harness {
   readonly family: 4 | 6;
   private readonly header = new ReplyHeader();
   private readonly useTimestamps: boolean;
+  private readonly windowScale: number;
 
   constructor(options: Options = {}) {
     this.responder = new Responder(
@@ -123,6 +127,7 @@ class Harness {
     const syn = decode(synPacket);
     this.family = syn.family;
     this.useTimestamps = !options.noTimestamps;
+    this.windowScale = options.windowScale ?? -1;
     // The client side of the captured flow, as a template for the segments we play.
     const h = this.header;
     h.family = syn.family;
@@ -165,6 +170,7 @@ class Harness {
     h.flags = fields.flags;
     h.window = fields.window ?? 64000;
     h.mss = fields.flags & TcpFlag.SYN ? 1460 : 0;
+    h.windowScale = this.windowScale;
     h.hasTimestamps = this.useTimestamps;
     h.tsVal = this.clientTsVal++;
     h.tsEcr = fields.tsEcr ?? this.token;
@@ -377,6 +383,39 @@ test("the client's window is honoured and the rest is sent as it acknowledges; t
   );
   assert.deepEqual(all, answer);
   assert.equal(rest.at(-1)!.flags & TcpFlag.PSH, TcpFlag.PSH);
+});
+
+test('window scaling (RFC 7323): agreed to for a shift the token carries, every later window read with it; not for any other', () => {
+  for (const [shift, agreed] of [
+    [10, true], // Linux since 6.16, with tcp_rmem up to 32 MiB (the lab's clients)
+    [7, true],
+    [12, false],
+  ] as const) {
+    const h = new Harness({ windowScale: shift });
+    assert.equal(h.segment({ flags: TcpFlag.SYN, ack: 0, tsEcr: 0 }), Outcome.SYN_ANSWERED);
+    // Our shift is 0: our window stays below 64 KiB. No option at all: neither side scales.
+    const synAck = checkPacket(h.take()[0]!, h.ip(), tcp(flags(TcpFlag.SYN | TcpFlag.ACK), windowScale(agreed ? 0 : -1)));
+    h.clientSeq = (h.clientSeq + 1) >>> 0;
+    h.clientAck = (synAck.seq + 1) >>> 0;
+    h.token = synAck.tsVal;
+    h.segment({ flags: TcpFlag.ACK });
+    const q = framedQuery('big.lab.test', 5);
+    h.send(q);
+    h.take();
+    // A window field of 2048 >> shift: 2,048 bytes if scaled, a few bytes if read unscaled.
+    const field = 2048 >> shift;
+    h.ackTo(synAck.seq + 1, field);
+    const answer = h.answerFor(q.subarray(2), 4900);
+    h.responder.answer(h.messages[0]!.flow, answer, 0, answer.length);
+    const sent = h.take().reduce((n, p) => n + decode(p).payloadLength, 0);
+    if (agreed) assert.ok(sent > 1000 && sent <= 2048, `shift ${shift}: ${sent} bytes into a window of ${field} << ${shift}`);
+    else assert.ok(sent <= field, `shift ${shift}: ${sent} bytes into an unscaled window of ${field}`);
+    if (!agreed) continue;
+    // A window of 128,000 bytes, more than an unscaled window can say, takes the rest.
+    h.ackTo(synAck.seq + 1 + sent, 128_000 >> shift);
+    const rest = h.take().reduce((n, p) => n + decode(p).payloadLength, 0);
+    assert.equal(sent + rest, answer.length, `shift ${shift}: the whole answer`);
+  }
 });
 
 test('answers given together for one connection leave together: one segment at the push', () => {
