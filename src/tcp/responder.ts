@@ -128,7 +128,8 @@ export const DEFAULT_RESPONDER_CONFIG: TcpSettings = {
   // A sixteenth, as for flows: one source cannot fill the shard's queues.
   maxQueuedBytesPerSource: 16 * 1024 * 1024,
   recentConnections: 65536,
-  // Twice the largest window a client can offer us without window scaling.
+  // Twice the largest window a client can offer us without window scaling; with it, the most a
+  // flow has in flight.
   sendBufferBytes: 2 * 65535,
   // Linux's minimum RTO; the lab and data-centre RTTs are far below it.
   initialRtoMs: 200,
