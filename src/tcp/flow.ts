@@ -50,6 +50,9 @@ export class Flow implements TimerEntry<Flow> {
   peerWindow = 0;
   /** The client's window scale shift (RFC 7323 §2.3), 0 without scaling. */
   windowShift = 0;
+  /** SEG.SEQ and SEG.ACK of the segment `peerWindow` came from (RFC 9293 SND.WL1, SND.WL2). */
+  sndWl1 = 0;
+  sndWl2 = 0;
   /** Largest payload per segment: the client's MSS class less our TCP options. */
   payloadMss = 0;
   /** What the handshake negotiated, as the token carries it (cookie.ts `SynCookies.negotiated`). */

@@ -736,6 +736,8 @@ export class Responder implements Transport<Flow> {
     flow.negotiated = negotiated;
     flow.windowShift = SynCookies.windowShift(negotiated);
     flow.peerWindow = seg.window << flow.windowShift;
+    flow.sndWl1 = seg.seq;
+    flow.sndWl2 = seg.ack;
     // RFC 9293 §3.7.1 (and RFC 1122 §4.2.2.6): the segment fits both the client's MSS and the
     // MTU toward the client — of our interface, of the route, or a path MTU already learned.
     const optionBytes = seg.hasTimestamps ? TIMESTAMP_OPTION_BYTES : 0;
@@ -806,7 +808,14 @@ export class Responder implements Transport<Flow> {
       // RFC 5681 §3.2: the third duplicate ACK means a segment was lost.
       if (++flow.dupAcks === 3) this.fastRetransmit(flow, nowMs);
     }
-    flow.peerWindow = peerWindow;
+    // RFC 9293 §3.10.7.4: the window is taken from the newest segment only (SND.WL1, SND.WL2).
+    // An ACK overtaken by a later one says where the client's window ended then; read from our
+    // newer SND.UNA it would reach past the client's buffer.
+    if (seqLeq(flow.sndUna, seg.ack) && (seqLt(flow.sndWl1, seg.seq) || (flow.sndWl1 === seg.seq && seqLeq(flow.sndWl2, seg.ack)))) {
+      flow.peerWindow = peerWindow;
+      flow.sndWl1 = seg.seq;
+      flow.sndWl2 = seg.ack;
+    }
 
     let mustAck = false;
     let gapFilled = false;

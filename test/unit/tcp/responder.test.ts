@@ -418,6 +418,28 @@ test('window scaling (RFC 7323): agreed to for a shift the token carries, every 
   }
 });
 
+test('an ACK overtaken by a later one does not set the window (RFC 9293 §3.10.7.4, SND.WL1 and SND.WL2)', () => {
+  const h = new Harness();
+  const isn = h.handshake();
+  const q = framedQuery('big.lab.test', 5);
+  h.send(q);
+  h.take();
+  h.ackTo(isn + 1, 3000);
+  const answer = h.answerFor(q.subarray(2), 9000);
+  h.responder.answer(h.messages[0]!.flow, answer, 0, answer.length);
+  const first = h.take().reduce((n, p) => n + decode(p).payloadLength, 0);
+  assert.ok(first <= 3000, `${first} bytes into a 3000-byte window`);
+  // The client takes 1000 bytes and closes its window to 2000 more: nothing new may go.
+  h.ackTo(isn + 1 + 1000, 2000);
+  assert.equal(h.take().length, 0);
+  // Its earlier ACK, with the wide window of then, arrives late: the window stays as the newest said.
+  h.ackTo(isn + 1, 64000);
+  assert.equal(h.take().length, 0, 'an old window read from the new SND.UNA would overrun the client');
+  // A new ACK opens it again.
+  h.ackTo(isn + 1 + first, 64000);
+  assert.ok(h.take().length > 0);
+});
+
 test('answers given together for one connection leave together: one segment at the push', () => {
   const h = new Harness({ deferPush: true });
   const isn = h.handshake();
