@@ -46,10 +46,8 @@ export class Flow implements TimerEntry<Flow> {
   sndMax = 0;
   /** Bytes from `sndUna` on: in flight, then not yet sent. */
   readonly sendQueue = new ByteQueue();
-  /** The client's last advertised window, in bytes (its window field shifted by `windowShift`). */
+  /** The client's last advertised window, in bytes (its window field shifted by the scale in `negotiated`). */
   peerWindow = 0;
-  /** The client's window scale shift (RFC 7323 §2.3), 0 without scaling. */
-  windowShift = 0;
   /** SEG.SEQ and SEG.ACK of the segment `peerWindow` came from (RFC 9293 SND.WL1, SND.WL2). */
   sndWl1 = 0;
   sndWl2 = 0;

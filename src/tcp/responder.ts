@@ -734,8 +734,7 @@ export class Responder implements Transport<Flow> {
     // The key that proved this segment (verifyFlowless checked it just now): keep using it.
     flow.keyGeneration = this.cookies.lastKeyGeneration;
     flow.negotiated = negotiated;
-    flow.windowShift = SynCookies.windowShift(negotiated);
-    flow.peerWindow = seg.window << flow.windowShift;
+    flow.peerWindow = seg.window << SynCookies.windowShift(negotiated);
     flow.sndWl1 = seg.seq;
     flow.sndWl2 = seg.ack;
     // RFC 9293 §3.7.1 (and RFC 1122 §4.2.2.6): the segment fits both the client's MSS and the
@@ -801,7 +800,7 @@ export class Responder implements Transport<Flow> {
     if (seqLt(flow.sndMax, seg.ack) || seqLt(seg.ack, (flow.sndUna - 65535) >>> 0)) return this.challengeAck(flow, nowMs);
     let outcome: Outcome = Outcome.ACK;
     // RFC 7323 §2.3: every window after the SYN is shifted by the scale the client announced.
-    const peerWindow = seg.window << flow.windowShift;
+    const peerWindow = seg.window << SynCookies.windowShift(flow.negotiated);
     if (seqLt(flow.sndUna, seg.ack)) {
       this.onNewAck(flow, seg.ack, nowMs);
     } else if (seg.ack === flow.sndUna && length === 0 && !hasFin && flow.inFlight > 0 && peerWindow === flow.peerWindow) {
